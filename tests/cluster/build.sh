@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds the local control plane's binaries from Go modules into a per-version cache outside the
+# repository, so only the first run on a machine pays for the build. Idempotent: a binary that is
+# already there and reports the pinned version is not rebuilt.
+#
+#   tests/cluster/build.sh            build everything that is missing
+#   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+CACHE=${IOT_CACHE:-$HOME/.cache/iot-operator}
+BIN="$CACHE/bin"
+[ "${1:-}" = "--print" ] && { echo "$BIN"; exit 0; }
+mkdir -p "$BIN"
+export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# have NAME PATTERN: true when $BIN/NAME exists and its version output contains PATTERN.
+have() { [ -x "$BIN/$1" ] && "$BIN/$1" "${3:---version}" 2>/dev/null | grep -q -- "$2"; }
+
+# A Go build of 10+ minutes is silent by default; a heartbeat shows it is alive.
+with_heartbeat() {
+  local what=$1; shift
+  ( while sleep 60; do log "still building $what ..."; done ) & local hb=$!
+  local rc=0; "$@" || rc=$?
+  kill "$hb" 2>/dev/null; wait "$hb" 2>/dev/null || true
+  return $rc
+}
+
+build_kubernetes() {
+  local v=$K8S_VERSION minor stg w gomod ld p
+  if have kube-apiserver "Kubernetes $v" && have kube-controller-manager "Kubernetes $v" \
+     && have kube-scheduler "Kubernetes $v" && have kubectl "$v" "version --client"; then
+    log "kubernetes $v: cached"; return; fi
+  minor=$(echo "$v" | cut -d. -f2); stg="v0.${v#v1.}"
+  w="$CACHE/src/kubernetes-$v"; mkdir -p "$w"; cd "$w"
+  [ -f go.mod ] || go mod init local/k8s-bins >/dev/null 2>&1
+  log "kubernetes $v: resolving modules (first run downloads ~1 GB)"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths,
+  # which only work inside its own repository: pin each to the matching published v0.x instead.
+  for m in $(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => \./staging/src/.*#\1#p' "$gomod"); do
+    go mod edit "-replace=$m=$m@$stg"
+  done
+  go mod edit "-require=k8s.io/kubernetes@$v"
+  # The same version stamps as upstream's hack/lib/version.sh; without them /version says v0.0.0.
+  ld="-s -w"
+  for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ld="$ld -X '$p.gitVersion=$v' -X '$p.gitMajor=1' -X '$p.gitMinor=$minor'"
+    ld="$ld -X '$p.gitTreeState=clean' -X '$p.buildDate=1970-01-01T00:00:00Z'"
+  done
+  log "kubernetes $v: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (10-25 min on 2 cores)"
+  with_heartbeat kubernetes go build -trimpath -tags=selinux,notest -ldflags "$ld" -o "$BIN/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  log "kubernetes $v: $("$BIN/kube-apiserver" --version)"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION w
+  if have etcd "etcd Version: ${v#v}"; then log "etcd $v: cached"; return; fi
+  w="$CACHE/src/etcd-$v"; mkdir -p "$w"; cd "$w"
+  [ -f go.mod ] || go mod init local/etcd-bin >/dev/null 2>&1
+  # etcd's own go.mod has replace lines, so `go install` refuses it; a wrapper module does not.
+  go mod edit "-require=go.etcd.io/etcd/server/v3@$v"
+  log "etcd $v: compiling"
+  with_heartbeat etcd go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release" \
+    -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+  log "etcd $v: $("$BIN/etcd" --version | head -1)"
+}
+
+# go_install NAME MODULE_PATH VERSION VERSION_PATTERN VERSION_ARGS LDFLAGS
+go_install() {
+  local name=$1 pkg=$2 v=$3 pat=$4 vargs=$5 ld=$6
+  if have "$name" "$pat" "$vargs"; then log "$name $v: cached"; return; fi
+  log "$name $v: compiling"
+  GOBIN="$BIN" with_heartbeat "$name" go install -trimpath -ldflags "$ld" "$pkg@$v"
+  log "$name $v: built"
+}
+
+build_kubernetes
+build_etcd
+go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "$KWOK_VERSION" --version \
+  "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_VERSION" "version --short" \
+  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+log "all binaries in $BIN"

@@ -1,0 +1,233 @@
+//! A throw-away InfluxDB 1.x (Debian's `influxd`) on free loopback ports, with its data in a
+//! temporary directory. Stopped when dropped. `stop` and `start_again` keep the data and the port,
+//! for outage tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct InfluxServer {
+    dir: tempfile::TempDir,
+    http_port: u16,
+    child: Option<Child>,
+    auth: Option<(String, String)>,
+    http: reqwest::Client,
+}
+
+/// A free TCP port on 127.0.0.1 (the listener is closed again, so a race is possible but rare).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn influxd() -> PathBuf {
+    let p = std::env::var_os("INFLUXD")
+        .map_or_else(|| PathBuf::from("/usr/bin/influxd"), PathBuf::from);
+    assert!(
+        p.exists(),
+        "influxd not found at {} — run `make deps` (installs Debian's influxdb package) or set INFLUXD",
+        p.display()
+    );
+    p
+}
+
+impl InfluxServer {
+    /// Starts InfluxDB without authentication.
+    pub async fn start() -> Self {
+        Self::launch(None).await
+    }
+
+    /// Starts InfluxDB with HTTP authentication on and an admin user `user` / `password`.
+    pub async fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::launch(Some((user.to_string(), password.to_string()))).await
+    }
+
+    async fn launch(auth: Option<(String, String)>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("iot-influx-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = InfluxServer {
+            dir,
+            http_port: free_port(),
+            child: None,
+            auth,
+            http: reqwest::Client::new(),
+        };
+        server.write_config();
+        server.start_again().await;
+        if let Some((user, password)) = server.auth.clone() {
+            // With auth on and no user yet, InfluxDB accepts exactly this statement unauthenticated.
+            let q =
+                format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES");
+            let resp = server
+                .http
+                .post(format!("{}/query", server.url()))
+                .query(&[("q", q.as_str())])
+                .send()
+                .await
+                .expect("create admin user");
+            assert!(
+                resp.status().is_success(),
+                "create admin user: {}",
+                resp.status()
+            );
+        }
+        server
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path();
+        let rpc_port = free_port();
+        let auth = self.auth.is_some();
+        let conf = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{meta}"
+[data]
+  dir = "{data}"
+  wal-dir = "{wal}"
+  query-log-enabled = false
+  wal-fsync-delay = "0s"
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{http}"
+  auth-enabled = {auth}
+  log-enabled = false
+[logging]
+  level = "warn"
+"#,
+            meta = d.join("meta").display(),
+            data = d.join("data").display(),
+            wal = d.join("wal").display(),
+            http = self.http_port,
+        );
+        std::fs::write(d.join("influxdb.conf"), conf).expect("write influxdb.conf");
+    }
+
+    /// Starts (again) on the same port and data; waits until `/ping` answers.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "InfluxDB is already running");
+        let log = std::fs::File::create(self.log_path()).expect("influxd log file");
+        let child = Command::new(influxd())
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn influxd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/ping", self.url())).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("influxd exited ({status}):\n{}", self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "influxd did not answer /ping within 30 s:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL: an outage, not a clean shutdown); data and port are kept.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.http_port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("influxd.log")
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Runs InfluxQL (POST, so it may change state) and returns the parsed JSON answer.
+    pub async fn query(&self, db: &str, q: &str) -> Value {
+        let mut req = self.http.post(format!("{}/query", self.url())).query(&[
+            ("db", db),
+            ("q", q),
+            ("epoch", "ns"),
+        ]);
+        if let Some((u, p)) = &self.auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.expect("query InfluxDB");
+        let status = resp.status();
+        let text = resp.text().await.expect("read InfluxDB answer");
+        let body: Value = serde_json::from_str(&text).expect("InfluxDB answer is JSON");
+        assert!(status.is_success(), "query {q:?} failed: {status} {body}");
+        if let Some(e) = body.pointer("/results/0/error") {
+            panic!("query {q:?} failed: {e}");
+        }
+        body
+    }
+
+    /// The rows of the first series of the first statement (empty when there is none).
+    pub async fn rows(&self, db: &str, q: &str) -> Vec<Vec<Value>> {
+        let body = self.query(db, q).await;
+        body.pointer("/results/0/series")
+            .and_then(Value::as_array)
+            .map(|series| {
+                series
+                    .iter()
+                    .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|row| row.as_array().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Number of points of `measurement` (all series), counted on `field`.
+    pub async fn count(&self, db: &str, measurement: &str, field: &str) -> u64 {
+        let q = format!("SELECT count(\"{field}\") FROM \"{measurement}\"");
+        self.rows(db, &q)
+            .await
+            .first()
+            .and_then(|r| r.get(1))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for InfluxServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
