@@ -18,7 +18,15 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # have NAME PATTERN: true when $BIN/NAME exists and its version output contains PATTERN.
-have() { [ -x "$BIN/$1" ] && "$BIN/$1" "${3:---version}" 2>/dev/null | grep -q -- "$2"; }
+# VERSION_ARGS is split into words on purpose ("version --client"); the output is captured before grep,
+# since `grep -q` closing the pipe early would fail the pipeline under pipefail.
+have() {
+  local out
+  [ -x "$BIN/$1" ] || return 1
+  # shellcheck disable=SC2086
+  out=$("$BIN/$1" ${3:---version} 2>/dev/null) || return 1
+  grep -q -- "$2" <<<"$out"
+}
 
 # A Go build of 10+ minutes is silent by default; a heartbeat shows it is alive.
 with_heartbeat() {
@@ -72,11 +80,14 @@ build_etcd() {
 }
 
 # go_install NAME MODULE_PATH VERSION VERSION_PATTERN VERSION_ARGS LDFLAGS
+# The ldflags are recorded beside the binary, so changing them here rebuilds it.
 go_install() {
-  local name=$1 pkg=$2 v=$3 pat=$4 vargs=$5 ld=$6
-  if have "$name" "$pat" "$vargs"; then log "$name $v: cached"; return; fi
+  local name=$1 pkg=$2 v=$3 pat=$4 vargs=$5 ld=$6 stamp="$BIN/.$1.ldflags"
+  if have "$name" "$pat" "$vargs" && [ "$(cat "$stamp" 2>/dev/null)" = "$ld" ]; then
+    log "$name $v: cached"; return; fi
   log "$name $v: compiling"
   GOBIN="$BIN" with_heartbeat "$name" go install -trimpath -ldflags "$ld" "$pkg@$v"
+  printf '%s' "$ld" >"$stamp"
   log "$name $v: built"
 }
 
@@ -84,6 +95,12 @@ build_kubernetes
 build_etcd
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "$KWOK_VERSION" --version \
   "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
-go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_VERSION" "version --short" \
-  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# Like helm's own Makefile, stamp the Kubernetes version that `helm template` and `helm lint` assume
+# offline (otherwise v1.20, which fails charts that declare a newer kubeVersion); ours is the pinned one.
+k8s_minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+helm_ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ld="$helm_ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
+done
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_VERSION" "version --short" "$helm_ld"
 log "all binaries in $BIN"

@@ -404,7 +404,8 @@ pub async fn run(command: &mut tokio::process::Command) -> Result<String, Cluste
 
 /// The repository root (this crate lives in `<repo>/tests/testkit`).
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 /// The kubeconfig tests use; see the module docs.

@@ -1,0 +1,77 @@
+# Shared by up.sh and down.sh (sourced, not run): where the control plane keeps its state, and how
+# its processes are recorded and stopped. Only processes recorded in $PIDS are ever signalled, and
+# only while /proc says the PID still runs the binary that was recorded for it.
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+
+STATE=${IOT_CLUSTER_DIR:-$repo/.run/cluster}
+mkdir -p "$(dirname "$STATE")"
+STATE=$(cd "$(dirname "$STATE")" && pwd)/$(basename "$STATE")
+BIN=$("$here/build.sh" --print)
+PIDS=$STATE/pids
+LOGS=$STATE/logs
+PKI=$STATE/pki
+KUBECONFIG_PATH=$STATE/kubeconfig
+MARKER=$STATE/.iot-cluster-state
+# Start order; stop in the reverse order.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+say() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# pid_of NAME: the recorded PID of NAME if that process is alive and still runs the recorded binary.
+pid_of() {
+  local f=$PIDS/$1.pid pid exe want
+  [ -f "$f" ] || return 1
+  read -r pid want <"$f" || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1 # gone, or a zombie
+  exe=${exe% (deleted)}                                    # the binary was rebuilt meanwhile
+  [ "$exe" = "$want" ] || return 1
+  echo "$pid"
+}
+
+# stop NAME...: SIGTERM the recorded processes, wait up to 20 s for them to exit, then SIGKILL.
+stop() {
+  local name pid waiting=() i
+  for name in "$@"; do
+    if pid=$(pid_of "$name"); then
+      say "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      waiting+=("$name")
+    fi
+  done
+  for ((i = 0; i < 200 && ${#waiting[@]} > 0; i++)); do
+    local still=()
+    for name in "${waiting[@]}"; do pid_of "$name" >/dev/null && still+=("$name"); done
+    waiting=("${still[@]+"${still[@]}"}")
+    [ ${#waiting[@]} -gt 0 ] && sleep 0.1
+  done
+  for name in "${waiting[@]+"${waiting[@]}"}"; do
+    if pid=$(pid_of "$name"); then
+      say "$name (pid $pid) ignored SIGTERM for 20 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for name in "$@"; do rm -f "$PIDS/$name.pid"; done
+}
+
+# stop_all: every component, the dependents first, the store last.
+stop_all() {
+  stop kwok kube-scheduler kube-controller-manager
+  stop kube-apiserver
+  stop etcd
+}
+
+# any_running: true when at least one recorded component is still alive.
+any_running() {
+  local name
+  for name in "${COMPONENTS[@]}"; do pid_of "$name" >/dev/null && return 0; done
+  return 1
+}
+
+# kubectl with the cluster's admin kubeconfig and a discovery cache of its own, so a new cluster that
+# reuses an old port never sees the old cluster's cached API groups.
+kc() { "$BIN/kubectl" --kubeconfig="$KUBECONFIG_PATH" --cache-dir="$STATE/kube-cache" "$@"; }

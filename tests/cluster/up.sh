@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Starts a real Kubernetes control plane on 127.0.0.1 from the binaries build.sh caches: etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kwok with fake nodes. No Docker, no root
+# needed, every port chosen at start. Progress goes to stderr; the last line on stdout is
+#
+#   export KUBECONFIG=<absolute path>
+#
+# so `eval "$(tests/cluster/up.sh)"` works. Running it while the cluster is up only prints that line.
+#
+#   IOT_CLUSTER_DIR      state directory (default: <repo>/.run/cluster)
+#   IOT_CLUSTER_NODES    number of fake nodes (default: 3)
+#   IOT_CLUSTER_TIMEOUT  seconds to wait for each component (default: 120)
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+NODES=${IOT_CLUSTER_NODES:-3}
+TIMEOUT=${IOT_CLUSTER_TIMEOUT:-120}
+SERVICE_CIDR=10.96.0.0/16 # the same ranges as kind, so addresses look familiar
+POD_CIDR=10.244.0.0/16
+t0=$(date +%s)
+
+# ---- already up? ----------------------------------------------------------------------------------
+if [ -f "$MARKER" ] && any_running; then
+  all=1
+  for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || all=0; done
+  if [ $all = 1 ] && kc get --raw=/readyz >/dev/null 2>&1; then
+    say "the control plane in $STATE is already running"
+    echo "export KUBECONFIG=$KUBECONFIG_PATH"
+    exit 0
+  fi
+  say "found a partly running control plane in $STATE: stopping it and starting afresh"
+  stop_all
+fi
+
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl; do
+  [ -x "$BIN/$b" ] || { say "missing $BIN/$b: run tests/cluster/build.sh (or make deps) first"; exit 1; }
+done
+for tool in openssl curl ss base64; do
+  command -v "$tool" >/dev/null || { say "missing $tool (Debian: openssl curl iproute2 coreutils)"; exit 1; }
+done
+
+# Start from an empty state directory, but never remove a directory that up.sh did not create.
+if [ -e "$STATE" ] && [ ! -f "$MARKER" ] && [ -n "$(ls -A "$STATE" 2>/dev/null)" ]; then
+  say "$STATE exists, is not empty and was not made by up.sh: refusing to touch it"
+  exit 1
+fi
+rm -rf "$STATE"
+mkdir -p "$PIDS" "$LOGS" "$PKI" "$STATE/etcd" "$STATE/certs"
+touch "$MARKER"
+
+# ---- on failure: show why, and stop what was started -----------------------------------------------
+current=""
+on_exit() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    if [ -n "$current" ] && [ -f "$LOGS/$current.log" ]; then
+      say "---- last 40 lines of $LOGS/$current.log ----"
+      tail -n 40 "$LOGS/$current.log" >&2 || true
+      say "---- end of $current's log ----"
+    fi
+    say "FAILED${current:+ while starting $current}; stopping what was started (logs stay in $LOGS)"
+    stop_all
+  fi
+}
+trap on_exit EXIT
+die() { say "ERROR: $*"; exit 1; }
+
+# ---- ports ---------------------------------------------------------------------------------------
+# Random free ports below the kernel's ephemeral range (32768+), so outgoing connections cannot take
+# them between the check and the bind. Each is checked against what listens now and what was chosen.
+chosen=" "
+free_port() { # VAR
+  local p i
+  for ((i = 0; i < 500; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    [[ $chosen == *" $p "* ]] && continue
+    [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] || continue
+    chosen+="$p "
+    printf -v "$1" '%s' "$p"
+    return 0
+  done
+  die "no free port found"
+}
+for v in ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT; do free_port "$v"; done
+cat >"$STATE/ports.env" <<EOF
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+API_PORT=$API_PORT
+KCM_PORT=$KCM_PORT
+SCHED_PORT=$SCHED_PORT
+KWOK_PORT=$KWOK_PORT
+EOF
+
+# ---- certificates ---------------------------------------------------------------------------------
+say "certificates (openssl) in $PKI"
+ossl() { openssl "$@" 2>>"$LOGS/openssl.log" >/dev/null || die "openssl $1 failed (see $LOGS/openssl.log)"; }
+current=openssl
+ca() { # NAME CN
+  ossl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$2" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.crt"
+}
+leaf() { # NAME SUBJECT CA EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]
+  local ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$4${5:+
+subjectAltName=$5}"
+  ossl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$PKI/$1.key" -out "$PKI/$1.csr"
+  ossl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$3.crt" -CAkey "$PKI/$3.key" -CAcreateserial -days 3650 \
+    -out "$PKI/$1.crt" -extfile <(printf '%s\n' "$ext")
+  rm -f "$PKI/$1.csr"
+}
+ca ca iot-local-ca
+ca front-proxy-ca iot-local-front-proxy-ca
+leaf apiserver /CN=kube-apiserver ca serverAuth \
+  "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+leaf admin "/O=system:masters/CN=admin" ca clientAuth
+leaf controller-manager /CN=system:kube-controller-manager ca clientAuth
+leaf scheduler /CN=system:kube-scheduler ca clientAuth
+leaf kwok "/O=system:masters/CN=kwok-controller" ca clientAuth
+leaf kwok-serving /CN=kwok ca serverAuth "IP:127.0.0.1,DNS:localhost"
+leaf front-proxy-client /CN=front-proxy-client front-proxy-ca clientAuth
+ossl genrsa -out "$PKI/sa.key" 2048
+ossl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+chmod 600 "$PKI"/*.key
+
+# kubeconfig FILE USER: a kubeconfig for one client certificate, with the certificates embedded so the
+# file stands alone.
+kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: iot-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")
+contexts:
+- name: iot-local
+  context: {cluster: iot-local, user: $2}
+current-context: iot-local
+EOF
+  chmod 600 "$1"
+}
+kubeconfig "$KUBECONFIG_PATH" admin
+for u in controller-manager scheduler kwok; do kubeconfig "$STATE/$u.kubeconfig" "$u"; done
+
+# ---- processes ------------------------------------------------------------------------------------
+# start NAME ARGS...: runs $BIN/NAME in a session of its own (so a Ctrl-C or a closed terminal of the
+# caller does not reach it) and records "PID BINARY" for pid_of and down.sh.
+start() {
+  local name=$1 exe
+  shift
+  current=$name
+  exe=$(readlink -f "$BIN/$name")
+  setsid "$exe" "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
+  echo "$! $exe" >"$PIDS/$name.pid"
+  say "started $name (pid $!), log $LOGS/$name.log"
+}
+# wait_for NAME WHAT COMMAND...: retries COMMAND until it succeeds; fails when NAME exits or after $TIMEOUT s.
+wait_for() {
+  local name=$1 what=$2 deadline=$(($(date +%s) + TIMEOUT))
+  shift 2
+  current=$name
+  until "$@" >/dev/null 2>&1; do
+    pid_of "$name" >/dev/null || die "$name exited before $what"
+    [ "$(date +%s)" -lt "$deadline" ] || die "$name: no $what after ${TIMEOUT}s"
+    sleep 0.2
+  done
+  say "$name: $what ($(($(date +%s) - t0))s since start)"
+}
+https_ok() { curl -fsS --max-time 3 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$1"; }
+
+start etcd --name=iot-local --data-dir="$STATE/etcd" \
+  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster="iot-local=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --unsafe-no-fsync=true --auto-compaction-retention=1 --quota-backend-bytes=4294967296 --log-level=warn
+wait_for etcd "healthy" curl -fsS --max-time 3 "http://127.0.0.1:$ETCD_PORT/health"
+
+start kube-apiserver \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --bind-address=127.0.0.1 --secure-port="$API_PORT" \
+  --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+  --cert-dir="$STATE/certs" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --authorization-mode=Node,RBAC --allow-privileged=true \
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra-
+wait_for kube-apiserver "/readyz ok" https_ok "https://127.0.0.1:$API_PORT/readyz"
+
+start kube-controller-manager \
+  --kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$STATE/certs/kube-controller-manager" \
+  --leader-elect=false --controllers='*' --use-service-account-credentials=true \
+  --cluster-name=iot-local --service-cluster-ip-range="$SERVICE_CIDR" \
+  --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
+  --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+  --enable-hostpath-provisioner=true
+start kube-scheduler \
+  --kubeconfig="$STATE/scheduler.kubeconfig" \
+  --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
+  --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --cert-dir="$STATE/certs/kube-scheduler" \
+  --leader-elect=false
+start kwok \
+  --kubeconfig="$STATE/kwok.kubeconfig" \
+  --config="$here/kwok-stages.yaml" \
+  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+  --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
+  --tls-cert-file="$PKI/kwok-serving.crt" --tls-private-key-file="$PKI/kwok-serving.key" \
+  --node-lease-duration-seconds=40 --cidr="$POD_CIDR"
+wait_for kube-controller-manager "/healthz ok" curl -fsSk --max-time 3 "https://127.0.0.1:$KCM_PORT/healthz"
+wait_for kube-scheduler "/healthz ok" curl -fsSk --max-time 3 "https://127.0.0.1:$SCHED_PORT/healthz"
+wait_for kwok "/healthz ok" curl -fsSk --max-time 3 "https://127.0.0.1:$KWOK_PORT/healthz"
+
+# ---- fake nodes and storage ----------------------------------------------------------------------
+# Nodes follow kwok's kwokctl node template; no taint, so any pod (the operator's too) lands on them.
+current=kube-apiserver
+nodes_yaml() {
+  local i
+  for ((i = 0; i < NODES; i++)); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+    metrics.k8s.io/resource-metrics-path: /metrics/nodes/kwok-node-$i/metrics/resource
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    node-role.kubernetes.io/agent: ""
+    topology.kubernetes.io/zone: zone-$i
+    type: kwok
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
+  nodeInfo: {architecture: amd64, operatingSystem: linux}
+EOF
+  done
+}
+# The default StorageClass uses kube-controller-manager's own hostPath provisioner (enabled above):
+# every PVC gets a fresh PV at once (Immediate), the real PV binder binds it, and deleting the PVC
+# deletes the PV (Delete), so claims never run out however many tests run. The directories it makes
+# live in /tmp/hostpath_pv/; down.sh removes those of PVs still present.
+storage_yaml() {
+  cat <<EOF
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+}
+{ nodes_yaml; storage_yaml; } | kc apply -f - >>"$LOGS/kubectl.log" 2>&1 || { current=kubectl; die "applying nodes and StorageClass failed"; }
+wait_for kwok "$NODES node(s) Ready" kc wait --for=condition=Ready node --selector=type=kwok --timeout=5s
+wait_for kube-controller-manager "ServiceAccount default/default" kc get serviceaccount default --namespace=default
+current=""
+
+# ---- summary --------------------------------------------------------------------------------------
+{
+  printf '\n%-24s %-8s %-22s %s\n' COMPONENT PID LISTENS LOG
+  row() { printf '%-24s %-8s %-22s %s\n' "$1" "$(pid_of "$1")" "$2" "$LOGS/$1.log"; }
+  row etcd "127.0.0.1:$ETCD_PORT,$ETCD_PEER_PORT"
+  row kube-apiserver "127.0.0.1:$API_PORT"
+  row kube-controller-manager "127.0.0.1:$KCM_PORT"
+  row kube-scheduler "127.0.0.1:$SCHED_PORT"
+  row kwok "127.0.0.1:$KWOK_PORT"
+  printf '\n%s\n' "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION; nodes: $(kc get nodes -o name | tr '\n' ' ')"
+  printf 'up in %ss; state in %s; stop with tests/cluster/down.sh\n\n' "$(($(date +%s) - t0))" "$STATE"
+} >&2
+echo "export KUBECONFIG=$KUBECONFIG_PATH"
