@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::retry::RetryPolicy;
 
+/// The HTTP client's error, for callers that build an [`InfluxClient`].
+pub use reqwest::Error as HttpError;
+
 /// Connection settings shared by every binary; the database name is each binary's own flag
 /// because their defaults differ.
 #[derive(clap::Args, Clone, Debug)]

@@ -1,0 +1,420 @@
+//! The server's resources, as a pure function from a parsed request to what to do with it.
+//!
+//! `POST|PUT /sensors/dht/temperature` and `/sensors/dht/humidity` take a plain-text number
+//! (`25.5`), optionally with `?place=room2&sensor=dht-7`; `GET /.well-known/core` lists them
+//! (RFC 6690). Everything else gets a precise error answer.
+
+use coap_lite::{CoapOption, ContentFormat, MessageClass, Packet, RequestType, ResponseType};
+
+/// What the server does with a request.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Store the reading; answer 2.04 once it is in InfluxDB (5.03 if it cannot be).
+    Store(Reading),
+    /// Answer at once.
+    Reply(Reply),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measurement {
+    Temperature,
+    Humidity,
+}
+
+impl Measurement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Measurement::Temperature => "temperature",
+            Measurement::Humidity => "humidity",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Measurement::Temperature => "Temperature",
+            Measurement::Humidity => "Humidity",
+        }
+    }
+
+    /// The range a DHT22 can measure; anything outside is a broken sensor or a bad client.
+    fn valid_range(self) -> (f64, f64, &'static str) {
+        match self {
+            Measurement::Temperature => (-40.0, 80.0, "°C"),
+            Measurement::Humidity => (0.0, 100.0, "%"),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Reading {
+    pub measurement: Measurement,
+    pub value: f64,
+    pub place: String,
+    pub sensor: Option<String>,
+}
+
+impl Reading {
+    /// The payload of the 2.04 answer, in the reference server's words.
+    pub fn stored_message(&self) -> String {
+        format!(
+            "{}={} saved successfully!",
+            self.measurement.label(),
+            self.value
+        )
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Reply {
+    pub code: ResponseType,
+    pub payload: String,
+    pub content_format: Option<ContentFormat>,
+    /// Why a request was refused, as a metrics label.
+    pub reason: Option<&'static str>,
+}
+
+impl Reply {
+    fn error(code: ResponseType, reason: &'static str, payload: String) -> Action {
+        Action::Reply(Reply {
+            code,
+            payload,
+            content_format: Some(ContentFormat::TextPlain),
+            reason: Some(reason),
+        })
+    }
+}
+
+pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\";ct=0;title=\"DHT temperature (°C), POST a number\",\
+</sensors/dht/humidity>;rt=\"humidity\";ct=0;title=\"DHT relative humidity (%), POST a number\"";
+
+/// Options this server understands; an unknown critical (odd-numbered) option is refused with
+/// 4.02 as RFC 7252 §5.4.1 requires.
+const KNOWN_OPTIONS: &[u16] = &[3, 7, 11, 12, 15, 17, 60];
+const MAX_TAG_LEN: usize = 64;
+
+pub fn handle(req: &Packet, default_place: &str) -> Action {
+    let MessageClass::Request(method) = req.header.code else {
+        return Reply::error(
+            ResponseType::BadRequest,
+            "not_a_request",
+            "expected a request".into(),
+        );
+    };
+    if let Some(n) = req
+        .options()
+        .map(|(n, _)| *n)
+        .find(|n| n % 2 == 1 && !KNOWN_OPTIONS.contains(n))
+    {
+        return Reply::error(
+            ResponseType::BadOption,
+            "bad_option",
+            format!("critical option {n} is not supported"),
+        );
+    }
+    let path = uri_path(req);
+    let measurement = match path.as_slice() {
+        [".well-known", "core"] => return well_known(method),
+        ["sensors", "dht", "temperature"] => Measurement::Temperature,
+        ["sensors", "dht", "humidity"] => Measurement::Humidity,
+        _ => {
+            return Reply::error(
+                ResponseType::NotFound,
+                "not_found",
+                format!("no resource /{}; see /.well-known/core", path.join("/")),
+            );
+        }
+    };
+    if !matches!(method, RequestType::Post | RequestType::Put) {
+        return Reply::error(
+            ResponseType::MethodNotAllowed,
+            "method_not_allowed",
+            format!("/{} takes POST or PUT", path.join("/")),
+        );
+    }
+    if let Some(cf) = req.get_content_format() {
+        if cf != ContentFormat::TextPlain {
+            return Reply::error(
+                ResponseType::UnsupportedContentFormat,
+                "content_format",
+                "send the reading as text/plain (content-format 0)".into(),
+            );
+        }
+    }
+    let (place, sensor) = match tags(req, default_place) {
+        Ok(t) => t,
+        Err(msg) => return Reply::error(ResponseType::BadRequest, "bad_query", msg),
+    };
+    match parse_value(&req.payload, measurement) {
+        Ok(value) => Action::Store(Reading {
+            measurement,
+            value,
+            place,
+            sensor,
+        }),
+        Err((reason, msg)) => Reply::error(ResponseType::BadRequest, reason, msg),
+    }
+}
+
+fn well_known(method: RequestType) -> Action {
+    if method != RequestType::Get {
+        return Reply::error(
+            ResponseType::MethodNotAllowed,
+            "method_not_allowed",
+            "/.well-known/core takes GET".into(),
+        );
+    }
+    Action::Reply(Reply {
+        code: ResponseType::Content,
+        payload: WELL_KNOWN_CORE.into(),
+        content_format: Some(ContentFormat::ApplicationLinkFormat),
+        reason: None,
+    })
+}
+
+fn uri_path(req: &Packet) -> Vec<&str> {
+    req.get_option(CoapOption::UriPath)
+        .map(|segs| {
+            segs.iter()
+                .map(|s| std::str::from_utf8(s).unwrap_or("\u{fffd}"))
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn tags(req: &Packet, default_place: &str) -> Result<(String, Option<String>), String> {
+    let mut place = None;
+    let mut sensor = None;
+    for q in req.get_option(CoapOption::UriQuery).into_iter().flatten() {
+        let q = std::str::from_utf8(q).map_err(|_| "query is not UTF-8".to_string())?;
+        let (key, value) = q.split_once('=').unwrap_or((q, ""));
+        let slot = match key {
+            "place" => &mut place,
+            "sensor" => &mut sensor,
+            _ => {
+                return Err(format!(
+                    "unknown query parameter '{key}'; known: place, sensor"
+                ));
+            }
+        };
+        if value.is_empty()
+            || value.len() > MAX_TAG_LEN
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(format!(
+                "{key} must be 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 . _ -"
+            ));
+        }
+        *slot = Some(value.to_string());
+    }
+    Ok((place.unwrap_or_else(|| default_place.to_string()), sensor))
+}
+
+fn parse_value(payload: &[u8], m: Measurement) -> Result<f64, (&'static str, String)> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| ("not_a_number", "payload is not UTF-8 text".to_string()))?
+        .trim();
+    if text.is_empty() {
+        return Err((
+            "empty",
+            format!(
+                "empty payload; send the {} as plain text, e.g. 25.5",
+                m.name()
+            ),
+        ));
+    }
+    let shown: String = text.chars().take(32).collect();
+    let value: f64 = text
+        .parse()
+        .map_err(|_| ("not_a_number", format!("'{shown}' is not a number")))?;
+    if !value.is_finite() {
+        return Err(("not_finite", format!("'{shown}' is not a finite number")));
+    }
+    let (lo, hi, unit) = m.valid_range();
+    if !(lo..=hi).contains(&value) {
+        return Err((
+            "out_of_range",
+            format!(
+                "{} {value} {unit} is outside the sensor's range {lo}..{hi} {unit}",
+                m.name()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coap_lite::MessageType;
+
+    fn request(method: RequestType, path: &str, query: &[&str], payload: &str) -> Packet {
+        let mut p = Packet::new();
+        p.header.set_type(MessageType::Confirmable);
+        p.header.code = MessageClass::Request(method);
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        }
+        for q in query {
+            p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
+        }
+        p.payload = payload.as_bytes().to_vec();
+        p
+    }
+
+    fn post(path: &str, payload: &str) -> Action {
+        handle(&request(RequestType::Post, path, &[], payload), "room1")
+    }
+
+    fn rejected(a: Action) -> (ResponseType, &'static str) {
+        match a {
+            Action::Reply(r) => (r.code, r.reason.unwrap_or("none")),
+            Action::Store(r) => panic!("stored {r:?}"),
+        }
+    }
+
+    #[test]
+    fn a_temperature_reading_is_stored_with_the_default_place() {
+        assert_eq!(
+            post("/sensors/dht/temperature", "25.5"),
+            Action::Store(Reading {
+                measurement: Measurement::Temperature,
+                value: 25.5,
+                place: "room1".into(),
+                sensor: None
+            })
+        );
+    }
+
+    #[test]
+    fn put_and_query_tags_are_accepted() {
+        let req = request(
+            RequestType::Put,
+            "/sensors/dht/humidity",
+            &["place=lab-2", "sensor=dht.7"],
+            " 41.9\n",
+        );
+        let Action::Store(r) = handle(&req, "room1") else {
+            panic!("not stored")
+        };
+        assert_eq!((r.value, r.place.as_str()), (41.9, "lab-2"));
+        assert_eq!(r.sensor.as_deref(), Some("dht.7"));
+        assert_eq!(r.stored_message(), "Humidity=41.9 saved successfully!");
+    }
+
+    #[test]
+    fn bad_payloads_are_refused_with_their_reason() {
+        let t = "/sensors/dht/temperature";
+        assert_eq!(rejected(post(t, "")), (ResponseType::BadRequest, "empty"));
+        assert_eq!(rejected(post(t, "  ")), (ResponseType::BadRequest, "empty"));
+        assert_eq!(
+            rejected(post(t, "warm")),
+            (ResponseType::BadRequest, "not_a_number")
+        );
+        assert_eq!(
+            rejected(post(t, "NaN")),
+            (ResponseType::BadRequest, "not_finite")
+        );
+        assert_eq!(
+            rejected(post(t, "inf")),
+            (ResponseType::BadRequest, "not_finite")
+        );
+        assert_eq!(
+            rejected(post(t, "500")),
+            (ResponseType::BadRequest, "out_of_range")
+        );
+        assert_eq!(
+            rejected(post("/sensors/dht/humidity", "-3")),
+            (ResponseType::BadRequest, "out_of_range")
+        );
+        let bytes = handle(
+            &{
+                let mut p = request(RequestType::Post, t, &[], "");
+                p.payload = vec![0xff, 0xfe];
+                p
+            },
+            "room1",
+        );
+        assert_eq!(rejected(bytes), (ResponseType::BadRequest, "not_a_number"));
+    }
+
+    #[test]
+    fn unknown_paths_methods_and_queries_are_refused() {
+        assert_eq!(
+            rejected(post("/sensors/dht/pressure", "1")),
+            (ResponseType::NotFound, "not_found")
+        );
+        assert_eq!(
+            rejected(handle(
+                &request(RequestType::Get, "/sensors/dht/temperature", &[], ""),
+                "r"
+            )),
+            (ResponseType::MethodNotAllowed, "method_not_allowed")
+        );
+        assert_eq!(
+            rejected(handle(
+                &request(
+                    RequestType::Post,
+                    "/sensors/dht/temperature",
+                    &["room=1"],
+                    "1"
+                ),
+                "r"
+            )),
+            (ResponseType::BadRequest, "bad_query")
+        );
+        assert_eq!(
+            rejected(handle(
+                &request(
+                    RequestType::Post,
+                    "/sensors/dht/temperature",
+                    &["place=a b"],
+                    "1"
+                ),
+                "r"
+            )),
+            (ResponseType::BadRequest, "bad_query")
+        );
+    }
+
+    #[test]
+    fn unknown_critical_options_are_refused_and_elective_ones_ignored() {
+        let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
+        p.add_option(CoapOption::Unknown(2049), vec![1]);
+        assert!(
+            matches!(handle(&p, "r"), Action::Store(_)),
+            "elective option"
+        );
+        p.add_option(CoapOption::Unknown(2051), vec![1]);
+        assert_eq!(
+            rejected(handle(&p, "r")),
+            (ResponseType::BadOption, "bad_option")
+        );
+    }
+
+    #[test]
+    fn non_text_content_format_is_refused() {
+        let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
+        p.set_content_format(ContentFormat::ApplicationJSON);
+        assert_eq!(
+            rejected(handle(&p, "r")),
+            (ResponseType::UnsupportedContentFormat, "content_format")
+        );
+    }
+
+    #[test]
+    fn well_known_core_lists_both_resources() {
+        let Action::Reply(r) = handle(
+            &request(RequestType::Get, "/.well-known/core", &[], ""),
+            "r",
+        ) else {
+            panic!("no reply")
+        };
+        assert_eq!(r.code, ResponseType::Content);
+        assert_eq!(r.content_format, Some(ContentFormat::ApplicationLinkFormat));
+        assert!(r.payload.contains("</sensors/dht/temperature>"));
+        assert!(r.payload.contains("</sensors/dht/humidity>"));
+    }
+}

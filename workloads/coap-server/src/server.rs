@@ -1,0 +1,468 @@
+//! The UDP side: receives datagrams, answers what can be answered at once, hands readings to the
+//! batching writer and answers them when their batch has been written.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, ResponseType};
+use iot_common::batch::OnWritten;
+use iot_common::{BatchWriter, Line, SubmitError, WriteError};
+use tokio::net::UdpSocket;
+
+use crate::dedup::{DedupCache, ExchangeId, Outcome, Seen};
+use crate::metrics::Metrics;
+use crate::resource::{self, Action, Reading, Reply};
+
+/// Large enough for any datagram; CoAP messages should stay under 1152 bytes (RFC 7252 §4.6).
+const MAX_DATAGRAM: usize = 2048;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub default_place: String,
+    /// Max-Age of a 5.03 answer: when the client should try again, in seconds.
+    pub retry_after_secs: u32,
+}
+
+/// What the writer needs to answer a reading once its batch is written.
+pub struct PendingAnswer {
+    peer: SocketAddr,
+    exchange: ExchangeId,
+    confirmable: bool,
+    message_id: u16,
+    token: Vec<u8>,
+    message: String,
+}
+
+/// State shared by the receive loop and the writer's completion callback.
+pub struct Shared {
+    socket: Arc<UdpSocket>,
+    dedup: Mutex<DedupCache>,
+    metrics: Metrics,
+    settings: Settings,
+    /// Message IDs for NON answers, which carry their own ID (RFC 7252 §4.3).
+    next_mid: AtomicU16,
+    /// The last timestamp handed out, so that no two readings share one (see `timestamp`).
+    last_ts: AtomicI64,
+    ready: iot_common::http::Readiness,
+}
+
+impl Shared {
+    pub fn new(
+        socket: Arc<UdpSocket>,
+        dedup: DedupCache,
+        metrics: Metrics,
+        settings: Settings,
+        ready: iot_common::http::Readiness,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            socket,
+            dedup: Mutex::new(dedup),
+            metrics,
+            settings,
+            next_mid: AtomicU16::new(rand_u16()),
+            last_ts: AtomicI64::new(0),
+            ready,
+        })
+    }
+
+    fn dedup(&self) -> MutexGuard<'_, DedupCache> {
+        // A panic while holding the lock cannot leave the cache inconsistent in a way that
+        // matters more than losing the server, so a poisoned lock is used as it is.
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Receive time in nanoseconds, made unique: InfluxDB keeps one point per series and
+    /// timestamp, so two readings in the same nanosecond would overwrite each other. Every
+    /// reading this process stores gets a strictly larger timestamp than the one before.
+    fn timestamp(&self) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let mut last = self.last_ts.load(Ordering::Relaxed);
+        loop {
+            let ts = now.max(last + 1);
+            match self
+                .last_ts
+                .compare_exchange_weak(last, ts, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return ts,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
+    fn send(&self, bytes: &[u8], peer: SocketAddr) {
+        // try_send_to never waits: a full socket buffer drops the answer, and the client's
+        // retransmission then gets it from the dedup cache.
+        if let Err(e) = self.socket.try_send_to(bytes, peer) {
+            self.metrics.send_errors.inc();
+            tracing::debug!(error = %e, %peer, "answer not sent");
+        }
+    }
+
+    fn answer_mid(&self, confirmable: bool, request_mid: u16) -> (MessageType, u16) {
+        if confirmable {
+            (MessageType::Acknowledgement, request_mid)
+        } else {
+            (
+                MessageType::NonConfirmable,
+                self.next_mid.fetch_add(1, Ordering::Relaxed),
+            )
+        }
+    }
+
+    fn unavailable_message(&self) -> String {
+        format!(
+            "InfluxDB is unavailable; try again in {} s",
+            self.settings.retry_after_secs
+        )
+    }
+}
+
+fn rand_u16() -> u16 {
+    // Not security relevant: RFC 7252 only asks that message IDs not start predictably.
+    (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        & 0xffff) as u16
+}
+
+/// Builds an answer datagram. Never fails for the packets built here (options and token are
+/// within limits); an encoding error is logged and nothing is sent.
+fn encode(
+    kind: MessageType,
+    mid: u16,
+    token: &[u8],
+    code: ResponseType,
+    payload: &[u8],
+    content_format: Option<ContentFormat>,
+    max_age: Option<u32>,
+) -> Option<Vec<u8>> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(kind);
+    p.header.message_id = mid;
+    p.header.code = MessageClass::Response(code);
+    p.set_token(token.to_vec());
+    if let Some(cf) = content_format {
+        p.set_content_format(cf);
+    }
+    if let Some(secs) = max_age {
+        p.add_option(CoapOption::MaxAge, encode_uint(secs));
+    }
+    p.payload = payload.to_vec();
+    match p.to_bytes() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode answer");
+            None
+        }
+    }
+}
+
+/// CoAP uint option: big-endian without leading zero bytes.
+fn encode_uint(v: u32) -> Vec<u8> {
+    let b = v.to_be_bytes();
+    let skip = b.iter().take_while(|&&x| x == 0).count();
+    b[skip..].to_vec()
+}
+
+/// The receive loop; returns when `shutdown` resolves.
+pub async fn serve(
+    shared: Arc<Shared>,
+    writer: &BatchWriter<PendingAnswer>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    tokio::pin!(shutdown);
+    loop {
+        let (n, peer) = tokio::select! {
+            r = shared.socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on some systems; keep going.
+                    tracing::debug!(error = %e, "recv_from failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        shared.metrics.received.inc();
+        handle_datagram(&shared, writer, &buf[..n], peer);
+    }
+}
+
+fn handle_datagram(
+    shared: &Shared,
+    writer: &BatchWriter<PendingAnswer>,
+    datagram: &[u8],
+    peer: SocketAddr,
+) {
+    // RFC 7252 §3: shorter than a header, or another version: silently ignored.
+    if datagram.len() < 4 || datagram[0] >> 6 != 1 {
+        shared.metrics.malformed("header");
+        return;
+    }
+    let kind = (datagram[0] >> 4) & 0b11;
+    let mid = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let confirmable = kind == 0;
+    let packet = match Packet::from_bytes(datagram) {
+        Ok(p) => p,
+        Err(_) => {
+            // §4.2: a confirmable message with a format error is rejected with RST; anything
+            // else malformed is silently ignored.
+            shared.metrics.malformed("format");
+            if confirmable {
+                send_reset(shared, mid, peer);
+            }
+            return;
+        }
+    };
+    match (packet.header.get_type(), packet.header.code) {
+        (MessageType::Acknowledgement | MessageType::Reset, _) => {
+            // The server sends no confirmable messages, so there is nothing to match.
+            shared.metrics.malformed("unexpected_ack_or_reset");
+        }
+        (MessageType::Confirmable, MessageClass::Empty) => {
+            // A "CoAP ping" (§4.3): answered with RST.
+            send_reset(shared, mid, peer);
+        }
+        (_, MessageClass::Request(_)) => handle_request(shared, writer, &packet, datagram, peer),
+        (t, _) => {
+            shared.metrics.malformed("not_a_request");
+            if t == MessageType::Confirmable {
+                send_reset(shared, mid, peer);
+            }
+        }
+    }
+}
+
+fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
+    // An empty RST: version 1, type 3, no token, code 0.00, the message's ID.
+    let [hi, lo] = mid.to_be_bytes();
+    shared.send(&[0x70, 0x00, hi, lo], peer);
+}
+
+fn handle_request(
+    shared: &Shared,
+    writer: &BatchWriter<PendingAnswer>,
+    req: &Packet,
+    datagram: &[u8],
+    peer: SocketAddr,
+) {
+    let confirmable = req.header.get_type() == MessageType::Confirmable;
+    let mid = req.header.message_id;
+    let action = resource::handle(req, &shared.settings.default_place);
+    let reading = match action {
+        Action::Reply(reply) => {
+            if let Some(reason) = reply.reason {
+                shared.metrics.reject(reason);
+            }
+            send_reply(shared, confirmable, mid, req.get_token(), &reply, peer);
+            return;
+        }
+        Action::Store(reading) => reading,
+    };
+    let exchange = {
+        let mut dedup = shared.dedup();
+        let id = dedup.id(peer, mid, datagram);
+        match dedup.check(id) {
+            Seen::New => id,
+            Seen::Duplicate(outcome) => {
+                drop(dedup);
+                shared.metrics.duplicates.inc();
+                answer_duplicate(
+                    shared,
+                    confirmable,
+                    mid,
+                    req.get_token(),
+                    &reading,
+                    outcome,
+                    peer,
+                );
+                return;
+            }
+        }
+    };
+    let line = to_line(&reading, shared.timestamp());
+    let answer = PendingAnswer {
+        peer,
+        exchange,
+        confirmable,
+        message_id: mid,
+        token: req.get_token().to_vec(),
+        message: reading.stored_message(),
+    };
+    match writer.try_submit(line, answer) {
+        Ok(()) => {}
+        Err(e) => {
+            // Shed load rather than queue without bound: the client will come back.
+            let reason = match e {
+                SubmitError::Full => "queue_full",
+                SubmitError::Closed => "shutting_down",
+            };
+            shared.metrics.unavailable(reason);
+            shared.dedup().complete(exchange, Outcome::Unavailable);
+            send_unavailable(shared, confirmable, mid, req.get_token(), peer);
+        }
+    }
+}
+
+fn to_line(r: &Reading, ts: i64) -> String {
+    let mut s = String::with_capacity(80);
+    let line = Line::new(&mut s, r.measurement.name()).tag("place", &r.place);
+    let line = match &r.sensor {
+        Some(sensor) => line.tag("sensor", sensor),
+        None => line,
+    };
+    line.field_f64("value", r.value).finish(ts);
+    s
+}
+
+fn send_reply(
+    shared: &Shared,
+    confirmable: bool,
+    mid: u16,
+    token: &[u8],
+    reply: &Reply,
+    peer: SocketAddr,
+) {
+    let (kind, mid) = shared.answer_mid(confirmable, mid);
+    if let Some(b) = encode(
+        kind,
+        mid,
+        token,
+        reply.code,
+        reply.payload.as_bytes(),
+        reply.content_format,
+        None,
+    ) {
+        shared.send(&b, peer);
+    }
+}
+
+fn send_unavailable(shared: &Shared, confirmable: bool, mid: u16, token: &[u8], peer: SocketAddr) {
+    let (kind, mid) = shared.answer_mid(confirmable, mid);
+    if let Some(b) = encode(
+        kind,
+        mid,
+        token,
+        ResponseType::ServiceUnavailable,
+        shared.unavailable_message().as_bytes(),
+        Some(ContentFormat::TextPlain),
+        Some(shared.settings.retry_after_secs),
+    ) {
+        shared.send(&b, peer);
+    }
+}
+
+fn answer_duplicate(
+    shared: &Shared,
+    confirmable: bool,
+    mid: u16,
+    token: &[u8],
+    reading: &Reading,
+    outcome: Outcome,
+    peer: SocketAddr,
+) {
+    match outcome {
+        // Still being written: the answer goes out when the write ends.
+        Outcome::Pending => {}
+        Outcome::Stored => {
+            let (kind, mid) = shared.answer_mid(confirmable, mid);
+            if let Some(b) = encode(
+                kind,
+                mid,
+                token,
+                ResponseType::Changed,
+                reading.stored_message().as_bytes(),
+                Some(ContentFormat::TextPlain),
+                None,
+            ) {
+                shared.send(&b, peer);
+            }
+        }
+        Outcome::Unavailable => send_unavailable(shared, confirmable, mid, token, peer),
+    }
+}
+
+/// The writer's completion callback: answers every reading of a batch.
+pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
+    Arc::new(
+        move |answers: Vec<PendingAnswer>, result: Result<(), &WriteError>| {
+            let stored = result.is_ok();
+            match result {
+                Ok(()) => {
+                    shared.ready.set(true);
+                    shared.metrics.stored.inc_by(answers.len() as u64);
+                }
+                Err(e) => {
+                    if matches!(
+                        e,
+                        WriteError::Unreachable { .. } | WriteError::Server { .. }
+                    ) {
+                        shared.ready.set(false);
+                    }
+                    shared.metrics.unavailable(e.kind());
+                }
+            }
+            {
+                let mut dedup = shared.dedup();
+                let outcome = if stored {
+                    Outcome::Stored
+                } else {
+                    Outcome::Unavailable
+                };
+                for a in &answers {
+                    dedup.complete(a.exchange, outcome);
+                }
+            }
+            for a in answers {
+                if stored {
+                    let (kind, mid) = shared.answer_mid(a.confirmable, a.message_id);
+                    if let Some(b) = encode(
+                        kind,
+                        mid,
+                        &a.token,
+                        ResponseType::Changed,
+                        a.message.as_bytes(),
+                        Some(ContentFormat::TextPlain),
+                        None,
+                    ) {
+                        shared.send(&b, a.peer);
+                    }
+                } else {
+                    send_unavailable(&shared, a.confirmable, a.message_id, &a.token, a.peer);
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_encoded_as_a_minimal_uint() {
+        assert_eq!(encode_uint(0), Vec::<u8>::new());
+        assert_eq!(encode_uint(5), vec![5]);
+        assert_eq!(encode_uint(300), vec![1, 44]);
+    }
+
+    #[test]
+    fn readings_become_line_protocol_with_their_tags() {
+        let r = Reading {
+            measurement: resource::Measurement::Temperature,
+            value: 21.5,
+            place: "room1".into(),
+            sensor: Some("dht-1".into()),
+        };
+        assert_eq!(
+            to_line(&r, 42),
+            "temperature,place=room1,sensor=dht-1 value=21.5 42\n"
+        );
+    }
+}
