@@ -382,12 +382,12 @@ mod tests {
     #[test]
     fn unknown_critical_options_are_refused_and_elective_ones_ignored() {
         let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
-        p.add_option(CoapOption::Unknown(2049), vec![1]);
+        p.add_option(CoapOption::Unknown(2048), vec![1]);
         assert!(
             matches!(handle(&p, "r"), Action::Store(_)),
             "elective option"
         );
-        p.add_option(CoapOption::Unknown(2051), vec![1]);
+        p.add_option(CoapOption::Unknown(2049), vec![1]);
         assert_eq!(
             rejected(handle(&p, "r")),
             (ResponseType::BadOption, "bad_option")
