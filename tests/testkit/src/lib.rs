@@ -2,4 +2,5 @@
 //! local Kubernetes control plane.
 
 pub mod cluster;
+pub mod bins;
 pub mod influx;

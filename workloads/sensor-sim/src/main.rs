@@ -1,1 +1,271 @@
-fn main() {}
+//! sensor-sim: simulated DHT temperature/humidity sensors that report to coap-server over CoAP,
+//! and the load generator for the CoAP ingest path.
+
+mod client;
+mod deliver;
+mod load;
+mod model;
+mod simulate;
+mod stats;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use iot_common::http::Readiness;
+use iot_common::telemetry::{self, LogArgs};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Simulated DHT sensors sending readings to coap-server over CoAP",
+    long_about = "Simulated DHT temperature/humidity sensors sending readings to coap-server over CoAP.\n\n\
+Without a subcommand it simulates --sensors sensors spread over --places, each sending a \
+temperature and a humidity reading every --interval seconds, as confirmable POSTs to \
+/sensors/dht/temperature and /sensors/dht/humidity. Each reading is retransmitted as RFC 7252 \
+says until the server acknowledges it; a 5.03 answer is honoured by waiting its Max-Age.\n\n\
+`sensor-sim load` is the load generator: see `sensor-sim load --help`.",
+    after_help = "Every flag can also be set by the environment variable shown in brackets.\n\n\
+Examples:\n  sensor-sim --server 127.0.0.1:5683 --sensors 4 --places kitchen,lab --interval 5\n  \
+sensor-sim load --server 127.0.0.1:5683 --count 100000 --connections 8 --window 32"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+
+    /// coap-server address (host:port).
+    #[arg(long, env = "COAP_SERVER", default_value = "127.0.0.1:5683", global = true)]
+    server: String,
+
+    #[command(flatten)]
+    simulate: SimulateArgs,
+
+    #[command(flatten)]
+    transmission: TransmissionArgs,
+
+    /// HTTP address for /metrics, /healthz and /readyz (ready once a reading was stored).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9090", global = true)]
+    http_addr: SocketAddr,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Send readings as fast as the server takes them (or at --rate) and report throughput and
+    /// acknowledgement latency. Exits 2 when any reading was not stored.
+    Load(LoadArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+struct SimulateArgs {
+    /// Number of simulated sensors.
+    #[arg(long, env = "SIM_SENSORS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sensors: u32,
+
+    /// Places the sensors are spread over (comma-separated; becomes the `place` tag).
+    #[arg(long, env = "SIM_PLACES", default_value = "room1", value_delimiter = ',')]
+    places: Vec<String>,
+
+    /// Seconds between two readings of one sensor.
+    #[arg(long = "interval", env = "SIM_INTERVAL_SECONDS", default_value_t = 5.0)]
+    interval_seconds: f64,
+
+    /// Readings rounds per sensor before exiting (0: run until stopped).
+    #[arg(long, env = "SIM_ROUNDS", default_value_t = 0)]
+    rounds: u64,
+
+    /// Seed of the simulated values (the same seed gives the same readings).
+    #[arg(long, env = "SIM_SEED", default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(ClapArgs, Debug)]
+struct LoadArgs {
+    /// Readings to send in all (the run ends when all are stored or given up).
+    #[arg(long)]
+    count: Option<u64>,
+
+    /// Stop sending new readings after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+
+    /// Target readings per second over all connections (default: as fast as the window allows).
+    #[arg(long)]
+    rate: Option<f64>,
+
+    /// UDP sockets (client endpoints) to send from.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    connections: u32,
+
+    /// Outstanding readings per connection.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    window: u32,
+
+    /// Seconds a reading may still take after the sending phase before it counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    drain: f64,
+
+    /// Place tag of the load readings.
+    #[arg(long, default_value = "load")]
+    place: String,
+
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(ClapArgs, Debug)]
+struct TransmissionArgs {
+    /// RFC 7252 ACK_TIMEOUT in milliseconds.
+    #[arg(long, env = "COAP_ACK_TIMEOUT_MS", default_value_t = 2000, global = true)]
+    ack_timeout_ms: u64,
+
+    /// RFC 7252 MAX_RETRANSMIT.
+    #[arg(long, env = "COAP_MAX_RETRANSMIT", default_value_t = 4, global = true)]
+    max_retransmit: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let server = match resolve(&cli.server).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(server = %cli.server, error = %e, "cannot resolve the server address");
+            return ExitCode::FAILURE;
+        }
+    };
+    let params = client::Transmission {
+        ack_timeout: Duration::from_millis(cli.transmission.ack_timeout_ms),
+        max_retransmit: cli.transmission.max_retransmit,
+        ..client::Transmission::default()
+    };
+    let stats = Arc::new(stats::Stats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    match cli.mode {
+        Some(Mode::Load(args)) => run_load(server, args, params, stats, stop_rx).await,
+        None => run_simulation(server, cli.simulate, cli.http_addr, params, stats, stop_rx).await,
+    }
+}
+
+async fn run_simulation(
+    server: SocketAddr,
+    args: SimulateArgs,
+    http_addr: SocketAddr,
+    params: client::Transmission,
+    stats: Arc<stats::Stats>,
+    stop: watch::Receiver<bool>,
+) -> ExitCode {
+    let places: Vec<String> = args.places.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+    if places.is_empty() || !(0.01..=86_400.0).contains(&args.interval_seconds) {
+        tracing::error!("need at least one place and an interval between 0.01 and 86400 s");
+        return ExitCode::FAILURE;
+    }
+    let mut registry = Registry::default();
+    stats.register(&mut registry);
+    let ready = Readiness::default();
+    let listener = match iot_common::http::bind(http_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %http_addr, error = %e, "cannot bind the HTTP port");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut http_stop = stop.clone();
+    tokio::spawn(iot_common::http::serve(listener, Arc::new(registry), ready.clone(), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
+    let plan = simulate::Plan {
+        server,
+        sensors: args.sensors,
+        places,
+        interval: Duration::from_secs_f64(args.interval_seconds),
+        rounds: args.rounds,
+        seed: args.seed,
+    };
+    tracing::info!(%server, sensors = plan.sensors, places = ?plan.places, interval = ?plan.interval, "simulating DHT sensors");
+    if let Err(e) = simulate::run(plan, params, stats.clone(), ready, stop).await {
+        tracing::error!(error = %e, "cannot open a client socket");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(
+        acked = stats.acked.get(),
+        failed = stats.failed.get(),
+        retransmitted = stats.retransmitted.get(),
+        "simulation ended"
+    );
+    ExitCode::SUCCESS
+}
+
+async fn run_load(
+    server: SocketAddr,
+    args: LoadArgs,
+    params: client::Transmission,
+    stats: Arc<stats::Stats>,
+    stop: watch::Receiver<bool>,
+) -> ExitCode {
+    if args.count.is_none() && args.duration.is_none() {
+        tracing::error!("a load run needs a bound: --count and/or --duration");
+        return ExitCode::FAILURE;
+    }
+    let plan = load::LoadPlan {
+        server,
+        connections: args.connections,
+        window: args.window,
+        rate: args.rate.filter(|r| *r > 0.0),
+        count: args.count,
+        duration: args.duration.map(Duration::from_secs_f64),
+        drain: Duration::from_secs_f64(args.drain.max(0.0)),
+        place: args.place,
+    };
+    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, connections = plan.connections, window = plan.window, "load run");
+    let summary = match load::run(plan, params, stats, stop).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a client socket");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(s) => println!("{s}"),
+            Err(e) => tracing::error!(error = %e, "cannot encode the summary"),
+        }
+    } else {
+        summary.print_human();
+    }
+    if summary.failed > 0 || summary.acked < summary.readings {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn resolve(server: &str) -> std::io::Result<SocketAddr> {
+    tokio::net::lookup_host(server)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+}

@@ -1,0 +1,381 @@
+//! A CoAP client endpoint on one UDP socket with RFC 7252 reliability: confirmable requests are
+//! retransmitted after ACK_TIMEOUT × random(1, ACK_RANDOM_FACTOR), doubling each time, up to
+//! MAX_RETRANSMIT times (§4.2). Many requests can be outstanding at once; answers are matched
+//! by message ID (piggybacked) or token (separate answers, §5.2.2).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::stats::Stats;
+
+/// RFC 7252 §4.8 transmission parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Transmission {
+    pub ack_timeout: Duration,
+    pub ack_random_factor: f64,
+    pub max_retransmit: u32,
+}
+
+impl Default for Transmission {
+    fn default() -> Self {
+        Transmission {
+            ack_timeout: Duration::from_secs(2),
+            ack_random_factor: 1.5,
+            max_retransmit: 4,
+        }
+    }
+}
+
+impl Transmission {
+    fn initial_timeout(&self) -> Duration {
+        let factor = 1.0 + rand::random::<f64>() * (self.ack_random_factor - 1.0);
+        self.ack_timeout.mul_f64(factor)
+    }
+
+    /// How long to wait for a separate answer after an empty ACK (MAX_TRANSMIT_WAIT, §4.8.2).
+    fn max_transmit_wait(&self) -> Duration {
+        self.ack_timeout
+            .mul_f64(((1u64 << (self.max_retransmit + 1)) - 1) as f64 * self.ack_random_factor)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: RequestType,
+    pub path: &'static [&'static str],
+    pub query: Vec<String>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    pub code: ResponseType,
+    pub payload: Vec<u8>,
+    pub max_age: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ExchangeError {
+    #[error("no answer after {0} retransmissions")]
+    Timeout(u32),
+    #[error("the server reset the exchange (RST)")]
+    Reset,
+    #[error("the client endpoint has stopped")]
+    Closed,
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
+}
+
+struct Cmd {
+    request: Request,
+    reply: oneshot::Sender<Result<Response, ExchangeError>>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Client {
+    /// Binds an ephemeral local port and talks to `server`.
+    pub async fn connect(
+        server: SocketAddr,
+        params: Transmission,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Client> {
+        let local: SocketAddr = if server.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(server).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(Endpoint::new(socket, params, stats).run(rx));
+        Ok(Client { tx })
+    }
+
+    /// Sends a confirmable request and waits for its answer (retransmitting as needed).
+    pub async fn request(&self, request: Request) -> Result<Response, ExchangeError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Cmd { request, reply })
+            .await
+            .map_err(|_| ExchangeError::Closed)?;
+        answer.await.map_err(|_| ExchangeError::Closed)?
+    }
+}
+
+struct Exchange {
+    datagram: Vec<u8>,
+    token: u64,
+    retransmits: u32,
+    timeout: Duration,
+    /// Set once an empty ACK arrived: the answer comes separately, stop retransmitting.
+    acked: bool,
+    reply: oneshot::Sender<Result<Response, ExchangeError>>,
+}
+
+struct Endpoint {
+    socket: UdpSocket,
+    params: Transmission,
+    stats: Arc<Stats>,
+    next_mid: u16,
+    next_token: u64,
+    exchanges: HashMap<u16, Exchange>,
+    by_token: HashMap<u64, u16>,
+    /// (when, message ID, retransmission count it was armed for).
+    timers: BinaryHeap<Reverse<(Instant, u16, u32)>>,
+}
+
+impl Endpoint {
+    fn new(socket: UdpSocket, params: Transmission, stats: Arc<Stats>) -> Self {
+        Endpoint {
+            socket,
+            params,
+            stats,
+            // §4.4: start at a random message ID and token.
+            next_mid: rand::random(),
+            next_token: rand::random(),
+            exchanges: HashMap::new(),
+            by_token: HashMap::new(),
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut buf = vec![0u8; 2048];
+        let mut open = true;
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
+            tokio::select! {
+                cmd = rx.recv(), if open => match cmd {
+                    Some(cmd) => self.start(cmd).await,
+                    None => open = false,
+                },
+                r = self.socket.recv(&mut buf) => match r {
+                    Ok(n) => self.on_datagram(&buf[..n]).await,
+                    Err(e) => tracing::debug!(error = %e, "recv failed"),
+                },
+                _ = sleep_until(next_timer), if next_timer.is_some() => self.on_timer().await,
+            }
+            if !open && self.exchanges.is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn start(&mut self, cmd: Cmd) {
+        // Skip message IDs still in use (only possible with 65536 requests outstanding).
+        let mut mid = self.next_mid;
+        while self.exchanges.contains_key(&mid) {
+            mid = mid.wrapping_add(1);
+        }
+        self.next_mid = mid.wrapping_add(1);
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        let datagram = match encode(&cmd.request, mid, token) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = cmd.reply.send(Err(e));
+                return;
+            }
+        };
+        let timeout = self.params.initial_timeout();
+        self.send(&datagram).await;
+        self.stats.sent();
+        self.timers.push(Reverse((Instant::now() + timeout, mid, 0)));
+        self.by_token.insert(token, mid);
+        self.exchanges.insert(
+            mid,
+            Exchange {
+                datagram,
+                token,
+                retransmits: 0,
+                timeout,
+                acked: false,
+                reply: cmd.reply,
+            },
+        );
+    }
+
+    async fn send(&self, datagram: &[u8]) {
+        if let Err(e) = self.socket.send(datagram).await {
+            // ICMP "port unreachable" from an earlier datagram can surface here; the
+            // retransmission timer covers the loss either way.
+            tracing::debug!(error = %e, "send failed");
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, mid, armed))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(ex) = self.exchanges.get_mut(&mid) else {
+                continue;
+            };
+            if ex.retransmits != armed {
+                continue; // a stale timer of an exchange that has moved on
+            }
+            if ex.acked {
+                // Waited MAX_TRANSMIT_WAIT for a separate answer in vain.
+                self.finish(mid, Err(ExchangeError::Timeout(armed)));
+                continue;
+            }
+            if ex.retransmits >= self.params.max_retransmit {
+                let n = ex.retransmits;
+                self.finish(mid, Err(ExchangeError::Timeout(n)));
+                continue;
+            }
+            ex.retransmits += 1;
+            ex.timeout *= 2;
+            let (datagram, next, armed) = (ex.datagram.clone(), now + ex.timeout, ex.retransmits);
+            self.timers.push(Reverse((next, mid, armed)));
+            self.stats.retransmitted();
+            self.send(&datagram).await;
+        }
+    }
+
+    fn finish(&mut self, mid: u16, result: Result<Response, ExchangeError>) {
+        if let Some(ex) = self.exchanges.remove(&mid) {
+            self.by_token.remove(&ex.token);
+            let _ = ex.reply.send(result);
+        }
+    }
+
+    async fn on_datagram(&mut self, datagram: &[u8]) {
+        let Ok(packet) = Packet::from_bytes(datagram) else {
+            self.stats.malformed();
+            return;
+        };
+        let mid = packet.header.message_id;
+        let kind = packet.header.get_type();
+        match (kind, packet.header.code) {
+            (MessageType::Reset, _) => {
+                if self.exchanges.contains_key(&mid) {
+                    self.finish(mid, Err(ExchangeError::Reset));
+                }
+            }
+            (MessageType::Acknowledgement, MessageClass::Empty) => {
+                // §5.2.2: the answer will come separately; stop retransmitting, keep waiting.
+                let wait = self.params.max_transmit_wait();
+                if let Some(ex) = self.exchanges.get_mut(&mid) {
+                    ex.acked = true;
+                    ex.retransmits += 1;
+                    let armed = ex.retransmits;
+                    self.timers.push(Reverse((Instant::now() + wait, mid, armed)));
+                }
+            }
+            (MessageType::Acknowledgement, MessageClass::Response(code)) => {
+                let matches = self
+                    .exchanges
+                    .get(&mid)
+                    .is_some_and(|ex| token_of(&packet) == Some(ex.token));
+                if matches {
+                    self.finish(mid, Ok(response(code, &packet)));
+                }
+            }
+            (MessageType::Confirmable | MessageType::NonConfirmable, MessageClass::Response(code)) => {
+                if kind == MessageType::Confirmable {
+                    // Acknowledge a separate answer, even a duplicate one (§4.2).
+                    let [hi, lo] = mid.to_be_bytes();
+                    self.send(&[0x60, 0x00, hi, lo]).await;
+                }
+                let found = token_of(&packet).and_then(|t| self.by_token.get(&t).copied());
+                if let Some(request_mid) = found {
+                    self.finish(request_mid, Ok(response(code, &packet)));
+                }
+            }
+            (MessageType::Confirmable, _) => {
+                // A request or ping sent to a client: reject it (§4.2).
+                let [hi, lo] = mid.to_be_bytes();
+                self.send(&[0x70, 0x00, hi, lo]).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn token_of(p: &Packet) -> Option<u64> {
+    let t = p.get_token();
+    (t.len() == 8).then(|| u64::from_be_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]))
+}
+
+fn response(code: ResponseType, p: &Packet) -> Response {
+    let max_age = p.get_first_option(CoapOption::MaxAge).map(|v| {
+        v.iter()
+            .fold(0u32, |acc, b| acc.wrapping_shl(8) | u32::from(*b))
+    });
+    Response {
+        code,
+        payload: p.payload.clone(),
+        max_age,
+    }
+}
+
+fn encode(req: &Request, mid: u16, token: u64) -> Result<Vec<u8>, ExchangeError> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(MessageType::Confirmable);
+    p.header.code = MessageClass::Request(req.method);
+    p.header.message_id = mid;
+    p.set_token(token.to_be_bytes().to_vec());
+    for seg in req.path {
+        p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+    }
+    for q in &req.query {
+        p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
+    }
+    p.payload = req.payload.clone();
+    p.to_bytes().map_err(|e| ExchangeError::Encode(e.to_string()))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initial_timeout_is_within_the_rfc_bounds() {
+        let p = Transmission::default();
+        for _ in 0..1000 {
+            let t = p.initial_timeout();
+            assert!(t >= Duration::from_secs(2) && t <= Duration::from_secs(3), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn max_transmit_wait_matches_rfc_7252() {
+        assert_eq!(Transmission::default().max_transmit_wait(), Duration::from_secs(93));
+    }
+
+    #[test]
+    fn requests_are_confirmable_with_an_eight_byte_token() {
+        let req = Request {
+            method: RequestType::Post,
+            path: &["sensors", "dht", "temperature"],
+            query: vec!["place=room1".into()],
+            payload: b"21.5".to_vec(),
+        };
+        let p = Packet::from_bytes(&encode(&req, 7, 0x0102030405060708).unwrap()).unwrap();
+        assert_eq!(p.header.get_type(), MessageType::Confirmable);
+        assert_eq!(p.header.message_id, 7);
+        assert_eq!(token_of(&p), Some(0x0102030405060708));
+        assert_eq!(p.payload, b"21.5");
+    }
+}

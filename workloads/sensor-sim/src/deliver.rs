@@ -1,0 +1,109 @@
+//! Delivery of one reading: exchanges are repeated until the server confirms the reading is
+//! stored, it refuses it for good (4.xx), or the deadline passes. Nothing is dropped silently:
+//! every outcome is counted and every give-up is logged.
+
+use std::time::{Duration, Instant};
+
+use coap_lite::{RequestType, ResponseType};
+
+use crate::client::{Client, ExchangeError, Request};
+use crate::stats::Stats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("refused by the server ({code:?}): {message}")]
+    Rejected { code: ResponseType, message: String },
+    #[error("not stored before the deadline (last: {last})")]
+    GaveUp { last: String },
+}
+
+/// Max-Age when a 5.03 carries none (RFC 7252 §5.10.5 default is 60 s).
+const DEFAULT_MAX_AGE: u32 = 60;
+
+pub fn reading(path: &'static [&'static str], value: f64, query: Vec<String>) -> Request {
+    Request {
+        method: RequestType::Post,
+        path,
+        query,
+        payload: format!("{value:.1}").into_bytes(),
+    }
+}
+
+pub const TEMPERATURE: &[&str] = &["sensors", "dht", "temperature"];
+pub const HUMIDITY: &[&str] = &["sensors", "dht", "humidity"];
+
+/// Sends `request` until stored; returns the time from first transmission to confirmation.
+pub async fn deliver(
+    client: &Client,
+    request: Request,
+    stats: &Stats,
+    deadline: Option<Instant>,
+) -> Result<Duration, DeliveryError> {
+    let started = Instant::now();
+    loop {
+        let pause = match client.request(request.clone()).await {
+            Ok(r) if is_success(r.code) => {
+                stats.acked.inc();
+                return Ok(started.elapsed());
+            }
+            Ok(r) if r.code == ResponseType::ServiceUnavailable => {
+                stats.unavailable.inc();
+                Duration::from_secs(u64::from(r.max_age.unwrap_or(DEFAULT_MAX_AGE)))
+            }
+            Ok(r) if is_client_error(r.code) => {
+                stats.rejected.inc();
+                stats.failed.inc();
+                return Err(DeliveryError::Rejected {
+                    code: r.code,
+                    message: String::from_utf8_lossy(&r.payload).into_owned(),
+                });
+            }
+            Ok(r) => {
+                tracing::debug!(code = ?r.code, "server error, retrying");
+                Duration::from_secs(1)
+            }
+            Err(ExchangeError::Timeout(_)) => {
+                stats.timeouts.inc();
+                Duration::ZERO
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "exchange failed, retrying");
+                Duration::from_secs(1)
+            }
+        };
+        if let Some(d) = deadline {
+            if Instant::now() + pause >= d {
+                stats.failed.inc();
+                return Err(DeliveryError::GaveUp {
+                    last: format!("waiting {pause:?} to retry"),
+                });
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn is_success(code: ResponseType) -> bool {
+    matches!(
+        code,
+        ResponseType::Created
+            | ResponseType::Deleted
+            | ResponseType::Valid
+            | ResponseType::Changed
+            | ResponseType::Content
+    )
+}
+
+fn is_client_error(code: ResponseType) -> bool {
+    code.is_error()
+        && !matches!(
+            code,
+            ResponseType::InternalServerError
+                | ResponseType::NotImplemented
+                | ResponseType::BadGateway
+                | ResponseType::ServiceUnavailable
+                | ResponseType::GatewayTimeout
+                | ResponseType::ProxyingNotSupported
+                | ResponseType::HopLimitReached
+        )
+}

@@ -1,0 +1,194 @@
+//! Load mode: as many readings as the server will take, bounded by a count and/or a duration,
+//! at a target rate or as fast as a window of outstanding requests allows. Prints a progress
+//! line every second and a summary with latency percentiles at the end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::client::{Client, Transmission};
+use crate::deliver::{self, TEMPERATURE};
+use crate::stats::Stats;
+
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    pub server: SocketAddr,
+    pub connections: u32,
+    pub window: u32,
+    pub rate: Option<f64>,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    /// After the sending phase, how long outstanding readings may still take.
+    pub drain: Duration,
+    pub place: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub readings: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub requests_sent: u64,
+    pub retransmissions: u64,
+    pub unavailable: u64,
+    pub timeouts: u64,
+    pub elapsed_secs: f64,
+    pub acked_per_sec: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p90: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+}
+
+impl Summary {
+    pub fn print_human(&self) {
+        println!(
+            "readings {}  acked {}  failed {}  (requests {}  retransmissions {}  5.03 {}  timeouts {})",
+            self.readings,
+            self.acked,
+            self.failed,
+            self.requests_sent,
+            self.retransmissions,
+            self.unavailable,
+            self.timeouts
+        );
+        println!(
+            "{:.0} acked readings/s over {:.2} s; ack latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            self.acked_per_sec,
+            self.elapsed_secs,
+            self.latency_ms_p50,
+            self.latency_ms_p90,
+            self.latency_ms_p99,
+            self.latency_ms_max
+        );
+    }
+}
+
+pub async fn run(
+    plan: LoadPlan,
+    params: Transmission,
+    stats: Arc<Stats>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<Summary> {
+    let started = Instant::now();
+    let send_until = plan.duration.map(|d| started + d);
+    let next = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(AtomicU64::new(0));
+    let progress = tokio::spawn(progress(stats.clone(), started));
+    let mut workers = Vec::new();
+    for c in 0..plan.connections {
+        let client = Client::connect(plan.server, params, stats.clone()).await?;
+        for w in 0..plan.window {
+            let (client, plan, stats, next, issued, stop) = (
+                client.clone(),
+                plan.clone(),
+                stats.clone(),
+                next.clone(),
+                issued.clone(),
+                stop.clone(),
+            );
+            let sensor = format!("load-{c}-{w}");
+            workers.push(tokio::spawn(async move {
+                worker(client, plan, sensor, stats, next, issued, started, send_until, stop).await
+            }));
+        }
+    }
+    let mut latency = new_histogram();
+    for w in workers {
+        if let Ok(h) = w.await {
+            let _ = latency.add(&h);
+        }
+    }
+    progress.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let acked = stats.acked.get();
+    Ok(Summary {
+        readings: issued.load(Ordering::Relaxed),
+        acked,
+        failed: stats.failed.get(),
+        requests_sent: stats.sent.get(),
+        retransmissions: stats.retransmitted.get(),
+        unavailable: stats.unavailable.get(),
+        timeouts: stats.timeouts.get(),
+        elapsed_secs: elapsed,
+        acked_per_sec: acked as f64 / elapsed.max(1e-9),
+        latency_ms_p50: ms(0.50),
+        latency_ms_p90: ms(0.90),
+        latency_ms_p99: ms(0.99),
+        latency_ms_max: latency.max() as f64 / 1000.0,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min at 3 significant digits: constant bounds that `new_with_bounds` accepts,
+    // so the error case cannot happen.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid constant histogram bounds")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    client: Client,
+    plan: LoadPlan,
+    sensor: String,
+    stats: Arc<Stats>,
+    next: Arc<AtomicU64>,
+    issued: Arc<AtomicU64>,
+    started: Instant,
+    send_until: Option<Instant>,
+    stop: watch::Receiver<bool>,
+) -> Histogram<u64> {
+    let mut latency = new_histogram();
+    let query = vec![format!("place={}", plan.place), format!("sensor={sensor}")];
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if plan.count.is_some_and(|n| i >= n)
+            || send_until.is_some_and(|t| Instant::now() >= t)
+            || *stop.borrow()
+        {
+            return latency;
+        }
+        if let Some(rate) = plan.rate {
+            // Reading i is due at i / rate seconds after the start.
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        issued.fetch_add(1, Ordering::Relaxed);
+        let value = 20.0 + (i % 100) as f64 / 10.0;
+        let deadline = send_until.map_or_else(Instant::now, |t| t.max(Instant::now())) + plan.drain;
+        let request = deliver::reading(TEMPERATURE, value, query.clone());
+        match deliver::deliver(&client, request, &stats, Some(deadline)).await {
+            Ok(d) => {
+                let _ = latency.record((d.as_micros() as u64).max(1));
+            }
+            Err(e) => tracing::warn!(%sensor, error = %e, "reading not stored"),
+        }
+    }
+}
+
+async fn progress(stats: Arc<Stats>, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        let acked = stats.acked.get();
+        eprintln!(
+            "[{:6.1}s] sent {}  acked {}  retransmitted {}  5.03 {}  failed {}  {:.0}/s",
+            started.elapsed().as_secs_f64(),
+            stats.sent.get(),
+            acked,
+            stats.retransmitted.get(),
+            stats.unavailable.get(),
+            stats.failed.get(),
+            (acked - last) as f64
+        );
+        last = acked;
+    }
+}

@@ -1,0 +1,119 @@
+//! Simulation mode: N DHT sensors spread over places, each sending temperature and humidity
+//! every interval, as the reference deployment's sensors did.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iot_common::http::Readiness;
+use tokio::sync::watch;
+
+use crate::client::{Client, Transmission};
+use crate::deliver::{self, HUMIDITY, TEMPERATURE};
+use crate::model::Dht;
+use crate::stats::Stats;
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub server: SocketAddr,
+    pub sensors: u32,
+    pub places: Vec<String>,
+    pub interval: Duration,
+    /// Rounds per sensor before exiting; 0 runs until stopped.
+    pub rounds: u64,
+    pub seed: u64,
+}
+
+impl Plan {
+    /// Sensor `i` sits at place `i mod places` and is called `dht-<i+1>`.
+    pub fn sensor(&self, i: u32) -> (String, String) {
+        let place = self.places[i as usize % self.places.len()].clone();
+        (place, format!("dht-{}", i + 1))
+    }
+}
+
+pub async fn run(
+    plan: Plan,
+    params: Transmission,
+    stats: Arc<Stats>,
+    ready: Readiness,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut tasks = Vec::new();
+    for i in 0..plan.sensors {
+        let client = Client::connect(plan.server, params, stats.clone()).await?;
+        let (place, sensor) = plan.sensor(i);
+        let (plan, stats, ready, stop) = (plan.clone(), stats.clone(), ready.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            sensor_loop(client, plan, i, place, sensor, stats, ready, stop).await
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sensor_loop(
+    client: Client,
+    plan: Plan,
+    index: u32,
+    place: String,
+    sensor: String,
+    stats: Arc<Stats>,
+    ready: Readiness,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut dht = Dht::new(plan.seed.wrapping_add(u64::from(index)));
+    let query = vec![format!("place={place}"), format!("sensor={sensor}")];
+    // Spread the sensors over the interval instead of sending in lock-step.
+    let offset = plan.interval.mul_f64(f64::from(index) / f64::from(plan.sensors.max(1)));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, plan.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
+    while plan.rounds == 0 || round < plan.rounds {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (t, h) = dht.next();
+        for (path, value) in [(TEMPERATURE, t), (HUMIDITY, h)] {
+            // A sensor holds its reading until the server has stored it; meanwhile it takes
+            // no new ones (the shutdown signal still ends the wait).
+            let sent = deliver::deliver(&client, deliver::reading(path, value, query.clone()), &stats, None);
+            tokio::select! {
+                r = sent => match r {
+                    Ok(latency) => {
+                        ready.set(true);
+                        tracing::debug!(%sensor, measurement = path[2], value, ?latency, "stored");
+                    }
+                    Err(e) => tracing::warn!(%sensor, measurement = path[2], value, error = %e, "reading not stored"),
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        round += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensors_are_spread_over_places_round_robin() {
+        let plan = Plan {
+            server: ([127, 0, 0, 1], 5683).into(),
+            sensors: 5,
+            places: vec!["kitchen".into(), "lab".into()],
+            interval: Duration::from_secs(5),
+            rounds: 0,
+            seed: 1,
+        };
+        let got: Vec<_> = (0..5).map(|i| plan.sensor(i)).collect();
+        assert_eq!(got[0], ("kitchen".into(), "dht-1".into()));
+        assert_eq!(got[1], ("lab".into(), "dht-2".into()));
+        assert_eq!(got[4], ("kitchen".into(), "dht-5".into()));
+    }
+}
