@@ -1,5 +1,6 @@
 //! `iot-operator`: `crd` prints the CustomResourceDefinition, `run` runs the controller.
 
+mod controller;
 mod crd;
 
 use clap::{Parser, Subcommand};

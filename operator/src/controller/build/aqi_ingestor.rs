@@ -1,0 +1,31 @@
+//! The air-quality ingestor: exactly one replica (two would write every reading twice), and
+//! `Recreate` so a rollout never runs old and new side by side.
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::labels::Component;
+use super::pod::{env, influx_credentials, workload_container};
+use super::workload::deployment;
+use crate::controller::validate::Monitor;
+
+pub fn build(monitor: &Monitor) -> Option<Deployment> {
+    let aqi = monitor.aqi.as_ref()?;
+    let influx = &monitor.influx;
+    let mut env_vars = vec![
+        env("AQI_SOURCE", aqi.source.clone()),
+        env("AQI_POLL_SECONDS", aqi.poll_seconds.to_string()),
+        env("INFLUX_URL", influx.url.clone()),
+        env("INFLUX_DB", influx.aqi_db.clone()),
+    ];
+    env_vars.extend(influx_credentials(&influx.writer));
+    let container =
+        workload_container("aqi-ingestor", &aqi.image, &aqi.resources, vec![], env_vars);
+    Some(deployment(
+        monitor,
+        &monitor.names.aqi_ingestor,
+        Component::AqiIngestor,
+        Some(1),
+        true,
+        container,
+    ))
+}

@@ -1,0 +1,67 @@
+//! The CoAP ingest server: a Deployment (autoscaled) and its UDP Service.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ContainerPort, Service};
+
+use super::labels::Component;
+use super::network::exposed_service;
+use super::pod::{env, influx_credentials, workload_container};
+use super::workload::deployment;
+use crate::controller::validate::{COAP_CONTAINER_PORT, InfluxMode, Monitor};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoapObjects {
+    pub service: Service,
+    pub deployment: Deployment,
+}
+
+pub fn build(monitor: &Monitor) -> CoapObjects {
+    let coap = &monitor.coap;
+    let influx = &monitor.influx;
+    let mut env_vars = vec![
+        env("COAP_BIND", format!("0.0.0.0:{COAP_CONTAINER_PORT}")),
+        env("BATCH_SIZE", coap.batch.size.to_string()),
+        env("BATCH_LINGER_MS", coap.batch.linger_ms.to_string()),
+        // Our writer is not an InfluxDB admin: the setup sidecar creates the databases. An
+        // external endpoint is the user's, so the server may create its database there.
+        env(
+            "CREATE_DATABASE",
+            (influx.mode == InfluxMode::External).to_string(),
+        ),
+        env("INFLUX_URL", influx.url.clone()),
+        env("INFLUX_DB", influx.dht_db.clone()),
+    ];
+    env_vars.extend(influx_credentials(&influx.writer));
+    let coap_port = ContainerPort {
+        name: Some("coap".into()),
+        container_port: COAP_CONTAINER_PORT,
+        protocol: Some("UDP".into()),
+        ..ContainerPort::default()
+    };
+    let container = workload_container(
+        "coap-server",
+        &coap.image,
+        &coap.resources,
+        vec![coap_port],
+        env_vars,
+    );
+    let replicas = monitor.autoscaling.is_none().then_some(coap.replicas.min);
+    CoapObjects {
+        service: exposed_service(
+            monitor,
+            &monitor.names.coap_server,
+            Component::CoapServer,
+            coap.service_type,
+            coap.node_port,
+            ("coap", "UDP", coap.port),
+        ),
+        deployment: deployment(
+            monitor,
+            &monitor.names.coap_server,
+            Component::CoapServer,
+            replicas,
+            false,
+            container,
+        ),
+    }
+}

@@ -1,0 +1,279 @@
+//! Grafana: a Deployment (stateless: everything is provisioned from ConfigMaps, so replicas are
+//! identical and survive restarts), its Service, the datasource provisioning and dashboards.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, PodSpec, PodTemplateSpec, Probe,
+    Service, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::json;
+
+use super::labels::{CONFIG_HASH, Component, labels, owned_meta, selector};
+use super::network::exposed_service;
+use super::pod::{
+    container_security, content_hash, env, env_from_secret, http_probe, pod_security, resources,
+    scratch, tcp_port,
+};
+use super::secrets::{KEY_GRAFANA_ADMIN_PASSWORD, KEY_GRAFANA_ADMIN_USERNAME};
+use crate::controller::validate::{GRAFANA_PORT, Monitor};
+
+/// Dashboards shipped with the operator. Their datasource uids match `DHT_DATASOURCE_UID` and
+/// `AQI_DATASOURCE_UID`.
+pub const DHT_DASHBOARD: &str = include_str!("../../../dashboards/dht.json");
+pub const AQI_DASHBOARD: &str = include_str!("../../../dashboards/aqi.json");
+pub const DHT_DATASOURCE_UID: &str = "iot-dht";
+pub const AQI_DATASOURCE_UID: &str = "iot-aqi";
+
+/// The official image's `grafana` user.
+const GRAFANA_UID: i64 = 472;
+const PROVISIONING: &str = "/etc/grafana/provisioning";
+const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards/iot";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrafanaObjects {
+    pub provisioning: ConfigMap,
+    pub dashboards: ConfigMap,
+    pub service: Service,
+    pub deployment: Deployment,
+}
+
+pub fn build(monitor: &Monitor) -> GrafanaObjects {
+    let provisioning = provisioning_config_map(monitor);
+    let dashboards = dashboards_config_map(monitor);
+    let hash = content_hash(
+        [&provisioning, &dashboards]
+            .into_iter()
+            .flat_map(|cm| cm.data.iter().flat_map(|d| d.values()))
+            .map(String::as_str),
+    );
+    GrafanaObjects {
+        service: exposed_service(
+            monitor,
+            &monitor.names.grafana,
+            Component::Grafana,
+            monitor.grafana.service_type,
+            monitor.grafana.node_port,
+            ("http", "TCP", GRAFANA_PORT),
+        ),
+        deployment: deployment(monitor, &hash),
+        provisioning,
+        dashboards,
+    }
+}
+
+/// The datasource password is `$INFLUX_READ_PASSWORD`: Grafana expands it from the pod's
+/// environment, which takes it from the Secret, so no credential is ever in a ConfigMap.
+fn datasources_yaml(monitor: &Monitor) -> String {
+    let influx = &monitor.influx;
+    let datasource = |name: &str, uid: &str, db: &str, default: bool| {
+        json!({
+            "name": name,
+            "uid": uid,
+            "type": "influxdb",
+            "access": "proxy",
+            "url": influx.url,
+            "isDefault": default,
+            "editable": false,
+            "database": db,
+            "user": "$INFLUX_READ_USER",
+            "jsonData": {"dbName": db, "httpMode": "GET"},
+            "secureJsonData": {"password": "$INFLUX_READ_PASSWORD"},
+        })
+    };
+    let doc = json!({
+        "apiVersion": 1,
+        "datasources": [
+            datasource("InfluxDB DHT", DHT_DATASOURCE_UID, &influx.dht_db, true),
+            datasource("InfluxDB AQI", AQI_DATASOURCE_UID, &influx.aqi_db, false),
+        ],
+    });
+    to_yaml(&doc)
+}
+
+fn dashboard_provider_yaml() -> String {
+    to_yaml(&json!({
+        "apiVersion": 1,
+        "providers": [{
+            "name": "iot",
+            "orgId": 1,
+            "folder": "IoT",
+            "type": "file",
+            "disableDeletion": true,
+            "allowUiUpdates": false,
+            "updateIntervalSeconds": 30,
+            "options": {"path": DASHBOARDS_DIR, "foldersFromFilesStructure": false},
+        }],
+    }))
+}
+
+fn to_yaml(value: &serde_json::Value) -> String {
+    // A serde_json::Value always serializes to YAML; an empty document would only make
+    // Grafana log a provisioning error, never crash the operator.
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
+fn provisioning_config_map(monitor: &Monitor) -> ConfigMap {
+    ConfigMap {
+        metadata: owned_meta(
+            monitor,
+            &monitor.names.grafana_datasources,
+            Component::Grafana,
+        ),
+        data: Some(BTreeMap::from([
+            ("datasources.yaml".to_owned(), datasources_yaml(monitor)),
+            ("dashboards.yaml".to_owned(), dashboard_provider_yaml()),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+fn dashboards_config_map(monitor: &Monitor) -> ConfigMap {
+    ConfigMap {
+        metadata: owned_meta(
+            monitor,
+            &monitor.names.grafana_dashboards,
+            Component::Grafana,
+        ),
+        data: Some(BTreeMap::from([
+            ("dht.json".to_owned(), DHT_DASHBOARD.to_owned()),
+            ("aqi.json".to_owned(), AQI_DASHBOARD.to_owned()),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+fn config_volume(name: &str, config_map: &str, items: Option<Vec<KeyToPath>>) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.to_owned(),
+            items,
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn item(key: &str) -> Vec<KeyToPath> {
+    vec![KeyToPath {
+        key: key.to_owned(),
+        path: key.to_owned(),
+        ..KeyToPath::default()
+    }]
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn deployment(monitor: &Monitor, config_hash: &str) -> Deployment {
+    let names = &monitor.names;
+    let grafana = &monitor.grafana;
+    let reader = &monitor.influx.reader;
+    let (data_volume, data_mount) = scratch("data", "/var/lib/grafana");
+    let (tmp_volume, tmp_mount) = scratch("tmp", "/tmp");
+    let container = Container {
+        name: "grafana".into(),
+        image: Some(grafana.image.clone()),
+        ports: Some(vec![tcp_port("http", GRAFANA_PORT)]),
+        env: Some(vec![
+            env_from_secret(
+                "GF_SECURITY_ADMIN_USER",
+                &names.credentials,
+                KEY_GRAFANA_ADMIN_USERNAME,
+            ),
+            env_from_secret(
+                "GF_SECURITY_ADMIN_PASSWORD",
+                &names.credentials,
+                KEY_GRAFANA_ADMIN_PASSWORD,
+            ),
+            env_from_secret("INFLUX_READ_USER", &reader.secret, &reader.username_key),
+            env_from_secret("INFLUX_READ_PASSWORD", &reader.secret, &reader.password_key),
+            env(
+                "GF_AUTH_ANONYMOUS_ENABLED",
+                grafana.anonymous_viewer.to_string(),
+            ),
+            env("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"),
+            env("GF_USERS_ALLOW_SIGN_UP", "false"),
+            env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
+            env("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
+            env("GF_LOG_MODE", "console"),
+            env(
+                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
+                format!("{DASHBOARDS_DIR}/dht.json"),
+            ),
+        ]),
+        resources: Some(resources(&grafana.resources)),
+        security_context: Some(container_security()),
+        readiness_probe: Some(http_probe("/api/health", "http", 5, 3)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(30),
+            ..http_probe("/api/health", "http", 10, 6)
+        }),
+        volume_mounts: Some(vec![
+            mount("datasources", &format!("{PROVISIONING}/datasources")),
+            mount("providers", &format!("{PROVISIONING}/dashboards")),
+            mount("dashboards", DASHBOARDS_DIR),
+            data_mount,
+            tmp_mount,
+        ]),
+        ..Container::default()
+    };
+    let volumes = vec![
+        config_volume(
+            "datasources",
+            &names.grafana_datasources,
+            Some(item("datasources.yaml")),
+        ),
+        config_volume(
+            "providers",
+            &names.grafana_datasources,
+            Some(item("dashboards.yaml")),
+        ),
+        config_volume("dashboards", &names.grafana_dashboards, None),
+        data_volume,
+        tmp_volume,
+    ];
+    Deployment {
+        metadata: owned_meta(monitor, &names.grafana, Component::Grafana),
+        spec: DeploymentSpec {
+            // The HPA owns the replica count when autoscaling is on; setting it here too would
+            // make the operator and the HPA fight.
+            replicas: monitor
+                .autoscaling
+                .is_none()
+                .then_some(grafana.replicas.min),
+            selector: LabelSelector {
+                match_labels: Some(selector(monitor, Component::Grafana)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(monitor, Component::Grafana)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    security_context: Some(pod_security(GRAFANA_UID)),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    automount_service_account_token: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
