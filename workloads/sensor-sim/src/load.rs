@@ -3,7 +3,7 @@
 //! line every second and a summary with latency percentiles at the end.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -80,31 +80,33 @@ pub async fn run(
     let next = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
     let progress = tokio::spawn(progress(stats.clone(), started));
+    // One histogram for the whole run (about 100 KB): one per worker would cost that per worker.
+    let latency = Arc::new(Mutex::new(new_histogram()));
     let mut workers = Vec::new();
     for c in 0..plan.connections {
         let client = Client::connect(plan.server, params, stats.clone()).await?;
         for w in 0..plan.window {
-            let (client, plan, stats, next, issued, stop) = (
+            let (client, plan, stats, next, issued, stop, latency) = (
                 client.clone(),
                 plan.clone(),
                 stats.clone(),
                 next.clone(),
                 issued.clone(),
                 stop.clone(),
+                latency.clone(),
             );
             let sensor = format!("load-{c}-{w}");
             workers.push(tokio::spawn(async move {
-                worker(client, plan, sensor, stats, next, issued, started, send_until, stop).await
+                worker(client, plan, sensor, stats, next, issued, started, send_until, stop, latency)
+                    .await
             }));
         }
     }
-    let mut latency = new_histogram();
     for w in workers {
-        if let Ok(h) = w.await {
-            let _ = latency.add(&h);
-        }
+        let _ = w.await;
     }
     progress.abort();
+    let latency = latency.lock().unwrap_or_else(|p| p.into_inner());
     let elapsed = started.elapsed().as_secs_f64();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let acked = stats.acked.get();
@@ -143,8 +145,8 @@ async fn worker(
     started: Instant,
     send_until: Option<Instant>,
     stop: watch::Receiver<bool>,
-) -> Histogram<u64> {
-    let mut latency = new_histogram();
+    latency: Arc<Mutex<Histogram<u64>>>,
+) {
     let query = vec![format!("place={}", plan.place), format!("sensor={sensor}")];
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +154,7 @@ async fn worker(
             || send_until.is_some_and(|t| Instant::now() >= t)
             || *stop.borrow()
         {
-            return latency;
+            return;
         }
         if let Some(rate) = plan.rate {
             // Reading i is due at i / rate seconds after the start.
@@ -165,7 +167,11 @@ async fn worker(
         let request = deliver::reading(TEMPERATURE, value, query.clone());
         match deliver::deliver(&client, request, &stats, Some(deadline)).await {
             Ok(d) => {
-                let _ = latency.record((d.as_micros() as u64).max(1));
+                let micros = (d.as_micros() as u64).max(1);
+                let _ = latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(micros);
             }
             Err(e) => tracing::warn!(%sensor, error = %e, "reading not stored"),
         }
