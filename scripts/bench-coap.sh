@@ -4,6 +4,7 @@
 # by counting the points in InfluxDB, and the peak RSS of coap-server and sensor-sim.
 #
 #   BENCH_COUNT (default 500000)  BENCH_CONNECTIONS (8)  BENCH_WINDOW (128)  BENCH_BATCH (2000)
+#   SERVER_THREADS (coap-server runtime threads, default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/influxd.sh
@@ -24,7 +25,7 @@ trap cleanup EXIT
 
 start_influxd "$RUN/influxdb"
 port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RUST_LOG=warn "$BIN/coap-server" --bind "127.0.0.1:$port" --http-addr 127.0.0.1:0 \
+RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$BIN/coap-server" --bind "127.0.0.1:$port" --http-addr 127.0.0.1:0 \
   --influx-url "$INFLUX_URL" --batch-size "$BATCH" --queue-capacity 200000 >"$RUN/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do influx_query "$INFLUX_URL" dht 'SHOW MEASUREMENTS' >/dev/null 2>&1 && \

@@ -3,8 +3,8 @@
 //! MAX_RETRANSMIT times (§4.2). Many requests can be outstanding at once; answers are matched
 //! by message ID (piggybacked) or token (separate answers, §5.2.2).
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,7 +191,8 @@ impl Endpoint {
         let timeout = self.params.initial_timeout();
         self.send(&datagram).await;
         self.stats.sent();
-        self.timers.push(Reverse((Instant::now() + timeout, mid, 0)));
+        self.timers
+            .push(Reverse((Instant::now() + timeout, mid, 0)));
         self.by_token.insert(token, mid);
         self.exchanges.insert(
             mid,
@@ -273,7 +274,8 @@ impl Endpoint {
                     ex.acked = true;
                     ex.retransmits += 1;
                     let armed = ex.retransmits;
-                    self.timers.push(Reverse((Instant::now() + wait, mid, armed)));
+                    self.timers
+                        .push(Reverse((Instant::now() + wait, mid, armed)));
                 }
             }
             (MessageType::Acknowledgement, MessageClass::Response(code)) => {
@@ -285,7 +287,10 @@ impl Endpoint {
                     self.finish(mid, Ok(response(code, &packet)));
                 }
             }
-            (MessageType::Confirmable | MessageType::NonConfirmable, MessageClass::Response(code)) => {
+            (
+                MessageType::Confirmable | MessageType::NonConfirmable,
+                MessageClass::Response(code),
+            ) => {
                 if kind == MessageType::Confirmable {
                     // Acknowledge a separate answer, even a duplicate one (§4.2).
                     let [hi, lo] = mid.to_be_bytes();
@@ -337,7 +342,8 @@ fn encode(req: &Request, mid: u16, token: u64) -> Result<Vec<u8>, ExchangeError>
         p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
     }
     p.payload = req.payload.clone();
-    p.to_bytes().map_err(|e| ExchangeError::Encode(e.to_string()))
+    p.to_bytes()
+        .map_err(|e| ExchangeError::Encode(e.to_string()))
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -355,13 +361,19 @@ mod tests {
         let p = Transmission::default();
         for _ in 0..1000 {
             let t = p.initial_timeout();
-            assert!(t >= Duration::from_secs(2) && t <= Duration::from_secs(3), "{t:?}");
+            assert!(
+                t >= Duration::from_secs(2) && t <= Duration::from_secs(3),
+                "{t:?}"
+            );
         }
     }
 
     #[test]
     fn max_transmit_wait_matches_rfc_7252() {
-        assert_eq!(Transmission::default().max_transmit_wait(), Duration::from_secs(93));
+        assert_eq!(
+            Transmission::default().max_transmit_wait(),
+            Duration::from_secs(93)
+        );
     }
 
     #[test]

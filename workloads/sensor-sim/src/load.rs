@@ -3,8 +3,8 @@
 //! line every second and a summary with latency percentiles at the end.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -97,8 +97,10 @@ pub async fn run(
             );
             let sensor = format!("load-{c}-{w}");
             workers.push(tokio::spawn(async move {
-                worker(client, plan, sensor, stats, next, issued, started, send_until, stop, latency)
-                    .await
+                worker(
+                    client, plan, sensor, stats, next, issued, started, send_until, stop, latency,
+                )
+                .await
             }));
         }
     }

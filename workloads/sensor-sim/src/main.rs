@@ -38,7 +38,12 @@ struct Cli {
     mode: Option<Mode>,
 
     /// coap-server address (host:port).
-    #[arg(long, env = "COAP_SERVER", default_value = "127.0.0.1:5683", global = true)]
+    #[arg(
+        long,
+        env = "COAP_SERVER",
+        default_value = "127.0.0.1:5683",
+        global = true
+    )]
     server: String,
 
     #[command(flatten)]
@@ -69,7 +74,12 @@ struct SimulateArgs {
     sensors: u32,
 
     /// Places the sensors are spread over (comma-separated; becomes the `place` tag).
-    #[arg(long, env = "SIM_PLACES", default_value = "room1", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SIM_PLACES",
+        default_value = "room1",
+        value_delimiter = ','
+    )]
     places: Vec<String>,
 
     /// Seconds between two readings of one sensor.
@@ -123,7 +133,12 @@ struct LoadArgs {
 #[derive(ClapArgs, Debug)]
 struct TransmissionArgs {
     /// RFC 7252 ACK_TIMEOUT in milliseconds.
-    #[arg(long, env = "COAP_ACK_TIMEOUT_MS", default_value_t = 2000, global = true)]
+    #[arg(
+        long,
+        env = "COAP_ACK_TIMEOUT_MS",
+        default_value_t = 2000,
+        global = true
+    )]
     ack_timeout_ms: u64,
 
     /// RFC 7252 MAX_RETRANSMIT.
@@ -134,7 +149,12 @@ struct TransmissionArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: the simulator is all message passing between its tasks, which is cheapest
+    // without cross-thread wake-ups, and it leaves the other cores to the server under test.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -178,7 +198,12 @@ async fn run_simulation(
     stats: Arc<stats::Stats>,
     stop: watch::Receiver<bool>,
 ) -> ExitCode {
-    let places: Vec<String> = args.places.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+    let places: Vec<String> = args
+        .places
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
     if places.is_empty() || !(0.01..=86_400.0).contains(&args.interval_seconds) {
         tracing::error!("need at least one place and an interval between 0.01 and 86400 s");
         return ExitCode::FAILURE;
@@ -194,9 +219,14 @@ async fn run_simulation(
         }
     };
     let mut http_stop = stop.clone();
-    tokio::spawn(iot_common::http::serve(listener, Arc::new(registry), ready.clone(), async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(iot_common::http::serve(
+        listener,
+        Arc::new(registry),
+        ready.clone(),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    ));
     let plan = simulate::Plan {
         server,
         sensors: args.sensors,

@@ -28,8 +28,8 @@ impl Dht {
 
     /// The next (temperature °C, relative humidity %) pair.
     pub fn next(&mut self) -> (f64, f64) {
-        self.temperature += 0.1 * (self.base_temperature - self.temperature)
-            + self.rng.random_range(-0.15..0.15);
+        self.temperature +=
+            0.1 * (self.base_temperature - self.temperature) + self.rng.random_range(-0.15..0.15);
         self.humidity +=
             0.1 * (self.base_humidity - self.humidity) + self.rng.random_range(-0.5..0.5);
         self.humidity = self.humidity.clamp(0.0, 100.0);
@@ -51,7 +51,10 @@ mod tests {
         let (mut t0, mut h0) = dht.next();
         for _ in 0..10_000 {
             let (t, h) = dht.next();
-            assert!((t - t0).abs() <= 1.0 && (h - h0).abs() <= 3.0, "jump {t0}->{t} {h0}->{h}");
+            assert!(
+                (t - t0).abs() <= 1.0 && (h - h0).abs() <= 3.0,
+                "jump {t0}->{t} {h0}->{h}"
+            );
             assert!((10.0..=35.0).contains(&t), "temperature {t}");
             assert!((0.0..=100.0).contains(&h), "humidity {h}");
             assert_eq!((t * 10.0).round() / 10.0, t);

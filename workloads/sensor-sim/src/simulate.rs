@@ -68,7 +68,9 @@ async fn sensor_loop(
     let mut dht = Dht::new(plan.seed.wrapping_add(u64::from(index)));
     let query = vec![format!("place={place}"), format!("sensor={sensor}")];
     // Spread the sensors over the interval instead of sending in lock-step.
-    let offset = plan.interval.mul_f64(f64::from(index) / f64::from(plan.sensors.max(1)));
+    let offset = plan
+        .interval
+        .mul_f64(f64::from(index) / f64::from(plan.sensors.max(1)));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, plan.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = 0u64;
@@ -81,7 +83,12 @@ async fn sensor_loop(
         for (path, value) in [(TEMPERATURE, t), (HUMIDITY, h)] {
             // A sensor holds its reading until the server has stored it; meanwhile it takes
             // no new ones (the shutdown signal still ends the wait).
-            let sent = deliver::deliver(&client, deliver::reading(path, value, query.clone()), &stats, None);
+            let sent = deliver::deliver(
+                &client,
+                deliver::reading(path, value, query.clone()),
+                &stats,
+                None,
+            );
             tokio::select! {
                 r = sent => match r {
                     Ok(latency) => {

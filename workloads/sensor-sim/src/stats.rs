@@ -18,13 +18,21 @@ pub struct Stats {
 impl Stats {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("sim");
-        r.register("requests_sent", "CoAP requests sent (first transmissions)", self.sent.clone());
+        r.register(
+            "requests_sent",
+            "CoAP requests sent (first transmissions)",
+            self.sent.clone(),
+        );
         r.register(
             "retransmissions",
             "Retransmissions after an ACK timeout",
             self.retransmitted.clone(),
         );
-        r.register("readings_acked", "Readings the server confirmed stored", self.acked.clone());
+        r.register(
+            "readings_acked",
+            "Readings the server confirmed stored",
+            self.acked.clone(),
+        );
         r.register(
             "unavailable",
             "5.03 answers (the reading is sent again after Max-Age)",
@@ -35,9 +43,17 @@ impl Stats {
             "Exchanges that got no answer after MAX_RETRANSMIT",
             self.timeouts.clone(),
         );
-        r.register("rejected", "Readings the server refused (4.xx)", self.rejected.clone());
+        r.register(
+            "rejected",
+            "Readings the server refused (4.xx)",
+            self.rejected.clone(),
+        );
         r.register("failed", "Readings given up on", self.failed.clone());
-        r.register("malformed", "Datagrams received that are not CoAP", self.malformed.clone());
+        r.register(
+            "malformed",
+            "Datagrams received that are not CoAP",
+            self.malformed.clone(),
+        );
     }
 
     pub fn sent(&self) {
