@@ -158,9 +158,9 @@ async fn reconcile_monitor(monitor: &IotMonitor, ctx: &Context) -> Result<Action
     let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now());
     patch_status(monitor, ctx, &status).await?;
     if applied.writes > 0 {
-        let mut note = format!("applied {} change(s) to the stack", applied.writes);
+        let mut note = format!("made {} change(s) to the stack", applied.writes);
         if !applied.deleted.is_empty() {
-            note.push_str(&format!("; deleted {}", applied.deleted.join(", ")));
+            note.push_str(&format!(", deleting {}", applied.deleted.join(", ")));
         }
         publish(monitor, ctx, EventType::Normal, "Reconciled", note).await;
     }

@@ -262,6 +262,7 @@ pub fn failed(
     now: Time,
 ) -> IotMonitorStatus {
     let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
     set(
         &mut status.conditions,
         Cond {
