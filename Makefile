@@ -36,6 +36,34 @@ cluster-down: ## stop the local control plane started by cluster-up
 dev: deps ## control plane + CRD + operator + examples/iotmonitor.yaml, then show what it built
 	scripts/dev.sh
 
+# kind quick start (needs Docker, kind, helm and kubectl; not available on the project's build
+# machines, which have no Docker engine).
+KIND ?= kind
+KIND_CLUSTER ?= iot-operator
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+IMAGES := iot-operator coap-server sensor-sim aqi-ingestor
+
+kind-up: ## kind cluster + images + operator (Helm) + examples/iotmonitor.yaml; prints the Grafana URL
+	@for t in docker $(KIND) helm kubectl; do command -v $$t >/dev/null || { echo "kind-up needs $$t on PATH" >&2; exit 1; }; done
+	@$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+	@for img in $(IMAGES); do \
+	  docker build -f docker/Dockerfile --target $$img -t ghcr.io/iot-operator/$$img:$(IMAGE_TAG) . && \
+	  $(KIND) load docker-image ghcr.io/iot-operator/$$img:$(IMAGE_TAG) --name $(KIND_CLUSTER) || exit 1; \
+	done
+	helm upgrade --install iot-operator charts/iot-operator --kube-context $(KIND_CONTEXT) \
+	  --namespace iot-system --create-namespace --set image.tag=$(IMAGE_TAG) --wait
+	kubectl --context $(KIND_CONTEXT) apply -f examples/iotmonitor.yaml
+	kubectl --context $(KIND_CONTEXT) wait iotmonitor/lab --for=condition=Ready --timeout=10m
+	@kubectl --context $(KIND_CONTEXT) get iotmonitor lab
+	@echo
+	@echo "Grafana: http://localhost:3000 (anonymous viewer; admin password:"
+	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-credentials -o jsonpath='{.data.grafana-admin-password}' | base64 -d)"
+	@echo "CoAP:    coap://localhost:5683 (UDP)"
+
+kind-down: ## delete the kind cluster made by kind-up
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
 crd: ## regenerate crds/iotmonitor.yaml from the Rust types
 	$(CARGO) run -q -p iot-operator -- crd > crds/iotmonitor.yaml
 

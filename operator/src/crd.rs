@@ -551,6 +551,37 @@ mod tests {
     }
 
     #[test]
+    fn chart_crd_matches_the_generated_one() {
+        let generated = crd_yaml().expect("serialize crd");
+        let in_chart = include_str!("../../charts/iot-operator/crds/iotmonitor.yaml");
+        assert!(
+            generated == in_chart,
+            "charts/iot-operator/crds/iotmonitor.yaml is stale: cp crds/iotmonitor.yaml charts/iot-operator/crds/"
+        );
+    }
+
+    #[test]
+    fn examples_are_valid_monitors() {
+        for (file, text) in [
+            (
+                "iotmonitor-minimal.yaml",
+                include_str!("../../examples/iotmonitor-minimal.yaml"),
+            ),
+            (
+                "iotmonitor.yaml",
+                include_str!("../../examples/iotmonitor.yaml"),
+            ),
+        ] {
+            let mut monitor: IotMonitor =
+                serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            monitor.metadata.namespace = Some("default".into());
+            monitor.metadata.uid = Some("uid".into());
+            crate::controller::validate::validate(&monitor)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
     fn crd_names_and_printer_columns() {
         let yaml = crd_yaml().expect("serialize crd");
         for needle in [

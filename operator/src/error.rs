@@ -11,7 +11,7 @@ pub enum Error {
     #[error("Secret {name} with the external InfluxDB credentials {problem}")]
     MissingCredentials { name: String, problem: String },
 
-    #[error("cannot apply {kind} {name}: {source}")]
+    #[error("cannot apply {kind} {name}: {}", concise(.source))]
     Apply {
         kind: &'static str,
         name: String,
@@ -19,7 +19,7 @@ pub enum Error {
         source: kube::Error,
     },
 
-    #[error("cannot delete {kind} {name} that is no longer wanted: {source}")]
+    #[error("cannot delete {kind} {name} that is no longer wanted: {}", concise(.source))]
     Delete {
         kind: &'static str,
         name: String,
@@ -27,14 +27,14 @@ pub enum Error {
         source: kube::Error,
     },
 
-    #[error("cannot read {what}: {source}")]
+    #[error("cannot read {what}: {}", concise(.source))]
     Read {
         what: String,
         #[source]
         source: kube::Error,
     },
 
-    #[error("cannot update the IotMonitor status: {0}")]
+    #[error("cannot update the IotMonitor status: {}", concise(.0))]
     Status(#[source] kube::Error),
 
     #[error("cannot serialize {0}: {1}")]
@@ -61,4 +61,35 @@ impl Error {
     }
 }
 
+/// The API server's own message (what a person can act on), without the Debug dump of the
+/// whole Status object that `kube::Error`'s Display appends.
+fn concise(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} ({})", status.message, status.reason)
+        }
+        other => other.to_string(),
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_show_the_servers_message_only() {
+        let status = kube::core::Status::failure("configmaps \"x\" is forbidden", "Forbidden");
+        let err = Error::Apply {
+            kind: "ConfigMap",
+            name: "x".into(),
+            source: kube::Error::Api(Box::new(status)),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot apply ConfigMap x: configmaps \"x\" is forbidden (Forbidden)"
+        );
+        assert_eq!(err.category(), "ApplyFailed");
+    }
+}

@@ -7,7 +7,7 @@
 #   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 . "$here/versions.env"
 CACHE=${IOT_CACHE:-$HOME/.cache/iot-operator}
 BIN="$CACHE/bin"
@@ -49,6 +49,7 @@ build_kubernetes() {
   gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths,
   # which only work inside its own repository: pin each to the matching published v0.x instead.
+  # shellcheck disable=SC2013 # module paths are single words
   for m in $(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => \./staging/src/.*#\1#p' "$gomod"); do
     go mod edit "-replace=$m=$m@$stg"
   done

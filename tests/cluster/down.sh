@@ -3,8 +3,9 @@
 # each PID still runs the recorded binary), then removes the state directory. Harmless when nothing
 # runs. Set IOT_CLUSTER_KEEP_STATE=1 to keep the state directory (logs, etcd data) for a post-mortem.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+lock
 
 if [ ! -e "$STATE" ]; then
   say "nothing to stop: $STATE does not exist"

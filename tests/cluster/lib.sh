@@ -1,10 +1,11 @@
+# shellcheck shell=bash disable=SC2034 # (variables set here are used by up.sh and down.sh)
 # Shared by up.sh and down.sh (sourced, not run): where the control plane keeps its state, and how
 # its processes are recorded and stopped. Only processes recorded in $PIDS are ever signalled, and
 # only while /proc says the PID still runs the binary that was recorded for it.
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 . "$here/versions.env"
 
 STATE=${IOT_CLUSTER_DIR:-$repo/.run/cluster}
@@ -20,6 +21,13 @@ MARKER=$STATE/.iot-cluster-state
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 say() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# lock: one up.sh or down.sh at a time per state directory (the lock file sits beside it, so removing
+# the state directory does not remove the lock).
+lock() {
+  exec 9>"$STATE.lock"
+  flock -w 600 9 || { say "another up.sh or down.sh still holds $STATE.lock"; exit 1; }
+}
 
 # pid_of NAME: the recorded PID of NAME if that process is alive and still runs the recorded binary.
 pid_of() {

@@ -11,8 +11,9 @@
 #   IOT_CLUSTER_NODES    number of fake nodes (default: 3)
 #   IOT_CLUSTER_TIMEOUT  seconds to wait for each component (default: 120)
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+lock
 
 NODES=${IOT_CLUSTER_NODES:-3}
 TIMEOUT=${IOT_CLUSTER_TIMEOUT:-120}
@@ -64,6 +65,7 @@ on_exit() {
   fi
 }
 trap on_exit EXIT
+trap 'exit 130' INT TERM # so on_exit also cleans up after Ctrl-C
 die() { say "ERROR: $*"; exit 1; }
 
 # ---- ports ---------------------------------------------------------------------------------------
@@ -153,13 +155,14 @@ for u in controller-manager scheduler kwok; do kubeconfig "$STATE/$u.kubeconfig"
 
 # ---- processes ------------------------------------------------------------------------------------
 # start NAME ARGS...: runs $BIN/NAME in a session of its own (so a Ctrl-C or a closed terminal of the
-# caller does not reach it) and records "PID BINARY" for pid_of and down.sh.
+# caller does not reach it) without the lock's descriptor 9, and records "PID BINARY" for pid_of and
+# down.sh.
 start() {
   local name=$1 exe
   shift
   current=$name
   exe=$(readlink -f "$BIN/$name")
-  setsid "$exe" "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
+  setsid "$exe" "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
   echo "$! $exe" >"$PIDS/$name.pid"
   say "started $name (pid $!), log $LOGS/$name.log"
 }

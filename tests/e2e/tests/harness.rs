@@ -2,17 +2,15 @@
 //! controller manager collects garbage and binds volumes, the API server enforces CEL rules and Pod
 //! Security, and helm installs charts. Needs `make cluster-up` (see `iot_testkit::cluster`).
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail, ensure};
-use iot_testkit::cluster::{Cluster, ClusterError, repo_dir, run, wait_condition, wait_for};
+use iot_testkit::cluster::{
+    Cluster, ClusterError, default_timeout, repo_dir, run, wait_condition, wait_for,
+};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::conditions;
-
-const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn is_api_error(error: &ClusterError, code: u16) -> Option<&str> {
     match error {
@@ -48,7 +46,7 @@ spec:
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
     wait_for(
         "Deployment web to be Available with 2 ready replicas",
-        TIMEOUT,
+        default_timeout(),
         || async {
             let d = deployments.get("web").await.map_err(|e| e.to_string())?;
             let status = d.status.unwrap_or_default();
@@ -119,7 +117,7 @@ async fn deleting_an_owner_garbage_collects_its_dependent() -> Result<()> {
         config_maps.clone(),
         "dependent",
         conditions::is_deleted(&dependent_uid),
-        TIMEOUT,
+        default_timeout(),
     )
     .await?;
     ensure!(
@@ -189,17 +187,21 @@ async fn a_crd_cel_rule_rejects_a_bad_object() -> Result<()> {
         crds,
         "widgets.harness.iot-operator.dev",
         conditions::is_crd_established(),
-        TIMEOUT,
+        default_timeout(),
     )
     .await?;
 
     // Discovery can lag behind Established for a moment, so the good object is retried.
-    wait_for("a valid Widget to be accepted", TIMEOUT, || async {
-        cluster
-            .apply_yaml(Some(ns.name()), &widget("good", 1, 3))
-            .await
-            .map_err(|e| e.to_string())
-    })
+    wait_for(
+        "a valid Widget to be accepted",
+        default_timeout(),
+        || async {
+            cluster
+                .apply_yaml(Some(ns.name()), &widget("good", 1, 3))
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
     .await?;
 
     match cluster
@@ -243,7 +245,7 @@ async fn helm_installs_a_tiny_chart() -> Result<()> {
         "greeting=hi from helm",
         "--wait",
         "--timeout",
-        "120s",
+        &format!("{}s", default_timeout().as_secs()),
     ]))
     .await?;
 
@@ -358,7 +360,7 @@ spec:
     let sets: Api<StatefulSet> = Api::namespaced(cluster.client(), ns.name());
     wait_for(
         "StatefulSet db to have 2 ready replicas",
-        TIMEOUT,
+        default_timeout(),
         || async {
             let s = sets.get("db").await.map_err(|e| e.to_string())?;
             match s.status.and_then(|s| s.ready_replicas) {

@@ -168,7 +168,7 @@ impl Cluster {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), &ns.name);
         wait_for(
             &format!("ServiceAccount {}/default", ns.name),
-            Duration::from_secs(60),
+            default_timeout(),
             || async {
                 match accounts.get_opt("default").await {
                     Ok(Some(sa)) => Ok(sa),
@@ -312,6 +312,16 @@ impl Drop for TestNamespace {
             Err(e) => eprintln!("could not delete namespace {}: {e}", self.name),
         }
     }
+}
+
+/// How long tests wait for the cluster to converge: `IOT_TEST_TIMEOUT_SECS`, default 120 s (generous,
+/// because the control plane, the test binaries and the compiler share 2 cores in CI).
+pub fn default_timeout() -> Duration {
+    let secs = std::env::var("IOT_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
 }
 
 /// Polls `check` every 250 ms until it returns `Ok`, for at most `timeout`. `Err(text)` means "not

@@ -1,6 +1,6 @@
 //! Test fixtures shared by the workspace's integration tests: a throw-away InfluxDB and the
 //! local Kubernetes control plane.
 
-pub mod cluster;
 pub mod bins;
+pub mod cluster;
 pub mod influx;
