@@ -127,10 +127,10 @@ bind-address = "127.0.0.1:{rpc_port}"
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/ping", self.url())).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.http.get(format!("{}/ping", self.url())).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             if let Some(status) = self
                 .child

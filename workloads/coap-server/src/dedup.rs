@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -67,11 +67,8 @@ impl DedupCache {
     }
 
     pub fn id(&self, peer: SocketAddr, message_id: u16, datagram: &[u8]) -> ExchangeId {
-        let mut h = self.hasher.build_hasher();
-        (peer, message_id).hash(&mut h);
-        let key = h.finish();
         ExchangeId {
-            key,
+            key: self.hasher.hash_one((peer, message_id)),
             fingerprint: self.hasher.hash_one(datagram),
         }
     }
@@ -79,11 +76,6 @@ impl DedupCache {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     fn now(&self) -> u32 {
@@ -122,10 +114,10 @@ impl DedupCache {
 
     /// Records how a pending exchange ended.
     pub fn complete(&mut self, id: ExchangeId, outcome: Outcome) {
-        if let Some(slot) = self.slots.get_mut(&id.key) {
-            if slot.fingerprint == id.fingerprint {
-                slot.outcome = outcome;
-            }
+        if let Some(slot) = self.slots.get_mut(&id.key)
+            && slot.fingerprint == id.fingerprint
+        {
+            slot.outcome = outcome;
         }
     }
 
@@ -141,10 +133,10 @@ impl DedupCache {
             // At capacity even a pending slot goes (its answer is still sent when the write
             // ends); a retransmission arriving after that would be stored again, so size the
             // cache for the request rate times the retransmission window.
-            if let Entry::Occupied(e) = self.slots.entry(key) {
-                if e.get().at == at {
-                    e.remove();
-                }
+            if let Entry::Occupied(e) = self.slots.entry(key)
+                && e.get().at == at
+            {
+                e.remove();
             }
         }
         // Queue entries whose slots were overwritten are skipped lazily above; bound them too.

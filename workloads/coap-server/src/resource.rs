@@ -131,14 +131,15 @@ pub fn handle(req: &Packet, default_place: &str) -> Action {
             format!("/{} takes POST or PUT", path.join("/")),
         );
     }
-    if let Some(cf) = req.get_content_format() {
-        if cf != ContentFormat::TextPlain {
-            return Reply::error(
-                ResponseType::UnsupportedContentFormat,
-                "content_format",
-                "send the reading as text/plain (content-format 0)".into(),
-            );
-        }
+    if req
+        .get_content_format()
+        .is_some_and(|cf| cf != ContentFormat::TextPlain)
+    {
+        return Reply::error(
+            ResponseType::UnsupportedContentFormat,
+            "content_format",
+            "send the reading as text/plain (content-format 0)".into(),
+        );
     }
     let (place, sensor) = match tags(req, default_place) {
         Ok(t) => t,

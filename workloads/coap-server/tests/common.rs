@@ -28,7 +28,12 @@ impl CoapServer {
         let coap: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = Command::new(env!("CARGO_BIN_EXE_coap-server"))
-            .args(["--bind", &coap.to_string(), "--http-addr", &http.to_string()])
+            .args([
+                "--bind",
+                &coap.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ])
             .args(["--influx-url", influx_url, "--influx-db", "dht"])
             .args(["--retry-after-seconds", "1"])
             .args(extra)
@@ -40,7 +45,10 @@ impl CoapServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         let path = if wait_ready { "/readyz" } else { "/healthz" };
         while server.http_status(path).await != Some(200) {
-            assert!(Instant::now() < deadline, "coap-server did not become {path}");
+            assert!(
+                Instant::now() < deadline,
+                "coap-server did not become {path}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server

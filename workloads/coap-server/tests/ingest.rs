@@ -23,7 +23,16 @@ async fn simulated_sensors_land_in_influxdb_with_exact_counts_per_place() {
     let status = sim()
         .args(["--server", &server.coap.to_string()])
         .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--sensors", "3", "--places", "kitchen,lab", "--interval", "0.05", "--rounds", "20"])
+        .args([
+            "--sensors",
+            "3",
+            "--places",
+            "kitchen,lab",
+            "--interval",
+            "0.05",
+            "--rounds",
+            "20",
+        ])
         .status()
         .expect("run sensor-sim");
     assert!(status.success());
@@ -31,7 +40,10 @@ async fn simulated_sensors_land_in_influxdb_with_exact_counts_per_place() {
     assert_eq!(influx.count("dht", "humidity", "value").await, 60);
     // Sensors 1 and 3 are in the kitchen, sensor 2 in the lab.
     let kitchen = influx
-        .rows("dht", "SELECT count(value) FROM temperature WHERE place = 'kitchen'")
+        .rows(
+            "dht",
+            "SELECT count(value) FROM temperature WHERE place = 'kitchen'",
+        )
         .await;
     assert_eq!(kitchen[0][1], 40);
     let sensors = influx
@@ -46,7 +58,15 @@ async fn a_load_run_stores_exactly_the_readings_it_reports_acked() {
     let server = CoapServer::start(&influx.url(), &[], true).await;
     let out = sim()
         .args(["load", "--server", &server.coap.to_string()])
-        .args(["--count", "20000", "--connections", "4", "--window", "64", "--json"])
+        .args([
+            "--count",
+            "20000",
+            "--connections",
+            "4",
+            "--window",
+            "64",
+            "--json",
+        ])
         .output()
         .expect("run sensor-sim load");
     assert!(out.status.success(), "{out:?}");
@@ -64,7 +84,16 @@ async fn influxdb_stopped_mid_stream_and_restarted_loses_no_reading() {
     // 6000 readings at 1000/s: the outage below falls in the middle of the run.
     let load = sim()
         .args(["load", "--server", &server.coap.to_string()])
-        .args(["--count", "6000", "--rate", "1000", "--connections", "2", "--window", "64"])
+        .args([
+            "--count",
+            "6000",
+            "--rate",
+            "1000",
+            "--connections",
+            "2",
+            "--window",
+            "64",
+        ])
         .args(["--drain", "60", "--json"])
         .stdout(Stdio::piped())
         .spawn()
@@ -85,5 +114,10 @@ async fn influxdb_stopped_mid_stream_and_restarted_loses_no_reading() {
         "the outage was seen as 5.03 answers: {summary}"
     );
     assert_eq!(influx.count("dht", "temperature", "value").await, 6000);
-    assert!(server.metrics().await.contains("coap_readings_stored_total 6000"));
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("coap_readings_stored_total 6000")
+    );
 }

@@ -61,7 +61,10 @@ async fn a_retransmitted_request_is_answered_again_but_stored_once() {
     assert_eq!(code(&again), ResponseType::Changed);
     assert_eq!(again.header.message_id, 7);
     // The same message ID with other content is a new request, not a duplicate.
-    assert_eq!(code(&client.exchange(&post(7, TEMPERATURE, "22.5"))), ResponseType::Changed);
+    assert_eq!(
+        code(&client.exchange(&post(7, TEMPERATURE, "22.5"))),
+        ResponseType::Changed
+    );
     assert_eq!(influx.count("dht", "temperature", "value").await, 2);
     assert!(server.metrics().await.contains("coap_duplicates_total 2"));
 }
@@ -72,20 +75,62 @@ async fn every_class_of_bad_input_gets_a_precise_answer_and_nothing_is_stored() 
     let server = CoapServer::start(&influx.url(), &[], true).await;
     let c = RawClient::new(server.coap);
     let cases: Vec<(coap_lite::Packet, ResponseType, &str)> = vec![
-        (post(1, TEMPERATURE, ""), ResponseType::BadRequest, "empty payload"),
-        (post(2, TEMPERATURE, "hot"), ResponseType::BadRequest, "not a number"),
-        (post(3, TEMPERATURE, "NaN"), ResponseType::BadRequest, "not a finite number"),
-        (post(4, HUMIDITY, "inf"), ResponseType::BadRequest, "not a finite number"),
-        (post(5, TEMPERATURE, "-273"), ResponseType::BadRequest, "outside the sensor's range"),
-        (post(6, HUMIDITY, "140"), ResponseType::BadRequest, "outside the sensor's range"),
-        (post(7, "/sensors/dht/pressure", "1"), ResponseType::NotFound, "no resource"),
         (
-            request(MessageType::Confirmable, RequestType::Get, 8, TEMPERATURE, &[], b""),
+            post(1, TEMPERATURE, ""),
+            ResponseType::BadRequest,
+            "empty payload",
+        ),
+        (
+            post(2, TEMPERATURE, "hot"),
+            ResponseType::BadRequest,
+            "not a number",
+        ),
+        (
+            post(3, TEMPERATURE, "NaN"),
+            ResponseType::BadRequest,
+            "not a finite number",
+        ),
+        (
+            post(4, HUMIDITY, "inf"),
+            ResponseType::BadRequest,
+            "not a finite number",
+        ),
+        (
+            post(5, TEMPERATURE, "-273"),
+            ResponseType::BadRequest,
+            "outside the sensor's range",
+        ),
+        (
+            post(6, HUMIDITY, "140"),
+            ResponseType::BadRequest,
+            "outside the sensor's range",
+        ),
+        (
+            post(7, "/sensors/dht/pressure", "1"),
+            ResponseType::NotFound,
+            "no resource",
+        ),
+        (
+            request(
+                MessageType::Confirmable,
+                RequestType::Get,
+                8,
+                TEMPERATURE,
+                &[],
+                b"",
+            ),
             ResponseType::MethodNotAllowed,
             "takes POST or PUT",
         ),
         (
-            request(MessageType::Confirmable, RequestType::Post, 9, TEMPERATURE, &["room=1"], b"20"),
+            request(
+                MessageType::Confirmable,
+                RequestType::Post,
+                9,
+                TEMPERATURE,
+                &["room=1"],
+                b"20",
+            ),
             ResponseType::BadRequest,
             "unknown query parameter",
         ),
@@ -93,11 +138,22 @@ async fn every_class_of_bad_input_gets_a_precise_answer_and_nothing_is_stored() 
     for (req, want, words) in &cases {
         let ans = c.exchange(req);
         assert_eq!(code(&ans), *want, "{words}");
-        assert!(text(&ans).contains(words), "{:?} lacks {words:?}", text(&ans));
+        assert!(
+            text(&ans).contains(words),
+            "{:?} lacks {words:?}",
+            text(&ans)
+        );
         assert_eq!(ans.header.message_id, req.header.message_id);
     }
     // A non-confirmable bad request is answered non-confirmable.
-    let non = request(MessageType::NonConfirmable, RequestType::Post, 10, TEMPERATURE, &[], b"x");
+    let non = request(
+        MessageType::NonConfirmable,
+        RequestType::Post,
+        10,
+        TEMPERATURE,
+        &[],
+        b"x",
+    );
     let ans = c.exchange(&non);
     assert_eq!(ans.header.get_type(), MessageType::NonConfirmable);
     assert_eq!(code(&ans), ResponseType::BadRequest);
@@ -111,15 +167,27 @@ async fn every_class_of_bad_input_gets_a_precise_answer_and_nothing_is_stored() 
     assert!(c.recv_within(Duration::from_millis(300)).is_none());
     // A CoAP ping gets RST.
     c.send(&[0x40, 0x00, 0x00, 0x2a]);
-    assert_eq!(c.recv_within(Duration::from_secs(2)).unwrap(), vec![0x70, 0x00, 0x00, 0x2a]);
+    assert_eq!(
+        c.recv_within(Duration::from_secs(2)).unwrap(),
+        vec![0x70, 0x00, 0x00, 0x2a]
+    );
 
     // The server still works and stored nothing of the above.
-    assert_eq!(code(&c.exchange(&post(11, TEMPERATURE, "20.0"))), ResponseType::Changed);
+    assert_eq!(
+        code(&c.exchange(&post(11, TEMPERATURE, "20.0"))),
+        ResponseType::Changed
+    );
     assert_eq!(influx.count("dht", "temperature", "value").await, 1);
     assert_eq!(influx.count("dht", "humidity", "value").await, 0);
     let metrics = server.metrics().await;
-    assert!(metrics.contains(r#"coap_requests_rejected_total{reason="out_of_range"} 2"#), "{metrics}");
-    assert!(metrics.contains(r#"coap_malformed_total{reason="format"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"coap_requests_rejected_total{reason="out_of_range"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"coap_malformed_total{reason="format"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -133,11 +201,24 @@ async fn while_influxdb_is_down_readings_get_5_03_with_max_age_and_readiness_dro
     let max_age = ans.get_first_option(CoapOption::MaxAge).expect("Max-Age");
     assert_eq!(max_age, &vec![1u8]);
     assert!(text(&ans).contains("try again in 1 s"));
-    assert!(eventually(10, || async { server.http_status("/readyz").await == Some(503) }).await);
+    assert!(
+        eventually(10, || async {
+            server.http_status("/readyz").await == Some(503)
+        })
+        .await
+    );
 
     influx.start_again().await;
-    assert!(eventually(15, || async { server.http_status("/readyz").await == Some(200) }).await);
-    assert_eq!(code(&c.exchange(&post(2, TEMPERATURE, "20.0"))), ResponseType::Changed);
+    assert!(
+        eventually(15, || async {
+            server.http_status("/readyz").await == Some(200)
+        })
+        .await
+    );
+    assert_eq!(
+        code(&c.exchange(&post(2, TEMPERATURE, "20.0"))),
+        ResponseType::Changed
+    );
     assert_eq!(influx.count("dht", "temperature", "value").await, 1);
 }
 
@@ -148,9 +229,17 @@ async fn the_server_starts_before_influxdb_and_creates_the_database_once_it_answ
     let server = CoapServer::start(&influx.url(), &[], false).await;
     assert_eq!(server.http_status("/readyz").await, Some(503));
     influx.start_again().await;
-    assert!(eventually(15, || async { server.http_status("/readyz").await == Some(200) }).await);
+    assert!(
+        eventually(15, || async {
+            server.http_status("/readyz").await == Some(200)
+        })
+        .await
+    );
     let c = RawClient::new(server.coap);
-    assert_eq!(code(&c.exchange(&post(1, HUMIDITY, "50"))), ResponseType::Changed);
+    assert_eq!(
+        code(&c.exchange(&post(1, HUMIDITY, "50"))),
+        ResponseType::Changed
+    );
     assert_eq!(influx.count("dht", "humidity", "value").await, 1);
 }
 
@@ -165,7 +254,9 @@ async fn sigterm_flushes_queued_readings_before_exit() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = server.terminate();
     assert!(status.success(), "{status}");
-    let answers = (0..5).filter_map(|_| c.recv_within(Duration::from_secs(2))).count();
+    let answers = (0..5)
+        .filter_map(|_| c.recv_within(Duration::from_secs(2)))
+        .count();
     assert_eq!(answers, 5);
     assert_eq!(influx.count("dht", "temperature", "value").await, 5);
 }
@@ -193,7 +284,11 @@ async fn libcoap_coap_client_can_discover_and_post_readings() {
         assert!(out.status.success(), "coap-client {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let core = run(vec!["-m".into(), "get".into(), format!("{base}/.well-known/core")]);
+    let core = run(vec![
+        "-m".into(),
+        "get".into(),
+        format!("{base}/.well-known/core"),
+    ]);
     assert!(core.contains("</sensors/dht/temperature>"), "{core}");
     assert!(core.contains("</sensors/dht/humidity>"), "{core}");
     let stored = run(vec![
@@ -203,7 +298,10 @@ async fn libcoap_coap_client_can_discover_and_post_readings() {
         "25.5".into(),
         format!("{base}/sensors/dht/temperature?place=kitchen"),
     ]);
-    assert!(stored.contains("Temperature=25.5 saved successfully!"), "{stored}");
+    assert!(
+        stored.contains("Temperature=25.5 saved successfully!"),
+        "{stored}"
+    );
     let stored = run(vec![
         "-m".into(),
         "put".into(),
@@ -211,8 +309,13 @@ async fn libcoap_coap_client_can_discover_and_post_readings() {
         "55".into(),
         format!("{base}/sensors/dht/humidity"),
     ]);
-    assert!(stored.contains("Humidity=55 saved successfully!"), "{stored}");
-    let rows = influx.rows("dht", "SELECT value, place FROM temperature").await;
+    assert!(
+        stored.contains("Humidity=55 saved successfully!"),
+        "{stored}"
+    );
+    let rows = influx
+        .rows("dht", "SELECT value, place FROM temperature")
+        .await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][2], "kitchen");
     assert_eq!(influx.count("dht", "humidity", "value").await, 1);

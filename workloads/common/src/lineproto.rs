@@ -52,6 +52,24 @@ impl<'b> Line<'b> {
         self
     }
 
+    /// Adds a float field from decimal text the caller already holds, e.g. a reading that
+    /// arrived as the string `"20.40"`. A plain decimal (`-?digits[.digits]`) is copied as it
+    /// is: exact, and it saves formatting the number again on hot paths. Any other text is
+    /// parsed and written as [`Line::field_f64`] would, so non-numeric or non-finite text is
+    /// skipped.
+    pub fn field_decimal(mut self, key: &str, text: &str) -> Self {
+        if is_plain_decimal(text) {
+            self.field_key(key);
+            self.buf.push_str(text);
+            self
+        } else {
+            match text.trim().parse::<f64>() {
+                Ok(value) => self.field_f64(key, value),
+                Err(_) => self,
+            }
+        }
+    }
+
     /// Adds an integer field (`42i`).
     pub fn field_i64(mut self, key: &str, value: i64) -> Self {
         self.field_key(key);
@@ -92,7 +110,27 @@ impl<'b> Line<'b> {
     }
 }
 
+/// `-?[0-9]+(\.[0-9]+)?`: a float in line protocol as it stands.
+fn is_plain_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    all_digits(int) && frac.is_none_or(all_digits)
+}
+
 fn escape_into(buf: &mut String, s: &str, special: &[char]) {
+    // Most names and values need no escaping; one byte scan finds out (every special
+    // character is ASCII, so bytes suffice).
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b',' | b'=' | b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        buf.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\n' | '\r' | '\t' => buf.push_str("\\ "),
@@ -151,6 +189,22 @@ mod tests {
             .finish(1);
         assert!(!written);
         assert_eq!(buf, "keep\n");
+    }
+
+    #[test]
+    fn decimal_text_is_copied_when_plain_and_parsed_otherwise() {
+        let mut buf = String::new();
+        Line::new(&mut buf, "m")
+            .field_decimal("a", "20.40")
+            .field_decimal("b", "-3")
+            .field_decimal("c", " 7.5 ")
+            .field_decimal("d", "1e3")
+            .field_decimal("e", "nan")
+            .field_decimal("f", "12,5")
+            .field_decimal("g", "1.")
+            .field_decimal("h", "-.5")
+            .finish(1);
+        assert_eq!(buf, "m a=20.40,b=-3,c=7.5,d=1000,g=1,h=-0.5 1\n");
     }
 
     #[test]

@@ -262,11 +262,7 @@ impl Endpoint {
         let mid = packet.header.message_id;
         let kind = packet.header.get_type();
         match (kind, packet.header.code) {
-            (MessageType::Reset, _) => {
-                if self.exchanges.contains_key(&mid) {
-                    self.finish(mid, Err(ExchangeError::Reset));
-                }
-            }
+            (MessageType::Reset, _) => self.finish(mid, Err(ExchangeError::Reset)),
             (MessageType::Acknowledgement, MessageClass::Empty) => {
                 // §5.2.2: the answer will come separately; stop retransmitting, keep waiting.
                 let wait = self.params.max_transmit_wait();

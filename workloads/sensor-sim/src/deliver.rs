@@ -71,13 +71,11 @@ pub async fn deliver(
                 Duration::from_secs(1)
             }
         };
-        if let Some(d) = deadline {
-            if Instant::now() + pause >= d {
-                stats.failed.inc();
-                return Err(DeliveryError::GaveUp {
-                    last: format!("waiting {pause:?} to retry"),
-                });
-            }
+        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+            stats.failed.inc();
+            return Err(DeliveryError::GaveUp {
+                last: format!("waiting {pause:?} to retry"),
+            });
         }
         tokio::time::sleep(pause).await;
     }
