@@ -54,13 +54,12 @@ impl InfluxServer {
             .expect("temp dir");
         let mut server = InfluxServer {
             dir,
-            http_port: free_port(),
+            http_port: 0,
             child: None,
             auth,
             http: reqwest::Client::new(),
         };
-        server.write_config();
-        server.start_again().await;
+        server.start_fresh_ports().await;
         if let Some((user, password)) = server.auth.clone() {
             // With auth on and no user yet, InfluxDB accepts exactly this statement unauthenticated.
             let q =
@@ -112,9 +111,37 @@ bind-address = "127.0.0.1:{rpc_port}"
         std::fs::write(d.join("influxdb.conf"), conf).expect("write influxdb.conf");
     }
 
-    /// Starts (again) on the same port and data; waits until `/ping` answers.
+    /// First start: free ports can be taken by someone else between our probe and influxd's
+    /// bind (outgoing connections use the same port range), so a bind conflict picks new ports.
+    async fn start_fresh_ports(&mut self) {
+        for attempt in 1.. {
+            self.http_port = free_port();
+            self.write_config();
+            match self.try_start().await {
+                Ok(()) => return,
+                Err(log) if attempt < 5 && log.contains("address already in use") => continue,
+                Err(log) => panic!("influxd did not start:\n{log}"),
+            }
+        }
+    }
+
+    /// Starts again on the same HTTP port and data (after `stop`); waits until `/ping` answers.
     pub async fn start_again(&mut self) {
         assert!(self.child.is_none(), "InfluxDB is already running");
+        for attempt in 1.. {
+            // A new cluster RPC port each time; the HTTP port must stay what clients know.
+            self.write_config();
+            match self.try_start().await {
+                Ok(()) => return,
+                Err(log) if attempt < 10 && log.contains("address already in use") => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(log) => panic!("influxd did not start again:\n{log}"),
+            }
+        }
+    }
+
+    async fn try_start(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.log_path()).expect("influxd log file");
         let child = Command::new(influxd())
             .arg("-config")
@@ -125,25 +152,28 @@ bind-address = "127.0.0.1:{rpc_port}"
             .spawn()
             .expect("spawn influxd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self.http.get(format!("{}/ping", self.url())).send().await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("influxd exited ({status}):\n{}", self.log_tail());
+                self.child = None;
+                return Err(format!("influxd exited ({status}):\n{}", self.log_tail()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "influxd did not answer /ping within 30 s:\n{}",
-                self.log_tail()
-            );
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(format!(
+                    "influxd did not answer /ping within 60 s:\n{}",
+                    self.log_tail()
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -24,7 +24,17 @@ pub fn free_udp_port() -> u16 {
 
 impl CoapServer {
     /// Starts coap-server against `influx_url`; waits until it is ready when `wait_ready`.
+    /// A port taken between our probe and the server's bind is retried with new ports.
     pub async fn start(influx_url: &str, extra: &[&str], wait_ready: bool) -> Self {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(influx_url, extra, wait_ready).await {
+                return server;
+            }
+        }
+        panic!("coap-server did not start (see its log above)");
+    }
+
+    async fn try_start(influx_url: &str, extra: &[&str], wait_ready: bool) -> Option<Self> {
         let coap: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = Command::new(env!("CARGO_BIN_EXE_coap-server"))
@@ -41,17 +51,20 @@ impl CoapServer {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn coap-server");
-        let server = CoapServer { child, coap, http };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut server = CoapServer { child, coap, http };
+        let deadline = Instant::now() + Duration::from_secs(30);
         let path = if wait_ready { "/readyz" } else { "/healthz" };
         while server.http_status(path).await != Some(200) {
+            if server.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(
                 Instant::now() < deadline,
                 "coap-server did not become {path}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server
+        Some(server)
     }
 
     pub async fn http_status(&self, path: &str) -> Option<u16> {
