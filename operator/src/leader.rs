@@ -80,7 +80,8 @@ where
                     return task.await.map_or(Ok(Ended::LostLease), |r| r.map(|_| Ended::LostLease));
                 }
             }
-            _ = stop.wait_for(|s| *s) => {
+            // Discard the guard `wait_for` returns at once, so this future stays Send.
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
                 drop(lease);
                 let _ = task.await;
                 return Ok(Ended::Stopped);
@@ -97,11 +98,10 @@ where
         let lost = lost.clone();
         Box::pin(async move {
             tokio::select! {
-                held = lease.wait_for(|held| !*held) => {
-                    let _ = held;
+                _ = async { let _ = lease.wait_for(|held| !*held).await; } => {
                     lost.store(true, Ordering::Relaxed);
                 }
-                _ = stop.wait_for(|s| *s) => {}
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {}
             }
         })
     };

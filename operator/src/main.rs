@@ -1,13 +1,5 @@
 //! `iot-operator`: `crd` prints the CustomResourceDefinition, `run` runs the controller.
 
-mod controller;
-mod crd;
-mod error;
-mod http;
-mod leader;
-mod metrics;
-mod telemetry;
-
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,10 +11,11 @@ use kube::runtime::events::Reporter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::controller::Context;
-use crate::http::HttpState;
-use crate::metrics::Metrics;
-use crate::telemetry::LogFormat;
+use iot_operator::controller::{self, Context};
+use iot_operator::http::{self, HttpState};
+use iot_operator::metrics::Metrics;
+use iot_operator::telemetry::{self, LogFormat};
+use iot_operator::{crd, leader};
 
 #[derive(Parser, Debug)]
 #[command(

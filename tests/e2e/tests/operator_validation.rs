@@ -1,0 +1,127 @@
+//! The API server rejects invalid IotMonitors (OpenAPI bounds and CEL rules from the CRD) with
+//! a message that says what to fix, before the operator ever sees them.
+
+mod operator_support;
+
+use anyhow::{Result, bail};
+use iot_testkit::cluster::{Cluster, ClusterError};
+use operator_support::install_crd;
+
+/// (spec, a fragment of the message the API server must answer with)
+const INVALID: &[(&str, &str)] = &[
+    (
+        "{autoscaling: {minReplicas: 5, maxReplicas: 2}}",
+        "minReplicas must be less than or equal to autoscaling.maxReplicas",
+    ),
+    (
+        "{autoscaling: {scaleIn: {cpuPercent: 70, holdSeconds: 60}}}",
+        "scaleIn.cpuPercent must be below",
+    ),
+    (
+        "{autoscaling: {scaleOut: {cpuPercent: 101, holdSeconds: 60}}}",
+        "should be less than or equal to 100",
+    ),
+    (
+        "{autoscaling: {scaleIn: {cpuPercent: 0, holdSeconds: 60}}}",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "{coap: {port: 70000}}",
+        "should be less than or equal to 65535",
+    ),
+    (
+        "{grafana: {nodePort: 30300}}",
+        "nodePort needs serviceType NodePort or LoadBalancer",
+    ),
+    (
+        "{grafana: {serviceType: NodePort, nodePort: 80}}",
+        "should be greater than or equal to 30000",
+    ),
+    (
+        "{grafana: {replicas: {minReplicas: 4, maxReplicas: 2}}}",
+        "minReplicas must be less than or equal to maxReplicas",
+    ),
+    (
+        "{influxdb: {storage: {size: lots}}}",
+        "influxdb.storage.size must be a quantity",
+    ),
+    (
+        "{influxdb: {retention: 5m}}",
+        "influxdb.retention must be INF or a whole number",
+    ),
+    (
+        "{influxdb: {databases: {dht: same, aqi: same}}}",
+        "must differ",
+    ),
+    (
+        "{influxdb: {external: {url: 'ftp://x', credentialsSecret: s}}}",
+        "must start with http:// or https://",
+    ),
+    (
+        "{aqi: {source: 'ftp://x'}}",
+        "aqi.source must be 24h, 5min or an http(s) URL",
+    ),
+    (
+        "{aqi: {pollSeconds: 1}}",
+        "should be greater than or equal to 10",
+    ),
+    (
+        "{simulator: {places: ['a,b']}}",
+        "simulator.places are letters, digits",
+    ),
+    ("{simulator: {places: []}}", "should have at least 1 items"),
+    (
+        "{simulator: {sensors: 0}}",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "{grafana: {resources: {cpuRequest: fast, memoryRequest: 1Mi, memoryLimit: 2Mi}}}",
+        "cpuRequest must be a quantity",
+    ),
+    ("{grafana: {serviceType: Everywhere}}", "Unsupported value"),
+    ("{unknownField: 1}", "unknownField"),
+];
+
+#[tokio::test]
+async fn invalid_monitors_are_rejected_with_a_message_that_says_what_to_fix() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    install_crd(&cluster).await?;
+    let ns = cluster.namespace("operator-validation").await?;
+    let mut failures = Vec::new();
+    for (i, (spec, expected)) in INVALID.iter().enumerate() {
+        let yaml = format!(
+            "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {{name: bad-{i}}}\nspec: {spec}\n"
+        );
+        match cluster.apply_yaml(Some(ns.name()), &yaml).await {
+            Ok(_) => failures.push(format!("{spec}: accepted")),
+            Err(ClusterError::Kube(kube::Error::Api(status)))
+                if status.message.contains(expected) => {}
+            Err(other) => failures.push(format!("{spec}: expected {expected:?}, got {other}")),
+        }
+    }
+    let long = format!(
+        "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {{name: {}}}\nspec: {{}}\n",
+        "x".repeat(41)
+    );
+    match cluster.apply_yaml(Some(ns.name()), &long).await {
+        Err(ClusterError::Kube(kube::Error::Api(status)))
+            if status.message.contains("at most 40 characters") => {}
+        other => failures.push(format!("41-character name: {other:?}")),
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} invalid specs were not rejected as expected:\n{}",
+            failures.len(),
+            INVALID.len() + 1,
+            failures.join("\n")
+        );
+    }
+    // And the smallest valid one is accepted, with every default filled in by the API server.
+    let applied = cluster
+        .apply_yaml(Some(ns.name()), "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: ok}\nspec: {}\n")
+        .await?;
+    let spec = &applied[0].data["spec"];
+    anyhow::ensure!(spec["autoscaling"]["scaleIn"]["cpuPercent"] == 42, "{spec}");
+    anyhow::ensure!(spec["aqi"]["source"] == "24h", "{spec}");
+    Ok(())
+}
