@@ -126,16 +126,85 @@ async fn empty_spec_converges_to_ready_with_every_child() -> Result<()> {
 }
 
 #[tokio::test]
+async fn the_examples_converge_and_an_update_is_applied() -> Result<()> {
+    let (cluster, ns) = setup("operator-examples").await?;
+    let operator = Operator::start(cluster.client(), ns.name());
+    let example = |file: &str| {
+        std::fs::read_to_string(iot_testkit::cluster::repo_dir().join("examples").join(file))
+    };
+    cluster
+        .apply_yaml(Some(ns.name()), &example("iotmonitor-minimal.yaml")?)
+        .await?;
+    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
+    wait_ready(&monitors, "lab").await?;
+
+    // The quick-start example is the same monitor with more fields set: an update.
+    cluster
+        .apply_yaml(Some(ns.name()), &example("iotmonitor.yaml")?)
+        .await?;
+    let monitor = wait_ready(&monitors, "lab").await?;
+    let endpoints = monitor.status.unwrap_or_default().endpoints;
+    ensure!(
+        endpoints.grafana.as_deref() == Some("http://<node>:30300"),
+        "{endpoints:?}"
+    );
+    ensure!(
+        endpoints.coap.as_deref() == Some("coap://<node>:30683"),
+        "{endpoints:?}"
+    );
+    let sim = Api::<Deployment>::namespaced(cluster.client(), ns.name())
+        .get("lab-sensor-sim")
+        .await?;
+    let env = sim
+        .spec
+        .template
+        .spec
+        .unwrap_or_default()
+        .containers
+        .remove(0)
+        .env
+        .unwrap_or_default();
+    let places = env
+        .iter()
+        .find(|e| e.name == "SIM_PLACES")
+        .and_then(|e| e.value.clone());
+    ensure!(
+        places.as_deref() == Some("kitchen,bedroom,office"),
+        "{places:?}"
+    );
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(cluster.client(), ns.name())
+        .get("lab-grafana")
+        .await?;
+    ensure!(hpa.spec.max_replicas == 3);
+    operator.stop().await
+}
+
+#[tokio::test]
 async fn a_noop_reconcile_writes_nothing() -> Result<()> {
     let (cluster, ns) = setup("operator-noop").await?;
     let operator = Operator::start(cluster.client(), ns.name());
     cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
     let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
     wait_ready(&monitors, "lab").await?;
-    // Let the kwok-driven status updates of the children settle into the operator's status.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = versions(&cluster, ns.name()).await?;
+    // Let the kwok-driven status updates of the children settle into the operator's status:
+    // quiet means no write for three seconds in a row.
+    let mut writes_before = operator.writes();
+    wait_for("the operator to go quiet", default_timeout(), || {
+        let now = operator.writes();
+        let quiet = now == writes_before;
+        writes_before = now;
+        async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if quiet {
+                Ok(())
+            } else {
+                Err(format!("{now} writes so far, still writing"))
+            }
+        }
+    })
+    .await?;
     let writes_before = operator.writes();
+    let before = versions(&cluster, ns.name()).await?;
 
     // Any change to the monitor triggers a reconcile; an annotation changes nothing it wants.
     let poke = serde_json::json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
