@@ -3,14 +3,14 @@
 # builds on loopback. Reports acknowledged readings/s, ack latency percentiles, zero loss verified
 # by counting the points in InfluxDB, and the peak RSS of coap-server and sensor-sim.
 #
-#   BENCH_COUNT (default 500000)  BENCH_CONNECTIONS (8)  BENCH_WINDOW (128)  BENCH_BATCH (2000)
+#   BENCH_COUNT (default 500000)  BENCH_CONNECTIONS (16)  BENCH_WINDOW (128)  BENCH_BATCH (1000, the server default)
 #   SERVER_THREADS (coap-server runtime threads, default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/influxd.sh
 . scripts/lib/influxd.sh
-COUNT=${BENCH_COUNT:-500000}; CONNS=${BENCH_CONNECTIONS:-8}; WINDOW=${BENCH_WINDOW:-128}
-BATCH=${BENCH_BATCH:-2000}
+COUNT=${BENCH_COUNT:-500000}; CONNS=${BENCH_CONNECTIONS:-16}; WINDOW=${BENCH_WINDOW:-128}
+BATCH=${BENCH_BATCH:-1000}
 say() { printf '[bench-coap] %s\n' "$*" >&2; }
 
 cargo build -q --release -p coap-server -p sensor-sim

@@ -95,7 +95,7 @@ impl Client {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let socket = UdpSocket::bind(local).await?;
+        let socket = bind(local)?;
         socket.connect(server).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(Endpoint::new(socket, params, stats).run(rx));
@@ -111,6 +111,22 @@ impl Client {
             .map_err(|_| ExchangeError::Closed)?;
         answer.await.map_err(|_| ExchangeError::Closed)?
     }
+}
+
+/// Binds with large buffers: a server answering a whole batch at once sends a burst of datagrams,
+/// and the kernel's default receive buffer (about 200 KB) would drop some of them, costing a
+/// retransmission seconds later.
+fn bind(local: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(1 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&local.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 struct Exchange {
