@@ -1,0 +1,277 @@
+//! Wiring: side port, start-up against InfluxDB, and the poll loop until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iot_common::http::Readiness;
+use iot_common::{InfluxClient, RetryPolicy, WriteError};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::cli::Cli;
+use crate::fetch::{FetchError, Fetcher};
+use crate::metrics::Metrics;
+use crate::poll::{PollConfig, PollOutcome, PollReport, Poller};
+use crate::sink::Sink;
+use crate::store;
+use crate::values::SkipReason;
+use crate::watermark::Watermarks;
+
+/// How often readiness (InfluxDB answers `/ping`) is checked.
+const READINESS_PERIOD: Duration = Duration::from_secs(5);
+/// Longest pause between start-up attempts while InfluxDB is away.
+const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot build the InfluxDB client: {0}")]
+    Client(#[from] iot_common::influx::HttpError),
+    #[error(transparent)]
+    Fetcher(#[from] FetchError),
+    #[error("cannot bind HTTP {addr}: {source}")]
+    BindHttp {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("InfluxDB is not usable: {0}")]
+    Startup(#[source] WriteError),
+    #[error("the poll ended {}", .0.as_str())]
+    PollFailed(PollOutcome),
+}
+
+/// A shutdown flag any task can wait on.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    fn on_signal() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            iot_common::telemetry::shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    async fn wait(mut self) {
+        // An error means the sender is gone, which only happens after it sent.
+        let _ = self.0.wait_for(|&stop| stop).await;
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), AppError> {
+    let shutdown = Shutdown::on_signal();
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let readiness = Readiness::default();
+
+    let server = if cli.once {
+        None
+    } else {
+        let listener = iot_common::http::bind(cli.http_addr)
+            .await
+            .map_err(|source| AppError::BindHttp {
+                addr: cli.http_addr,
+                source,
+            })?;
+        let addr = listener.local_addr().unwrap_or(cli.http_addr);
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        let stop = shutdown.clone();
+        Some(tokio::spawn(iot_common::http::serve(
+            listener,
+            Arc::new(registry),
+            readiness.clone(),
+            stop.wait(),
+        )))
+    };
+
+    let fetcher = Fetcher::new(
+        cli.source.clone(),
+        Duration::from_secs(cli.fetch_timeout_seconds),
+    )?;
+    let mut watermarks = Watermarks::new();
+    let sink = if cli.dry_run {
+        readiness.set(true);
+        Sink::stdout()
+    } else {
+        let client = InfluxClient::new(&cli.influx, &cli.influx_db)?;
+        tokio::spawn(watch_readiness(
+            client.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        ));
+        tokio::select! {
+            r = start_up(&client, &cli, &mut watermarks) => r?,
+            () = shutdown.clone().wait() => return Ok(()),
+        }
+        Sink::Influx {
+            client,
+            retry: RetryPolicy::patient(),
+        }
+    };
+    let mut poller = Poller {
+        fetcher,
+        watermarks,
+        sink,
+        config: PollConfig {
+            batch_lines: usize::try_from(cli.batch_lines).unwrap_or(usize::MAX),
+            max_clock_skew: Duration::from_secs(cli.max_clock_skew_seconds),
+            threads: cli.threads(),
+        },
+    };
+    tracing::info!(
+        source = %cli.source,
+        poll_seconds = cli.poll_seconds,
+        threads = cli.threads(),
+        dry_run = cli.dry_run,
+        "polling"
+    );
+
+    let mut ticks = tokio::time::interval(Duration::from_secs(cli.poll_seconds));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.clone().wait() => break Ok(()),
+        }
+        let report = tokio::select! {
+            r = poller.poll() => r,
+            () = shutdown.clone().wait() => break Ok(()),
+        };
+        metrics.record(&report, poller.watermarks.len());
+        log_report(&report);
+        if cli.once {
+            break if report.outcome.is_success() {
+                Ok(())
+            } else {
+                Err(AppError::PollFailed(report.outcome))
+            };
+        }
+    };
+    if let Some(server) = server {
+        if result.is_ok() {
+            // The server stops with the same signal.
+            let _ = server.await;
+        } else {
+            server.abort();
+        }
+    }
+    result
+}
+
+/// Creates the database (if asked to) and reads the watermarks back. While InfluxDB is away this
+/// waits and retries (with `--once`, for about a minute); a poll without watermarks would write
+/// readings that are already stored.
+async fn start_up(
+    client: &InfluxClient,
+    cli: &Cli,
+    watermarks: &mut Watermarks,
+) -> Result<(), AppError> {
+    let policy = RetryPolicy::patient();
+    let started = tokio::time::Instant::now();
+    let mut attempt = 1u32;
+    loop {
+        match try_start_up(client, cli, watermarks).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let give_up = cli.once
+                    && (!e.is_retryable()
+                        || attempt >= policy.max_attempts
+                        || started.elapsed() >= policy.deadline);
+                if give_up {
+                    return Err(AppError::Startup(e));
+                }
+                let pause = policy
+                    .initial_backoff
+                    .saturating_mul(1 << attempt.min(8))
+                    .min(MAX_STARTUP_BACKOFF);
+                tracing::warn!(error = %e, ?pause, "InfluxDB not usable yet, retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn try_start_up(
+    client: &InfluxClient,
+    cli: &Cli,
+    watermarks: &mut Watermarks,
+) -> Result<(), WriteError> {
+    if cli.create_database {
+        match client.create_database().await {
+            Ok(()) => {}
+            // A user without admin rights may still write to a database created for it.
+            Err(e @ WriteError::Auth { .. }) => {
+                tracing::warn!(error = %e, db = client.database(), "cannot create the database; assuming it exists");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let sensors = store::load_watermarks(client, watermarks).await?;
+    tracing::info!(
+        sensors,
+        db = client.database(),
+        "newest stored reading per sensor loaded"
+    );
+    Ok(())
+}
+
+async fn watch_readiness(client: InfluxClient, readiness: Readiness, shutdown: Shutdown) {
+    let check = async {
+        loop {
+            let up = client.ping().await;
+            if up != readiness.get() {
+                tracing::info!(ready = up, url = client.url(), "InfluxDB readiness changed");
+            }
+            readiness.set(up);
+            tokio::time::sleep(READINESS_PERIOD).await;
+        }
+    };
+    tokio::select! {
+        () = check => {}
+        () = shutdown.wait() => {}
+    }
+}
+
+fn log_report(r: &PollReport) {
+    let skipped: u64 = r.stats.values.skipped.iter().sum();
+    let secs = r.elapsed.as_secs_f64();
+    let records = r.stats.total_records();
+    let rate = if secs > 0.0 {
+        (records as f64 / secs).round()
+    } else {
+        0.0
+    };
+    let reasons: Vec<String> = SkipReason::ALL
+        .iter()
+        .filter(|&&s| r.stats.values.skipped(s) > 0)
+        .map(|&s| format!("{}={}", s.as_str(), r.stats.values.skipped(s)))
+        .collect();
+    let outcome = r.outcome.as_str();
+    match &r.error {
+        None => tracing::info!(
+            outcome,
+            records,
+            written = r.written,
+            skipped_values = skipped,
+            skipped = %reasons.join(","),
+            bytes = r.bytes,
+            seconds = secs,
+            records_per_second = rate,
+            "poll done"
+        ),
+        Some(e) => tracing::warn!(
+            outcome,
+            error = %e,
+            records,
+            written = r.written,
+            skipped_values = skipped,
+            bytes = r.bytes,
+            seconds = secs,
+            "poll failed"
+        ),
+    }
+}

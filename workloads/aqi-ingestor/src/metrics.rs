@@ -1,0 +1,202 @@
+//! The ingestor's Prometheus metrics, all under `aqi_`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::ingest::RecordOutcome;
+use crate::poll::{PollOutcome, PollReport};
+use crate::values::SkipReason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    polls: Family<Outcome, Counter>,
+    records: Family<Outcome, Counter>,
+    readings_written: Counter,
+    values_written: Counter,
+    values_skipped: Family<Reason, Counter>,
+    indoor_without_aqi: Counter,
+    downloaded: Counter,
+    last_success: Gauge<f64, AtomicU64>,
+    poll_seconds: Histogram,
+    sensors: Gauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            polls: Family::default(),
+            records: Family::default(),
+            readings_written: Counter::default(),
+            values_written: Counter::default(),
+            values_skipped: Family::default(),
+            indoor_without_aqi: Counter::default(),
+            downloaded: Counter::default(),
+            last_success: Gauge::default(),
+            poll_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            sensors: Gauge::default(),
+        };
+        // Every label value exists from the start, so rates and alerts see zeros, not gaps.
+        for o in PollOutcome::ALL {
+            m.polls
+                .get_or_create(&Outcome {
+                    outcome: o.as_str(),
+                })
+                .inc_by(0);
+        }
+        for o in RecordOutcome::ALL {
+            m.records
+                .get_or_create(&Outcome {
+                    outcome: o.as_str(),
+                })
+                .inc_by(0);
+        }
+        for r in SkipReason::ALL {
+            m.values_skipped
+                .get_or_create(&Reason { reason: r.as_str() })
+                .inc_by(0);
+        }
+
+        let r = registry.sub_registry_with_prefix("aqi");
+        r.register("polls", "Polls of the source, by outcome", m.polls.clone());
+        r.register(
+            "records",
+            "Snapshot records processed, by outcome (new = written as a reading)",
+            m.records.clone(),
+        );
+        r.register(
+            "readings_written",
+            "Readings (points) the sink accepted: InfluxDB, or stdout in a dry run",
+            m.readings_written.clone(),
+        );
+        r.register(
+            "values_written",
+            "Sensor values written as fields of new readings",
+            m.values_written.clone(),
+        );
+        r.register(
+            "values_skipped",
+            "Values of new readings that were not written, by reason",
+            m.values_skipped.clone(),
+        );
+        r.register(
+            "indoor_without_aqi",
+            "New PM readings of indoor sensors, written without an air quality index",
+            m.indoor_without_aqi.clone(),
+        );
+        r.register_with_unit(
+            "downloaded",
+            "Snapshot body bytes received (after decompression)",
+            Unit::Bytes,
+            m.downloaded.clone(),
+        );
+        r.register_with_unit(
+            "last_success_timestamp",
+            "Unix time of the end of the last poll that left the ingestor up to date",
+            Unit::Seconds,
+            m.last_success.clone(),
+        );
+        r.register_with_unit(
+            "poll_duration",
+            "Duration of a poll: fetch, processing and writes",
+            Unit::Seconds,
+            m.poll_seconds.clone(),
+        );
+        r.register(
+            "tracked_sensors",
+            "Sensors whose newest stored reading is remembered",
+            m.sensors.clone(),
+        );
+        m
+    }
+
+    pub fn record(&self, report: &PollReport, tracked_sensors: usize) {
+        self.polls
+            .get_or_create(&Outcome {
+                outcome: report.outcome.as_str(),
+            })
+            .inc();
+        for o in RecordOutcome::ALL {
+            let n = report.stats.records(o);
+            if n > 0 {
+                self.records
+                    .get_or_create(&Outcome {
+                        outcome: o.as_str(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        for r in SkipReason::ALL {
+            let n = report.stats.values.skipped(r);
+            if n > 0 {
+                self.values_skipped
+                    .get_or_create(&Reason { reason: r.as_str() })
+                    .inc_by(n);
+            }
+        }
+        self.readings_written.inc_by(report.written);
+        self.values_written.inc_by(report.stats.values.written);
+        self.indoor_without_aqi
+            .inc_by(report.stats.values.indoor_without_aqi);
+        self.downloaded.inc_by(report.bytes);
+        self.poll_seconds.observe(report.elapsed.as_secs_f64());
+        if report.outcome.is_success() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_success.set(now.as_secs_f64());
+        }
+        self.sensors
+            .set(i64::try_from(tracked_sensors).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_shows_up_in_the_exposition() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        let mut report = PollReport {
+            outcome: PollOutcome::Written,
+            written: 3,
+            bytes: 1000,
+            ..PollReport::default()
+        };
+        report.stats.records[RecordOutcome::New.index()] = 3;
+        report.stats.values.skipped[SkipReason::Nan.index()] = 2;
+        m.record(&report, 42);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for want in [
+            r#"aqi_polls_total{outcome="written"} 1"#,
+            r#"aqi_polls_total{outcome="bad_body"} 0"#,
+            r#"aqi_records_total{outcome="new"} 3"#,
+            r#"aqi_values_skipped_total{reason="nan"} 2"#,
+            r#"aqi_values_skipped_total{reason="out_of_range"} 0"#,
+            "aqi_readings_written_total 3",
+            "aqi_downloaded_bytes_total 1000",
+            "aqi_tracked_sensors 42",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("aqi_last_success_timestamp_seconds 0\n"));
+    }
+}

@@ -1,0 +1,286 @@
+//! One poll: fetch the snapshot (unless unchanged), stream it through parser, watermarks and
+//! transform into batches, write them, and only then advance the watermarks.
+//!
+//! The rules that keep it correct when things go wrong:
+//! - The body is cut into windows that worker threads parse and prepare side by side
+//!   ([`crate::windows`]); their results are joined and admitted in body order, so the outcome
+//!   is the same with any number of threads.
+//! - Batches are written as the body streams in, so memory does not grow with the snapshot.
+//! - A batch that cannot be written (after the retry policy) ends the poll: the watermarks
+//!   forget what the poll admitted, so the next poll offers the same readings again. Batches
+//!   that did get through are simply written again then; InfluxDB keeps one point per series
+//!   and time, so nothing is duplicated.
+//! - A bad body (invalid JSON, trailing junk, cut off) or a broken download ends the parsing;
+//!   the records before the fault are real readings and are written, and once they are, the
+//!   watermarks advance for them. The snapshot's validators are not remembered, so the next poll
+//!   fetches it again. One bad body never stops the loop.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::fetch::{Fetch, FetchError, Fetcher};
+use crate::ingest::{Ingest, PollStats, Prepared};
+use crate::sink::{Sink, SinkError};
+use crate::snapshot::{BodyError, Item};
+use crate::timestamp::EpochSeconds;
+use crate::watermark::Watermarks;
+use crate::windows::{self, Cutter, Joiner, Parsed, WINDOW};
+
+/// How a poll ended. Stable names: they are metric labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// New readings were written.
+    Written,
+    /// The snapshot was processed and held nothing new.
+    NoNew,
+    /// The snapshot held no records at all (`[]`).
+    Empty,
+    /// Unchanged since the last poll (304, or the same validators): not downloaded.
+    #[default]
+    NotModified,
+    /// The source could not be reached, answered an error, or the download broke off.
+    FetchError,
+    /// The body is not a valid snapshot (records before the fault were still written).
+    BadBody,
+    /// InfluxDB did not take a batch; the poll's readings are offered again next time.
+    WriteError,
+}
+
+impl PollOutcome {
+    pub const ALL: [PollOutcome; 7] = [
+        PollOutcome::Written,
+        PollOutcome::NoNew,
+        PollOutcome::Empty,
+        PollOutcome::NotModified,
+        PollOutcome::FetchError,
+        PollOutcome::BadBody,
+        PollOutcome::WriteError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollOutcome::Written => "written",
+            PollOutcome::NoNew => "no_new",
+            PollOutcome::Empty => "empty",
+            PollOutcome::NotModified => "not_modified",
+            PollOutcome::FetchError => "fetch_error",
+            PollOutcome::BadBody => "bad_body",
+            PollOutcome::WriteError => "write_error",
+        }
+    }
+
+    /// The ingestor is up to date with the source after this poll.
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            PollOutcome::Written
+                | PollOutcome::NoNew
+                | PollOutcome::Empty
+                | PollOutcome::NotModified
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("bad snapshot body: {0}")]
+    Body(#[from] BodyError),
+    #[error("writing a batch failed: {0}")]
+    Write(#[from] SinkError),
+    #[error("a parsing thread was stopped: {0}")]
+    Worker(String),
+}
+
+/// Everything a poll did, for metrics and logs.
+#[derive(Debug, Default)]
+pub struct PollReport {
+    pub outcome: PollOutcome,
+    pub stats: PollStats,
+    /// Lines the sink accepted.
+    pub written: u64,
+    /// Body bytes received (after decompression).
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub error: Option<PollError>,
+}
+
+/// A window being parsed on a worker, or parsed already (one thread: inline).
+enum Job {
+    Running(tokio::task::JoinHandle<Parsed<Prepared>>),
+    Done(Parsed<Prepared>),
+}
+
+#[derive(Clone, Debug)]
+pub struct PollConfig {
+    /// Lines per write request (a batch is written once it has at least this many).
+    pub batch_lines: usize,
+    /// How far ahead of the local clock a record's time may be.
+    pub max_clock_skew: Duration,
+    /// Threads that parse and transform windows of a snapshot at once.
+    pub threads: usize,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            batch_lines: 5000,
+            max_clock_skew: Duration::from_secs(3600),
+            threads: 1,
+        }
+    }
+}
+
+/// The ingestor's state between polls.
+#[derive(Debug)]
+pub struct Poller {
+    pub fetcher: Fetcher,
+    pub watermarks: Watermarks,
+    pub sink: Sink,
+    pub config: PollConfig,
+}
+
+impl Poller {
+    pub async fn poll(&mut self) -> PollReport {
+        let started = Instant::now();
+        let mut report = PollReport::default();
+        self.run(&mut report).await;
+        report.elapsed = started.elapsed();
+        report
+    }
+
+    async fn run(&mut self, report: &mut PollReport) {
+        // A poll cancelled half-way (shutdown) may have left admissions behind.
+        self.watermarks.abort();
+        let mut download = match self.fetcher.start().await {
+            Ok(Fetch::NotModified) => {
+                report.outcome = PollOutcome::NotModified;
+                return;
+            }
+            Ok(Fetch::Body(d)) => d,
+            Err(e) => {
+                report.outcome = PollOutcome::FetchError;
+                report.error = Some(e.into());
+                return;
+            }
+        };
+
+        let latest = latest_accepted(self.config.max_clock_skew);
+        let prepare = move |item: Item<'_>, block: &mut Prepared| block.push(item, latest);
+        let threads = self.config.threads.max(1);
+        // One window more than workers, so they have the next one while this thread joins.
+        let max_in_flight = if threads == 1 { 1 } else { threads + 1 };
+        let mut cutter = Cutter::new(WINDOW);
+        let mut joiner = Joiner::new();
+        let mut in_flight: VecDeque<Job> = VecDeque::new();
+        let mut eof = false;
+        let mut ingest = Ingest::new(&mut self.watermarks);
+        let mut batch = String::new();
+        let mut batched = 0u64; // lines in `batch`
+        let threshold = self.config.batch_lines.max(1) as u64;
+
+        let body: Result<(), PollError> = loop {
+            // Keep the workers busy: hand out windows while there is room, reading as needed.
+            if in_flight.len() < max_in_flight {
+                if let Some(window) = cutter.next(eof) {
+                    in_flight.push_back(if threads == 1 {
+                        Job::Done(windows::parse(window, &prepare))
+                    } else {
+                        Job::Running(tokio::task::spawn_blocking(move || {
+                            windows::parse(window, &prepare)
+                        }))
+                    });
+                    continue;
+                }
+                if !eof {
+                    match download.read_into(cutter.input()).await {
+                        Ok(more) => eof = !more,
+                        Err(e) => break Err(e.into()),
+                    }
+                    continue;
+                }
+            }
+            // Then take the oldest window's result, in body order.
+            let Some(job) = in_flight.pop_front() else {
+                break joiner.finish().map_err(PollError::from);
+            };
+            let parsed = match job {
+                Job::Done(parsed) => parsed,
+                Job::Running(handle) => match handle.await {
+                    Ok(parsed) => parsed,
+                    // A panic in a worker is a bug: let it surface as it would have inline.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => break Err(PollError::Worker(e.to_string())),
+                },
+            };
+            let (block, result) = joiner.accept(parsed, &prepare);
+            let before = ingest.stats.lines();
+            ingest.admit(&block, &mut batch);
+            batched += ingest.stats.lines() - before;
+            if let Err(e) = result {
+                break Err(e.into());
+            }
+            if batched >= threshold {
+                if let Err(e) = self.sink.write(&mut batch).await {
+                    report.stats = ingest.stats;
+                    report.bytes = download.bytes();
+                    self.watermarks.abort();
+                    report.outcome = PollOutcome::WriteError;
+                    report.error = Some(e.into());
+                    return;
+                }
+                report.written += batched;
+                batched = 0;
+            }
+        };
+        if joiner.reparsed() > 0 {
+            tracing::debug!(
+                windows = joiner.reparsed(),
+                "windows parsed again after a wrong guess of a record start"
+            );
+        }
+        let write = self.sink.write(&mut batch).await;
+        report.stats = ingest.stats;
+        report.bytes = download.bytes();
+        if let Err(e) = write {
+            self.watermarks.abort();
+            report.outcome = PollOutcome::WriteError;
+            report.error = Some(e.into());
+            return;
+        }
+        report.written += batched;
+        // Everything admitted is stored now, whatever became of the rest of the body.
+        self.watermarks.commit();
+
+        match body {
+            Ok(()) => {
+                self.fetcher.processed(download.validators());
+                report.outcome = if report.stats.total_records() == 0 {
+                    PollOutcome::Empty
+                } else if report.written == 0 {
+                    PollOutcome::NoNew
+                } else {
+                    PollOutcome::Written
+                };
+            }
+            Err(e) => {
+                report.outcome = match e {
+                    PollError::Fetch(_) => PollOutcome::FetchError,
+                    _ => PollOutcome::BadBody,
+                };
+                report.error = Some(e);
+            }
+        }
+    }
+}
+
+/// Now plus the tolerated clock skew, as a record time.
+fn latest_accepted(skew: Duration) -> EpochSeconds {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(skew)
+        .as_secs();
+    EpochSeconds::try_from(now).unwrap_or(EpochSeconds::MAX)
+}

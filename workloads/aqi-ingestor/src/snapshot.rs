@@ -1,0 +1,589 @@
+//! Incremental parsing of a snapshot body into records, as its bytes arrive.
+//!
+//! A whole-world `data.24h.json` is tens of megabytes and a synthetic benchmark snapshot hundreds;
+//! holding either in memory (let alone as a `serde_json::Value` tree) would dwarf everything else
+//! the ingestor does. Instead the parser keeps only the bytes of the record being received: each
+//! complete record is deserialised in place, borrowing its strings from the buffer, handed to the
+//! caller and forgotten. Memory is one chunk plus one record, whatever the snapshot's size.
+//!
+//! Accepted shapes: a JSON array of records (the API), a single record object (some endpoints
+//! and `luftdatenpumpe`'s samples), and records separated by commas and/or whitespace without
+//! brackets (a slice of the v1 feed as `base-camp-luftdaten` stored it, or NDJSON).
+//!
+//! A record that is valid JSON but not a record (a string, a `sensor` that is a number...) is
+//! reported as [`Item::Malformed`] and skipped; the rest of the snapshot still counts. Invalid
+//! JSON ends the body with a [`BodyError`], after the records before it were delivered.
+
+use serde::de::IgnoredAny;
+use serde_json::error::Category;
+
+use crate::record::Record;
+
+/// A record larger than this cannot be real (they are under 2 KiB) and is not buffered further.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// What the parser hands to its caller.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // records are the rule; boxing would allocate for each
+pub enum Item<'a> {
+    Record(Record<'a>),
+    /// Valid JSON in a record position that is not a record.
+    Malformed(serde_json::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is empty")]
+    Empty,
+    #[error("the body is not a JSON array or object (starts with {found:?})")]
+    NotJson { found: String },
+    #[error("the body is not UTF-8 (invalid byte at {offset})")]
+    Utf8 { offset: u64 },
+    #[error("invalid JSON in the record at byte {offset}: {source}")]
+    Syntax {
+        offset: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("expected ',' or ']' after the record ending at byte {offset}, found {found:?}")]
+    Separator { offset: u64, found: char },
+    #[error("unexpected data after the end of the snapshot at byte {offset} ({found:?})")]
+    TrailingData { offset: u64, found: String },
+    #[error("the body ends inside the snapshot (truncated after {offset} bytes)")]
+    Truncated { offset: u64 },
+    #[error("a record at byte {offset} is larger than {MAX_RECORD_BYTES} bytes")]
+    RecordTooLarge { offset: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Nothing but whitespace seen yet.
+    Start,
+    /// Inside `[`, before a record or `]`.
+    ArrayValue,
+    /// Inside `[`, after a record: `,` or `]` must follow.
+    ArraySeparator,
+    /// Bare records (one object, or several separated by commas or whitespace).
+    Objects,
+    /// After the closing `]`: only whitespace may follow.
+    Done,
+}
+
+/// A parse over one slice of buffered input: the grammar of the snapshot around the records.
+/// The slice has been checked to be UTF-8 once, so serde_json need not check every string again.
+struct Scan<'a> {
+    text: &'a str,
+    pos: usize,
+    state: State,
+    /// Offset of `text` in the body, for error messages.
+    base: u64,
+    items: u64,
+}
+
+impl<'a> Scan<'a> {
+    fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn skip_whitespace(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if !b.is_ascii_whitespace() {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Steps over what precedes the first record (whitespace, a byte order mark, `[`).
+    fn enter(&mut self) -> Result<(), BodyError> {
+        while self.state == State::Start {
+            let Some(b) = self.skip_whitespace() else {
+                return Ok(());
+            };
+            if b == 0xEF {
+                match self.text[self.pos..].chars().next() {
+                    Some('\u{feff}') => {
+                        self.pos += '\u{feff}'.len_utf8();
+                        continue;
+                    }
+                    _ => return Err(self.not_json()),
+                }
+            }
+            match b {
+                b'[' => {
+                    self.pos += 1;
+                    self.state = State::ArrayValue;
+                }
+                b'{' => self.state = State::Objects,
+                _ => return Err(self.not_json()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers records until the text runs out (possibly inside a record, which then stays
+    /// unconsumed).
+    fn run(&mut self, on_item: &mut impl FnMut(Item<'a>)) -> Result<(), BodyError> {
+        loop {
+            let Some(b) = self.skip_whitespace() else {
+                return Ok(());
+            };
+            match self.state {
+                // Leaves `Start`, or runs out of text and ends the loop above.
+                State::Start => self.enter()?,
+                State::ArrayValue => {
+                    if b == b']' {
+                        self.pos += 1;
+                        self.state = State::Done;
+                    } else if self.record(on_item)? {
+                        self.state = State::ArraySeparator;
+                    } else {
+                        return Ok(());
+                    }
+                }
+                State::ArraySeparator => match b {
+                    b',' => {
+                        self.pos += 1;
+                        self.state = State::ArrayValue;
+                    }
+                    b']' => {
+                        self.pos += 1;
+                        self.state = State::Done;
+                    }
+                    _ => {
+                        return Err(BodyError::Separator {
+                            offset: self.offset(),
+                            found: char::from(b),
+                        });
+                    }
+                },
+                State::Objects => {
+                    if b == b',' {
+                        self.pos += 1;
+                    } else if b == b'{' {
+                        if !self.record(on_item)? {
+                            return Ok(());
+                        }
+                    } else {
+                        return Err(self.trailing());
+                    }
+                }
+                State::Done => return Err(self.trailing()),
+            }
+        }
+    }
+
+    /// Parses the value at `pos`. `Ok(false)`: it is not complete yet.
+    fn record(&mut self, on_item: &mut impl FnMut(Item<'a>)) -> Result<bool, BodyError> {
+        let start = self.pos;
+        let input: &'a str = &self.text[start..];
+        let mut stream = serde_json::Deserializer::from_str(input).into_iter::<Record<'a>>();
+        let error = match stream.next() {
+            Some(Ok(record)) => {
+                self.pos = start + stream.byte_offset();
+                self.items += 1;
+                on_item(Item::Record(record));
+                return Ok(true);
+            }
+            Some(Err(e)) => e,
+            None => return Ok(false),
+        };
+        match error.classify() {
+            Category::Eof => Ok(false),
+            Category::Data => {
+                // Valid JSON of the wrong shape: step over it as a whole.
+                let mut skip = serde_json::Deserializer::from_str(input).into_iter::<IgnoredAny>();
+                match skip.next() {
+                    // A number at the very end of the buffer may continue in the next chunk.
+                    Some(Ok(_))
+                        if skip.byte_offset() == input.len()
+                            && !matches!(input.as_bytes().first(), Some(b'{' | b'[' | b'"')) =>
+                    {
+                        Ok(false)
+                    }
+                    Some(Ok(_)) => {
+                        self.pos = start + skip.byte_offset();
+                        self.items += 1;
+                        on_item(Item::Malformed(error));
+                        Ok(true)
+                    }
+                    Some(Err(e)) if e.is_eof() => Ok(false),
+                    Some(Err(e)) => Err(BodyError::Syntax {
+                        offset: self.offset(),
+                        source: e,
+                    }),
+                    None => Ok(false),
+                }
+            }
+            Category::Syntax | Category::Io => Err(BodyError::Syntax {
+                offset: self.offset(),
+                source: error,
+            }),
+        }
+    }
+
+    fn excerpt(&self) -> String {
+        self.text[self.pos..].chars().take(40).collect()
+    }
+
+    fn not_json(&self) -> BodyError {
+        BodyError::NotJson {
+            found: self.excerpt(),
+        }
+    }
+
+    fn trailing(&self) -> BodyError {
+        BodyError::TrailingData {
+            offset: self.offset(),
+            found: self.excerpt(),
+        }
+    }
+}
+
+/// Where the parse of a slice ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SliceEnd {
+    /// Position in the buffer after the last byte consumed.
+    pub pos: usize,
+    pub state: State,
+    pub items: u64,
+}
+
+/// Parses `input[range]` from `state`. The slice is checked to be UTF-8 in one go (a slice
+/// that ends inside a character is parsed up to it; the rest comes with the next bytes).
+pub(crate) fn scan_slice<'a>(
+    input: &'a [u8],
+    range: std::ops::Range<usize>,
+    state: State,
+    base: u64,
+    on_item: &mut impl FnMut(Item<'a>),
+) -> (SliceEnd, Result<(), BodyError>) {
+    let from = range.start;
+    let bytes = &input[range];
+    let (text, invalid_at) = match std::str::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            // Valid by the error's own account, so this never falls back to "".
+            let text = std::str::from_utf8(valid).unwrap_or_default();
+            (text, e.error_len().map(|_| e.valid_up_to()))
+        }
+    };
+    let mut scan = Scan {
+        text,
+        pos: 0,
+        state,
+        base: base + from as u64,
+        items: 0,
+    };
+    let mut result = scan.run(on_item);
+    if let (Ok(()), Some(at)) = (&result, invalid_at) {
+        result = Err(BodyError::Utf8 {
+            offset: base + (from + at) as u64,
+        });
+    }
+    let end = SliceEnd {
+        pos: from + scan.pos,
+        state: scan.state,
+        items: scan.items,
+    };
+    (end, result)
+}
+
+/// The start of a record at or after `from`, guessed without parsing what precedes it: an
+/// object after a `}` and any commas and whitespace, which has a `timestamp` and a `sensor`
+/// (the values inside a record are objects after `},` too, but have neither). A `},{` inside a
+/// string can still fool it, which is why every guess is checked (see
+/// [`crate::windows`]).
+pub(crate) fn guess_record_start(input: &[u8], from: usize) -> Option<usize> {
+    /// How far past `from` to look before giving up.
+    const SEARCH: usize = 256 * 1024;
+
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        timestamp: Option<IgnoredAny>,
+        #[serde(default)]
+        sensor: Option<IgnoredAny>,
+    }
+
+    let end = input.len().min(from.saturating_add(SEARCH));
+    let mut i = from;
+    while i < end {
+        let close = i + input[i..end].iter().position(|&b| b == b'}')?;
+        let next = close
+            + 1
+            + input[close + 1..end]
+                .iter()
+                .position(|&b| !(b.is_ascii_whitespace() || b == b','))?;
+        if input[next] == b'{' {
+            let mut probe =
+                serde_json::Deserializer::from_slice(&input[next..]).into_iter::<Probe>();
+            if let Some(Ok(Probe {
+                timestamp: Some(_),
+                sensor: Some(_),
+            })) = probe.next()
+            {
+                return Some(next);
+            }
+        }
+        i = next;
+    }
+    None
+}
+
+/// Whether a body that ended in `state`, with `rest` unconsumed, was one complete snapshot.
+/// `end`: the body's length, for the error.
+pub(crate) fn finish(state: State, rest: &[u8], end: u64) -> Result<(), BodyError> {
+    let trailing_ws = rest.iter().all(u8::is_ascii_whitespace);
+    match state {
+        State::Done | State::Objects if trailing_ws => Ok(()),
+        State::Start if trailing_ws => Err(BodyError::Empty),
+        State::Start => Err(BodyError::NotJson {
+            found: String::from_utf8_lossy(&rest[..rest.len().min(40)]).into_owned(),
+        }),
+        _ => Err(BodyError::Truncated { offset: end }),
+    }
+}
+
+#[derive(Debug)]
+pub struct SnapshotParser {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    pos: usize,
+    /// Bytes drained from the front of `buf` so far, for error offsets.
+    base: u64,
+    state: State,
+    items: u64,
+}
+
+impl Default for SnapshotParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotParser {
+    pub fn new() -> Self {
+        SnapshotParser {
+            buf: Vec::new(),
+            pos: 0,
+            base: 0,
+            state: State::Start,
+            items: 0,
+        }
+    }
+
+    /// Records and malformed items delivered so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// Appends `chunk` and delivers every record it completes.
+    pub fn feed(&mut self, chunk: &[u8], on_item: impl FnMut(Item<'_>)) -> Result<(), BodyError> {
+        self.input().extend_from_slice(chunk);
+        self.parse_input(on_item)
+    }
+
+    /// The input buffer, for a reader to append the next bytes to directly (saving the copy
+    /// `feed` makes); call [`SnapshotParser::parse_input`] after appending.
+    pub fn input(&mut self) -> &mut Vec<u8> {
+        if self.pos > 0 {
+            // Only the unfinished record (if any) is left to keep.
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        &mut self.buf
+    }
+
+    /// Delivers every record the input buffer completes, one by one, on this thread.
+    pub fn parse_input(&mut self, mut on_item: impl FnMut(Item<'_>)) -> Result<(), BodyError> {
+        let (end, result) = scan_slice(
+            &self.buf,
+            self.pos..self.buf.len(),
+            self.state,
+            self.base,
+            &mut on_item,
+        );
+        self.advance(end);
+        result?;
+        self.check_incomplete()
+    }
+
+    /// Ends the body: fails unless it held one complete snapshot.
+    pub fn finish(&self) -> Result<(), BodyError> {
+        finish(
+            self.state,
+            &self.buf[self.pos..],
+            self.base + self.buf.len() as u64,
+        )
+    }
+
+    fn advance(&mut self, to: SliceEnd) {
+        self.pos = to.pos;
+        self.state = to.state;
+        self.items += to.items;
+    }
+
+    fn check_incomplete(&self) -> Result<(), BodyError> {
+        if self.buf.len() - self.pos > MAX_RECORD_BYTES {
+            return Err(BodyError::RecordTooLarge {
+                offset: self.base + self.pos as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `body` in chunks of `chunk` bytes; returns sensor ids, malformed count, result.
+    fn run(body: &[u8], chunk: usize) -> (Vec<u64>, usize, Result<(), BodyError>) {
+        let mut p = SnapshotParser::new();
+        let mut ids = Vec::new();
+        let mut malformed = 0;
+        let mut result = Ok(());
+        for c in body.chunks(chunk.max(1)) {
+            result = p.feed(c, |item| match item {
+                Item::Record(r) => ids.push(r.sensor_id().unwrap_or(0)),
+                Item::Malformed(_) => malformed += 1,
+            });
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = p.finish();
+        }
+        (ids, malformed, result)
+    }
+
+    fn rec(id: u64) -> String {
+        format!(
+            r#"{{"timestamp":"2024-01-15 10:00:0{}","sensor":{{"id":{id}}},"sensordatavalues":[{{"value":"1.5","value_type":"P1"}}]}}"#,
+            id % 10
+        )
+    }
+
+    #[test]
+    fn an_array_in_any_chunking_gives_the_same_records() {
+        let body = format!("[{},\n{} , {}]\n", rec(1), rec(2), rec(3));
+        for chunk in [1, 2, 3, 7, 64, 10_000] {
+            let (ids, malformed, r) = run(body.as_bytes(), chunk);
+            assert!(r.is_ok(), "chunk {chunk}: {r:?}");
+            assert_eq!((ids, malformed), (vec![1, 2, 3], 0), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_single_object_is_a_snapshot_of_one() {
+        let (ids, _, r) = run(rec(5).as_bytes(), 4);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(ids, [5]);
+    }
+
+    #[test]
+    fn bare_records_separated_by_commas_or_newlines() {
+        let body = format!("{},\n{},\n{}\n", rec(1), rec(2), rec(3));
+        assert_eq!(run(body.as_bytes(), 5).0, [1, 2, 3]);
+        let ndjson = format!("{}\n{}\n", rec(1), rec(2));
+        assert_eq!(run(ndjson.as_bytes(), 5).0, [1, 2]);
+    }
+
+    #[test]
+    fn an_empty_array_is_valid_and_empty() {
+        let (ids, _, r) = run(b" [ ] ", 1);
+        assert!(r.is_ok());
+        assert!(ids.is_empty());
+    }
+
+    #[test]
+    fn wrong_shapes_are_skipped_and_the_rest_is_kept() {
+        let body = format!(
+            r#"[{}, "text", 42, {{"sensor": 7}}, null, {}]"#,
+            rec(1),
+            rec(2)
+        );
+        let (ids, malformed, r) = run(body.as_bytes(), 3);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(malformed, 4);
+    }
+
+    #[test]
+    fn trailing_junk_is_an_error_after_every_record_was_delivered() {
+        let body = format!("[{},{}]<html>oops</html>", rec(1), rec(2));
+        let (ids, _, r) = run(body.as_bytes(), 16);
+        assert_eq!(ids, [1, 2]);
+        assert!(matches!(r, Err(BodyError::TrailingData { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn truncation_is_an_error_and_the_partial_record_is_not_delivered() {
+        let body = format!("[{},{}", rec(1), rec(2));
+        let cut = &body.as_bytes()[..body.len() - 10];
+        let (ids, _, r) = run(cut, 8);
+        assert_eq!(ids, [1]);
+        assert!(matches!(r, Err(BodyError::Truncated { .. })), "{r:?}");
+        let (_, _, r) = run(format!("[{}", rec(1)).as_bytes(), 8);
+        assert!(matches!(r, Err(BodyError::Truncated { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn invalid_json_stops_the_body() {
+        let body = format!(r#"[{},{{"sensor":}},{}]"#, rec(1), rec(2));
+        let (ids, _, r) = run(body.as_bytes(), 1000);
+        assert_eq!(ids, [1]);
+        assert!(matches!(r, Err(BodyError::Syntax { .. })), "{r:?}");
+        let (_, _, r) = run(format!("[{} {}]", rec(1), rec(2)).as_bytes(), 1000);
+        assert!(matches!(r, Err(BodyError::Separator { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn non_json_bodies_are_recognised() {
+        let (_, _, r) = run(b"<!DOCTYPE html><p>502 Bad Gateway</p>", 1000);
+        assert!(matches!(r, Err(BodyError::NotJson { .. })), "{r:?}");
+        let (_, _, r) = run(b"", 1000);
+        assert!(matches!(r, Err(BodyError::Empty)), "{r:?}");
+        let (_, _, r) = run(b"   \n", 1000);
+        assert!(matches!(r, Err(BodyError::Empty)), "{r:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let body = format!("\u{feff}[{}]", rec(4));
+        let (ids, _, r) = run(body.as_bytes(), 1);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(ids, [4]);
+    }
+
+    #[test]
+    fn a_huge_record_is_refused_instead_of_buffered() {
+        let mut body = String::from(r#"[{"junk":""#);
+        body.push_str(&"x".repeat(MAX_RECORD_BYTES + 10));
+        let (_, _, r) = run(body.as_bytes(), 64 * 1024);
+        assert!(matches!(r, Err(BodyError::RecordTooLarge { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn memory_stays_at_one_record_plus_one_chunk() {
+        let one = rec(1);
+        let mut p = SnapshotParser::new();
+        p.feed(b"[", |_| {}).expect("start");
+        for _ in 0..1000 {
+            p.feed(one.as_bytes(), |_| {}).expect("record");
+            p.feed(b",", |_| {}).expect("comma");
+        }
+        assert_eq!(p.items(), 1000);
+        assert!(
+            p.buf.capacity() < 4 * one.len() + 64,
+            "{}",
+            p.buf.capacity()
+        );
+    }
+}
