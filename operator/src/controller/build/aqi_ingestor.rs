@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use super::labels::Component;
 use super::pod::{env, influx_credentials, workload_container};
 use super::workload::deployment;
-use crate::controller::validate::Monitor;
+use crate::controller::validate::{InfluxMode, Monitor};
 
 pub fn build(monitor: &Monitor) -> Option<Deployment> {
     let aqi = monitor.aqi.as_ref()?;
@@ -16,6 +16,11 @@ pub fn build(monitor: &Monitor) -> Option<Deployment> {
         env("AQI_POLL_SECONDS", aqi.poll_seconds.to_string()),
         env("INFLUX_URL", influx.url.clone()),
         env("INFLUX_DB", influx.aqi_db.clone()),
+        // As for the CoAP server: our writer is no admin, the setup sidecar made the database.
+        env(
+            "CREATE_DATABASE",
+            (influx.mode == InfluxMode::External).to_string(),
+        ),
     ];
     env_vars.extend(influx_credentials(&influx.writer));
     let container =

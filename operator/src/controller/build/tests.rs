@@ -245,6 +245,11 @@ fn workloads_get_the_contract_env() {
     let aqi = container(&objects, "lab-aqi-ingestor");
     assert_eq!(env_value(aqi, "INFLUX_DB").as_deref(), Some("aqi"));
     assert_eq!(env_value(aqi, "AQI_SOURCE").as_deref(), Some("24h"));
+    assert_eq!(
+        env_value(aqi, "CREATE_DATABASE").as_deref(),
+        Some("false"),
+        "the writer may not create databases"
+    );
 }
 
 #[test]
