@@ -1,13 +1,21 @@
 //! The InfluxDB setup sidecar's script against a real influxd (Debian's, as `make deps`
 //! installs): users, grants, databases and retention converge, and running it again with a
-//! changed password (a restart after the Secret changed) converges too.
+//! changed password (a restart after the Secret changed) converges too. Then the contract: the
+//! environment the operator builds for the workloads drives the real binaries, with the
+//! non-admin writer, into the databases the script made.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use iot_operator::controller::build::influxdb::SETUP_SCRIPT;
-use iot_testkit::influx::InfluxServer;
+use iot_operator::controller::{build, validate};
+use iot_operator::crd::IotMonitor;
+use iot_testkit::bins::workspace_bin;
+use iot_testkit::influx::{InfluxServer, free_port};
+use k8s_openapi::api::core::v1::Container;
 
 const ADMIN: (&str, &str) = ("admin", "admin-pw");
 
@@ -169,4 +177,125 @@ async fn setup_creates_users_databases_and_retention_and_is_idempotent() {
     let policies =
         influx_as(&server, ADMIN.0, ADMIN.1, "dht", "SHOW RETENTION POLICIES").expect("admin");
     assert!(policies.contains("autogen 0s"), "INF retention: {policies}");
+}
+
+/// The container's environment as a process environment: Secret references resolved from
+/// `secrets`, then `overrides` (addresses that differ outside a cluster) applied.
+fn process_env(
+    container: &Container,
+    secrets: &BTreeMap<&str, &str>,
+    overrides: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => {
+                let key = from
+                    .secret_key_ref
+                    .as_ref()
+                    .map(|r| r.key.as_str())
+                    .unwrap_or_default();
+                secrets
+                    .get(key)
+                    .unwrap_or_else(|| panic!("no test value for Secret key {key}"))
+                    .to_string()
+            }
+            (None, None) => String::new(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    for (name, value) in overrides {
+        assert!(env.contains_key(*name), "the operator does not set {name}");
+        env.insert((*name).to_owned(), value.clone());
+    }
+    env.into_iter().collect()
+}
+
+fn container<'a>(objects: &'a build::DesiredObjects, name: &str) -> &'a Container {
+    let deployment = objects
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .expect("deployment");
+    &deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("pod")
+        .containers[0]
+}
+
+#[tokio::test]
+async fn the_env_the_operator_builds_drives_the_real_workloads() {
+    let server = InfluxServer::start_with_auth(ADMIN.0, ADMIN.1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // INF: the AQI fixture is from 2019, and InfluxDB drops points older than the retention.
+    drop(run_setup(&server, dir.path(), "writer-pw", "INF"));
+
+    let mut monitor = IotMonitor::new("lab", Default::default());
+    monitor.metadata.namespace = Some("iot".into());
+    monitor.metadata.uid = Some("uid".into());
+    let model = validate::validate(&monitor).expect("spec: {} is valid");
+    let objects = build::build(&model);
+    let secrets = BTreeMap::from([
+        ("influxdb-writer-username", "iot_writer"),
+        ("influxdb-writer-password", "writer-pw"),
+    ]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp port");
+    let coap = udp.local_addr().expect("addr").to_string();
+    drop(udp);
+
+    let mut coap_server = Command::new(workspace_bin("coap-server"))
+        .envs(process_env(
+            container(&objects, "lab-coap-server"),
+            &secrets,
+            &[
+                ("INFLUX_URL", server.url()),
+                ("COAP_BIND", coap.clone()),
+                ("HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
+                ("LOG_FORMAT", "plain".into()),
+            ],
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start coap-server");
+    let sim = Command::new(workspace_bin("sensor-sim"))
+        .envs(process_env(
+            container(&objects, "lab-sensor-sim"),
+            &secrets,
+            &[
+                ("COAP_SERVER", coap.clone()),
+                ("HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
+                ("SIM_INTERVAL_SECONDS", "0.05".into()),
+            ],
+        ))
+        .env("SIM_ROUNDS", "5")
+        .status()
+        .expect("run sensor-sim");
+    // Give the server's batch its linger time before stopping it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = coap_server.kill();
+    let _ = coap_server.wait();
+    assert!(sim.success(), "sensor-sim failed");
+    assert_eq!(server.count("dht", "temperature", "value").await, 4 * 5);
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../workloads/aqi-ingestor/tests/fixtures/basecamp_ml_luftdaten_v1_data_2019-04-16.wrapped.json");
+    let aqi = Command::new(workspace_bin("aqi-ingestor"))
+        .envs(process_env(
+            container(&objects, "lab-aqi-ingestor"),
+            &secrets,
+            &[
+                ("INFLUX_URL", server.url()),
+                ("AQI_SOURCE", fixture.display().to_string()),
+                ("HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
+            ],
+        ))
+        .env("AQI_ONCE", "true")
+        .status()
+        .expect("run aqi-ingestor");
+    assert!(aqi.success(), "aqi-ingestor failed");
+    assert!(server.count("aqi", "air_quality", "aqi").await > 0);
 }
