@@ -256,6 +256,7 @@ fn log_report(r: &PollReport) {
             outcome,
             records,
             written = r.written,
+            rejected = r.rejected,
             skipped_values = skipped,
             skipped = %reasons.join(","),
             bytes = r.bytes,

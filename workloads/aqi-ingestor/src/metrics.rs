@@ -28,6 +28,7 @@ pub struct Metrics {
     polls: Family<Outcome, Counter>,
     records: Family<Outcome, Counter>,
     readings_written: Counter,
+    readings_rejected: Counter,
     values_written: Counter,
     values_skipped: Family<Reason, Counter>,
     indoor_without_aqi: Counter,
@@ -43,6 +44,7 @@ impl Metrics {
             polls: Family::default(),
             records: Family::default(),
             readings_written: Counter::default(),
+            readings_rejected: Counter::default(),
             values_written: Counter::default(),
             values_skipped: Family::default(),
             indoor_without_aqi: Counter::default(),
@@ -83,6 +85,11 @@ impl Metrics {
             "readings_written",
             "Readings (points) the sink accepted: InfluxDB, or stdout in a dry run",
             m.readings_written.clone(),
+        );
+        r.register(
+            "readings_rejected",
+            "Readings InfluxDB refused for good (field type conflict, limits); not offered again",
+            m.readings_rejected.clone(),
         );
         r.register(
             "values_written",
@@ -150,6 +157,7 @@ impl Metrics {
             }
         }
         self.readings_written.inc_by(report.written);
+        self.readings_rejected.inc_by(report.rejected);
         self.values_written.inc_by(report.stats.values.written);
         self.indoor_without_aqi
             .inc_by(report.stats.values.indoor_without_aqi);

@@ -100,6 +100,8 @@ pub struct PollReport {
     pub stats: PollStats,
     /// Lines the sink accepted.
     pub written: u64,
+    /// Lines InfluxDB refused for good (see [`flush`]).
+    pub rejected: u64,
     /// Body bytes received (after decompression).
     pub bytes: u64,
     pub elapsed: Duration,
@@ -222,7 +224,9 @@ impl Poller {
                 break Err(e.into());
             }
             if batched >= threshold {
-                if let Err(e) = self.sink.write(&mut batch).await {
+                let flushed = flush(&mut self.sink, &mut batch, batched, report).await;
+                batched = 0;
+                if let Err(e) = flushed {
                     report.stats = ingest.stats;
                     report.bytes = download.bytes();
                     self.watermarks.abort();
@@ -230,8 +234,6 @@ impl Poller {
                     report.error = Some(e.into());
                     return;
                 }
-                report.written += batched;
-                batched = 0;
             }
         };
         if joiner.reparsed() > 0 {
@@ -240,7 +242,7 @@ impl Poller {
                 "windows parsed again after a wrong guess of a record start"
             );
         }
-        let write = self.sink.write(&mut batch).await;
+        let write = flush(&mut self.sink, &mut batch, batched, report).await;
         report.stats = ingest.stats;
         report.bytes = download.bytes();
         if let Err(e) = write {
@@ -249,8 +251,8 @@ impl Poller {
             report.error = Some(e.into());
             return;
         }
-        report.written += batched;
-        // Everything admitted is stored now, whatever became of the rest of the body.
+        // Everything admitted is stored now (or refused for good), whatever became of the rest
+        // of the body.
         self.watermarks.commit();
 
         match body {
@@ -275,6 +277,45 @@ impl Poller {
     }
 }
 
+/// Writes `batch` (`lines` lines). A batch InfluxDB refuses for good (a field type conflict, a
+/// cardinality limit: "partial write") does not end the poll: InfluxDB has stored the points it
+/// could, sending the rest again cannot change its mind, and stopping here would keep every later
+/// batch of every later poll from being written. Those points are counted as rejected. Any other
+/// failure (InfluxDB away, credentials refused) ends the poll so that it is all offered again.
+async fn flush(
+    sink: &mut Sink,
+    batch: &mut String,
+    lines: u64,
+    report: &mut PollReport,
+) -> Result<(), SinkError> {
+    match sink.write(batch).await {
+        Ok(()) => {
+            report.written += lines;
+            Ok(())
+        }
+        Err(SinkError::Influx(e)) if e.kind() == "rejected" && !e.is_retryable() => {
+            let rejected = dropped_points(&e.to_string()).unwrap_or(lines).min(lines);
+            tracing::error!(
+                error = %e,
+                rejected,
+                "InfluxDB refused points for good; they will not be offered again"
+            );
+            report.written += lines - rejected;
+            report.rejected += rejected;
+            batch.clear();
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The `dropped=N` of an InfluxDB "partial write" error.
+fn dropped_points(message: &str) -> Option<u64> {
+    let rest = &message[message.rfind("dropped=")? + "dropped=".len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse().ok()
+}
+
 /// Now plus the tolerated clock skew, as a record time.
 fn latest_accepted(skew: Duration) -> EpochSeconds {
     let now = SystemTime::now()
@@ -283,4 +324,16 @@ fn latest_accepted(skew: Duration) -> EpochSeconds {
         .saturating_add(skew)
         .as_secs();
     EpochSeconds::try_from(now).unwrap_or(EpochSeconds::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_points_are_read_from_a_partial_write_error() {
+        let e = r#"InfluxDB rejected the data (400 Bad Request): {"error":"partial write: field type conflict: input field \"humidity\" on measurement \"air_quality\" is type float, already exists as type string dropped=3"}"#;
+        assert_eq!(dropped_points(e), Some(3));
+        assert_eq!(dropped_points("unable to parse"), None);
+    }
 }
