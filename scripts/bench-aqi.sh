@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# AQI processing benchmark: synthetic Sensor.Community snapshots of 15k, 150k and 1.5M records
+# (../shared/tools/gen_snapshot.py, cached) through the release aqi-ingestor.
+#
+#  1. processing: `--source FILE --dry-run --once` with stdout to /dev/null — parse, validate,
+#     DAQI, dedup and line protocol, no database — for the default thread count and for one
+#     thread. Prints the process's wall time (best and median of BENCH_RUNS runs, with process
+#     start and exit), the poll's own time as the ingestor logs it, records/s for both, and the
+#     peak RSS (from /usr/bin/time).
+#  2. into InfluxDB: one poll of the 15k snapshot (about the size of the real network) into a
+#     real InfluxDB, points counted afterwards; then the ingestor as a service (side port on)
+#     polling the 15k file, with its peak RSS once the poll is done: the "running ingestor" figure.
+#
+#   BENCH_SIZES (default "15000 150000 1500000")   BENCH_RUNS (3)
+#   AQI_BENCH_DIR (snapshot cache, default ~/.cache/iot-operator/aqi-bench)
+#   AQI_GEN (generator, default ../shared/tools/gen_snapshot.py next to this repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/influxd.sh
+. scripts/lib/influxd.sh
+SIZES=${BENCH_SIZES:-15000 150000 1500000}
+RUNS=${BENCH_RUNS:-3}
+CACHE=${AQI_BENCH_DIR:-$HOME/.cache/iot-operator/aqi-bench}
+GEN=${AQI_GEN:-$PWD/../shared/tools/gen_snapshot.py}
+say() { printf '[bench-aqi] %s\n' "$*" >&2; }
+
+[ -x /usr/bin/time ] || { say "needs /usr/bin/time (Debian package 'time')"; exit 1; }
+mkdir -p "$CACHE"
+for n in $SIZES; do
+  f="$CACHE/snap_$n.json"
+  if [ ! -s "$f" ]; then
+    [ -f "$GEN" ] || { say "generator not found at $GEN (set AQI_GEN)"; exit 1; }
+    say "generating $f"
+    python3 "$GEN" -n "$n" --seed 1 -o "$f.tmp" && mv "$f.tmp" "$f"
+  fi
+done
+
+cargo build -q --release -p aqi-ingestor
+BIN=$PWD/target/release/aqi-ingestor
+RUN=$(mktemp -d /tmp/iot-bench-aqi.XXXXXX)
+daemon=""
+cleanup() {
+  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  stop_influxd; rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+# measure LABEL RECORDS ARGS...: runs the ingestor once under /usr/bin/time; appends
+# "label records wall_s rss_kb poll_s written" to $RUN/results.
+measure() {
+  local label=$1 n=$2; shift 2
+  RUST_LOG=info /usr/bin/time -f '%e %M' -o "$RUN/time" "$BIN" --once --log-format json "$@" \
+    >/dev/null 2>"$RUN/log" || { say "run failed:"; tail -5 "$RUN/log" >&2; exit 1; }
+  local poll written
+  poll=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    try: d=json.loads(l)
+    except ValueError: continue
+    if d.get("message")=="poll done": print(d["seconds"], d["written"])' "$RUN/log")
+  echo "$label $n $(cat "$RUN/time") $poll" >> "$RUN/results"
+}
+
+report() {
+  python3 - "$RUN/results" <<'PY'
+import sys, statistics, collections
+rows = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    label, n, wall, rss, poll, written = line.split()
+    rows.setdefault((label, int(n)), []).append((float(wall), int(rss), float(poll), int(written)))
+print(f"{'run':<20}{'records':>10}  {'wall s best/med':>16}  {'records/s best/med (wall)':>26}"
+      f"  {'poll s med':>10}  {'records/s (poll)':>16}  {'peak RSS MB':>11}")
+for (label, n), runs in rows.items():
+    walls = sorted(r[0] for r in runs)
+    best, med = walls[0], statistics.median(walls)
+    poll = statistics.median(r[2] for r in runs)
+    rate = lambda s: f"{n / s:,.0f}" if s > 0 else "-"
+    rss = max(r[1] for r in runs) / 1024
+    print(f"{label:<20}{n:>10,}  {best:>7.2f} / {med:<6.2f}  {rate(best):>12} / {rate(med):<11}"
+          f"  {poll:>10.3f}  {rate(poll):>16}  {rss:>11.1f}")
+PY
+}
+
+say "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+say "processing (dry run to /dev/null), $RUNS runs each"
+: > "$RUN/results"
+for n in $SIZES; do
+  for _ in $(seq 1 "$RUNS"); do
+    measure "dry-run" "$n" --dry-run --source "$CACHE/snap_$n.json"
+    measure "dry-run/1-thread" "$n" --dry-run --threads 1 --source "$CACHE/snap_$n.json"
+  done
+done
+report
+
+say "into InfluxDB (one poll each, fresh database per size)"
+start_influxd "$RUN/influxdb"
+: > "$RUN/results"
+for n in $SIZES; do
+  # The synthetic 150k snapshot has ~136,000 distinct sensor ids, over InfluxDB's default
+  # max-values-per-tag (100,000); the real network has about a tenth of that.
+  [ "$n" -gt 15000 ] && continue
+  measure "influx" "$n" --source "$CACHE/snap_$n.json" --influx-url "$INFLUX_URL" --influx-db "bench_$n"
+  got=$(influx_count "$INFLUX_URL" "bench_$n" air_quality latitude)
+  want=$(tail -1 "$RUN/results" | awk '{print $6}')
+  [ "$got" = "$want" ] || { say "InfluxDB holds $got points, the ingestor wrote $want"; exit 1; }
+  say "  $n records: $got points stored = readings written"
+done
+report
+
+say "running service: first poll of the 15k snapshot, side port on"
+port=$(free_port)
+RUST_LOG=warn "$BIN" --source "$CACHE/snap_15000.json" --influx-url "$INFLUX_URL" --influx-db bench_service \
+  --http-addr "127.0.0.1:$port" >"$RUN/service.log" 2>&1 &
+daemon=$!
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$port/metrics" 2>/dev/null | grep -q '^aqi_polls_total{outcome="written"} 1' && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$port/metrics" | grep -q '^aqi_polls_total{outcome="written"} 1' || {
+  say "the service did not complete a poll"; cat "$RUN/service.log" >&2; exit 1; }
+printf 'service after one 15k poll: VmHWM %s MB, VmRSS %s MB\n' \
+  "$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")" \
+  "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$daemon/status")"
