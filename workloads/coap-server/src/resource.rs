@@ -51,6 +51,8 @@ pub struct Reading {
     pub value: f64,
     pub place: String,
     pub sensor: Option<String>,
+    /// The sensor's own time of the reading (`ts=`), if it sent one.
+    pub taken_at_ms: Option<i64>,
 }
 
 impl Reading {
@@ -92,7 +94,8 @@ pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\"
 const KNOWN_OPTIONS: &[u16] = &[3, 7, 11, 12, 15, 17, 60];
 const MAX_TAG_LEN: usize = 64;
 
-pub fn handle(req: &Packet, default_place: &str) -> Action {
+/// `now_ms` is the server's clock (Unix milliseconds), to check a sensor's own `ts=`.
+pub fn handle(req: &Packet, default_place: &str, now_ms: i64) -> Action {
     let MessageClass::Request(method) = req.header.code else {
         return Reply::error(
             ResponseType::BadRequest,
@@ -141,16 +144,17 @@ pub fn handle(req: &Packet, default_place: &str) -> Action {
             "send the reading as text/plain (content-format 0)".into(),
         );
     }
-    let (place, sensor) = match tags(req, default_place) {
-        Ok(t) => t,
+    let q = match query(req, default_place, now_ms) {
+        Ok(q) => q,
         Err(msg) => return Reply::error(ResponseType::BadRequest, "bad_query", msg),
     };
     match parse_value(&req.payload, measurement) {
         Ok(value) => Action::Store(Reading {
             measurement,
             value,
-            place,
-            sensor,
+            place: q.place,
+            sensor: q.sensor,
+            taken_at_ms: q.taken_at_ms,
         }),
         Err((reason, msg)) => Reply::error(ResponseType::BadRequest, reason, msg),
     }
@@ -183,18 +187,33 @@ fn uri_path(req: &Packet) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn tags(req: &Packet, default_place: &str) -> Result<(String, Option<String>), String> {
+/// How far a sensor's own clock (`ts=`) may lie in the past or the future.
+const MAX_PAST_MS: i64 = 7 * 24 * 3600 * 1000;
+const MAX_FUTURE_MS: i64 = 60 * 1000;
+
+struct Query {
+    place: String,
+    sensor: Option<String>,
+    taken_at_ms: Option<i64>,
+}
+
+fn query(req: &Packet, default_place: &str, now_ms: i64) -> Result<Query, String> {
     let mut place = None;
     let mut sensor = None;
+    let mut taken_at_ms = None;
     for q in req.get_option(CoapOption::UriQuery).into_iter().flatten() {
         let q = std::str::from_utf8(q).map_err(|_| "query is not UTF-8".to_string())?;
         let (key, value) = q.split_once('=').unwrap_or((q, ""));
         let slot = match key {
             "place" => &mut place,
             "sensor" => &mut sensor,
+            "ts" => {
+                taken_at_ms = Some(timestamp(value, now_ms)?);
+                continue;
+            }
             _ => {
                 return Err(format!(
-                    "unknown query parameter '{key}'; known: place, sensor"
+                    "unknown query parameter '{key}'; known: place, sensor, ts"
                 ));
             }
         };
@@ -210,7 +229,26 @@ fn tags(req: &Packet, default_place: &str) -> Result<(String, Option<String>), S
         }
         *slot = Some(value.to_string());
     }
-    Ok((place.unwrap_or_else(|| default_place.to_string()), sensor))
+    Ok(Query {
+        place: place.unwrap_or_else(|| default_place.to_string()),
+        sensor,
+        taken_at_ms,
+    })
+}
+
+/// `ts=`: when the sensor took the reading, in Unix milliseconds. A reading sent again with the
+/// same `ts` (after a 5.03 or a lost answer) lands on the same InfluxDB point, so it is stored
+/// once however often it is sent.
+fn timestamp(value: &str, now_ms: i64) -> Result<i64, String> {
+    let ts: i64 = value
+        .parse()
+        .map_err(|_| format!("ts must be Unix time in milliseconds, not '{value}'"))?;
+    if ts < now_ms - MAX_PAST_MS || ts > now_ms + MAX_FUTURE_MS {
+        return Err(format!(
+            "ts {ts} is more than 7 days before or 1 minute after the server's clock ({now_ms})"
+        ));
+    }
+    Ok(ts)
 }
 
 fn parse_value(payload: &[u8], m: Measurement) -> Result<f64, (&'static str, String)> {
@@ -251,6 +289,8 @@ mod tests {
     use super::*;
     use coap_lite::MessageType;
 
+    const NOW: i64 = 1_764_000_000_000;
+
     fn request(method: RequestType, path: &str, query: &[&str], payload: &str) -> Packet {
         let mut p = Packet::new();
         p.header.set_type(MessageType::Confirmable);
@@ -266,7 +306,11 @@ mod tests {
     }
 
     fn post(path: &str, payload: &str) -> Action {
-        handle(&request(RequestType::Post, path, &[], payload), "room1")
+        handle(
+            &request(RequestType::Post, path, &[], payload),
+            "room1",
+            NOW,
+        )
     }
 
     fn rejected(a: Action) -> (ResponseType, &'static str) {
@@ -284,7 +328,8 @@ mod tests {
                 measurement: Measurement::Temperature,
                 value: 25.5,
                 place: "room1".into(),
-                sensor: None
+                sensor: None,
+                taken_at_ms: None,
             })
         );
     }
@@ -297,12 +342,40 @@ mod tests {
             &["place=lab-2", "sensor=dht.7"],
             " 41.9\n",
         );
-        let Action::Store(r) = handle(&req, "room1") else {
+        let Action::Store(r) = handle(&req, "room1", NOW) else {
             panic!("not stored")
         };
         assert_eq!((r.value, r.place.as_str()), (41.9, "lab-2"));
         assert_eq!(r.sensor.as_deref(), Some("dht.7"));
         assert_eq!(r.stored_message(), "Humidity=41.9 saved successfully!");
+    }
+
+    #[test]
+    fn a_sensor_timestamp_is_taken_within_bounds() {
+        let with_ts = |ts: &str| {
+            let q = format!("ts={ts}");
+            handle(
+                &request(RequestType::Post, "/sensors/dht/temperature", &[&q], "20"),
+                "room1",
+                NOW,
+            )
+        };
+        let Action::Store(r) = with_ts(&(NOW - 1000).to_string()) else {
+            panic!("not stored")
+        };
+        assert_eq!(r.taken_at_ms, Some(NOW - 1000));
+        for bad in [
+            "yesterday",
+            "1.5",
+            &(NOW - 8 * 24 * 3600 * 1000).to_string(),
+            &(NOW + 120_000).to_string(),
+        ] {
+            assert_eq!(
+                rejected(with_ts(bad)),
+                (ResponseType::BadRequest, "bad_query"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -337,6 +410,7 @@ mod tests {
                 p
             },
             "room1",
+            NOW,
         );
         assert_eq!(rejected(bytes), (ResponseType::BadRequest, "not_a_number"));
     }
@@ -350,7 +424,8 @@ mod tests {
         assert_eq!(
             rejected(handle(
                 &request(RequestType::Get, "/sensors/dht/temperature", &[], ""),
-                "r"
+                "r",
+                NOW
             )),
             (ResponseType::MethodNotAllowed, "method_not_allowed")
         );
@@ -362,7 +437,8 @@ mod tests {
                     &["room=1"],
                     "1"
                 ),
-                "r"
+                "r",
+                NOW
             )),
             (ResponseType::BadRequest, "bad_query")
         );
@@ -374,7 +450,8 @@ mod tests {
                     &["place=a b"],
                     "1"
                 ),
-                "r"
+                "r",
+                NOW
             )),
             (ResponseType::BadRequest, "bad_query")
         );
@@ -385,12 +462,12 @@ mod tests {
         let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
         p.add_option(CoapOption::Unknown(2048), vec![1]);
         assert!(
-            matches!(handle(&p, "r"), Action::Store(_)),
+            matches!(handle(&p, "r", NOW), Action::Store(_)),
             "elective option"
         );
         p.add_option(CoapOption::Unknown(2049), vec![1]);
         assert_eq!(
-            rejected(handle(&p, "r")),
+            rejected(handle(&p, "r", NOW)),
             (ResponseType::BadOption, "bad_option")
         );
     }
@@ -400,7 +477,7 @@ mod tests {
         let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
         p.set_content_format(ContentFormat::ApplicationJSON);
         assert_eq!(
-            rejected(handle(&p, "r")),
+            rejected(handle(&p, "r", NOW)),
             (ResponseType::UnsupportedContentFormat, "content_format")
         );
     }
@@ -410,6 +487,7 @@ mod tests {
         let Action::Reply(r) = handle(
             &request(RequestType::Get, "/.well-known/core", &[], ""),
             "r",
+            NOW,
         ) else {
             panic!("no reply")
         };

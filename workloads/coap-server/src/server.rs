@@ -121,6 +121,12 @@ impl Shared {
     }
 }
 
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn rand_u16() -> u16 {
     // Not security relevant: RFC 7252 only asks that message IDs not start predictably.
     (SystemTime::now()
@@ -254,7 +260,7 @@ fn handle_request(
 ) {
     let confirmable = req.header.get_type() == MessageType::Confirmable;
     let mid = req.header.message_id;
-    let action = resource::handle(req, &shared.settings.default_place);
+    let action = resource::handle(req, &shared.settings.default_place, unix_ms());
     let reading = match action {
         Action::Reply(reply) => {
             if let Some(reason) = reply.reason {
@@ -286,7 +292,11 @@ fn handle_request(
             }
         }
     };
-    let line = to_line(&reading, shared.timestamp());
+    let ts = match reading.taken_at_ms {
+        Some(ms) => ms.saturating_mul(1_000_000),
+        None => shared.timestamp(),
+    };
+    let line = to_line(&reading, ts);
     let answer = PendingAnswer {
         peer,
         exchange,
@@ -459,6 +469,7 @@ mod tests {
             value: 21.5,
             place: "room1".into(),
             sensor: Some("dht-1".into()),
+            taken_at_ms: None,
         };
         assert_eq!(
             to_line(&r, 42),

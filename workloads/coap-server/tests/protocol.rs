@@ -320,3 +320,30 @@ async fn libcoap_coap_client_can_discover_and_post_readings() {
     assert_eq!(rows[0][2], "kitchen");
     assert_eq!(influx.count("dht", "humidity", "value").await, 1);
 }
+
+#[tokio::test]
+async fn a_reading_sent_again_with_the_same_sensor_time_is_stored_once() {
+    let influx = InfluxServer::start().await;
+    let server = CoapServer::start(&influx.url(), &[], true).await;
+    let c = RawClient::new(server.coap);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let ts = format!("ts={now_ms}");
+    // As a client does after a 5.03 or a lost answer: a new exchange (new message ID).
+    for mid in [1, 2] {
+        let req = request(
+            MessageType::Confirmable,
+            RequestType::Post,
+            mid,
+            TEMPERATURE,
+            &["sensor=dht-1", &ts],
+            b"21.5",
+        );
+        assert_eq!(code(&c.exchange(&req)), ResponseType::Changed);
+    }
+    let rows = influx.rows("dht", "SELECT value FROM temperature").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], (now_ms as u64) * 1_000_000, "the point has the sensor's time");
+}

@@ -20,12 +20,37 @@ pub enum DeliveryError {
 /// Max-Age when a 5.03 carries none (RFC 7252 §5.10.5 default is 60 s).
 const DEFAULT_MAX_AGE: u32 = 60;
 
-pub fn reading(path: &'static [&'static str], value: f64, query: Vec<String>) -> Request {
+/// A reading as the server takes it. `taken_at_ms` goes out as `ts=`: every re-send of the same
+/// reading carries the same time, so the server stores it on the same point, once.
+pub fn reading(
+    path: &'static [&'static str],
+    value: f64,
+    mut query: Vec<String>,
+    taken_at_ms: i64,
+) -> Request {
+    query.push(format!("ts={taken_at_ms}"));
     Request {
         method: RequestType::Post,
         path,
         query,
         payload: format!("{value:.1}").into_bytes(),
+    }
+}
+
+/// A clock for one sensor: Unix milliseconds, strictly increasing, so that two readings of one
+/// series never share a timestamp (InfluxDB would keep only one of them).
+#[derive(Default)]
+pub struct SensorClock {
+    last_ms: i64,
+}
+
+impl SensorClock {
+    pub fn now(&mut self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.last_ms = now.max(self.last_ms + 1);
+        self.last_ms
     }
 }
 
@@ -104,4 +129,23 @@ fn is_client_error(code: ResponseType) -> bool {
                 | ResponseType::ProxyingNotSupported
                 | ResponseType::HopLimitReached
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sensor_clock_never_repeats_itself() {
+        let mut clock = SensorClock::default();
+        let times: Vec<i64> = (0..10_000).map(|_| clock.now()).collect();
+        assert!(times.windows(2).all(|w| w[1] > w[0]));
+    }
+
+    #[test]
+    fn readings_carry_their_time() {
+        let r = reading(TEMPERATURE, 21.0, vec!["place=a".into()], 1234);
+        assert_eq!(r.query, vec!["place=a".to_string(), "ts=1234".to_string()]);
+        assert_eq!(r.payload, b"21.0");
+    }
 }

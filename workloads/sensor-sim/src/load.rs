@@ -150,6 +150,7 @@ async fn worker(
     latency: Arc<Mutex<Histogram<u64>>>,
 ) {
     let query = vec![format!("place={}", plan.place), format!("sensor={sensor}")];
+    let mut clock = deliver::SensorClock::default();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if plan.count.is_some_and(|n| i >= n)
@@ -166,7 +167,7 @@ async fn worker(
         issued.fetch_add(1, Ordering::Relaxed);
         let value = 20.0 + (i % 100) as f64 / 10.0;
         let deadline = send_until.map_or_else(Instant::now, |t| t.max(Instant::now())) + plan.drain;
-        let request = deliver::reading(TEMPERATURE, value, query.clone());
+        let request = deliver::reading(TEMPERATURE, value, query.clone(), clock.now());
         match deliver::deliver(&client, request, &stats, Some(deadline)).await {
             Ok(d) => {
                 let micros = (d.as_micros() as u64).max(1);

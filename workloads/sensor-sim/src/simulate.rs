@@ -66,6 +66,7 @@ async fn sensor_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut dht = Dht::new(plan.seed.wrapping_add(u64::from(index)));
+    let mut clock = deliver::SensorClock::default();
     let query = vec![format!("place={place}"), format!("sensor={sensor}")];
     // Spread the sensors over the interval instead of sending in lock-step.
     let offset = plan
@@ -80,12 +81,13 @@ async fn sensor_loop(
             _ = stop.wait_for(|s| *s) => return,
         }
         let (t, h) = dht.next();
+        let taken_at = clock.now();
         for (path, value) in [(TEMPERATURE, t), (HUMIDITY, h)] {
             // A sensor holds its reading until the server has stored it; meanwhile it takes
             // no new ones (the shutdown signal still ends the wait).
             let sent = deliver::deliver(
                 &client,
-                deliver::reading(path, value, query.clone()),
+                deliver::reading(path, value, query.clone(), taken_at),
                 &stats,
                 None,
             );
