@@ -58,8 +58,8 @@ while true; do
   h=$(influx_count "$INFLUX_URL" dht humidity value 2>/dev/null || echo "?")
   a=$(influx_count "$INFLUX_URL" aqi air_quality aqi 2>/dev/null || echo "?")
   last=$(influx_query "$INFLUX_URL" dht 'SELECT last(value) FROM temperature GROUP BY place' 2>/dev/null |
-    python3 -c 'import json,sys
-d=json.load(sys.stdin)
-print("  ".join(f"{s[\"tags\"][\"place\"]}={s[\"values\"][0][1]}°C" for s in d["results"][0].get("series",[])))' 2>/dev/null || true)
+    python3 -c 'import json, sys
+series = json.load(sys.stdin)["results"][0].get("series", [])
+print("  ".join("%s=%s°C" % (s["tags"]["place"], s["values"][0][1]) for s in series))' 2>/dev/null || true)
   printf '[%s] temperature %s  humidity %s  air_quality(aqi) %s   last: %s\n' "$(date +%H:%M:%S)" "$t" "$h" "$a" "$last"
 done
