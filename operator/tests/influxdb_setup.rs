@@ -22,14 +22,40 @@ const ADMIN: (&str, &str) = ("admin", "admin-pw");
 struct Setup(Child);
 
 impl Drop for Setup {
+    /// SIGTERM, as the kubelet sends it: the script must exit promptly by itself.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        panic!("the setup script ignored SIGTERM for 5 s");
     }
+}
+
+/// The script drives the `influx` CLI, as the InfluxDB image ships it; here it comes from
+/// Debian's influxdb-client package.
+fn require_influx_cli() {
+    let found = Command::new("influx")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "the `influx` CLI is missing: install Debian's influxdb-client package (apt-get install influxdb-client)"
+    );
 }
 
 /// Runs the script as the sidecar would and waits for its readiness file.
 fn run_setup(server: &InfluxServer, dir: &Path, writer_password: &str, retention: &str) -> Setup {
+    require_influx_cli();
     let script = dir.join("setup.sh");
     std::fs::write(&script, SETUP_SCRIPT).expect("write script");
     let done = dir.join("done");
@@ -46,8 +72,9 @@ fn run_setup(server: &InfluxServer, dir: &Path, writer_password: &str, retention
         .env("INFLUX_DATABASES", "dht aqi")
         .env("INFLUX_RETENTION", retention)
         .env("SETUP_DONE_FILE", &done)
+        // Not the test's own stdout/stderr: a left-over child would keep the pipe open.
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .expect("run sh");
     let mut setup = Setup(child);

@@ -44,5 +44,13 @@ done
 
 echo "InfluxDB users and databases are set up"
 touch "${SETUP_DONE_FILE:-/tmp/setup-done}"
-# Stay up so the pod stays Ready (readiness is this file) without restarting the setup.
-while :; do sleep 3600; done
+# Stay up so the pod stays Ready (readiness is this file) without restarting the setup. As PID 1
+# the shell ignores SIGTERM unless trapped, and `wait` lets the trap run at once, so the pod
+# stops promptly instead of after its grace period.
+sleeper=""
+trap 'kill $sleeper 2>/dev/null; exit 0' TERM INT
+while :; do
+  sleep 3600 &
+  sleeper=$!
+  wait $sleeper || true
+done
