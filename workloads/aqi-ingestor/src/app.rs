@@ -251,8 +251,13 @@ fn log_report(r: &PollReport) {
         .map(|&s| format!("{}={}", s.as_str(), r.stats.values.skipped(s)))
         .collect();
     let outcome = r.outcome.as_str();
-    match &r.error {
-        None => tracing::info!(
+    let error = r
+        .error
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if r.outcome.is_success() {
+        tracing::info!(
             outcome,
             records,
             written = r.written,
@@ -263,16 +268,19 @@ fn log_report(r: &PollReport) {
             seconds = secs,
             records_per_second = rate,
             "poll done"
-        ),
-        Some(e) => tracing::warn!(
+        );
+    } else {
+        tracing::warn!(
             outcome,
-            error = %e,
+            error,
             records,
             written = r.written,
+            rejected = r.rejected,
             skipped_values = skipped,
+            skipped = %reasons.join(","),
             bytes = r.bytes,
             seconds = secs,
             "poll failed"
-        ),
+        );
     }
 }

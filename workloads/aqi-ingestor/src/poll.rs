@@ -44,10 +44,13 @@ pub enum PollOutcome {
     BadBody,
     /// InfluxDB did not take a batch; the poll's readings are offered again next time.
     WriteError,
+    /// There were new readings, and InfluxDB refused every one of them for good (see
+    /// [`flush`]): a schema or limit problem for a person to look at.
+    Rejected,
 }
 
 impl PollOutcome {
-    pub const ALL: [PollOutcome; 7] = [
+    pub const ALL: [PollOutcome; 8] = [
         PollOutcome::Written,
         PollOutcome::NoNew,
         PollOutcome::Empty,
@@ -55,6 +58,7 @@ impl PollOutcome {
         PollOutcome::FetchError,
         PollOutcome::BadBody,
         PollOutcome::WriteError,
+        PollOutcome::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl PollOutcome {
             PollOutcome::FetchError => "fetch_error",
             PollOutcome::BadBody => "bad_body",
             PollOutcome::WriteError => "write_error",
+            PollOutcome::Rejected => "rejected",
         }
     }
 
@@ -260,10 +265,12 @@ impl Poller {
                 self.fetcher.processed(download.validators());
                 report.outcome = if report.stats.total_records() == 0 {
                     PollOutcome::Empty
-                } else if report.written == 0 {
-                    PollOutcome::NoNew
-                } else {
+                } else if report.written > 0 {
                     PollOutcome::Written
+                } else if report.rejected > 0 {
+                    PollOutcome::Rejected
+                } else {
+                    PollOutcome::NoNew
                 };
             }
             Err(e) => {

@@ -258,9 +258,12 @@ async fn points_influxdb_refuses_for_good_do_not_hold_back_the_rest() {
     assert_eq!(influx.count(DB, "air_quality", "P1").await, 2);
 
     // A new process knows only what InfluxDB stored, so it offers the refused reading once
-    // more, and is refused again; nothing else is written.
-    let again = ingest_once(&influx.url(), &path);
+    // more, and is refused again; nothing else is new. A poll whose every new reading was
+    // refused says so, and fails.
+    let again = common::run_once(&["--influx-url", &influx.url(), "--source", &path]);
     assert_eq!((again.u64("written"), again.u64("rejected")), (0, 1));
+    assert_eq!(again.outcome(), "rejected");
+    assert!(!again.success);
 
     // A running ingestor does not offer it again: a changed snapshot writes only its news.
     let mut poller = common::poller(&influx.url(), Source::File(file.clone())).await;
