@@ -64,8 +64,9 @@ kind-up: ## kind cluster + images + operator (Helm) + examples/iotmonitor.yaml; 
 kind-down: ## delete the kind cluster made by kind-up
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
-crd: ## regenerate crds/iotmonitor.yaml from the Rust types
+crd: ## regenerate crds/iotmonitor.yaml (and the Helm chart's copy) from the Rust types
 	$(CARGO) run -q -p iot-operator -- crd > crds/iotmonitor.yaml
+	cp crds/iotmonitor.yaml charts/iot-operator/crds/iotmonitor.yaml
 
 clean: ## remove build output (the binary cache in ~/.cache/iot-operator stays)
 	$(CARGO) clean

@@ -24,6 +24,8 @@ if pid_of kube-apiserver >/dev/null; then
   done < <(kc get persistentvolumes -o jsonpath='{range .items[*]}{.spec.hostPath.path}{"\n"}{end}' 2>/dev/null || true)
 fi
 
+# An operator that `make dev` started against this cluster goes first (it is not a component).
+pid_of operator >/dev/null && stop operator
 if any_running; then
   stop_all
 else
