@@ -5,6 +5,9 @@
 #
 #   tests/cluster/build.sh            build everything that is missing
 #   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
+#
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm and
+# metrics-server (versions in versions.env).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=versions.env
@@ -104,4 +107,20 @@ for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
   helm_ld="$helm_ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
 done
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_VERSION" "version --short" "$helm_ld"
+# metrics-server prints client-go's gitVersion for --version (its Makefile stamps the same variable).
+go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION" \
+  "$METRICS_SERVER_VERSION" --version "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
+
+# kwok's definition of the kubelet's /metrics/resource endpoint (which metric names and labels, computed
+# from the emulated usage) ships inside its module; up.sh hands it to kwok. Taken from the module cache
+# (go install above downloaded it) so it always matches the pinned kwok.
+kwok_metrics="$BIN/kwok-$KWOK_VERSION-metrics-resource.yaml"
+if [ -s "$kwok_metrics" ]; then
+  log "kwok $KWOK_VERSION metrics-resource: cached"
+else
+  kwok_dir=$(cd "$CACHE" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cp "$kwok_dir/kustomize/metrics/resource/metrics-resource.yaml" "$kwok_metrics.tmp"
+  chmod 644 "$kwok_metrics.tmp" && mv "$kwok_metrics.tmp" "$kwok_metrics"
+  log "kwok $KWOK_VERSION metrics-resource: $kwok_metrics"
+fi
 log "all binaries in $BIN"

@@ -18,7 +18,7 @@ PKI=$STATE/pki
 KUBECONFIG_PATH=$STATE/kubeconfig
 MARKER=$STATE/.iot-cluster-state
 # Start order; stop in the reverse order.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
 
 say() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -66,8 +66,10 @@ stop() {
   for name in "$@"; do rm -f "$PIDS/$name.pid"; done
 }
 
-# stop_all: every component, the dependents first, the store last.
+# stop_all: every component, the dependents first (metrics-server scrapes kwok and is served through the
+# apiserver), the store last.
 stop_all() {
+  stop metrics-server
   stop kwok kube-scheduler kube-controller-manager
   stop kube-apiserver
   stop etcd

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a real Kubernetes control plane on 127.0.0.1 from the binaries build.sh caches: etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler and kwok with fake nodes. No Docker, no root
+# kube-apiserver, kube-controller-manager, kube-scheduler, kwok with fake nodes whose emulated kubelets
+# report CPU and memory usage, and metrics-server, so HorizontalPodAutoscalers scale. No Docker, no root
 # needed, every port chosen at start. Progress goes to stderr; the last line on stdout is
 #
 #   export KUBECONFIG=<absolute path>
@@ -34,9 +35,11 @@ if [ -f "$MARKER" ] && any_running; then
   stop_all
 fi
 
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl; do
+KWOK_METRICS=$BIN/kwok-$KWOK_VERSION-metrics-resource.yaml # extracted from kwok's module by build.sh
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl metrics-server; do
   [ -x "$BIN/$b" ] || { say "missing $BIN/$b: run tests/cluster/build.sh (or make deps) first"; exit 1; }
 done
+[ -s "$KWOK_METRICS" ] || { say "missing $KWOK_METRICS: run tests/cluster/build.sh (or make deps) first"; exit 1; }
 for tool in openssl curl ss base64; do
   command -v "$tool" >/dev/null || { say "missing $tool (Debian: openssl curl iproute2 coreutils)"; exit 1; }
 done
@@ -84,7 +87,7 @@ free_port() { # VAR
   done
   die "no free port found"
 }
-for v in ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT; do free_port "$v"; done
+for v in ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT MS_PORT; do free_port "$v"; done
 cat >"$STATE/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
@@ -92,6 +95,7 @@ API_PORT=$API_PORT
 KCM_PORT=$KCM_PORT
 SCHED_PORT=$SCHED_PORT
 KWOK_PORT=$KWOK_PORT
+MS_PORT=$MS_PORT
 EOF
 
 # ---- certificates ---------------------------------------------------------------------------------
@@ -123,6 +127,11 @@ leaf scheduler /CN=system:kube-scheduler ca clientAuth
 leaf kwok "/O=system:masters/CN=kwok-controller" ca clientAuth
 leaf kwok-serving /CN=kwok ca serverAuth "IP:127.0.0.1,DNS:localhost"
 leaf front-proxy-client /CN=front-proxy-client front-proxy-ca clientAuth
+leaf metrics-server /CN=system:metrics-server ca clientAuth
+# The aggregator checks metrics-server's certificate against the APIService's caBundle (our CA) for the
+# name of the Service it points at, <service>.<namespace>.svc.
+leaf metrics-server-serving /CN=metrics-server ca serverAuth \
+  "DNS:metrics-server.kube-system.svc,IP:127.0.0.1,DNS:localhost"
 ossl genrsa -out "$PKI/sa.key" 2048
 ossl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 chmod 600 "$PKI"/*.key
@@ -151,7 +160,7 @@ EOF
   chmod 600 "$1"
 }
 kubeconfig "$KUBECONFIG_PATH" admin
-for u in controller-manager scheduler kwok; do kubeconfig "$STATE/$u.kubeconfig" "$u"; done
+for u in controller-manager scheduler kwok metrics-server; do kubeconfig "$STATE/$u.kubeconfig" "$u"; done
 
 # ---- processes ------------------------------------------------------------------------------------
 # start NAME ARGS...: runs $BIN/NAME in a session of its own (so a Ctrl-C or a closed terminal of the
@@ -213,7 +222,8 @@ start kube-controller-manager \
   --cluster-name=iot-local --service-cluster-ip-range="$SERVICE_CIDR" \
   --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-  --enable-hostpath-provisioner=true
+  --enable-hostpath-provisioner=true \
+  --horizontal-pod-autoscaler-sync-period=5s
 start kube-scheduler \
   --kubeconfig="$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
@@ -222,7 +232,7 @@ start kube-scheduler \
   --leader-elect=false
 start kwok \
   --kubeconfig="$STATE/kwok.kubeconfig" \
-  --config="$here/kwok-stages.yaml" \
+  --config="$here/kwok-stages.yaml" --config="$KWOK_METRICS" --config="$here/kwok-usage.yaml" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
   --tls-cert-file="$PKI/kwok-serving.crt" --tls-private-key-file="$PKI/kwok-serving.key" \
@@ -279,9 +289,118 @@ reclaimPolicy: Delete
 volumeBindingMode: Immediate
 EOF
 }
-{ nodes_yaml; storage_yaml; } | kc apply -f - >>"$LOGS/kubectl.log" 2>&1 || { current=kubectl; die "applying nodes and StorageClass failed"; }
+# ---- metrics-server: metrics.k8s.io for the HPA controller and `kubectl top` ------------------------
+# Data path: HPA controller -> apiserver (aggregator) -> metrics-server -> each node's emulated kubelet in
+# kwok, whose usage comes from kwok-usage.yaml (pod annotations). Without kube-proxy a ClusterIP is
+# unreachable, so the APIService points at a Service of type ExternalName 127.0.0.1: the aggregator
+# resolves that to https://127.0.0.1:<APIService port> (kwokctl's binary runtime does the same). The
+# aggregator authenticates with the front-proxy client certificate and checks metrics-server's
+# certificate against the caBundle. metrics-server runs as its own user with the usual RBAC: read pods
+# and nodes, nodes/metrics, delegated authn/authz, and the authentication ConfigMap in kube-system.
+# It scrapes https://<node InternalIP>:<node status port><metrics.k8s.io/resource-metrics-path>, i.e.
+# kwok's TLS port (certificate from our CA) and the per-node path set on the nodes above.
+metrics_server_yaml() {
+  cat <<EOF
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:metrics-server
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:metrics-server
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: metrics-server:system:auth-delegator
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: metrics-server-auth-reader
+  namespace: kube-system
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+---
+# Whoever may view a namespace may read its metrics (kubectl top), as in a usual install.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:aggregated-metrics-reader
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+    rbac.authorization.k8s.io/aggregate-to-edit: "true"
+    rbac.authorization.k8s.io/aggregate-to-admin: "true"
+rules:
+- apiGroups: [metrics.k8s.io]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: metrics-server
+  namespace: kube-system
+spec:
+  type: ExternalName
+  externalName: 127.0.0.1
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: $(base64 -w0 "$PKI/ca.crt")
+  service: {namespace: kube-system, name: metrics-server, port: $MS_PORT}
+EOF
+}
+# nodes_scraped: metrics-server has fetched and decoded every node's /metrics/resource (its own counter),
+# so address, port, path and TLS all work. metrics.k8s.io itself lists a node only once a pod runs
+# there: metrics-server drops points with zero usage, and an empty kwok node uses nothing.
+nodes_scraped() {
+  local n
+  n=$(https_ok "https://127.0.0.1:$MS_PORT/metrics" |
+    sed -n 's/^metrics_server_kubelet_request_total{success="true"} \([0-9.e+]*\)$/\1/p')
+  [ -n "$n" ] && awk -v n="$n" -v want="$NODES" 'BEGIN { exit !(n + 0 >= want) }'
+}
+
+{ nodes_yaml; storage_yaml; metrics_server_yaml; } | kc apply -f - >>"$LOGS/kubectl.log" 2>&1 ||
+  { current=kubectl; die "applying nodes, StorageClass and metrics-server's objects failed"; }
 wait_for kwok "$NODES node(s) Ready" kc wait --for=condition=Ready node --selector=type=kwok --timeout=5s
+# Started once the nodes are Ready (addresses and port set), so its first scrape already counts.
+# --metric-resolution=10s is the smallest allowed; the kubelet timeout must stay below 90 % of it.
+start metrics-server \
+  --kubeconfig="$STATE/metrics-server.kubeconfig" \
+  --authentication-kubeconfig="$STATE/metrics-server.kubeconfig" \
+  --authorization-kubeconfig="$STATE/metrics-server.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$MS_PORT" --cert-dir="$STATE/certs/metrics-server" \
+  --tls-cert-file="$PKI/metrics-server-serving.crt" --tls-private-key-file="$PKI/metrics-server-serving.key" \
+  --kubelet-preferred-address-types=InternalIP --kubelet-use-node-status-port \
+  --kubelet-certificate-authority="$PKI/ca.crt" \
+  --metric-resolution=10s --kubelet-request-timeout=5s
 wait_for kube-controller-manager "ServiceAccount default/default" kc get serviceaccount default --namespace=default
+wait_for metrics-server "/livez ok" https_ok "https://127.0.0.1:$MS_PORT/livez"
+wait_for metrics-server "APIService v1beta1.metrics.k8s.io Available" \
+  kc wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
+wait_for metrics-server "scraped $NODES node(s)" nodes_scraped
 current=""
 
 # ---- summary --------------------------------------------------------------------------------------
@@ -293,7 +412,8 @@ current=""
   row kube-controller-manager "127.0.0.1:$KCM_PORT"
   row kube-scheduler "127.0.0.1:$SCHED_PORT"
   row kwok "127.0.0.1:$KWOK_PORT"
-  printf '\n%s\n' "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION; nodes: $(kc get nodes -o name | tr '\n' ' ')"
+  row metrics-server "127.0.0.1:$MS_PORT"
+  printf '\n%s\n' "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, metrics-server $METRICS_SERVER_VERSION; nodes: $(kc get nodes -o name | tr '\n' ' ')"
   printf 'up in %ss; state in %s; stop with tests/cluster/down.sh\n\n' "$(($(date +%s) - t0))" "$STATE"
 } >&2
 echo "export KUBECONFIG=$KUBECONFIG_PATH"
