@@ -345,5 +345,9 @@ async fn a_reading_sent_again_with_the_same_sensor_time_is_stored_once() {
     }
     let rows = influx.rows("dht", "SELECT value FROM temperature").await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0][0], (now_ms as u64) * 1_000_000, "the point has the sensor's time");
+    assert_eq!(
+        rows[0][0],
+        (now_ms as u64) * 1_000_000,
+        "the point has the sensor's time"
+    );
 }
