@@ -13,21 +13,13 @@ fn main() -> ExitCode {
     telemetry::init(&cli.log);
     // One thread: a poll is a sequential stream (fetch → parse → write) and the side port is
     // light, so more workers would only add stacks to the resident set.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
+    telemetry::run_async(telemetry::Threads::One, async {
+        match app::run(cli).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "aqi-ingestor failed");
+                ExitCode::FAILURE
+            }
         }
-    };
-    match runtime.block_on(app::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "aqi-ingestor failed");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -107,23 +107,15 @@ enum Error {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     telemetry::init(&args.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return std::process::ExitCode::FAILURE;
+    telemetry::run_async(telemetry::Threads::PerCore, async {
+        match run(args).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "coap-server failed");
+                std::process::ExitCode::FAILURE
+            }
         }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "coap-server failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 async fn run(args: Args) -> Result<(), Error> {

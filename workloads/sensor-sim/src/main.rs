@@ -151,17 +151,7 @@ fn main() -> ExitCode {
     telemetry::init(&cli.log);
     // One thread: the simulator is all message passing between its tasks, which is cheapest
     // without cross-thread wake-ups, and it leaves the other cores to the server under test.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run(cli))
+    telemetry::run_async(telemetry::Threads::One, run(cli))
 }
 
 async fn run(cli: Cli) -> ExitCode {
