@@ -55,39 +55,87 @@ pub struct IotMonitorSpec {
     pub autoscaling: AutoscalingSpec,
 }
 
-/// CPU and memory for one container. Requests are always set (the autoscaler needs CPU requests).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+/// CPU and memory for one container, resolved: what the pod gets. Requests are always set (the
+/// autoscaler needs CPU requests).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ResourcesSpec {
-    /// CPU request, a Kubernetes quantity such as `100m`.
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "cpuRequest must be a quantity such as 100m"}]))]
-    #[schemars(length(max = 32))]
     pub cpu_request: String,
-    /// Memory request, a Kubernetes quantity such as `64Mi`.
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "memoryRequest must be a quantity such as 64Mi"}]))]
-    #[schemars(length(max = 32))]
     pub memory_request: String,
-    /// Memory limit; the container is restarted when it uses more.
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "memoryLimit must be a quantity such as 256Mi"}]))]
-    #[schemars(length(max = 32))]
     pub memory_limit: String,
-    /// Optional CPU limit. Unset by default: CPU limits throttle and rarely help.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "cpuLimit must be a quantity such as 500m"}]))]
-    #[schemars(length(max = 32))]
     pub cpu_limit: Option<String>,
 }
 
-impl ResourcesSpec {
-    fn new(cpu: &str, memory: &str, memory_limit: &str) -> Self {
-        Self {
-            cpu_request: cpu.into(),
-            memory_request: memory.into(),
-            memory_limit: memory_limit.into(),
-            cpu_limit: None,
+/// One `resources` type per component, so that each field has that component's default: a spec
+/// that sets only `cpuRequest` keeps the component's memory request and limit.
+macro_rules! resources_spec {
+    ($(#[$doc:meta])* $name:ident, $cpu:literal, $memory:literal, $memory_limit:literal) => {
+        $(#[$doc])*
+        #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+        #[serde(default, rename_all = "camelCase")]
+        pub struct $name {
+            /// CPU request, a Kubernetes quantity such as `100m`.
+            #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "cpuRequest must be a quantity such as 100m"}]))]
+            #[schemars(length(max = 32))]
+            pub cpu_request: String,
+            /// Memory request, a Kubernetes quantity such as `64Mi`.
+            #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "memoryRequest must be a quantity such as 64Mi"}]))]
+            #[schemars(length(max = 32))]
+            pub memory_request: String,
+            /// Memory limit; the container is restarted when it uses more.
+            #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "memoryLimit must be a quantity such as 256Mi"}]))]
+            #[schemars(length(max = 32))]
+            pub memory_limit: String,
+            /// Optional CPU limit. Unset by default: CPU limits throttle and rarely help.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "cpuLimit must be a quantity such as 500m"}]))]
+            #[schemars(length(max = 32))]
+            pub cpu_limit: Option<String>,
         }
-    }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    cpu_request: $cpu.into(),
+                    memory_request: $memory.into(),
+                    memory_limit: $memory_limit.into(),
+                    cpu_limit: None,
+                }
+            }
+        }
+
+        impl From<&$name> for ResourcesSpec {
+            fn from(r: &$name) -> Self {
+                ResourcesSpec {
+                    cpu_request: r.cpu_request.clone(),
+                    memory_request: r.memory_request.clone(),
+                    memory_limit: r.memory_limit.clone(),
+                    cpu_limit: r.cpu_limit.clone(),
+                }
+            }
+        }
+    };
 }
+
+resources_spec!(
+    /// InfluxDB's CPU and memory (defaults: 100m / 128Mi, limit 512Mi).
+    InfluxDbResources, "100m", "128Mi", "512Mi"
+);
+resources_spec!(
+    /// Grafana's CPU and memory (defaults: 100m / 128Mi, limit 512Mi).
+    GrafanaResources, "100m", "128Mi", "512Mi"
+);
+resources_spec!(
+    /// The CoAP server's CPU and memory (defaults: 50m / 32Mi, limit 128Mi).
+    CoapResources, "50m", "32Mi", "128Mi"
+);
+resources_spec!(
+    /// The simulator's CPU and memory (defaults: 10m / 16Mi, limit 64Mi).
+    SimulatorResources, "10m", "16Mi", "64Mi"
+);
+resources_spec!(
+    /// The AQI ingestor's CPU and memory (defaults: 50m / 64Mi, limit 256Mi).
+    AqiResources, "50m", "64Mi", "256Mi"
+);
 
 /// How a component's Service is exposed.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,7 +158,7 @@ pub struct InfluxDbSpec {
     #[schemars(length(min = 1, max = 256))]
     pub image: String,
     /// CPU and memory of the InfluxDB container.
-    pub resources: ResourcesSpec,
+    pub resources: InfluxDbResources,
     /// The persistent volume holding the data.
     pub storage: StorageSpec,
     /// How long points are kept: an InfluxQL duration such as `30d`, `12w`, `24h`, or `INF`.
@@ -129,7 +177,7 @@ impl Default for InfluxDbSpec {
     fn default() -> Self {
         Self {
             image: "influxdb:1.8".into(),
-            resources: ResourcesSpec::new("100m", "128Mi", "512Mi"),
+            resources: InfluxDbResources::default(),
             storage: StorageSpec::default(),
             retention: "30d".into(),
             databases: DatabasesSpec::default(),
@@ -242,7 +290,7 @@ pub struct GrafanaSpec {
     #[schemars(length(min = 1, max = 256))]
     pub image: String,
     /// CPU and memory of the Grafana container.
-    pub resources: ResourcesSpec,
+    pub resources: GrafanaResources,
     /// Replica bounds of the Grafana autoscaler.
     pub replicas: ReplicaBounds,
     /// Let visitors see the dashboards without logging in (read-only Viewer role).
@@ -259,7 +307,7 @@ impl Default for GrafanaSpec {
     fn default() -> Self {
         Self {
             image: "grafana/grafana:10.2.3".into(),
-            resources: ResourcesSpec::new("100m", "128Mi", "512Mi"),
+            resources: GrafanaResources::default(),
             replicas: ReplicaBounds::default(),
             anonymous_viewer: true,
             service_type: ServiceType::ClusterIP,
@@ -278,7 +326,7 @@ pub struct CoapSpec {
     #[schemars(length(min = 1, max = 256))]
     pub image: Option<String>,
     /// CPU and memory of the CoAP server container.
-    pub resources: ResourcesSpec,
+    pub resources: CoapResources,
     /// UDP port of the CoAP Service.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -298,7 +346,7 @@ impl Default for CoapSpec {
     fn default() -> Self {
         Self {
             image: None,
-            resources: ResourcesSpec::new("50m", "32Mi", "128Mi"),
+            resources: CoapResources::default(),
             port: 5683,
             service_type: ServiceType::ClusterIP,
             node_port: None,
@@ -340,7 +388,7 @@ pub struct SimulatorSpec {
     #[schemars(length(min = 1, max = 256))]
     pub image: Option<String>,
     /// CPU and memory of the simulator container.
-    pub resources: ResourcesSpec,
+    pub resources: SimulatorResources,
     /// Number of simulated sensors.
     #[schemars(range(min = 1, max = 10000))]
     pub sensors: i32,
@@ -358,7 +406,7 @@ impl Default for SimulatorSpec {
         Self {
             enabled: true,
             image: None,
-            resources: ResourcesSpec::new("10m", "16Mi", "64Mi"),
+            resources: SimulatorResources::default(),
             sensors: 4,
             places: vec!["room1".into()],
             interval_seconds: 5,
@@ -377,7 +425,7 @@ pub struct AqiSpec {
     #[schemars(length(min = 1, max = 256))]
     pub image: Option<String>,
     /// CPU and memory of the ingestor container.
-    pub resources: ResourcesSpec,
+    pub resources: AqiResources,
     /// `24h` (24-hour means), `5min` (latest 5-minute values) or an http(s) URL of a feed in
     /// the same JSON format.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == '24h' || self == '5min' || self.startsWith('http://') || self.startsWith('https://')", "message": "aqi.source must be 24h, 5min or an http(s) URL"}]))]
@@ -393,7 +441,7 @@ impl Default for AqiSpec {
         Self {
             enabled: true,
             image: None,
-            resources: ResourcesSpec::new("50m", "64Mi", "256Mi"),
+            resources: AqiResources::default(),
             source: "24h".into(),
             poll_seconds: 300,
         }
@@ -422,9 +470,9 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1800))]
     pub cooldown_seconds: i32,
     /// When to add replicas.
-    pub scale_out: ScaleRule,
+    pub scale_out: ScaleOutRule,
     /// When to remove replicas.
-    pub scale_in: ScaleRule,
+    pub scale_in: ScaleInRule,
 }
 
 impl Default for AutoscalingSpec {
@@ -434,28 +482,57 @@ impl Default for AutoscalingSpec {
             min_replicas: 1,
             max_replicas: 5,
             cooldown_seconds: 150,
-            scale_out: ScaleRule {
-                cpu_percent: 60,
-                hold_seconds: 180,
-            },
-            scale_in: ScaleRule {
-                cpu_percent: 42,
-                hold_seconds: 900,
-            },
+            scale_out: ScaleOutRule::default(),
+            scale_in: ScaleInRule::default(),
         }
     }
 }
 
-/// A CPU threshold that must hold for a while before the replica count changes.
+// Two types rather than one shared rule, so that each direction has its own per-field defaults:
+// `scaleIn: {cpuPercent: 30}` keeps the 900 s hold instead of asking for it.
+
+/// Add replicas when average CPU stays above a threshold for a while.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ScaleRule {
-    /// Average CPU utilisation, in percent of the CPU request.
+#[serde(default, rename_all = "camelCase")]
+pub struct ScaleOutRule {
+    /// Average CPU utilisation, in percent of the CPU request, above which replicas are added
+    /// (the autoscaler's target).
     #[schemars(range(min = 1, max = 100))]
     pub cpu_percent: i32,
-    /// Seconds the threshold must hold (the autoscaler's stabilization window).
+    /// Seconds the load must stay high before a replica is added (stabilization window).
     #[schemars(range(min = 0, max = 3600))]
     pub hold_seconds: i32,
+}
+
+impl Default for ScaleOutRule {
+    fn default() -> Self {
+        Self {
+            cpu_percent: 60,
+            hold_seconds: 180,
+        }
+    }
+}
+
+/// Remove replicas when average CPU stays below a threshold for a while.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ScaleInRule {
+    /// Average CPU utilisation, in percent of the CPU request, below which replicas are removed;
+    /// must be below `scaleOut.cpuPercent`.
+    #[schemars(range(min = 1, max = 100))]
+    pub cpu_percent: i32,
+    /// Seconds the load must stay low before a replica is removed (stabilization window).
+    #[schemars(range(min = 0, max = 3600))]
+    pub hold_seconds: i32,
+}
+
+impl Default for ScaleInRule {
+    fn default() -> Self {
+        Self {
+            cpu_percent: 42,
+            hold_seconds: 900,
+        }
+    }
 }
 
 /// Observed state of the stack.

@@ -233,7 +233,7 @@ pub fn validate(monitor: &IotMonitor) -> Result<Monitor, InvalidSpec> {
     let influx = resolve_influx(spec, &names, &namespace)?;
     let grafana = Grafana {
         image: spec.grafana.image.clone(),
-        resources: spec.grafana.resources.clone(),
+        resources: (&spec.grafana.resources).into(),
         replicas: bounds("grafana", &spec.grafana.replicas, default_bounds)?,
         anonymous_viewer: spec.grafana.anonymous_viewer,
         service_type: spec.grafana.service_type,
@@ -241,7 +241,7 @@ pub fn validate(monitor: &IotMonitor) -> Result<Monitor, InvalidSpec> {
     };
     let coap = Coap {
         image: image_or_default(spec.coap.image.as_deref(), "coap-server"),
-        resources: spec.coap.resources.clone(),
+        resources: (&spec.coap.resources).into(),
         port: spec.coap.port,
         service_type: spec.coap.service_type,
         node_port: node_port("coap", spec.coap.service_type, spec.coap.node_port)?,
@@ -345,7 +345,7 @@ fn resolve_influx(
             let storage = &spec.influxdb.storage;
             let internal = InternalInflux {
                 image: spec.influxdb.image.clone(),
-                resources: spec.influxdb.resources.clone(),
+                resources: (&spec.influxdb.resources).into(),
                 storage_size: storage.size.clone(),
                 storage_class_name: storage.storage_class_name.clone(),
                 delete_with_monitor: storage.delete_with_monitor,
@@ -383,7 +383,7 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
     }
     Ok(Simulator {
         image: image_or_default(spec.image.as_deref(), "sensor-sim"),
-        resources: spec.resources.clone(),
+        resources: (&spec.resources).into(),
         sensors: spec.sensors,
         places: spec.places.clone(),
         interval_seconds: spec.interval_seconds,
@@ -393,7 +393,7 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
 fn resolve_aqi(spec: &AqiSpec) -> Aqi {
     Aqi {
         image: image_or_default(spec.image.as_deref(), "aqi-ingestor"),
-        resources: spec.resources.clone(),
+        resources: (&spec.resources).into(),
         source: spec.source.clone(),
         poll_seconds: spec.poll_seconds,
     }

@@ -125,3 +125,35 @@ async fn invalid_monitors_are_rejected_with_a_message_that_says_what_to_fix() ->
     anyhow::ensure!(spec["aqi"]["source"] == "24h", "{spec}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_partly_written_nested_field_keeps_the_defaults_of_the_rest() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    install_crd(&cluster).await?;
+    let ns = cluster.namespace("operator-partial").await?;
+    let applied = cluster
+        .apply_yaml(
+            Some(ns.name()),
+            "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: partial}\n\
+             spec: {autoscaling: {scaleIn: {cpuPercent: 30}}, coap: {resources: {cpuRequest: 200m}}}\n",
+        )
+        .await?;
+    let spec = &applied[0].data["spec"];
+    let scale_in = &spec["autoscaling"]["scaleIn"];
+    anyhow::ensure!(
+        scale_in["cpuPercent"] == 30 && scale_in["holdSeconds"] == 900,
+        "{spec}"
+    );
+    anyhow::ensure!(
+        spec["autoscaling"]["scaleOut"]["holdSeconds"] == 180,
+        "{spec}"
+    );
+    let coap = &spec["coap"]["resources"];
+    anyhow::ensure!(
+        coap["cpuRequest"] == "200m"
+            && coap["memoryRequest"] == "32Mi"
+            && coap["memoryLimit"] == "128Mi",
+        "{spec}"
+    );
+    Ok(())
+}
