@@ -35,6 +35,28 @@ pub const FIELD_MANAGER: &str = "iot-operator";
 /// Hash of the applied configuration, on every applied object.
 pub const APPLIED_HASH: &str = "iot.operator.dev/applied-hash";
 
+/// What every child kind the operator applies is: a namespaced typed object it can serialise
+/// for server-side apply and read back.
+pub trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + k8s_openapi::Resource
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+{
+}
+
 /// `kind/namespace/name` → resourceVersion our last write produced, with the hash written.
 #[derive(Debug, Default)]
 pub struct WriteMemo(Mutex<HashMap<String, (String, String)>>);
@@ -171,24 +193,14 @@ impl<'a> Applier<'a> {
 
     async fn apply_each<K>(&mut self, objects: &[K]) -> Result<BTreeSet<String>>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + k8s_openapi::Resource
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + Debug,
+        K: Child,
     {
         Ok(names(&self.apply_live(objects).await?))
     }
 
     async fn apply_live<K>(&mut self, objects: &[K]) -> Result<Vec<K>>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + k8s_openapi::Resource
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + Debug,
+        K: Child,
     {
         let mut live = Vec::with_capacity(objects.len());
         for object in objects {
@@ -199,12 +211,7 @@ impl<'a> Applier<'a> {
 
     async fn apply<K>(&mut self, desired: &K) -> Result<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + k8s_openapi::Resource
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + Debug,
+        K: Child,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = desired.meta().name.clone().unwrap_or_default();
@@ -315,11 +322,7 @@ impl<'a> Applier<'a> {
     /// checked against the owner reference, so nothing of anyone else's is ever touched.
     async fn delete_unwanted<K>(&mut self, wanted: &BTreeSet<String>) -> Result<()>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + k8s_openapi::Resource
-            + Clone
-            + DeserializeOwned
-            + Debug,
+        K: Child,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let api = self.api::<K>();
