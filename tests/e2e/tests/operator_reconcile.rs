@@ -28,6 +28,30 @@ async fn setup(test: &str) -> Result<(Cluster, iot_testkit::cluster::TestNamespa
     Ok((cluster, ns))
 }
 
+/// A namespace with a running operator and a Ready `spec: {}` IotMonitor `lab` in it.
+struct Stack {
+    cluster: Cluster,
+    ns: iot_testkit::cluster::TestNamespace,
+    operator: Operator,
+    monitors: Api<IotMonitor>,
+    monitor: IotMonitor,
+}
+
+async fn ready_stack(test: &str) -> Result<Stack> {
+    let (cluster, ns) = setup(test).await?;
+    let operator = Operator::start(cluster.client(), ns.name());
+    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
+    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
+    let monitor = wait_ready(&monitors, "lab").await?;
+    Ok(Stack {
+        cluster,
+        ns,
+        operator,
+        monitors,
+        monitor,
+    })
+}
+
 /// name → resourceVersion of every child kind the operator writes, plus the monitor's status.
 async fn versions(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, String>> {
     let lp = ListParams::default().labels("app.kubernetes.io/managed-by=iot-operator");
@@ -60,11 +84,13 @@ async fn versions(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, String
 
 #[tokio::test]
 async fn empty_spec_converges_to_ready_with_every_child() -> Result<()> {
-    let (cluster, ns) = setup("operator-converges").await?;
-    let operator = Operator::start(cluster.client(), ns.name());
-    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
-    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
-    let monitor = wait_ready(&monitors, "lab").await?;
+    let Stack {
+        cluster,
+        ns,
+        operator,
+        monitors: _,
+        monitor,
+    } = ready_stack("operator-converges").await?;
 
     let status = monitor.status.clone().unwrap_or_default();
     ensure!(condition(&monitor, "Degraded").map(|c| c.0) == Some("False".into()));
@@ -181,11 +207,13 @@ async fn the_examples_converge_and_an_update_is_applied() -> Result<()> {
 
 #[tokio::test]
 async fn a_noop_reconcile_writes_nothing() -> Result<()> {
-    let (cluster, ns) = setup("operator-noop").await?;
-    let operator = Operator::start(cluster.client(), ns.name());
-    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
-    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
-    wait_ready(&monitors, "lab").await?;
+    let Stack {
+        cluster,
+        ns,
+        operator,
+        monitors,
+        monitor: _,
+    } = ready_stack("operator-noop").await?;
     // Let the kwok-driven status updates of the children settle into the operator's status:
     // quiet means no write for three seconds in a row.
     let mut writes_before = operator.writes();
@@ -228,11 +256,13 @@ async fn a_noop_reconcile_writes_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn deleted_and_edited_children_are_repaired() -> Result<()> {
-    let (cluster, ns) = setup("operator-drift").await?;
-    let operator = Operator::start(cluster.client(), ns.name());
-    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
-    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
-    wait_ready(&monitors, "lab").await?;
+    let Stack {
+        cluster,
+        ns,
+        operator,
+        monitors: _,
+        monitor: _,
+    } = ready_stack("operator-drift").await?;
 
     let services: Api<Service> = Api::namespaced(cluster.client(), ns.name());
     let old_uid = services.get("lab-grafana").await?.metadata.uid;
@@ -294,11 +324,13 @@ async fn deleted_and_edited_children_are_repaired() -> Result<()> {
 
 #[tokio::test]
 async fn children_the_spec_no_longer_wants_are_deleted() -> Result<()> {
-    let (cluster, ns) = setup("operator-prune").await?;
-    let operator = Operator::start(cluster.client(), ns.name());
-    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
-    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
-    wait_ready(&monitors, "lab").await?;
+    let Stack {
+        cluster,
+        ns,
+        operator,
+        monitors,
+        monitor: _,
+    } = ready_stack("operator-prune").await?;
 
     let change = serde_json::json!({"spec": {"simulator": {"enabled": false}, "autoscaling": {"enabled": false}}});
     monitors
@@ -333,11 +365,13 @@ async fn children_the_spec_no_longer_wants_are_deleted() -> Result<()> {
 
 #[tokio::test]
 async fn deleting_the_monitor_collects_children_but_keeps_the_data() -> Result<()> {
-    let (cluster, ns) = setup("operator-delete").await?;
-    let operator = Operator::start(cluster.client(), ns.name());
-    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
-    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
-    let monitor = wait_ready(&monitors, "lab").await?;
+    let Stack {
+        cluster,
+        ns,
+        operator,
+        monitors,
+        monitor,
+    } = ready_stack("operator-delete").await?;
     let uid = monitor.metadata.uid.unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(cluster.client(), ns.name());
     let password = secrets

@@ -25,6 +25,14 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
+/// A free UDP port on 127.0.0.1 (same caveat as [`free_port`]).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("no free UDP port on 127.0.0.1")
+}
+
 fn influxd() -> PathBuf {
     let p = std::env::var_os("INFLUXD")
         .map_or_else(|| PathBuf::from("/usr/bin/influxd"), PathBuf::from);

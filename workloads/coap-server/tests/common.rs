@@ -7,19 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use iot_testkit::influx::free_port;
+use iot_testkit::influx::{free_port, free_udp_port};
 
 pub struct CoapServer {
     child: Child,
     pub coap: SocketAddr,
     pub http: SocketAddr,
-}
-
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
 }
 
 impl CoapServer {

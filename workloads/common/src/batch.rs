@@ -163,9 +163,16 @@ impl<T: Send + 'static> BatchWriter<T> {
     }
 }
 
-struct Pending<T> {
+/// The writer task's state: the batch being filled and what it needs to write one.
+struct Batcher<T> {
+    client: InfluxClient,
+    config: BatchConfig,
+    metrics: WriterMetrics,
+    on_written: OnWritten<T>,
+    slots: Arc<Semaphore>,
     body: String,
     ctxs: Vec<T>,
+    /// When the first point of the current batch arrived.
     since: Option<Instant>,
 }
 
@@ -176,54 +183,44 @@ async fn run<T: Send + 'static>(
     on_written: OnWritten<T>,
     mut rx: mpsc::Receiver<Msg<T>>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let mut pending = Pending {
+    let mut b = Batcher {
+        slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        client,
+        config,
+        metrics,
+        on_written,
         body: String::new(),
         ctxs: Vec::new(),
         since: None,
     };
-    let dispatch = |p: &mut Pending<T>| {
-        let body = std::mem::take(&mut p.body);
-        let ctxs = std::mem::take(&mut p.ctxs);
-        p.since = None;
-        (body, ctxs)
-    };
     loop {
-        let linger_at = pending.since.map(|s| s + config.linger);
+        let linger_at = b.since.map(|s| s + b.config.linger);
         let msg = tokio::select! {
             msg = rx.recv() => msg,
             _ = sleep_until(linger_at), if linger_at.is_some() => {
-                let (body, ctxs) = dispatch(&mut pending);
-                write_batch(&client, &config, &metrics, &on_written, &slots, body, ctxs).await;
+                b.flush().await;
                 continue;
             }
         };
         match msg {
             Some(Msg::Point(line, ctx)) => {
-                if pending.ctxs.is_empty() {
-                    pending.since = Some(Instant::now());
+                if b.ctxs.is_empty() {
+                    b.since = Some(Instant::now());
                 }
-                pending.body.push_str(&line);
-                pending.ctxs.push(ctx);
-                if pending.ctxs.len() >= config.max_points {
-                    let (body, ctxs) = dispatch(&mut pending);
-                    write_batch(&client, &config, &metrics, &on_written, &slots, body, ctxs).await;
+                b.body.push_str(&line);
+                b.ctxs.push(ctx);
+                if b.ctxs.len() >= b.config.max_points {
+                    b.flush().await;
                 }
             }
             Some(Msg::Flush(done)) => {
-                if !pending.ctxs.is_empty() {
-                    let (body, ctxs) = dispatch(&mut pending);
-                    write_batch(&client, &config, &metrics, &on_written, &slots, body, ctxs).await;
-                }
-                wait_idle(&slots, config.max_in_flight).await;
+                b.flush().await;
+                b.wait_idle().await;
                 let _ = done.send(());
             }
             None => {
-                if !pending.ctxs.is_empty() {
-                    let (body, ctxs) = dispatch(&mut pending);
-                    write_batch(&client, &config, &metrics, &on_written, &slots, body, ctxs).await;
-                }
-                wait_idle(&slots, config.max_in_flight).await;
+                b.flush().await;
+                b.wait_idle().await;
                 return;
             }
         }
@@ -236,53 +233,56 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Waits for a free slot, then writes in the background so the next batch can fill meanwhile.
-async fn write_batch<T: Send + 'static>(
-    client: &InfluxClient,
-    config: &BatchConfig,
-    metrics: &WriterMetrics,
-    on_written: &OnWritten<T>,
-    slots: &Arc<Semaphore>,
-    body: String,
-    ctxs: Vec<T>,
-) {
-    let Ok(permit) = slots.clone().acquire_owned().await else {
-        return; // the semaphore is never closed
-    };
-    let (client, policy, metrics, on_written) = (
-        client.clone(),
-        config.retry.clone(),
-        metrics.clone(),
-        on_written.clone(),
-    );
-    tokio::spawn(async move {
-        let n = ctxs.len() as u64;
-        let started = Instant::now();
-        let result = client.write_with_retry(body, &policy).await;
-        metrics
-            .write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_points.observe(n as f64);
-        match &result {
-            Ok(()) => {
-                metrics.points_written.inc_by(n);
-            }
-            Err(e) => {
-                metrics.points_failed.inc_by(n);
-                metrics
-                    .write_errors
-                    .get_or_create(&ErrorLabels { kind: e.kind() })
-                    .inc();
-                tracing::warn!(error = %e, points = n, "batch write failed");
-            }
+impl<T: Send + 'static> Batcher<T> {
+    /// Waits for a free slot, then writes the current batch in the background so the next one
+    /// can fill meanwhile. Nothing to do for an empty batch.
+    async fn flush(&mut self) {
+        if self.ctxs.is_empty() {
+            return;
         }
-        on_written(ctxs, result.as_ref().map(|_| ()));
-        drop(permit);
-    });
-}
+        let body = std::mem::take(&mut self.body);
+        let ctxs = std::mem::take(&mut self.ctxs);
+        self.since = None;
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let (client, policy, metrics, on_written) = (
+            self.client.clone(),
+            self.config.retry.clone(),
+            self.metrics.clone(),
+            self.on_written.clone(),
+        );
+        tokio::spawn(async move {
+            let n = ctxs.len() as u64;
+            let started = Instant::now();
+            let result = client.write_with_retry(body, &policy).await;
+            metrics
+                .write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.batch_points.observe(n as f64);
+            match &result {
+                Ok(()) => {
+                    metrics.points_written.inc_by(n);
+                }
+                Err(e) => {
+                    metrics.points_failed.inc_by(n);
+                    metrics
+                        .write_errors
+                        .get_or_create(&ErrorLabels { kind: e.kind() })
+                        .inc();
+                    tracing::warn!(error = %e, points = n, "batch write failed");
+                }
+            }
+            on_written(ctxs, result.as_ref().map(|_| ()));
+            drop(permit);
+        });
+    }
 
-async fn wait_idle(slots: &Semaphore, n: usize) {
-    if let Ok(all) = slots.acquire_many(n.max(1) as u32).await {
-        drop(all);
+    /// Returns when no write is in flight.
+    async fn wait_idle(&mut self) {
+        let n = self.config.max_in_flight.max(1) as u32;
+        if let Ok(all) = self.slots.acquire_many(n).await {
+            drop(all);
+        }
     }
 }

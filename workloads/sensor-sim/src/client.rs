@@ -206,7 +206,7 @@ impl Endpoint {
         };
         let timeout = self.params.initial_timeout();
         self.send(&datagram).await;
-        self.stats.sent();
+        self.stats.sent.inc();
         self.timers
             .push(Reverse((Instant::now() + timeout, mid, 0)));
         self.by_token.insert(token, mid);
@@ -258,7 +258,7 @@ impl Endpoint {
             ex.timeout *= 2;
             let (datagram, next, armed) = (ex.datagram.clone(), now + ex.timeout, ex.retransmits);
             self.timers.push(Reverse((next, mid, armed)));
-            self.stats.retransmitted();
+            self.stats.retransmitted.inc();
             self.send(&datagram).await;
         }
     }
@@ -272,7 +272,7 @@ impl Endpoint {
 
     async fn on_datagram(&mut self, datagram: &[u8]) {
         let Ok(packet) = Packet::from_bytes(datagram) else {
-            self.stats.malformed();
+            self.stats.malformed.inc();
             return;
         };
         let mid = packet.header.message_id;

@@ -55,14 +55,4 @@ impl Stats {
             self.malformed.clone(),
         );
     }
-
-    pub fn sent(&self) {
-        self.sent.inc();
-    }
-    pub fn retransmitted(&self) {
-        self.retransmitted.inc();
-    }
-    pub fn malformed(&self) {
-        self.malformed.inc();
-    }
 }
