@@ -16,7 +16,7 @@ use iot_testkit::cluster::{Cluster, default_timeout, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::Reporter;
-use operator_support::{install_crd, wait_ready};
+use operator_support::{first_container_env, install_crd, wait_ready};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -132,20 +132,7 @@ async fn two_replicas_never_both_act_and_the_second_takes_over() -> Result<()> {
                 .get("lab-coap-server")
                 .await
                 .map_err(|e| e.to_string())?;
-            let env = d
-                .spec
-                .template
-                .spec
-                .unwrap_or_default()
-                .containers
-                .remove(0)
-                .env
-                .unwrap_or_default();
-            match env
-                .iter()
-                .find(|e| e.name == "BATCH_SIZE")
-                .and_then(|e| e.value.clone())
-            {
+            match first_container_env(&d, "BATCH_SIZE") {
                 Some(v) if v == "42" => Ok(()),
                 other => Err(format!("BATCH_SIZE={other:?}")),
             }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Servi
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::wait::conditions;
-use operator_support::{Operator, condition, install_crd, wait_ready};
+use operator_support::{Operator, condition, first_container_env, install_crd, wait_ready};
 
 const MINIMAL: &str =
     "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: lab}\nspec: {}\n";
@@ -181,19 +181,7 @@ async fn the_examples_converge_and_an_update_is_applied() -> Result<()> {
     let sim = Api::<Deployment>::namespaced(cluster.client(), ns.name())
         .get("lab-sensor-sim")
         .await?;
-    let env = sim
-        .spec
-        .template
-        .spec
-        .unwrap_or_default()
-        .containers
-        .remove(0)
-        .env
-        .unwrap_or_default();
-    let places = env
-        .iter()
-        .find(|e| e.name == "SIM_PLACES")
-        .and_then(|e| e.value.clone());
+    let places = first_container_env(&sim, "SIM_PLACES");
     ensure!(
         places.as_deref() == Some("kitchen,bedroom,office"),
         "{places:?}"
@@ -300,20 +288,7 @@ async fn deleted_and_edited_children_are_repaired() -> Result<()> {
             .get("lab-coap-server")
             .await
             .map_err(|e| e.to_string())?;
-        let env = d
-            .spec
-            .template
-            .spec
-            .unwrap_or_default()
-            .containers
-            .remove(0)
-            .env
-            .unwrap_or_default();
-        match env
-            .iter()
-            .find(|e| e.name == "BATCH_SIZE")
-            .and_then(|e| e.value.clone())
-        {
+        match first_container_env(&d, "BATCH_SIZE") {
             Some(v) if v == "1000" => Ok(()),
             other => Err(format!("BATCH_SIZE={other:?}")),
         }

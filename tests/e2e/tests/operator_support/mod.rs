@@ -124,3 +124,21 @@ pub async fn apply_monitor(cluster: &Cluster, namespace: &str, yaml: &str) -> Re
     cluster.apply_yaml(Some(namespace), yaml).await?;
     Ok(())
 }
+
+/// The value of environment variable `name` in the first container of a Deployment.
+pub fn first_container_env(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+    name: &str,
+) -> Option<String> {
+    d.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
