@@ -1,59 +1,114 @@
 #!/usr/bin/env bash
-# CoAP ingest benchmark: sensor-sim's load mode → coap-server → a real InfluxDB, all release
-# builds on loopback. Reports acknowledged readings/s, ack latency percentiles, zero loss verified
-# by counting the points in InfluxDB, and the peak RSS of coap-server and sensor-sim.
+# CoAP ingest benchmark: `sensor-sim load` with ONE socket and a FIXED window of outstanding
+# confirmable requests → coap-server → a real InfluxDB, release builds on loopback. For each
+# server configuration and window: acknowledged readings/s, ack latency percentiles, zero loss
+# (points counted in InfluxDB against readings sent and acknowledged), CPU seconds of coap-server
+# and influxd, and the load average when the run started. The table goes to stdout and, between
+# its markers, into docs/benchmarks.md.
 #
-#   BENCH_COUNT (default 500000)  BENCH_CONNECTIONS (16)  BENCH_WINDOW (128)  BENCH_BATCH (1000, the server default)
-#   SERVER_THREADS (coap-server runtime threads, default 2)
+#   BENCH_WINDOWS ("1 64 1024")  BENCH_SECONDS (10, per run)  BENCH_SOCKETS (1)
+#   BENCH_MODES ("adaptive fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
+#   BENCH_DOC (docs/benchmarks.md; empty: do not write it)
+# Modes: adaptive = the server's defaults; linger20 = adaptive with BATCH_LINGER_MS=20 (what the
+# operator's default spec sets); fixed20 = --batch-linger-ms 20 --batch-fixed-linger, the fixed
+# linger the server had before adaptive batching.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/influxd.sh
 . scripts/lib/influxd.sh
-COUNT=${BENCH_COUNT:-500000}; CONNS=${BENCH_CONNECTIONS:-16}; WINDOW=${BENCH_WINDOW:-128}
-BATCH=${BENCH_BATCH:-1000}
+WINDOWS=${BENCH_WINDOWS:-1 64 1024}; SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+SOCKETS=${BENCH_SOCKETS:-1}; MODES=${BENCH_MODES:-adaptive fixed20}
+DOC=${BENCH_DOC-docs/benchmarks.md}
 say() { printf '[bench-coap] %s\n' "$*" >&2; }
 
 cargo build -q --release -p coap-server -p sensor-sim
 BIN=$PWD/target/release
 RUN=$(mktemp -d /tmp/iot-bench-coap.XXXXXX)
 server=""
-cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-  stop_influxd; rm -rf "$RUN"
+stop_server() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  server=""
 }
+cleanup() { stop_server; stop_influxd; rm -rf "$RUN"; }
 trap cleanup EXIT
 
-start_influxd "$RUN/influxdb"
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$BIN/coap-server" --bind "127.0.0.1:$port" --http-addr 127.0.0.1:0 \
-  --influx-url "$INFLUX_URL" --batch-size "$BATCH" --queue-capacity 200000 >"$RUN/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do influx_query "$INFLUX_URL" dht 'SHOW MEASUREMENTS' >/dev/null 2>&1 && \
-  influx_query "$INFLUX_URL" '' 'SHOW DATABASES' | grep -q '"dht"' && break; sleep 0.1; done
+mode_flags() {
+  case $1 in
+    adaptive) ;;
+    linger20) echo "--batch-linger-ms 20" ;;
+    fixed20) echo "--batch-linger-ms 20 --batch-fixed-linger" ;;
+    *) echo "unknown mode $1" >&2; return 1 ;;
+  esac
+}
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+place_count() {
+  influx_query "$INFLUX_URL" dht "SELECT count(value) FROM temperature WHERE place = '$1'" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["results"][0].get("series"); print(s[0]["values"][0][1] if s else 0)'
+}
 
-say "$COUNT readings over $CONNS connections × window $WINDOW, batches of $BATCH"
-# Peak RSS of sensor-sim: the maximum resident size of a waited-for child, from getrusage.
-python3 - "$BIN/sensor-sim" "$port" "$COUNT" "$CONNS" "$WINDOW" > "$RUN/summary.json" <<'PY'
-import resource, subprocess, sys, json
-bin, port, count, conns, window = sys.argv[1:]
-p = subprocess.run([bin, "load", "--server", f"127.0.0.1:{port}", "--count", count,
-                    "--connections", conns, "--window", window, "--json"],
-                   stdout=subprocess.PIPE, env={"RUST_LOG": "warn", "PATH": "/usr/bin:/bin"})
-summary = json.loads(p.stdout)
-summary["sim_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-summary["exit_code"] = p.returncode
-print(json.dumps(summary))
-PY
-server_rss=$(awk '/VmHWM/ {print $2/1024}' "/proc/$server/status")
-stored=$(influx_count "$INFLUX_URL" dht temperature value)
-python3 - "$RUN/summary.json" "$stored" "$server_rss" <<'PY'
+start_influxd "$RUN/influxdb"
+say "InfluxDB $(influxd version 2>/dev/null | head -n1) at $INFLUX_URL"
+rows=()
+failed=0
+for mode in $MODES; do
+  port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # shellcheck disable=SC2046
+  RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$BIN/coap-server" --bind "127.0.0.1:$port" \
+    --http-addr 127.0.0.1:0 --influx-url "$INFLUX_URL" --queue-capacity 200000 $(mode_flags "$mode") \
+    >"$RUN/server-$mode.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 100); do influx_query "$INFLUX_URL" '' 'SHOW DATABASES' | grep -q '"dht"' && break; sleep 0.1; done
+  # A short warm-up (connections to InfluxDB, its first shard), not measured.
+  RUST_LOG=warn "$BIN/sensor-sim" load --server "127.0.0.1:$port" --duration 1 --sockets 1 --window 16 \
+    --place warmup --json >/dev/null
+  for w in $WINDOWS; do
+    place="bench-$mode-w$w"
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    cpu_server=$(cpu_secs "$server"); cpu_influx=$(cpu_secs "$INFLUX_PID")
+    say "$mode: window $w × $SOCKETS socket(s) for ${SECONDS_PER_RUN} s (load average $load)"
+    rc=0
+    RUST_LOG=warn "$BIN/sensor-sim" load --server "127.0.0.1:$port" --duration "$SECONDS_PER_RUN" \
+      --sockets "$SOCKETS" --window "$w" --place "$place" --drain 60 --json >"$RUN/$place.json" || rc=$?
+    cpu_server=$(awk -v a="$cpu_server" -v b="$(cpu_secs "$server")" 'BEGIN {printf "%.1f", b - a}')
+    cpu_influx=$(awk -v a="$cpu_influx" -v b="$(cpu_secs "$INFLUX_PID")" 'BEGIN {printf "%.1f", b - a}')
+    stored=$(place_count "$place")
+    row=$(python3 - "$RUN/$place.json" "$stored" "$mode" "$w" "$load" "$cpu_server" "$cpu_influx" "$rc" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1])); stored = int(sys.argv[2]); rss = float(sys.argv[3])
-print(f"readings sent      {s['readings']}")
-print(f"acked              {s['acked']}  (failed {s['failed']}, retransmissions {s['retransmissions']}, 5.03 {s['unavailable']})")
-print(f"stored in InfluxDB {stored}  -> {'zero loss' if stored == s['acked'] == s['readings'] else 'MISMATCH'}")
-print(f"throughput         {s['acked_per_sec']:.0f} acked readings/s over {s['elapsed_secs']:.2f} s")
-print(f"ack latency        p50 {s['latency_ms_p50']:.2f} ms  p99 {s['latency_ms_p99']:.2f} ms  max {s['latency_ms_max']:.2f} ms")
-print(f"peak RSS           coap-server {rss:.1f} MB   sensor-sim {s['sim_peak_rss_mb']:.1f} MB")
-sys.exit(0 if stored == s['acked'] == s['readings'] else 1)
+s = json.load(open(sys.argv[1])); stored = int(sys.argv[2])
+mode, w, load, cs, ci, rc = sys.argv[3:]
+ok = stored == s["acked"] == s["readings"] and s["failed"] == 0 and rc == "0"
+lost = f"0 of {s['readings']:,}" if ok else f"MISMATCH: sent {s['readings']:,}, acked {s['acked']:,}, stored {stored:,}"
+print(f"| {mode} | {w} | **{s['acked_per_sec']:,.0f}** | {s['latency_ms_p50']:.2f} / {s['latency_ms_p99']:.2f} / "
+      f"{s['latency_ms_max']:.1f} ms | {lost} | {s['retransmissions']} | {cs} / {ci} | {load} |")
+sys.exit(0 if ok else 1)
 PY
+) || failed=1
+    say "$row"
+    rows+=("$row")
+  done
+  rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$server/status")
+  say "$mode: coap-server peak RSS $rss MB"
+  rows+=("| $mode | | | | | | peak RSS coap-server $rss MB | |")
+  stop_server
+done
+
+table=$(
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)), \`scripts/bench-coap.sh\`: $SOCKETS socket(s), ${SECONDS_PER_RUN} s per run, coap-server with ${SERVER_THREADS:-2} threads."
+  echo
+  echo "| server | window | acked readings/s | ack latency p50 / p99 / max | lost | retransmissions | CPU s coap-server / influxd | load avg at start |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+)
+echo "$table"
+if [ -n "$DOC" ] && grep -q '<!-- bench-coap:begin -->' "$DOC"; then
+  python3 - "$DOC" "$table" <<'PY'
+import sys, re
+path, table = sys.argv[1], sys.argv[2]
+doc = open(path).read()
+doc = re.sub(r"(<!-- bench-coap:begin -->\n).*?(<!-- bench-coap:end -->)",
+             lambda m: m.group(1) + table + "\n" + m.group(2), doc, flags=re.S)
+open(path, "w").write(doc)
+PY
+  say "table written to $DOC"
+fi
+exit "$failed"

@@ -56,13 +56,24 @@ struct Args {
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_size: u32,
 
-    /// How long the first reading of a batch may wait for more, in milliseconds.
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20)]
-    batch_linger_ms: u64,
-
-    /// Batches written to InfluxDB at the same time, at most.
+    /// InfluxDB write requests in flight at the same time, at most. A reading that finds no
+    /// write in flight is written at once; readings that arrive while writes are in flight
+    /// gather and go out together when one ends: this bounds the requests InfluxDB has to
+    /// handle at once without making a reading wait for more than the write ahead of it.
     #[arg(long, env = "BATCH_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     batch_in_flight: u32,
+
+    /// Upper bound, in milliseconds, on how long a reading waits for company while a write slot
+    /// is free and other writes are in flight. 0 (the default) uses a free slot at once; a
+    /// larger value trades latency for fewer, larger writes. Never delays a reading that finds
+    /// InfluxDB idle (unless --batch-fixed-linger).
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0)]
+    batch_linger_ms: u64,
+
+    /// Make every batch wait the whole linger (or until full), even when InfluxDB is idle: the
+    /// fixed linger of earlier versions, kept to compare against in benchmarks.
+    #[arg(long, env = "BATCH_FIXED_LINGER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    batch_fixed_linger: bool,
 
     /// Readings that may wait for a batch; beyond that new readings get 5.03 at once.
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 50_000)]
@@ -149,6 +160,7 @@ async fn run(args: Args) -> Result<(), Error> {
         BatchConfig {
             max_points: args.batch_size as usize,
             linger: Duration::from_millis(args.batch_linger_ms),
+            fixed_linger: args.batch_fixed_linger,
             max_in_flight: args.batch_in_flight as usize,
             queue_capacity: args.queue_capacity,
             retry: RetryPolicy::interactive(),

@@ -78,6 +78,40 @@ async fn a_load_run_stores_exactly_the_readings_it_reports_acked() {
 }
 
 #[tokio::test]
+async fn one_socket_with_a_deep_window_loses_nothing_and_stores_nothing_twice() {
+    let influx = InfluxServer::start().await;
+    // Batches of 100 with four in flight: 512 outstanding readings keep every slot busy.
+    let server = CoapServer::start(&influx.url(), &["--batch-size", "100"], true).await;
+    let out = sim()
+        .args(["load", "--server", &server.coap.to_string()])
+        .args([
+            "--count",
+            "30000",
+            "--sockets",
+            "1",
+            "--window",
+            "512",
+            "--json",
+        ])
+        .output()
+        .expect("run sensor-sim load");
+    assert!(out.status.success(), "{out:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(summary["acked"], 30000);
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(influx.count("dht", "temperature", "value").await, 30000);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("coap_readings_stored_total 30000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("influx_points_written_total 30000"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn influxdb_stopped_mid_stream_and_restarted_loses_no_reading() {
     let mut influx = InfluxServer::start().await;
     let server = CoapServer::start(&influx.url(), &[], true).await;

@@ -44,7 +44,13 @@ async fn a_confirmable_reading_is_acknowledged_once_stored_with_its_tags() {
 #[tokio::test]
 async fn a_retransmitted_request_is_answered_again_but_stored_once() {
     let influx = InfluxServer::start().await;
-    let server = CoapServer::start(&influx.url(), &["--batch-linger-ms", "200"], true).await;
+    // A fixed linger holds the first one pending long enough to see its retransmissions.
+    let server = CoapServer::start(
+        &influx.url(),
+        &["--batch-linger-ms", "200", "--batch-fixed-linger"],
+        true,
+    )
+    .await;
     let client = RawClient::new(server.coap);
     let bytes = post(7, TEMPERATURE, "21.5").to_bytes().unwrap();
     // Twice while the first is still being batched, and once after it was answered.
@@ -246,7 +252,13 @@ async fn the_server_starts_before_influxdb_and_creates_the_database_once_it_answ
 #[tokio::test]
 async fn sigterm_flushes_queued_readings_before_exit() {
     let influx = InfluxServer::start().await;
-    let server = CoapServer::start(&influx.url(), &["--batch-linger-ms", "5000"], true).await;
+    // A fixed linger keeps the readings queued until SIGTERM flushes them.
+    let server = CoapServer::start(
+        &influx.url(),
+        &["--batch-linger-ms", "5000", "--batch-fixed-linger"],
+        true,
+    )
+    .await;
     let c = RawClient::new(server.coap);
     for mid in 0..5u16 {
         c.send(&post(mid, TEMPERATURE, "20.0").to_bytes().unwrap());

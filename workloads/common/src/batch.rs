@@ -1,25 +1,38 @@
-//! Batching in front of [`InfluxClient`]: points are collected until `max_points` are waiting or
-//! the oldest has waited `linger`, then written in one request. Up to `max_in_flight` batches are
-//! written at once. Each point carries a context `T` that is handed back with the batch's outcome,
-//! so a caller can acknowledge exactly the readings that are stored.
+//! Batching in front of [`InfluxClient`] as a group commit: a point that finds InfluxDB idle is
+//! written at once; points that arrive while writes are in flight gather, and go out together
+//! when a write ends (or the batch is full). At most `max_in_flight` writes are in flight, so a
+//! busy InfluxDB gets fewer, larger requests instead of more of them. A waiting client therefore
+//! pays one write when the load is light, and about two when it is heavy, never a fixed delay.
+//!
+//! Each point carries a context `T` that is handed back with its batch's outcome, so a caller can
+//! acknowledge exactly the readings that are stored. Points are written in the order they were
+//! submitted, but batches in flight at the same time may end in any order.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::influx::{InfluxClient, WriteError};
 use crate::retry::RetryPolicy;
 
 #[derive(Clone, Debug)]
 pub struct BatchConfig {
+    /// Points per write request, at most.
     pub max_points: usize,
+    /// Upper bound on how long a point waits for company while a write slot is free and other
+    /// writes are in flight. Zero: a free slot is used at once.
     pub linger: Duration,
+    /// Every batch waits the whole `linger` (or until full), even when InfluxDB is idle: the
+    /// fixed linger of earlier versions, kept to compare against in benchmarks.
+    pub fixed_linger: bool,
+    /// Write requests in flight at the same time, at most.
     pub max_in_flight: usize,
     /// Points that may wait to be batched before `try_submit` reports `Full`.
     pub queue_capacity: usize,
@@ -30,7 +43,8 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_points: 1000,
-            linger: Duration::from_millis(20),
+            linger: Duration::ZERO,
+            fixed_linger: false,
             max_in_flight: 4,
             queue_capacity: 20_000,
             retry: RetryPolicy::interactive(),
@@ -57,6 +71,7 @@ pub struct WriterMetrics {
     write_errors: Family<ErrorLabels, Counter>,
     batch_points: Histogram,
     write_seconds: Histogram,
+    writes_in_flight: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -72,6 +87,7 @@ impl WriterMetrics {
             write_errors: Family::default(),
             batch_points: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            writes_in_flight: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("influx");
         r.register(
@@ -98,6 +114,11 @@ impl WriterMetrics {
             "write_seconds",
             "Latency of one batch write, retries included",
             m.write_seconds.clone(),
+        );
+        r.register(
+            "writes_in_flight",
+            "Write requests to InfluxDB in flight now",
+            m.writes_in_flight.clone(),
         );
         m
     }
@@ -163,13 +184,37 @@ impl<T: Send + 'static> BatchWriter<T> {
     }
 }
 
-/// The writer task's state: the batch being filled and what it needs to write one.
+/// What the writer knows when it decides whether to write the batch it has gathered.
+#[derive(Clone, Copy, Debug)]
+struct Moment {
+    points: usize,
+    /// How long the batch's first point has waited.
+    waited: Duration,
+    in_flight: usize,
+    /// A write has just ended: the slot this batch was waiting for.
+    write_ended: bool,
+}
+
+/// The batching policy, kept pure so that it can be read (and tested) in one place.
+fn write_now(c: &BatchConfig, m: Moment) -> bool {
+    if m.points == 0 || m.in_flight >= c.max_in_flight.max(1) {
+        return false;
+    }
+    if m.points >= c.max_points || m.waited >= c.linger {
+        return true;
+    }
+    // Waiting only helps while InfluxDB is busy anyway: an idle one gets the batch at once, and
+    // each write that ends takes along what gathered meanwhile (group commit).
+    !c.fixed_linger && (m.in_flight == 0 || m.write_ended)
+}
+
+/// The writer task's state: the batch being gathered and the writes in flight.
 struct Batcher<T> {
     client: InfluxClient,
     config: BatchConfig,
     metrics: WriterMetrics,
     on_written: OnWritten<T>,
-    slots: Arc<Semaphore>,
+    writes: JoinSet<()>,
     body: String,
     ctxs: Vec<T>,
     /// When the first point of the current batch arrived.
@@ -184,45 +229,50 @@ async fn run<T: Send + 'static>(
     mut rx: mpsc::Receiver<Msg<T>>,
 ) {
     let mut b = Batcher {
-        slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         client,
         config,
         metrics,
         on_written,
+        writes: JoinSet::new(),
         body: String::new(),
         ctxs: Vec::new(),
         since: None,
     };
+    let mut write_ended = false;
     loop {
-        let linger_at = b.since.map(|s| s + b.config.linger);
-        let msg = tokio::select! {
-            msg = rx.recv() => msg,
-            _ = sleep_until(linger_at), if linger_at.is_some() => {
-                b.flush().await;
-                continue;
+        if write_now(&b.config, b.moment(write_ended)) {
+            b.start_write();
+        }
+        write_ended = false;
+        let slot_free = b.writes.len() < b.config.max_in_flight.max(1);
+        // A timer only when it can change the decision: with a free slot and a batch waiting.
+        let linger_at = b
+            .since
+            .filter(|_| slot_free)
+            .and_then(|s| s.checked_add(b.config.linger));
+        let room = b.ctxs.len() < b.config.max_points;
+        tokio::select! {
+            // Ended writes first: their answers are due, and they free the slots.
+            biased;
+            Some(r) = b.writes.join_next(), if !b.writes.is_empty() => {
+                b.ended(r);
+                write_ended = true;
             }
-        };
-        match msg {
-            Some(Msg::Point(line, ctx)) => {
-                if b.ctxs.is_empty() {
-                    b.since = Some(Instant::now());
+            msg = rx.recv(), if room => match msg {
+                Some(msg) => {
+                    b.take(msg).await;
+                    // Gather what is queued already, so a burst goes out as one batch.
+                    while b.ctxs.len() < b.config.max_points {
+                        let Ok(msg) = rx.try_recv() else { break };
+                        b.take(msg).await;
+                    }
                 }
-                b.body.push_str(&line);
-                b.ctxs.push(ctx);
-                if b.ctxs.len() >= b.config.max_points {
-                    b.flush().await;
+                None => {
+                    b.drain().await;
+                    return;
                 }
-            }
-            Some(Msg::Flush(done)) => {
-                b.flush().await;
-                b.wait_idle().await;
-                let _ = done.send(());
-            }
-            None => {
-                b.flush().await;
-                b.wait_idle().await;
-                return;
-            }
+            },
+            () = sleep_until(linger_at), if linger_at.is_some() => {}
         }
     }
 }
@@ -234,25 +284,66 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl<T: Send + 'static> Batcher<T> {
-    /// Waits for a free slot, then writes the current batch in the background so the next one
-    /// can fill meanwhile. Nothing to do for an empty batch.
-    async fn flush(&mut self) {
-        if self.ctxs.is_empty() {
-            return;
+    fn moment(&self, write_ended: bool) -> Moment {
+        Moment {
+            points: self.ctxs.len(),
+            waited: self.since.map(|s| s.elapsed()).unwrap_or_default(),
+            in_flight: self.writes.len(),
+            write_ended,
         }
+    }
+
+    async fn take(&mut self, msg: Msg<T>) {
+        match msg {
+            Msg::Point(line, ctx) => {
+                if self.ctxs.is_empty() {
+                    self.since = Some(Instant::now());
+                }
+                self.body.push_str(&line);
+                self.ctxs.push(ctx);
+            }
+            Msg::Flush(done) => {
+                self.drain().await;
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Writes everything gathered, as slots allow, and waits until no write is in flight.
+    async fn drain(&mut self) {
+        while !self.ctxs.is_empty() {
+            if self.writes.len() < self.config.max_in_flight.max(1) {
+                self.start_write();
+            } else if let Some(r) = self.writes.join_next().await {
+                self.ended(r);
+            }
+        }
+        while let Some(r) = self.writes.join_next().await {
+            self.ended(r);
+        }
+    }
+
+    fn ended(&mut self, r: Result<(), tokio::task::JoinError>) {
+        if let Err(e) = r {
+            // Its readings get no answer; their clients retransmit and the dedup cache says
+            // "pending" until the exchange expires. Only a bug gets here.
+            tracing::error!(error = %e, "batch write task failed");
+        }
+        self.metrics.writes_in_flight.set(self.writes.len() as i64);
+    }
+
+    /// Writes the gathered batch in the background, so the next one can gather meanwhile.
+    fn start_write(&mut self) {
         let body = std::mem::take(&mut self.body);
         let ctxs = std::mem::take(&mut self.ctxs);
         self.since = None;
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return; // the semaphore is never closed
-        };
         let (client, policy, metrics, on_written) = (
             self.client.clone(),
             self.config.retry.clone(),
             self.metrics.clone(),
             self.on_written.clone(),
         );
-        tokio::spawn(async move {
+        self.writes.spawn(async move {
             let n = ctxs.len() as u64;
             let started = Instant::now();
             let result = client.write_with_retry(body, &policy).await;
@@ -274,15 +365,68 @@ impl<T: Send + 'static> Batcher<T> {
                 }
             }
             on_written(ctxs, result.as_ref().map(|_| ()));
-            drop(permit);
         });
+        self.metrics.writes_in_flight.set(self.writes.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(linger_ms: u64, fixed_linger: bool) -> BatchConfig {
+        BatchConfig {
+            max_points: 100,
+            linger: Duration::from_millis(linger_ms),
+            fixed_linger,
+            max_in_flight: 2,
+            ..BatchConfig::default()
+        }
     }
 
-    /// Returns when no write is in flight.
-    async fn wait_idle(&mut self) {
-        let n = self.config.max_in_flight.max(1) as u32;
-        if let Ok(all) = self.slots.acquire_many(n).await {
-            drop(all);
+    fn at(points: usize, waited_ms: u64, in_flight: usize, write_ended: bool) -> Moment {
+        Moment {
+            points,
+            waited: Duration::from_millis(waited_ms),
+            in_flight,
+            write_ended,
         }
+    }
+
+    #[test]
+    fn an_idle_influxdb_gets_a_point_at_once_whatever_the_linger() {
+        let c = config(3_600_000, false);
+        assert!(write_now(&c, at(1, 0, 0, false)));
+    }
+
+    #[test]
+    fn points_gather_while_a_write_is_in_flight_until_it_ends() {
+        let c = config(3_600_000, false);
+        assert!(!write_now(&c, at(40, 5, 1, false)));
+        assert!(write_now(&c, at(40, 5, 1, true)));
+    }
+
+    #[test]
+    fn no_more_writes_than_slots_even_when_full_or_late() {
+        let c = config(10, false);
+        assert!(!write_now(&c, at(100, 1_000, 2, true)));
+        assert!(!write_now(&c, at(0, 0, 0, true)), "nothing to write");
+    }
+
+    #[test]
+    fn a_full_batch_or_the_linger_sends_while_another_write_is_in_flight() {
+        let c = config(10, false);
+        assert!(write_now(&c, at(100, 0, 1, false)));
+        assert!(write_now(&c, at(3, 10, 1, false)));
+        assert!(write_now(&config(0, false), at(1, 0, 1, false)), "linger 0");
+    }
+
+    #[test]
+    fn a_fixed_linger_waits_even_for_an_idle_influxdb() {
+        let c = config(20, true);
+        assert!(!write_now(&c, at(1, 19, 0, false)));
+        assert!(!write_now(&c, at(1, 19, 1, true)));
+        assert!(write_now(&c, at(1, 20, 0, false)));
+        assert!(write_now(&c, at(100, 0, 0, false)));
     }
 }

@@ -1,5 +1,7 @@
-//! The shared writer against a real InfluxDB.
+//! The shared writer against a real InfluxDB (behind a slow proxy where the test needs writes
+//! to stay in flight).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -7,6 +9,7 @@ use iot_common::batch::WriterMetrics;
 use iot_common::{BatchConfig, BatchWriter, InfluxArgs, InfluxClient, Line, RetryPolicy};
 use iot_testkit::influx::InfluxServer;
 use prometheus_client::registry::Registry;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 fn args(url: String, user: &str, pass: &str) -> InfluxArgs {
     InfluxArgs {
@@ -99,4 +102,186 @@ async fn rejected_points_are_reported_not_retried() {
     let err = client.write("m v=\"unterminated 1\n").await.unwrap_err();
     assert_eq!(err.kind(), "rejected");
     assert!(!err.is_retryable());
+}
+
+/// An InfluxDB that answers writes only after `delay`: a proxy in front of a real one that
+/// records how many writes were in flight at once and how many lines each carried.
+struct SlowInflux {
+    url: String,
+    max_in_flight: Arc<AtomicUsize>,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    delay: Duration,
+    http: reqwest::Client,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+impl SlowInflux {
+    async fn start(upstream: String, delay: Duration) -> Self {
+        let proxy = Proxy {
+            upstream,
+            delay,
+            http: reqwest::Client::new(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            batches: Arc::default(),
+        };
+        let (max_in_flight, batches) = (proxy.max_in_flight.clone(), proxy.batches.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let app = axum::Router::new().fallback(forward).with_state(proxy);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        SlowInflux {
+            url,
+            max_in_flight,
+            batches,
+        }
+    }
+}
+
+async fn forward(
+    axum::extract::State(p): axum::extract::State<Proxy>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, axum::body::Bytes) {
+    let is_write = uri.path() == "/write";
+    if is_write {
+        let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        p.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        p.batches
+            .lock()
+            .expect("batches")
+            .push(body.iter().filter(|&&b| b == b'\n').count());
+        tokio::time::sleep(p.delay).await;
+    }
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let resp = p
+        .http
+        .request(method, format!("{}{path}", p.upstream))
+        .body(body)
+        .send()
+        .await
+        .expect("InfluxDB behind the proxy answers");
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("InfluxDB answer body");
+    if is_write {
+        p.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+    (status, bytes)
+}
+
+/// A writer whose acknowledged points go to a channel.
+fn acking_writer(
+    client: InfluxClient,
+    config: BatchConfig,
+) -> (BatchWriter<i64>, UnboundedReceiver<i64>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = BatchWriter::spawn(
+        client,
+        config,
+        WriterMetrics::new(&mut Registry::default()),
+        Arc::new(move |ids: Vec<i64>, r| {
+            assert!(r.is_ok(), "{r:?}");
+            for id in ids {
+                tx.send(id).expect("test still listening");
+            }
+        }),
+    );
+    (writer, rx)
+}
+
+#[tokio::test]
+async fn a_lone_point_is_written_at_once_however_long_the_linger() {
+    let influx = InfluxServer::start().await;
+    let client = InfluxClient::new(&args(influx.url(), "", ""), "w").unwrap();
+    client.create_database().await.unwrap();
+    let config = BatchConfig {
+        linger: Duration::from_secs(3600),
+        ..BatchConfig::default()
+    };
+    let (writer, mut acked) = acking_writer(client, config);
+    for i in 0..3 {
+        // One at a time, as a sequential sensor sends them: each is acknowledged on its own,
+        // long before any linger could have run out.
+        writer.submit(line(i), i).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), acked.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(i));
+    }
+    assert_eq!(influx.count("w", "m", "v").await, 3);
+    writer.close().await;
+}
+
+#[tokio::test]
+async fn writes_in_flight_never_exceed_the_bound_and_every_point_lands_once() {
+    let influx = InfluxServer::start().await;
+    let slow = SlowInflux::start(influx.url(), Duration::from_millis(150)).await;
+    let client = InfluxClient::new(&args(slow.url.clone(), "", ""), "w").unwrap();
+    client.create_database().await.unwrap();
+    let config = BatchConfig {
+        max_points: 10,
+        max_in_flight: 3,
+        ..BatchConfig::default()
+    };
+    let (writer, mut acked) = acking_writer(client, config);
+    for i in 0..300 {
+        writer.submit(line(i), i).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    writer.close().await;
+    let mut got = Vec::new();
+    while let Ok(id) = acked.try_recv() {
+        got.push(id);
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        (0..300).collect::<Vec<_>>(),
+        "each point acknowledged once"
+    );
+    assert_eq!(influx.count("w", "m", "v").await, 300);
+    assert_eq!(
+        slow.max_in_flight.load(Ordering::SeqCst),
+        3,
+        "the bound is reached and never exceeded"
+    );
+    assert!(slow.batches.lock().unwrap().iter().all(|&n| n <= 10));
+}
+
+#[tokio::test]
+async fn points_that_arrive_during_a_write_go_out_together_when_it_ends() {
+    let influx = InfluxServer::start().await;
+    let slow = SlowInflux::start(influx.url(), Duration::from_secs(1)).await;
+    let client = InfluxClient::new(&args(slow.url.clone(), "", ""), "w").unwrap();
+    client.create_database().await.unwrap();
+    let config = BatchConfig {
+        max_in_flight: 1,
+        ..BatchConfig::default()
+    };
+    let (writer, mut acked) = acking_writer(client, config);
+    writer.submit(line(0), 0).await.unwrap();
+    // Wait until the first write is at InfluxDB, then send 50 more while it is in flight.
+    while slow.batches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 1..=50 {
+        writer.submit(line(i), i).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    assert_eq!(*slow.batches.lock().unwrap(), vec![1, 50]);
+    let mut n = 0;
+    while acked.try_recv().is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 51);
+    assert_eq!(influx.count("w", "m", "v").await, 51);
+    writer.close().await;
 }

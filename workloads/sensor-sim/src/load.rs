@@ -18,7 +18,8 @@ use crate::stats::Stats;
 #[derive(Clone, Debug)]
 pub struct LoadPlan {
     pub server: SocketAddr,
-    pub connections: u32,
+    pub sockets: u32,
+    /// Requests outstanding per socket.
     pub window: u32,
     pub rate: Option<f64>,
     pub count: Option<u64>,
@@ -83,7 +84,7 @@ pub async fn run(
     // One histogram for the whole run (about 100 KB): one per worker would cost that per worker.
     let latency = Arc::new(Mutex::new(new_histogram()));
     let mut workers = Vec::new();
-    for c in 0..plan.connections {
+    for c in 0..plan.sockets {
         let client = Client::connect(plan.server, params, stats.clone()).await?;
         for w in 0..plan.window {
             let (client, plan, stats, next, issued, stop, latency) = (

@@ -31,7 +31,8 @@ says until the server acknowledges it; a 5.03 answer is honoured by waiting its 
 `sensor-sim load` is the load generator: see `sensor-sim load --help`.",
     after_help = "Every flag can also be set by the environment variable shown in brackets.\n\n\
 Examples:\n  sensor-sim --server 127.0.0.1:5683 --sensors 4 --places kitchen,lab --interval 5\n  \
-sensor-sim load --server 127.0.0.1:5683 --count 100000 --connections 8 --window 32"
+sensor-sim load --server 127.0.0.1:5683 --count 100000 --sockets 8 --window 32\n  \
+sensor-sim load --server 127.0.0.1:5683 --duration 10 --sockets 1 --window 64"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -105,15 +106,17 @@ struct LoadArgs {
     #[arg(long)]
     duration: Option<f64>,
 
-    /// Target readings per second over all connections (default: as fast as the window allows).
+    /// Target readings per second over all sockets (default: as fast as the window allows).
     #[arg(long)]
     rate: Option<f64>,
 
-    /// UDP sockets (client endpoints) to send from.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    connections: u32,
+    /// UDP sockets (client endpoints) to send from; each is one peer to the server.
+    #[arg(long, visible_alias = "connections", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    sockets: u32,
 
-    /// Outstanding readings per connection.
+    /// Confirmable requests outstanding per socket, held constant: each answer sends the next
+    /// reading at once (unless --rate paces them). `--sockets 1 --window 1` is one sequential
+    /// sensor; `--sockets 1 --window 1024` a gateway with 1024 readings in flight.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     window: u32,
 
@@ -252,7 +255,7 @@ async fn run_load(
     }
     let plan = load::LoadPlan {
         server,
-        connections: args.connections,
+        sockets: args.sockets,
         window: args.window,
         rate: args.rate.filter(|r| *r > 0.0),
         count: args.count,
@@ -260,7 +263,7 @@ async fn run_load(
         drain: Duration::from_secs_f64(args.drain.max(0.0)),
         place: args.place,
     };
-    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, connections = plan.connections, window = plan.window, "load run");
+    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, sockets = plan.sockets, window = plan.window, "load run");
     let summary = match load::run(plan, params, stats, stop).await {
         Ok(s) => s,
         Err(e) => {
