@@ -2,8 +2,9 @@
 # CoAP ingest benchmark: `sensor-sim load` with ONE socket and a FIXED window of outstanding
 # confirmable requests → coap-server → a real InfluxDB, release builds on loopback. For each
 # server configuration and window: acknowledged readings/s, ack latency percentiles, zero loss
-# (points counted in InfluxDB against readings sent and acknowledged), CPU seconds of coap-server
-# and influxd, and the load average when the run started. The table goes to stdout and, between
+# (points counted in InfluxDB against readings sent and acknowledged), write requests and readings
+# per write, CPU seconds of sensor-sim, coap-server and influxd, and the load average when the run
+# started (the machine may be shared). The table goes to stdout and, between
 # its markers, into docs/benchmarks.md.
 #
 #   BENCH_WINDOWS ("1 64 1024")  BENCH_SECONDS (10, per run)  BENCH_SOCKETS (1)
@@ -11,9 +12,10 @@
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)
 # Modes: adaptive = the server's defaults; linger20 = adaptive with BATCH_LINGER_MS=20 (what the
 # operator's default spec sets); fixed20 = --batch-linger-ms 20 --batch-fixed-linger, the fixed
-# linger the server had before adaptive batching.
+# linger the server had before adaptive batching; lLkK = --batch-linger-ms L --batch-in-flight K.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -x /usr/bin/time ] || { echo "bench-coap needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
 # shellcheck source=lib/influxd.sh
 . scripts/lib/influxd.sh
 WINDOWS=${BENCH_WINDOWS:-1 64 1024}; SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -37,10 +39,16 @@ mode_flags() {
     adaptive) ;;
     linger20) echo "--batch-linger-ms 20" ;;
     fixed20) echo "--batch-linger-ms 20 --batch-fixed-linger" ;;
+    l[0-9]*k[0-9]*) # lLkK: linger L ms, K writes in flight (for exploring the two knobs)
+      local l=${1#l}; echo "--batch-linger-ms ${l%k*} --batch-in-flight ${1#*k}" ;;
     *) echo "unknown mode $1" >&2; return 1 ;;
   esac
 }
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# batch_totals HTTP: points written and write requests so far, from coap-server's metrics.
+batch_totals() {
+  curl -sf "http://$1/metrics" | awk '/^influx_batch_points_sum/ {s=$2} /^influx_batch_points_count/ {c=$2} END {print s+0, c+0}'
+}
 place_count() {
   influx_query "$INFLUX_URL" dht "SELECT count(value) FROM temperature WHERE place = '$1'" |
     python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["results"][0].get("series"); print(s[0]["values"][0][1] if s else 0)'
@@ -49,12 +57,14 @@ place_count() {
 start_influxd "$RUN/influxdb"
 say "InfluxDB $(influxd version 2>/dev/null | head -n1) at $INFLUX_URL"
 rows=()
+rss_note=""
 failed=0
 for mode in $MODES; do
   port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  http=127.0.0.1:$(free_port)
   # shellcheck disable=SC2046
   RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$BIN/coap-server" --bind "127.0.0.1:$port" \
-    --http-addr 127.0.0.1:0 --influx-url "$INFLUX_URL" --queue-capacity 200000 $(mode_flags "$mode") \
+    --http-addr "$http" --influx-url "$INFLUX_URL" --queue-capacity 200000 $(mode_flags "$mode") \
     >"$RUN/server-$mode.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do influx_query "$INFLUX_URL" '' 'SHOW DATABASES' | grep -q '"dht"' && break; sleep 0.1; done
@@ -66,20 +76,29 @@ for mode in $MODES; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     cpu_server=$(cpu_secs "$server"); cpu_influx=$(cpu_secs "$INFLUX_PID")
     say "$mode: window $w × $SOCKETS socket(s) for ${SECONDS_PER_RUN} s (load average $load)"
+    before=$(batch_totals "$http")
     rc=0
-    RUST_LOG=warn "$BIN/sensor-sim" load --server "127.0.0.1:$port" --duration "$SECONDS_PER_RUN" \
-      --sockets "$SOCKETS" --window "$w" --place "$place" --drain 60 --json >"$RUN/$place.json" || rc=$?
+    RUST_LOG=warn /usr/bin/time -o "$RUN/$place.time" -f '%U %S %M' "$BIN/sensor-sim" load \
+      --server "127.0.0.1:$port" --duration "$SECONDS_PER_RUN" --sockets "$SOCKETS" --window "$w" \
+      --place "$place" --drain 60 --json >"$RUN/$place.json" || rc=$?
     cpu_server=$(awk -v a="$cpu_server" -v b="$(cpu_secs "$server")" 'BEGIN {printf "%.1f", b - a}')
     cpu_influx=$(awk -v a="$cpu_influx" -v b="$(cpu_secs "$INFLUX_PID")" 'BEGIN {printf "%.1f", b - a}')
+    after=$(batch_totals "$http")
     stored=$(place_count "$place")
-    row=$(python3 - "$RUN/$place.json" "$stored" "$mode" "$w" "$load" "$cpu_server" "$cpu_influx" "$rc" <<'PY'
+    row=$(python3 - "$RUN/$place.json" "$stored" "$mode" "$w" "$load" "$cpu_server" "$cpu_influx" "$rc" \
+      "$RUN/$place.time" "$before" "$after" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); stored = int(sys.argv[2])
-mode, w, load, cs, ci, rc = sys.argv[3:]
+mode, w, load, cs, ci, rc, timef, before, after = sys.argv[3:]
+user, system, _ = open(timef).read().split()[-3:]
+sim = float(user) + float(system)
+(p0, n0), (p1, n1) = (map(float, x.split()) for x in (before, after))
+writes = int(n1 - n0); per_write = (p1 - p0) / max(writes, 1)
 ok = stored == s["acked"] == s["readings"] and s["failed"] == 0 and rc == "0"
 lost = f"0 of {s['readings']:,}" if ok else f"MISMATCH: sent {s['readings']:,}, acked {s['acked']:,}, stored {stored:,}"
 print(f"| {mode} | {w} | **{s['acked_per_sec']:,.0f}** | {s['latency_ms_p50']:.2f} / {s['latency_ms_p99']:.2f} / "
-      f"{s['latency_ms_max']:.1f} ms | {lost} | {s['retransmissions']} | {cs} / {ci} | {load} |")
+      f"{s['latency_ms_max']:.1f} ms | {lost} | {s['retransmissions']} | {writes:,} × {per_write:,.0f} | "
+      f"{sim:.1f} / {cs} / {ci} | {load} |")
 sys.exit(0 if ok else 1)
 PY
 ) || failed=1
@@ -88,16 +107,18 @@ PY
   done
   rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$server/status")
   say "$mode: coap-server peak RSS $rss MB"
-  rows+=("| $mode | | | | | | peak RSS coap-server $rss MB | |")
+  rss_note="${rss_note:+$rss_note, }$mode $rss MB"
   stop_server
 done
 
 table=$(
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)), \`scripts/bench-coap.sh\`: $SOCKETS socket(s), ${SECONDS_PER_RUN} s per run, coap-server with ${SERVER_THREADS:-2} threads."
   echo
-  echo "| server | window | acked readings/s | ack latency p50 / p99 / max | lost | retransmissions | CPU s coap-server / influxd | load avg at start |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| server | window | acked readings/s | ack latency p50 / p99 / max | lost | retransmissions | writes × readings | CPU s sensor-sim / coap-server / influxd | load avg at start |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "Peak RSS of coap-server: $rss_note."
 )
 echo "$table"
 if [ -n "$DOC" ] && grep -q '<!-- bench-coap:begin -->' "$DOC"; then

@@ -2,7 +2,8 @@
 # Installs what the tests, benchmarks and `make run` need, and only what is missing:
 #   - Debian packages: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
 #     operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's coap-client, the
-#     independent CoAP peer of the interoperability test), openssl, curl, iproute2 (ss);
+#     independent CoAP peer of the interoperability test), openssl, curl, iproute2 (ss), time
+#     (/usr/bin/time: CPU and peak RSS in the benchmarks);
 #   - the local control plane's binaries, built from Go modules into ~/.cache/iot-operator
 #     (tests/cluster/build.sh; the first build takes several minutes).
 # Idempotent: a second run checks and prints, and changes nothing.
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[deps] %s\n' "$*" >&2; }
 
-packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3)
+packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

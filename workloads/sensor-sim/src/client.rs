@@ -147,8 +147,10 @@ struct Endpoint {
     next_token: u64,
     exchanges: HashMap<u16, Exchange>,
     by_token: HashMap<u64, u16>,
-    /// (when, message ID, retransmission count it was armed for).
-    timers: BinaryHeap<Reverse<(Instant, u16, u32)>>,
+    /// (when, message ID, token, retransmission count it was armed for). The token tells a
+    /// timer of an earlier exchange apart from one of a later exchange with the same message ID
+    /// (IDs wrap after 65,536 requests: within a second at load-test rates).
+    timers: BinaryHeap<Reverse<(Instant, u16, u64, u32)>>,
 }
 
 impl Endpoint {
@@ -170,7 +172,7 @@ impl Endpoint {
         let mut buf = vec![0u8; 2048];
         let mut open = true;
         loop {
-            let next_timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
+            let next_timer = self.timers.peek().map(|Reverse((t, ..))| *t);
             tokio::select! {
                 cmd = rx.recv(), if open => match cmd {
                     Some(cmd) => self.start(cmd).await,
@@ -208,7 +210,7 @@ impl Endpoint {
         self.send(&datagram).await;
         self.stats.sent.inc();
         self.timers
-            .push(Reverse((Instant::now() + timeout, mid, 0)));
+            .push(Reverse((Instant::now() + timeout, mid, token, 0)));
         self.by_token.insert(token, mid);
         self.exchanges.insert(
             mid,
@@ -233,7 +235,7 @@ impl Endpoint {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((at, mid, armed))) = self.timers.peek().copied() {
+        while let Some(Reverse((at, mid, token, armed))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
@@ -241,8 +243,8 @@ impl Endpoint {
             let Some(ex) = self.exchanges.get_mut(&mid) else {
                 continue;
             };
-            if ex.retransmits != armed {
-                continue; // a stale timer of an exchange that has moved on
+            if ex.token != token || ex.retransmits != armed {
+                continue; // a stale timer: of an earlier exchange, or of an earlier transmission
             }
             if ex.acked {
                 // Waited MAX_TRANSMIT_WAIT for a separate answer in vain.
@@ -257,7 +259,7 @@ impl Endpoint {
             ex.retransmits += 1;
             ex.timeout *= 2;
             let (datagram, next, armed) = (ex.datagram.clone(), now + ex.timeout, ex.retransmits);
-            self.timers.push(Reverse((next, mid, armed)));
+            self.timers.push(Reverse((next, mid, token, armed)));
             self.stats.retransmitted.inc();
             self.send(&datagram).await;
         }
@@ -285,9 +287,9 @@ impl Endpoint {
                 if let Some(ex) = self.exchanges.get_mut(&mid) {
                     ex.acked = true;
                     ex.retransmits += 1;
-                    let armed = ex.retransmits;
+                    let (token, armed) = (ex.token, ex.retransmits);
                     self.timers
-                        .push(Reverse((Instant::now() + wait, mid, armed)));
+                        .push(Reverse((Instant::now() + wait, mid, token, armed)));
                 }
             }
             (MessageType::Acknowledgement, MessageClass::Response(code)) => {
