@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Operator at scale: for each N, a fresh local control plane (tests/cluster/up.sh) with enough kwok
+# nodes for the pods, the release operator, and N IotMonitors with `spec: {}` applied at once.
+# Measures the time from apply to all Ready, reconciles and API writes per monitor (the operator's
+# own metrics, and every client's requests from the API server's apiserver_request_total), the
+# operator's peak RSS and CPU seconds, and its writes during BENCH_QUIET_SECONDS quiet seconds
+# (must be zero). A timeline (every BENCH_SAMPLE_SECONDS: monitors Ready, pods created / bound to
+# a node / ready, reconciles so far) shows where the time goes. The table goes to stdout and,
+# between its markers, into docs/benchmarks.md.
+#
+#   BENCH_MONITORS ("100 300 1000")  BENCH_NODES (default: enough for 5 pods per monitor, 110 per node)
+#   BENCH_READY_TIMEOUT (900 s per N)  BENCH_QUIET_SECONDS (60)  BENCH_SAMPLE_SECONDS (5)
+#   BENCH_DOC (docs/benchmarks.md; empty: do not write it)  BENCH_KEEP (1: keep the run directory)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+say() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+SIZES=${BENCH_MONITORS:-100 300 1000}
+TIMEOUT=${BENCH_READY_TIMEOUT:-900}; QUIET=${BENCH_QUIET_SECONDS:-60}; SAMPLE=${BENCH_SAMPLE_SECONDS:-5}
+DOC=${BENCH_DOC-docs/benchmarks.md}
+RUN=$(mktemp -d /tmp/iot-bench-operator.XXXXXX)
+export IOT_CLUSTER_DIR=$RUN/cluster
+BIN=$(tests/cluster/build.sh --print)
+kubectl() { "$BIN/kubectl" --cache-dir="$RUN/kube-cache" "$@"; }
+
+cargo build -q --release -p iot-operator
+OP=$repo/target/release/iot-operator
+op_pid=""
+stop_operator() {
+  if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; wait "$op_pid" 2>/dev/null || true; fi
+  op_pid=""
+}
+cleanup() {
+  stop_operator
+  tests/cluster/down.sh >/dev/null 2>&1 || true
+  [ "${BENCH_KEEP:-0}" = 1 ] && say "run directory kept: $RUN" || rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# op_metric NAME: the sum of an operator metric over its labels.
+op_metric() { curl -sf "http://$op_http/metrics" | awk -v m="$1" '{k = $1; sub(/\{.*/, "", k)} k == m {s += $NF} END {print s + 0}'; }
+# api_requests: every client's requests by verb and resource, from the API server ("VERB:resource
+# count" a line; watches left out). Writes are POST PUT PATCH APPLY DELETE DELETECOLLECTION.
+api_requests() {
+  kubectl get --raw /metrics | awk '
+    /^apiserver_request_total\{/ && !/verb="WATCH"/ {
+      match($0, /verb="[^"]*"/); v = substr($0, RSTART + 6, RLENGTH - 7)
+      match($0, /resource="[^"]*"/); r = substr($0, RSTART + 10, RLENGTH - 11)
+      match($0, /subresource="[^"]*"/); s = substr($0, RSTART + 13, RLENGTH - 14)
+      w[v ":" (s == "" ? r : r "/" s)] += $NF
+    }
+    END { for (k in w) print k, w[k] }' | sort
+}
+monitors_yaml() { # N NAMESPACE
+  local i
+  for ((i = 1; i <= $1; i++)); do
+    printf -- '---\napiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata:\n  name: m%04d\n  namespace: %s\nspec: {}\n' "$i" "$2"
+  done
+}
+ready_count() { # NAMESPACE
+  kubectl get iotmonitors -n "$1" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    grep -c '^True$' || true
+}
+# pods NAMESPACE: "created bound ready"
+pod_counts() {
+  kubectl get pods -n "$1" -o jsonpath='{range .items[*]}{.spec.nodeName}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    awk '{n++} $1 != "" {b++} $2 == "True" {r++} END {printf "%d %d %d", n, b, r}'
+}
+
+rows=()
+failed=0
+for n in $SIZES; do
+  nodes=${BENCH_NODES:-$(((n * 5 + 109) / 110 + 2))}
+  say "N=$n: a fresh control plane with $nodes kwok nodes"
+  tests/cluster/down.sh >/dev/null 2>&1 || true
+  eval "$(IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$n.log")"
+  kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >/dev/null
+  kubectl wait --for=condition=Established --timeout=60s crd/iotmonitors.iot.operator.dev >/dev/null
+  ns=bench
+  kubectl create namespace "$ns" >/dev/null
+  op_http=127.0.0.1:$(free_port)
+  # One replica, so no leader election; pids/operator.pid lets down.sh stop it after a crash.
+  LEADER_ELECTION=false HTTP_ADDR=$op_http WATCH_NAMESPACE=$ns RUST_LOG=info \
+    "$OP" run >"$RUN/operator-$n.log" 2>&1 &
+  op_pid=$!
+  echo "$op_pid $(readlink -f "$OP")" >"$IOT_CLUSTER_DIR/pids/operator.pid"
+  for _ in $(seq 1 100); do curl -sf "http://$op_http/metrics" >/dev/null && break; sleep 0.2; done
+  api_requests >"$RUN/api-before-$n.txt"
+  monitors_yaml "$n" "$ns" >"$RUN/monitors-$n.yaml"
+
+  say "N=$n: applying $n IotMonitors"
+  t0=$(date +%s.%N)
+  kubectl apply -f "$RUN/monitors-$n.yaml" >/dev/null
+  t_applied=$(date +%s.%N)
+  timeline=$RUN/timeline-$n.txt
+  echo "seconds ready pods_created pods_bound pods_ready reconciles operator_writes" >"$timeline"
+  ready=0
+  while :; do
+    ready=$(ready_count "$ns")
+    now=$(date +%s.%N)
+    el=$(awk -v a="$t0" -v b="$now" 'BEGIN {printf "%.0f", b - a}')
+    echo "$el $ready $(pod_counts "$ns") $(op_metric iot_operator_reconciles_total) $(op_metric iot_operator_api_writes_total)" >>"$timeline"
+    [ "$ready" -ge "$n" ] && break
+    if [ "$el" -ge "$TIMEOUT" ]; then say "N=$n: only $ready of $n Ready after $TIMEOUT s"; break; fi
+    sleep "$SAMPLE"
+  done
+  t_ready=$(date +%s.%N)
+  secs=$(awk -v a="$t0" -v b="$t_ready" 'BEGIN {printf "%.0f", b - a}')
+  apply_secs=$(awk -v a="$t0" -v b="$t_applied" 'BEGIN {printf "%.1f", b - a}')
+  reconciles=$(op_metric iot_operator_reconciles_total)
+  writes=$(op_metric iot_operator_api_writes_total)
+  errors=$(op_metric iot_operator_reconcile_errors_total)
+  dur_sum=$(op_metric iot_operator_reconcile_duration_seconds_sum)
+  cpu_ready=$(cpu_secs "$op_pid")
+  api_requests >"$RUN/api-ready-$n.txt"
+
+  say "N=$n: $ready Ready after $secs s; $QUIET quiet seconds"
+  sleep "$QUIET"
+  writes_quiet=$(awk -v a="$writes" -v b="$(op_metric iot_operator_api_writes_total)" 'BEGIN {print b - a}')
+  reconciles_quiet=$(awk -v a="$reconciles" -v b="$(op_metric iot_operator_reconciles_total)" 'BEGIN {print b - a}')
+  api_requests >"$RUN/api-quiet-$n.txt"
+  rss=$(rss_mb "$op_pid"); cpu=$(cpu_secs "$op_pid")
+  status="$ready of $n"
+  [ "$ready" -ge "$n" ] && [ "$writes_quiet" = 0 ] || failed=1
+  row=$(awk -v n="$n" -v nodes="$nodes" -v st="$status" -v s="$secs" -v ap="$apply_secs" -v r="$reconciles" \
+    -v w="$writes" -v e="$errors" -v d="$dur_sum" -v rss="$rss" -v c1="$cpu_ready" -v c2="$cpu" \
+    -v wq="$writes_quiet" -v rq="$reconciles_quiet" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+      printf "| %d | %d | %s | **%s s** (apply %s s) | %.1f (%d errors) | %.1f | %.2f s | %s MB | %s s / %s s | %d (%d reconciles) | %s |",
+        n, nodes, st, s, ap, r / n, e, w / n, (r > 0 ? d / r : 0), rss, c1, c2, wq, rq, load }')
+  say "$row"
+  rows+=("$row")
+  # Every client's requests from apply to all Ready, by verb and resource, for the notes.
+  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-before-$n.txt" "$RUN/api-ready-$n.txt" |
+    awk -v n="$n" '{d = $3 - $2; if (d > 0) printf "%s %d (%.1f per monitor)\n", $1, d, d / n}' |
+    sort -k2 -nr >"$RUN/api-delta-$n.txt"
+  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-ready-$n.txt" "$RUN/api-quiet-$n.txt" |
+    awk '{d = $3 - $2; if (d > 0) printf "%s %d\n", $1, d}' | sort -k2 -nr >"$RUN/api-quiet-delta-$n.txt"
+  {
+    echo "N=$n: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$n.txt" | head -40
+    echo "N=$n: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$n.txt" | head -20
+    echo "N=$n: timeline (s ready created bound pods-ready reconciles operator-writes):"; sed 's/^/  /' "$timeline"
+  } | tee "$RUN/notes-$n.txt" >&2
+  stop_operator
+  tests/cluster/down.sh >/dev/null 2>&1 || true
+done
+
+table=$(
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` (release operator, one replica, concurrency as built)."
+  echo
+  echo "| monitors | kwok nodes | Ready | time to all Ready | reconciles per monitor | operator API writes per monitor | mean reconcile | operator peak RSS | CPU at Ready / after quiet | operator writes in ${QUIET} quiet s | load avg at end |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+)
+echo "$table"
+if [ -n "$DOC" ] && grep -q '<!-- bench-operator:begin -->' "$DOC"; then
+  python3 - "$DOC" "$table" <<'PY'
+import sys, re
+path, table = sys.argv[1], sys.argv[2]
+doc = open(path).read()
+doc = re.sub(r"(<!-- bench-operator:begin -->\n).*?(<!-- bench-operator:end -->)",
+             lambda m: m.group(1) + table + "\n" + m.group(2), doc, flags=re.S)
+open(path, "w").write(doc)
+PY
+  say "table written to $DOC"
+fi
+exit "$failed"
