@@ -21,7 +21,7 @@ lint: ## rustfmt and clippy, warnings are errors
 test: deps ## install what is missing, start InfluxDB and the control plane, run every test, tear down
 	scripts/test.sh
 
-bench: deps ## end-to-end CoAP ingest and AQI processing benchmarks (figures go to docs/benchmarks.md)
+bench: deps ## CoAP ingest, AQI processing and operator-at-scale benchmarks (figures go to docs/benchmarks.md)
 	scripts/bench.sh
 
 run: deps ## InfluxDB, coap-server, sensor-sim and aqi-ingestor as local processes until Ctrl-C

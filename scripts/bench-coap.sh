@@ -8,7 +8,7 @@
 # its markers, into docs/benchmarks.md.
 #
 #   BENCH_WINDOWS ("1 64 1024")  BENCH_SECONDS (10, per run)  BENCH_SOCKETS (1)
-#   BENCH_MODES ("adaptive fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
+#   BENCH_MODES ("adaptive l0k4 linger20 fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)
 # Modes: adaptive = the server's defaults; linger20 = adaptive with BATCH_LINGER_MS=20 (what the
 # operator's default spec sets); fixed20 = --batch-linger-ms 20 --batch-fixed-linger, the fixed
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/influxd.sh
 . scripts/lib/influxd.sh
 WINDOWS=${BENCH_WINDOWS:-1 64 1024}; SECONDS_PER_RUN=${BENCH_SECONDS:-10}
-SOCKETS=${BENCH_SOCKETS:-1}; MODES=${BENCH_MODES:-adaptive fixed20}
+SOCKETS=${BENCH_SOCKETS:-1}; MODES=${BENCH_MODES:-adaptive l0k4 linger20 fixed20}
 DOC=${BENCH_DOC-docs/benchmarks.md}
 say() { printf '[bench-coap] %s\n' "$*" >&2; }
 

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark; figures and commands are recorded in docs/benchmarks.md.
+# BENCH_ONLY="coap aqi operator" picks some of them (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== CoAP ingest (scripts/bench-coap.sh)"
-scripts/bench-coap.sh
-if [ -x scripts/bench-aqi.sh ]; then
+only=" ${BENCH_ONLY:-coap aqi operator} "
+if [[ $only == *" coap "* ]]; then
+  echo "== CoAP ingest (scripts/bench-coap.sh)"
+  scripts/bench-coap.sh
+fi
+if [[ $only == *" aqi "* ]] && [ -x scripts/bench-aqi.sh ]; then
   echo; echo "== AQI processing (scripts/bench-aqi.sh)"
   scripts/bench-aqi.sh
+fi
+if [[ $only == *" operator "* ]]; then
+  echo; echo "== Operator at scale (scripts/bench-operator.sh)"
+  scripts/bench-operator.sh
 fi

@@ -60,7 +60,7 @@ struct Args {
     /// write in flight is written at once; readings that arrive while writes are in flight
     /// gather and go out together when one ends: this bounds the requests InfluxDB has to
     /// handle at once without making a reading wait for more than the write ahead of it.
-    #[arg(long, env = "BATCH_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, env = "BATCH_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     batch_in_flight: u32,
 
     /// Upper bound, in milliseconds, on how long a reading waits for company while a write slot

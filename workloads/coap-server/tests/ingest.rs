@@ -80,7 +80,7 @@ async fn a_load_run_stores_exactly_the_readings_it_reports_acked() {
 #[tokio::test]
 async fn one_socket_with_a_deep_window_loses_nothing_and_stores_nothing_twice() {
     let influx = InfluxServer::start().await;
-    // Batches of 100 with four in flight: 512 outstanding readings keep every slot busy.
+    // Batches of 100: 512 outstanding readings keep every write slot busy.
     let server = CoapServer::start(&influx.url(), &["--batch-size", "100"], true).await;
     let out = sim()
         .args(["load", "--server", &server.coap.to_string()])

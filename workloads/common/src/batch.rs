@@ -1,8 +1,9 @@
 //! Batching in front of [`InfluxClient`] as a group commit: a point that finds InfluxDB idle is
 //! written at once; points that arrive while writes are in flight gather, and go out together
 //! when a write ends (or the batch is full). At most `max_in_flight` writes are in flight, so a
-//! busy InfluxDB gets fewer, larger requests instead of more of them. A waiting client therefore
-//! pays one write when the load is light, and about two when it is heavy, never a fixed delay.
+//! busy InfluxDB gets fewer, larger requests instead of more of them. While InfluxDB keeps up, a
+//! waiting client pays one write when the load is light and about two when it is heavy (the one
+//! ahead of it, then its own), never a fixed delay.
 //!
 //! Each point carries a context `T` that is handed back with its batch's outcome, so a caller can
 //! acknowledge exactly the readings that are stored. Points are written in the order they were
@@ -45,7 +46,7 @@ impl Default for BatchConfig {
             max_points: 1000,
             linger: Duration::ZERO,
             fixed_linger: false,
-            max_in_flight: 4,
+            max_in_flight: 2,
             queue_capacity: 20_000,
             retry: RetryPolicy::interactive(),
         }
