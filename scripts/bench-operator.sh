@@ -11,6 +11,7 @@
 #   BENCH_MONITORS ("100 300 1000")  BENCH_NODES (default: enough for 5 pods per monitor, 110 per node)
 #   BENCH_READY_TIMEOUT (900 s per N)  BENCH_QUIET_SECONDS (60)  BENCH_SAMPLE_SECONDS (5)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)  BENCH_KEEP (1: keep the run directory)
+#   OPERATOR_BIN (an operator binary to use instead of building the release one)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -23,8 +24,13 @@ export IOT_CLUSTER_DIR=$RUN/cluster
 BIN=$(tests/cluster/build.sh --print)
 kubectl() { "$BIN/kubectl" --cache-dir="$RUN/kube-cache" "$@"; }
 
-cargo build -q --release -p iot-operator
-OP=$repo/target/release/iot-operator
+if [ -n "${OPERATOR_BIN:-}" ]; then
+  OP=$(readlink -f "$OPERATOR_BIN") # e.g. a build made elsewhere; its profile goes into the table
+else
+  cargo build -q --release -p iot-operator
+  OP=$repo/target/release/iot-operator
+fi
+profile=$(basename "$(dirname "$OP")")
 op_pid=""
 stop_operator() {
   if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; wait "$op_pid" 2>/dev/null || true; fi
@@ -148,7 +154,7 @@ for n in $SIZES; do
 done
 
 table=$(
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` (release operator, one replica, concurrency as built)."
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` ($profile build of the operator, one replica)."
   echo
   echo "| monitors | kwok nodes | Ready | time to all Ready | reconciles per monitor | operator API writes per monitor | mean reconcile | operator peak RSS | CPU at Ready / after quiet | operator writes in ${QUIET} quiet s | load avg at end |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
