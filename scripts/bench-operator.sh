@@ -66,14 +66,15 @@ monitors_yaml() { # N NAMESPACE
     printf -- '---\napiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata:\n  name: m%04d\n  namespace: %s\nspec: {}\n' "$i" "$2"
   done
 }
+# go-templates, not jsonpath: an object without status yet prints nothing instead of an error.
 ready_count() { # NAMESPACE
-  kubectl get iotmonitors -n "$1" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+  kubectl get iotmonitors -n "$1" -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
     grep -c '^True$' || true
 }
-# pods NAMESPACE: "created bound ready"
+# pod_counts NAMESPACE: "created bound ready"
 pod_counts() {
-  kubectl get pods -n "$1" -o jsonpath='{range .items[*]}{.spec.nodeName}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
-    awk '{n++} $1 != "" {b++} $2 == "True" {r++} END {printf "%d %d %d", n, b, r}'
+  kubectl get pods -n "$1" -o go-template='{{range .items}}{{or .spec.nodeName "-"}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
+    awk '{n++} $1 != "-" {b++} $2 == "True" {r++} END {printf "%d %d %d", n, b, r}'
 }
 
 rows=()

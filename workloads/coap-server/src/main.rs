@@ -56,17 +56,16 @@ struct Args {
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_size: u32,
 
-    /// InfluxDB write requests in flight at the same time, at most. A reading that finds no
-    /// write in flight is written at once; readings that arrive while writes are in flight
-    /// gather and go out together when one ends: this bounds the requests InfluxDB has to
-    /// handle at once without making a reading wait for more than the write ahead of it.
+    /// InfluxDB write requests in flight at the same time, at most. Readings that arrive while
+    /// this many writes are in flight gather and go out as one write when one of them ends, so
+    /// batches grow with the load by themselves and InfluxDB never has more requests at once.
     #[arg(long, env = "BATCH_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     batch_in_flight: u32,
 
-    /// Upper bound, in milliseconds, on how long a reading waits for company while a write slot
-    /// is free and other writes are in flight. 0 (the default) uses a free slot at once; a
-    /// larger value trades latency for fewer, larger writes. Never delays a reading that finds
-    /// InfluxDB idle (unless --batch-fixed-linger).
+    /// Upper bound, in milliseconds, on how long readings gather while a write slot is free but
+    /// other writes are in flight (a write ending or a full batch sends them sooner). 0, the
+    /// default, uses a free slot at once. A reading that finds no write in flight is always
+    /// written at once, unless --batch-fixed-linger.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0)]
     batch_linger_ms: u64,
 
