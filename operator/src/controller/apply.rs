@@ -23,10 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::build::DesiredObjects;
-use super::build::labels::children_selector;
-use super::build::pod::content_hash;
-use super::build::secrets::{Credentials, random_password};
+use super::desired::DesiredObjects;
+use super::desired::labels::children_selector;
+use super::desired::secrets::{Credentials, random_password};
+use super::hash::content_hash;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -265,7 +265,7 @@ impl<'a> Applier<'a> {
     }
 
     /// Creates the credentials Secret when absent and adds missing keys; existing values are
-    /// never touched (see `build::secrets`).
+    /// never touched (see `desired::secrets`).
     async fn ensure_credentials(&mut self, credentials: &Credentials) -> Result<()> {
         let api = self.api::<Secret>();
         let name = credentials.secret.metadata.name.clone().unwrap_or_default();

@@ -1,10 +1,11 @@
-//! The reconcile pipeline: `validate (pure) → build (pure) → apply (client) → status`.
+//! The reconcile pipeline: `validate (pure) → desired (pure) → apply (client) → status`.
 //!
 //! Children are garbage-collected through owner references, so deletion needs no finalizer;
 //! the data volume and its credentials carry no owner reference unless the spec asks for it.
 
 pub mod apply;
-pub mod build;
+pub mod desired;
+pub mod hash;
 pub mod status;
 pub mod validate;
 
@@ -27,8 +28,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use self::apply::{Applier, FIELD_MANAGER, WriteMemo};
-use self::build::labels::{INSTANCE, MANAGED_BY, MANAGER};
-use self::validate::{InfluxMode, Monitor};
+use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
+use self::validate::{InfluxMode, ValidatedMonitor};
 use crate::crd::{IotMonitor, IotMonitorStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -143,7 +144,7 @@ async fn reconcile_monitor(monitor: &IotMonitor, ctx: &Context) -> Result<Action
         check_external_credentials(&model, ctx).await?;
     }
 
-    let desired = build::build(&model);
+    let desired = desired::build(&model);
     let owner_uid = model.owner.uid.clone();
     let applier = Applier::new(
         ctx.client.clone(),
@@ -169,7 +170,7 @@ async fn reconcile_monitor(monitor: &IotMonitor, ctx: &Context) -> Result<Action
 
 /// The external credentials Secret must exist with both keys, or every pod would fail to
 /// start with an error far from its cause.
-async fn check_external_credentials(model: &Monitor, ctx: &Context) -> Result<()> {
+async fn check_external_credentials(model: &ValidatedMonitor, ctx: &Context) -> Result<()> {
     let creds = &model.influx.writer;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &model.namespace);
     let secret = api

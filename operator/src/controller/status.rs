@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::apply::Applied;
-use super::validate::{GRAFANA_PORT, InfluxMode, Monitor};
+use super::validate::{InfluxMode, ValidatedMonitor};
+use crate::constants::GRAFANA_PORT;
 use crate::crd::{ComponentStatus, ComponentsStatus, EndpointsStatus, IotMonitorStatus};
 
 pub const READY: &str = "Ready";
@@ -125,7 +126,7 @@ fn tolerance_supported(applied: &Applied) -> bool {
 
 /// The status after a successful apply.
 pub fn reconciled(
-    model: &Monitor,
+    model: &ValidatedMonitor,
     applied: &Applied,
     previous: Option<&IotMonitorStatus>,
     generation: Option<i64>,
@@ -319,7 +320,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 
     use super::*;
-    use crate::controller::build;
+    use crate::controller::desired;
     use crate::controller::validate::tests::model;
 
     fn time(s: i64) -> Time {
@@ -328,8 +329,8 @@ mod tests {
 
     /// What the API server would hand back after applying: desired objects, with every
     /// Deployment and the StatefulSet reporting `ready` replicas.
-    fn applied(model: &Monitor, ready: i32) -> Applied {
-        let desired = build::build(model);
+    fn applied(model: &ValidatedMonitor, ready: i32) -> Applied {
+        let desired = desired::build(model);
         let mut deployments = desired.deployments;
         for d in &mut deployments {
             d.metadata.generation = Some(1);

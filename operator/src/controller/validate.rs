@@ -5,29 +5,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
+use crate::constants::{
+    AQI_INGESTOR_IMAGE, COAP_SERVER_IMAGE, IMAGE_REPOSITORY, INFLUX_PORT, MAX_NAME_LEN,
+    SENSOR_SIM_IMAGE, WORKLOAD_VERSION,
+};
 use crate::crd::{
     AqiSpec, BatchSpec, IotMonitor, ReplicaBounds, ResourcesSpec, ServiceType, SimulatorSpec,
 };
-
-/// Version of the workload images deployed by default: the operator and the workloads are
-/// released together.
-pub const WORKLOAD_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Where the default workload images live.
-pub const IMAGE_REPOSITORY: &str = "ghcr.io/iot-operator";
-
-/// Longest `metadata.name` accepted: child names append up to 13 characters (`-aqi-ingestor`)
-/// and the StatefulSet's pod name adds a controller-revision label that must stay below 63.
-pub const MAX_NAME_LEN: usize = 40;
-
-/// Port every workload serves `/metrics`, `/healthz` and `/readyz` on.
-pub const WORKLOAD_HTTP_PORT: i32 = 9090;
-/// Port of the InfluxDB HTTP API.
-pub const INFLUX_PORT: i32 = 8086;
-/// Port of Grafana's HTTP server.
-pub const GRAFANA_PORT: i32 = 3000;
-/// UDP port the CoAP server binds in its container (the Service port is configurable).
-pub const COAP_CONTAINER_PORT: i32 = 5683;
 
 /// A spec the operator cannot turn into objects; the message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,9 +149,10 @@ pub struct Aqi {
     pub poll_seconds: i32,
 }
 
-/// Everything the build step needs, resolved.
+/// The validated, resolved model of one IotMonitor: everything the desired builders and the
+/// status need, and nothing they would have to work out again.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Monitor {
+pub struct ValidatedMonitor {
     pub namespace: String,
     pub names: Names,
     /// Owner reference to the IotMonitor, put on every child that dies with it.
@@ -183,7 +168,7 @@ pub struct Monitor {
 }
 
 /// Resolves an IotMonitor into the model the builders use.
-pub fn validate(monitor: &IotMonitor) -> Result<Monitor, InvalidSpec> {
+pub fn validate(monitor: &IotMonitor) -> Result<ValidatedMonitor, InvalidSpec> {
     let name = monitor
         .metadata
         .name
@@ -240,7 +225,7 @@ pub fn validate(monitor: &IotMonitor) -> Result<Monitor, InvalidSpec> {
         node_port: node_port("grafana", spec.grafana.service_type, spec.grafana.node_port)?,
     };
     let coap = Coap {
-        image: image_or_default(spec.coap.image.as_deref(), "coap-server"),
+        image: image_or_default(spec.coap.image.as_deref(), COAP_SERVER_IMAGE),
         resources: (&spec.coap.resources).into(),
         port: spec.coap.port,
         service_type: spec.coap.service_type,
@@ -255,7 +240,7 @@ pub fn validate(monitor: &IotMonitor) -> Result<Monitor, InvalidSpec> {
         .transpose()?;
     let aqi = spec.aqi.enabled.then(|| resolve_aqi(&spec.aqi));
 
-    Ok(Monitor {
+    Ok(ValidatedMonitor {
         namespace,
         names,
         owner,
@@ -382,7 +367,7 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
         )));
     }
     Ok(Simulator {
-        image: image_or_default(spec.image.as_deref(), "sensor-sim"),
+        image: image_or_default(spec.image.as_deref(), SENSOR_SIM_IMAGE),
         resources: (&spec.resources).into(),
         sensors: spec.sensors,
         places: spec.places.clone(),
@@ -392,7 +377,7 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
 
 fn resolve_aqi(spec: &AqiSpec) -> Aqi {
     Aqi {
-        image: image_or_default(spec.image.as_deref(), "aqi-ingestor"),
+        image: image_or_default(spec.image.as_deref(), AQI_INGESTOR_IMAGE),
         resources: (&spec.resources).into(),
         source: spec.source.clone(),
         poll_seconds: spec.poll_seconds,
@@ -414,7 +399,7 @@ pub(crate) mod tests {
         monitor
     }
 
-    pub fn model(spec_yaml: &str) -> Monitor {
+    pub fn model(spec_yaml: &str) -> ValidatedMonitor {
         validate(&monitor(spec_yaml)).expect("valid spec")
     }
 

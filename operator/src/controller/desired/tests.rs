@@ -396,7 +396,7 @@ fn node_ports_are_set_on_exposed_services() {
 
 mod dashboards {
     use super::*;
-    use crate::controller::build::grafana::{AQI_DASHBOARD, DHT_DASHBOARD};
+    use crate::controller::desired::grafana::{AQI_DASHBOARD, DHT_DASHBOARD};
 
     fn parse(text: &str) -> Value {
         serde_json::from_str(text).expect("dashboard is JSON")

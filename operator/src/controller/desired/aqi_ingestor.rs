@@ -5,12 +5,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use super::labels::Component;
 use super::pod::{env, influx_credentials, workload_container};
-use super::workload::deployment;
-use crate::controller::validate::{InfluxMode, Monitor};
+use super::workload::{Rollout, deployment};
+use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 
-pub fn build(monitor: &Monitor) -> Option<Deployment> {
-    let aqi = monitor.aqi.as_ref()?;
-    let influx = &monitor.influx;
+pub fn build(model: &ValidatedMonitor) -> Option<Deployment> {
+    let aqi = model.aqi.as_ref()?;
+    let influx = &model.influx;
     let mut env_vars = vec![
         env("AQI_SOURCE", aqi.source.clone()),
         env("AQI_POLL_SECONDS", aqi.poll_seconds.to_string()),
@@ -26,11 +26,11 @@ pub fn build(monitor: &Monitor) -> Option<Deployment> {
     let container =
         workload_container("aqi-ingestor", &aqi.image, &aqi.resources, vec![], env_vars);
     Some(deployment(
-        monitor,
-        &monitor.names.aqi_ingestor,
+        model,
+        &model.names.aqi_ingestor,
         Component::AqiIngestor,
         Some(1),
-        true,
+        Rollout::Recreate,
         container,
     ))
 }

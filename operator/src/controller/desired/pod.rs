@@ -11,11 +11,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::controller::validate::{SecretCredentials, WORKLOAD_HTTP_PORT};
+use crate::constants::WORKLOAD_HTTP_PORT;
+use crate::controller::validate::SecretCredentials;
 use crate::crd::ResourcesSpec;
-
-/// UID of the distroless `nonroot` user our workload images run as.
-pub const WORKLOAD_UID: i64 = 65532;
 
 /// Pod security context satisfying the `restricted` Pod Security Standard.
 pub fn pod_security(uid: i64) -> PodSecurityContext {
@@ -165,17 +163,4 @@ pub fn workload_container(
         readiness_probe: Some(http_probe("/readyz", "http", 5, 2)),
         ..Container::default()
     }
-}
-
-/// FNV-1a over the given parts: a short hash that is stable across Rust releases (std's
-/// `DefaultHasher` is not guaranteed to be), so pods roll only when the content changes.
-pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
 }
