@@ -37,3 +37,6 @@ pub const WORKLOAD_UID: i64 = 65532;
 pub const GRAFANA_UID: i64 = 472;
 /// The official InfluxDB image's `influxdb` user.
 pub const INFLUX_UID: i64 = 1000;
+
+/// The one field manager of every write the operator makes (children and status).
+pub const FIELD_MANAGER: &str = "iot-operator";

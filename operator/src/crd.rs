@@ -655,7 +655,7 @@ mod tests {
                 serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
             monitor.metadata.namespace = Some("default".into());
             monitor.metadata.uid = Some("uid".into());
-            crate::controller::validate::validate(&monitor)
+            crate::controller::validate::validate(&monitor, &Default::default())
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }

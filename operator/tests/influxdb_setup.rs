@@ -264,7 +264,7 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
     let mut monitor = IotMonitor::new("lab", Default::default());
     monitor.metadata.namespace = Some("iot".into());
     monitor.metadata.uid = Some("uid".into());
-    let model = validate::validate(&monitor).expect("spec: {} is valid");
+    let model = validate::validate(&monitor, &Default::default()).expect("spec: {} is valid");
     let objects = desired::build(&model);
     let secrets = BTreeMap::from([
         ("influxdb-writer-username", "iot_writer"),

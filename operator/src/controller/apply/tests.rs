@@ -1,0 +1,1 @@
+//! The apply step against a mock API server.
