@@ -5,10 +5,10 @@ use k8s_openapi::api::core::v1::{ContainerPort, Service};
 
 use super::labels::Component;
 use super::network::exposed_service;
-use super::pod::{env, influx_credentials, workload_container};
-use super::workload::{Rollout, deployment};
+use super::pod::{env, influx_writer_env, workload_container};
+use super::workload::{Rollout, deployment, workload_pods};
 use crate::constants::COAP_PORT;
-use crate::controller::validate::{InfluxMode, ValidatedMonitor};
+use crate::controller::validate::ValidatedMonitor;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoapObjects {
@@ -18,21 +18,12 @@ pub struct CoapObjects {
 
 pub fn build(model: &ValidatedMonitor) -> CoapObjects {
     let coap = &model.coap;
-    let influx = &model.influx;
     let mut env_vars = vec![
         env("COAP_BIND", format!("0.0.0.0:{COAP_PORT}")),
         env("BATCH_SIZE", coap.batch.size.to_string()),
         env("BATCH_LINGER_MS", coap.batch.linger_ms.to_string()),
-        // Our writer is not an InfluxDB admin: the setup sidecar creates the databases. An
-        // external endpoint is the user's, so the server may create its database there.
-        env(
-            "CREATE_DATABASE",
-            (influx.mode == InfluxMode::External).to_string(),
-        ),
-        env("INFLUX_URL", influx.url.clone()),
-        env("INFLUX_DB", influx.dht_db.clone()),
     ];
-    env_vars.extend(influx_credentials(&influx.writer));
+    env_vars.extend(influx_writer_env(&model.influx, &model.influx.dht_db));
     let coap_port = ContainerPort {
         name: Some("coap".into()),
         container_port: COAP_PORT,
@@ -62,7 +53,7 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
             Component::CoapServer,
             replicas,
             Rollout::Rolling,
-            container,
+            workload_pods(model, Component::CoapServer, container),
         ),
     }
 }

@@ -3,21 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, PodSpec, PodTemplateSpec, Probe,
-    Service, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Probe, Service, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::json;
 
-use super::labels::{CONFIG_HASH, Component, labels, owned_meta, selector};
+use super::labels::{Component, owned_meta};
 use super::network::exposed_service;
 use super::pod::{
-    container_security, env, env_from_secret, http_probe, pod_security, resources, scratch,
-    tcp_port,
+    container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
 };
 use super::secrets::{KEY_GRAFANA_ADMIN_PASSWORD, KEY_GRAFANA_ADMIN_USERNAME};
+use super::template::PodTemplateBuilder;
+use super::workload::{Rollout, deployment};
 use crate::constants::{GRAFANA_PORT, GRAFANA_UID};
 use crate::controller::hash::content_hash;
 use crate::controller::validate::ValidatedMonitor;
@@ -58,7 +57,7 @@ pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
             model.grafana.node_port,
             ("http", "TCP", GRAFANA_PORT),
         ),
-        deployment: deployment(model, &hash),
+        deployment: grafana_deployment(model, &hash),
         provisioning,
         dashboards,
     }
@@ -166,7 +165,7 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment {
+fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment {
     let names = &model.names;
     let grafana = &model.grafana;
     let reader = &model.influx.reader;
@@ -234,35 +233,19 @@ fn deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment {
         data_volume,
         tmp_volume,
     ];
-    Deployment {
-        metadata: owned_meta(model, &names.grafana, Component::Grafana),
-        spec: DeploymentSpec {
-            // The HPA owns the replica count when autoscaling is on; setting it here too would
-            // make the operator and the HPA fight.
-            replicas: model.autoscaling.is_none().then_some(grafana.replicas.min),
-            selector: LabelSelector {
-                match_labels: Some(selector(model, Component::Grafana)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(model, Component::Grafana)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    security_context: Some(pod_security(GRAFANA_UID)),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        },
-        ..Deployment::default()
-    }
+    let pods = PodTemplateBuilder::new(model, Component::Grafana, GRAFANA_UID, vec![container])
+        .volumes(volumes)
+        .config_hash(config_hash.to_owned())
+        .build();
+    // The HPA owns the replica count when autoscaling is on; setting it here too would make the
+    // operator and the HPA fight.
+    let replicas = model.autoscaling.is_none().then_some(grafana.replicas.min);
+    deployment(
+        model,
+        &names.grafana,
+        Component::Grafana,
+        replicas,
+        Rollout::Rolling,
+        pods,
+    )
 }

@@ -6,19 +6,18 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Probe, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{CONFIG_HASH, Component, labels, owned_meta, selector, unowned_meta};
+use super::labels::{Component, owned_meta, selector, unowned_meta};
 use super::pod::{
-    container_security, env, env_from_secret, http_probe, pod_security, resources, scratch,
-    tcp_port,
+    container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
 };
 use super::secrets::{KEY_INFLUX_ADMIN_PASSWORD, KEY_INFLUX_ADMIN_USERNAME};
+use super::template::PodTemplateBuilder;
 use crate::constants::{INFLUX_PORT, INFLUX_UID};
 use crate::controller::hash::content_hash;
 use crate::controller::validate::{InternalInflux, ValidatedMonitor};
@@ -226,33 +225,19 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
         },
         tmp_volume,
     ];
+    let pods =
+        PodTemplateBuilder::new(model, Component::Influxdb, INFLUX_UID, vec![influxd, setup])
+            .volumes(volumes)
+            .config_hash(content_hash([SETUP_SCRIPT]))
+            .termination_grace_period_seconds(30)
+            .build();
     StatefulSet {
         metadata: owned_meta(model, &names.influxdb, Component::Influxdb),
         spec: StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(names.influxdb_headless.clone()),
-            selector: LabelSelector {
-                match_labels: Some(selector(model, Component::Influxdb)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(model, Component::Influxdb)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_owned(),
-                        content_hash([SETUP_SCRIPT]),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    security_context: Some(pod_security(INFLUX_UID)),
-                    containers: vec![influxd, setup],
-                    volumes: Some(volumes),
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    ..PodSpec::default()
-                }),
-            },
+            selector: pods.selector,
+            template: pods.template,
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()

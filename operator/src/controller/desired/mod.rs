@@ -11,6 +11,7 @@ pub mod network;
 pub mod pod;
 pub mod secrets;
 pub mod simulator;
+pub mod template;
 mod workload;
 
 #[cfg(test)]

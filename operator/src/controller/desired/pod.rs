@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::constants::WORKLOAD_HTTP_PORT;
-use crate::controller::validate::SecretCredentials;
+use crate::controller::validate::{Influx, InfluxMode};
 use crate::crd::ResourcesSpec;
 
 /// Pod security context satisfying the `restricted` Pod Security Standard.
@@ -87,11 +87,21 @@ pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// `INFLUX_USERNAME` / `INFLUX_PASSWORD` from a Secret.
-pub fn influx_credentials(creds: &SecretCredentials) -> [EnvVar; 2] {
-    [
-        env_from_secret("INFLUX_USERNAME", &creds.secret, &creds.username_key),
-        env_from_secret("INFLUX_PASSWORD", &creds.secret, &creds.password_key),
+/// What a workload needs to write into `database`: the URL, the database, whether it may
+/// create it, and the writer's credentials from their Secret.
+pub fn influx_writer_env(influx: &Influx, database: &str) -> Vec<EnvVar> {
+    let writer = &influx.writer;
+    vec![
+        env("INFLUX_URL", influx.url.clone()),
+        env("INFLUX_DB", database),
+        // Our writer is not an InfluxDB admin: the setup sidecar creates the databases. An
+        // external endpoint is the user's, so the workloads may create their database there.
+        env(
+            "CREATE_DATABASE",
+            (influx.mode == InfluxMode::External).to_string(),
+        ),
+        env_from_secret("INFLUX_USERNAME", &writer.secret, &writer.username_key),
+        env_from_secret("INFLUX_PASSWORD", &writer.secret, &writer.password_key),
     ]
 }
 

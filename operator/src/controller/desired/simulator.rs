@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use super::labels::Component;
 use super::pod::{env, workload_container};
-use super::workload::{Rollout, deployment};
+use super::workload::{Rollout, deployment, workload_pods};
 use crate::controller::validate::ValidatedMonitor;
 
 pub fn build(model: &ValidatedMonitor) -> Option<Deployment> {
@@ -25,6 +25,6 @@ pub fn build(model: &ValidatedMonitor) -> Option<Deployment> {
         Component::Simulator,
         Some(1),
         Rollout::Rolling,
-        container,
+        workload_pods(model, Component::Simulator, container),
     ))
 }

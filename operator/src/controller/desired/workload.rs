@@ -1,11 +1,11 @@
-//! The Deployment shape shared by our three workloads.
+//! The Deployment shape shared by every Deployment of the stack (Grafana and our three
+//! workloads).
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::core::v1::Container;
 
-use super::labels::{Component, labels, owned_meta, selector};
-use super::pod::pod_security;
+use super::labels::{Component, owned_meta};
+use super::template::{PodTemplate, PodTemplateBuilder};
 use crate::constants::WORKLOAD_UID;
 use crate::controller::validate::ValidatedMonitor;
 
@@ -18,6 +18,15 @@ pub enum Rollout {
     Recreate,
 }
 
+/// The pods of one of our own workloads: its one container, run as the images' non-root user.
+pub fn workload_pods(
+    model: &ValidatedMonitor,
+    component: Component,
+    container: Container,
+) -> PodTemplate {
+    PodTemplateBuilder::new(model, component, WORKLOAD_UID, vec![container]).build()
+}
+
 /// `replicas: None` leaves the count to the HPA.
 pub fn deployment(
     model: &ValidatedMonitor,
@@ -25,16 +34,13 @@ pub fn deployment(
     component: Component,
     replicas: Option<i32>,
     rollout: Rollout,
-    container: Container,
+    pods: PodTemplate,
 ) -> Deployment {
     Deployment {
         metadata: owned_meta(model, name, component),
         spec: DeploymentSpec {
             replicas,
-            selector: LabelSelector {
-                match_labels: Some(selector(model, component)),
-                ..LabelSelector::default()
-            },
+            selector: pods.selector,
             strategy: match rollout {
                 Rollout::Rolling => None,
                 Rollout::Recreate => Some(DeploymentStrategy {
@@ -42,18 +48,7 @@ pub fn deployment(
                     ..DeploymentStrategy::default()
                 }),
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(model, component)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    security_context: Some(pod_security(WORKLOAD_UID)),
-                    containers: vec![container],
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
+            template: pods.template,
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
