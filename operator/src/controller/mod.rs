@@ -11,6 +11,8 @@ pub mod dereference;
 pub mod desired;
 pub mod events;
 pub mod hash;
+#[cfg(test)]
+mod mock_api;
 pub mod status;
 pub mod validate;
 
