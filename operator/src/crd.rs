@@ -10,6 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::constants::{COAP_PORT, DEFAULT_GRAFANA_IMAGE, DEFAULT_INFLUXDB_IMAGE};
+
 /// Desired state of an IoT monitoring stack: InfluxDB, Grafana with dashboards, the CoAP
 /// server, a sensor simulator, the air-quality ingestor and their autoscalers.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -176,7 +178,7 @@ pub struct InfluxDbSpec {
 impl Default for InfluxDbSpec {
     fn default() -> Self {
         Self {
-            image: "influxdb:1.8".into(),
+            image: DEFAULT_INFLUXDB_IMAGE.into(),
             resources: InfluxDbResources::default(),
             storage: StorageSpec::default(),
             retention: "30d".into(),
@@ -306,7 +308,7 @@ pub struct GrafanaSpec {
 impl Default for GrafanaSpec {
     fn default() -> Self {
         Self {
-            image: "grafana/grafana:10.2.3".into(),
+            image: DEFAULT_GRAFANA_IMAGE.into(),
             resources: GrafanaResources::default(),
             replicas: ReplicaBounds::default(),
             anonymous_viewer: true,
@@ -347,7 +349,7 @@ impl Default for CoapSpec {
         Self {
             image: None,
             resources: CoapResources::default(),
-            port: 5683,
+            port: COAP_PORT,
             service_type: ServiceType::ClusterIP,
             node_port: None,
             replicas: ReplicaBounds::default(),
@@ -653,7 +655,7 @@ mod tests {
                 serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
             monitor.metadata.namespace = Some("default".into());
             monitor.metadata.uid = Some("uid".into());
-            crate::controller::validate::validate(&monitor)
+            crate::controller::validate::validate(&monitor, &Default::default())
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }

@@ -3,22 +3,18 @@
 
 mod operator_support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use iot_operator::controller::{self, Context};
+use iot_operator::controller;
 use iot_operator::crd::IotMonitor;
 use iot_operator::leader::{self, Ended};
-use iot_operator::metrics::Metrics;
 use iot_testkit::cluster::{Cluster, repo_dir, run};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::events::Reporter;
-use operator_support::{install_crd, wait_ready};
-use prometheus_client::registry::Registry;
+use operator_support::{MINIMAL, context, setup, wait_ready};
 use tokio::sync::watch;
 
 /// A client that authenticates as `system:serviceaccount:<ns>:<account>`.
@@ -46,9 +42,7 @@ async fn client_as(cluster: &Cluster, ns: &str, account: &str) -> Result<kube::C
 
 #[tokio::test]
 async fn the_chart_installs_and_its_rbac_is_enough_to_reconcile() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster.namespace("operator-helm").await?;
+    let (cluster, ns) = setup("operator-helm").await?;
     let chart = repo_dir().join("charts/iot-operator");
     let output = run(cluster.helm().args([
         "install",
@@ -94,13 +88,7 @@ async fn the_chart_installs_and_its_rbac_is_enough_to_reconcile() -> Result<()> 
 
     // Run the operator as the chart's ServiceAccount: Lease, watches, applies, status, Events.
     let client = client_as(&cluster, ns.name(), "iot-iot-operator").await?;
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let reporter = Reporter {
-        controller: "iot-operator-e2e".into(),
-        instance: None,
-    };
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), reporter));
+    let (ctx, metrics, _registry) = context(client.clone(), None);
     let (stop, stop_rx) = watch::channel(false);
     let watched = ns.name().to_owned();
     let lease_ns = ns.name().to_owned();
@@ -116,9 +104,7 @@ async fn the_chart_installs_and_its_rbac_is_enough_to_reconcile() -> Result<()> 
         )
         .await
     });
-    cluster
-        .apply_yaml(Some(ns.name()), "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: lab}\nspec: {}\n")
-        .await?;
+    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
     let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
     wait_ready(&monitors, "lab").await?;
     let _ = stop.send(true);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::controller::validate::Monitor;
+use crate::controller::validate::ValidatedMonitor;
 
 pub const NAME: &str = "app.kubernetes.io/name";
 pub const INSTANCE: &str = "app.kubernetes.io/instance";
@@ -45,25 +45,25 @@ impl Component {
 
 /// The labels a component's pods are selected by. Kept small because Deployment selectors are
 /// immutable: adding a label here later would need the Deployments re-created.
-pub fn selector(monitor: &Monitor, component: Component) -> BTreeMap<String, String> {
+pub fn selector(model: &ValidatedMonitor, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME.to_owned(), component.as_str().to_owned()),
-        (INSTANCE.to_owned(), monitor.names.instance.clone()),
+        (INSTANCE.to_owned(), model.names.instance.clone()),
     ])
 }
 
 /// Labels on every child object and pod.
-pub fn labels(monitor: &Monitor, component: Component) -> BTreeMap<String, String> {
-    let mut labels = selector(monitor, component);
+pub fn labels(model: &ValidatedMonitor, component: Component) -> BTreeMap<String, String> {
+    let mut labels = selector(model, component);
     labels.insert(PART_OF.to_owned(), PART_OF_VALUE.to_owned());
     labels.insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
     labels
 }
 
 /// Labels every pod of one IotMonitor carries, whatever its component (NetworkPolicy peers).
-pub fn stack_selector(monitor: &Monitor) -> BTreeMap<String, String> {
+pub fn stack_selector(model: &ValidatedMonitor) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (INSTANCE.to_owned(), monitor.names.instance.clone()),
+        (INSTANCE.to_owned(), model.names.instance.clone()),
         (PART_OF.to_owned(), PART_OF_VALUE.to_owned()),
     ])
 }
@@ -75,19 +75,19 @@ pub fn children_selector(instance: &str) -> String {
 }
 
 /// Metadata of an owned child: garbage-collected with the IotMonitor.
-pub fn owned_meta(monitor: &Monitor, name: &str, component: Component) -> ObjectMeta {
+pub fn owned_meta(model: &ValidatedMonitor, name: &str, component: Component) -> ObjectMeta {
     ObjectMeta {
-        owner_references: Some(vec![monitor.owner.clone()]),
-        ..unowned_meta(monitor, name, component)
+        owner_references: Some(vec![model.owner.clone()]),
+        ..unowned_meta(model, name, component)
     }
 }
 
 /// Metadata of a child that outlives the IotMonitor (data and the credentials that open it).
-pub fn unowned_meta(monitor: &Monitor, name: &str, component: Component) -> ObjectMeta {
+pub fn unowned_meta(model: &ValidatedMonitor, name: &str, component: Component) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
-        namespace: Some(monitor.namespace.clone()),
-        labels: Some(labels(monitor, component)),
+        namespace: Some(model.namespace.clone()),
+        labels: Some(labels(model, component)),
         ..ObjectMeta::default()
     }
 }

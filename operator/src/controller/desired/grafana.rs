@@ -3,22 +3,23 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, PodSpec, PodTemplateSpec, Probe,
-    Service, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Probe, Service, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::json;
 
-use super::labels::{CONFIG_HASH, Component, labels, owned_meta, selector};
+use super::labels::{Component, owned_meta};
 use super::network::exposed_service;
 use super::pod::{
-    container_security, content_hash, env, env_from_secret, http_probe, pod_security, resources,
-    scratch, tcp_port,
+    container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
 };
 use super::secrets::{KEY_GRAFANA_ADMIN_PASSWORD, KEY_GRAFANA_ADMIN_USERNAME};
-use crate::controller::validate::{GRAFANA_PORT, Monitor};
+use super::template::PodTemplateBuilder;
+use super::workload::{Rollout, deployment};
+use crate::constants::{GRAFANA_PORT, GRAFANA_UID};
+use crate::controller::hash::content_hash;
+use crate::controller::validate::ValidatedMonitor;
 
 /// Dashboards shipped with the operator. Their datasource uids match `DHT_DATASOURCE_UID` and
 /// `AQI_DATASOURCE_UID`.
@@ -27,8 +28,6 @@ pub const AQI_DASHBOARD: &str = include_str!("../../../dashboards/aqi.json");
 pub const DHT_DATASOURCE_UID: &str = "iot-dht";
 pub const AQI_DATASOURCE_UID: &str = "iot-aqi";
 
-/// The official image's `grafana` user.
-const GRAFANA_UID: i64 = 472;
 const PROVISIONING: &str = "/etc/grafana/provisioning";
 const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards/iot";
 
@@ -40,9 +39,9 @@ pub struct GrafanaObjects {
     pub deployment: Deployment,
 }
 
-pub fn build(monitor: &Monitor) -> GrafanaObjects {
-    let provisioning = provisioning_config_map(monitor);
-    let dashboards = dashboards_config_map(monitor);
+pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
+    let provisioning = provisioning_config_map(model);
+    let dashboards = dashboards_config_map(model);
     let hash = content_hash(
         [&provisioning, &dashboards]
             .into_iter()
@@ -51,14 +50,14 @@ pub fn build(monitor: &Monitor) -> GrafanaObjects {
     );
     GrafanaObjects {
         service: exposed_service(
-            monitor,
-            &monitor.names.grafana,
+            model,
+            &model.names.grafana,
             Component::Grafana,
-            monitor.grafana.service_type,
-            monitor.grafana.node_port,
+            model.grafana.service_type,
+            model.grafana.node_port,
             ("http", "TCP", GRAFANA_PORT),
         ),
-        deployment: deployment(monitor, &hash),
+        deployment: grafana_deployment(model, &hash),
         provisioning,
         dashboards,
     }
@@ -66,8 +65,8 @@ pub fn build(monitor: &Monitor) -> GrafanaObjects {
 
 /// The datasource password is `$INFLUX_READ_PASSWORD`: Grafana expands it from the pod's
 /// environment, which takes it from the Secret, so no credential is ever in a ConfigMap.
-fn datasources_yaml(monitor: &Monitor) -> String {
-    let influx = &monitor.influx;
+fn datasources_yaml(model: &ValidatedMonitor) -> String {
+    let influx = &model.influx;
     let datasource = |name: &str, uid: &str, db: &str, default: bool| {
         json!({
             "name": name,
@@ -115,28 +114,20 @@ fn to_yaml(value: &serde_json::Value) -> String {
     serde_yaml::to_string(value).unwrap_or_default()
 }
 
-fn provisioning_config_map(monitor: &Monitor) -> ConfigMap {
+fn provisioning_config_map(model: &ValidatedMonitor) -> ConfigMap {
     ConfigMap {
-        metadata: owned_meta(
-            monitor,
-            &monitor.names.grafana_datasources,
-            Component::Grafana,
-        ),
+        metadata: owned_meta(model, &model.names.grafana_datasources, Component::Grafana),
         data: Some(BTreeMap::from([
-            ("datasources.yaml".to_owned(), datasources_yaml(monitor)),
+            ("datasources.yaml".to_owned(), datasources_yaml(model)),
             ("dashboards.yaml".to_owned(), dashboard_provider_yaml()),
         ])),
         ..ConfigMap::default()
     }
 }
 
-fn dashboards_config_map(monitor: &Monitor) -> ConfigMap {
+fn dashboards_config_map(model: &ValidatedMonitor) -> ConfigMap {
     ConfigMap {
-        metadata: owned_meta(
-            monitor,
-            &monitor.names.grafana_dashboards,
-            Component::Grafana,
-        ),
+        metadata: owned_meta(model, &model.names.grafana_dashboards, Component::Grafana),
         data: Some(BTreeMap::from([
             ("dht.json".to_owned(), DHT_DASHBOARD.to_owned()),
             ("aqi.json".to_owned(), AQI_DASHBOARD.to_owned()),
@@ -174,10 +165,10 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn deployment(monitor: &Monitor, config_hash: &str) -> Deployment {
-    let names = &monitor.names;
-    let grafana = &monitor.grafana;
-    let reader = &monitor.influx.reader;
+fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment {
+    let names = &model.names;
+    let grafana = &model.grafana;
+    let reader = &model.influx.reader;
     let (data_volume, data_mount) = scratch("data", "/var/lib/grafana");
     let (tmp_volume, tmp_mount) = scratch("tmp", "/tmp");
     let container = Container {
@@ -242,38 +233,19 @@ fn deployment(monitor: &Monitor, config_hash: &str) -> Deployment {
         data_volume,
         tmp_volume,
     ];
-    Deployment {
-        metadata: owned_meta(monitor, &names.grafana, Component::Grafana),
-        spec: DeploymentSpec {
-            // The HPA owns the replica count when autoscaling is on; setting it here too would
-            // make the operator and the HPA fight.
-            replicas: monitor
-                .autoscaling
-                .is_none()
-                .then_some(grafana.replicas.min),
-            selector: LabelSelector {
-                match_labels: Some(selector(monitor, Component::Grafana)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(monitor, Component::Grafana)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    security_context: Some(pod_security(GRAFANA_UID)),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        },
-        ..Deployment::default()
-    }
+    let pods = PodTemplateBuilder::new(model, Component::Grafana, GRAFANA_UID, vec![container])
+        .volumes(volumes)
+        .config_hash(config_hash.to_owned())
+        .build();
+    // The HPA owns the replica count when autoscaling is on; setting it here too would make the
+    // operator and the HPA fight.
+    let replicas = model.autoscaling.is_none().then_some(grafana.replicas.min);
+    deployment(
+        model,
+        &names.grafana,
+        Component::Grafana,
+        replicas,
+        Rollout::Rolling,
+        pods,
+    )
 }

@@ -10,13 +10,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{Component, owned_meta, selector, stack_selector};
-use crate::controller::validate::{INFLUX_PORT, InfluxMode, Monitor};
+use crate::constants::INFLUX_PORT;
+use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 use crate::crd::ServiceType;
 
 /// A Service of the requested type with one port `(name, protocol, port)` whose target is the
 /// container port of the same name.
 pub fn exposed_service(
-    monitor: &Monitor,
+    model: &ValidatedMonitor,
     name: &str,
     component: Component,
     service_type: ServiceType,
@@ -29,10 +30,10 @@ pub fn exposed_service(
         ServiceType::LoadBalancer => "LoadBalancer",
     };
     Service {
-        metadata: owned_meta(monitor, name, component),
+        metadata: owned_meta(model, name, component),
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
-            selector: Some(selector(monitor, component)),
+            selector: Some(selector(model, component)),
             ports: Some(vec![ServicePort {
                 name: Some(port_name.to_owned()),
                 port,
@@ -49,22 +50,22 @@ pub fn exposed_service(
 
 /// InfluxDB accepts connections only from the pods of the same IotMonitor (Grafana and the
 /// workloads). Nothing else in the cluster can reach the database, even with credentials.
-pub fn influx_policy(monitor: &Monitor) -> Option<NetworkPolicy> {
-    if monitor.influx.mode == InfluxMode::External {
+pub fn influx_policy(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
+    if model.influx.mode == InfluxMode::External {
         return None;
     }
     Some(NetworkPolicy {
-        metadata: owned_meta(monitor, &monitor.names.influxdb, Component::Influxdb),
+        metadata: owned_meta(model, &model.names.influxdb, Component::Influxdb),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(selector(monitor, Component::Influxdb)),
+                match_labels: Some(selector(model, Component::Influxdb)),
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![NetworkPolicyPeer {
                     pod_selector: Some(LabelSelector {
-                        match_labels: Some(stack_selector(monitor)),
+                        match_labels: Some(stack_selector(model)),
                         ..LabelSelector::default()
                     }),
                     ..NetworkPolicyPeer::default()

@@ -8,30 +8,33 @@
 //! verbatim, so we also remember the resourceVersion our own last write produced: if nobody
 //! has touched the object since, there is nothing to correct.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::sync::Mutex;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
-use super::build::DesiredObjects;
-use super::build::labels::children_selector;
-use super::build::pod::content_hash;
-use super::build::secrets::{Credentials, random_password};
-use crate::error::{Error, Result};
+mod credentials;
+mod drift;
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use self::drift::{WriteMemo, is_subset};
+pub use self::error::ApplyError;
+use super::desired::DesiredObjects;
+use super::desired::labels::children_selector;
+use super::hash::content_hash;
+use crate::constants::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
-/// The one field manager every write of the operator uses.
-pub const FIELD_MANAGER: &str = "iot-operator";
 /// Hash of the applied configuration, on every applied object.
 pub const APPLIED_HASH: &str = "iot.operator.dev/applied-hash";
 
@@ -57,25 +60,6 @@ impl<K> Child for K where
 {
 }
 
-/// `kind/namespace/name` → resourceVersion our last write produced, with the hash written.
-#[derive(Debug, Default)]
-pub struct WriteMemo(Mutex<HashMap<String, (String, String)>>);
-
-impl WriteMemo {
-    fn remember(&self, key: String, hash: String, resource_version: Option<String>) {
-        if let (Ok(mut memo), Some(rv)) = (self.0.lock(), resource_version) {
-            memo.insert(key, (hash, rv));
-        }
-    }
-
-    fn untouched_since_our_write(&self, key: &str, hash: &str, rv: Option<&str>) -> bool {
-        let Ok(memo) = self.0.lock() else {
-            return false;
-        };
-        matches!((memo.get(key), rv), (Some((h, r)), Some(live)) if h == hash && r == live)
-    }
-}
-
 /// The live state of what was applied, for the status step.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -97,21 +81,6 @@ pub struct Applier<'a> {
     memo: &'a WriteMemo,
     writes: u32,
     deleted: Vec<String>,
-}
-
-/// Whether every field of `desired` is present with the same value in `live`. Lists must have
-/// the same length; fields only `live` has (defaults, other managers) do not matter.
-pub fn is_subset(desired: &Value, live: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| is_subset(dv, lv))),
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
-        }
-        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
-        (d, l) => d == l,
-    }
 }
 
 impl<'a> Applier<'a> {
@@ -144,7 +113,7 @@ impl<'a> Applier<'a> {
 
     /// Applies everything in order: credentials and configuration before the pods that read
     /// them, the NetworkPolicy before InfluxDB starts, the workloads before their autoscalers.
-    pub async fn apply_all(mut self, desired: DesiredObjects) -> Result<Applied> {
+    pub async fn apply_all(mut self, desired: DesiredObjects) -> Result<Applied, ApplyError> {
         // Destructured without `..`: a new kind of child fails to compile here until it is
         // applied (and, where owned, cleaned up).
         let DesiredObjects {
@@ -191,14 +160,14 @@ impl<'a> Applier<'a> {
         })
     }
 
-    async fn apply_each<K>(&mut self, objects: &[K]) -> Result<BTreeSet<String>>
+    async fn apply_each<K>(&mut self, objects: &[K]) -> Result<BTreeSet<String>, ApplyError>
     where
         K: Child,
     {
         Ok(names(&self.apply_live(objects).await?))
     }
 
-    async fn apply_live<K>(&mut self, objects: &[K]) -> Result<Vec<K>>
+    async fn apply_live<K>(&mut self, objects: &[K]) -> Result<Vec<K>, ApplyError>
     where
         K: Child,
     {
@@ -209,14 +178,14 @@ impl<'a> Applier<'a> {
         Ok(live)
     }
 
-    async fn apply<K>(&mut self, desired: &K) -> Result<K>
+    async fn apply<K>(&mut self, desired: &K) -> Result<K, ApplyError>
     where
         K: Child,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = desired.meta().name.clone().unwrap_or_default();
         let hash = content_hash([serde_json::to_string(desired)
-            .map_err(|e| Error::Serialize(kind, e))?
+            .map_err(|e| ApplyError::Serialize(kind, e))?
             .as_str()]);
         let mut desired = desired.clone();
         desired
@@ -224,11 +193,12 @@ impl<'a> Applier<'a> {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(APPLIED_HASH.to_owned(), hash.clone());
-        let desired_json = serde_json::to_value(&desired).map_err(|e| Error::Serialize(kind, e))?;
+        let desired_json =
+            serde_json::to_value(&desired).map_err(|e| ApplyError::Serialize(kind, e))?;
         let key = format!("{kind}/{}/{name}", self.namespace);
 
         let api = self.api::<K>();
-        let read_error = |source| Error::Read {
+        let read_error = |source| ApplyError::Read {
             what: format!("{kind} {name}"),
             source,
         };
@@ -241,7 +211,7 @@ impl<'a> Applier<'a> {
             if live_hash == Some(&hash) {
                 let rv = live.meta().resource_version.as_deref();
                 let live_json =
-                    serde_json::to_value(&live).map_err(|e| Error::Serialize(kind, e))?;
+                    serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
                 if is_subset(&desired_json, &live_json)
                     || self.memo.untouched_since_our_write(&key, &hash, rv)
                 {
@@ -256,7 +226,7 @@ impl<'a> Applier<'a> {
         let applied = api
             .patch(&name, &params, &Patch::Apply(&desired))
             .await
-            .map_err(|source| Error::Apply { kind, name, source })?;
+            .map_err(|source| ApplyError::Apply { kind, name, source })?;
         self.metrics.record_write(kind, "apply");
         self.writes += 1;
         self.memo
@@ -264,63 +234,9 @@ impl<'a> Applier<'a> {
         Ok(applied)
     }
 
-    /// Creates the credentials Secret when absent and adds missing keys; existing values are
-    /// never touched (see `build::secrets`).
-    async fn ensure_credentials(&mut self, credentials: &Credentials) -> Result<()> {
-        let api = self.api::<Secret>();
-        let name = credentials.secret.metadata.name.clone().unwrap_or_default();
-        let existing = api.get_opt(&name).await.map_err(|source| Error::Read {
-            what: format!("Secret {name}"),
-            source,
-        })?;
-        match existing {
-            None => {
-                let secret = credentials.new_secret(random_password);
-                match api.create(&PostParams::default(), &secret).await {
-                    Ok(_) => {
-                        tracing::info!(name, "created the credentials Secret");
-                        self.metrics.record_write("Secret", "create");
-                        self.writes += 1;
-                    }
-                    // Created between our read and our write: theirs is as good as ours.
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(source) => {
-                        return Err(Error::Apply {
-                            kind: "Secret",
-                            name,
-                            source,
-                        });
-                    }
-                }
-            }
-            Some(secret) => {
-                let data = secret.data.unwrap_or_default();
-                let missing = credentials.missing(&data, random_password);
-                if !missing.is_empty() {
-                    tracing::info!(name, keys = ?missing.keys().collect::<Vec<_>>(), "adding missing credentials");
-                    // A merge patch of stringData only adds keys; nothing existing changes.
-                    api.patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({ "stringData": missing })),
-                    )
-                    .await
-                    .map_err(|source| Error::Apply {
-                        kind: "Secret",
-                        name: name.clone(),
-                        source,
-                    })?;
-                    self.metrics.record_write("Secret", "patch");
-                    self.writes += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and
     /// checked against the owner reference, so nothing of anyone else's is ever touched.
-    async fn delete_unwanted<K>(&mut self, wanted: &BTreeSet<String>) -> Result<()>
+    async fn delete_unwanted<K>(&mut self, wanted: &BTreeSet<String>) -> Result<(), ApplyError>
     where
         K: Child,
     {
@@ -330,7 +246,7 @@ impl<'a> Applier<'a> {
         let children = api
             .list_metadata(&params)
             .await
-            .map_err(|source| Error::Read {
+            .map_err(|source| ApplyError::Read {
                 what: format!("{kind} list"),
                 source,
             })?;
@@ -349,7 +265,7 @@ impl<'a> Applier<'a> {
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 => continue,
-                Err(source) => return Err(Error::Delete { kind, name, source }),
+                Err(source) => return Err(ApplyError::Delete { kind, name, source }),
             }
             self.metrics.record_write(kind, "delete");
             self.writes += 1;
@@ -364,48 +280,4 @@ fn names<K: Resource>(objects: &[K]) -> BTreeSet<String> {
         .iter()
         .filter_map(|o| o.meta().name.clone())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn live_fields_added_by_defaulting_do_not_count_as_drift() {
-        let desired = json!({"spec": {"ports": [{"port": 80}]}});
-        let live =
-            json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}});
-        assert!(is_subset(&desired, &live));
-    }
-
-    #[test]
-    fn a_changed_or_missing_field_is_drift() {
-        let desired = json!({"spec": {"replicas": 2, "x": "a"}});
-        assert!(!is_subset(
-            &desired,
-            &json!({"spec": {"replicas": 3, "x": "a"}})
-        ));
-        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 2}})));
-    }
-
-    #[test]
-    fn lists_must_match_in_length() {
-        let desired = json!({"containers": [{"name": "a"}]});
-        let live = json!({"containers": [{"name": "a"}, {"name": "injected"}]});
-        assert!(!is_subset(&desired, &live));
-    }
-
-    #[test]
-    fn numbers_compare_by_value() {
-        assert!(is_subset(&json!({"v": 1}), &json!({"v": 1.0})));
-    }
-
-    #[test]
-    fn the_memo_recognises_only_our_own_last_write() {
-        let memo = WriteMemo::default();
-        memo.remember("k".into(), "h".into(), Some("7".into()));
-        assert!(memo.untouched_since_our_write("k", "h", Some("7")));
-        assert!(!memo.untouched_since_our_write("k", "h", Some("8")));
-        assert!(!memo.untouched_since_our_write("k", "other", Some("7")));
-    }
 }

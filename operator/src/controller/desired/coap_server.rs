@@ -5,9 +5,10 @@ use k8s_openapi::api::core::v1::{ContainerPort, Service};
 
 use super::labels::Component;
 use super::network::exposed_service;
-use super::pod::{env, influx_credentials, workload_container};
-use super::workload::deployment;
-use crate::controller::validate::{COAP_CONTAINER_PORT, InfluxMode, Monitor};
+use super::pod::{env, influx_writer_env, workload_container};
+use super::workload::{Rollout, deployment, workload_pods};
+use crate::constants::COAP_PORT;
+use crate::controller::validate::ValidatedMonitor;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoapObjects {
@@ -15,26 +16,17 @@ pub struct CoapObjects {
     pub deployment: Deployment,
 }
 
-pub fn build(monitor: &Monitor) -> CoapObjects {
-    let coap = &monitor.coap;
-    let influx = &monitor.influx;
+pub fn build(model: &ValidatedMonitor) -> CoapObjects {
+    let coap = &model.coap;
     let mut env_vars = vec![
-        env("COAP_BIND", format!("0.0.0.0:{COAP_CONTAINER_PORT}")),
+        env("COAP_BIND", format!("0.0.0.0:{COAP_PORT}")),
         env("BATCH_SIZE", coap.batch.size.to_string()),
         env("BATCH_LINGER_MS", coap.batch.linger_ms.to_string()),
-        // Our writer is not an InfluxDB admin: the setup sidecar creates the databases. An
-        // external endpoint is the user's, so the server may create its database there.
-        env(
-            "CREATE_DATABASE",
-            (influx.mode == InfluxMode::External).to_string(),
-        ),
-        env("INFLUX_URL", influx.url.clone()),
-        env("INFLUX_DB", influx.dht_db.clone()),
     ];
-    env_vars.extend(influx_credentials(&influx.writer));
+    env_vars.extend(influx_writer_env(&model.influx, &model.influx.dht_db));
     let coap_port = ContainerPort {
         name: Some("coap".into()),
-        container_port: COAP_CONTAINER_PORT,
+        container_port: COAP_PORT,
         protocol: Some("UDP".into()),
         ..ContainerPort::default()
     };
@@ -45,23 +37,23 @@ pub fn build(monitor: &Monitor) -> CoapObjects {
         vec![coap_port],
         env_vars,
     );
-    let replicas = monitor.autoscaling.is_none().then_some(coap.replicas.min);
+    let replicas = model.autoscaling.is_none().then_some(coap.replicas.min);
     CoapObjects {
         service: exposed_service(
-            monitor,
-            &monitor.names.coap_server,
+            model,
+            &model.names.coap_server,
             Component::CoapServer,
             coap.service_type,
             coap.node_port,
             ("coap", "UDP", coap.port),
         ),
         deployment: deployment(
-            monitor,
-            &monitor.names.coap_server,
+            model,
+            &model.names.coap_server,
             Component::CoapServer,
             replicas,
-            false,
-            container,
+            Rollout::Rolling,
+            workload_pods(model, Component::CoapServer, container),
         ),
     }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::labels::{Component, owned_meta};
-use crate::controller::validate::{Monitor, Replicas, ScalePolicy};
+use crate::controller::validate::{Replicas, ScalePolicy, ValidatedMonitor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Autoscalers {
@@ -24,22 +24,22 @@ pub struct Autoscalers {
     pub coap_server: HorizontalPodAutoscaler,
 }
 
-pub fn build(monitor: &Monitor) -> Option<Autoscalers> {
-    let policy = monitor.autoscaling?;
-    let names = &monitor.names;
+pub fn build(model: &ValidatedMonitor) -> Option<Autoscalers> {
+    let policy = model.autoscaling?;
+    let names = &model.names;
     Some(Autoscalers {
         grafana: hpa(
-            monitor,
+            model,
             &names.grafana,
             Component::Grafana,
-            monitor.grafana.replicas,
+            model.grafana.replicas,
             policy,
         ),
         coap_server: hpa(
-            monitor,
+            model,
             &names.coap_server,
             Component::CoapServer,
-            monitor.coap.replicas,
+            model.coap.replicas,
             policy,
         ),
     })
@@ -71,14 +71,14 @@ fn rules(window_seconds: i32, tolerance: f64, cooldown_seconds: i32) -> HPAScali
 }
 
 fn hpa(
-    monitor: &Monitor,
+    model: &ValidatedMonitor,
     target: &str,
     component: Component,
     replicas: Replicas,
     policy: ScalePolicy,
 ) -> HorizontalPodAutoscaler {
     HorizontalPodAutoscaler {
-        metadata: owned_meta(monitor, target, component),
+        metadata: owned_meta(model, target, component),
         spec: HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),

@@ -394,105 +394,73 @@ fn node_ports_are_set_on_exposed_services() {
     assert_eq!(svc[3]["spec"]["ports"][0]["nodePort"], 30683);
 }
 
-mod dashboards {
-    use super::*;
-    use crate::controller::build::grafana::{AQI_DASHBOARD, DHT_DASHBOARD};
+mod dashboards;
 
-    fn parse(text: &str) -> Value {
-        serde_json::from_str(text).expect("dashboard is JSON")
-    }
-
-    fn queries(dashboard: &Value) -> Vec<String> {
-        dashboard["panels"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
-            .filter_map(|t| t["query"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    #[test]
-    fn dht_dashboard_plots_each_place_over_time() {
-        let d = parse(DHT_DASHBOARD);
-        let qs = queries(&d);
-        assert_eq!(qs.len(), 2);
-        for (q, m) in qs.iter().zip(["temperature", "humidity"]) {
-            assert!(q.starts_with("SELECT mean(\"value\")"), "{q}");
-            assert!(q.contains(&format!("FROM \"{m}\"")), "{q}");
-            assert!(
-                q.contains("GROUP BY time($__interval), \"place\" fill(previous)"),
-                "{q}"
+#[test]
+fn every_pod_template_shares_the_skeleton() {
+    let objects = desired("{}");
+    let templates = objects
+        .deployments
+        .iter()
+        .map(|d| (&d.metadata.name, &d.spec.selector, &d.spec.template))
+        .chain(
+            objects
+                .stateful_sets
+                .iter()
+                .map(|s| (&s.metadata.name, &s.spec.selector, &s.spec.template)),
+        );
+    for (name, selector, template) in templates {
+        let labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        for (k, v) in selector.match_labels.iter().flatten() {
+            assert_eq!(
+                labels.get(k),
+                Some(v),
+                "{name:?}: the selector selects the pods"
             );
         }
-        assert_eq!(d["panels"][0]["datasource"]["uid"], "iot-dht");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "iot-operator");
+        let pod = template.spec.as_ref().expect("pod spec");
+        assert_eq!(pod.automount_service_account_token, Some(false), "{name:?}");
+        assert!(pod.security_context.is_some(), "{name:?}");
     }
+}
 
-    #[test]
-    fn aqi_dashboard_has_the_seed_panels_and_variables() {
-        let d = parse(AQI_DASHBOARD);
-        let titles: Vec<_> = d["panels"]
-            .as_array()
-            .expect("panels")
+#[test]
+fn every_writer_gets_the_same_influx_env_but_its_database() {
+    let objects = desired("{}");
+    let writer_env = |deployment: &str| {
+        container(&objects, deployment)
+            .env
             .iter()
-            .map(|p| p["title"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        assert_eq!(
-            titles,
-            [
-                "Measure Value Evolution",
-                "Max AQI",
-                "Mean AQI",
-                "AQI Map",
-                "IoT Data"
-            ]
-        );
-        let vars: Vec<_> = d["templating"]["list"]
-            .as_array()
-            .expect("variables")
-            .iter()
-            .map(|v| v["name"].clone())
-            .collect();
-        assert_eq!(vars, ["measure", "location"]);
-        assert_eq!(d["panels"][3]["type"], "geomap");
-    }
-
-    #[test]
-    fn aqi_map_colours_by_daqi_band() {
-        let d = parse(AQI_DASHBOARD);
-        let steps = &d["panels"][3]["fieldConfig"]["defaults"]["thresholds"]["steps"];
-        let bands: Vec<_> = steps
-            .as_array()
-            .expect("steps")
-            .iter()
-            .map(|s| {
-                (
-                    s["color"].as_str().unwrap_or_default().to_owned(),
-                    s["value"].clone(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            bands,
-            [
-                ("green".to_owned(), Value::Null),
-                ("orange".to_owned(), 4.into()),
-                ("red".to_owned(), 7.into()),
-                ("purple".to_owned(), 10.into()),
-            ]
-        );
-        let layer = &d["panels"][3]["options"]["layers"][0];
-        assert_eq!(layer["config"]["style"]["color"]["field"], "aqi");
-    }
-
-    #[test]
-    fn every_panel_uses_a_provisioned_datasource() {
-        for text in [DHT_DASHBOARD, AQI_DASHBOARD] {
-            let d = parse(text);
-            for p in d["panels"].as_array().expect("panels") {
-                let uid = p["datasource"]["uid"].as_str().unwrap_or_default();
-                assert!(["iot-dht", "iot-aqi"].contains(&uid), "{}", p["title"]);
-            }
-        }
-    }
+            .flatten()
+            .filter(|e| e.name.starts_with("INFLUX_") || e.name == "CREATE_DATABASE")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let coap = writer_env("lab-coap-server");
+    let aqi = writer_env("lab-aqi-ingestor");
+    let names = |env: &[k8s_openapi::api::core::v1::EnvVar]| {
+        env.iter().map(|e| e.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&coap),
+        [
+            "INFLUX_URL",
+            "INFLUX_DB",
+            "CREATE_DATABASE",
+            "INFLUX_USERNAME",
+            "INFLUX_PASSWORD"
+        ]
+    );
+    let differing: Vec<_> = coap
+        .iter()
+        .zip(&aqi)
+        .filter(|(c, a)| c != a)
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    assert_eq!(differing, ["INFLUX_DB"]);
 }

@@ -11,7 +11,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use super::labels::{Component, owned_meta, unowned_meta};
-use crate::controller::validate::{InfluxMode, Monitor};
+use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 
 pub const INFLUX_ADMIN_USER: &str = "admin";
 pub const INFLUX_WRITER_USER: &str = "iot_writer";
@@ -29,7 +29,7 @@ const PASSWORD_LEN: usize = 32;
 /// What the credentials Secret must hold; the values are generated only when a key is missing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Credentials {
-    /// Metadata of the Secret (name, labels, owner reference when it dies with the monitor).
+    /// Metadata of the Secret (name, labels, owner reference when it dies with the IotMonitor).
     pub secret: Secret,
     /// Keys with a fixed value (user names).
     pub fixed: BTreeMap<String, String>,
@@ -79,7 +79,7 @@ pub fn random_password() -> String {
         .collect()
 }
 
-pub fn build(monitor: &Monitor) -> Credentials {
+pub fn build(model: &ValidatedMonitor) -> Credentials {
     let mut fixed = BTreeMap::from([(
         KEY_GRAFANA_ADMIN_USERNAME.to_owned(),
         GRAFANA_ADMIN_USER.to_owned(),
@@ -87,23 +87,23 @@ pub fn build(monitor: &Monitor) -> Credentials {
     let mut generated = vec![KEY_GRAFANA_ADMIN_PASSWORD.to_owned()];
     // The Secret opens the data on the volume, so it lives exactly as long as the volume.
     let mut keep_with_data = false;
-    if let InfluxMode::Internal(internal) = &monitor.influx.mode {
+    if let InfluxMode::Internal(internal) = &model.influx.mode {
         keep_with_data = !internal.delete_with_monitor;
         fixed.insert(KEY_INFLUX_ADMIN_USERNAME.into(), INFLUX_ADMIN_USER.into());
         generated.push(KEY_INFLUX_ADMIN_PASSWORD.into());
         for (creds, user) in [
-            (&monitor.influx.writer, INFLUX_WRITER_USER),
-            (&monitor.influx.reader, INFLUX_READER_USER),
+            (&model.influx.writer, INFLUX_WRITER_USER),
+            (&model.influx.reader, INFLUX_READER_USER),
         ] {
             fixed.insert(creds.username_key.clone(), user.into());
             generated.push(creds.password_key.clone());
         }
     }
-    let name = &monitor.names.credentials;
+    let name = &model.names.credentials;
     let metadata = if keep_with_data {
-        unowned_meta(monitor, name, Component::Credentials)
+        unowned_meta(model, name, Component::Credentials)
     } else {
-        owned_meta(monitor, name, Component::Credentials)
+        owned_meta(model, name, Component::Credentials)
     };
     Credentials {
         secret: Secret {

@@ -1,5 +1,5 @@
-//! Resolved model → Kubernetes objects (pure). One module per component; [`DesiredObjects`]
-//! gathers everything one IotMonitor should have.
+//! [`ValidatedMonitor`](super::validate::ValidatedMonitor) → Kubernetes objects (pure). One
+//! module per component; [`DesiredObjects`] gathers everything one IotMonitor should have.
 
 pub mod aqi_ingestor;
 pub mod autoscaling;
@@ -11,6 +11,7 @@ pub mod network;
 pub mod pod;
 pub mod secrets;
 pub mod simulator;
+pub mod template;
 mod workload;
 
 #[cfg(test)]
@@ -21,7 +22,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::controller::validate::Monitor;
+use crate::controller::validate::ValidatedMonitor;
 
 /// Every object one IotMonitor should have, grouped by kind. The apply step destructures this
 /// without `..`, so a new field is a compile error until it is applied.
@@ -38,16 +39,16 @@ pub struct DesiredObjects {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
-pub fn build(monitor: &Monitor) -> DesiredObjects {
-    let influx = influxdb::build(monitor);
-    let grafana = grafana::build(monitor);
-    let coap = coap_server::build(monitor);
+pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
+    let influx = influxdb::build(model);
+    let grafana = grafana::build(model);
+    let coap = coap_server::build(model);
 
     let mut deployments = vec![grafana.deployment, coap.deployment];
-    deployments.extend(simulator::build(monitor));
-    deployments.extend(aqi_ingestor::build(monitor));
+    deployments.extend(simulator::build(model));
+    deployments.extend(aqi_ingestor::build(model));
 
-    let autoscalers = autoscaling::build(monitor)
+    let autoscalers = autoscaling::build(model)
         .map(|a| vec![a.grafana, a.coap_server])
         .unwrap_or_default();
 
@@ -58,13 +59,13 @@ pub fn build(monitor: &Monitor) -> DesiredObjects {
     services.extend([grafana.service, coap.service]);
 
     DesiredObjects {
-        credentials: secrets::build(monitor),
+        credentials: secrets::build(model),
         config_maps,
         persistent_volume_claims: influx.data.into_iter().collect(),
         services,
         stateful_sets: influx.stateful_set.into_iter().collect(),
         deployments,
         autoscalers,
-        network_policies: network::influx_policy(monitor).into_iter().collect(),
+        network_policies: network::influx_policy(model).into_iter().collect(),
     }
 }

@@ -6,28 +6,27 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Probe, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::labels::{CONFIG_HASH, Component, labels, owned_meta, selector, unowned_meta};
+use super::labels::{Component, owned_meta, selector, unowned_meta};
 use super::pod::{
-    container_security, content_hash, env, env_from_secret, http_probe, pod_security, resources,
-    scratch, tcp_port,
+    container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
 };
 use super::secrets::{KEY_INFLUX_ADMIN_PASSWORD, KEY_INFLUX_ADMIN_USERNAME};
-use crate::controller::validate::{INFLUX_PORT, InternalInflux, Monitor};
+use super::template::PodTemplateBuilder;
+use crate::constants::{INFLUX_PORT, INFLUX_UID};
+use crate::controller::hash::content_hash;
+use crate::controller::validate::{InternalInflux, ValidatedMonitor};
 
 /// The idempotent setup script run by the sidecar; tested against a real influxd.
 pub const SETUP_SCRIPT: &str = include_str!("influxdb-setup.sh");
 const SETUP_KEY: &str = "setup.sh";
 const SETUP_DONE: &str = "/tmp/setup-done";
 const DATA_DIR: &str = "/var/lib/influxdb";
-/// The `influxdb` user of the official image.
-const INFLUX_UID: i64 = 1000;
 
 /// The InfluxDB children, or nothing with an external InfluxDB.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -39,22 +38,22 @@ pub struct InfluxObjects {
     pub stateful_set: Option<StatefulSet>,
 }
 
-pub fn build(monitor: &Monitor) -> InfluxObjects {
-    match &monitor.influx.mode {
+pub fn build(model: &ValidatedMonitor) -> InfluxObjects {
+    match &model.influx.mode {
         crate::controller::validate::InfluxMode::External => InfluxObjects::default(),
         crate::controller::validate::InfluxMode::Internal(internal) => InfluxObjects {
-            setup: Some(setup_config_map(monitor)),
-            data: Some(data_claim(monitor, internal)),
-            service: Some(service(monitor, false)),
-            headless: Some(service(monitor, true)),
-            stateful_set: Some(stateful_set(monitor, internal)),
+            setup: Some(setup_config_map(model)),
+            data: Some(data_claim(model, internal)),
+            service: Some(service(model, false)),
+            headless: Some(service(model, true)),
+            stateful_set: Some(stateful_set(model, internal)),
         },
     }
 }
 
-fn setup_config_map(monitor: &Monitor) -> ConfigMap {
+fn setup_config_map(model: &ValidatedMonitor) -> ConfigMap {
     ConfigMap {
-        metadata: owned_meta(monitor, &monitor.names.influxdb_setup, Component::Influxdb),
+        metadata: owned_meta(model, &model.names.influxdb_setup, Component::Influxdb),
         data: Some(BTreeMap::from([(
             SETUP_KEY.to_owned(),
             SETUP_SCRIPT.to_owned(),
@@ -66,12 +65,12 @@ fn setup_config_map(monitor: &Monitor) -> ConfigMap {
 /// A standalone claim rather than a volumeClaimTemplate: templates are immutable, so a
 /// standalone claim is what lets `storage.size` grow, and it survives the IotMonitor unless
 /// the spec asks otherwise (then the owner reference lets the garbage collector remove it).
-fn data_claim(monitor: &Monitor, internal: &InternalInflux) -> PersistentVolumeClaim {
-    let name = &monitor.names.influxdb_data;
+fn data_claim(model: &ValidatedMonitor, internal: &InternalInflux) -> PersistentVolumeClaim {
+    let name = &model.names.influxdb_data;
     let metadata = if internal.delete_with_monitor {
-        owned_meta(monitor, name, Component::Influxdb)
+        owned_meta(model, name, Component::Influxdb)
     } else {
-        unowned_meta(monitor, name, Component::Influxdb)
+        unowned_meta(model, name, Component::Influxdb)
     };
     PersistentVolumeClaim {
         metadata,
@@ -91,18 +90,18 @@ fn data_claim(monitor: &Monitor, internal: &InternalInflux) -> PersistentVolumeC
     }
 }
 
-fn service(monitor: &Monitor, headless: bool) -> Service {
+fn service(model: &ValidatedMonitor, headless: bool) -> Service {
     let name = if headless {
-        &monitor.names.influxdb_headless
+        &model.names.influxdb_headless
     } else {
-        &monitor.names.influxdb
+        &model.names.influxdb
     };
     Service {
-        metadata: owned_meta(monitor, name, Component::Influxdb),
+        metadata: owned_meta(model, name, Component::Influxdb),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             cluster_ip: headless.then(|| "None".to_owned()),
-            selector: Some(selector(monitor, Component::Influxdb)),
+            selector: Some(selector(model, Component::Influxdb)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: INFLUX_PORT,
@@ -116,10 +115,10 @@ fn service(monitor: &Monitor, headless: bool) -> Service {
     }
 }
 
-fn stateful_set(monitor: &Monitor, internal: &InternalInflux) -> StatefulSet {
-    let names = &monitor.names;
+fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> StatefulSet {
+    let names = &model.names;
     let secret = &names.credentials;
-    let influx = &monitor.influx;
+    let influx = &model.influx;
     let (tmp_volume, tmp_mount) = scratch("tmp", "/tmp");
     let data_mount = VolumeMount {
         name: "data".into(),
@@ -226,33 +225,19 @@ fn stateful_set(monitor: &Monitor, internal: &InternalInflux) -> StatefulSet {
         },
         tmp_volume,
     ];
+    let pods =
+        PodTemplateBuilder::new(model, Component::Influxdb, INFLUX_UID, vec![influxd, setup])
+            .volumes(volumes)
+            .config_hash(content_hash([SETUP_SCRIPT]))
+            .termination_grace_period_seconds(30)
+            .build();
     StatefulSet {
-        metadata: owned_meta(monitor, &names.influxdb, Component::Influxdb),
+        metadata: owned_meta(model, &names.influxdb, Component::Influxdb),
         spec: StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(names.influxdb_headless.clone()),
-            selector: LabelSelector {
-                match_labels: Some(selector(monitor, Component::Influxdb)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(monitor, Component::Influxdb)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_owned(),
-                        content_hash([SETUP_SCRIPT]),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    security_context: Some(pod_security(INFLUX_UID)),
-                    containers: vec![influxd, setup],
-                    volumes: Some(volumes),
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    ..PodSpec::default()
-                }),
-            },
+            selector: pods.selector,
+            template: pods.template,
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()

@@ -11,11 +11,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::controller::validate::{SecretCredentials, WORKLOAD_HTTP_PORT};
+use crate::constants::WORKLOAD_HTTP_PORT;
+use crate::controller::validate::{Influx, InfluxMode};
 use crate::crd::ResourcesSpec;
-
-/// UID of the distroless `nonroot` user our workload images run as.
-pub const WORKLOAD_UID: i64 = 65532;
 
 /// Pod security context satisfying the `restricted` Pod Security Standard.
 pub fn pod_security(uid: i64) -> PodSecurityContext {
@@ -89,11 +87,21 @@ pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// `INFLUX_USERNAME` / `INFLUX_PASSWORD` from a Secret.
-pub fn influx_credentials(creds: &SecretCredentials) -> [EnvVar; 2] {
-    [
-        env_from_secret("INFLUX_USERNAME", &creds.secret, &creds.username_key),
-        env_from_secret("INFLUX_PASSWORD", &creds.secret, &creds.password_key),
+/// What a workload needs to write into `database`: the URL, the database, whether it may
+/// create it, and the writer's credentials from their Secret.
+pub fn influx_writer_env(influx: &Influx, database: &str) -> Vec<EnvVar> {
+    let writer = &influx.writer;
+    vec![
+        env("INFLUX_URL", influx.url.clone()),
+        env("INFLUX_DB", database),
+        // Our writer is not an InfluxDB admin: the setup sidecar creates the databases. An
+        // external endpoint is the user's, so the workloads may create their database there.
+        env(
+            "CREATE_DATABASE",
+            (influx.mode == InfluxMode::External).to_string(),
+        ),
+        env_from_secret("INFLUX_USERNAME", &writer.secret, &writer.username_key),
+        env_from_secret("INFLUX_PASSWORD", &writer.secret, &writer.password_key),
     ]
 }
 
@@ -165,17 +173,4 @@ pub fn workload_container(
         readiness_probe: Some(http_probe("/readyz", "http", 5, 2)),
         ..Container::default()
     }
-}
-
-/// FNV-1a over the given parts: a short hash that is stable across Rust releases (std's
-/// `DefaultHasher` is not guaranteed to be), so pods roll only when the content changes.
-pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
 }

@@ -4,15 +4,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use super::labels::Component;
 use super::pod::{env, workload_container};
-use super::workload::deployment;
-use crate::controller::validate::Monitor;
+use super::workload::{Rollout, deployment, workload_pods};
+use crate::controller::validate::ValidatedMonitor;
 
-pub fn build(monitor: &Monitor) -> Option<Deployment> {
-    let sim = monitor.simulator.as_ref()?;
+pub fn build(model: &ValidatedMonitor) -> Option<Deployment> {
+    let sim = model.simulator.as_ref()?;
     let env_vars = vec![
         env(
             "COAP_SERVER",
-            format!("{}:{}", monitor.names.coap_server, monitor.coap.port),
+            format!("{}:{}", model.names.coap_server, model.coap.port),
         ),
         env("SIM_SENSORS", sim.sensors.to_string()),
         env("SIM_PLACES", sim.places.join(",")),
@@ -20,11 +20,11 @@ pub fn build(monitor: &Monitor) -> Option<Deployment> {
     ];
     let container = workload_container("sensor-sim", &sim.image, &sim.resources, vec![], env_vars);
     Some(deployment(
-        monitor,
-        &monitor.names.simulator,
+        model,
+        &model.names.simulator,
         Component::Simulator,
         Some(1),
-        false,
-        container,
+        Rollout::Rolling,
+        workload_pods(model, Component::Simulator, container),
     ))
 }
