@@ -4,7 +4,5 @@
 pub mod controller;
 pub mod crd;
 pub mod error;
-pub mod http;
 pub mod leader;
 pub mod metrics;
-pub mod telemetry;

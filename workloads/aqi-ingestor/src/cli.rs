@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use iot_common::InfluxArgs;
-use iot_common::telemetry::LogArgs;
+use iot_common::logging::LogArgs;
 
 use crate::fetch::Source;
 
