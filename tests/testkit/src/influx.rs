@@ -2,12 +2,13 @@
 //! temporary directory. Stopped when dropped. `stop` and `start_again` keep the data and the port,
 //! for outage tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::ports::free_port;
 
 pub struct InfluxServer {
     dir: tempfile::TempDir,
@@ -15,22 +16,6 @@ pub struct InfluxServer {
     child: Option<Child>,
     auth: Option<(String, String)>,
     http: reqwest::Client,
-}
-
-/// A free TCP port on 127.0.0.1 (the listener is closed again, so a race is possible but rare).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
-
-/// A free UDP port on 127.0.0.1 (same caveat as [`free_port`]).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("no free UDP port on 127.0.0.1")
 }
 
 fn influxd() -> PathBuf {
