@@ -41,7 +41,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let metrics = Metrics::new(&mut registry);
     let readiness = Readiness::default();
 
-    let once = cli.once;
+    let once = cli.runs_once();
     let side_port = if once {
         None
     } else {
@@ -137,7 +137,7 @@ async fn start_up(
         match try_start_up(client, cli, watermarks).await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                let give_up = cli.once
+                let give_up = cli.runs_once()
                     && (!e.is_retryable()
                         || attempt >= policy.max_attempts
                         || started.elapsed() >= policy.deadline);

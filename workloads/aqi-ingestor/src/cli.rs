@@ -21,8 +21,8 @@ A reading is new when it is later than the newest reading of its sensor stored b
 (read back from InfluxDB at start-up), so restarts and repeated snapshots write nothing twice. \
 Polls are conditional (ETag / If-Modified-Since) and gzip-compressed: an unchanged snapshot is \
 neither downloaded nor processed.\n\n\
-Offline:  aqi-ingestor --source snapshot.json --dry-run --once   prints the line protocol it would \
-write, one line per reading, and needs no InfluxDB.",
+Offline:  aqi-ingestor --source snapshot.json --dry-run   prints the line protocol it would \
+write, one line per reading, and exits; it needs no InfluxDB.",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
 pub struct Cli {
@@ -71,7 +71,8 @@ pub struct Cli {
     pub threads: u64,
 
     /// Print the line protocol that would be written to stdout instead of writing it; needs no
-    /// InfluxDB (and starts with no watermarks).
+    /// InfluxDB (and starts with no watermarks). With a file source it polls once and exits, as
+    /// `--once` does.
     #[arg(long, env = "AQI_DRY_RUN")]
     pub dry_run: bool,
 
@@ -88,6 +89,12 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether to poll once and exit: `--once`, or a dry run of a file (offline use, where
+    /// polling the same file again would only print nothing every few minutes).
+    pub fn runs_once(&self) -> bool {
+        self.once || (self.dry_run && matches!(self.source, Source::File(_)))
+    }
+
     /// `--threads`, with 0 resolved.
     pub fn threads(&self) -> usize {
         match usize::try_from(self.threads) {
@@ -118,6 +125,18 @@ mod tests {
         assert_eq!(cli.http_addr.to_string(), "0.0.0.0:9090");
         assert!(cli.create_database);
         assert!(!cli.dry_run && !cli.once);
+    }
+
+    #[test]
+    fn a_dry_run_of_a_file_runs_once_and_of_a_url_keeps_polling() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("aqi-ingestor").chain(args.iter().copied()))
+                .expect("parses")
+        };
+        assert!(parse(&["--dry-run", "--source", "snapshot.json"]).runs_once());
+        assert!(!parse(&["--dry-run", "--source", "24h"]).runs_once());
+        assert!(!parse(&["--source", "snapshot.json"]).runs_once());
+        assert!(parse(&["--once"]).runs_once());
     }
 
     #[test]

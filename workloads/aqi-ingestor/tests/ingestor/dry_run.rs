@@ -1,8 +1,11 @@
-//! Offline mode: `--source FILE --dry-run` prints the line protocol it would write, and needs no
-//! InfluxDB. Every real sample file goes through it.
+//! Offline mode: `--source FILE --dry-run` prints the line protocol it would write, needs no
+//! InfluxDB, and exits. Every real sample file goes through it.
 
 use std::path::Path;
 use std::process::Command;
+
+use iot_testkit::process::Process;
+use iot_testkit::wait::default_timeout;
 
 use crate::common::{FIXTURES, Run, SnapshotFile, fixture, ingestor, run_once};
 use crate::upstream::{pm, synthetic};
@@ -19,12 +22,36 @@ fn dry_run(source: &Path, extra: &[&str]) -> Run {
     run
 }
 
-/// A dry run with the plain log, as a person reads it.
+/// A dry run without `--once`, as a new user types it, polling every second (were the file
+/// polled again, the run would not end).
 fn plain_dry_run(source: &Path) -> Command {
     let mut c = ingestor();
-    c.args(["--dry-run", "--influx-url", NO_INFLUX, "--source"])
-        .arg(source);
+    c.args([
+        "--dry-run",
+        "--influx-url",
+        NO_INFLUX,
+        "--poll-seconds",
+        "1",
+        "--source",
+    ])
+    .arg(source);
     c
+}
+
+#[tokio::test]
+async fn a_dry_run_of_a_file_without_once_polls_once_and_exits() {
+    let (name, records) = FIXTURES[3];
+    let mut run = Process::spawn("aqi-ingestor", &mut plain_dry_run(&fixture(name)));
+    let status = run.wait_exit(default_timeout()).await.unwrap();
+    let output = run.log();
+    assert!(status.success(), "{output}");
+    let lines = output.lines().filter(|l| l.starts_with("air_quality,"));
+    assert_eq!(lines.count() as u64, records, "{output}");
+    assert_eq!(output.matches("poll done").count(), 1, "one poll: {output}");
+    assert!(
+        !output.contains("serving /metrics"),
+        "no side port: {output}"
+    );
 }
 
 #[test]
