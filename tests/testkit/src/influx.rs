@@ -75,32 +75,11 @@ impl InfluxServer {
 
     fn write_config(&self) {
         let d = self.dir.path();
-        let rpc_port = free_port();
-        let auth = self.auth.is_some();
-        let conf = format!(
-            r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{meta}"
-[data]
-  dir = "{data}"
-  wal-dir = "{wal}"
-  query-log-enabled = false
-  wal-fsync-delay = "0s"
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:{http}"
-  auth-enabled = {auth}
-  log-enabled = false
-[logging]
-  level = "warn"
-"#,
-            meta = d.join("meta").display(),
-            data = d.join("data").display(),
-            wal = d.join("wal").display(),
-            http = self.http_port,
-        );
+        let conf = include_str!("../influxdb.conf")
+            .replace("@DIR@", &d.display().to_string())
+            .replace("@RPC_PORT@", &free_port().to_string())
+            .replace("@HTTP_PORT@", &self.http_port.to_string())
+            .replace("@AUTH@", &self.auth.is_some().to_string());
         std::fs::write(d.join("influxdb.conf"), conf).expect("write influxdb.conf");
     }
 

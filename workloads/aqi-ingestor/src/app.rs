@@ -217,31 +217,19 @@ fn log_report(r: &PollReport) {
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
+    // One set of fields for both outcomes (tracing wants the level and message as constants).
+    macro_rules! poll_event {
+        ($level:ident, $message:literal, $($extra:tt)*) => {
+            tracing::$level!(
+                outcome, records, written = r.written, rejected = r.rejected,
+                skipped_values = skipped, skipped = %reasons.join(","), bytes = r.bytes,
+                seconds = secs, $($extra)* $message
+            )
+        };
+    }
     if r.outcome.is_success() {
-        tracing::info!(
-            outcome,
-            records,
-            written = r.written,
-            rejected = r.rejected,
-            skipped_values = skipped,
-            skipped = %reasons.join(","),
-            bytes = r.bytes,
-            seconds = secs,
-            records_per_second = rate,
-            "poll done"
-        );
+        poll_event!(info, "poll done", records_per_second = rate,);
     } else {
-        tracing::warn!(
-            outcome,
-            error,
-            records,
-            written = r.written,
-            rejected = r.rejected,
-            skipped_values = skipped,
-            skipped = %reasons.join(","),
-            bytes = r.bytes,
-            seconds = secs,
-            "poll failed"
-        );
+        poll_event!(warn, "poll failed", error,);
     }
 }
