@@ -64,9 +64,11 @@ pub struct Cli {
     #[arg(long, env = "AQI_MAX_CLOCK_SKEW_SECONDS", default_value_t = 3600)]
     pub max_clock_skew_seconds: u64,
 
-    /// Threads that parse and transform a snapshot; 0 means one per CPU this process may use
-    /// (a container's CPU limit counts), at most 8.
-    #[arg(long, env = "AQI_THREADS", default_value_t = 0,
+    /// Threads that parse and transform a snapshot. 1 parses it in order; more parse windows
+    /// of it side by side, which saves time only on snapshots of hundreds of thousands of
+    /// records (docs/benchmarks.md). 0 means one per CPU this process may use (a container's
+    /// CPU limit counts), at most 8.
+    #[arg(long, env = "AQI_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=64))]
     pub threads: u64,
 
@@ -125,6 +127,7 @@ mod tests {
         assert_eq!(cli.http_addr.to_string(), "0.0.0.0:9090");
         assert!(cli.create_database);
         assert!(!cli.dry_run && !cli.once);
+        assert_eq!(cli.threads(), 1, "parsing in order unless asked otherwise");
     }
 
     #[test]
