@@ -5,7 +5,5 @@ pub mod constants;
 pub mod controller;
 pub mod crd;
 pub mod error;
-pub mod http;
 pub mod leader;
 pub mod metrics;
-pub mod telemetry;

@@ -14,7 +14,8 @@ use iot_operator::controller::desired::influxdb::SETUP_SCRIPT;
 use iot_operator::controller::{desired, validate};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::bins::workspace_bin;
-use iot_testkit::influx::{InfluxServer, free_port};
+use iot_testkit::influx::InfluxServer;
+use iot_testkit::ports::free_port;
 use k8s_openapi::api::core::v1::Container;
 
 const ADMIN: (&str, &str) = ("admin", "admin-pw");

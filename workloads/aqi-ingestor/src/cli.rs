@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use iot_common::InfluxArgs;
-use iot_common::telemetry::LogArgs;
+use iot_common::logging::LogArgs;
 
 use crate::fetch::Source;
 
@@ -21,8 +21,8 @@ A reading is new when it is later than the newest reading of its sensor stored b
 (read back from InfluxDB at start-up), so restarts and repeated snapshots write nothing twice. \
 Polls are conditional (ETag / If-Modified-Since) and gzip-compressed: an unchanged snapshot is \
 neither downloaded nor processed.\n\n\
-Offline:  aqi-ingestor --source snapshot.json --dry-run --once   prints the line protocol it would \
-write, one line per reading, and needs no InfluxDB.",
+Offline:  aqi-ingestor --source snapshot.json --dry-run   prints the line protocol it would \
+write, one line per reading, and exits; it needs no InfluxDB.",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
 pub struct Cli {
@@ -64,14 +64,17 @@ pub struct Cli {
     #[arg(long, env = "AQI_MAX_CLOCK_SKEW_SECONDS", default_value_t = 3600)]
     pub max_clock_skew_seconds: u64,
 
-    /// Threads that parse and transform a snapshot; 0 means one per CPU this process may use
-    /// (a container's CPU limit counts), at most 8.
-    #[arg(long, env = "AQI_THREADS", default_value_t = 0,
+    /// Threads that parse and transform a snapshot. 1 parses it in order; more parse windows
+    /// of it side by side, which saves time only on snapshots of hundreds of thousands of
+    /// records (docs/benchmarks.md). 0 means one per CPU this process may use (a container's
+    /// CPU limit counts), at most 8.
+    #[arg(long, env = "AQI_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=64))]
     pub threads: u64,
 
     /// Print the line protocol that would be written to stdout instead of writing it; needs no
-    /// InfluxDB (and starts with no watermarks).
+    /// InfluxDB (and starts with no watermarks). With a file source it polls once and exits, as
+    /// `--once` does.
     #[arg(long, env = "AQI_DRY_RUN")]
     pub dry_run: bool,
 
@@ -88,6 +91,12 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether to poll once and exit: `--once`, or a dry run of a file (offline use, where
+    /// polling the same file again would only print nothing every few minutes).
+    pub fn runs_once(&self) -> bool {
+        self.once || (self.dry_run && matches!(self.source, Source::File(_)))
+    }
+
     /// `--threads`, with 0 resolved.
     pub fn threads(&self) -> usize {
         match usize::try_from(self.threads) {
@@ -118,6 +127,19 @@ mod tests {
         assert_eq!(cli.http_addr.to_string(), "0.0.0.0:9090");
         assert!(cli.create_database);
         assert!(!cli.dry_run && !cli.once);
+        assert_eq!(cli.threads(), 1, "parsing in order unless asked otherwise");
+    }
+
+    #[test]
+    fn a_dry_run_of_a_file_runs_once_and_of_a_url_keeps_polling() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("aqi-ingestor").chain(args.iter().copied()))
+                .expect("parses")
+        };
+        assert!(parse(&["--dry-run", "--source", "snapshot.json"]).runs_once());
+        assert!(!parse(&["--dry-run", "--source", "24h"]).runs_once());
+        assert!(!parse(&["--source", "snapshot.json"]).runs_once());
+        assert!(parse(&["--once"]).runs_once());
     }
 
     #[test]

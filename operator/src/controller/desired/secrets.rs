@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use rand::Rng;
-use rand::distr::Alphanumeric;
 
 use super::labels::{Component, owned_meta, unowned_meta};
 use crate::controller::validate::{InfluxMode, ValidatedMonitor};
@@ -72,11 +70,7 @@ impl Credentials {
 
 /// A random password from the operating system's CSPRNG.
 pub fn random_password() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(PASSWORD_LEN)
-        .map(char::from)
-        .collect()
+    iot_common::random::alphanumeric(PASSWORD_LEN)
 }
 
 pub fn build(model: &ValidatedMonitor) -> Credentials {

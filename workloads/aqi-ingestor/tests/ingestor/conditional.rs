@@ -2,12 +2,12 @@
 //! User-Agent naming the project, and an unchanged snapshot neither downloaded nor processed.
 //! Drives the library's poller against a local server and a real InfluxDB.
 
-mod common;
-
 use aqi_ingestor::fetch::Source;
 use aqi_ingestor::poll::{PollOutcome, Poller};
-use common::{DB, Reply, SnapshotServer, header, pm, snapshot};
 use iot_testkit::influx::InfluxServer;
+
+use crate::common::{self, DB};
+use crate::upstream::{Reply, SnapshotServer, header, pm, snapshot, synthetic};
 
 const LAST_MODIFIED: &str = "Mon, 15 Jan 2024 10:05:00 GMT";
 
@@ -120,7 +120,7 @@ async fn a_changed_snapshot_writes_only_its_new_readings() {
 #[tokio::test]
 async fn snapshots_are_requested_gzipped_by_a_named_client() {
     let influx = InfluxServer::start().await;
-    let body = common::synthetic(2000);
+    let body = synthetic(2000);
     let server = SnapshotServer::start(vec![Reply::ok(body.clone()).etag("\"gz\"")]).await;
     let mut p = poller(&influx, &server.url()).await;
     let report = p.poll().await;

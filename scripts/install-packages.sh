@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests, benchmarks and `make run` need, and only what is missing:
-#   - Debian packages: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
-#     operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's coap-client, the
-#     independent CoAP peer of the interoperability test), openssl, curl, iproute2 (ss), time
-#     (/usr/bin/time: CPU and peak RSS in the benchmarks);
-#   - the local control plane's binaries, built from Go modules into ~/.cache/iot-operator
-#     (tests/cluster/build.sh; the first build takes several minutes).
+# Installs the Debian packages the tests, the benchmarks and `make run` need, and only those that
+# are missing: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
+# operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's
+# coap-client, the independent CoAP peer of the interoperability test), openssl, curl, iproute2
+# (ss), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks).
+# The local Kubernetes control plane is built separately (tests/cluster/build.sh, `make
+# control-plane`): only the operator's tests, the operator benchmark and `make dev` need it.
 # Idempotent: a second run checks and prints, and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-say() { printf '[deps] %s\n' "$*" >&2; }
+say() { printf '[packages] %s\n' "$*" >&2; }
 
 packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time)
 missing=()
@@ -27,6 +27,4 @@ else
   say "Debian packages present: ${packages[*]}"
 fi
 
-command -v go >/dev/null || { say "Go is required to build the control plane (go 1.26+)"; exit 1; }
 command -v cargo >/dev/null || { say "Rust is required (cargo 1.89+)"; exit 1; }
-tests/cluster/build.sh

@@ -2,12 +2,14 @@
 //! dedup across runs and restarts (each run is a new process, so its watermarks can only come
 //! from InfluxDB).
 
-mod common;
-
 use aqi_ingestor::fetch::Source;
-use common::{DB, FIXTURES, fixture, ingest_once, ns, pairs, pm, snapshot};
 use iot_testkit::influx::InfluxServer;
 use serde_json::json;
+
+use crate::common::{
+    self, DB, FIXTURES, SnapshotFile, fixture_source as source, ingest_once, ns, pairs,
+};
+use crate::upstream::{pm, record};
 
 /// Points per field after every sample file, counted independently of the ingestor from the
 /// files (262 distinct sensor readings; the v1 slice is there twice, as fragment and array).
@@ -26,10 +28,6 @@ const EXPECTED_FIELDS: &[(&str, u64)] = &[
     ("noise_LAeq", 2),
     ("counts_per_minute", 2),
 ];
-
-fn source(name: &str) -> String {
-    fixture(name).to_string_lossy().into_owned()
-}
 
 #[tokio::test]
 async fn replaying_every_real_sample_stores_each_reading_exactly_once() {
@@ -113,33 +111,21 @@ async fn a_stored_reading_has_its_tags_fields_types_and_time() {
 #[tokio::test]
 async fn after_a_restart_the_watermarks_come_back_from_influxdb() {
     let influx = InfluxServer::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("snapshot.json");
-    let path = file.to_string_lossy().into_owned();
-
-    std::fs::write(
-        &file,
-        snapshot(&[
-            pm(1, "2024-01-15 10:05:00", "10", "5"),
-            pm(2, "2024-01-15 10:05:00", "10", "5"),
-        ]),
-    )
-    .expect("write");
-    assert_eq!(ingest_once(&influx.url(), &path).u64("written"), 2);
+    let file = SnapshotFile::new(&[
+        pm(1, "2024-01-15 10:05:00", "10", "5"),
+        pm(2, "2024-01-15 10:05:00", "10", "5"),
+    ]);
+    assert_eq!(ingest_once(&influx.url(), &file.source()).u64("written"), 2);
 
     // A new process: sensor 1 at 10:00 is older than what InfluxDB holds for it and must not
     // be written, although it never was (InfluxDB alone would take it as a new point).
-    std::fs::write(
-        &file,
-        snapshot(&[
-            pm(1, "2024-01-15 10:00:00", "99", "99"),
-            pm(1, "2024-01-15 10:10:00", "12", "6"),
-            pm(2, "2024-01-15 10:05:00", "10", "5"),
-            pm(3, "2024-01-15 09:00:00", "20", "10"),
-        ]),
-    )
-    .expect("write");
-    let run = ingest_once(&influx.url(), &path);
+    file.write(&[
+        pm(1, "2024-01-15 10:00:00", "99", "99"),
+        pm(1, "2024-01-15 10:10:00", "12", "6"),
+        pm(2, "2024-01-15 10:05:00", "10", "5"),
+        pm(3, "2024-01-15 09:00:00", "20", "10"),
+    ]);
+    let run = ingest_once(&influx.url(), &file.source());
     assert_eq!(run.u64("written"), 2, "{}", run.report);
 
     let times =
@@ -157,20 +143,13 @@ async fn after_a_restart_the_watermarks_come_back_from_influxdb() {
 #[tokio::test]
 async fn several_readings_of_one_sensor_in_any_order_are_all_written_once() {
     let influx = InfluxServer::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("snapshot.json");
-    let path = file.to_string_lossy().into_owned();
-    std::fs::write(
-        &file,
-        snapshot(&[
-            pm(7, "2024-01-15 10:03:00", "3", "1"),
-            pm(7, "2024-01-15 10:01:00", "1", "1"),
-            pm(7, "2024-01-15 10:02:00", "2", "1"),
-            pm(7, "2024-01-15 10:01:00", "1", "1"),
-        ]),
-    )
-    .expect("write");
-    let run = ingest_once(&influx.url(), &path);
+    let file = SnapshotFile::new(&[
+        pm(7, "2024-01-15 10:03:00", "3", "1"),
+        pm(7, "2024-01-15 10:01:00", "1", "1"),
+        pm(7, "2024-01-15 10:02:00", "2", "1"),
+        pm(7, "2024-01-15 10:01:00", "1", "1"),
+    ]);
+    let run = ingest_once(&influx.url(), &file.source());
     assert_eq!(run.u64("written"), 3, "the repeat of 10:01 is a duplicate");
     let p1: Vec<f64> = pairs(&influx, "SELECT P1 FROM air_quality")
         .await
@@ -179,7 +158,7 @@ async fn several_readings_of_one_sensor_in_any_order_are_all_written_once() {
         .collect();
     assert_eq!(p1, [1.0, 2.0, 3.0]);
 
-    let again = ingest_once(&influx.url(), &path);
+    let again = ingest_once(&influx.url(), &file.source());
     assert_eq!(again.u64("written"), 0);
     assert_eq!(influx.count(DB, "air_quality", "P1").await, 3);
 }
@@ -223,22 +202,19 @@ async fn points_influxdb_refuses_for_good_do_not_hold_back_the_rest() {
         .expect("write");
     assert!(resp.status().is_success());
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("snapshot.json");
-    let path = file.to_string_lossy().into_owned();
-    std::fs::write(
-        &file,
-        snapshot(&[
-            common::record(
-                1,
-                "2024-01-15 10:00:00",
-                &[("humidity", "50.00"), ("temperature", "5")],
-            ),
-            pm(2, "2024-01-15 10:00:00", "10", "5"),
-            pm(3, "2024-01-15 10:00:00", "20", "10"),
-        ]),
-    )
-    .expect("write");
+    let weather = || {
+        record(
+            1,
+            "2024-01-15 10:00:00",
+            &[("humidity", "50.00"), ("temperature", "5")],
+        )
+    };
+    let file = SnapshotFile::new(&[
+        weather(),
+        pm(2, "2024-01-15 10:00:00", "10", "5"),
+        pm(3, "2024-01-15 10:00:00", "20", "10"),
+    ]);
+    let path = file.source();
     // One line per request, so the refused batch comes first and the others after it.
     let run = common::run_once(&[
         "--influx-url",
@@ -266,21 +242,10 @@ async fn points_influxdb_refuses_for_good_do_not_hold_back_the_rest() {
     assert!(!again.success);
 
     // A running ingestor does not offer it again: a changed snapshot writes only its news.
-    let mut poller = common::poller(&influx.url(), Source::File(file.clone())).await;
+    let mut poller = common::poller(&influx.url(), Source::File(file.path().to_owned())).await;
     poller.config.batch_lines = 1;
     assert_eq!(poller.poll().await.rejected, 1);
-    std::fs::write(
-        &file,
-        snapshot(&[
-            common::record(
-                1,
-                "2024-01-15 10:00:00",
-                &[("humidity", "50.00"), ("temperature", "5")],
-            ),
-            pm(4, "2024-01-15 10:00:00", "20", "10"),
-        ]),
-    )
-    .expect("write");
+    file.write(&[weather(), pm(4, "2024-01-15 10:00:00", "20", "10")]);
     let next = poller.poll().await;
     assert_eq!((next.written, next.rejected), (1, 0), "{:?}", next.error);
 }

@@ -1,33 +1,15 @@
 //! The ingestor as a service: bad bodies, HTTP errors and InfluxDB outages never stop the loop,
 //! and the side port tells what happened.
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::{DB, Daemon, Reply, SnapshotServer, pm, snapshot};
 use iot_testkit::influx::InfluxServer;
 
-const WITHIN: Duration = Duration::from_secs(30);
+use crate::common::{SnapshotFile, fixture_source, service, wait_count};
+use crate::upstream::{Reply, SnapshotServer, pm, snapshot};
 
-async fn wait_count(influx: &InfluxServer, field: &str, want: u64) {
-    // The ingestor creates it too; counting must not race that (a query of a missing database
-    // fails).
-    influx.query(DB, &format!("CREATE DATABASE {DB}")).await;
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let n = influx.count(DB, "air_quality", field).await;
-        if n == want {
-            return;
-        }
-        assert!(n < want, "count({field}) is {n}, more than {want}");
-        assert!(
-            Instant::now() < deadline,
-            "count({field}) stuck at {n}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// A sample file of five records.
+const SAMPLE: &str = "luftdatenpumpe_doc_models_ldi_upstream.json";
 
 #[tokio::test]
 async fn bad_bodies_do_not_stop_the_loop() {
@@ -48,14 +30,14 @@ async fn bad_bodies_do_not_stop_the_loop() {
         Reply::ok(good),
     ])
     .await;
-    let mut daemon = Daemon::start(&influx.url(), &server.url(), &[]);
+    let mut daemon = service(&influx.url(), &server.url(), &[]).await;
 
     wait_count(&influx, "P1", 3).await;
     let bad = r#"aqi_polls_total{outcome="bad_body"}"#;
-    assert_eq!(daemon.wait_metric(bad, 3.0, WITHIN).await, 3.0);
+    assert_eq!(daemon.wait_metric(bad, 3.0).await.unwrap(), 3.0);
     let fetch = r#"aqi_polls_total{outcome="fetch_error"}"#;
     assert_eq!(daemon.metric(fetch).await, Some(1.0));
-    assert!(daemon.is_running());
+    assert!(daemon.process.is_running());
     assert_eq!(daemon.status("/readyz").await, Some(200));
 }
 
@@ -63,28 +45,17 @@ async fn bad_bodies_do_not_stop_the_loop() {
 async fn influxdb_down_at_start_is_waited_for_and_readiness_follows_it() {
     let mut influx = InfluxServer::start().await;
     influx.stop();
-    let sample = common::fixture("luftdatenpumpe_doc_models_ldi_upstream.json");
-    let mut daemon = Daemon::start(&influx.url(), &sample.to_string_lossy(), &[]);
-
-    let deadline = Instant::now() + WITHIN;
-    while daemon.status("/healthz").await != Some(200) {
-        assert!(Instant::now() < deadline, "no /healthz");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut daemon = service(&influx.url(), &fixture_source(SAMPLE), &[]).await;
     assert_eq!(daemon.status("/readyz").await, Some(503));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(daemon.is_running(), "waits for InfluxDB instead of exiting");
+    assert!(
+        daemon.process.is_running(),
+        "waits for InfluxDB instead of exiting"
+    );
 
     influx.start_again().await;
     wait_count(&influx, "latitude", 5).await;
-    let deadline = Instant::now() + WITHIN;
-    while daemon.status("/readyz").await != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "not ready although InfluxDB is back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon.wait_status("/readyz", 200).await.unwrap();
 }
 
 #[tokio::test]
@@ -94,7 +65,7 @@ async fn an_influxdb_outage_between_polls_loses_nothing() {
         Reply::ok(snapshot(&[pm(1, "2024-01-15 10:00:00", "10", "5")])).etag("\"a\""),
     ])
     .await;
-    let daemon = Daemon::start(&influx.url(), &server.url(), &[]);
+    let daemon = service(&influx.url(), &server.url(), &[]).await;
     wait_count(&influx, "P1", 1).await;
 
     influx.stop();
@@ -112,31 +83,25 @@ async fn an_influxdb_outage_between_polls_loses_nothing() {
 
     wait_count(&influx, "P1", 3).await;
     let written = r#"aqi_readings_written_total"#;
-    assert_eq!(daemon.wait_metric(written, 3.0, WITHIN).await, 3.0);
+    assert_eq!(daemon.wait_metric(written, 3.0).await.unwrap(), 3.0);
 }
 
 #[tokio::test]
 async fn metrics_count_polls_records_and_skipped_values() {
     let influx = InfluxServer::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("snapshot.json");
-    std::fs::write(
-        &file,
-        snapshot(&[
-            pm(1, "2024-01-15 10:00:00", "10", "nan"),
-            pm(2, "2024-01-15 10:00:00", "1999.90", "999.90"),
-            pm(3, "2024-01-15 10:00:00", "-1", ""),
-            pm(3, "2024-01-15 10:00:00", "-1", ""),
-            "{\"sensor\": {\"id\": 9}, \"timestamp\": \"yesterday\"}".to_string(),
-        ]),
-    )
-    .expect("write");
-    let daemon = Daemon::start(&influx.url(), &file.to_string_lossy(), &[]);
+    let file = SnapshotFile::new(&[
+        pm(1, "2024-01-15 10:00:00", "10", "nan"),
+        pm(2, "2024-01-15 10:00:00", "1999.90", "999.90"),
+        pm(3, "2024-01-15 10:00:00", "-1", ""),
+        pm(3, "2024-01-15 10:00:00", "-1", ""),
+        "{\"sensor\": {\"id\": 9}, \"timestamp\": \"yesterday\"}".to_string(),
+    ]);
+    let daemon = service(&influx.url(), &file.source(), &[]).await;
     let polls = r#"aqi_polls_total{outcome="written"}"#;
-    daemon.wait_metric(polls, 1.0, WITHIN).await;
+    daemon.wait_metric(polls, 1.0).await.unwrap();
     // The file does not change: the next polls do not read it.
     let unchanged = r#"aqi_polls_total{outcome="not_modified"}"#;
-    daemon.wait_metric(unchanged, 1.0, WITHIN).await;
+    daemon.wait_metric(unchanged, 1.0).await.unwrap();
 
     for (sample, want) in [
         (r#"aqi_records_total{outcome="new"}"#, 1.0),
@@ -162,18 +127,8 @@ async fn metrics_count_polls_records_and_skipped_values() {
 #[tokio::test]
 async fn sigterm_stops_the_service_cleanly() {
     let influx = InfluxServer::start().await;
-    let sample = common::fixture("luftdatenpumpe_doc_models_ldi_upstream.json");
-    let mut daemon = Daemon::start(&influx.url(), &sample.to_string_lossy(), &[]);
+    let mut daemon = service(&influx.url(), &fixture_source(SAMPLE), &[]).await;
     wait_count(&influx, "latitude", 5).await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.is_running() {
-        assert!(Instant::now() < deadline, "still running after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(daemon.exit_code(), Some(0));
+    let status = daemon.process.stop().await;
+    assert_eq!(status.code(), Some(0), "{}", daemon.process.log());
 }

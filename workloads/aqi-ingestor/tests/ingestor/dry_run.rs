@@ -1,22 +1,68 @@
-//! Offline mode: `--source FILE --dry-run` prints the line protocol it would write, and needs no
-//! InfluxDB. Every real sample file goes through it.
-
-mod common;
+//! Offline mode: `--source FILE --dry-run` prints the line protocol it would write, needs no
+//! InfluxDB, and exits. Every real sample file goes through it.
 
 use std::path::Path;
+use std::process::Command;
 
-use common::{FIXTURES, fixture, run_once};
+use iot_testkit::process::Process;
+use iot_testkit::wait::default_timeout;
+
+use crate::common::{FIXTURES, Run, SnapshotFile, fixture, ingestor, run_once};
+use crate::upstream::{pm, synthetic};
 
 /// An address nothing listens on: a dry run must not need InfluxDB.
 const NO_INFLUX: &str = "http://127.0.0.1:9";
 
-fn dry_run(source: &Path, extra: &[&str]) -> common::Run {
+fn dry_run(source: &Path, extra: &[&str]) -> Run {
     let source = source.to_str().expect("UTF-8 path");
     let mut args = vec!["--dry-run", "--source", source, "--influx-url", NO_INFLUX];
     args.extend_from_slice(extra);
     let run = run_once(&args);
     assert!(run.success, "dry run of {source} failed:\n{}", run.stderr);
     run
+}
+
+/// A dry run without `--once`, as a new user types it, polling every second (were the file
+/// polled again, the run would not end).
+fn plain_dry_run(source: &Path) -> Command {
+    let mut c = ingestor();
+    c.args([
+        "--dry-run",
+        "--influx-url",
+        NO_INFLUX,
+        "--poll-seconds",
+        "1",
+        "--source",
+    ])
+    .arg(source);
+    c
+}
+
+#[tokio::test]
+async fn a_dry_run_of_a_file_without_once_polls_once_and_exits() {
+    let (name, records) = FIXTURES[3];
+    let mut run = Process::spawn("aqi-ingestor", &mut plain_dry_run(&fixture(name)));
+    let status = run.wait_exit(default_timeout()).await.unwrap();
+    let output = run.log();
+    assert!(status.success(), "{output}");
+    let lines = output.lines().filter(|l| l.starts_with("air_quality,"));
+    assert_eq!(lines.count() as u64, records, "{output}");
+    assert_eq!(output.matches("poll done").count(), 1, "one poll: {output}");
+    assert!(
+        !output.contains("serving /metrics"),
+        "no side port: {output}"
+    );
+}
+
+#[test]
+fn the_plain_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let run = Run::of(plain_dry_run(&fixture(FIXTURES[3].0)).arg("--once"));
+    assert!(run.stderr.contains("poll done"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "ANSI escape codes in a plain log: {:?}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -51,7 +97,7 @@ fn stdout_holds_exactly_the_line_protocol() {
 }
 
 /// The golden files pin the exact output; after a deliberate change, regenerate them with
-/// `UPDATE_GOLDEN=1 cargo test -p aqi-ingestor --test dry_run` and review the diff.
+/// `UPDATE_GOLDEN=1 cargo test -p aqi-ingestor --test ingestor dry_run::` and review the diff.
 #[test]
 fn dry_run_output_matches_the_golden_files() {
     let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -137,12 +183,10 @@ fn numeric_values_and_spaces_in_sensor_names_survive() {
 
 #[test]
 fn thread_count_does_not_change_the_output() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("synthetic.json");
     // About 4 MB: several windows, so the threads really share the work.
-    std::fs::write(&path, common::synthetic(12_000)).expect("write snapshot");
-    let one = dry_run(&path, &["--threads", "1"]);
-    let four = dry_run(&path, &["--threads", "4"]);
+    let file = SnapshotFile::with_body(&synthetic(12_000));
+    let one = dry_run(file.path(), &["--threads", "1"]);
+    let four = dry_run(file.path(), &["--threads", "4"]);
     assert!(one.u64("written") > 5_000, "{}", one.report);
     assert_eq!(one.stdout, four.stdout);
     assert_eq!(one.report["skipped"], four.report["skipped"]);
@@ -151,16 +195,13 @@ fn thread_count_does_not_change_the_output() {
 
 #[test]
 fn junk_values_are_skipped_and_counted_by_reason() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("junk.json");
-    let body = common::snapshot(&[
-        common::pm(1, "2024-01-15 10:00:00", "1999.90", "999.90"),
-        common::pm(2, "2024-01-15 10:00:00", "-1.00", "nan"),
-        common::pm(3, "2024-01-15 10:00:00", "", "unknown"),
-        common::pm(4, "2024-01-15 10:00:00", "11.5", "11.5"),
+    let file = SnapshotFile::new(&[
+        pm(1, "2024-01-15 10:00:00", "1999.90", "999.90"),
+        pm(2, "2024-01-15 10:00:00", "-1.00", "nan"),
+        pm(3, "2024-01-15 10:00:00", "", "unknown"),
+        pm(4, "2024-01-15 10:00:00", "11.5", "11.5"),
     ]);
-    std::fs::write(&path, body).expect("write snapshot");
-    let run = dry_run(&path, &[]);
+    let run = dry_run(file.path(), &[]);
     assert_eq!(run.u64("records"), 4);
     assert_eq!(run.u64("written"), 1, "only sensor 4 has a valid value");
     assert_eq!(
@@ -190,10 +231,7 @@ fn an_unreadable_source_fails_the_single_poll() {
 
 #[test]
 fn help_documents_every_flag_and_its_variable() {
-    let out = common::ingestor()
-        .arg("--help")
-        .output()
-        .expect("run --help");
+    let out = ingestor().arg("--help").output().expect("run --help");
     let help = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "--influx-url",
