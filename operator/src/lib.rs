@@ -6,4 +6,5 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod leader;
+pub mod loadtest;
 pub mod metrics;
