@@ -4,6 +4,8 @@
 #     operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's coap-client, the
 #     independent CoAP peer of the interoperability test), openssl, curl, iproute2 (ss), time
 #     (/usr/bin/time: CPU and peak RSS in the benchmarks);
+#     umoci, skopeo, busybox-static, binutils and runc for `make images` (images/build.sh) and
+#     for running the images in tests;
 #   - the local control plane's binaries, built from Go modules into ~/.cache/iot-operator
 #     (tests/cluster/build.sh; the first build takes several minutes).
 # Idempotent: a second run checks and prints, and changes nothing.
@@ -11,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[deps] %s\n' "$*" >&2; }
 
-packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time)
+packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time
+  umoci skopeo busybox-static binutils runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
