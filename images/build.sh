@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Builds the images of images/images.conf here, without a Docker engine or a registry, as OCI
 # archives target/images/<name>.tar with the fully qualified reference inside:
-#   images/build.sh [--load] [NAME...]     (default: every image; make images)
+#   images/build.sh [--load] [--force] [NAME...]     (default: every image; make images)
 # Prints one line per image: `image <reference> <bytes>`.
 #   --load   also imports the archives into the local node's containerd
 #            ($IOT_CLUSTER_DIR/node/containerd.sock, namespace k8s.io) when that socket exists.
+#   --force  rebuilds archives that look up to date (newer than every input).
 # Tools: cargo (release binaries), gcc, readelf, umoci, skopeo; ctr for --load.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
+clean_cargo_env
 say() { printf '[images] %s\n' "$*" >&2; }
 
-load=false names=()
+load=false force=false names=()
 for arg in "$@"; do
   case "$arg" in
     --load) load=true ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --force) force=true ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $arg" >&2; exit 2 ;;
     *) names+=("$arg") ;;
   esac
@@ -58,11 +61,35 @@ if printf '%s\n' "${names[@]}" | grep -qx metrics-server; then
   export METRICS_SERVER_BIN
 fi
 
+# up_to_date NAME: its archive is newer than the definition, these scripts and every file the
+# image takes. The libraries found for executables come from Debian packages, so any package
+# change (dpkg's status file) rebuilds too.
+up_to_date() {
+  local archive="$out/$1.tar" key src _ inputs
+  [ -f "$archive" ] && ! $force || return 1
+  inputs=("$IMAGES_CONF" "$IMAGES_DIR"/*.sh "$IMAGES_DIR/files" /var/lib/dpkg/status)
+  while read -r key src _; do
+    case "$key" in
+      exe|file|cc) src=$(expand "$src"); [[ $src == /* ]] || src="$REPO_ROOT/$src"; inputs+=("$src") ;;
+    esac
+  done < <(image_lines "$1")
+  [ -z "$(find -L "${inputs[@]}" -newer "$archive" 2>&1 | head -n1)" ]
+}
+
+stale=()
+for name in "${names[@]}"; do
+  if up_to_date "$name"; then
+    echo "image $(image_ref "$name") $(stat -c %s "$out/$name.tar")"
+  else
+    stale+=("$name")
+  fi
+done
+
 work="$out/work"
 rm -rf "$work"; mkdir -p "$work"
-"$IMAGES_DIR/rootfs.sh" "$work/rootfs" "${names[@]}"
+[ ${#stale[@]} -eq 0 ] || "$IMAGES_DIR/rootfs.sh" "$work/rootfs" "${stale[@]}"
 
-for name in "${names[@]}"; do
+for name in "${stale[@]}"; do
   ref=$(image_ref "$name")
   [ -n "$ref" ] || { say "[$name] has no ref"; exit 1; }
   layout="$work/oci-$name" bundle="$work/bundle-$name"

@@ -8,6 +8,7 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
+clean_cargo_env
 [ $# -ge 3 ] || { echo "usage: $0 TARGETARCH OUT NAME..." >&2; exit 2; }
 arch=$1 out=$2; shift 2
 

@@ -5,6 +5,19 @@ IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$IMAGES_DIR/.." && pwd)
 IMAGES_CONF=${IMAGES_CONF:-$IMAGES_DIR/images.conf}
 
+# Unsets what cargo exports to the tests and binaries it runs (CARGO_PKG_NAME, ...). Some build
+# scripts (ring) track those variables, so a cargo started from a test with them set would
+# rebuild those crates, and the next ordinary build would rebuild them again.
+clean_cargo_env() {
+  local v
+  for v in $(compgen -e); do
+    case "$v" in
+      CARGO_MANIFEST_*|CARGO_PKG_*|CARGO_CRATE_NAME|CARGO_BIN_*|CARGO_PRIMARY_PACKAGE|CARGO_TARGET_TMPDIR|OUT_DIR)
+        unset "$v" ;;
+    esac
+  done
+}
+
 # The workspace version, from [workspace.package] of the root Cargo.toml.
 workspace_version() {
   sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml" | head -n1
