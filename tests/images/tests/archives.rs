@@ -1,6 +1,8 @@
 //! The archives `make images` writes, against the definition: reference, config, files, size;
 //! and the Dockerfile's build stage, run here natively, lays out the very same files.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! The definition against everything that names images: docker/Dockerfile (stage by stage), the
 //! chart and the operator's defaults, and the kind manifest of metrics-server. No tools needed.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use iot_images::definition::{Definition, Entry};
 use iot_images::{dockerfile, load_definition, repo_root, workspace_version};
 
@@ -20,10 +22,10 @@ fn every_image_has_a_fully_qualified_reference_a_user_and_files() {
         let name = &image.name;
         let (repo, tag) = image.reference.rsplit_once(':').expect("name:tag");
         // containerd's CRI resolves a short name to docker.io: only full names are imported.
+        // The first component names a registry host when it has a dot or a port, or is localhost.
+        let host = repo.split('/').next().unwrap_or_default();
         assert!(
-            repo.split('/')
-                .next()
-                .is_some_and(|host| host.contains('.')),
+            repo.contains('/') && (host.contains(['.', ':']) || host == "localhost"),
             "[{name}] {repo} is not fully qualified"
         );
         assert!(!tag.is_empty(), "[{name}] has no tag");

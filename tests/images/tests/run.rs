@@ -1,6 +1,8 @@
 //! Every image really runs, without any cluster: unpacked with umoci and run with runc as the
 //! image's own user, on a read-only root, with no capabilities.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use std::time::Duration;
@@ -155,7 +157,7 @@ fn pause_stays_up_until_sigterm_then_exits_zero() {
 fn busybox_makes_and_removes_a_volume_directory() {
     let Some(dir) = built_images() else { return };
     let bundle = archive(&dir, "busybox").unpack().unwrap();
-    let script = "mkdir -m 0777 -p /vol/pvc-1/data && ls -ld /vol/pvc-1 && rm -rf /vol/pvc-1 \
+    let script = "mkdir -m 0777 -p /vol/pvc-1/data && ls -ld /vol/pvc-1/data && rm -rf /vol/pvc-1 \
                   && test ! -e /vol/pvc-1 && echo removed";
     let exit = Container::new(&bundle, Some(&["sh", "-c", script]))
         .unwrap()
