@@ -3,7 +3,9 @@
 # are missing: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
 # operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's
 # coap-client, the independent CoAP peer of the interoperability test), openssl, curl, iproute2
-# (ss), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks).
+# (ss), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks); umoci, skopeo,
+# busybox-static, binutils and runc for `make images` (images/build.sh) and for running the images
+# in tests.
 # The local Kubernetes control plane is built separately (tests/cluster/build.sh, `make
 # control-plane`): only the operator's tests, the operator benchmark and `make dev` need it.
 # Idempotent: a second run checks and prints, and changes nothing.
@@ -11,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[packages] %s\n' "$*" >&2; }
 
-packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time)
+packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time
+  umoci skopeo busybox-static binutils runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

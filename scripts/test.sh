@@ -15,6 +15,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build"
 cargo build --workspace --all-targets
 
+step "images"
+# The image tests (tests/images) fail instead of skipping when a tool they need is missing.
+export IOT_REQUIRE_IMAGES=1
+images/build.sh
+
 step "control plane up"
 export IOT_CLUSTER_DIR=${IOT_CLUSTER_DIR:-$PWD/.run/test-cluster}
 down() { tests/cluster/down.sh || true; }
