@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help deps build lint test bench run cluster-up cluster-down dev kind-up kind-down crd clean
+.PHONY: help deps build lint test bench run images dockerfile cluster-up cluster-down dev kind-up kind-down crd clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ bench: deps ## end-to-end CoAP ingest and AQI processing benchmarks (figures go 
 
 run: deps ## InfluxDB, coap-server, sensor-sim and aqi-ingestor as local processes until Ctrl-C
 	scripts/run-local.sh
+
+images: ## OCI image archives in target/images/ (no Docker, no registry); LOAD=1 imports them into the local node
+	images/build.sh $(if $(LOAD),--load)
 
 cluster-up: deps ## start the local Kubernetes control plane (prints the KUBECONFIG line)
 	tests/cluster/up.sh

@@ -3,6 +3,8 @@
 #   - Debian packages: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
 #     operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's coap-client, the
 #     independent CoAP peer of the interoperability test), openssl, curl, iproute2 (ss);
+#     umoci, skopeo, busybox-static, binutils and runc for `make images` (images/build.sh) and
+#     for running the images in tests;
 #   - the local control plane's binaries, built from Go modules into ~/.cache/iot-operator
 #     (tests/cluster/build.sh; the first build takes several minutes).
 # Idempotent: a second run checks and prints, and changes nothing.
@@ -10,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[deps] %s\n' "$*" >&2; }
 
-packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3)
+packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3
+  umoci skopeo busybox-static binutils runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
