@@ -18,6 +18,9 @@ deb_version() {
   printf '%s' "${v//[~+]/-}"
 }
 
+# global_value KEY: a setting above the first [NAME].
+global_value() { awk -v key="$1" '/^\[/ { exit } $1 == key { print $2; exit }' "$IMAGES_CONF"; }
+
 # Every image name, in the file's order.
 image_names() { sed -n 's/^\[\([a-z0-9-]*\)\]$/\1/p' "$IMAGES_CONF"; }
 
@@ -38,11 +41,19 @@ image_lines() {
     inside { sub(/[[:space:]]+$/, ""); print }' "$IMAGES_CONF"
 }
 
-# expand TEXT: substitutes ${version}, ${release} (RELEASE_DIR) and ${deb:PKG}.
+# The pinned metrics-server version (the local control plane's).
+metrics_server_version() { sed -n 's/^METRICS_SERVER_VERSION=//p' "$REPO_ROOT/tests/cluster/versions.env"; }
+
+# expand TEXT: substitutes ${version}, ${release} (RELEASE_DIR), ${deb:PKG},
+# ${metrics-server-version} and ${metrics-server} (METRICS_SERVER_BIN, set by build.sh).
 expand() {
   local s=$1 pkg
   s=${s//'${version}'/$(workspace_version)}
   s=${s//'${release}'/${RELEASE_DIR:-$REPO_ROOT/target/release}}
+  if [[ $s == *'${metrics-server'* ]]; then
+    s=${s//'${metrics-server-version}'/$(metrics_server_version)}
+    s=${s//'${metrics-server}'/${METRICS_SERVER_BIN:-}}
+  fi
   while [[ $s =~ \$\{deb:([a-z0-9.+-]+)\} ]]; do
     pkg=${BASH_REMATCH[1]}
     s=${s//"\${deb:$pkg}"/$(deb_version "$pkg")}
