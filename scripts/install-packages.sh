@@ -3,9 +3,11 @@
 # are missing: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
 # operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's
 # coap-client, the independent CoAP peer of the interoperability test), openssl, curl, iproute2
-# (ss), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks); umoci, skopeo,
+# (ss, ip), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks); umoci, skopeo,
 # busybox-static, binutils and runc for `make images` (images/build.sh) and for running the images
-# in tests.
+# in tests; and for the local cluster's real node: containerd and runc (the container runtime),
+# containernetworking-plugins (bridge, host-local, portmap, loopback), iptables (kube-proxy),
+# socat (the node's path to the loopback-only API server), util-linux (nsenter).
 # The local Kubernetes control plane is built separately (tests/cluster/build.sh, `make
 # control-plane`): only the operator's tests, the operator benchmark and `make dev` need it.
 # Idempotent: a second run checks and prints, and changes nothing.
@@ -14,7 +16,8 @@ cd "$(dirname "$0")/.."
 say() { printf '[packages] %s\n' "$*" >&2; }
 
 packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time
-  umoci skopeo busybox-static binutils runc)
+  umoci skopeo busybox-static binutils runc
+  containerd containernetworking-plugins iptables socat util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   $sudo apt-get update -qq
   # policy-rc.d may forbid starting services here; the packages' own daemons are not wanted anyway:
-  # tests start their own InfluxDB on free ports.
+  # tests start their own InfluxDB on free ports, and the local cluster its own containerd.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 else
   say "Debian packages present: ${packages[*]}"

@@ -1,7 +1,7 @@
 //! Test fixtures shared by the workspace's integration tests: the workspace's binaries as
 //! processes and services ([`process`], [`bins`]), a raw CoAP client ([`coap`]), waiting
 //! ([`wait`]), free ports ([`ports`]), a throw-away InfluxDB ([`influx`]) and the local
-//! Kubernetes control plane ([`cluster`]).
+//! Kubernetes control plane ([`cluster`]) with its real node ([`real_node`]).
 
 pub mod bins;
 pub mod cluster;
@@ -10,3 +10,4 @@ pub mod influx;
 pub mod ports;
 pub mod process;
 pub mod wait;
+pub mod real_node;
