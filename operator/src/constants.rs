@@ -31,7 +31,7 @@ pub const GRAFANA_PORT: i32 = 3000;
 /// UDP port the CoAP server binds in its container, and the Service's default port (IANA's).
 pub const COAP_PORT: i32 = 5683;
 
-/// UID of the distroless `nonroot` user our workload images run as.
+/// UID of the `nonroot` user our workload images run as (images/images.conf).
 pub const WORKLOAD_UID: i64 = 65532;
 /// The official Grafana image's `grafana` user.
 pub const GRAFANA_UID: i64 = 472;

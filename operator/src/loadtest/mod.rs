@@ -20,7 +20,6 @@ pub mod sampler;
 pub mod schedule;
 pub mod timeline;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -50,6 +49,11 @@ pub enum LoadtestError {
     },
     #[error("IotMonitor {0} cannot be load-tested as it is: {1}")]
     Invalid(String, #[source] InvalidSpec),
+    #[error("IotMonitor {0}: {1}")]
+    Dereference(
+        String,
+        #[source] crate::controller::dereference::DereferenceError,
+    ),
     #[error("cannot read the profile {0}: {1}")]
     ProfileFile(PathBuf, #[source] std::io::Error),
     #[error("profile {0}: {1}")]
@@ -139,7 +143,9 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
         print!("{}", profile::REFERENCE_YAML);
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    iot_common::logging::init(&iot_common::logging::LogArgs {
+        log_format: iot_common::logging::LogFormat::Plain,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,16 +190,6 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
             }
         }
     })
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Ctrl-C or SIGTERM.

@@ -16,7 +16,9 @@ use super::{
     LoadtestArgs, LoadtestError, Report, Target, coap_job, http_load, plan, plot, progress,
     sampler, schedule,
 };
-use crate::controller::validate::{GRAFANA_PORT, InvalidSpec, Monitor, validate};
+use crate::constants::GRAFANA_PORT;
+use crate::controller::dereference::{Dereferenced, dereference};
+use crate::controller::validate::{InvalidSpec, ValidatedMonitor, validate};
 use crate::crd::IotMonitor;
 
 /// Runs one load test. `stop` turning true is Ctrl-C: the load stops, what the command
@@ -42,7 +44,10 @@ pub async fn run(
             namespace: namespace.clone(),
             source,
         })?;
-    let model = validate(&monitor).map_err(|e| LoadtestError::Invalid(name.clone(), e))?;
+    let refs = dereference(&client, &monitor)
+        .await
+        .map_err(|e| LoadtestError::Dereference(name.clone(), e))?;
+    let model = validate(&monitor, &refs).map_err(|e| LoadtestError::Invalid(name.clone(), e))?;
     let profile = match &args.profile {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -84,7 +89,7 @@ pub async fn run(
                 instance: name.clone(),
                 image: match &args.image {
                     Some(image) => image.clone(),
-                    None => sensor_sim_image(&monitor)
+                    None => sensor_sim_image(&monitor, &refs)
                         .map_err(|e| LoadtestError::Invalid(name.clone(), e))?,
                 },
                 server: format!("{}:{}", model.names.coap_server, model.coap.port),
@@ -257,16 +262,21 @@ fn progress_printer() -> impl FnMut(&str) {
 
 /// The sensor-sim image the monitor would run (its simulator's, or the default of this
 /// operator version), resolved as the operator resolves it.
-fn sensor_sim_image(monitor: &IotMonitor) -> Result<String, InvalidSpec> {
+fn sensor_sim_image(monitor: &IotMonitor, refs: &Dereferenced) -> Result<String, InvalidSpec> {
     let mut with_simulator = monitor.clone();
     with_simulator.spec.simulator.enabled = true;
-    validate(&with_simulator)?
-        .simulator
-        .map(|s| s.image)
-        .ok_or_else(|| InvalidSpec("the simulator does not resolve".into()))
+    // With the simulator enabled, a valid spec always resolves one; the fallback is this
+    // operator version's default image.
+    Ok(validate(&with_simulator, refs)?.simulator.map_or_else(
+        || {
+            use crate::constants::{IMAGE_REPOSITORY, SENSOR_SIM_IMAGE, WORKLOAD_VERSION};
+            format!("{IMAGE_REPOSITORY}/{SENSOR_SIM_IMAGE}:{WORKLOAD_VERSION}")
+        },
+        |s| s.image,
+    ))
 }
 
-fn grafana_url(args: &LoadtestArgs, model: &Monitor, namespace: &str) -> String {
+fn grafana_url(args: &LoadtestArgs, model: &ValidatedMonitor, namespace: &str) -> String {
     args.url.as_ref().map_or_else(
         || {
             format!(
@@ -278,7 +288,7 @@ fn grafana_url(args: &LoadtestArgs, model: &Monitor, namespace: &str) -> String 
     )
 }
 
-fn replicas_max(model: &Monitor, component: &str) -> Option<i32> {
+fn replicas_max(model: &ValidatedMonitor, component: &str) -> Option<i32> {
     model.autoscaling?;
     Some(if component == "grafana" {
         model.grafana.replicas.max

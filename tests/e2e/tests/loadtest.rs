@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use iot_operator::controller::validate::{IMAGE_REPOSITORY, WORKLOAD_VERSION};
+use iot_operator::constants::{IMAGE_REPOSITORY, WORKLOAD_VERSION};
 use iot_operator::crd::IotMonitor;
 use iot_operator::loadtest::recorder::Ended;
 use iot_operator::loadtest::timeline::{Row, parse_csv};

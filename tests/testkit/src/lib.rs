@@ -9,5 +9,5 @@ pub mod coap;
 pub mod influx;
 pub mod ports;
 pub mod process;
-pub mod wait;
 pub mod real_node;
+pub mod wait;
