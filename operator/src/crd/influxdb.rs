@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::InfluxDbResources;
+use super::SchedulingSpec;
 use crate::constants::DEFAULT_INFLUXDB_IMAGE;
 
 /// InfluxDB 1.x: deployed as a StatefulSet with HTTP authentication, or an external endpoint.
@@ -16,6 +17,9 @@ pub struct InfluxDbSpec {
     pub image: String,
     /// CPU and memory of the InfluxDB container.
     pub resources: InfluxDbResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
     /// The persistent volume holding the data.
     pub storage: StorageSpec,
     /// How long points are kept: an InfluxQL duration such as `30d`, `12w`, `24h`, or `INF`.
@@ -35,6 +39,7 @@ impl Default for InfluxDbSpec {
         Self {
             image: DEFAULT_INFLUXDB_IMAGE.into(),
             resources: InfluxDbResources::default(),
+            scheduling: SchedulingSpec::default(),
             storage: StorageSpec::default(),
             retention: "30d".into(),
             databases: DatabasesSpec::default(),

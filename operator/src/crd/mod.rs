@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 mod autoscaling;
 mod influxdb;
 mod resources;
+mod scheduling;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ mod workloads;
 pub use self::autoscaling::*;
 pub use self::influxdb::*;
 pub use self::resources::*;
+pub use self::scheduling::SchedulingSpec;
 pub use self::status::*;
 pub use self::workloads::*;
 

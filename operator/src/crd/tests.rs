@@ -81,3 +81,36 @@ fn crd_schema_carries_defaults_so_the_api_server_fills_them() {
     assert_eq!(autoscaling["default"]["minReplicas"], 1);
     assert_eq!(autoscaling["default"]["scaleOut"]["cpuPercent"], 60);
 }
+
+#[test]
+fn every_component_can_be_scheduled() {
+    let yaml = crd_yaml().expect("serialize crd");
+    let crd: serde_json::Value = serde_yaml::from_str(&yaml).expect("parse");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for component in ["influxdb", "grafana", "coap", "simulator", "aqi"] {
+        let fields = &spec[component]["properties"];
+        for field in ["nodeSelector", "tolerations", "affinity"] {
+            assert!(fields[field].is_object(), "spec.{component}.{field}");
+            assert!(
+                fields[field]["description"].is_string(),
+                "spec.{component}.{field} is described"
+            );
+        }
+        // Defaults leave scheduling out, so a monitor without it applies none.
+        assert!(spec[component]["default"].get("nodeSelector").is_none());
+    }
+}
+
+#[test]
+fn scheduling_fields_read_as_in_a_pod_spec() {
+    let spec: IotMonitorSpec = serde_yaml::from_str(
+        "{grafana: {nodeSelector: {disktype: ssd}, tolerations: [{key: edge, operator: Exists}]}}",
+    )
+    .expect("parse");
+    assert_eq!(spec.grafana.scheduling.node_selector["disktype"], "ssd");
+    assert_eq!(
+        spec.grafana.scheduling.tolerations[0].key.as_deref(),
+        Some("edge")
+    );
+    assert!(spec.coap.scheduling.node_selector.is_empty());
+}

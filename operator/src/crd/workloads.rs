@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::SchedulingSpec;
 use super::{AqiResources, CoapResources, GrafanaResources, SimulatorResources};
 use crate::constants::{COAP_PORT, DEFAULT_GRAFANA_IMAGE};
 
@@ -43,6 +44,9 @@ pub struct GrafanaSpec {
     pub image: String,
     /// CPU and memory of the Grafana container.
     pub resources: GrafanaResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
     /// Replica bounds of the Grafana autoscaler.
     pub replicas: ReplicaBounds,
     /// Let visitors see the dashboards without logging in (read-only Viewer role).
@@ -60,6 +64,7 @@ impl Default for GrafanaSpec {
         Self {
             image: DEFAULT_GRAFANA_IMAGE.into(),
             resources: GrafanaResources::default(),
+            scheduling: SchedulingSpec::default(),
             replicas: ReplicaBounds::default(),
             anonymous_viewer: true,
             service_type: ServiceType::ClusterIP,
@@ -79,6 +84,9 @@ pub struct CoapSpec {
     pub image: Option<String>,
     /// CPU and memory of the CoAP server container.
     pub resources: CoapResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
     /// UDP port of the CoAP Service.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -99,6 +107,7 @@ impl Default for CoapSpec {
         Self {
             image: None,
             resources: CoapResources::default(),
+            scheduling: SchedulingSpec::default(),
             port: COAP_PORT,
             service_type: ServiceType::ClusterIP,
             node_port: None,
@@ -141,6 +150,9 @@ pub struct SimulatorSpec {
     pub image: Option<String>,
     /// CPU and memory of the simulator container.
     pub resources: SimulatorResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
     /// Number of simulated sensors.
     #[schemars(range(min = 1, max = 10000))]
     pub sensors: i32,
@@ -159,6 +171,7 @@ impl Default for SimulatorSpec {
             enabled: true,
             image: None,
             resources: SimulatorResources::default(),
+            scheduling: SchedulingSpec::default(),
             sensors: 4,
             places: vec!["room1".into()],
             interval_seconds: 5,
@@ -178,6 +191,9 @@ pub struct AqiSpec {
     pub image: Option<String>,
     /// CPU and memory of the ingestor container.
     pub resources: AqiResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
     /// `24h` (24-hour means), `5min` (latest 5-minute values) or an http(s) URL of a feed in
     /// the same JSON format.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == '24h' || self == '5min' || self.startsWith('http://') || self.startsWith('https://')", "message": "aqi.source must be 24h, 5min or an http(s) URL"}]))]
@@ -194,6 +210,7 @@ impl Default for AqiSpec {
             enabled: true,
             image: None,
             resources: AqiResources::default(),
+            scheduling: SchedulingSpec::default(),
             source: "24h".into(),
             poll_seconds: 300,
         }
