@@ -136,14 +136,7 @@ pub async fn reconcile_monitor(
     }
 
     let desired = desired::build(&model);
-    let applier = Applier::new(
-        ctx.client.clone(),
-        &model.namespace,
-        &model.names.instance,
-        &model.owner.uid,
-        &ctx.metrics,
-        &ctx.memo,
-    );
+    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo);
     let applied = applier.apply_all(desired).await?;
 
     let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now());
