@@ -13,7 +13,8 @@ use iot_operator::crd::IotMonitor;
 use iot_operator::leader::{self, Ended};
 use iot_testkit::bins::workspace_bin;
 use iot_testkit::cluster::{Cluster, repo_dir, run};
-use iot_testkit::influx::free_port;
+use iot_testkit::ports::free_port;
+use iot_testkit::process::Process;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use kube::api::Api;
@@ -75,16 +76,6 @@ fn ensure_no_wildcard(rules: Vec<PolicyRule>) -> Result<()> {
         ensure!(all.clone().all(|s| s != "*"), "wildcard in {rule:?}");
     }
     Ok(())
-}
-
-/// The operator binary, as a process; killed when dropped.
-struct OperatorProcess(std::process::Child);
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
@@ -206,13 +197,8 @@ async fn the_default_install_watches_every_namespace() -> Result<()> {
 
     // The real binary, with the chart's environment and its ServiceAccount's token. On this
     // machine it listens on loopback, and the pod's own name and namespace are filled in.
-    let dir = cluster
-        .kubeconfig()
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    let kubeconfig = dir.join(format!("{release}.kubeconfig"));
-    let log = dir.join(format!("{release}.log"));
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         kubeconfig_as(&cluster, ns.name(), &full_name).await?,
@@ -224,30 +210,21 @@ async fn the_default_install_watches_every_namespace() -> Result<()> {
         ("POD_NAMESPACE".into(), ns.name().to_owned()),
         ("KUBECONFIG".into(), kubeconfig.display().to_string()),
     ]);
-    // Logs go to the file whichever stream the operator writes them to.
-    let log_file = std::fs::File::create(&log)?;
-    let process = OperatorProcess(
+    let mut operator = Process::spawn(
+        "iot-operator",
         std::process::Command::new(workspace_bin("iot-operator"))
             .arg("run")
             .env_clear()
-            .envs(env)
-            .stdin(std::process::Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .context("start iot-operator")?,
+            .envs(env),
     );
 
     // A monitor in a namespace the release knows nothing of is reconciled.
     let elsewhere = cluster.namespace("operator-helm-elsewhere").await?;
     cluster.apply_yaml(Some(elsewhere.name()), MINIMAL).await?;
     let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), elsewhere.name());
-    let waited = wait_ready(&monitors, "lab").await;
-    drop(process);
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&kubeconfig);
-    let _ = std::fs::remove_file(&log);
-    waited.with_context(|| format!("the operator's log:\n{logged}"))?;
+    wait_ready(&monitors, "lab").await?;
+    ensure!(operator.stop().await.success(), "a graceful stop");
+    let logged = operator.log();
     ensure!(
         logged.contains(r#""watching":"all namespaces""#),
         "the operator says it watches every namespace:\n{logged}"
