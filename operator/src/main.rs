@@ -14,7 +14,7 @@ use kube::Client;
 use kube::runtime::events::Reporter;
 use prometheus_client::registry::Registry;
 
-use iot_operator::controller::{self, Context};
+use iot_operator::controller::{self, Context, WatchScope};
 use iot_operator::metrics::Metrics;
 use iot_operator::{crd, leader};
 
@@ -41,7 +41,7 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (all namespaces when unset).
+    /// Watch only this namespace (all namespaces when unset or empty).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Address of the /metrics, /healthz and /readyz server.
@@ -117,7 +117,8 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let client = Client::try_default().await?;
     let version = client.apiserver_version().await?;
-    tracing::info!(version = %version.git_version, namespace = ?args.namespace, "connected to the API server");
+    let scope = WatchScope::from_setting(args.namespace.as_deref());
+    tracing::info!(version = %version.git_version, watching = %scope, "connected to the API server");
     ready.set(true);
 
     let identity = args
@@ -138,12 +139,12 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
             &identity,
             &metrics,
             shutdown.receiver(),
-            |lost| controller::run(ctx.clone(), args.namespace.clone(), lost),
+            |lost| controller::run(ctx.clone(), scope.clone(), lost),
         )
         .await
     } else {
         metrics.leader.set(1);
-        controller::run(ctx.clone(), args.namespace.clone(), shutdown.wait()).await;
+        controller::run(ctx.clone(), scope.clone(), shutdown.wait()).await;
         Ok(leader::Ended::Stopped)
     };
     shutdown.trigger();

@@ -13,6 +13,7 @@ pub mod events;
 pub mod hash;
 #[cfg(test)]
 mod mock_api;
+pub mod scope;
 pub mod status;
 pub mod validate;
 
@@ -29,12 +30,13 @@ use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use self::apply::{Applier, ApplyError};
 pub use self::context::{Context, backoff};
 use self::dereference::DereferenceError;
 use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
+pub use self::scope::WatchScope;
 use self::status::{StatusError, patch_status};
 use self::validate::InvalidSpec;
 use crate::crd::IotMonitor;
@@ -134,14 +136,7 @@ pub async fn reconcile_monitor(
     }
 
     let desired = desired::build(&model);
-    let applier = Applier::new(
-        ctx.client.clone(),
-        &model.namespace,
-        &model.names.instance,
-        &model.owner.uid,
-        &ctx.metrics,
-        &ctx.memo,
-    );
+    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo);
     let applied = applier.apply_all(desired).await?;
 
     let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now());
@@ -178,16 +173,6 @@ async fn report_failure(monitor: &IotMonitor, ctx: &Context, err: &ReconcileErro
     .await;
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// The IotMonitor a labelled child belongs to (for children without an owner reference).
 fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     let instance = child.labels().get(INSTANCE)?.clone();
@@ -195,35 +180,34 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     Some(ObjectRef::new(&instance).within(&namespace))
 }
 
-/// Runs the controller until `shutdown` resolves. `namespace` limits every watch (and so the
-/// RBAC the operator needs) to one namespace.
+/// Runs the controller until `shutdown` resolves. `scope` limits every watch (and so the RBAC
+/// the operator needs) to one namespace, or not.
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<String>,
+    scope: WatchScope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = &ctx.client;
-    let ns = namespace.as_deref();
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    Controller::new(scoped::<IotMonitor>(client, ns), watcher::Config::default())
-        .owns(scoped::<Deployment>(client, ns), children.clone())
-        .owns(scoped::<StatefulSet>(client, ns), children.clone())
-        .owns(scoped::<Service>(client, ns), children.clone())
-        .owns(scoped::<ConfigMap>(client, ns), children.clone())
+    Controller::new(scope.api::<IotMonitor>(client), watcher::Config::default())
+        .owns(scope.api::<Deployment>(client), children.clone())
+        .owns(scope.api::<StatefulSet>(client), children.clone())
+        .owns(scope.api::<Service>(client), children.clone())
+        .owns(scope.api::<ConfigMap>(client), children.clone())
         .owns(
-            scoped::<HorizontalPodAutoscaler>(client, ns),
+            scope.api::<HorizontalPodAutoscaler>(client),
             children.clone(),
         )
-        .owns(scoped::<NetworkPolicy>(client, ns), children.clone())
+        .owns(scope.api::<NetworkPolicy>(client), children.clone())
         // The Secret and the claim may have no owner reference (they outlive the monitor).
         .watches(
-            scoped::<Secret>(client, ns),
+            scope.api::<Secret>(client),
             children.clone(),
             owner_by_label,
         )
         .watches(
-            scoped::<PersistentVolumeClaim>(client, ns),
+            scope.api::<PersistentVolumeClaim>(client),
             children,
             owner_by_label,
         )

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use iot_operator::controller;
+use iot_operator::controller::{self, WatchScope};
 use iot_operator::crd::IotMonitor;
 use iot_operator::leader::{self, Ended};
 use iot_testkit::cluster::{Cluster, default_timeout, wait_for};
@@ -56,7 +56,7 @@ fn replica(
                 if let Ok(mut by) = acting.by.lock() {
                     by.push(identity);
                 }
-                controller::run(ctx, Some(ns), trigger).await;
+                controller::run(ctx, WatchScope::Namespace(ns), trigger).await;
                 acting.now.fetch_sub(1, Ordering::SeqCst);
             },
         )

@@ -1,12 +1,14 @@
 //! The operator against the real control plane: an IotMonitor converges to Ready on kwok
 //! nodes, a no-op reconcile writes nothing, drift is repaired, unwanted children go, deletion
-//! collects children but keeps the data, and a restart mid-way converges.
+//! collects children but keeps the data, a paused monitor is left alone until it resumes, and a
+//! restart mid-way converges.
 
 mod operator_support;
 
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use iot_operator::crd::IotMonitor;
 use iot_testkit::cluster::{default_timeout, wait_condition, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -292,6 +294,82 @@ async fn deleting_the_monitor_collects_children_but_keeps_the_data() -> Result<(
     ensure!(
         admin_password().await? == password,
         "credentials were regenerated"
+    );
+    stack.stop().await
+}
+
+/// Waits until the monitor's status describes its current generation and says it is paused.
+async fn wait_paused(monitors: &Api<IotMonitor>) -> Result<()> {
+    wait_for("lab to report Paused", default_timeout(), || async {
+        let m = monitors.get("lab").await.map_err(|e| e.to_string())?;
+        let observed = m.status.as_ref().and_then(|s| s.observed_generation);
+        match condition(&m, "Progressing") {
+            Some((_, reason, _)) if reason == "Paused" && observed == m.metadata.generation => {
+                Ok(())
+            }
+            other => Err(format!(
+                "Progressing={other:?}, observedGeneration={observed:?}"
+            )),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_monitor_is_left_alone_and_resumes_after() -> Result<()> {
+    let (stack, _) = Stack::ready("operator-paused").await?;
+    let pause = |paused: bool| serde_json::json!({"spec": {"paused": paused}});
+    stack
+        .monitors
+        .patch("lab", &PatchParams::default(), &Patch::Merge(&pause(true)))
+        .await?;
+    wait_paused(&stack.monitors).await?;
+    wait_quiet(&stack.operator).await?;
+    let before = versions(&stack.cluster, stack.ns.name()).await?;
+    let writes_before = stack.operator.writes_but_status();
+
+    // While paused, neither a spec change nor a deleted child is acted on.
+    let change = serde_json::json!({"spec": {"coap": {"batch": {"size": 42}}}});
+    stack
+        .monitors
+        .patch("lab", &PatchParams::default(), &Patch::Merge(&change))
+        .await?;
+    let services = stack.api::<Service>();
+    services
+        .delete("lab-grafana", &DeleteParams::default())
+        .await?;
+    wait_paused(&stack.monitors).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut after = versions(&stack.cluster, stack.ns.name()).await?;
+    let mut expected = before.clone();
+    expected.remove("Service/lab-grafana");
+    after.remove("Service/lab-grafana");
+    ensure!(
+        services.get_opt("lab-grafana").await?.is_none(),
+        "a deleted child was re-created while paused"
+    );
+    ensure!(
+        expected == after,
+        "children changed while paused:\nbefore {expected:?}\nafter  {after:?}"
+    );
+    let writes = stack.operator.writes_but_status() - writes_before;
+    ensure!(
+        writes == 0,
+        "the operator wrote {writes} times while paused"
+    );
+
+    // Resumed: the change is applied and the deleted child is back.
+    stack
+        .monitors
+        .patch("lab", &PatchParams::default(), &Patch::Merge(&pause(false)))
+        .await?;
+    let deployments = stack.api::<Deployment>();
+    wait_env(&deployments, "lab-coap-server", "BATCH_SIZE", "42").await?;
+    wait_ready(&stack.monitors, "lab").await?;
+    ensure!(
+        services.get_opt("lab-grafana").await?.is_some(),
+        "the deleted child is back"
     );
     stack.stop().await
 }

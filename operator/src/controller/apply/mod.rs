@@ -32,6 +32,7 @@ pub use self::error::ApplyError;
 use super::desired::DesiredObjects;
 use super::desired::labels::children_selector;
 use super::hash::content_hash;
+use super::validate::ValidatedMonitor;
 use crate::constants::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
@@ -84,19 +85,18 @@ pub struct Applier<'a> {
 }
 
 impl<'a> Applier<'a> {
+    /// Applies into the namespace of `model`, for the IotMonitor it was validated from.
     pub fn new(
         client: Client,
-        namespace: &'a str,
-        instance: &'a str,
-        owner_uid: &'a str,
+        model: &'a ValidatedMonitor,
         metrics: &'a Metrics,
         memo: &'a WriteMemo,
     ) -> Self {
         Self {
             client,
-            namespace,
-            instance,
-            owner_uid,
+            namespace: &model.namespace,
+            instance: &model.names.instance,
+            owner_uid: &model.owner.uid,
             metrics,
             memo,
             writes: 0,

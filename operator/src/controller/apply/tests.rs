@@ -40,17 +40,10 @@ impl Fixture {
 
     async fn apply(&self, spec: &str) -> Applied {
         let model = model(spec);
-        Applier::new(
-            self.client.clone(),
-            &model.namespace,
-            &model.names.instance,
-            &model.owner.uid,
-            &self.metrics,
-            &self.memo,
-        )
-        .apply_all(desired::build(&model))
-        .await
-        .expect("apply succeeds")
+        Applier::new(self.client.clone(), &model, &self.metrics, &self.memo)
+            .apply_all(desired::build(&model))
+            .await
+            .expect("apply succeeds")
     }
 
     /// Writes since the last call, as `(resource, name)`.

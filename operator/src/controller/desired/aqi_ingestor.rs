@@ -23,6 +23,6 @@ pub fn build(model: &ValidatedMonitor) -> Option<Deployment> {
         Component::AqiIngestor,
         Some(1),
         Rollout::Recreate,
-        workload_pods(model, Component::AqiIngestor, container),
+        workload_pods(model, Component::AqiIngestor, &aqi.scheduling, container),
     ))
 }

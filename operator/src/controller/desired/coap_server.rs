@@ -53,7 +53,7 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
             Component::CoapServer,
             replicas,
             Rollout::Rolling,
-            workload_pods(model, Component::CoapServer, container),
+            workload_pods(model, Component::CoapServer, &coap.scheduling, container),
         ),
     }
 }

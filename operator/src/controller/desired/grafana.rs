@@ -233,10 +233,16 @@ fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment
         data_volume,
         tmp_volume,
     ];
-    let pods = PodTemplateBuilder::new(model, Component::Grafana, GRAFANA_UID, vec![container])
-        .volumes(volumes)
-        .config_hash(config_hash.to_owned())
-        .build();
+    let pods = PodTemplateBuilder::new(
+        model,
+        Component::Grafana,
+        GRAFANA_UID,
+        &grafana.scheduling,
+        vec![container],
+    )
+    .volumes(volumes)
+    .config_hash(config_hash.to_owned())
+    .build();
     // The HPA owns the replica count when autoscaling is on; setting it here too would make the
     // operator and the HPA fight.
     let replicas = model.autoscaling.is_none().then_some(grafana.replicas.min);

@@ -225,12 +225,17 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
         },
         tmp_volume,
     ];
-    let pods =
-        PodTemplateBuilder::new(model, Component::Influxdb, INFLUX_UID, vec![influxd, setup])
-            .volumes(volumes)
-            .config_hash(content_hash([SETUP_SCRIPT]))
-            .termination_grace_period_seconds(30)
-            .build();
+    let pods = PodTemplateBuilder::new(
+        model,
+        Component::Influxdb,
+        INFLUX_UID,
+        &internal.scheduling,
+        vec![influxd, setup],
+    )
+    .volumes(volumes)
+    .config_hash(content_hash([SETUP_SCRIPT]))
+    .termination_grace_period_seconds(30)
+    .build();
     StatefulSet {
         metadata: owned_meta(model, &names.influxdb, Component::Influxdb),
         spec: StatefulSetSpec {

@@ -25,6 +25,6 @@ pub fn build(model: &ValidatedMonitor) -> Option<Deployment> {
         Component::Simulator,
         Some(1),
         Rollout::Rolling,
-        workload_pods(model, Component::Simulator, container),
+        workload_pods(model, Component::Simulator, &sim.scheduling, container),
     ))
 }

@@ -1,6 +1,7 @@
 //! The pod-template skeleton every component shares: the selector and labels, the `restricted`
-//! pod security context, and no service-account token (no pod of the stack talks to the API
-//! server). Components add their containers, volumes and annotations.
+//! pod security context, no service-account token (no pod of the stack talks to the API
+//! server), and the component's scheduling from the spec (nodeSelector, tolerations, affinity).
+//! Components add their containers, volumes and annotations.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use super::labels::{CONFIG_HASH, Component, labels, selector};
 use super::pod::pod_security;
 use crate::controller::validate::ValidatedMonitor;
+use crate::crd::SchedulingSpec;
 
 /// The selector of a component's pods and their template, for a Deployment or StatefulSet.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +24,7 @@ pub struct PodTemplateBuilder<'a> {
     model: &'a ValidatedMonitor,
     component: Component,
     uid: i64,
+    scheduling: &'a SchedulingSpec,
     containers: Vec<Container>,
     volumes: Vec<Volume>,
     config_hash: Option<String>,
@@ -29,17 +32,20 @@ pub struct PodTemplateBuilder<'a> {
 }
 
 impl<'a> PodTemplateBuilder<'a> {
-    /// Pods of `component` running as `uid` (user, group and fsGroup).
+    /// Pods of `component` running as `uid` (user, group and fsGroup), placed as `scheduling`
+    /// says.
     pub fn new(
         model: &'a ValidatedMonitor,
         component: Component,
         uid: i64,
+        scheduling: &'a SchedulingSpec,
         containers: Vec<Container>,
     ) -> Self {
         Self {
             model,
             component,
             uid,
+            scheduling,
             containers,
             volumes: Vec::new(),
             config_hash: None,
@@ -64,6 +70,11 @@ impl<'a> PodTemplateBuilder<'a> {
     }
 
     pub fn build(self) -> PodTemplate {
+        let SchedulingSpec {
+            node_selector,
+            tolerations,
+            affinity,
+        } = self.scheduling;
         let annotations = self
             .config_hash
             .map(|hash| BTreeMap::from([(CONFIG_HASH.to_owned(), hash)]));
@@ -84,6 +95,10 @@ impl<'a> PodTemplateBuilder<'a> {
                     volumes: (!self.volumes.is_empty()).then_some(self.volumes),
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: self.termination_grace_period_seconds,
+                    // Empty stays absent, so that a spec without scheduling applies no field.
+                    node_selector: (!node_selector.is_empty()).then(|| node_selector.clone()),
+                    tolerations: (!tolerations.is_empty()).then(|| tolerations.clone()),
+                    affinity: affinity.clone(),
                     ..PodSpec::default()
                 }),
             },

@@ -8,6 +8,7 @@ use super::labels::{Component, owned_meta};
 use super::template::{PodTemplate, PodTemplateBuilder};
 use crate::constants::WORKLOAD_UID;
 use crate::controller::validate::ValidatedMonitor;
+use crate::crd::SchedulingSpec;
 
 /// How a Deployment replaces its pods on a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +23,10 @@ pub enum Rollout {
 pub fn workload_pods(
     model: &ValidatedMonitor,
     component: Component,
+    scheduling: &SchedulingSpec,
     container: Container,
 ) -> PodTemplate {
-    PodTemplateBuilder::new(model, component, WORKLOAD_UID, vec![container]).build()
+    PodTemplateBuilder::new(model, component, WORKLOAD_UID, scheduling, vec![container]).build()
 }
 
 /// `replicas: None` leaves the count to the HPA.

@@ -265,19 +265,13 @@ pub fn failed(
     message: String,
     now: Time,
 ) -> IotMonitorStatus {
-    let mut status = previous.cloned().unwrap_or_default();
-    status.observed_generation = generation;
-    set(
-        &mut status.conditions,
-        Cond {
-            type_: DEGRADED,
-            status: true,
-            reason,
-            message,
-        },
-        generation,
-        &now,
-    );
+    let degraded = Cond {
+        type_: DEGRADED,
+        status: true,
+        reason,
+        message,
+    };
+    let mut status = previous_with(previous, generation, degraded, &now);
     if !status.conditions.iter().any(|c| c.type_ == READY) {
         set(
             &mut status.conditions,
@@ -301,19 +295,25 @@ pub fn paused(
     generation: Option<i64>,
     now: Time,
 ) -> IotMonitorStatus {
+    let paused = Cond {
+        type_: PROGRESSING,
+        status: false,
+        reason: "Paused",
+        message: "spec.paused is true: the operator leaves every child as it is".to_owned(),
+    };
+    previous_with(previous, generation, paused, &now)
+}
+
+/// The previous status, for `generation`, with one condition set; the rest is kept.
+fn previous_with(
+    previous: Option<&IotMonitorStatus>,
+    generation: Option<i64>,
+    condition: Cond<'_>,
+    now: &Time,
+) -> IotMonitorStatus {
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
-    set(
-        &mut status.conditions,
-        Cond {
-            type_: PROGRESSING,
-            status: false,
-            reason: "Paused",
-            message: "spec.paused is true: the operator leaves every child as it is".to_owned(),
-        },
-        generation,
-        &now,
-    );
+    set(&mut status.conditions, condition, generation, now);
     status
 }
 

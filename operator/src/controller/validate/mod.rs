@@ -64,6 +64,7 @@ pub fn validate(
     let grafana = Grafana {
         image: spec.grafana.image.clone(),
         resources: (&spec.grafana.resources).into(),
+        scheduling: spec.grafana.scheduling.clone(),
         replicas: bounds("grafana", &spec.grafana.replicas, default_bounds)?,
         anonymous_viewer: spec.grafana.anonymous_viewer,
         service_type: spec.grafana.service_type,
@@ -72,6 +73,7 @@ pub fn validate(
     let coap = Coap {
         image: image_or_default(spec.coap.image.as_deref(), COAP_SERVER_IMAGE),
         resources: (&spec.coap.resources).into(),
+        scheduling: spec.coap.scheduling.clone(),
         port: spec.coap.port,
         service_type: spec.coap.service_type,
         node_port: node_port("coap", spec.coap.service_type, spec.coap.node_port)?,
@@ -177,6 +179,7 @@ fn resolve_influx(
             let internal = InternalInflux {
                 image: spec.influxdb.image.clone(),
                 resources: (&spec.influxdb.resources).into(),
+                scheduling: spec.influxdb.scheduling.clone(),
                 storage_size: storage.size.clone(),
                 storage_class_name: storage.storage_class_name.clone(),
                 delete_with_monitor: storage.delete_with_monitor,
@@ -184,7 +187,7 @@ fn resolve_influx(
             };
             let url = format!("http://{}.{namespace}.svc:{INFLUX_PORT}", names.influxdb);
             (
-                InfluxMode::Internal(internal),
+                InfluxMode::Internal(Box::new(internal)),
                 url,
                 generated("writer"),
                 generated("reader"),
@@ -236,6 +239,7 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
     Ok(Simulator {
         image: image_or_default(spec.image.as_deref(), SENSOR_SIM_IMAGE),
         resources: (&spec.resources).into(),
+        scheduling: spec.scheduling.clone(),
         sensors: spec.sensors,
         places: spec.places.clone(),
         interval_seconds: spec.interval_seconds,
@@ -246,6 +250,7 @@ fn resolve_aqi(spec: &AqiSpec) -> Aqi {
     Aqi {
         image: image_or_default(spec.image.as_deref(), AQI_INGESTOR_IMAGE),
         resources: (&spec.resources).into(),
+        scheduling: spec.scheduling.clone(),
         source: spec.source.clone(),
         poll_seconds: spec.poll_seconds,
     }

@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::crd::{BatchSpec, ResourcesSpec, ServiceType};
+use crate::crd::{BatchSpec, ResourcesSpec, SchedulingSpec, ServiceType};
 
 /// Names of every child, derived from the IotMonitor's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub struct SecretCredentials {
 pub struct InternalInflux {
     pub image: String,
     pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
     pub storage_size: String,
     pub storage_class_name: Option<String>,
     pub delete_with_monitor: bool,
@@ -81,7 +83,8 @@ pub struct InternalInflux {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum InfluxMode {
-    Internal(InternalInflux),
+    // Boxed: the internal settings are large, and External carries none.
+    Internal(Box<InternalInflux>),
     External,
 }
 
@@ -102,6 +105,8 @@ pub struct Influx {
 pub struct Grafana {
     pub image: String,
     pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
     pub replicas: Replicas,
     pub anonymous_viewer: bool,
     pub service_type: ServiceType,
@@ -112,6 +117,8 @@ pub struct Grafana {
 pub struct Coap {
     pub image: String,
     pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
     pub port: i32,
     pub service_type: ServiceType,
     pub node_port: Option<i32>,
@@ -123,6 +130,8 @@ pub struct Coap {
 pub struct Simulator {
     pub image: String,
     pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
     pub sensors: i32,
     pub places: Vec<String>,
     pub interval_seconds: i32,
@@ -132,6 +141,8 @@ pub struct Simulator {
 pub struct Aqi {
     pub image: String,
     pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
     pub source: String,
     pub poll_seconds: i32,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use iot_operator::controller::{self, Context};
+use iot_operator::controller::{self, Context, WatchScope};
 use iot_operator::crd::IotMonitor;
 use iot_operator::metrics::Metrics;
 use iot_testkit::cluster::{
@@ -95,7 +95,11 @@ impl Operator {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let task = tokio::spawn(controller::run(ctx, Some(namespace.to_owned()), shutdown));
+        let task = tokio::spawn(controller::run(
+            ctx,
+            WatchScope::Namespace(namespace.to_owned()),
+            shutdown,
+        ));
         Self {
             stop,
             task,
@@ -115,12 +119,21 @@ impl Operator {
     /// Writes to the API server so far (applies, creates, deletes, status patches, Events),
     /// from the operator's own `iot_operator_api_writes_total` metric.
     pub fn writes(&self) -> u64 {
+        self.writes_matching(|_| true)
+    }
+
+    /// Writes so far other than to IotMonitor statuses: to children, Secrets and Events.
+    pub fn writes_but_status(&self) -> u64 {
+        self.writes_matching(|labels| !labels.contains("kind=\"IotMonitor\""))
+    }
+
+    fn writes_matching(&self, keep: impl Fn(&str) -> bool) -> u64 {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             return u64::MAX;
         }
         text.lines()
-            .filter(|l| l.starts_with("iot_operator_api_writes_total{"))
+            .filter(|l| l.starts_with("iot_operator_api_writes_total{") && keep(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }

@@ -395,6 +395,7 @@ fn node_ports_are_set_on_exposed_services() {
 }
 
 mod dashboards;
+mod scheduling;
 
 #[test]
 fn every_pod_template_shares_the_skeleton() {
