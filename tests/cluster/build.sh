@@ -6,8 +6,8 @@
 #   tests/cluster/build.sh            build everything that is missing
 #   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
 #
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm and
-# metrics-server (versions in versions.env).
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy,
+# kwok, helm, metrics-server and local-path-provisioner (versions in versions.env).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=versions.env
@@ -40,11 +40,19 @@ with_heartbeat() {
   return $rc
 }
 
+# Every binary of the k8s.io/kubernetes module we run: the control plane, kubectl, and the real node's
+# kubelet and kube-proxy, all of one version so the cluster is skew-free.
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+
 build_kubernetes() {
-  local v=$K8S_VERSION minor stg w gomod ld p
-  if have kube-apiserver "Kubernetes $v" && have kube-controller-manager "Kubernetes $v" \
-     && have kube-scheduler "Kubernetes $v" && have kubectl "$v" "version --client"; then
-    log "kubernetes $v: cached"; return; fi
+  local v=$K8S_VERSION minor stg w gomod ld p b missing=() pkgs=()
+  for b in "${K8S_BINARIES[@]}"; do
+    case $b in
+    kubectl) have kubectl "$v" "version --client" || missing+=("$b") ;;
+    *) have "$b" "Kubernetes $v" || missing+=("$b") ;;
+    esac
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "kubernetes $v: cached"; return; fi
   minor=$(echo "$v" | cut -d. -f2); stg="v0.${v#v1.}"
   w="$CACHE/src/kubernetes-$v"; mkdir -p "$w"; cd "$w"
   [ -f go.mod ] || go mod init local/k8s-bins >/dev/null 2>&1
@@ -57,16 +65,18 @@ build_kubernetes() {
     go mod edit "-replace=$m=$m@$stg"
   done
   go mod edit "-require=k8s.io/kubernetes@$v"
+  for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  # The kubelet and kube-proxy import modules (k8s.io/cri-streaming, k8s.io/streaming, ...) that the
+  # control plane does not; `go get` of the packages records their go.sum entries.
+  go get "${pkgs[@]/%/@$v}"
   # The same version stamps as upstream's hack/lib/version.sh; without them /version says v0.0.0.
   ld="-s -w"
   for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
     ld="$ld -X '$p.gitVersion=$v' -X '$p.gitMajor=1' -X '$p.gitMinor=$minor'"
     ld="$ld -X '$p.gitTreeState=clean' -X '$p.buildDate=1970-01-01T00:00:00Z'"
   done
-  log "kubernetes $v: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (10-25 min on 2 cores)"
-  with_heartbeat kubernetes go build -trimpath -tags=selinux,notest -ldflags "$ld" -o "$BIN/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  log "kubernetes $v: compiling ${missing[*]} (10-25 min on 2 cores for all of them)"
+  with_heartbeat kubernetes go build -trimpath -tags=selinux,notest -ldflags "$ld" -o "$BIN/" "${pkgs[@]}"
   log "kubernetes $v: $("$BIN/kube-apiserver" --version)"
 }
 
@@ -110,6 +120,11 @@ go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_VERSION" "versio
 # metrics-server prints client-go's gitVersion for --version (its Makefile stamps the same variable).
 go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION" \
   "$METRICS_SERVER_VERSION" --version "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
+
+# The real node's volumes: directories the workload's non-root pods can write to (mode 0777, made by a
+# helper pod), as kind's default StorageClass does.
+go_install local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
+  "$LOCAL_PATH_PROVISIONER_VERSION" --version "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
 
 # kwok's definition of the kubelet's /metrics/resource endpoint (which metric names and labels, computed
 # from the emulated usage) ships inside its module; up.sh hands it to kwok. Taken from the module cache
