@@ -30,6 +30,7 @@ if any_running; then
   stop_all
 else
   say "no recorded process is running"
+  node_down # mounts, namespace and cgroups outlive a crash of the processes
 fi
 
 for d in "${hostpath_dirs[@]+"${hostpath_dirs[@]}"}"; do rm -rf -- "$d"; done
@@ -37,6 +38,6 @@ if [ "${IOT_CLUSTER_KEEP_STATE:-0}" = 1 ]; then
   rm -rf "$PIDS"
   say "stopped; state kept in $STATE"
 else
-  rm -rf "$STATE"
+  rm -rf --one-file-system "$STATE"
   say "stopped; removed $STATE"
 fi

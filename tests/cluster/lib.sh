@@ -17,8 +17,9 @@ LOGS=$STATE/logs
 PKI=$STATE/pki
 KUBECONFIG_PATH=$STATE/kubeconfig
 MARKER=$STATE/.iot-cluster-state
-# Start order; stop in the reverse order.
+# Start order; stop in the reverse order. The real node's (node.sh) come before metrics-server.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
+NODE_COMPONENTS=(api-forward containerd kubelet kube-proxy local-path-provisioner)
 
 say() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -67,9 +68,10 @@ stop() {
 }
 
 # stop_all: every component, the dependents first (metrics-server scrapes kwok and is served through the
-# apiserver), the store last.
+# apiserver), the store last. The real node goes whole (node_down), whatever of it still runs.
 stop_all() {
   stop metrics-server
+  node_down
   stop kwok kube-scheduler kube-controller-manager
   stop kube-apiserver
   stop etcd
@@ -78,10 +80,13 @@ stop_all() {
 # any_running: true when at least one recorded component is still alive.
 any_running() {
   local name
-  for name in "${COMPONENTS[@]}"; do pid_of "$name" >/dev/null && return 0; done
+  for name in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}"; do pid_of "$name" >/dev/null && return 0; done
   return 1
 }
 
 # kubectl with the cluster's admin kubeconfig and a discovery cache of its own, so a new cluster that
 # reuses an old port never sees the old cluster's cached API groups.
 kc() { "$BIN/kubectl" --kubeconfig="$KUBECONFIG_PATH" --cache-dir="$STATE/kube-cache" "$@"; }
+
+# shellcheck source-path=SCRIPTDIR source=node.sh
+. "$here/node.sh"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts a real Kubernetes control plane on 127.0.0.1 from the binaries build.sh caches: etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kwok with fake nodes whose emulated kubelets
-# report CPU and memory usage, and metrics-server, so HorizontalPodAutoscalers scale. No Docker, no root
-# needed, every port chosen at start. Progress goes to stderr; the last line on stdout is
+# report CPU and memory usage, one real node (containerd, kubelet, kube-proxy in a network namespace of
+# its own; node.sh) with the local-path volume provisioner, and metrics-server, so HorizontalPodAutoscalers
+# scale. No Docker; every port chosen at start; the real node needs root. Progress goes to stderr; the
+# last line on stdout is
 #
 #   export KUBECONFIG=<absolute path>
 #
@@ -11,6 +13,7 @@
 #   IOT_CLUSTER_DIR      state directory (default: <repo>/.run/cluster)
 #   IOT_CLUSTER_NODES    number of fake nodes (default: 3)
 #   IOT_CLUSTER_TIMEOUT  seconds to wait for each component (default: 120)
+#   IOT_REAL_NODE        0: no real node (then no root needed); default 1
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -18,14 +21,19 @@ lock
 
 NODES=${IOT_CLUSTER_NODES:-3}
 TIMEOUT=${IOT_CLUSTER_TIMEOUT:-120}
-SERVICE_CIDR=10.96.0.0/16 # the same ranges as kind, so addresses look familiar
-POD_CIDR=10.244.0.0/16
+# Every address of the cluster is in 198.18.0.0/15 (reserved for benchmarking), which never leaves
+# this machine; the real node's slot decides its part (node.sh). kwok's pods are not routed at all.
+SERVICE_CIDR=198.19.64.0/21 # without a real node; with one, the slot's range
+KWOK_POD_CIDR=198.18.128.0/17
 t0=$(date +%s)
 
 # ---- already up? ----------------------------------------------------------------------------------
 if [ -f "$MARKER" ] && any_running; then
   all=1
   for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || all=0; done
+  if real_node_enabled; then
+    for c in "${NODE_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || all=0; done
+  fi
   if [ $all = 1 ] && kc get --raw=/readyz >/dev/null 2>&1; then
     say "the control plane in $STATE is already running"
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
@@ -43,13 +51,17 @@ done
 for tool in openssl curl ss base64; do
   command -v "$tool" >/dev/null || { say "missing $tool (Debian: openssl curl iproute2 coreutils)"; exit 1; }
 done
+die() { say "ERROR: $*"; exit 1; }
+real_node_enabled && node_check_prerequisites
 
 # Start from an empty state directory, but never remove a directory that up.sh did not create.
 if [ -e "$STATE" ] && [ ! -f "$MARKER" ] && [ -n "$(ls -A "$STATE" 2>/dev/null)" ]; then
   say "$STATE exists, is not empty and was not made by up.sh: refusing to touch it"
   exit 1
 fi
-rm -rf "$STATE"
+# A real node left by a crash keeps mounts, a network namespace and cgroups after its processes died.
+[ -f "$MARKER" ] && node_down
+rm -rf --one-file-system "$STATE"
 mkdir -p "$PIDS" "$LOGS" "$PKI" "$STATE/etcd" "$STATE/certs"
 touch "$MARKER"
 
@@ -69,7 +81,12 @@ on_exit() {
 }
 trap on_exit EXIT
 trap 'exit 130' INT TERM # so on_exit also cleans up after Ctrl-C
-die() { say "ERROR: $*"; exit 1; }
+
+if real_node_enabled; then
+  node_claim_slot || die "no real-node slot free"
+  SERVICE_CIDR=$NODE_SERVICE_CIDR
+fi
+SERVICE_FIRST_IP=$(echo "$SERVICE_CIDR" | awk -F'[./]' '{ print $1 "." $2 "." $3 "." $4 + 1 }')
 
 # ---- ports ---------------------------------------------------------------------------------------
 # Random free ports below the kernel's ephemeral range (32768+), so outgoing connections cannot take
@@ -103,7 +120,7 @@ say "certificates (openssl) in $PKI"
 ossl() { openssl "$@" 2>>"$LOGS/openssl.log" >/dev/null || die "openssl $1 failed (see $LOGS/openssl.log)"; }
 current=openssl
 ca() { # NAME CN
-  ossl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$2" \
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 -subj "/CN=$2" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -keyout "$PKI/$1.key" -out "$PKI/$1.crt"
 }
@@ -112,7 +129,7 @@ leaf() { # NAME SUBJECT CA EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=$4${5:+
 subjectAltName=$5}"
-  ossl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$PKI/$1.key" -out "$PKI/$1.csr"
+  ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$2" -keyout "$PKI/$1.key" -out "$PKI/$1.csr"
   ossl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$3.crt" -CAkey "$PKI/$3.key" -CAcreateserial -days 3650 \
     -out "$PKI/$1.crt" -extfile <(printf '%s\n' "$ext")
   rm -f "$PKI/$1.csr"
@@ -120,8 +137,10 @@ subjectAltName=$5}"
 ca ca iot-local-ca
 ca front-proxy-ca iot-local-front-proxy-ca
 leaf apiserver /CN=kube-apiserver ca serverAuth \
-  "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "IP:127.0.0.1,IP:$SERVICE_FIRST_IP${NODE_HOST_IP:+,IP:$NODE_HOST_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 leaf admin "/O=system:masters/CN=admin" ca clientAuth
+# The API server's client certificate towards kubelets (logs, exec, port-forward).
+leaf apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" ca clientAuth
 leaf controller-manager /CN=system:kube-controller-manager ca clientAuth
 leaf scheduler /CN=system:kube-scheduler ca clientAuth
 leaf kwok "/O=system:masters/CN=kwok-controller" ca clientAuth
@@ -132,12 +151,13 @@ leaf metrics-server /CN=system:metrics-server ca clientAuth
 # name of the Service it points at, <service>.<namespace>.svc.
 leaf metrics-server-serving /CN=metrics-server ca serverAuth \
   "DNS:metrics-server.kube-system.svc,IP:127.0.0.1,DNS:localhost"
+real_node_enabled && node_certs
 ossl genrsa -out "$PKI/sa.key" 2048
 ossl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 chmod 600 "$PKI"/*.key
 
-# kubeconfig FILE USER: a kubeconfig for one client certificate, with the certificates embedded so the
-# file stands alone.
+# kubeconfig FILE USER [SERVER]: a kubeconfig for one client certificate, with the certificates embedded
+# so the file stands alone.
 kubeconfig() {
   cat >"$1" <<EOF
 apiVersion: v1
@@ -145,7 +165,7 @@ kind: Config
 clusters:
 - name: iot-local
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: ${3:-https://127.0.0.1:$API_PORT}
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: $2
@@ -161,19 +181,39 @@ EOF
 }
 kubeconfig "$KUBECONFIG_PATH" admin
 for u in controller-manager scheduler kwok metrics-server; do kubeconfig "$STATE/$u.kubeconfig" "$u"; done
+real_node_enabled && kubeconfig "$STATE/local-path-provisioner.kubeconfig" local-path-provisioner
 
 # ---- processes ------------------------------------------------------------------------------------
-# start NAME ARGS...: runs $BIN/NAME in a session of its own (so a Ctrl-C or a closed terminal of the
+# start_exe NAME EXE ARGS...: runs EXE in a session of its own (so a Ctrl-C or a closed terminal of the
 # caller does not reach it) without the lock's descriptor 9, and records "PID BINARY" for pid_of and
-# down.sh.
-start() {
-  local name=$1 exe
-  shift
+# down.sh. start NAME ARGS... does so for $BIN/NAME.
+start_exe() {
+  local name=$1 exe=$2
+  shift 2
+  launch "$name" "$exe" setsid "$exe" "$@"
+}
+start() { start_exe "$1" "$(readlink -f "$BIN/$1")" "${@:2}"; }
+# start_in_node NAME EXE ARGS...: the same inside the real node's network namespace.
+start_in_node() {
+  local name=$1 exe=$2
+  shift 2
+  launch "$name" "$exe" setsid nsenter --net="/run/netns/$NODE_NETNS" -- "$exe" "$@"
+  say "($name runs in network namespace $NODE_NETNS)"
+}
+# launch NAME EXE COMMAND...: runs COMMAND (which ends by exec'ing EXE) in the background, records
+# "PID EXE", and waits until the exec has happened, so pid_of finds the process at once.
+launch() {
+  local name=$1 exe=$2 pid i
+  shift 2
   current=$name
-  exe=$(readlink -f "$BIN/$name")
-  setsid "$exe" "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
-  echo "$! $exe" >"$PIDS/$name.pid"
-  say "started $name (pid $!), log $LOGS/$name.log"
+  "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid $exe" >"$PIDS/$name.pid"
+  for ((i = 0; i < 100; i++)); do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] && break
+    sleep 0.05
+  done
+  say "started $name (pid $pid), log $LOGS/$name.log"
 }
 # wait_for NAME WHAT COMMAND...: retries COMMAND until it succeeds; fails when NAME exits or after $TIMEOUT s.
 wait_for() {
@@ -207,6 +247,9 @@ start kube-apiserver \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range="$SERVICE_CIDR" \
   --authorization-mode=Node,RBAC --allow-privileged=true \
+  --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$PKI/ca.crt" \
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
   --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
   --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
   --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
@@ -236,7 +279,7 @@ start kwok \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
   --tls-cert-file="$PKI/kwok-serving.crt" --tls-private-key-file="$PKI/kwok-serving.key" \
-  --node-lease-duration-seconds=40 --cidr="$POD_CIDR"
+  --node-lease-duration-seconds=40 --cidr="$KWOK_POD_CIDR"
 wait_for kube-controller-manager "/healthz ok" curl -fsSk --max-time 3 "https://127.0.0.1:$KCM_PORT/healthz"
 wait_for kube-scheduler "/healthz ok" curl -fsSk --max-time 3 "https://127.0.0.1:$SCHED_PORT/healthz"
 wait_for kwok "/healthz ok" curl -fsSk --max-time 3 "https://127.0.0.1:$KWOK_PORT/healthz"
@@ -379,12 +422,17 @@ nodes_scraped() {
   local n
   n=$(https_ok "https://127.0.0.1:$MS_PORT/metrics" |
     sed -n 's/^metrics_server_kubelet_request_total{success="true"} \([0-9.e+]*\)$/\1/p')
-  [ -n "$n" ] && awk -v n="$n" -v want="$NODES" 'BEGIN { exit !(n + 0 >= want) }'
+  [ -n "$n" ] && awk -v n="$n" -v want="$SCRAPED" 'BEGIN { exit !(n + 0 >= want) }'
 }
 
 { nodes_yaml; storage_yaml; metrics_server_yaml; } | kc apply -f - >>"$LOGS/kubectl.log" 2>&1 ||
   { current=kubectl; die "applying nodes, StorageClass and metrics-server's objects failed"; }
 wait_for kwok "$NODES node(s) Ready" kc wait --for=condition=Ready node --selector=type=kwok --timeout=5s
+SCRAPED=$NODES
+if real_node_enabled; then
+  node_up
+  SCRAPED=$((NODES + 1))
+fi
 # Started once the nodes are Ready (addresses and port set), so its first scrape already counts.
 # --metric-resolution=10s is the smallest allowed; the kubelet timeout must stay below 90 % of it.
 start metrics-server \
@@ -400,7 +448,7 @@ wait_for kube-controller-manager "ServiceAccount default/default" kc get service
 wait_for metrics-server "/livez ok" https_ok "https://127.0.0.1:$MS_PORT/livez"
 wait_for metrics-server "APIService v1beta1.metrics.k8s.io Available" \
   kc wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
-wait_for metrics-server "scraped $NODES node(s)" nodes_scraped
+wait_for metrics-server "scraped $SCRAPED node(s)" nodes_scraped
 current=""
 
 # ---- summary --------------------------------------------------------------------------------------
@@ -413,6 +461,13 @@ current=""
   row kube-scheduler "127.0.0.1:$SCHED_PORT"
   row kwok "127.0.0.1:$KWOK_PORT"
   row metrics-server "127.0.0.1:$MS_PORT"
+  if real_node_enabled; then
+    row api-forward "$NODE_HOST_IP:$API_PORT"
+    row containerd "$NODE_SOCK"
+    row kubelet "$NODE_IP:10250"
+    row kube-proxy "netns $NODE_NETNS"
+    row local-path-provisioner "-"
+  fi
   printf '\n%s\n' "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, metrics-server $METRICS_SERVER_VERSION; nodes: $(kc get nodes -o name | tr '\n' ' ')"
   printf 'up in %ss; state in %s; stop with tests/cluster/down.sh\n\n' "$(($(date +%s) - t0))" "$STATE"
 } >&2
