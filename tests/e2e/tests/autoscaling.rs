@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use iot_testkit::cluster::{Cluster, ClusterError, default_timeout, run, wait_for};
+use iot_testkit::cluster::{Cluster, ClusterError, default_timeout, millicores, run, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Event;
@@ -195,17 +195,6 @@ async fn annotate_pods(cluster: &Cluster, ns: &str, cpu: &str) -> Result<()> {
 /// Within 10 % of the expected millicores (metrics-server computes a rate over a ~10 s window).
 fn near(millis: f64, expected: f64) -> bool {
     (millis - expected).abs() <= expected * 0.1
-}
-
-/// CPU of a Kubernetes quantity in millicores: "299994362n", "300m", "1500u", "2".
-fn millicores(quantity: &str) -> Option<f64> {
-    let (number, scale) = match quantity.char_indices().last()? {
-        (i, 'n') => (&quantity[..i], 1e-6),
-        (i, 'u') => (&quantity[..i], 1e-3),
-        (i, 'm') => (&quantity[..i], 1.0),
-        _ => (quantity, 1e3),
-    };
-    number.parse::<f64>().ok().map(|n| n * scale)
 }
 
 /// Pod name -> summed container CPU (millicores) from PodMetrics objects in JSON form.
@@ -450,14 +439,4 @@ impl Watch {
         }
         out
     }
-}
-
-#[test]
-fn millicores_reads_the_quantities_metrics_server_writes() {
-    assert_eq!(millicores("300m"), Some(300.0));
-    assert_eq!(millicores("2"), Some(2000.0));
-    assert!((millicores("299994362n").unwrap() - 299.994362).abs() < 1e-9);
-    assert!((millicores("1500u").unwrap() - 1.5).abs() < 1e-9);
-    assert_eq!(millicores("x"), None);
-    assert_eq!(millicores(""), None);
 }

@@ -76,6 +76,9 @@ pub enum ClusterError {
     },
     #[error("YAML document {index}: {reason}")]
     Yaml { index: usize, reason: String },
+    /// Something that waiting longer cannot fix (a pod that can no longer start, a missing node).
+    #[error("{what}: {reason}")]
+    Failed { what: String, reason: String },
 }
 
 /// A connection to the local control plane, plus the paths of its kubeconfig and binaries.
@@ -88,7 +91,11 @@ pub struct Cluster {
 impl Cluster {
     /// Connects with the kubeconfig described in the module docs and checks the API server answers.
     pub async fn connect() -> Result<Self, ClusterError> {
-        let path = kubeconfig_path();
+        Self::connect_to(kubeconfig_path()).await
+    }
+
+    /// Connects with the given kubeconfig (e.g. of a second cluster a test started itself).
+    pub async fn connect_to(path: PathBuf) -> Result<Self, ClusterError> {
         let unreachable = |reason: String| ClusterError::Unreachable {
             path: path.clone(),
             reason,
@@ -412,6 +419,18 @@ pub async fn run(command: &mut tokio::process::Command) -> Result<String, Cluste
     Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
+/// CPU of a Kubernetes quantity in millicores: "299994362n", "300m", "1500u", "2" (what metrics-server
+/// writes).
+pub fn millicores(quantity: &str) -> Option<f64> {
+    let (number, scale) = match quantity.char_indices().last()? {
+        (i, 'n') => (&quantity[..i], 1e-6),
+        (i, 'u') => (&quantity[..i], 1e-3),
+        (i, 'm') => (&quantity[..i], 1.0),
+        _ => (quantity, 1e3),
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
 /// The repository root (this crate lives in `<repo>/tests/testkit`).
 pub fn repo_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -497,6 +516,16 @@ mod tests {
         assert_eq!(slug("!!!"), "test");
         assert_eq!(slug(&"a-".repeat(50)).len(), 63);
         assert!(!slug(&"ab-".repeat(30)).ends_with('-'));
+    }
+
+    #[test]
+    fn millicores_reads_the_quantities_metrics_server_writes() {
+        assert_eq!(millicores("300m"), Some(300.0));
+        assert_eq!(millicores("2"), Some(2000.0));
+        assert!((millicores("299994362n").unwrap() - 299.994362).abs() < 1e-9);
+        assert!((millicores("1500u").unwrap() - 1.5).abs() < 1e-9);
+        assert_eq!(millicores("x"), None);
+        assert_eq!(millicores(""), None);
     }
 
     #[test]
