@@ -32,8 +32,6 @@ NODE_LABEL_VALUE=real
 NODE_TAINT_KEY=iot-operator.dev/real-node
 NODE_REGISTRY=/run/iot-operator
 NODE_SLOTS=16
-# Pods of the real node get no internet DNS; without a cluster DNS their resolver points at the host end
-# of the veth, where nothing answers port 53, so a lookup fails at once on this machine.
 PAUSE_IMAGE=localhost/iot-operator/pause:1
 HELPER_IMAGE=localhost/iot-operator/busybox:1
 LOCAL_PATH_CLASS=local-path
@@ -365,6 +363,8 @@ JSON
 # node_kubelet_config: see docs/control-plane.md for why each setting.
 node_kubelet_config() {
   mkdir -p "$NODE_DIR/kubelet" "$NODE_DIR/pod-logs"
+  # No cluster DNS yet: the pods' resolver is the host end of the veth, where nothing answers port 53,
+  # so a lookup fails after a second, on this machine, instead of asking the machine's resolver.
   printf 'nameserver %s\noptions timeout:1 attempts:1\n' "$NODE_HOST_IP" >"$NODE_DIR/resolv.conf"
   cat >"$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
