@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help deps build lint test bench run cluster-up cluster-down dev kind-up kind-down crd clean
+.PHONY: help deps build lint test bench run images dockerfile cluster-up cluster-down dev kind-up kind-down crd clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,6 +27,12 @@ bench: deps ## CoAP ingest, AQI processing and operator-at-scale benchmarks (fig
 run: deps ## InfluxDB, coap-server, sensor-sim and aqi-ingestor as local processes until Ctrl-C
 	scripts/run-local.sh
 
+images: ## OCI image archives in target/images/ (no Docker, no registry); LOAD=1 imports them into the local node
+	images/build.sh $(if $(LOAD),--load)
+
+dockerfile: ## regenerate docker/Dockerfile from images/images.conf
+	images/dockerfile.sh > docker/Dockerfile
+
 cluster-up: deps ## start the local Kubernetes control plane (prints the KUBECONFIG line)
 	tests/cluster/up.sh
 
@@ -37,20 +43,20 @@ dev: deps ## control plane + CRD + operator + examples/iotmonitor.yaml, then sho
 	scripts/dev.sh
 
 # kind quick start (needs Docker, kind, helm and kubectl; not available on the project's build
-# machines, which have no Docker engine).
+# machines, which have no Docker engine). The images come from the same build as the local node's
+# (images/build.sh, with umoci and skopeo from Debian), loaded with `kind load image-archive`.
 KIND ?= kind
 KIND_CLUSTER ?= iot-operator
 KIND_CONTEXT := kind-$(KIND_CLUSTER)
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-IMAGES := iot-operator coap-server sensor-sim aqi-ingestor
+KIND_IMAGES := iot-operator coap-server sensor-sim aqi-ingestor metrics-server
 
-kind-up: ## kind cluster + images + operator (Helm) + examples/iotmonitor.yaml; prints the Grafana URL
+kind-up: ## kind cluster + images + metrics-server + operator (Helm) + examples/iotmonitor.yaml; prints the Grafana URL
 	@for t in docker $(KIND) helm kubectl; do command -v $$t >/dev/null || { echo "kind-up needs $$t on PATH" >&2; exit 1; }; done
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
-	@for img in $(IMAGES); do \
-	  docker build -f docker/Dockerfile --target $$img -t ghcr.io/iot-operator/$$img:$(IMAGE_TAG) . && \
-	  $(KIND) load docker-image ghcr.io/iot-operator/$$img:$(IMAGE_TAG) --name $(KIND_CLUSTER) || exit 1; \
-	done
+	images/build.sh $(KIND_IMAGES)
+	@for img in $(KIND_IMAGES); do $(KIND) load image-archive target/images/$$img.tar --name $(KIND_CLUSTER) || exit 1; done
+	kubectl --context $(KIND_CONTEXT) apply -f deploy/metrics-server.yaml
 	helm upgrade --install iot-operator charts/iot-operator --kube-context $(KIND_CONTEXT) \
 	  --namespace iot-system --create-namespace --set image.tag=$(IMAGE_TAG) --wait
 	kubectl --context $(KIND_CONTEXT) apply -f examples/iotmonitor.yaml

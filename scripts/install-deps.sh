@@ -4,6 +4,8 @@
 #     operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's coap-client, the
 #     independent CoAP peer of the interoperability test), openssl, curl, iproute2 (ss, ip), time
 #     (/usr/bin/time: CPU and peak RSS in the benchmarks);
+#     umoci, skopeo, busybox-static, binutils and runc for `make images` (images/build.sh) and
+#     for running the images in tests;
 #   - the local cluster's real node: containerd and runc (the container runtime),
 #     containernetworking-plugins (bridge, host-local, portmap, loopback), iptables (kube-proxy),
 #     socat (the node's path to the loopback-only API server), util-linux (nsenter);
@@ -15,7 +17,8 @@ cd "$(dirname "$0")/.."
 say() { printf '[deps] %s\n' "$*" >&2; }
 
 packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time
-  containerd runc containernetworking-plugins iptables socat util-linux)
+  umoci skopeo busybox-static binutils runc
+  containerd containernetworking-plugins iptables socat util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::controller::validate::{SecretCredentials, WORKLOAD_HTTP_PORT};
 use crate::crd::ResourcesSpec;
 
-/// UID of the distroless `nonroot` user our workload images run as.
+/// UID of the `nonroot` user our workload images run as (images/images.conf).
 pub const WORKLOAD_UID: i64 = 65532;
 
 /// Pod security context satisfying the `restricted` Pod Security Standard.
