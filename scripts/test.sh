@@ -27,6 +27,14 @@ trap down EXIT
 eval "$(tests/cluster/up.sh)"
 echo "KUBECONFIG=$KUBECONFIG" >&2
 
+# The operator's image, for the test that installs the chart and runs it as a real pod on the
+# cluster's real node: --load imports it into the node's containerd (the build above made it, so
+# this only repacks it).
+if [ "${IOT_REAL_NODE:-1}" != 0 ]; then
+  step "images for the real node"
+  images/build.sh --load iot-operator
+fi
+
 step "tests"
 cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 
