@@ -6,5 +6,6 @@ pub mod crd;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod loadtest;
 pub mod metrics;
 pub mod telemetry;
