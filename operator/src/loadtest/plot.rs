@@ -1,0 +1,533 @@
+//! The timeline as a picture, PNG and SVG: CPU of each pod of the load-tested component with
+//! the scale-out and scale-in thresholds, its HPA's replicas as steps, and the load. What is
+//! drawn is computed from the rows first ([`PlotData::from_rows`], pure); drawing is plotters.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+
+use super::timeline::Row;
+
+/// DejaVu Sans cut down to ASCII and a few symbols (font/LICENSE): text needs no system fonts.
+const FONT: &[u8] = include_bytes!("font/DejaVuSans-subset.ttf");
+const FAMILY: &str = "sans-serif";
+
+pub const WIDTH: u32 = 1400;
+pub const HEIGHT: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {path}: {message}")]
+pub struct PlotError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Which HPA and pods to draw, and the thresholds to mark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotSpec {
+    pub title: String,
+    /// `grafana` or `coap-server`: the component label and HPA columns to draw.
+    pub component: String,
+    pub scale_out_pct: Option<f64>,
+    pub scale_in_pct: Option<f64>,
+    pub max_replicas: Option<i32>,
+}
+
+/// The series to draw, in plot units.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlotData {
+    /// Pod name → (elapsed s, CPU); percent of the request when every pod has one, else millicores.
+    pub cpu: BTreeMap<String, Vec<(f64, f64)>>,
+    pub cpu_is_percent: bool,
+    /// HPA replicas as step points (each change drawn as a vertical edge).
+    pub desired: Vec<(f64, f64)>,
+    pub current: Vec<(f64, f64)>,
+    /// Acknowledged and failed requests per second.
+    pub acked_per_s: Vec<(f64, f64)>,
+    pub failed_per_s: Vec<(f64, f64)>,
+    pub end_s: f64,
+}
+
+impl PlotData {
+    pub fn from_rows(rows: &[Row], component: &str) -> Self {
+        let mine = |r: &&Row| r.pod.as_ref().is_some_and(|p| p.component == component);
+        let cpu_is_percent = rows
+            .iter()
+            .filter(mine)
+            .filter_map(|r| r.pod.as_ref())
+            .filter(|p| p.cpu_m.is_some())
+            .all(|p| p.cpu_pct().is_some());
+        let mut cpu: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for r in rows.iter().filter(mine) {
+            let Some(p) = &r.pod else { continue };
+            let value = if cpu_is_percent { p.cpu_pct() } else { p.cpu_m };
+            if let Some(v) = value {
+                cpu.entry(p.name.clone())
+                    .or_default()
+                    .push((r.elapsed_s, v));
+            }
+        }
+        // One value per second for the per-sample columns (rows of a second repeat them).
+        let mut seconds: Vec<&Row> = Vec::new();
+        for r in rows {
+            if seconds.last().is_none_or(|l| l.elapsed_s != r.elapsed_s) {
+                seconds.push(r);
+            }
+        }
+        let hpa = |r: &Row| {
+            if component == "grafana" {
+                r.grafana
+            } else {
+                r.coap_server
+            }
+        };
+        let steps = |value: &dyn Fn(&Row) -> Option<i32>| {
+            let points: Vec<(f64, f64)> = seconds
+                .iter()
+                .filter_map(|r| value(r).map(|v| (r.elapsed_s, f64::from(v))))
+                .collect();
+            step_points(&points)
+        };
+        let rate = |value: &dyn Fn(&Row) -> u64| {
+            seconds
+                .windows(2)
+                .filter(|w| w[1].elapsed_s > w[0].elapsed_s)
+                .map(|w| {
+                    let dt = w[1].elapsed_s - w[0].elapsed_s;
+                    let dv = value(w[1]).saturating_sub(value(w[0])) as f64;
+                    (w[1].elapsed_s, dv / dt)
+                })
+                .collect::<Vec<_>>()
+        };
+        Self {
+            cpu,
+            cpu_is_percent,
+            desired: steps(&|r| hpa(r).desired),
+            current: steps(&|r| hpa(r).current),
+            acked_per_s: rate(&|r| r.acked),
+            failed_per_s: rate(&|r| r.failed),
+            end_s: rows.iter().map(|r| r.elapsed_s).fold(0.0, f64::max),
+        }
+    }
+}
+
+/// `(t, v)` samples → the corners of a step line that holds each value until the next change.
+pub fn step_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(points.len() * 2);
+    for &(t, v) in points {
+        match out.last() {
+            Some(&(_, last)) if last == v => {}
+            Some(&(_, last)) => {
+                out.push((t, last));
+                out.push((t, v));
+            }
+            None => out.push((t, v)),
+        }
+    }
+    // The line runs on to the last sample, not only to the last change.
+    if let (Some(&(t, _)), Some(&(last_t, v))) = (points.last(), out.last())
+        && last_t < t
+    {
+        out.push((t, v));
+    }
+    out
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is a constant in the binary; a test renders with it.
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("the embedded font is unreadable; the plot will have no text");
+        }
+    });
+}
+
+/// Writes `stem.png` and `stem.svg`.
+pub fn render(data: &PlotData, spec: &PlotSpec, png: &Path, svg: &Path) -> Result<(), PlotError> {
+    register_font();
+    let fail = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: String| PlotError {
+            path: path.clone(),
+            message: e,
+        }
+    };
+    {
+        let root = BitMapBackend::new(png, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, data, spec).map_err(fail(png))?;
+        root.present().map_err(|e| fail(png)(e.to_string()))?;
+    }
+    {
+        let root = SVGBackend::new(svg, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, data, spec).map_err(fail(svg))?;
+        root.present().map_err(|e| fail(svg)(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Colours that stay apart on white (and for the common colour-vision deficiencies).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x17, 0xbe, 0xcf),
+    RGBColor(0xbc, 0xbd, 0x22),
+];
+const RED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const GREY: RGBColor = RGBColor(0x55, 0x55, 0x55);
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    data: &PlotData,
+    spec: &PlotSpec,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let root = root.titled(&spec.title, (FAMILY, 28)).map_err(e)?;
+    let (top, rest) = root.split_vertically(HEIGHT as i32 * 44 / 100);
+    let (middle, bottom) = rest.split_vertically(HEIGHT as i32 * 26 / 100);
+    let x_end = data.end_s.max(1.0);
+    let label = (FAMILY, 16);
+
+    // CPU of each pod, with the thresholds.
+    let cpu_max = data
+        .cpu
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .chain([spec.scale_out_pct.unwrap_or(0.0)])
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&top)
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_end, 0.0..cpu_max)
+        .map_err(e)?;
+    let unit = if data.cpu_is_percent {
+        "CPU, % of request"
+    } else {
+        "CPU, millicores"
+    };
+    chart
+        .configure_mesh()
+        .y_desc(unit)
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .label_style(label)
+        .axis_desc_style(label)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    for (i, (pod, points)) in data.cpu.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label(short_pod_name(pod))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    if data.cpu_is_percent {
+        for (pct, text) in [
+            (spec.scale_out_pct, "scale out above"),
+            (spec.scale_in_pct, "scale in below"),
+        ] {
+            let Some(pct) = pct else { continue };
+            let colour = if text.starts_with("scale out") {
+                RED
+            } else {
+                GREY
+            };
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(0.0, pct), (x_end, pct)],
+                    10,
+                    6,
+                    colour.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(format!("{text} {pct:.0} %"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
+    }
+    legend(&mut chart).map_err(e)?;
+
+    // Replicas.
+    let replicas_max = data
+        .desired
+        .iter()
+        .chain(&data.current)
+        .map(|p| p.1)
+        .chain(spec.max_replicas.map(f64::from))
+        .fold(1.0, f64::max)
+        + 0.5;
+    let mut chart = ChartBuilder::on(&middle)
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_end, 0.0..replicas_max)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .y_desc(format!("{} replicas", spec.component))
+        .y_labels(replicas_max as usize + 1)
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .label_style(label)
+        .axis_desc_style(label)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    if let Some(max) = spec.max_replicas {
+        let max = f64::from(max);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, max), (x_end, max)],
+                10,
+                6,
+                GREY.stroke_width(1),
+            ))
+            .map_err(e)?
+            .label("maxReplicas")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREY.stroke_width(1)));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            data.desired.iter().copied(),
+            PALETTE[1].stroke_width(2),
+        ))
+        .map_err(e)?
+        .label("desired (HPA)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[1].stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(
+            data.current.iter().copied(),
+            BLACK.stroke_width(3),
+        ))
+        .map_err(e)?
+        .label("current")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+    legend(&mut chart).map_err(e)?;
+
+    // Load.
+    let load_max = data
+        .acked_per_s
+        .iter()
+        .chain(&data.failed_per_s)
+        .map(|p| p.1)
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&bottom)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_end, 0.0..load_max)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the start of the load test")
+        .y_desc("requests/s")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .label_style(label)
+        .axis_desc_style(label)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(
+            data.acked_per_s.iter().copied(),
+            PALETTE[2].stroke_width(2),
+        ))
+        .map_err(e)?
+        .label("acknowledged/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[2].stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(
+            data.failed_per_s.iter().copied(),
+            RED.stroke_width(2),
+        ))
+        .map_err(e)?
+        .label("failed/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    legend(&mut chart).map_err(e)?;
+    Ok(())
+}
+
+fn whole(v: &f64) -> String {
+    format!("{v:.0}")
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(GREY)
+        .draw()
+}
+
+/// `lab-coap-server-6d5f7c9b8-x2x7q` → `…-x2x7q`: the ReplicaSet hash says nothing to a reader.
+fn short_pod_name(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((_, tail)) if name.len() > 24 => format!("pod …-{tail}"),
+        _ => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadtest::timeline::{HpaReplicas, PodSample};
+
+    #[test]
+    fn steps_hold_each_value_until_it_changes() {
+        let s = step_points(&[(0.0, 1.0), (1.0, 1.0), (2.0, 2.0), (3.0, 2.0), (4.0, 1.0)]);
+        assert_eq!(
+            s,
+            vec![(0.0, 1.0), (2.0, 1.0), (2.0, 2.0), (4.0, 2.0), (4.0, 1.0)]
+        );
+        assert_eq!(
+            step_points(&[(0.0, 3.0), (5.0, 3.0)]),
+            vec![(0.0, 3.0), (5.0, 3.0)]
+        );
+        assert!(step_points(&[]).is_empty());
+    }
+
+    #[test]
+    fn plot_data_picks_the_component_and_derives_rates() {
+        let row = |t: f64, acked: u64, pod: &str, component: &str, cpu: f64| Row {
+            elapsed_s: t,
+            acked,
+            coap_server: HpaReplicas {
+                desired: Some(if t < 2.0 { 1 } else { 2 }),
+                current: Some(1),
+            },
+            pod: Some(PodSample {
+                name: pod.into(),
+                component: component.into(),
+                state: "Ready".into(),
+                cpu_m: Some(cpu),
+                cpu_request_m: Some(50.0),
+                memory_mib: None,
+            }),
+            ..Row::default()
+        };
+        let rows = vec![
+            row(0.0, 0, "a", "coap-server", 10.0),
+            row(0.0, 0, "g", "grafana", 99.0),
+            row(1.0, 100, "a", "coap-server", 40.0),
+            row(2.0, 300, "a", "coap-server", 50.0),
+        ];
+        let d = PlotData::from_rows(&rows, "coap-server");
+        assert!(d.cpu_is_percent);
+        assert_eq!(d.cpu.keys().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(d.cpu["a"], vec![(0.0, 20.0), (1.0, 80.0), (2.0, 100.0)]);
+        assert_eq!(d.acked_per_s, vec![(1.0, 100.0), (2.0, 200.0)]);
+        assert_eq!(d.desired, vec![(0.0, 1.0), (2.0, 1.0), (2.0, 2.0)]);
+        assert_eq!(d.end_s, 2.0);
+    }
+
+    /// Synthetic run: three pods of a component scaling 1 → 3 → 1 under a load that rises and falls.
+    pub fn synthetic_rows() -> Vec<Row> {
+        let mut rows = Vec::new();
+        for t in 0..240u64 {
+            let replicas = match t {
+                0..60 => 1,
+                60..90 => 2,
+                90..180 => 3,
+                180..210 => 2,
+                _ => 1,
+            };
+            let load = if (20..160).contains(&t) { 300.0 } else { 20.0 };
+            for i in 0..replicas {
+                rows.push(Row {
+                    time: format!("t{t}"),
+                    elapsed_s: t as f64,
+                    coap_server: HpaReplicas {
+                        desired: Some(replicas + i32::from((55..60).contains(&t))),
+                        current: Some(replicas),
+                    },
+                    pod: Some(PodSample {
+                        name: format!("lab-coap-server-6d5f7c9b8-pod{i}"),
+                        component: "coap-server".into(),
+                        state: "Ready".into(),
+                        cpu_m: Some(load / f64::from(replicas) / 5.0 + f64::from(i)),
+                        cpu_request_m: Some(50.0),
+                        memory_mib: Some(10.0),
+                    }),
+                    acked: t * 100,
+                    failed: t / 50,
+                    ..Row::default()
+                });
+            }
+        }
+        rows
+    }
+
+    pub fn spec() -> PlotSpec {
+        PlotSpec {
+            title: "loadtest lab: coap-server".into(),
+            component: "coap-server".into(),
+            scale_out_pct: Some(60.0),
+            scale_in_pct: Some(42.0),
+            max_replicas: Some(5),
+        }
+    }
+
+    #[test]
+    fn renders_a_png_and_an_svg_with_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = (dir.path().join("t.png"), dir.path().join("t.svg"));
+        let data = PlotData::from_rows(&synthetic_rows(), "coap-server");
+        render(&data, &spec(), &png, &svg).unwrap();
+        let png_bytes = std::fs::read(&png).unwrap();
+        assert!(png_bytes.starts_with(b"\x89PNG"), "not a PNG");
+        assert!(
+            png_bytes.len() > 20_000,
+            "{} bytes: nearly empty",
+            png_bytes.len()
+        );
+        let svg_text = std::fs::read_to_string(&svg).unwrap();
+        for needle in [
+            "<svg",
+            "scale out above 60 %",
+            "coap-server replicas",
+            "pod …-pod2",
+        ] {
+            assert!(svg_text.contains(needle), "the SVG lacks {needle:?}");
+        }
+        if let Ok(keep) = std::env::var("IOT_KEEP_PLOT") {
+            std::fs::copy(&png, keep).unwrap();
+        }
+    }
+
+    #[test]
+    fn long_pod_names_keep_their_distinct_tail() {
+        assert_eq!(
+            short_pod_name("lab-coap-server-6d5f7c9b8-x2x7q"),
+            "pod …-x2x7q"
+        );
+        assert_eq!(short_pod_name("web-1"), "web-1");
+    }
+}
