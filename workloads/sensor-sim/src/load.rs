@@ -1,6 +1,8 @@
 //! Load mode: as many readings as the server will take, bounded by a count and/or a duration,
 //! at a target rate or as fast as a window of outstanding requests allows. Prints a progress
-//! line every second and a summary with latency percentiles at the end.
+//! line every second and a summary with latency percentiles at the end. With `--json` the
+//! progress lines are JSON objects ([`Progress`]), one per line on stderr, for programs that
+//! follow a run (`iot-operator loadtest` reads them from the pod's log).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,8 @@ pub struct LoadPlan {
     /// After the sending phase, how long outstanding readings may still take.
     pub drain: Duration,
     pub place: String,
+    /// Progress lines as JSON instead of text.
+    pub json: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,9 +84,17 @@ pub async fn run(
     let send_until = plan.duration.map(|d| started + d);
     let next = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
-    let progress = tokio::spawn(progress(stats.clone(), started));
-    // One histogram for the whole run (about 100 KB): one per worker would cost that per worker.
-    let latency = Arc::new(Mutex::new(new_histogram()));
+    // One pair of histograms for the whole run (about 100 KB each): one per worker would cost
+    // that per worker.
+    let latency = Arc::new(Mutex::new(Latency::default()));
+    let meter = Meter {
+        stats: stats.clone(),
+        issued: issued.clone(),
+        latency: latency.clone(),
+        started,
+        json: plan.json,
+    };
+    let progress = tokio::spawn(progress(meter.clone()));
     let mut workers = Vec::new();
     for c in 0..plan.sockets {
         let client = Client::connect(plan.server, params, stats.clone()).await?;
@@ -109,7 +121,12 @@ pub async fn run(
         let _ = w.await;
     }
     progress.abort();
+    if plan.json {
+        // The last word of a followed run: counts and percentiles once every reading is settled.
+        eprintln!("{}", meter.progress_line(0, true));
+    }
     let latency = latency.lock().unwrap_or_else(|p| p.into_inner());
+    let latency = &latency.total;
     let elapsed = started.elapsed().as_secs_f64();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let acked = stats.acked.get();
@@ -130,6 +147,101 @@ pub async fn run(
     })
 }
 
+/// Acknowledgement latency: over the whole run, and since the last progress line.
+struct Latency {
+    total: Histogram<u64>,
+    window: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            total: new_histogram(),
+            window: new_histogram(),
+        }
+    }
+}
+
+impl Latency {
+    fn record(&mut self, micros: u64) {
+        let _ = self.total.record(micros);
+        let _ = self.window.record(micros);
+    }
+}
+
+/// Latency percentiles in milliseconds (`null` in JSON when nothing was acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quantiles {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub count: u64,
+}
+
+impl Quantiles {
+    fn of(h: &Histogram<u64>) -> Option<Self> {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        (!h.is_empty()).then(|| Self {
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: h.max() as f64 / 1000.0,
+            count: h.len(),
+        })
+    }
+}
+
+/// One `--json` progress line. Counts are totals since the start; `window` covers the
+/// readings acknowledged since the previous line, `total` the whole run. The line with
+/// `done: true` comes once, after the drain.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub event: &'static str,
+    pub elapsed_secs: f64,
+    pub readings: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub retransmissions: u64,
+    pub unavailable: u64,
+    pub acked_per_sec: f64,
+    pub window: Option<Quantiles>,
+    pub total: Option<Quantiles>,
+    pub done: bool,
+}
+
+/// What the progress lines read.
+#[derive(Clone)]
+struct Meter {
+    stats: Arc<Stats>,
+    issued: Arc<AtomicU64>,
+    latency: Arc<Mutex<Latency>>,
+    started: Instant,
+    json: bool,
+}
+
+impl Meter {
+    /// The JSON progress line; takes (and resets) the latency window.
+    fn progress_line(&self, acked_last_second: u64, done: bool) -> String {
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let progress = Progress {
+            event: "progress",
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+            readings: self.issued.load(Ordering::Relaxed),
+            acked: self.stats.acked.get(),
+            failed: self.stats.failed.get(),
+            retransmissions: self.stats.retransmitted.get(),
+            unavailable: self.stats.unavailable.get(),
+            acked_per_sec: acked_last_second as f64,
+            window: Quantiles::of(&latency.window),
+            total: Quantiles::of(&latency.total),
+            done,
+        };
+        latency.window.reset();
+        serde_json::to_string(&progress).unwrap_or_default()
+    }
+}
+
 fn new_histogram() -> Histogram<u64> {
     // 1 µs .. 10 min at 3 significant digits: constant bounds that `new_with_bounds` accepts,
     // so the error case cannot happen.
@@ -148,7 +260,7 @@ async fn worker(
     started: Instant,
     send_until: Option<Instant>,
     stop: watch::Receiver<bool>,
-    latency: Arc<Mutex<Histogram<u64>>>,
+    latency: Arc<Mutex<Latency>>,
 ) {
     let query = vec![format!("place={}", plan.place), format!("sensor={sensor}")];
     let mut clock = deliver::SensorClock::default();
@@ -172,7 +284,7 @@ async fn worker(
         match deliver::deliver(&client, request, &stats, Some(deadline)).await {
             Ok(d) => {
                 let micros = (d.as_micros() as u64).max(1);
-                let _ = latency
+                latency
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .record(micros);
@@ -182,13 +294,19 @@ async fn worker(
     }
 }
 
-async fn progress(stats: Arc<Stats>, started: Instant) {
+async fn progress(meter: Meter) {
+    let (stats, started) = (&meter.stats, meter.started);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last = 0;
     loop {
         tick.tick().await;
         let acked = stats.acked.get();
+        if meter.json {
+            eprintln!("{}", meter.progress_line(acked - last, false));
+            last = acked;
+            continue;
+        }
         eprintln!(
             "[{:6.1}s] sent {}  acked {}  retransmitted {}  5.03 {}  failed {}  {:.0}/s",
             started.elapsed().as_secs_f64(),
@@ -200,5 +318,43 @@ async fn progress(stats: Arc<Stats>, started: Instant) {
             (acked - last) as f64
         );
         last = acked;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter() -> Meter {
+        Meter {
+            stats: Arc::new(Stats::default()),
+            issued: Arc::new(AtomicU64::new(0)),
+            latency: Arc::new(Mutex::new(Latency::default())),
+            started: Instant::now(),
+            json: true,
+        }
+    }
+
+    #[test]
+    fn a_json_progress_line_has_counts_and_both_latency_windows() {
+        let m = meter();
+        m.issued.store(3, Ordering::Relaxed);
+        m.stats.acked.inc_by(2);
+        m.latency.lock().unwrap().record(2_000);
+        m.latency.lock().unwrap().record(4_000);
+        let line: serde_json::Value = serde_json::from_str(&m.progress_line(2, false)).unwrap();
+        assert_eq!(line["event"], "progress");
+        assert_eq!(
+            (line["readings"].as_u64(), line["acked"].as_u64()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(line["window"]["count"], 2);
+        assert!((line["total"]["p99_ms"].as_f64().unwrap() - 4.0).abs() < 0.01);
+        assert_eq!(line["done"], false);
+        // The window restarts with each line; the total keeps everything.
+        let next: serde_json::Value = serde_json::from_str(&m.progress_line(0, true)).unwrap();
+        assert!(next["window"].is_null());
+        assert_eq!(next["total"]["count"], 2);
+        assert_eq!(next["done"], true);
     }
 }

@@ -128,7 +128,8 @@ struct LoadArgs {
     #[arg(long, default_value = "load")]
     place: String,
 
-    /// Print the summary as JSON instead of text.
+    /// Print the summary as JSON instead of text, and the progress lines (stderr, one a
+    /// second and a last one with "done": true) as one JSON object per line.
     #[arg(long)]
     json: bool,
 }
@@ -262,6 +263,7 @@ async fn run_load(
         duration: args.duration.map(Duration::from_secs_f64),
         drain: Duration::from_secs_f64(args.drain.max(0.0)),
         place: args.place,
+        json: args.json,
     };
     tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, sockets = plan.sockets, window = plan.window, "load run");
     let summary = match load::run(plan, params, stats, stop).await {
