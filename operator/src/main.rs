@@ -1,4 +1,5 @@
-//! `iot-operator`: `crd` prints the CustomResourceDefinition, `run` runs the controller.
+//! `iot-operator`: `crd` prints the CustomResourceDefinition, `run` runs the controller,
+//! `loadtest` load-tests a running IotMonitor (`iot_operator::loadtest`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Crd,
     /// Run the controller with the ambient kubeconfig (in-cluster or $KUBECONFIG).
     Run(RunArgs),
+    // Its help text is on LoadtestArgs, beside the flags it explains.
+    Loadtest(iot_operator::loadtest::LoadtestArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Loadtest(args) => iot_operator::loadtest::main(args),
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,162 @@
+//! The command line of `iot-operator loadtest`.
+
+use std::path::PathBuf;
+
+/// What to put load on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// CoAP readings to the coap-server Service, from a sensor-sim Job in the cluster.
+    Coap,
+    /// HTTP GETs of the Grafana dashboards, from this process.
+    Grafana,
+    /// No load: only record the timeline (while you drive the load some other way).
+    None,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Coap => "coap",
+            Self::Grafana => "grafana",
+            Self::None => "no",
+        }
+    }
+}
+
+/// Whose HPA and pods the plot shows.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlotComponent {
+    CoapServer,
+    Grafana,
+}
+
+impl PlotComponent {
+    /// The component's `app.kubernetes.io/name`.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::CoapServer => "coap-server",
+            Self::Grafana => "grafana",
+        }
+    }
+}
+
+const LONG_ABOUT: &str = "\
+Put load on a running IotMonitor and record how its autoscalers answer.
+
+While the load runs, every second goes into DIR/timeline.csv: the desired and current replicas \
+of the monitor's HPAs, the state, CPU (from the metrics API) and memory of each of its pods, the \
+load sent and acknowledged, and the latency percentiles of that second. At the end, \
+DIR/timeline.png and DIR/timeline.svg show the load-tested component's pods' CPU against the \
+scale-out and scale-in thresholds, its replicas as steps, and the load.
+
+--target coap (the default) runs sensor-sim's load mode as a Job in the monitor's namespace, \
+sending to the coap-server Service; the Job is deleted at the end. --target grafana runs the \
+reference experiment's users against Grafana from this process: new users arrive phase by phase \
+and each GETs two dashboard URLs 100 times; p95 and p99 response times are judged against \
+75 ms and 100 ms. The profile (phases, URLs, CoAP rate, thresholds) is built in; --profile \
+replaces any part of it (docs/loadtest.md; --print-profile prints the built-in one to start from).
+
+Ctrl-C stops the load, removes the Job, and still writes the CSV and the plot. Every run is \
+bounded: by the profile, --duration and --settle.";
+
+const AFTER_HELP: &str = "\
+Every flag can also be set by the environment variable shown in brackets.
+
+Exit status: 0 when the load ran and met its thresholds, 2 when it did not (or could not run), \
+1 on a set-up error, 130 when interrupted.
+
+Examples:
+  # CoAP load with the reference profile, into ./loadtest-out
+  iot-operator loadtest --monitor lab
+  # two minutes of load, then five of watching the scale-in
+  iot-operator loadtest --monitor lab --duration 120 --settle 300 --out run1
+  # the reference Grafana experiment, from outside the cluster
+  kubectl port-forward svc/lab-grafana 3000 &
+  iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000
+  # only record (say, while Artillery runs loadtest/artillery-grafana.yml)
+  iot-operator loadtest --monitor lab --target none --plot grafana --duration 900
+  # start a profile of your own from the built-in one
+  iot-operator loadtest --print-profile > mine.yaml";
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    about = "Put load on an IotMonitor and record how its autoscalers answer (timeline CSV and plot)",
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
+)]
+pub struct LoadtestArgs {
+    /// Name of the IotMonitor to load-test.
+    #[arg(
+        long,
+        env = "LOADTEST_MONITOR",
+        required_unless_present = "print_profile"
+    )]
+    pub monitor: Option<String>,
+
+    /// Its namespace (default: the kubeconfig context's namespace).
+    #[arg(long, short = 'n', env = "LOADTEST_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// What to put load on.
+    #[arg(long, value_enum, env = "LOADTEST_TARGET", default_value = "coap")]
+    pub target: Target,
+
+    /// Load profile, YAML or JSON; parts left out keep the built-in reference profile.
+    #[arg(long, env = "LOADTEST_PROFILE")]
+    pub profile: Option<PathBuf>,
+
+    /// Stop the load after this many seconds (default: the profile's length; 60 with --target none).
+    #[arg(long, env = "LOADTEST_DURATION")]
+    pub duration: Option<f64>,
+
+    /// Keep recording this many seconds after the load has stopped, to see the scale-in.
+    #[arg(long, env = "LOADTEST_SETTLE", default_value_t = 0.0)]
+    pub settle: f64,
+
+    /// Directory for timeline.csv, timeline.png and timeline.svg (created if missing).
+    #[arg(long, env = "LOADTEST_OUT", default_value = "loadtest-out")]
+    pub out: PathBuf,
+
+    /// Grafana's base URL (default: the Service's cluster DNS name, reachable only from inside
+    /// the cluster; from outside use a port-forward or the NodePort).
+    #[arg(long, env = "LOADTEST_URL")]
+    pub url: Option<String>,
+
+    /// sensor-sim image of the CoAP load Job (default: the one the IotMonitor resolves to).
+    #[arg(long, env = "LOADTEST_IMAGE")]
+    pub image: Option<String>,
+
+    /// Whose HPA and pods to plot (default: the target's; coap-server for --target none).
+    #[arg(long, value_enum, env = "LOADTEST_PLOT")]
+    pub plot: Option<PlotComponent>,
+
+    /// Print the built-in profile (YAML, commented) and exit: a starting point for --profile.
+    #[arg(long)]
+    pub print_profile: bool,
+}
+
+impl LoadtestArgs {
+    /// Arguments for a run from code (tests): everything else at its default.
+    pub fn new(monitor: &str, target: Target, out: PathBuf) -> Self {
+        Self {
+            monitor: Some(monitor.to_owned()),
+            namespace: None,
+            target,
+            profile: None,
+            duration: None,
+            settle: 0.0,
+            out,
+            url: None,
+            image: None,
+            plot: None,
+            print_profile: false,
+        }
+    }
+
+    pub fn plot_component(&self) -> PlotComponent {
+        self.plot.unwrap_or(match self.target {
+            Target::Grafana => PlotComponent::Grafana,
+            Target::Coap | Target::None => PlotComponent::CoapServer,
+        })
+    }
+}

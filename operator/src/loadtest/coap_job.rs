@@ -1,0 +1,411 @@
+//! CoAP load: sensor-sim's load mode as a Job in the monitor's namespace, sending to the
+//! coap-server Service. The Job is built by a pure function; the command creates it, follows
+//! its pod's log (`sensor-sim load --json` prints a JSON progress line a second), and deletes
+//! it at the end. A Job left behind by a killed command still ends (activeDeadlineSeconds)
+//! and goes away (ttlSecondsAfterFinished).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+// The restricted Pod Security Standard, exactly as the operator's own pods have it.
+use crate::controller::build::pod::{WORKLOAD_UID, container_security, pod_security};
+
+use super::meter::{LoadMeter, Percentiles};
+use super::profile::CoapProfile;
+
+/// Label value (`app.kubernetes.io/name`) of what `loadtest` creates.
+pub const COMPONENT: &str = "loadtest";
+/// Seconds a reading may still take after the sending phase (sensor-sim's `--drain`).
+pub const DRAIN_SECONDS: u64 = 10;
+
+/// Everything the Job depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobParams {
+    pub name: String,
+    pub namespace: String,
+    /// The IotMonitor's name (the `app.kubernetes.io/instance` label).
+    pub instance: String,
+    pub image: String,
+    /// `host:port` of the coap-server Service.
+    pub server: String,
+    pub profile: CoapProfile,
+    /// How long to send (the profile's duration, cut to `--duration`).
+    pub send_for: Duration,
+}
+
+/// The load Job (pure).
+pub fn job(p: &JobParams) -> Job {
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), COMPONENT.to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), p.instance.clone()),
+        (
+            "app.kubernetes.io/part-of".to_owned(),
+            "iot-monitor".to_owned(),
+        ),
+        // Not the operator's manager label: the operator deletes unwanted children it manages.
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "iot-operator-loadtest".to_owned(),
+        ),
+    ]);
+    let send = p.send_for.as_secs_f64();
+    let args = [
+        "load".to_owned(),
+        "--json".to_owned(),
+        "--duration".to_owned(),
+        format!("{send:.1}"),
+        "--rate".to_owned(),
+        p.profile.rate.to_string(),
+        "--connections".to_owned(),
+        p.profile.connections.to_string(),
+        "--window".to_owned(),
+        p.profile.window.to_string(),
+        "--drain".to_owned(),
+        DRAIN_SECONDS.to_string(),
+        "--place".to_owned(),
+        COMPONENT.to_owned(),
+    ];
+    let env = |name: &str, value: &str| EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    };
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    let container = Container {
+        name: "sensor-sim".into(),
+        image: Some(p.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args.to_vec()),
+        env: Some(vec![env("COAP_SERVER", &p.server), env("RUST_LOG", "warn")]),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("100m", "32Mi")),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("256Mi".into()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(container_security()),
+        ..Container::default()
+    };
+    // Sending, the drain, and a minute to pull the image and start.
+    let deadline = p.send_for.as_secs() + DRAIN_SECONDS + 60;
+    Job {
+        metadata: ObjectMeta {
+            name: Some(p.name.clone()),
+            namespace: Some(p.namespace.clone()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
+            ttl_seconds_after_finished: Some(600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    security_context: Some(pod_security(WORKLOAD_UID)),
+                    automount_service_account_token: Some(false),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A `sensor-sim load --json` progress line (see docs/data-plane.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Progress {
+    pub readings: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub window: Option<Quantiles>,
+    pub total: Option<Quantiles>,
+    #[serde(default)]
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Quantiles {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub count: u64,
+}
+
+impl From<Quantiles> for Percentiles {
+    fn from(q: Quantiles) -> Self {
+        Self {
+            p50_ms: q.p50_ms,
+            p95_ms: q.p95_ms,
+            p99_ms: q.p99_ms,
+            max_ms: q.max_ms,
+            count: q.count,
+        }
+    }
+}
+
+/// A log line → progress, if it is one (other lines are sensor-sim's own logs).
+pub fn parse_progress(line: &str) -> Option<Progress> {
+    #[derive(Deserialize)]
+    struct Tagged {
+        event: Option<String>,
+    }
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return None;
+    }
+    let tagged: Tagged = serde_json::from_str(line).ok()?;
+    if tagged.event.as_deref() != Some("progress") {
+        return None;
+    }
+    serde_json::from_str(line).ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cannot create the load Job: {0}")]
+    Create(#[source] kube::Error),
+    #[error("the load Job's pod did not start within {0:?}{1}")]
+    NoPod(Duration, String),
+    #[error("cannot read the load Job's log: {0}")]
+    Log(#[source] kube::Error),
+}
+
+/// How the Job ended, as far as the command saw.
+#[derive(Debug, Clone, Default)]
+pub struct JobOutcome {
+    pub last: Option<Progress>,
+    /// The pod's phase when the log ended (Succeeded, Failed, ...).
+    pub pod_phase: Option<String>,
+}
+
+/// Creates the Job, follows its log into `meter` until the load ends, the deadline passes or
+/// `stop` turns true. Does not delete the Job: [`delete`] does, whatever happened here.
+pub async fn run(
+    client: kube::Client,
+    params: &JobParams,
+    meter: Arc<LoadMeter>,
+    mut stop: watch::Receiver<bool>,
+    deadline: Instant,
+) -> Result<JobOutcome, JobError> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &params.namespace);
+    let pods: Api<Pod> = Api::namespaced(client, &params.namespace);
+    jobs.create(&PostParams::default(), &job(params))
+        .await
+        .map_err(JobError::Create)?;
+    tracing::info!(job = %params.name, server = %params.server, "load Job created");
+
+    let selector =
+        ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", params.name));
+    let wait_start = Instant::now();
+    let pod = loop {
+        let listed = pods.list(&selector).await.ok();
+        let pod = listed.and_then(|l| l.items.into_iter().next());
+        let phase = pod
+            .as_ref()
+            .and_then(|p| p.status.as_ref()?.phase.clone())
+            .unwrap_or_default();
+        if let Some(pod) = pod.filter(|_| phase != "Pending" && !phase.is_empty()) {
+            break pod;
+        }
+        if Instant::now() >= deadline || *stop.borrow() {
+            return Err(JobError::NoPod(
+                wait_start.elapsed(),
+                format!(" (pod phase {phase:?})"),
+            ));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    };
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let lp = LogParams {
+        follow: true,
+        container: Some("sensor-sim".into()),
+        ..LogParams::default()
+    };
+    let mut outcome = JobOutcome::default();
+    let reader = pods
+        .log_stream(&pod_name, &lp)
+        .await
+        .map_err(JobError::Log)?;
+    let mut lines = reader.lines();
+    let until = tokio::time::Instant::from_std(deadline);
+    loop {
+        let line = tokio::select! {
+            l = lines.try_next() => l,
+            () = tokio::time::sleep_until(until) => break,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match line {
+            Ok(Some(line)) => {
+                if let Some(p) = parse_progress(&line) {
+                    meter.report(
+                        p.readings,
+                        p.acked,
+                        p.failed,
+                        p.window.map(Into::into),
+                        p.total.map(Into::into),
+                    );
+                    let done = p.done;
+                    outcome.last = Some(p);
+                    if done {
+                        break;
+                    }
+                } else if !line.trim().is_empty() {
+                    tracing::debug!(pod = %pod_name, "{line}");
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name, error = %e, "the load Job's log stream broke off");
+                break;
+            }
+        }
+    }
+    outcome.pod_phase = pods.get(&pod_name).await.ok().and_then(|p| p.status?.phase);
+    Ok(outcome)
+}
+
+/// Deletes the Job and its pod (background propagation); a Job already gone is fine.
+pub async fn delete(client: kube::Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let jobs: Api<Job> = Api::namespaced(client, namespace);
+    match jobs.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> JobParams {
+        JobParams {
+            name: "lab-loadtest-x1y2z".into(),
+            namespace: "iot".into(),
+            instance: "lab".into(),
+            image: "ghcr.io/iot-operator/sensor-sim:0.1.0".into(),
+            server: "lab-coap-server:5683".into(),
+            profile: CoapProfile {
+                rate: 1500.0,
+                duration: Duration::from_secs(300),
+                connections: 4,
+                window: 16,
+                thresholds: Default::default(),
+            },
+            send_for: Duration::from_secs(120),
+        }
+    }
+
+    fn container(job: &Job) -> &Container {
+        &job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    #[test]
+    fn the_job_runs_sensor_sim_load_against_the_coap_service() {
+        let j = job(&params());
+        let c = container(&j);
+        assert_eq!(
+            c.image.as_deref(),
+            Some("ghcr.io/iot-operator/sensor-sim:0.1.0")
+        );
+        let args = c.args.as_ref().unwrap().join(" ");
+        assert_eq!(
+            args,
+            "load --json --duration 120.0 --rate 1500 --connections 4 --window 16 --drain 10 --place loadtest"
+        );
+        let env = c.env.as_ref().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "COAP_SERVER"
+                    && e.value.as_deref() == Some("lab-coap-server:5683"))
+        );
+        assert_eq!(j.metadata.namespace.as_deref(), Some("iot"));
+    }
+
+    #[test]
+    fn the_job_is_bounded_and_cleans_up_after_itself() {
+        let spec = job(&params()).spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(120 + 10 + 60));
+        assert!(spec.ttl_seconds_after_finished.is_some());
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    }
+
+    #[test]
+    fn the_job_pod_meets_the_restricted_pod_security_standard() {
+        let j = job(&params());
+        let pod = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        let csc = container(&j).security_context.as_ref().unwrap();
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            csc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert!(container(&j).resources.as_ref().unwrap().requests.is_some());
+    }
+
+    #[test]
+    fn the_job_is_labelled_for_the_monitor_but_not_as_an_operator_child() {
+        let labels = job(&params()).metadata.labels.unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "lab");
+        assert_eq!(labels["app.kubernetes.io/name"], "loadtest");
+        assert_ne!(labels["app.kubernetes.io/managed-by"], "iot-operator");
+    }
+
+    #[test]
+    fn progress_lines_are_picked_out_of_the_log() {
+        let line = r#"{"event":"progress","elapsed_secs":3.0,"readings":30,"acked":29,"failed":0,"retransmissions":1,"unavailable":0,"acked_per_sec":10.0,"window":{"p50_ms":1.5,"p95_ms":2.0,"p99_ms":3.0,"max_ms":3.5,"count":10},"total":null,"done":false}"#;
+        let p = parse_progress(line).unwrap();
+        assert_eq!((p.readings, p.acked, p.failed, p.done), (30, 29, 0, false));
+        assert_eq!(p.window.unwrap().p99_ms, 3.0);
+        assert!(p.total.is_none());
+        for other in [
+            "[   1.0s] sent 4  acked 0",
+            r#"{"timestamp":"x","level":"WARN","message":"reading not stored"}"#,
+            "{",
+            "",
+        ] {
+            assert!(parse_progress(other).is_none(), "{other}");
+        }
+    }
+}
