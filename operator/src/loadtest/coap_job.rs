@@ -195,6 +195,8 @@ pub enum JobError {
     NoPod(Duration, String),
     #[error("cannot read the load Job's log: {0}")]
     Log(#[source] kube::Error),
+    #[error("the load Job's log had no progress line (pod phase {0:?}): sensor-sim did not run")]
+    NoProgress(Option<String>),
 }
 
 /// How the Job ended, as far as the command saw.

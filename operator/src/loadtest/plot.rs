@@ -325,12 +325,17 @@ fn draw<DB: DrawingBackend>(
     legend(&mut chart).map_err(e)?;
 
     // Load.
+    let sent_any = data
+        .acked_per_s
+        .iter()
+        .chain(&data.failed_per_s)
+        .any(|p| p.1 > 0.0);
     let load_max = data
         .acked_per_s
         .iter()
         .chain(&data.failed_per_s)
         .map(|p| p.1)
-        .fold(1.0, f64::max)
+        .fold(5.0, f64::max)
         * 1.15;
     let mut chart = ChartBuilder::on(&bottom)
         .margin(12)
@@ -349,6 +354,16 @@ fn draw<DB: DrawingBackend>(
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(e)?;
+    if !sent_any {
+        chart
+            .draw_series([Text::new(
+                "no load recorded in this run",
+                (x_end * 0.4, load_max * 0.55),
+                (FAMILY, 20).into_font().color(&GREY),
+            )])
+            .map_err(e)?;
+        return Ok(());
+    }
     chart
         .draw_series(LineSeries::new(
             data.acked_per_s.iter().copied(),

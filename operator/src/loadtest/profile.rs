@@ -346,6 +346,38 @@ mod tests {
         assert_eq!(p.grafana.thresholds.p99_ms, Some(100.0));
     }
 
+    /// loadtest/artillery-grafana.yml runs the same experiment for Artillery users.
+    #[test]
+    fn the_artillery_config_has_the_built_in_phases_flow_and_thresholds() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../loadtest/artillery-grafana.yml"
+        );
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let raw: Vec<RawPhase> = serde_yaml::from_value(doc["config"]["phases"].clone()).unwrap();
+        let reference = Profile::reference().grafana;
+        assert_eq!(phases(&raw).unwrap(), reference.phases);
+        let flow = &doc["scenarios"][0]["flow"][0]["loop"];
+        assert_eq!(doc["scenarios"][0]["flow"][0]["count"], reference.loops);
+        let urls: Vec<&str> = flow
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|step| step["get"]["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(urls, reference.paths);
+        let thresholds = &doc["config"]["ensure"]["thresholds"];
+        assert_eq!(
+            thresholds[0]["http.response_time.p95"].as_f64(),
+            reference.thresholds.p95_ms
+        );
+        assert_eq!(
+            thresholds[1]["http.response_time.p99"].as_f64(),
+            reference.thresholds.p99_ms
+        );
+    }
+
     #[test]
     fn fields_left_out_come_from_the_reference() {
         let p = Profile::parse("coap: {rate: 5000}").unwrap();

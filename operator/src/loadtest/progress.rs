@@ -15,11 +15,13 @@ pub fn line(sample: &Sample, planned_s: f64, component: &str, phase: Option<&str
     if let Some(users) = load.users {
         let _ = write!(s, " users {users}");
     }
-    let _ = write!(
-        s,
-        " sent {} acked {} failed {}",
-        load.sent, load.acked, load.failed
-    );
+    if load.users.is_some() || load.sent > 0 || load.failed > 0 {
+        let _ = write!(
+            s,
+            " sent {} acked {} failed {}",
+            load.sent, load.acked, load.failed
+        );
+    }
     if let Some(w) = load.window {
         let _ = write!(s, " | p95 {:.1} ms p99 {:.1} ms", w.p95_ms, w.p99_ms);
     }
@@ -30,10 +32,10 @@ pub fn line(sample: &Sample, planned_s: f64, component: &str, phase: Option<&str
     };
     match (hpa.current, hpa.desired) {
         (Some(c), Some(d)) if c != d => {
-            let _ = write!(s, " | {component} {c} → {d} replicas");
+            let _ = write!(s, " | {component} replicas {c} → {d}");
         }
         (Some(c), _) => {
-            let _ = write!(s, " | {component} {c} replicas");
+            let _ = write!(s, " | {component} replicas {c}");
         }
         _ => {}
     }
@@ -120,7 +122,23 @@ mod tests {
         assert_eq!(
             line(&sample, 600.0, "grafana", Some("Stage 2")),
             "[  42s/600s] Stage 2 | users 12 sent 420 acked 419 failed 1 | p95 12.3 ms p99 20.0 ms \
-             | grafana 2 → 3 replicas | CPU 61%"
+             | grafana replicas 2 → 3 | CPU 61%"
+        );
+    }
+
+    #[test]
+    fn without_load_the_line_shows_only_the_cluster() {
+        let sample = Sample {
+            elapsed_s: 5.0,
+            coap_server: HpaReplicas {
+                desired: Some(1),
+                current: Some(1),
+            },
+            ..Sample::default()
+        };
+        assert_eq!(
+            line(&sample, 60.0, "coap-server", None),
+            "[   5s/60s] | coap-server replicas 1"
         );
     }
 

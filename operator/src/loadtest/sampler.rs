@@ -81,7 +81,8 @@ pub fn pod_sample(pod: &Pod, usage: Option<&Usage>) -> PodSample {
     }
 }
 
-/// Replicas of the HPA whose `app.kubernetes.io/name` is `component`.
+/// Replicas of the HPA whose `app.kubernetes.io/name` is `component`. An HPA reports a
+/// desired count of 0 until it has computed one (minReplicas is at least 1): that is `None`.
 pub fn hpa_replicas<'a>(
     hpas: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>,
     component: &str,
@@ -97,7 +98,7 @@ pub fn hpa_replicas<'a>(
         .map(|h| {
             let status = h.status.as_ref();
             HpaReplicas {
-                desired: status.map(|s| s.desired_replicas),
+                desired: status.map(|s| s.desired_replicas).filter(|d| *d > 0),
                 current: status.and_then(|s| s.current_replicas),
             }
         })
@@ -316,6 +317,9 @@ mod tests {
         let r = hpa_replicas([&hpa], "coap-server");
         assert_eq!((r.desired, r.current), (Some(3), Some(2)));
         assert_eq!(hpa_replicas([&hpa], "grafana"), HpaReplicas::default());
+        let mut fresh = hpa.clone();
+        fresh.status.as_mut().unwrap().desired_replicas = 0;
+        assert_eq!(hpa_replicas([&fresh], "coap-server").desired, None);
     }
 
     #[test]
