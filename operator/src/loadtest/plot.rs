@@ -204,8 +204,13 @@ fn draw<DB: DrawingBackend>(
         .flatten()
         .map(|p| p.1)
         .chain([spec.scale_out_pct.unwrap_or(0.0)])
-        .fold(1.0, f64::max)
-        * 1.15;
+        .fold(1.0, f64::max);
+    let thresholds = if data.cpu_is_percent {
+        usize::from(spec.scale_out_pct.is_some()) + usize::from(spec.scale_in_pct.is_some())
+    } else {
+        0
+    };
+    let cpu_max = above_legend(cpu_max, data.cpu.len() + thresholds, HEIGHT * 44 / 100);
     let mut chart = ChartBuilder::on(&top)
         .margin(12)
         .x_label_area_size(30)
@@ -274,8 +279,10 @@ fn draw<DB: DrawingBackend>(
         .chain(&data.current)
         .map(|p| p.1)
         .chain(spec.max_replicas.map(f64::from))
-        .fold(1.0, f64::max)
-        + 0.5;
+        .fold(1.0, f64::max);
+    let entries = 2 + usize::from(spec.max_replicas.is_some());
+    let replicas_max =
+        above_legend(replicas_max, entries, HEIGHT * 26 / 100).max(replicas_max + 0.5);
     let mut chart = ChartBuilder::on(&middle)
         .margin(12)
         .x_label_area_size(30)
@@ -335,8 +342,8 @@ fn draw<DB: DrawingBackend>(
         .iter()
         .chain(&data.failed_per_s)
         .map(|p| p.1)
-        .fold(5.0, f64::max)
-        * 1.15;
+        .fold(5.0, f64::max);
+    let load_max = above_legend(load_max, 2, HEIGHT * 30 / 100);
     let mut chart = ChartBuilder::on(&bottom)
         .margin(12)
         .x_label_area_size(40)
@@ -382,6 +389,15 @@ fn draw<DB: DrawingBackend>(
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
     legend(&mut chart).map_err(e)?;
     Ok(())
+}
+
+/// The top of a y axis that leaves the upper band of the panel to the legend, so the legend
+/// (upper right) never hides data: each entry is about 18 px high, plus the box and margins.
+fn above_legend(data_max: f64, entries: usize, panel_px: u32) -> f64 {
+    let legend_px = 18.0 * entries as f64 + 40.0;
+    let plot_px = f64::from(panel_px) - 50.0;
+    let free = (1.0 - legend_px / plot_px).clamp(0.3, 0.9);
+    data_max / free
 }
 
 fn whole(v: &f64) -> String {
