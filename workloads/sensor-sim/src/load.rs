@@ -123,7 +123,7 @@ pub async fn run(
     progress.abort();
     if plan.json {
         // The last word of a followed run: counts and percentiles once every reading is settled.
-        eprintln!("{}", meter.progress_line(0, true));
+        eprintln!("{}", meter.progress_line(None, true));
     }
     let latency = latency.lock().unwrap_or_else(|p| p.into_inner());
     let latency = &latency.total;
@@ -204,7 +204,8 @@ pub struct Progress {
     pub failed: u64,
     pub retransmissions: u64,
     pub unavailable: u64,
-    pub acked_per_sec: f64,
+    /// Acknowledged in the last second (`null` on the last line, which covers the drain).
+    pub acked_per_sec: Option<f64>,
     pub window: Option<Quantiles>,
     pub total: Option<Quantiles>,
     pub done: bool,
@@ -222,7 +223,7 @@ struct Meter {
 
 impl Meter {
     /// The JSON progress line; takes (and resets) the latency window.
-    fn progress_line(&self, acked_last_second: u64, done: bool) -> String {
+    fn progress_line(&self, acked_last_second: Option<u64>, done: bool) -> String {
         let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let progress = Progress {
             event: "progress",
@@ -232,7 +233,7 @@ impl Meter {
             failed: self.stats.failed.get(),
             retransmissions: self.stats.retransmitted.get(),
             unavailable: self.stats.unavailable.get(),
-            acked_per_sec: acked_last_second as f64,
+            acked_per_sec: acked_last_second.map(|n| n as f64),
             window: Quantiles::of(&latency.window),
             total: Quantiles::of(&latency.total),
             done,
@@ -303,7 +304,7 @@ async fn progress(meter: Meter) {
         tick.tick().await;
         let acked = stats.acked.get();
         if meter.json {
-            eprintln!("{}", meter.progress_line(acked - last, false));
+            eprintln!("{}", meter.progress_line(Some(acked - last), false));
             last = acked;
             continue;
         }
@@ -342,7 +343,8 @@ mod tests {
         m.stats.acked.inc_by(2);
         m.latency.lock().unwrap().record(2_000);
         m.latency.lock().unwrap().record(4_000);
-        let line: serde_json::Value = serde_json::from_str(&m.progress_line(2, false)).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(&m.progress_line(Some(2), false)).unwrap();
         assert_eq!(line["event"], "progress");
         assert_eq!(
             (line["readings"].as_u64(), line["acked"].as_u64()),
@@ -351,10 +353,12 @@ mod tests {
         assert_eq!(line["window"]["count"], 2);
         assert!((line["total"]["p99_ms"].as_f64().unwrap() - 4.0).abs() < 0.01);
         assert_eq!(line["done"], false);
+        assert_eq!(line["acked_per_sec"], 2.0);
         // The window restarts with each line; the total keeps everything.
-        let next: serde_json::Value = serde_json::from_str(&m.progress_line(0, true)).unwrap();
+        let next: serde_json::Value = serde_json::from_str(&m.progress_line(None, true)).unwrap();
         assert!(next["window"].is_null());
         assert_eq!(next["total"]["count"], 2);
         assert_eq!(next["done"], true);
+        assert!(next["acked_per_sec"].is_null());
     }
 }
