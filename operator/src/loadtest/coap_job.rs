@@ -20,8 +20,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 // The restricted Pod Security Standard, exactly as the operator's own pods have it.
-use crate::constants::WORKLOAD_UID;
-use crate::controller::desired::pod::{container_security, pod_security};
+use crate::controller::build::pod::{WORKLOAD_UID, container_security, pod_security};
 
 use super::meter::{LoadMeter, Percentiles};
 use super::profile::CoapProfile;
@@ -69,8 +68,8 @@ pub fn job(p: &JobParams) -> Job {
         format!("{send:.1}"),
         "--rate".to_owned(),
         p.profile.rate.to_string(),
-        "--connections".to_owned(),
-        p.profile.connections.to_string(),
+        "--sockets".to_owned(),
+        p.profile.sockets.to_string(),
         "--window".to_owned(),
         p.profile.window.to_string(),
         "--drain".to_owned(),
@@ -321,7 +320,7 @@ mod tests {
             profile: CoapProfile {
                 rate: 1500.0,
                 duration: Duration::from_secs(300),
-                connections: 4,
+                sockets: 4,
                 window: 16,
                 thresholds: Default::default(),
             },
@@ -351,7 +350,7 @@ mod tests {
         let args = c.args.as_ref().unwrap().join(" ");
         assert_eq!(
             args,
-            "load --json --duration 120.0 --rate 1500 --connections 4 --window 16 --drain 10 --place loadtest"
+            "load --json --duration 120.0 --rate 1500 --sockets 4 --window 16 --drain 10 --place loadtest"
         );
         let env = c.env.as_ref().unwrap();
         assert!(

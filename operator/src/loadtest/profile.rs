@@ -38,7 +38,7 @@ pub struct GrafanaProfile {
 pub struct CoapProfile {
     pub rate: f64,
     pub duration: Duration,
-    pub connections: u32,
+    pub sockets: u32,
     pub window: u32,
     pub thresholds: Thresholds,
 }
@@ -110,7 +110,8 @@ struct RawFlow {
 struct RawCoap {
     rate: Option<f64>,
     duration_seconds: Option<f64>,
-    connections: Option<u32>,
+    #[serde(alias = "connections")]
+    sockets: Option<u32>,
     window: Option<u32>,
     thresholds: Option<Thresholds>,
 }
@@ -196,7 +197,7 @@ fn resolve(raw: RawProfile, base: Option<&Profile>) -> Result<Profile, ProfileEr
     let c = raw.coap.unwrap_or(RawCoap {
         rate: None,
         duration_seconds: None,
-        connections: None,
+        sockets: None,
         window: None,
         thresholds: None,
     });
@@ -218,24 +219,23 @@ fn resolve(raw: RawProfile, base: Option<&Profile>) -> Result<Profile, ProfileEr
                 .duration
         }
     };
-    let connections = c
-        .connections
-        .or(base_coap.map(|b| b.connections))
-        .ok_or_else(|| missing("coap.connections"))?;
+    let sockets = c
+        .sockets
+        .or(base_coap.map(|b| b.sockets))
+        .ok_or_else(|| missing("coap.sockets"))?;
     let window = c
         .window
         .or(base_coap.map(|b| b.window))
         .ok_or_else(|| missing("coap.window"))?;
-    if !(1..=1024).contains(&connections) || !(1..=4096).contains(&window) {
+    if !(1..=1024).contains(&sockets) || !(1..=4096).contains(&window) {
         return Err(ProfileError::Invalid(
-            "coap.connections must be 1..=1024 and coap.window 1..=4096 (sensor-sim's limits)"
-                .into(),
+            "coap.sockets must be 1..=1024 and coap.window 1..=4096 (sensor-sim's limits)".into(),
         ));
     }
     let coap = CoapProfile {
         rate,
         duration,
-        connections,
+        sockets,
         window,
         thresholds: c
             .thresholds
@@ -383,6 +383,14 @@ mod tests {
         let p = Profile::parse("coap: {rate: 5000}").unwrap();
         assert_eq!(p.coap.rate, 5000.0);
         assert_eq!(p.coap.duration, Profile::reference().coap.duration);
+        // sensor-sim's old flag name still reads.
+        assert_eq!(
+            Profile::parse("coap: {connections: 2}")
+                .unwrap()
+                .coap
+                .sockets,
+            2
+        );
         assert_eq!(p.grafana, Profile::reference().grafana);
     }
 
