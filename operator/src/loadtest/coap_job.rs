@@ -20,7 +20,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 // The restricted Pod Security Standard, exactly as the operator's own pods have it.
-use crate::controller::build::pod::{WORKLOAD_UID, container_security, pod_security};
+use crate::constants::WORKLOAD_UID;
+use crate::controller::desired::pod::{container_security, pod_security};
 
 use super::meter::{LoadMeter, Percentiles};
 use super::profile::CoapProfile;
