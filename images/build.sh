@@ -2,6 +2,7 @@
 # Builds the images of images/images.conf here, without a Docker engine or a registry, as OCI
 # archives target/images/<name>.tar with the fully qualified reference inside:
 #   images/build.sh [--load] [--force] [NAME...]     (default: every image; make images)
+#   images/build.sh --ref NAME                        prints NAME's reference only, builds nothing
 # Prints one line per image: `image <reference> <bytes>`.
 #   --load   also imports the archives into the local node's containerd
 #            ($IOT_CLUSTER_DIR/node/containerd.sock, namespace k8s.io) when that socket exists.
@@ -13,16 +14,24 @@ set -euo pipefail
 clean_cargo_env
 say() { printf '[images] %s\n' "$*" >&2; }
 
-load=false force=false names=()
+load=false force=false print_ref=false names=()
 for arg in "$@"; do
   case "$arg" in
     --load) load=true ;;
     --force) force=true ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ref) print_ref=true ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $arg" >&2; exit 2 ;;
     *) names+=("$arg") ;;
   esac
 done
+if $print_ref; then
+  [ ${#names[@]} = 1 ] || { echo "--ref takes one image name" >&2; exit 2; }
+  ref=$(image_ref "${names[0]}")
+  [ -n "$ref" ] || { echo "no image ${names[0]} in images/images.conf" >&2; exit 2; }
+  echo "$ref"
+  exit 0
+fi
 [ ${#names[@]} -gt 0 ] || mapfile -t names < <(image_names)
 
 for t in umoci skopeo readelf gcc; do

@@ -27,12 +27,12 @@ trap down EXIT
 eval "$(tests/cluster/up.sh)"
 echo "KUBECONFIG=$KUBECONFIG" >&2
 
-# The operator's image, for the test that installs the chart and runs it as a real pod on the
-# cluster's real node: --load imports it into the node's containerd (the build above made it, so
-# this only repacks it).
+# The images of the stack, for the tests that run it on the cluster's real node (the operator from
+# the chart, and the workloads it deploys): --load imports them into the node's containerd (the
+# build above made them, so this only imports).
 if [ "${IOT_REAL_NODE:-1}" != 0 ]; then
   step "images for the real node"
-  images/build.sh --load iot-operator
+  images/build.sh --load iot-operator coap-server sensor-sim aqi-ingestor influxdb
 fi
 
 step "tests"

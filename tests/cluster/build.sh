@@ -7,7 +7,7 @@
 #   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
 #
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy,
-# kwok, helm, metrics-server and local-path-provisioner (versions in versions.env).
+# kwok, helm, metrics-server, local-path-provisioner and CoreDNS (versions in versions.env).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=versions.env
@@ -125,6 +125,23 @@ go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRIC
 # helper pod), as kind's default StorageClass does.
 go_install local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
   "$LOCAL_PATH_PROVISIONER_VERSION" --version "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
+
+# The real node's cluster DNS: a CoreDNS with the kubernetes plugin only (coredns/main.go says why), in
+# a wrapper module like etcd's. The source file is part of the stamp, so editing it rebuilds.
+build_coredns() {
+  local v=$COREDNS_VERSION w src="$here/coredns/main.go" stamp="$BIN/.coredns.source"
+  if have coredns "CoreDNS-${v#v}" -version && cmp -s "$src" "$stamp"; then
+    log "coredns $v: cached"; return; fi
+  w="$CACHE/src/coredns-$v"; mkdir -p "$w"; cd "$w"
+  [ -f go.mod ] || go mod init local/coredns-bin >/dev/null 2>&1
+  cp "$src" main.go
+  go mod edit "-require=github.com/coredns/coredns@$v"
+  log "coredns $v: compiling"
+  with_heartbeat coredns go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" .
+  cp "$src" "$stamp"
+  log "coredns $v: $("$BIN/coredns" -version | head -1)"
+}
+build_coredns
 
 # kwok's definition of the kubelet's /metrics/resource endpoint (which metric names and labels, computed
 # from the emulated usage) ships inside its module; up.sh hands it to kwok. Taken from the module cache

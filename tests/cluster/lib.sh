@@ -19,7 +19,7 @@ KUBECONFIG_PATH=$STATE/kubeconfig
 MARKER=$STATE/.iot-cluster-state
 # Start order; stop in the reverse order. The real node's (node.sh) come before metrics-server.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
-NODE_COMPONENTS=(api-forward containerd kubelet kube-proxy local-path-provisioner)
+NODE_COMPONENTS=(api-forward containerd kubelet kube-proxy coredns local-path-provisioner)
 
 say() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -82,6 +82,51 @@ any_running() {
   local name
   for name in "${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}"; do pid_of "$name" >/dev/null && return 0; done
   return 1
+}
+
+# ---- starting processes (up.sh, restart.sh) ---------------------------------------------------------
+# start_exe NAME EXE ARGS...: runs EXE in a session of its own (so a Ctrl-C or a closed terminal of the
+# caller does not reach it) without the lock's descriptor 9, and records "PID BINARY" for pid_of and
+# down.sh. start NAME ARGS... does so for $BIN/NAME.
+start_exe() {
+  local name=$1 exe=$2
+  shift 2
+  launch "$name" "$exe" setsid "$exe" "$@"
+}
+start() { start_exe "$1" "$(readlink -f "$BIN/$1")" "${@:2}"; }
+# start_in_node NAME EXE ARGS...: the same inside the real node's network namespace.
+start_in_node() {
+  local name=$1 exe=$2
+  shift 2
+  launch "$name" "$exe" setsid nsenter --net="/run/netns/$NODE_NETNS" -- "$exe" "$@"
+  say "($name runs in network namespace $NODE_NETNS)"
+}
+# launch NAME EXE COMMAND...: runs COMMAND (which ends by exec'ing EXE) in the background, records
+# "PID EXE", and waits until the exec has happened, so pid_of finds the process at once.
+launch() {
+  local name=$1 exe=$2 pid i
+  shift 2
+  current=$name
+  "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid $exe" >"$PIDS/$name.pid"
+  for ((i = 0; i < 100; i++)); do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] && break
+    sleep 0.05
+  done
+  say "started $name (pid $pid), log $LOGS/$name.log"
+}
+# wait_for NAME WHAT COMMAND...: retries COMMAND until it succeeds; fails when NAME exits or after $TIMEOUT s.
+wait_for() {
+  local name=$1 what=$2 deadline=$(($(date +%s) + TIMEOUT))
+  shift 2
+  current=$name
+  until "$@" >/dev/null 2>&1; do
+    pid_of "$name" >/dev/null || die "$name exited before $what"
+    [ "$(date +%s)" -lt "$deadline" ] || die "$name: no $what after ${TIMEOUT}s"
+    sleep 0.2
+  done
+  say "$name: $what ($(($(date +%s) - t0))s since start)"
 }
 
 # kubectl with the cluster's admin kubeconfig and a discovery cache of its own, so a new cluster that

@@ -8,6 +8,7 @@
 #   198.19.<slot>.254 (veth iotn<slot>) <-> eth0 198.19.<slot>.1 = the node's InternalIP
 #     socat 198.19.<slot>.254:<API port>       kubelet :10250, kube-proxy (iptables), containerd
 #       -> 127.0.0.1:<API port>                cni0 198.18.<slot>.1/24 -> pods 198.18.<slot>.0/24
+#   coredns 198.19.<slot>.254:53 (cluster DNS: names of Services and pods, nothing else)
 #   routes: 198.18.<slot>.0/24 and the Service range via 198.19.<slot>.1; 198.18.0.0/15 unreachable
 #
 # The namespace has no default route: nothing in it (pods, or containerd trying to pull an image) can
@@ -35,6 +36,7 @@ NODE_SLOTS=16
 PAUSE_IMAGE=localhost/iot-operator/pause:1
 HELPER_IMAGE=localhost/iot-operator/busybox:1
 LOCAL_PATH_CLASS=local-path
+CLUSTER_DOMAIN=cluster.local
 
 # real_node_enabled: the real node is on unless IOT_REAL_NODE=0.
 real_node_enabled() { [ "${IOT_REAL_NODE:-1}" != 0 ]; }
@@ -228,7 +230,7 @@ node_down() {
   local slot owner
   slot=$(node_recorded_slot) || { [ -d "$NODE_DIR" ] && node_unmount "$NODE_DIR"; return 0; }
   node_vars "$slot"
-  stop local-path-provisioner api-forward kube-proxy kubelet containerd
+  stop local-path-provisioner coredns api-forward kube-proxy kubelet containerd
   owner=$(cat "$NODE_REGISTRY/node-$slot" 2>/dev/null || echo "$STATE")
   if [ "$owner" = "$STATE" ]; then
     node_say "removing the real node (slot $slot, network namespace $NODE_NETNS)"
@@ -250,7 +252,7 @@ node_check_prerequisites() {
   for t in bridge host-local portmap loopback; do
     [ -x "/usr/lib/cni/$t" ] || die "missing /usr/lib/cni/$t: run scripts/install-deps.sh (Debian: containernetworking-plugins)"
   done
-  for t in kubelet kube-proxy local-path-provisioner; do
+  for t in kubelet kube-proxy local-path-provisioner coredns; do
     [ -x "$BIN/$t" ] || die "missing $BIN/$t: run tests/cluster/build.sh (or make deps) first"
   done
 }
@@ -363,8 +365,8 @@ JSON
 # node_kubelet_config: see docs/control-plane.md for why each setting.
 node_kubelet_config() {
   mkdir -p "$NODE_DIR/kubelet" "$NODE_DIR/pod-logs"
-  # No cluster DNS yet: the pods' resolver is the host end of the veth, where nothing answers port 53,
-  # so a lookup fails after a second, on this machine, instead of asking the machine's resolver.
+  # The resolver of pods with dnsPolicy Default (and of the kubelet's own lookups): the cluster DNS
+  # too, never the machine's resolver, so no lookup leaves the machine. It answers cluster names only.
   printf 'nameserver %s\noptions timeout:1 attempts:1\n' "$NODE_HOST_IP" >"$NODE_DIR/resolv.conf"
   cat >"$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -389,6 +391,8 @@ failSwapOn: false
 oomScoreAdj: 0
 podLogsDir: $NODE_DIR/pod-logs
 resolvConf: $NODE_DIR/resolv.conf
+clusterDNS: [$NODE_HOST_IP]
+clusterDomain: $CLUSTER_DOMAIN
 registerWithTaints:
 - {key: $NODE_TAINT_KEY, value: "true", effect: NoSchedule}
 localStorageCapacityIsolation: false
@@ -424,6 +428,7 @@ node_certs() {
   leaf kubelet-serving "/CN=$NODE_NAME" ca serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
   leaf kube-proxy /CN=system:kube-proxy ca clientAuth
   leaf local-path-provisioner /CN=system:local-path-provisioner ca clientAuth
+  leaf coredns /CN=system:coredns ca clientAuth
 }
 
 # node_images: the pause image (every pod's sandbox) and the helper pods' busybox, built here
@@ -438,6 +443,15 @@ node_images() {
       die "the node's containerd has no $ref after images/build.sh --load"
   done
   node_say "images: $PAUSE_IMAGE, $HELPER_IMAGE"
+}
+
+# node_start_kubelet: the kubelet, until its node is Ready (also restart.sh kubelet).
+node_start_kubelet() {
+  start_in_node kubelet "$(readlink -f "$BIN/kubelet")" \
+    --config="$NODE_DIR/kubelet.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
+    --root-dir="$NODE_DIR/kubelet" --cert-dir="$NODE_DIR/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
+    --node-labels="type=real,$NODE_LABEL_KEY=$NODE_LABEL_VALUE"
+  wait_for kubelet "node $NODE_NAME Ready" kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 }
 
 # node_up: starts the real node; up.sh calls it once the control plane and the kwok nodes are up, with
@@ -463,11 +477,7 @@ node_up() {
     case $cg in */unified/) continue ;; esac
     [ -f "$cg/cgroup.procs" ] && mkdir -p "$cg$NODE_CGROUP"
   done
-  start_in_node kubelet "$(readlink -f "$BIN/kubelet")" \
-    --config="$NODE_DIR/kubelet.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
-    --root-dir="$NODE_DIR/kubelet" --cert-dir="$NODE_DIR/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
-    --node-labels="type=real,$NODE_LABEL_KEY=$NODE_LABEL_VALUE"
-  wait_for kubelet "node $NODE_NAME Ready" kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+  node_start_kubelet
   start_in_node kube-proxy "$(readlink -f "$BIN/kube-proxy")" --config="$NODE_DIR/kube-proxy.yaml"
   wait_for kube-proxy "/healthz ok" in_node curl -fsS --max-time 3 http://127.0.0.1:10256/healthz
 
@@ -475,12 +485,37 @@ node_up() {
   # nothing else writes its endpoints.
   node_yaml | kc apply -f - >>"$LOGS/kubectl.log" 2>&1 ||
     { current=kubectl; die "applying the real node's objects failed (see $LOGS/kubectl.log)"; }
+  node_dns
   mkdir -p "$NODE_DIR/volumes"
   start_exe local-path-provisioner "$(readlink -f "$BIN/local-path-provisioner")" start \
     --kubeconfig="$STATE/local-path-provisioner.kubeconfig" --namespace=local-path-storage \
     --configmap-name=local-path-config --service-account-name=local-path-provisioner \
     --provisioner-name=rancher.io/local-path --helper-image="$HELPER_IMAGE"
   node_cgroup_adopt "$(pid_of local-path-provisioner)"
+}
+
+# node_dns: the cluster DNS, a CoreDNS on the host end of the veth (where the pods' resolv.conf points,
+# clusterDNS in the kubelet's configuration). It serves the cluster domain from the API server and
+# answers nothing else: with no forwarder, an outside name fails here instead of leaving the machine.
+# The zone `.` has no plugin, so such a query gets SERVFAIL at once rather than a timeout.
+node_dns() {
+  cat >"$NODE_DIR/Corefile" <<COREFILE
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 {
+    bind $NODE_HOST_IP
+    ready $NODE_HOST_IP:8181
+    errors
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa {
+        kubeconfig $STATE/coredns.kubeconfig iot-local
+    }
+}
+.:53 {
+    bind $NODE_HOST_IP
+    errors
+}
+COREFILE
+  start coredns -conf "$NODE_DIR/Corefile"
+  node_cgroup_adopt "$(pid_of coredns)"
+  wait_for coredns "ready on $NODE_HOST_IP:53" curl -fsS --max-time 3 "http://$NODE_HOST_IP:8181/ready"
 }
 
 # node_yaml: the `kubernetes` Service's endpoints, and the local-path provisioner's namespace, RBAC,
@@ -503,6 +538,25 @@ endpoints:
   conditions: {ready: true}
 ports:
 - {name: https, port: $API_PORT, protocol: TCP}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:coredns
+rules:
+- apiGroups: [""]
+  resources: [services, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:coredns
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
 ---
 apiVersion: v1
 kind: Namespace

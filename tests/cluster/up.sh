@@ -182,51 +182,9 @@ EOF
 kubeconfig "$KUBECONFIG_PATH" admin
 for u in controller-manager scheduler kwok metrics-server; do kubeconfig "$STATE/$u.kubeconfig" "$u"; done
 real_node_enabled && kubeconfig "$STATE/local-path-provisioner.kubeconfig" local-path-provisioner
+real_node_enabled && kubeconfig "$STATE/coredns.kubeconfig" coredns
 
 # ---- processes ------------------------------------------------------------------------------------
-# start_exe NAME EXE ARGS...: runs EXE in a session of its own (so a Ctrl-C or a closed terminal of the
-# caller does not reach it) without the lock's descriptor 9, and records "PID BINARY" for pid_of and
-# down.sh. start NAME ARGS... does so for $BIN/NAME.
-start_exe() {
-  local name=$1 exe=$2
-  shift 2
-  launch "$name" "$exe" setsid "$exe" "$@"
-}
-start() { start_exe "$1" "$(readlink -f "$BIN/$1")" "${@:2}"; }
-# start_in_node NAME EXE ARGS...: the same inside the real node's network namespace.
-start_in_node() {
-  local name=$1 exe=$2
-  shift 2
-  launch "$name" "$exe" setsid nsenter --net="/run/netns/$NODE_NETNS" -- "$exe" "$@"
-  say "($name runs in network namespace $NODE_NETNS)"
-}
-# launch NAME EXE COMMAND...: runs COMMAND (which ends by exec'ing EXE) in the background, records
-# "PID EXE", and waits until the exec has happened, so pid_of finds the process at once.
-launch() {
-  local name=$1 exe=$2 pid i
-  shift 2
-  current=$name
-  "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
-  pid=$!
-  echo "$pid $exe" >"$PIDS/$name.pid"
-  for ((i = 0; i < 100; i++)); do
-    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] && break
-    sleep 0.05
-  done
-  say "started $name (pid $pid), log $LOGS/$name.log"
-}
-# wait_for NAME WHAT COMMAND...: retries COMMAND until it succeeds; fails when NAME exits or after $TIMEOUT s.
-wait_for() {
-  local name=$1 what=$2 deadline=$(($(date +%s) + TIMEOUT))
-  shift 2
-  current=$name
-  until "$@" >/dev/null 2>&1; do
-    pid_of "$name" >/dev/null || die "$name exited before $what"
-    [ "$(date +%s)" -lt "$deadline" ] || die "$name: no $what after ${TIMEOUT}s"
-    sleep 0.2
-  done
-  say "$name: $what ($(($(date +%s) - t0))s since start)"
-}
 https_ok() { curl -fsS --max-time 3 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$1"; }
 
 start etcd --name=iot-local --data-dir="$STATE/etcd" \
@@ -467,6 +425,7 @@ current=""
     row kubelet "$NODE_IP:10250"
     row kube-proxy "netns $NODE_NETNS"
     row local-path-provisioner "-"
+    row coredns "$NODE_HOST_IP:53"
   fi
   printf '\n%s\n' "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, metrics-server $METRICS_SERVER_VERSION; nodes: $(kc get nodes -o name | tr '\n' ' ')"
   printf 'up in %ss; state in %s; stop with tests/cluster/down.sh\n\n' "$(($(date +%s) - t0))" "$STATE"

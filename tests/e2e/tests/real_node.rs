@@ -281,3 +281,77 @@ async fn the_metrics_api_reports_the_real_cpu_of_a_real_pod() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_cluster_dns_names_services_and_nothing_outside_the_cluster() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    RealNode::get(&cluster).await?;
+    let ns = cluster
+        .namespace_with_labels("real-node-dns", RESTRICTED)
+        .await?;
+    // A Service needs no pods to have a name and a ClusterIP.
+    cluster
+        .apply_yaml(
+            Some(ns.name()),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: probe}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(cluster.client(), ns.name());
+    let probe_ip = services
+        .get("probe")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no ClusterIP")?;
+    let kubernetes_ip = Api::<Service>::namespaced(cluster.client(), "default")
+        .get("kubernetes")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the kubernetes Service has no ClusterIP")?;
+
+    // Each lookup prints `name=<last address>`; an outside name must fail, here and at once.
+    let names = format!(
+        "probe.{ns}.svc.cluster.local kubernetes.default.svc.cluster.local",
+        ns = ns.name()
+    );
+    let resolver = busybox_pod(
+        "resolver",
+        "app: resolver",
+        &format!(
+            "for n in {names}; do echo \"$n=$(nslookup $n 2>&1 | sed -n 's/^Address: *//p' | tail -n 1)\"; done; \
+             if nslookup example.com >/dev/null 2>&1; then echo outside=resolved; else echo outside=failed; fi"
+        ),
+        "",
+        "  restartPolicy: Never\n",
+    );
+    cluster.apply_yaml(Some(ns.name()), &resolver).await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), ns.name());
+    wait_for("the resolver pod to finish", default_timeout(), || async {
+        let pod = pods.get("resolver").await.map_err(|e| e.to_string())?;
+        match pod.status.and_then(|s| s.phase).as_deref() {
+            Some("Succeeded" | "Failed") => Ok(()),
+            phase => Err(format!("phase {phase:?}")),
+        }
+    })
+    .await?;
+    let log = real_node::logs(&cluster, ns.name(), "resolver", None).await?;
+    let line = |prefix: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+    };
+    ensure!(
+        line(&format!("probe.{}.svc.cluster.local=", ns.name())).as_deref() == Some(&probe_ip),
+        "the Service probe ({probe_ip}) did not resolve: {log:?}"
+    );
+    ensure!(
+        line("kubernetes.default.svc.cluster.local=").as_deref() == Some(&kubernetes_ip),
+        "the kubernetes Service ({kubernetes_ip}) did not resolve: {log:?}"
+    );
+    ensure!(
+        line("outside=").as_deref() == Some("failed"),
+        "a name outside the cluster resolved: {log:?}"
+    );
+    Ok(())
+}

@@ -269,7 +269,7 @@ impl Cluster {
     }
 
     /// The state directory of the up.sh cluster this kubeconfig belongs to, if it is one.
-    fn state_dir(&self) -> Option<PathBuf> {
+    pub fn state_dir(&self) -> Option<PathBuf> {
         let dir = self.kubeconfig.parent()?;
         dir.join(".iot-cluster-state")
             .is_file()

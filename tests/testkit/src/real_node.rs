@@ -84,6 +84,13 @@ pub struct RealNode {
 }
 
 impl RealNode {
+    /// This machine's address on the node's link (`tests/cluster/node.sh`: the node is `.1` of its
+    /// /24, the host end `.254`). Pods reach a server the host binds there, and nothing beyond.
+    pub fn host_address(&self) -> Ipv4Addr {
+        let [a, b, c, _] = self.address.octets();
+        Ipv4Addr::new(a, b, c, 254)
+    }
+
     /// The real node, once it is `Ready`; an error with a hint when the cluster has none.
     pub async fn get(cluster: &Cluster) -> Result<Self, ClusterError> {
         let nodes: Api<Node> = Api::all(cluster.client());
@@ -253,4 +260,16 @@ pub async fn wait_log_contains(
         },
     )
     .await
+}
+
+/// Restarts the real node's kubelet (`tests/cluster/restart.sh kubelet`), as an upgrade or a crash
+/// would, and returns once the node is Ready again. The pods' containers keep running throughout.
+pub async fn restart_kubelet(cluster: &Cluster) -> Result<(), ClusterError> {
+    let state = cluster.state_dir().ok_or_else(|| ClusterError::Failed {
+        what: "restarting the kubelet".into(),
+        reason: "the kubeconfig is not one of tests/cluster/up.sh's clusters".into(),
+    })?;
+    let mut command = tokio::process::Command::new(crate::cluster::repo_dir().join("tests/cluster/restart.sh"));
+    command.arg("kubelet").env("IOT_CLUSTER_DIR", state);
+    crate::cluster::run(&mut command).await.map(drop)
 }

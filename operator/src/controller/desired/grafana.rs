@@ -48,15 +48,21 @@ pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
             .flat_map(|cm| cm.data.iter().flat_map(|d| d.values()))
             .map(String::as_str),
     );
+    let mut service = exposed_service(
+        model,
+        &model.names.grafana,
+        Component::Grafana,
+        model.grafana.service_type,
+        model.grafana.node_port,
+        ("http", "TCP", GRAFANA_PORT),
+    );
+    // Each replica keeps its sessions in its own SQLite: a logged-in user must keep reaching the
+    // same replica when the HPA adds or removes one (anonymous viewers need nothing).
+    if let Some(spec) = service.spec.as_mut() {
+        spec.session_affinity = Some("ClientIP".into());
+    }
     GrafanaObjects {
-        service: exposed_service(
-            model,
-            &model.names.grafana,
-            Component::Grafana,
-            model.grafana.service_type,
-            model.grafana.node_port,
-            ("http", "TCP", GRAFANA_PORT),
-        ),
+        service,
         deployment: grafana_deployment(model, &hash),
         provisioning,
         dashboards,

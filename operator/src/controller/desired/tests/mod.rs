@@ -394,6 +394,20 @@ fn node_ports_are_set_on_exposed_services() {
     assert_eq!(svc[3]["spec"]["ports"][0]["nodePort"], 30683);
 }
 
+#[test]
+fn grafana_sessions_stick_to_one_replica_and_coap_is_spread() {
+    let objects = desired("{}");
+    let svc = serde_json::to_value(&objects.services).expect("json");
+    let by_name = |name: &str| {
+        svc.as_array()
+            .and_then(|a| a.iter().find(|s| s["metadata"]["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by_name("lab-grafana")["spec"]["sessionAffinity"], "ClientIP");
+    assert!(by_name("lab-coap-server")["spec"]["sessionAffinity"].is_null());
+}
+
 mod dashboards;
 mod scheduling;
 

@@ -1,0 +1,612 @@
+//! The whole stack for real. The chart's default install, watching one namespace, runs the
+//! operator's own image as a pod on the real node. It reconciles an IotMonitor whose InfluxDB,
+//! CoAP server, simulator and AQI ingestor run as real containers in a namespace that enforces
+//! the `restricted` Pod Security Standard; Grafana goes to a kwok node, as its image cannot be had
+//! on this machine. Then data flows through every path, and four faults lose nothing.
+//!
+//! Needs the images in the real node's containerd (`images/build.sh --load`, which `make test`
+//! runs) and libcoap's coap-client on this machine.
+
+mod operator_support;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use iot_operator::crd::IotMonitor;
+use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
+use iot_testkit::real_node::{
+    self, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT, REAL_NODE_TOLERATION, RealNode,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use operator_support::{first_container_env, install_crd, wait_ready};
+use serde_json::{Value, json};
+
+const RESTRICTED: &[(&str, &str)] = &[
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+];
+/// The AQI snapshot the in-cluster ingestor polls from this machine: real Sensor.Community
+/// records of 2019-04-16.
+const SNAPSHOT: &str =
+    "workloads/aqi-ingestor/tests/fixtures/basecamp_ml_luftdaten_v1_data_2019-04-16.wrapped.json";
+
+#[tokio::test]
+async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    let node = RealNode::get(&cluster).await?;
+    install_crd(&cluster).await?;
+    let ns = cluster
+        .namespace_with_labels("real-stack", RESTRICTED)
+        .await?;
+    let snapshot_url = serve_snapshot(node.host_address()).await?;
+
+    let operator_pod = install_operator(&cluster, ns.name()).await?;
+    let started = Instant::now();
+    cluster
+        .apply_yaml(Some(ns.name()), &monitor_yaml(&snapshot_url, 2)?)
+        .await?;
+    let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
+    wait_ready(&monitors, "lab").await?;
+    for pod in ["influxdb", "coap-server", "sensor-sim", "aqi-ingestor"] {
+        let name = pod_of(&cluster, ns.name(), pod).await?;
+        real_node::wait_running(&cluster, ns.name(), &name).await?;
+    }
+    eprintln!(
+        "apply to Ready, the stack on the real node: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let grafana = pod_of(&cluster, ns.name(), "grafana").await?;
+    let grafana_node = Api::<Pod>::namespaced(cluster.client(), ns.name())
+        .get(&grafana)
+        .await?
+        .spec
+        .and_then(|s| s.node_name)
+        .unwrap_or_default();
+    ensure!(
+        grafana_node != REAL_NODE,
+        "Grafana must stay on a kwok node"
+    );
+    let log = real_node::logs(&cluster, ns.name(), &operator_pod, None).await?;
+    ensure!(!log.is_empty(), "the operator logged nothing");
+
+    let influx = Influx::connect(&cluster, ns.name()).await?;
+
+    // 1. The simulator pod's readings reach InfluxDB through the coap-server Service.
+    influx.wait_count_above("dht", "temperature", "", 0).await?;
+
+    // 2. libcoap's coap-client on this machine, through the CoAP NodePort.
+    let node_port = coap_node_port(&cluster, ns.name()).await?;
+    let url = format!(
+        "coap://{}:{node_port}/sensors/dht/temperature?place=from-the-host",
+        node.address
+    );
+    let answer = coap_client_post(&url, "21.5").await?;
+    ensure!(answer.contains("saved successfully"), "coap-client: {answer}");
+    influx
+        .wait_count_above("dht", "temperature", "place = 'from-the-host'", 0)
+        .await?;
+
+    // 3. The AQI ingestor stores exactly what the same ingestor computes from the snapshot here.
+    let expected = dry_run_points(&snapshot_url).await?;
+    ensure!(expected > 0, "the dry run computed no AQI points");
+    wait_for(
+        &format!("{expected} AQI points in InfluxDB"),
+        default_timeout(),
+        || async {
+            let n = influx
+                .count("aqi", "air_quality", "latitude", "")
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == expected {
+                Ok(())
+            } else {
+                Err(format!("{n} points"))
+            }
+        },
+    )
+    .await?;
+
+    report_container_memory(&cluster, ns.name()).await;
+
+    // Fault 1: the coap-server pod is deleted while a simulator sends; acknowledged = stored.
+    fault_coap_server_pod(&cluster, ns.name(), &influx).await?;
+
+    // Fault 2: the InfluxDB pod is deleted; its volume keeps the data, credentials still work.
+    let before = influx.count("dht", "temperature", "value", "").await?;
+    replace_pod(&cluster, ns.name(), "influxdb").await?;
+    let after = influx.count("dht", "temperature", "value", "").await?;
+    ensure!(
+        after >= before,
+        "InfluxDB lost data in a restart: {before} points before, {after} after"
+    );
+    // The writer's credentials too: the simulator's readings are stored again.
+    influx
+        .wait_count_above("dht", "temperature", "", after)
+        .await?;
+
+    // Fault 3: the operator pod is deleted mid-reconcile; the new one finishes the change.
+    let monitor = monitors.get("lab").await?;
+    let generation = monitor.metadata.generation.unwrap_or_default();
+    monitors
+        .patch(
+            "lab",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"simulator": {"sensors": 3}}})),
+        )
+        .await?;
+    delete_pod(&cluster, ns.name(), &operator_pod).await?;
+    wait_for(
+        "the new operator to reconcile the change",
+        default_timeout() * 2,
+        || async {
+            let m = monitors.get("lab").await.map_err(|e| e.to_string())?;
+            let observed = m
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or_default();
+            let ready = operator_support::condition(&m, "Ready")
+                .is_some_and(|(status, _, _)| status == "True");
+            if observed > generation && ready {
+                Ok(())
+            } else {
+                Err(format!("observedGeneration {observed}, ready {ready}"))
+            }
+        },
+    )
+    .await?;
+    let sim = Api::<Deployment>::namespaced(cluster.client(), ns.name())
+        .get("lab-sensor-sim")
+        .await?;
+    ensure!(
+        first_container_env(&sim, "SIM_SENSORS").as_deref() == Some("3"),
+        "the simulator was not updated: {:?}",
+        first_container_env(&sim, "SIM_SENSORS")
+    );
+
+    // Fault 4: the kubelet restarts. The containers keep running, and data keeps flowing.
+    let restarts_before = restart_counts(&cluster, ns.name()).await?;
+    let stored = influx.count("dht", "temperature", "value", "").await?;
+    real_node::restart_kubelet(&cluster).await?;
+    RealNode::get(&cluster).await?;
+    influx
+        .wait_count_above("dht", "temperature", "", stored)
+        .await?;
+    let restarts_after = restart_counts(&cluster, ns.name()).await?;
+    for (pod, before) in &restarts_before {
+        if let Some(after) = restarts_after.get(pod) {
+            ensure!(
+                after == before,
+                "{pod} restarted with the kubelet ({before} → {after})"
+            );
+        }
+    }
+    wait_ready(&monitors, "lab").await?;
+
+    run(cluster
+        .helm()
+        .args(["uninstall", "iot", "--namespace", ns.name()]))
+    .await?;
+    Ok(())
+}
+
+/// `helm install` of the chart with its defaults, except that it watches only this namespace
+/// (other tests run operators of their own in theirs) and runs on the real node. Returns the name
+/// of the operator's pod once it runs there.
+async fn install_operator(cluster: &Cluster, ns: &str) -> Result<String> {
+    let chart = repo_dir().join("charts/iot-operator");
+    run(cluster.helm().args([
+        "install",
+        "iot",
+        &chart.to_string_lossy(),
+        "--namespace",
+        ns,
+        "--set",
+        &format!("watchNamespace={ns}"),
+        "--set-json",
+        &format!(
+            "nodeSelector={{\"{}\":\"{}\"}}",
+            REAL_NODE_LABEL.0, REAL_NODE_LABEL.1
+        ),
+        "--set-json",
+        &format!(
+            "tolerations=[{{\"key\":\"{REAL_NODE_TAINT}\",\"operator\":\"Equal\",\"value\":\"true\",\
+             \"effect\":\"NoSchedule\"}}]"
+        ),
+    ]))
+    .await?;
+    let name = wait_for("the operator's pod", default_timeout(), || async {
+        operator_pod_name(cluster, ns)
+            .await
+            .ok_or_else(|| "no pod yet".to_string())
+    })
+    .await?;
+    // Ready means its own /readyz passed, through the kubelet's probe.
+    let pod = real_node::wait_running(cluster, ns, &name).await?;
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .context("no image")?;
+    ensure!(
+        image.starts_with("ghcr.io/iot-operator/iot-operator:"),
+        "{image}"
+    );
+    Ok(name)
+}
+
+async fn operator_pod_name(cluster: &Cluster, ns: &str) -> Option<String> {
+    Api::<Pod>::namespaced(cluster.client(), ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=iot-operator"))
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .and_then(|p| p.metadata.name)
+}
+
+/// The IotMonitor: everything but Grafana on the real node, with the locally built InfluxDB image,
+/// a real volume, the CoAP Service as a NodePort, and the AQI snapshot from this machine.
+fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
+    let influx_image = image_ref("influxdb")?;
+    let on_real_node = format!(
+        "nodeSelector: {{{}: {}}}, tolerations: [{REAL_NODE_TOLERATION}]",
+        REAL_NODE_LABEL.0, REAL_NODE_LABEL.1
+    );
+    Ok(format!(
+        "apiVersion: iot.operator.dev/v1alpha1
+kind: IotMonitor
+metadata: {{name: lab}}
+spec:
+  influxdb: {{image: {influx_image}, storage: {{size: 64Mi, storageClassName: {class}}}, {on_real_node}}}
+  coap: {{serviceType: NodePort, {on_real_node}}}
+  simulator: {{enabled: true, sensors: {sensors}, intervalSeconds: 1, {on_real_node}}}
+  aqi: {{enabled: true, source: \"{snapshot_url}\", pollSeconds: 30, {on_real_node}}}
+",
+        class = real_node::LOCAL_PATH_CLASS,
+    ))
+}
+
+/// An image's reference as `images/build.sh` builds (and `--load` imports) it.
+fn image_ref(name: &str) -> Result<String> {
+    let out = std::process::Command::new(repo_dir().join("images/build.sh"))
+        .args(["--ref", name])
+        .output()?;
+    ensure!(out.status.success(), "images/build.sh --ref {name}: {out:?}");
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// Serves the snapshot on this machine's address on the node's link, for the pods' AQI ingestor.
+async fn serve_snapshot(host: Ipv4Addr) -> Result<String> {
+    let body = std::fs::read(repo_dir().join(SNAPSHOT))?;
+    let app = axum::Router::new().route(
+        "/data.24h.json",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((host, 0))).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}/data.24h.json"))
+}
+
+/// How many `air_quality` points the ingestor computes from the URL, by its own dry run here.
+async fn dry_run_points(url: &str) -> Result<u64> {
+    let out = tokio::process::Command::new(iot_testkit::bins::workspace_bin("aqi-ingestor"))
+        .args(["--once", "--dry-run", "--source", url])
+        .args(["--http-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .await?;
+    ensure!(out.status.success(), "aqi-ingestor --dry-run: {out:?}");
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|l| l.starts_with("air_quality,") || l.starts_with("air_quality "))
+        .count() as u64)
+}
+
+/// The name of the running (not terminating) pod of one component of `lab`.
+async fn pod_of(cluster: &Cluster, ns: &str, component: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), ns);
+    let selector = format!("app.kubernetes.io/instance=lab,app.kubernetes.io/name={component}");
+    Ok(
+        wait_for(&format!("a {component} pod"), default_timeout(), || async {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .find(|p| p.metadata.deletion_timestamp.is_none())
+                .and_then(|p| p.metadata.name)
+                .ok_or_else(|| "none yet".to_string())
+        })
+        .await?,
+    )
+}
+
+async fn delete_pod(cluster: &Cluster, ns: &str, name: &str) -> Result<()> {
+    Api::<Pod>::namespaced(cluster.client(), ns)
+        .delete(name, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+/// Deletes the component's pod and waits until a new one (told apart by UID: a StatefulSet's
+/// comes back under the same name) runs, ready, on the real node.
+async fn replace_pod(cluster: &Cluster, ns: &str, component: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), ns);
+    let old = pod_of(cluster, ns, component).await?;
+    let old_uid = pods.get(&old).await?.metadata.uid;
+    delete_pod(cluster, ns, &old).await?;
+    let name = wait_for(
+        &format!("a new {component} pod instead of {old}"),
+        default_timeout(),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!(
+                    "app.kubernetes.io/instance=lab,app.kubernetes.io/name={component}"
+                )))
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|p| p.metadata.uid != old_uid && p.metadata.deletion_timestamp.is_none())
+                .and_then(|p| p.metadata.name)
+                .ok_or_else(|| "only the old pod".to_string())
+        },
+    )
+    .await?;
+    real_node::wait_running(cluster, ns, &name).await?;
+    Ok(name)
+}
+
+async fn coap_node_port(cluster: &Cluster, ns: &str) -> Result<i32> {
+    Api::<Service>::namespaced(cluster.client(), ns)
+        .get("lab-coap-server")
+        .await?
+        .spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.into_iter().find_map(|p| p.node_port))
+        .context("the CoAP Service has no nodePort")
+}
+
+async fn coap_client_post(url: &str, value: &str) -> Result<String> {
+    let coap_client = "/usr/bin/coap-client-notls";
+    ensure!(
+        std::path::Path::new(coap_client).exists(),
+        "libcoap's coap-client is missing: run `make deps` (Debian package libcoap3-bin)"
+    );
+    let out = tokio::process::Command::new(coap_client)
+        .args(["-B", "10", "-m", "post", "-e", value, url])
+        .output()
+        .await?;
+    ensure!(out.status.success(), "coap-client {url}: {out:?}");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A `sensor-sim load` Job in the cluster sends a bounded series of readings to the coap-server
+/// Service; the coap-server pod is deleted while it runs. Every reading it saw acknowledged must
+/// be in InfluxDB, once.
+async fn fault_coap_server_pod(cluster: &Cluster, ns: &str, influx: &Influx) -> Result<()> {
+    const PLACE: &str = "fault-coap";
+    let job = format!(
+        "apiVersion: batch/v1
+kind: Job
+metadata: {{name: fault-coap}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {{labels: {{app: fault-coap}}}}
+    spec:
+      restartPolicy: Never
+{scheduling}      securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+      - name: load
+        image: {image}
+        imagePullPolicy: Never
+        args: [load, --server, 'lab-coap-server:5683', --count, '400', --rate, '20', --sockets, '2',
+               --window, '4', --place, {PLACE}, --json, --http-addr, '127.0.0.1:9090']
+        securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
+",
+        scheduling = real_node::scheduling_yaml(6),
+        image = image_ref("sensor-sim")?,
+    );
+    cluster.apply_yaml(Some(ns), &job).await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), ns);
+    let load_pod = wait_for("the load Job's pod", default_timeout(), || async {
+        pods.list(&ListParams::default().labels("app=fault-coap"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .find_map(|p| p.metadata.name)
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await?;
+    real_node::wait_running(cluster, ns, &load_pod).await?;
+    // Some readings stored before the fault, so it strikes mid-run.
+    influx
+        .wait_count_above("dht", "temperature", &format!("place = '{PLACE}'"), 20)
+        .await?;
+    replace_pod(cluster, ns, "coap-server").await?;
+
+    let phase = wait_for("the load Job to end", default_timeout() * 3, || async {
+        let pod = pods.get(&load_pod).await.map_err(|e| e.to_string())?;
+        match pod.status.and_then(|s| s.phase).as_deref() {
+            Some(p @ ("Succeeded" | "Failed")) => Ok(p.to_owned()),
+            phase => Err(format!("phase {phase:?}")),
+        }
+    })
+    .await?;
+    let log = real_node::logs(cluster, ns, &load_pod, None).await?;
+    let summary: Value = log
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v.get("acked").is_some()))
+        .with_context(|| format!("no summary in the load Job's log ({phase}): {log}"))?;
+    let acked = summary["acked"].as_u64().context("acked")?;
+    let failed = summary["failed"].as_u64().context("failed")?;
+    let stored = influx
+        .count("dht", "temperature", "value", &format!("place = '{PLACE}'"))
+        .await?;
+    eprintln!("coap-server pod deleted under load: {summary}; stored {stored}");
+    ensure!(acked > 0, "nothing was acknowledged: {summary}");
+    ensure!(
+        stored == acked,
+        "{acked} readings acknowledged but {stored} stored: {summary}"
+    );
+    ensure!(
+        failed == 0,
+        "{failed} readings were given up while the coap-server pod was replaced: {summary}"
+    );
+    Ok(())
+}
+
+/// Restart counts of every container of the namespace's pods, by pod/container.
+async fn restart_counts(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, i32>> {
+    let pods = Api::<Pod>::namespaced(cluster.client(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let mut counts = BTreeMap::new();
+    for pod in pods.items {
+        let name = pod.metadata.name.unwrap_or_default();
+        let on_real_node = pod.spec.and_then(|s| s.node_name).as_deref() == Some(REAL_NODE);
+        if !on_real_node {
+            continue;
+        }
+        for c in pod.status.and_then(|s| s.container_statuses).unwrap_or_default() {
+            counts.insert(format!("{name}/{}", c.name), c.restart_count);
+        }
+    }
+    Ok(counts)
+}
+
+/// Prints the resident memory of each container of the namespace, from the kubelet's cAdvisor
+/// metrics (for the record; nothing is asserted on it).
+async fn report_container_memory(cluster: &Cluster, ns: &str) {
+    let path = format!("/api/v1/nodes/{REAL_NODE}/proxy/metrics/cadvisor");
+    let Ok(text) = run(cluster.kubectl().args(["get", "--raw", &path])).await else {
+        eprintln!("no cAdvisor metrics from the kubelet");
+        return;
+    };
+    let needle = format!("namespace=\"{ns}\"");
+    for line in text.lines() {
+        if line.starts_with("container_memory_rss{") && line.contains(&needle) {
+            let label = |key: &str| {
+                line.split(&format!("{key}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let container = label("container");
+            if container.is_empty() {
+                continue;
+            }
+            let bytes: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            eprintln!(
+                "container RSS {:<40} {:>7.1} MiB",
+                format!("{}/{container}", label("pod")),
+                bytes / 1048576.0
+            );
+        }
+    }
+}
+
+/// The stack's InfluxDB, reached from this machine through its ClusterIP with the generated admin
+/// credentials.
+struct Influx {
+    url: String,
+    user: String,
+    password: String,
+    http: reqwest::Client,
+}
+
+impl Influx {
+    async fn connect(cluster: &Cluster, ns: &str) -> Result<Self> {
+        let ip = Api::<Service>::namespaced(cluster.client(), ns)
+            .get("lab-influxdb")
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .context("InfluxDB's Service has no ClusterIP")?;
+        let secret = Api::<Secret>::namespaced(cluster.client(), ns)
+            .get("lab-credentials")
+            .await?;
+        let data = secret.data.unwrap_or_default();
+        let key = |k: &str| -> Result<String> {
+            Ok(String::from_utf8(
+                data.get(k).with_context(|| format!("no {k} in the Secret"))?.0.clone(),
+            )?)
+        };
+        Ok(Self {
+            url: format!("http://{ip}:8086"),
+            user: key("influxdb-admin-username")?,
+            password: key("influxdb-admin-password")?,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        })
+    }
+
+    /// `count(field)` of a measurement, optionally `WHERE` a condition; 0 when there is none.
+    async fn count(&self, db: &str, measurement: &str, field: &str, filter: &str) -> Result<u64> {
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {filter}")
+        };
+        let q = format!("SELECT count({field}) FROM {measurement}{filter}");
+        let answer: Value = self
+            .http
+            .get(format!("{}/query", self.url))
+            .query(&[
+                ("db", db),
+                ("q", q.as_str()),
+                ("u", self.user.as_str()),
+                ("p", self.password.as_str()),
+            ])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if let Some(error) = answer["results"][0]["error"].as_str() {
+            bail!("{q}: {error}");
+        }
+        Ok(answer["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// Waits until more than `n` points match (InfluxDB may be restarting meanwhile).
+    async fn wait_count_above(&self, db: &str, measurement: &str, filter: &str, n: u64) -> Result<u64> {
+        Ok(wait_for(
+            &format!("more than {n} points in {db}.{measurement} {filter}"),
+            default_timeout() * 2,
+            || async {
+                match self.count(db, measurement, "value", filter).await {
+                    Ok(c) if c > n => Ok(c),
+                    Ok(c) => Err(format!("{c} points")),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await?)
+    }
+}
