@@ -72,7 +72,8 @@ async fn a_restricted_pod_on_the_real_node_writes_to_its_volume() -> Result<()> 
         .await?;
 
     real_node::wait_running(&cluster, ns.name(), "writer").await?;
-    let log = real_node::wait_log_contains(&cluster, ns.name(), "writer", "written by").await?;
+    // The second line ("root-...") comes last: waiting for it sees both.
+    let log = real_node::wait_log_contains(&cluster, ns.name(), "writer", "root-").await?;
     ensure!(log.contains("written by 10001"), "log: {log:?}");
     ensure!(
         log.contains("root-read-only"),

@@ -253,7 +253,8 @@ async fn operator_pod_name(cluster: &Cluster, ns: &str) -> Option<String> {
 }
 
 /// The IotMonitor: everything but Grafana on the real node, with the locally built InfluxDB image,
-/// a real volume, the CoAP Service as a NodePort, and the AQI snapshot from this machine.
+/// a real volume, the CoAP Service as a NodePort, and the AQI snapshot from this machine. The
+/// snapshot's records are from 2019: with the default 30-day retention InfluxDB drops them.
 fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
     let influx_image = image_ref("influxdb")?;
     let on_real_node = format!(
@@ -265,7 +266,7 @@ fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
 kind: IotMonitor
 metadata: {{name: lab}}
 spec:
-  influxdb: {{image: {influx_image}, storage: {{size: 64Mi, storageClassName: {class}}}, {on_real_node}}}
+  influxdb: {{image: {influx_image}, retention: INF, storage: {{size: 64Mi, storageClassName: {class}}}, {on_real_node}}}
   coap: {{serviceType: NodePort, {on_real_node}}}
   simulator: {{enabled: true, sensors: {sensors}, intervalSeconds: 1, {on_real_node}}}
   aqi: {{enabled: true, source: \"{snapshot_url}\", pollSeconds: 30, {on_real_node}}}
