@@ -3,72 +3,17 @@
 //! ingestor in the middle. Every computed mean, coverage and index is checked exactly against
 //! values this test computes on its own from the readings it served, in a real InfluxDB.
 
+mod api;
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use api::Api;
 use common::{DB, Daemon, record, snapshot};
 use iot_testkit::influx::InfluxServer;
 
 const WITHIN: Duration = Duration::from_secs(60);
-
-/// A local Sensor.Community: one scripted answer per path, and a log of the paths asked for.
-#[derive(Clone, Default)]
-pub struct Api {
-    replies: Arc<Mutex<HashMap<String, (u16, String)>>>,
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-impl Api {
-    async fn start() -> (Self, String) {
-        let api = Api::default();
-        let app = axum::Router::new()
-            .fallback(answer)
-            .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the API server");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (api, url)
-    }
-
-    fn set(&self, path: &str, status: u16, body: impl Into<String>) {
-        self.replies
-            .lock()
-            .expect("replies")
-            .insert(path.to_string(), (status, body.into()));
-    }
-
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().expect("asked").clone()
-    }
-}
-
-async fn answer(State(api): State<Api>, uri: Uri) -> Response {
-    let path = uri.path().to_string();
-    api.asked.lock().expect("asked").push(path.clone());
-    let (status, body) = api
-        .replies
-        .lock()
-        .expect("replies")
-        .get(&path)
-        .cloned()
-        .unwrap_or((404, String::new()));
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .expect("response")
-}
 
 const DAILY: &str = "/static/v2/data.24h.json";
 const FIVE_MIN: &str = "/static/v2/data.json";
@@ -132,10 +77,7 @@ fn expected(readings: &[(i64, String, String)], t: i64) -> Expected {
     }
     let n = hours.len() as i64;
     let mean = |pick: fn(&(i64, i64, i64)) -> i64| {
-        let sum: f64 = hours
-            .values()
-            .map(|e| pick(e) as f64 / e.2 as f64)
-            .sum();
+        let sum: f64 = hours.values().map(|e| pick(e) as f64 / e.2 as f64).sum();
         (sum / n as f64).round() / 100.0
     };
     let (p1, p2) = (mean(|e| e.0), mean(|e| e.1));
@@ -366,7 +308,10 @@ async fn computed_means_stand_in_for_an_empty_stale_or_failing_daily_file_across
                 (back, "upstream"),
             ]
         };
-        assert_eq!(times, want_times, "sensor {sensor}: one mean at a time, in order");
+        assert_eq!(
+            times, want_times,
+            "sensor {sensor}: one mean at a time, in order"
+        );
         for (t, origin, fields) in &got {
             if origin == "computed" {
                 let want = expected(&served[&sensor], *t);
