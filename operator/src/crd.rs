@@ -426,14 +426,20 @@ pub struct AqiSpec {
     pub image: Option<String>,
     /// CPU and memory of the ingestor container.
     pub resources: AqiResources,
-    /// `24h` (24-hour means), `5min` (latest 5-minute values) or an http(s) URL of a feed in
-    /// the same JSON format.
+    /// Where the 24-hour means come from: `24h` (Sensor.Community's 24-hour file, with means
+    /// computed from its 5-minute data whenever the file is empty, failing or stale), `5min`
+    /// (only means computed from the 5-minute data), or an http(s) URL of a 24-hour feed in the
+    /// same JSON format (then without computed means).
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == '24h' || self == '5min' || self.startsWith('http://') || self.startsWith('https://')", "message": "aqi.source must be 24h, 5min or an http(s) URL"}]))]
     #[schemars(length(min = 1, max = 512))]
     pub source: String,
     /// Seconds between two polls of the source (the 24h feed changes every few minutes).
     #[schemars(range(min = 10, max = 86400))]
     pub poll_seconds: i32,
+    /// Only the sensors of a region: exactly one of `countries`, `box` or `area`. The 5-minute
+    /// data is then asked for the region alone; everything else is filtered by the ingestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionSpec>,
 }
 
 impl Default for AqiSpec {
@@ -444,8 +450,64 @@ impl Default for AqiSpec {
             resources: AqiResources::default(),
             source: "24h".into(),
             poll_seconds: 300,
+            region: None,
         }
     }
+}
+
+/// A region, in exactly one of three forms.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "[has(self.countries), has(self.box), has(self.area)].filter(x, x).size() == 1", "message": "aqi.region needs exactly one of countries, box or area"}]))]
+pub struct RegionSpec {
+    /// Country codes as Sensor.Community writes them (ISO 3166 alpha-2; the UK is `GB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(c, c.matches('^[A-Z]{2}$'))", "message": "aqi.region.countries are two capital letters, such as GB"}]))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 2, max = 2)))]
+    pub countries: Option<Vec<String>>,
+    /// A bounding box in degrees.
+    #[serde(default, rename = "box", skip_serializing_if = "Option::is_none")]
+    pub bounding_box: Option<BoxSpec>,
+    /// A circle around a centre.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<AreaSpec>,
+}
+
+/// A box from `south` to `north` and from `west` to `east`, in degrees.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.south < self.north", "message": "aqi.region.box.south must be below north"},
+    {"rule": "self.west < self.east", "message": "aqi.region.box.west must be below east (a box across the antimeridian takes two deployments)"}
+]))]
+pub struct BoxSpec {
+    /// Southern edge, degrees of latitude (-90 to 90).
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= -90.0 && self <= 90.0", "message": "aqi.region.box.south must be between -90 and 90"}]))]
+    pub south: f64,
+    /// Western edge, degrees of longitude (-180 to 180).
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= -180.0 && self <= 180.0", "message": "aqi.region.box.west must be between -180 and 180"}]))]
+    pub west: f64,
+    /// Northern edge, degrees of latitude, above `south`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= -90.0 && self <= 90.0", "message": "aqi.region.box.north must be between -90 and 90"}]))]
+    pub north: f64,
+    /// Eastern edge, degrees of longitude, east of `west`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= -180.0 && self <= 180.0", "message": "aqi.region.box.east must be between -180 and 180"}]))]
+    pub east: f64,
+}
+
+/// Every sensor within `radiusKm` of a centre, along the Earth's surface.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AreaSpec {
+    /// Latitude of the centre, degrees.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= -90.0 && self <= 90.0", "message": "aqi.region.area.latitude must be between -90 and 90"}]))]
+    pub latitude: f64,
+    /// Longitude of the centre, degrees.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= -180.0 && self <= 180.0", "message": "aqi.region.area.longitude must be between -180 and 180"}]))]
+    pub longitude: f64,
+    /// Radius in km.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0 && self <= 20000.0", "message": "aqi.region.area.radiusKm must be above 0 and at most 20000"}]))]
+    pub radius_km: f64,
 }
 
 /// Horizontal autoscaling, after the seed's auto-scaling group: 1 to 5 replicas, out above

@@ -6,7 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
 use crate::crd::{
-    AqiSpec, BatchSpec, IotMonitor, ReplicaBounds, ResourcesSpec, ServiceType, SimulatorSpec,
+    AqiSpec, BatchSpec, IotMonitor, RegionSpec, ReplicaBounds, ResourcesSpec, ServiceType,
+    SimulatorSpec,
 };
 
 /// Version of the workload images deployed by default: the operator and the workloads are
@@ -163,6 +164,8 @@ pub struct Aqi {
     pub resources: ResourcesSpec,
     pub source: String,
     pub poll_seconds: i32,
+    /// The ingestor's region variable and its value, such as `AQI_REGION_COUNTRIES=GB,IE`.
+    pub region: Option<(&'static str, String)>,
 }
 
 /// Everything the build step needs, resolved.
@@ -253,7 +256,11 @@ pub fn validate(monitor: &IotMonitor) -> Result<Monitor, InvalidSpec> {
         .enabled
         .then(|| resolve_simulator(&spec.simulator))
         .transpose()?;
-    let aqi = spec.aqi.enabled.then(|| resolve_aqi(&spec.aqi));
+    let aqi = spec
+        .aqi
+        .enabled
+        .then(|| resolve_aqi(&spec.aqi))
+        .transpose()?;
 
     Ok(Monitor {
         namespace,
@@ -390,12 +397,31 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
     })
 }
 
-fn resolve_aqi(spec: &AqiSpec) -> Aqi {
-    Aqi {
+fn resolve_aqi(spec: &AqiSpec) -> Result<Aqi, InvalidSpec> {
+    Ok(Aqi {
         image: image_or_default(spec.image.as_deref(), "aqi-ingestor"),
         resources: (&spec.resources).into(),
         source: spec.source.clone(),
         poll_seconds: spec.poll_seconds,
+        region: spec.region.as_ref().map(resolve_region).transpose()?,
+    })
+}
+
+/// The region as the ingestor's flag takes it (the CRD's CEL rules checked the values).
+fn resolve_region(r: &RegionSpec) -> Result<(&'static str, String), InvalidSpec> {
+    match (&r.countries, &r.bounding_box, &r.area) {
+        (Some(c), None, None) => Ok(("AQI_REGION_COUNTRIES", c.join(","))),
+        (None, Some(b), None) => Ok((
+            "AQI_REGION_BOX",
+            format!("{},{},{},{}", b.south, b.west, b.north, b.east),
+        )),
+        (None, None, Some(a)) => Ok((
+            "AQI_REGION_AREA",
+            format!("{},{},{}", a.latitude, a.longitude, a.radius_km),
+        )),
+        _ => Err(InvalidSpec(
+            "aqi.region needs exactly one of countries, box or area".into(),
+        )),
     }
 }
 
