@@ -444,6 +444,7 @@ mod dashboards {
                 "Max AQI",
                 "Mean AQI",
                 "AQI Map",
+                "Index coverage and origin",
                 "IoT Data"
             ]
         );
@@ -453,7 +454,8 @@ mod dashboards {
             .iter()
             .map(|v| v["name"].clone())
             .collect();
-        assert_eq!(vars, ["measure", "location"]);
+        // The reference's names, so that its links (?var-measure_name=P1&var-location_id=…) work.
+        assert_eq!(vars, ["measure_name", "location_id"]);
         assert_eq!(d["panels"][3]["type"], "geomap");
     }
 
