@@ -233,7 +233,8 @@ impl Mean {
 /// Every tracked sensor's window.
 #[derive(Debug)]
 pub struct Windows {
-    sensors: HashMap<u64, Window, foldhash::fast::RandomState>,
+    /// Boxed: a table grows by doubling, and its empty slots then cost 16 bytes, not 340.
+    sensors: HashMap<u64, Box<Window>, foldhash::fast::RandomState>,
     /// The newest reading of any sensor: the clock windows age by (wall-clock time would
     /// forget everything of a replayed old snapshot at once).
     latest: EpochSeconds,
@@ -279,8 +280,14 @@ impl Windows {
 
     /// Bytes the windows hold (table slots, the windows and their tags), for the gauge.
     pub fn bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(u64, Window)>() + 1;
-        self.sensors.capacity() * slot + self.sensors.values().map(|w| w.tags.len()).sum::<usize>()
+        let slot = std::mem::size_of::<(u64, Box<Window>)>() + 1;
+        let window = std::mem::size_of::<Window>();
+        self.sensors.capacity() * slot
+            + self
+                .sensors
+                .values()
+                .map(|w| window + w.tags.len())
+                .sum::<usize>()
     }
 
     fn window(&mut self, sensor: u64, tags: &str) -> Option<&mut Window> {
@@ -291,7 +298,7 @@ impl Windows {
         let w = self
             .sensors
             .entry(sensor)
-            .or_insert_with(|| Window::new(tags.into()));
+            .or_insert_with(|| Box::new(Window::new(tags.into())));
         Some(w)
     }
 
