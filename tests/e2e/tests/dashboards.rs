@@ -354,7 +354,8 @@ async fn every_dashboard_query_returns_data_written_by_our_workloads() {
     let url = csv["url"].as_str().unwrap();
     assert!(
         url.contains(&format!("inspect={}&inspectTab=data", iot["id"]))
-            && url.contains("${__all_variables}")
+            && url.contains("${measure_name:queryparam}")
+            && url.contains("${location_id:queryparam}")
             && url.contains("${__url_time_range}"),
         "{url}"
     );
