@@ -3,13 +3,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help deps build lint test bench run cluster-up cluster-down dev kind-up kind-down crd clean
+.PHONY: help deps packages control-plane build lint test bench run cluster-up cluster-down dev kind-up kind-down crd clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-deps: ## install what the tests need (Debian packages, control-plane binaries); idempotent
-	scripts/install-deps.sh
+deps: packages control-plane ## install everything the tests need; idempotent
+
+packages: ## Debian packages: InfluxDB, libcoap's coap-client, curl, ... (all make run needs); idempotent
+	scripts/install-packages.sh
+
+control-plane: ## build the local Kubernetes control plane from Go modules (first time ~11 min, then cached)
+	@command -v go >/dev/null || { echo "Go is required to build the control plane (go 1.26+)" >&2; exit 1; }
+	tests/cluster/build.sh
 
 build: ## build every crate (release)
 	$(CARGO) build --workspace --release
@@ -21,19 +27,19 @@ lint: ## rustfmt and clippy, warnings are errors
 test: deps ## install what is missing, start InfluxDB and the control plane, run every test, tear down
 	scripts/test.sh
 
-bench: deps ## CoAP ingest, AQI processing and operator-at-scale benchmarks (figures go to docs/benchmarks.md)
+bench: packages control-plane ## CoAP ingest, AQI processing and operator-at-scale benchmarks (figures go to docs/benchmarks.md)
 	scripts/bench.sh
 
-run: deps ## InfluxDB, coap-server, sensor-sim and aqi-ingestor as local processes until Ctrl-C
+run: packages ## InfluxDB, coap-server, sensor-sim and aqi-ingestor as local processes until Ctrl-C
 	scripts/run-local.sh
 
-cluster-up: deps ## start the local Kubernetes control plane (prints the KUBECONFIG line)
+cluster-up: packages control-plane ## start the local Kubernetes control plane (prints the KUBECONFIG line)
 	tests/cluster/up.sh
 
 cluster-down: ## stop the local control plane started by cluster-up
 	tests/cluster/down.sh
 
-dev: deps ## control plane + CRD + operator + examples/iotmonitor.yaml, then show what it built
+dev: packages control-plane ## control plane + CRD + operator + examples/iotmonitor.yaml, then show what it built
 	scripts/dev.sh
 
 # kind quick start (needs Docker, kind, helm and kubectl; not available on the project's build

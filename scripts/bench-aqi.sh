@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# AQI processing benchmark: synthetic Sensor.Community snapshots of 15k, 150k and 1.5M records
+# AQI processing benchmark: synthetic Sensor.Community snapshots of 15k, 50k, 150k and 1.5M records
 # (../shared/tools/gen_snapshot.py, cached) through the release aqi-ingestor.
 #
 #  1. processing: `--source FILE --dry-run --once` with stdout to /dev/null — parse, validate,
-#     DAQI, dedup and line protocol, no database — for the default thread count and for one
-#     thread. Prints the process's wall time (best and median of BENCH_RUNS runs, with process
-#     start and exit), the poll's own time as the ingestor logs it, records/s for both, and the
-#     peak RSS (from /usr/bin/time).
+#     DAQI, dedup and line protocol, no database — parsing in order (the default, one thread)
+#     and on two threads, run in turn. Prints the process's wall time (best and median of
+#     BENCH_RUNS runs, with process start and exit), the poll's own time as the ingestor logs
+#     it, records/s for both, and the peak RSS (from /usr/bin/time).
 #  2. into InfluxDB: one poll of the 15k snapshot (about the size of the real network) into a
 #     real InfluxDB, points counted afterwards; then the ingestor as a service (side port on)
 #     polling the 15k file, with its peak RSS once the poll is done: the "running ingestor" figure.
 #
-#   BENCH_SIZES (default "15000 150000 1500000")   BENCH_RUNS (3)
+#   BENCH_SIZES (default "15000 50000 150000 1500000")   BENCH_RUNS (3)   CARGO_TARGET_DIR
 #   AQI_BENCH_DIR (snapshot cache, default ~/.cache/iot-operator/aqi-bench)
 #   AQI_GEN (generator, default ../shared/tools/gen_snapshot.py next to this repository)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/influxd.sh
 . scripts/lib/influxd.sh
-SIZES=${BENCH_SIZES:-15000 150000 1500000}
+SIZES=${BENCH_SIZES:-15000 50000 150000 1500000}
 RUNS=${BENCH_RUNS:-3}
 CACHE=${AQI_BENCH_DIR:-$HOME/.cache/iot-operator/aqi-bench}
 GEN=${AQI_GEN:-$PWD/../shared/tools/gen_snapshot.py}
@@ -36,7 +36,7 @@ for n in $SIZES; do
 done
 
 cargo build -q --release -p aqi-ingestor
-BIN=$PWD/target/release/aqi-ingestor
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/aqi-ingestor
 RUN=$(mktemp -d /tmp/iot-bench-aqi.XXXXXX)
 daemon=""
 cleanup() {
@@ -86,7 +86,7 @@ say "processing (dry run to /dev/null), $RUNS runs each"
 for n in $SIZES; do
   for _ in $(seq 1 "$RUNS"); do
     measure "dry-run" "$n" --dry-run --source "$CACHE/snap_$n.json"
-    measure "dry-run/1-thread" "$n" --dry-run --threads 1 --source "$CACHE/snap_$n.json"
+    measure "dry-run/2-threads" "$n" --dry-run --threads 2 --source "$CACHE/snap_$n.json"
   done
 done
 report

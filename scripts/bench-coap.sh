@@ -14,6 +14,8 @@
 # operator's default spec sets); fixed20 = --batch-linger-ms 20 --batch-fixed-linger, the fixed
 # linger the server had before adaptive batching; lLkK = --batch-linger-ms L --batch-in-flight K.
 set -euo pipefail
+# shellcheck source=lib/doc-table.sh
+. "$(dirname "$0")/lib/doc-table.sh"
 cd "$(dirname "$0")/.."
 [ -x /usr/bin/time ] || { echo "bench-coap needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
 # shellcheck source=lib/influxd.sh
@@ -121,15 +123,5 @@ table=$(
   echo "Peak RSS of coap-server: $rss_note."
 )
 echo "$table"
-if [ -n "$DOC" ] && grep -q '<!-- bench-coap:begin -->' "$DOC"; then
-  python3 - "$DOC" "$table" <<'PY'
-import sys, re
-path, table = sys.argv[1], sys.argv[2]
-doc = open(path).read()
-doc = re.sub(r"(<!-- bench-coap:begin -->\n).*?(<!-- bench-coap:end -->)",
-             lambda m: m.group(1) + table + "\n" + m.group(2), doc, flags=re.S)
-open(path, "w").write(doc)
-PY
-  say "table written to $DOC"
-fi
+write_doc_table "$DOC" bench-coap "$table"
 exit "$failed"

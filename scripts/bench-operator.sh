@@ -13,6 +13,8 @@
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)  BENCH_KEEP (1: keep the run directory)
 #   OPERATOR_BIN (an operator binary to use instead of building the release one)
 set -euo pipefail
+# shellcheck source=lib/doc-table.sh
+. "$(dirname "$0")/lib/doc-table.sh"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 say() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -162,15 +164,5 @@ table=$(
   printf '%s\n' "${rows[@]}"
 )
 echo "$table"
-if [ -n "$DOC" ] && grep -q '<!-- bench-operator:begin -->' "$DOC"; then
-  python3 - "$DOC" "$table" <<'PY'
-import sys, re
-path, table = sys.argv[1], sys.argv[2]
-doc = open(path).read()
-doc = re.sub(r"(<!-- bench-operator:begin -->\n).*?(<!-- bench-operator:end -->)",
-             lambda m: m.group(1) + table + "\n" + m.group(2), doc, flags=re.S)
-open(path, "w").write(doc)
-PY
-  say "table written to $DOC"
-fi
+write_doc_table "$DOC" bench-operator "$table"
 exit "$failed"

@@ -14,9 +14,9 @@ RUN=$PWD/.run/local
 mkdir -p "$RUN"
 say() { printf '[run] %s\n' "$*" >&2; }
 
-say "building release binaries"
+say "building release binaries (the first time takes minutes)"
 cargo build -q --release -p coap-server -p sensor-sim -p aqi-ingestor
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 pids=()
 cleanup() {

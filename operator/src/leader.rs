@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -31,12 +29,10 @@ pub enum Ended {
 }
 
 pub fn random_identity() -> String {
-    let suffix: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(12)
-        .map(char::from)
-        .collect();
-    format!("iot-operator-{}", suffix.to_lowercase())
+    format!(
+        "iot-operator-{}",
+        iot_common::random::alphanumeric(12).to_lowercase()
+    )
 }
 
 /// Waits for the lease (or `stop`), then runs `work` until `stop` or a lost lease; the future

@@ -3,18 +3,18 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgAction, Parser, Subcommand};
+use iot_common::http::{self, Readiness};
+use iot_common::logging::{self, LogArgs};
+use iot_common::runtime::{self, Threads};
+use iot_common::shutdown::Shutdown;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 
-use iot_operator::controller::{self, Context};
-use iot_operator::http::{self, HttpState};
+use iot_operator::controller::{self, Context, WatchScope};
 use iot_operator::metrics::Metrics;
-use iot_operator::telemetry::{self, LogFormat};
 use iot_operator::{crd, leader};
 
 #[derive(Parser, Debug)]
@@ -38,15 +38,14 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (all namespaces when unset).
+    /// Watch only this namespace (all namespaces when unset or empty).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// Take a Lease before reconciling, so several replicas never act at once.
     #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
     leader_election: bool,
@@ -75,24 +74,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            telemetry::init(args.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot start the async runtime");
-                    return ExitCode::FAILURE;
+            logging::init(&args.log);
+            runtime::run(Threads::PerCore, async {
+                match run(args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        tracing::error!(error = %err, "operator stopped");
+                        ExitCode::FAILURE
+                    }
                 }
-            };
-            match runtime.block_on(run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    tracing::error!(error = %err, "operator stopped");
-                    ExitCode::FAILURE
-                }
-            }
+            })
         }
     }
 }
@@ -101,69 +92,30 @@ fn main() -> ExitCode {
 enum RunError {
     #[error("cannot connect to the API server: {0}")]
     Client(#[from] kube::Error),
-    #[error("health server: {0}")]
-    Http(#[from] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] http::BindError),
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("lost the leader lease; exiting so a fresh process can rejoin as a follower")]
     LostLease,
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn termination_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let ready = Arc::new(AtomicBool::new(false));
+    // Ready once the API server has answered; followers are ready too (they are healthy
+    // stand-bys), so a rollout of two replicas never waits for a lease.
+    let ready = Readiness::default();
 
     // One shutdown flag fans out to the HTTP server, the lease and the controller.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    tokio::spawn({
-        let stop_tx = stop_tx.clone();
-        async move {
-            termination_signal().await;
-            tracing::info!("termination requested; shutting down gracefully");
-            let _ = stop_tx.send(true);
-        }
-    });
-
-    let http = tokio::spawn(http::serve(
-        args.http_addr,
-        HttpState {
-            registry: Arc::new(registry),
-            ready: ready.clone(),
-        },
-        stopped(stop_rx.clone()),
-    ));
+    let shutdown = Shutdown::on_signal();
+    let side_port = http::spawn(args.http_addr, registry, ready.clone(), shutdown.wait()).await?;
 
     let client = Client::try_default().await?;
     let version = client.apiserver_version().await?;
-    tracing::info!(version = %version.git_version, namespace = ?args.namespace, "connected to the API server");
-    ready.store(true, Ordering::Relaxed);
+    let scope = WatchScope::from_setting(args.namespace.as_deref());
+    tracing::info!(version = %version.git_version, watching = %scope, "connected to the API server");
+    ready.set(true);
 
     let identity = args
         .identity
@@ -182,24 +134,17 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
             &args.lease_name,
             &identity,
             &metrics,
-            stop_rx.clone(),
-            |lost| controller::run(ctx.clone(), args.namespace.clone(), lost),
+            shutdown.receiver(),
+            |lost| controller::run(ctx.clone(), scope.clone(), lost),
         )
         .await
     } else {
         metrics.leader.set(1);
-        controller::run(
-            ctx.clone(),
-            args.namespace.clone(),
-            stopped(stop_rx.clone()),
-        )
-        .await;
+        controller::run(ctx.clone(), scope.clone(), shutdown.wait()).await;
         Ok(leader::Ended::Stopped)
     };
-    let _ = stop_tx.send(true);
-    if let Ok(Err(err)) = http.await {
-        tracing::warn!(error = %err, "health server ended with an error");
-    }
+    shutdown.trigger();
+    side_port.join().await;
     match outcome? {
         leader::Ended::Stopped => Ok(()),
         leader::Ended::LostLease => Err(RunError::LostLease),

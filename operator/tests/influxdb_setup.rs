@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use iot_operator::controller::build::influxdb::SETUP_SCRIPT;
-use iot_operator::controller::{build, validate};
+use iot_operator::controller::desired::influxdb::SETUP_SCRIPT;
+use iot_operator::controller::{desired, validate};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::bins::workspace_bin;
-use iot_testkit::influx::{InfluxServer, free_port};
+use iot_testkit::influx::InfluxServer;
+use iot_testkit::ports::free_port;
 use k8s_openapi::api::core::v1::Container;
 
 const ADMIN: (&str, &str) = ("admin", "admin-pw");
@@ -239,7 +240,7 @@ fn process_env(
     env.into_iter().collect()
 }
 
-fn container<'a>(objects: &'a build::DesiredObjects, name: &str) -> &'a Container {
+fn container<'a>(objects: &'a desired::DesiredObjects, name: &str) -> &'a Container {
     let deployment = objects
         .deployments
         .iter()
@@ -264,8 +265,8 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
     let mut monitor = IotMonitor::new("lab", Default::default());
     monitor.metadata.namespace = Some("iot".into());
     monitor.metadata.uid = Some("uid".into());
-    let model = validate::validate(&monitor).expect("spec: {} is valid");
-    let objects = build::build(&model);
+    let model = validate::validate(&monitor, &Default::default()).expect("spec: {} is valid");
+    let objects = desired::build(&model);
     let secrets = BTreeMap::from([
         ("influxdb-writer-username", "iot_writer"),
         ("influxdb-writer-password", "writer-pw"),

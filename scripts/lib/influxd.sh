@@ -10,23 +10,8 @@ start_influxd() {
   local dir=$1 http rpc
   http=$(free_port); rpc=$(free_port)
   mkdir -p "$dir"
-  cat > "$dir/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$rpc"
-[meta]
-  dir = "$dir/meta"
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$http"
-  log-enabled = false
-[logging]
-  level = "warn"
-CONF
+  sed -e "s|@DIR@|$dir|g" -e "s|@RPC_PORT@|$rpc|" -e "s|@HTTP_PORT@|$http|" -e "s|@AUTH@|false|" \
+    "$(dirname "${BASH_SOURCE[0]}")/../../tests/testkit/influxdb.conf" >"$dir/influxdb.conf"
   influxd -config "$dir/influxdb.conf" >"$dir/influxd.log" 2>&1 &
   INFLUX_PID=$!
   INFLUX_URL="http://127.0.0.1:$http"

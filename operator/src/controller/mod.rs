@@ -1,15 +1,23 @@
-//! The reconcile pipeline: `validate (pure) → build (pure) → apply (client) → status`.
+//! The reconcile pipeline, driven from here and implemented in one module per step:
+//! `dereference (client) → validate (pure) → desired (pure) → apply (client) → status (pure
+//! compute, client patch)`.
 //!
 //! Children are garbage-collected through owner references, so deletion needs no finalizer;
 //! the data volume and its credentials carry no owner reference unless the spec asks for it.
 
 pub mod apply;
-pub mod build;
+pub mod context;
+pub mod dereference;
+pub mod desired;
+pub mod events;
+pub mod hash;
+#[cfg(test)]
+mod mock_api;
+pub mod scope;
 pub mod status;
 pub mod validate;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,60 +26,52 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Resource, ResourceExt};
 
-use self::apply::{Applier, FIELD_MANAGER, WriteMemo};
-use self::build::labels::{INSTANCE, MANAGED_BY, MANAGER};
-use self::validate::{InfluxMode, Monitor};
-use crate::crd::{IotMonitor, IotMonitorStatus};
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use self::apply::{Applier, ApplyError};
+pub use self::context::{Context, backoff};
+use self::dereference::DereferenceError;
+use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
+pub use self::scope::WatchScope;
+use self::status::{StatusError, patch_status};
+use self::validate::InvalidSpec;
+use crate::crd::IotMonitor;
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
 /// (the user's external credentials Secret).
 const RESYNC: Duration = Duration::from_secs(300);
-/// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
-const BASE_BACKOFF: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-pub struct Context {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    pub reporter: Reporter,
-    memo: WriteMemo,
-    /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+/// A failed reconcile: the error of the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Dereference(#[from] DereferenceError),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(#[from] InvalidSpec),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
 }
 
-impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, reporter: Reporter) -> Self {
-        Self {
-            client,
-            metrics,
-            reporter,
-            memo: WriteMemo::default(),
-            failures: Mutex::new(HashMap::new()),
+impl ReconcileError {
+    /// CamelCase, fixed set: safe as a metric label, an Event reason and a condition reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Dereference(e) => e.category(),
+            Self::InvalidSpec(e) => e.category(),
+            Self::Apply(e) => e.category(),
+            Self::Status(e) => e.category(),
         }
     }
 
-    fn failure_count(&self, key: &str, bump: bool) -> u32 {
-        let Ok(mut failures) = self.failures.lock() else {
-            return 1;
-        };
-        if bump {
-            let n = failures.entry(key.to_owned()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        } else {
-            failures.remove(key);
-            0
-        }
+    /// Errors a retry cannot fix: the user must change something first.
+    pub fn needs_user_action(&self) -> bool {
+        matches!(self, Self::InvalidSpec(_))
     }
 }
 
@@ -83,18 +83,8 @@ fn key(monitor: &IotMonitor) -> String {
     )
 }
 
-/// Exponential backoff: 5 s, 10 s, 20 s … capped at 5 minutes. Errors only the user can fix
-/// wait for a change of the IotMonitor (or the periodic resync).
-pub fn backoff(failures: u32, needs_user_action: bool) -> Duration {
-    if needs_user_action {
-        return MAX_BACKOFF;
-    }
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    BASE_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
-}
-
-fn error_policy(monitor: Arc<IotMonitor>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failure_count(&key(&monitor), true);
+fn error_policy(monitor: Arc<IotMonitor>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let failures = ctx.failed(&key(&monitor));
     let delay = backoff(failures, error.needs_user_action());
     tracing::warn!(
         monitor = %key(&monitor),
@@ -107,13 +97,13 @@ fn error_policy(monitor: Arc<IotMonitor>, error: &Error, ctx: Arc<Context>) -> A
     Action::requeue(delay)
 }
 
-async fn reconcile(monitor: Arc<IotMonitor>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(monitor: Arc<IotMonitor>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let _timer = ctx.metrics.start_reconcile();
     let result = reconcile_monitor(&monitor, &ctx).await;
     match &result {
         Ok(_) => {
             ctx.metrics.record_success();
-            ctx.failure_count(&key(&monitor), false);
+            ctx.succeeded(&key(&monitor));
         }
         Err(err) => {
             ctx.metrics.record_error(err.category());
@@ -127,103 +117,42 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-async fn reconcile_monitor(monitor: &IotMonitor, ctx: &Context) -> Result<Action> {
+/// One pass of the pipeline over one IotMonitor.
+pub async fn reconcile_monitor(
+    monitor: &IotMonitor,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     if monitor.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the owned children.
         return Ok(Action::await_change());
     }
-    let model = validate::validate(monitor)?;
+    let refs = dereference::dereference(&ctx.client, monitor).await?;
+    let model = validate::validate(monitor, &refs)?;
     let generation = monitor.metadata.generation;
     if model.paused {
         let status = status::paused(monitor.status.as_ref(), generation, now());
-        patch_status(monitor, ctx, &status).await?;
+        patch_status(&ctx.client, &ctx.metrics, monitor, &status).await?;
         return Ok(Action::await_change());
     }
-    if model.influx.mode == InfluxMode::External {
-        check_external_credentials(&model, ctx).await?;
-    }
 
-    let desired = build::build(&model);
-    let owner_uid = model.owner.uid.clone();
-    let applier = Applier::new(
-        ctx.client.clone(),
-        &model.namespace,
-        &model.names.instance,
-        &owner_uid,
-        &ctx.metrics,
-        &ctx.memo,
-    );
+    let desired = desired::build(&model);
+    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo);
     let applied = applier.apply_all(desired).await?;
 
     let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now());
-    patch_status(monitor, ctx, &status).await?;
+    patch_status(&ctx.client, &ctx.metrics, monitor, &status).await?;
     if applied.writes > 0 {
         let mut note = format!("made {} change(s) to the stack", applied.writes);
         if !applied.deleted.is_empty() {
             note.push_str(&format!(", deleting {}", applied.deleted.join(", ")));
         }
-        publish(monitor, ctx, EventType::Normal, "Reconciled", note).await;
+        events::publish(ctx, monitor, EventType::Normal, "Reconciled", note).await;
     }
     Ok(Action::requeue(RESYNC))
 }
 
-/// The external credentials Secret must exist with both keys, or every pod would fail to
-/// start with an error far from its cause.
-async fn check_external_credentials(model: &Monitor, ctx: &Context) -> Result<()> {
-    let creds = &model.influx.writer;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &model.namespace);
-    let secret = api
-        .get_opt(&creds.secret)
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("Secret {}", creds.secret),
-            source,
-        })?;
-    let missing = |problem: String| Error::MissingCredentials {
-        name: creds.secret.clone(),
-        problem,
-    };
-    let secret = secret.ok_or_else(|| {
-        missing("does not exist; create it or fix spec.influxdb.external.credentialsSecret".into())
-    })?;
-    let data = secret.data.unwrap_or_default();
-    for key in [&creds.username_key, &creds.password_key] {
-        if !data.contains_key(key) {
-            return Err(missing(format!("has no key {key:?}")));
-        }
-    }
-    Ok(())
-}
-
-/// Writes the status only when it changed: an idle reconcile writes nothing.
-async fn patch_status(
-    monitor: &IotMonitor,
-    ctx: &Context,
-    status: &IotMonitorStatus,
-) -> Result<()> {
-    if monitor.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<IotMonitor> =
-        Api::namespaced(ctx.client.clone(), &monitor.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": IotMonitor::api_version(&()),
-        "kind": IotMonitor::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &monitor.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
-    ctx.metrics.record_write("IotMonitor", "status");
-    Ok(())
-}
-
 /// Best effort: a failure to report a failure is logged, not escalated.
-async fn report_failure(monitor: &IotMonitor, ctx: &Context, err: &Error) {
+async fn report_failure(monitor: &IotMonitor, ctx: &Context, err: &ReconcileError) {
     let status = status::failed(
         monitor.status.as_ref(),
         monitor.metadata.generation,
@@ -231,48 +160,17 @@ async fn report_failure(monitor: &IotMonitor, ctx: &Context, err: &Error) {
         err.to_string(),
         now(),
     );
-    if let Err(status_err) = patch_status(monitor, ctx, &status).await {
+    if let Err(status_err) = patch_status(&ctx.client, &ctx.metrics, monitor, &status).await {
         tracing::warn!(error = %status_err, "cannot record the failure in the status");
     }
-    publish(
-        monitor,
+    events::publish(
         ctx,
+        monitor,
         EventType::Warning,
         err.category(),
         err.to_string(),
     )
     .await;
-}
-
-async fn publish(
-    monitor: &IotMonitor,
-    ctx: &Context,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    match recorder.publish(&event, &monitor.object_ref(&())).await {
-        Ok(()) => ctx.metrics.record_write("Event", "create"),
-        Err(err) => tracing::warn!(error = %err, "cannot publish an Event"),
-    }
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// The IotMonitor a labelled child belongs to (for children without an owner reference).
@@ -282,35 +180,34 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     Some(ObjectRef::new(&instance).within(&namespace))
 }
 
-/// Runs the controller until `shutdown` resolves. `namespace` limits every watch (and so the
-/// RBAC the operator needs) to one namespace.
+/// Runs the controller until `shutdown` resolves. `scope` limits every watch (and so the RBAC
+/// the operator needs) to one namespace, or not.
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<String>,
+    scope: WatchScope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = &ctx.client;
-    let ns = namespace.as_deref();
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    Controller::new(scoped::<IotMonitor>(client, ns), watcher::Config::default())
-        .owns(scoped::<Deployment>(client, ns), children.clone())
-        .owns(scoped::<StatefulSet>(client, ns), children.clone())
-        .owns(scoped::<Service>(client, ns), children.clone())
-        .owns(scoped::<ConfigMap>(client, ns), children.clone())
+    Controller::new(scope.api::<IotMonitor>(client), watcher::Config::default())
+        .owns(scope.api::<Deployment>(client), children.clone())
+        .owns(scope.api::<StatefulSet>(client), children.clone())
+        .owns(scope.api::<Service>(client), children.clone())
+        .owns(scope.api::<ConfigMap>(client), children.clone())
         .owns(
-            scoped::<HorizontalPodAutoscaler>(client, ns),
+            scope.api::<HorizontalPodAutoscaler>(client),
             children.clone(),
         )
-        .owns(scoped::<NetworkPolicy>(client, ns), children.clone())
+        .owns(scope.api::<NetworkPolicy>(client), children.clone())
         // The Secret and the claim may have no owner reference (they outlive the monitor).
         .watches(
-            scoped::<Secret>(client, ns),
+            scope.api::<Secret>(client),
             children.clone(),
             owner_by_label,
         )
         .watches(
-            scoped::<PersistentVolumeClaim>(client, ns),
+            scope.api::<PersistentVolumeClaim>(client),
             children,
             owner_by_label,
         )
@@ -324,22 +221,4 @@ pub async fn run(
             }
         })
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let secs = |n| backoff(n, false).as_secs();
-        assert_eq!([secs(1), secs(2), secs(3), secs(4)], [5, 10, 20, 40]);
-        assert_eq!(secs(10), 300);
-        assert_eq!(secs(u32::MAX), 300);
-    }
-
-    #[test]
-    fn errors_only_the_user_can_fix_wait_longest() {
-        assert_eq!(backoff(1, true), MAX_BACKOFF);
-    }
 }

@@ -8,10 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use iot_testkit::bins::workspace_bin;
-use iot_testkit::influx::{InfluxServer, free_port, free_udp_port};
+use iot_testkit::influx::InfluxServer;
+use iot_testkit::ports::{free_tcp_addr, free_udp_addr};
+use iot_testkit::process::Service;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -52,18 +54,19 @@ impl Macros {
 
 async fn write_workload_data(influx: &InfluxServer) {
     // DHT readings through the real CoAP path.
-    let coap = std::net::SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let mut server = Command::new(workspace_bin("coap-server"))
-        .args(["--bind", &coap.to_string()])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--influx-url", &influx.url()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut coap = free_udp_addr();
+    let server = Service::start("coap-server", "/readyz", |http| {
+        coap = free_udp_addr();
+        let mut c = Command::new(workspace_bin("coap-server"));
+        c.args(["--bind", &coap.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(["--influx-url", &influx.url()]);
+        c
+    })
+    .await;
     let sim = Command::new(workspace_bin("sensor-sim"))
         .args(["--server", &coap.to_string()])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &free_tcp_addr().to_string()])
         .args([
             "--sensors",
             "4",
@@ -76,8 +79,7 @@ async fn write_workload_data(influx: &InfluxServer) {
         .env("RUST_LOG", "warn")
         .status()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(sim.success());
     assert_eq!(influx.count("dht", "temperature", "value").await, 40);
 
@@ -87,7 +89,7 @@ async fn write_workload_data(influx: &InfluxServer) {
     let aqi = Command::new(workspace_bin("aqi-ingestor"))
         .args(["--once", "--source", fixture.to_str().unwrap()])
         .args(["--influx-url", &influx.url()])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &free_tcp_addr().to_string()])
         .env("RUST_LOG", "warn")
         .status()
         .unwrap();

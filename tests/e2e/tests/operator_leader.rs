@@ -8,16 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use iot_operator::controller::{self, Context};
+use iot_operator::controller::{self, WatchScope};
 use iot_operator::crd::IotMonitor;
 use iot_operator::leader::{self, Ended};
-use iot_operator::metrics::Metrics;
 use iot_testkit::cluster::{Cluster, default_timeout, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::Reporter;
-use operator_support::{first_container_env, install_crd, wait_ready};
-use prometheus_client::registry::Registry;
+use operator_support::{MINIMAL, context, setup, wait_env, wait_ready};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -44,13 +41,7 @@ fn replica(
     let namespace = namespace.to_owned();
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        let reporter = Reporter {
-            controller: "iot-operator-e2e".into(),
-            instance: Some(identity.into()),
-        };
-        let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), reporter));
+        let (ctx, metrics, _registry) = context(client.clone(), Some(identity));
         let ns = namespace.clone();
         leader::run_as_leader(
             client,
@@ -65,7 +56,7 @@ fn replica(
                 if let Ok(mut by) = acting.by.lock() {
                     by.push(identity);
                 }
-                controller::run(ctx, Some(ns), trigger).await;
+                controller::run(ctx, WatchScope::Namespace(ns), trigger).await;
                 acting.now.fetch_sub(1, Ordering::SeqCst);
             },
         )
@@ -76,9 +67,7 @@ fn replica(
 
 #[tokio::test]
 async fn two_replicas_never_both_act_and_the_second_takes_over() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster.namespace("operator-leader").await?;
+    let (cluster, ns) = setup("operator-leader").await?;
     let acting = Arc::new(Acting::default());
 
     let a = replica(&cluster, ns.name(), "replica-a", acting.clone());
@@ -91,9 +80,7 @@ async fn two_replicas_never_both_act_and_the_second_takes_over() -> Result<()> {
     .await?;
     let b = replica(&cluster, ns.name(), "replica-b", acting.clone());
 
-    cluster
-        .apply_yaml(Some(ns.name()), "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: lab}\nspec: {}\n")
-        .await?;
+    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
     let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
     wait_ready(&monitors, "lab").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -124,21 +111,7 @@ async fn two_replicas_never_both_act_and_the_second_takes_over() -> Result<()> {
         .patch("lab", &PatchParams::default(), &Patch::Merge(&change))
         .await?;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), ns.name());
-    wait_for(
-        "replica-b to apply the change",
-        default_timeout(),
-        || async {
-            let d = deployments
-                .get("lab-coap-server")
-                .await
-                .map_err(|e| e.to_string())?;
-            match first_container_env(&d, "BATCH_SIZE") {
-                Some(v) if v == "42" => Ok(()),
-                other => Err(format!("BATCH_SIZE={other:?}")),
-            }
-        },
-    )
-    .await?;
+    wait_env(&deployments, "lab-coap-server", "BATCH_SIZE", "42").await?;
     ensure!(
         acting.max.load(Ordering::SeqCst) == 1,
         "both replicas acted at once"

@@ -5,31 +5,22 @@ mod operator_support;
 
 use anyhow::{Result, ensure};
 use iot_operator::crd::IotMonitor;
-use iot_testkit::cluster::Cluster;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
-use operator_support::{Operator, install_crd, wait_ready};
+use operator_support::{MINIMAL, Operator, setup_with_labels, wait_ready};
 
 #[tokio::test]
 async fn every_pod_is_admitted_under_the_restricted_standard() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster
-        .namespace_with_labels(
-            "operator-restricted",
-            &[
-                ("pod-security.kubernetes.io/enforce", "restricted"),
-                ("pod-security.kubernetes.io/enforce-version", "latest"),
-            ],
-        )
-        .await?;
+    let (cluster, ns) = setup_with_labels(
+        "operator-restricted",
+        &[
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ],
+    )
+    .await?;
     let operator = Operator::start(cluster.client(), ns.name());
-    cluster
-        .apply_yaml(
-            Some(ns.name()),
-            "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: lab}\nspec: {}\n",
-        )
-        .await?;
+    cluster.apply_yaml(Some(ns.name()), MINIMAL).await?;
     let monitors: Api<IotMonitor> = Api::namespaced(cluster.client(), ns.name());
     // Ready needs every component's pods, so Ready means every pod was admitted.
     wait_ready(&monitors, "lab").await?;

@@ -4,8 +4,8 @@
 mod operator_support;
 
 use anyhow::{Result, bail};
-use iot_testkit::cluster::{Cluster, ClusterError};
-use operator_support::install_crd;
+use iot_testkit::cluster::ClusterError;
+use operator_support::setup;
 
 /// (spec, a fragment of the message the API server must answer with)
 const INVALID: &[(&str, &str)] = &[
@@ -84,9 +84,7 @@ const INVALID: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn invalid_monitors_are_rejected_with_a_message_that_says_what_to_fix() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster.namespace("operator-validation").await?;
+    let (cluster, ns) = setup("operator-validation").await?;
     let mut failures = Vec::new();
     for (i, (spec, expected)) in INVALID.iter().enumerate() {
         let yaml = format!(
@@ -128,9 +126,7 @@ async fn invalid_monitors_are_rejected_with_a_message_that_says_what_to_fix() ->
 
 #[tokio::test]
 async fn a_partly_written_nested_field_keeps_the_defaults_of_the_rest() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster.namespace("operator-partial").await?;
+    let (cluster, ns) = setup("operator-partial").await?;
     let applied = cluster
         .apply_yaml(
             Some(ns.name()),

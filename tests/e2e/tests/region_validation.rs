@@ -5,8 +5,8 @@
 mod operator_support;
 
 use anyhow::{Result, bail, ensure};
-use iot_testkit::cluster::{Cluster, ClusterError};
-use operator_support::install_crd;
+use iot_testkit::cluster::ClusterError;
+use operator_support::setup;
 
 fn monitor(name: &str, region: &str) -> String {
     format!(
@@ -17,9 +17,7 @@ fn monitor(name: &str, region: &str) -> String {
 
 #[tokio::test]
 async fn each_form_of_region_is_accepted_as_written() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster.namespace("region-valid").await?;
+    let (cluster, ns) = setup("region-valid").await?;
     for (name, region, field, want) in [
         (
             "countries",
@@ -104,9 +102,7 @@ const INVALID: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn bad_regions_are_rejected_with_a_message_that_says_what_to_fix() -> Result<()> {
-    let cluster = Cluster::connect().await?;
-    install_crd(&cluster).await?;
-    let ns = cluster.namespace("region-invalid").await?;
+    let (cluster, ns) = setup("region-invalid").await?;
     let mut failures = Vec::new();
     for (i, (region, expected)) in INVALID.iter().enumerate() {
         match cluster

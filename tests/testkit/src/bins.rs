@@ -22,6 +22,24 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "-p", name, "--bin", name]);
+        // Cargo gives the test process the variables of the crate under test. Build scripts
+        // track some of them (ring's reruns on CARGO_MANIFEST_DIR), so passing them on would
+        // make every test run rebuild half the workspace, and the next plain build again.
+        for (var, _) in std::env::vars_os() {
+            let var = var.to_string_lossy();
+            if var.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&var.as_ref())
+            {
+                cmd.env_remove(var.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
@@ -30,6 +30,8 @@ use kube::discovery::{self, Scope};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 use serde::Deserialize as _;
+
+use crate::wait::{self, TimedOut};
 
 /// The field manager of everything the test kit applies.
 pub const FIELD_MANAGER: &str = "iot-testkit";
@@ -314,42 +316,27 @@ impl Drop for TestNamespace {
     }
 }
 
-/// How long tests wait for the cluster to converge: `IOT_TEST_TIMEOUT_SECS`, default 120 s (generous,
-/// because the control plane, the test binaries and the compiler share 2 cores in CI).
-pub fn default_timeout() -> Duration {
-    let secs = std::env::var("IOT_TEST_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    Duration::from_secs(secs)
+pub use crate::wait::default_timeout;
+
+impl From<TimedOut> for ClusterError {
+    fn from(e: TimedOut) -> Self {
+        ClusterError::Timeout {
+            what: e.what,
+            secs: e.secs,
+            last: e.last,
+        }
+    }
 }
 
-/// Polls `check` every 250 ms until it returns `Ok`, for at most `timeout`. `Err(text)` means "not
-/// yet" and says what was seen, which becomes part of the timeout error.
-pub async fn wait_for<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) -> Result<T, ClusterError>
+/// Polls `check` every 250 ms until it returns `Ok`, for at most `timeout` ([`wait::until`]
+/// with the cluster's error type). `Err(text)` means "not yet" and says what was seen, which
+/// becomes part of the timeout error.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let start = Instant::now();
-    loop {
-        let last = match check().await {
-            Ok(value) => return Ok(value),
-            Err(last) => last,
-        };
-        if start.elapsed() >= timeout {
-            return Err(ClusterError::Timeout {
-                what: what.to_string(),
-                secs: timeout.as_secs(),
-                last,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    Ok(wait::until_every(what, timeout, Duration::from_millis(250), check).await?)
 }
 
 /// Waits (with a watch, via kube-runtime's `await_condition`) until the named object satisfies

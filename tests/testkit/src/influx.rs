@@ -2,12 +2,13 @@
 //! temporary directory. Stopped when dropped. `stop` and `start_again` keep the data and the port,
 //! for outage tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::ports::free_port;
 
 pub struct InfluxServer {
     dir: tempfile::TempDir,
@@ -15,22 +16,6 @@ pub struct InfluxServer {
     child: Option<Child>,
     auth: Option<(String, String)>,
     http: reqwest::Client,
-}
-
-/// A free TCP port on 127.0.0.1 (the listener is closed again, so a race is possible but rare).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
-
-/// A free UDP port on 127.0.0.1 (same caveat as [`free_port`]).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("no free UDP port on 127.0.0.1")
 }
 
 fn influxd() -> PathBuf {
@@ -90,32 +75,11 @@ impl InfluxServer {
 
     fn write_config(&self) {
         let d = self.dir.path();
-        let rpc_port = free_port();
-        let auth = self.auth.is_some();
-        let conf = format!(
-            r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{meta}"
-[data]
-  dir = "{data}"
-  wal-dir = "{wal}"
-  query-log-enabled = false
-  wal-fsync-delay = "0s"
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:{http}"
-  auth-enabled = {auth}
-  log-enabled = false
-[logging]
-  level = "warn"
-"#,
-            meta = d.join("meta").display(),
-            data = d.join("data").display(),
-            wal = d.join("wal").display(),
-            http = self.http_port,
-        );
+        let conf = include_str!("../influxdb.conf")
+            .replace("@DIR@", &d.display().to_string())
+            .replace("@RPC_PORT@", &free_port().to_string())
+            .replace("@HTTP_PORT@", &self.http_port.to_string())
+            .replace("@AUTH@", &self.auth.is_some().to_string());
         std::fs::write(d.join("influxdb.conf"), conf).expect("write influxdb.conf");
     }
 

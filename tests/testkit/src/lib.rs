@@ -1,6 +1,12 @@
-//! Test fixtures shared by the workspace's integration tests: a throw-away InfluxDB and the
-//! local Kubernetes control plane.
+//! Test fixtures shared by the workspace's integration tests: the workspace's binaries as
+//! processes and services ([`process`], [`bins`]), a raw CoAP client ([`coap`]), waiting
+//! ([`wait`]), free ports ([`ports`]), a throw-away InfluxDB ([`influx`]) and the local
+//! Kubernetes control plane ([`cluster`]).
 
 pub mod bins;
 pub mod cluster;
+pub mod coap;
 pub mod influx;
+pub mod ports;
+pub mod process;
+pub mod wait;

@@ -1,12 +1,10 @@
 //! Wiring: side port, start-up against InfluxDB, and the poll loop until shutdown.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iot_common::http::Readiness;
-use iot_common::{InfluxClient, RetryPolicy, WriteError};
+use iot_common::http::{self, Readiness};
+use iot_common::{InfluxClient, RetryPolicy, Shutdown, WriteError};
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::cli::Cli;
@@ -33,12 +31,8 @@ pub enum AppError {
     Client(#[from] iot_common::influx::HttpError),
     #[error(transparent)]
     Fetcher(#[from] FetchError),
-    #[error("cannot bind HTTP {addr}: {source}")]
-    BindHttp {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    BindHttp(#[from] http::BindError),
     #[error("InfluxDB is not usable: {0}")]
     Startup(#[source] WriteError),
     #[error("the poll ended {}", .0.as_str())]
@@ -47,26 +41,6 @@ pub enum AppError {
     MeansFailed,
     #[error("{0}")]
     Sources(String),
-}
-
-/// A shutdown flag any task can wait on.
-#[derive(Clone)]
-struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    fn on_signal() -> Self {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            iot_common::telemetry::shutdown_signal().await;
-            let _ = tx.send(true);
-        });
-        Shutdown(rx)
-    }
-
-    async fn wait(mut self) {
-        // An error means the sender is gone, which only happens after it sent.
-        let _ = self.0.wait_for(|&stop| stop).await;
-    }
 }
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
@@ -82,24 +56,11 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         ));
     }
 
-    let server = if cli.once {
+    let once = cli.runs_once();
+    let side_port = if once {
         None
     } else {
-        let listener = iot_common::http::bind(cli.http_addr)
-            .await
-            .map_err(|source| AppError::BindHttp {
-                addr: cli.http_addr,
-                source,
-            })?;
-        let addr = listener.local_addr().unwrap_or(cli.http_addr);
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-        let stop = shutdown.clone();
-        Some(tokio::spawn(iot_common::http::serve(
-            listener,
-            Arc::new(registry),
-            readiness.clone(),
-            stop.wait(),
-        )))
+        Some(http::spawn(cli.http_addr, registry, readiness.clone(), shutdown.wait()).await?)
     };
 
     let client = if cli.dry_run {
@@ -160,7 +121,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     if let Some(client) = &client {
         tokio::select! {
             r = start_up(client, &cli, &mut service) => r?,
-            () = shutdown.clone().wait() => return Ok(()),
+            () = shutdown.wait() => return Ok(()),
         }
     }
     let show = |s: &Option<Source>| s.as_ref().map_or("none".to_string(), ToString::to_string);
@@ -179,18 +140,18 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let result = loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            () = shutdown.clone().wait() => break Ok(()),
+            () = shutdown.wait() => break Ok(()),
         }
         let report = tokio::select! {
             r = service.cycle() => r,
-            () = shutdown.clone().wait() => break Ok(()),
+            () = shutdown.wait() => break Ok(()),
         };
         metrics.record_cycle(&report, &service);
         for poll in &report.polls {
             log_report(poll);
         }
         log_means(&report, &service);
-        if cli.once {
+        if once {
             break match report.polls.iter().find(|p| !p.outcome.is_success()) {
                 Some(p) => Err(AppError::PollFailed(p.outcome)),
                 None if !report.is_success() => Err(AppError::MeansFailed),
@@ -198,12 +159,12 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             };
         }
     };
-    if let Some(server) = server {
+    if let Some(side_port) = side_port {
         if result.is_ok() {
             // The server stops with the same signal.
-            let _ = server.await;
+            side_port.join().await;
         } else {
-            server.abort();
+            side_port.abort();
         }
     }
     result
@@ -220,7 +181,7 @@ async fn start_up(client: &InfluxClient, cli: &Cli, service: &mut Service) -> Re
         match try_start_up(client, cli, service).await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                let give_up = cli.once
+                let give_up = cli.runs_once()
                     && (!e.is_retryable()
                         || attempt >= policy.max_attempts
                         || started.elapsed() >= policy.deadline);
@@ -332,41 +293,27 @@ fn log_report(r: &PollReport) {
         .filter(|&&s| r.stats.values.skipped(s) > 0)
         .map(|&s| format!("{}={}", s.as_str(), r.stats.values.skipped(s)))
         .collect();
+    let feed = r.feed.as_str();
     let outcome = r.outcome.as_str();
     let error = r
         .error
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
-    let feed = r.feed.as_str();
+    // One set of fields for both outcomes (tracing wants the level and message as constants).
+    macro_rules! poll_event {
+        ($level:ident, $message:literal, $($extra:tt)*) => {
+            tracing::$level!(
+                feed, outcome, records, written = r.written, rejected = r.rejected,
+                skipped_values = skipped, skipped = %reasons.join(","), bytes = r.bytes,
+                seconds = secs, $($extra)* $message
+            )
+        };
+    }
     if r.outcome.is_success() {
-        tracing::info!(
-            feed,
-            outcome,
-            records,
-            written = r.written,
-            rejected = r.rejected,
-            skipped_values = skipped,
-            skipped = %reasons.join(","),
-            bytes = r.bytes,
-            seconds = secs,
-            records_per_second = rate,
-            "poll done"
-        );
+        poll_event!(info, "poll done", records_per_second = rate,);
     } else {
-        tracing::warn!(
-            feed,
-            outcome,
-            error,
-            records,
-            written = r.written,
-            rejected = r.rejected,
-            skipped_values = skipped,
-            skipped = %reasons.join(","),
-            bytes = r.bytes,
-            seconds = secs,
-            "poll failed"
-        );
+        poll_event!(warn, "poll failed", error,);
     }
 }
 

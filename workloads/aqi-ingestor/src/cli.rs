@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser};
 use iot_common::InfluxArgs;
-use iot_common::telemetry::LogArgs;
+use iot_common::logging::LogArgs;
 
 use crate::fetch::Source;
 use crate::region::Region;
@@ -81,8 +81,8 @@ A reading is new when it is later than the newest reading of its sensor stored b
 (read back from InfluxDB at start-up), so restarts and repeated snapshots write nothing twice. \
 Polls are conditional (ETag / If-Modified-Since) and gzip-compressed: an unchanged snapshot is \
 neither downloaded nor processed.\n\n\
-Offline:  aqi-ingestor --source snapshot.json --dry-run --once   prints the line protocol it would \
-write, one line per reading, and needs no InfluxDB.",
+Offline:  aqi-ingestor --source snapshot.json --dry-run   prints the line protocol it would \
+write, one line per reading, and exits; it needs no InfluxDB.",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
 pub struct Cli {
@@ -145,14 +145,17 @@ pub struct Cli {
     #[arg(long, env = "AQI_MAX_CLOCK_SKEW_SECONDS", default_value_t = 3600)]
     pub max_clock_skew_seconds: u64,
 
-    /// Threads that parse and transform a snapshot; 0 means one per CPU this process may use
-    /// (a container's CPU limit counts), at most 8.
-    #[arg(long, env = "AQI_THREADS", default_value_t = 0,
+    /// Threads that parse and transform a snapshot. 1 parses it in order; more parse windows
+    /// of it side by side, which saves time only on snapshots of hundreds of thousands of
+    /// records (docs/benchmarks.md). 0 means one per CPU this process may use (a container's
+    /// CPU limit counts), at most 8.
+    #[arg(long, env = "AQI_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=64))]
     pub threads: u64,
 
     /// Print the line protocol that would be written to stdout instead of writing it; needs no
-    /// InfluxDB (and starts with no watermarks).
+    /// InfluxDB (and starts with no watermarks). With a file source it polls once and exits, as
+    /// `--once` does.
     #[arg(long, env = "AQI_DRY_RUN")]
     pub dry_run: bool,
 
@@ -169,6 +172,18 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Whether to poll once and exit: `--once`, or a dry run of a file (offline use, where
+    /// polling the same file again would only print nothing every few minutes).
+    pub fn runs_once(&self) -> bool {
+        let files_only = || {
+            let sources = [self.daily_source(), self.readings_source()];
+            sources
+                .iter()
+                .all(|s| matches!(s, Ok(None | Some(Source::File(_)))))
+        };
+        self.once || (self.dry_run && files_only())
+    }
+
     /// The 24-hour means source, if any.
     pub fn daily_source(&self) -> Result<Option<Source>, String> {
         match &self.source {
@@ -251,6 +266,7 @@ mod tests {
         assert!(cli.create_database);
         assert!(!cli.dry_run && !cli.once);
         assert_eq!(cli.region(), None);
+        assert_eq!(cli.threads(), 1, "parsing in order unless asked otherwise");
     }
 
     fn sources(args: &[&str]) -> (Option<Source>, Option<Source>) {
@@ -315,6 +331,34 @@ mod tests {
         assert!(two.is_err(), "one form of region at a time");
         let bad = Cli::try_parse_from(["aqi-ingestor", "--region-box", "60,0,50,1"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn a_dry_run_of_a_file_runs_once_and_of_a_url_keeps_polling() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("aqi-ingestor").chain(args.iter().copied()))
+                .expect("parses")
+        };
+        assert!(parse(&["--dry-run", "--source", "snapshot.json"]).runs_once());
+        assert!(!parse(&["--dry-run", "--source", "24h"]).runs_once());
+        assert!(!parse(&["--source", "snapshot.json"]).runs_once());
+        assert!(parse(&["--once"]).runs_once());
+        let five_min_file = [
+            "--dry-run",
+            "--source",
+            "none",
+            "--readings-source",
+            "a.json",
+        ];
+        assert!(parse(&five_min_file).runs_once());
+        let with_api = [
+            "--dry-run",
+            "--source",
+            "a.json",
+            "--readings-source",
+            "5min",
+        ];
+        assert!(!parse(&with_api).runs_once());
     }
 
     #[test]

@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use aqi_ingestor::app;
 use aqi_ingestor::cli::Cli;
 use clap::Parser;
-use iot_common::telemetry;
+use iot_common::logging;
+use iot_common::runtime::{self, Threads};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    logging::init(&cli.log);
     // One thread: a poll is a sequential stream (fetch → parse → write) and the side port is
     // light, so more workers would only add stacks to the resident set.
-    telemetry::run_async(telemetry::Threads::One, async {
+    runtime::run(Threads::One, async {
         match app::run(cli).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

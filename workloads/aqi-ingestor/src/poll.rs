@@ -2,9 +2,9 @@
 //! transform into batches, write them, and only then advance the watermarks.
 //!
 //! The rules that keep it correct when things go wrong:
-//! - The body is cut into windows that worker threads parse and prepare side by side
-//!   ([`crate::windows`]); their results are joined and admitted in body order, so the outcome
-//!   is the same with any number of threads.
+//! - The body is cut into windows that are parsed and prepared in order, or with
+//!   `--threads` above 1 by worker threads side by side ([`crate::windows`]); their results are
+//!   joined and admitted in body order, so the outcome is the same with any number of threads.
 //! - Batches are written as the body streams in, so memory does not grow with the snapshot.
 //! - A batch that cannot be written (after the retry policy) ends the poll: the watermarks
 //!   forget what the poll admitted, so the next poll offers the same readings again. Batches
@@ -28,7 +28,7 @@ use crate::snapshot::{BodyError, Item};
 use crate::timestamp::EpochSeconds;
 use crate::transform::Feed;
 use crate::watermark::Watermarks;
-use crate::windows::{self, Cutter, Joiner, Parsed, WINDOW};
+use crate::windows::{self, Cutter, Joiner, Parsed, WINDOW, Window};
 
 /// How a poll ended. Stable names: they are metric labels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,10 +120,10 @@ pub struct PollReport {
     pub readings: Vec<Reading>,
 }
 
-/// A window being parsed on a worker, or parsed already (one thread: inline).
+/// A window being parsed on a worker, or (one thread) waiting to be parsed in order.
 enum Job {
     Running(tokio::task::JoinHandle<Parsed<Prepared>>),
-    Done(Parsed<Prepared>),
+    InOrder(Window),
 }
 
 #[derive(Clone, Debug)]
@@ -132,7 +132,7 @@ pub struct PollConfig {
     pub batch_lines: usize,
     /// How far ahead of the local clock a record's time may be.
     pub max_clock_skew: Duration,
-    /// Threads that parse and transform windows of a snapshot at once.
+    /// Threads that parse and transform windows of a snapshot at once; 1 parses in order.
     pub threads: usize,
     /// What the source holds: 24-hour means or 5-minute readings.
     pub feed: Feed,
@@ -212,7 +212,7 @@ impl Poller {
             if in_flight.len() < max_in_flight {
                 if let Some(window) = cutter.next(eof) {
                     in_flight.push_back(if threads == 1 {
-                        Job::Done(windows::parse(window, &prepare))
+                        Job::InOrder(window)
                     } else {
                         let how = how.clone();
                         Job::Running(tokio::task::spawn_blocking(move || {
@@ -235,16 +235,15 @@ impl Poller {
             let Some(job) = in_flight.pop_front() else {
                 break joiner.finish().map_err(PollError::from);
             };
-            let parsed = match job {
-                Job::Done(parsed) => parsed,
+            let (block, result) = match job {
+                Job::InOrder(window) => joiner.parse_in_order(window, &prepare),
                 Job::Running(handle) => match handle.await {
-                    Ok(parsed) => parsed,
+                    Ok(parsed) => joiner.accept(parsed, &prepare),
                     // A panic in a worker is a bug: let it surface as it would have inline.
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(e) => break Err(PollError::Worker(e.to_string())),
                 },
             };
-            let (block, result) = joiner.accept(parsed, &prepare);
             let before = ingest.stats.lines();
             ingest.admit(&block, &mut batch);
             batched += ingest.stats.lines() - before;

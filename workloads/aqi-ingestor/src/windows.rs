@@ -1,6 +1,10 @@
-//! Parsing a snapshot on several threads: the body is cut into windows of about a megabyte, each
-//! window is parsed (and its records prepared) on a worker thread, and the results are joined in
-//! the order of the body, exactly as a sequential parse would have produced them.
+//! Parsing a snapshot in windows of about a megabyte, in order on one thread (the default) or
+//! side by side on several (`--threads`, opt-in): each window is parsed (and its records
+//! prepared) on a worker thread, and the results are joined in the order of the body, exactly as
+//! a sequential parse would have produced them. On the snapshots the network really serves
+//! (15,000–50,000 records) the second thread saves milliseconds of a poll every 300 s
+//! (docs/benchmarks.md), so one thread is the default and the guessing below only runs when
+//! asked for.
 //!
 //! Where one record ends and the next begins cannot be known without parsing everything before
 //! it (a `},{` may sit inside a string), so windows are cut at *guessed* record starts
@@ -219,28 +223,48 @@ impl Joiner {
             end,
             result,
         } = parsed;
-        self.end = window.base + window.bytes.len() as u64;
-        let assumption_held = self.carry.is_empty() && self.state == window.start;
-        let (bytes, base, block, end, result) = if assumption_held {
-            (window.bytes, window.base, block, end, result)
-        } else {
-            // Parse again from where the body really is: the previous window's unfinished tail
-            // followed by this window.
+        if !(self.carry.is_empty() && self.state == window.start) {
             self.reparsed += u64::from(window.start != State::Start);
-            let mut bytes = std::mem::take(&mut self.carry);
-            let base = if bytes.is_empty() {
-                window.base
-            } else {
-                self.carry_base
-            };
-            bytes.extend_from_slice(&window.bytes);
-            let mut block = B::default();
-            let (end, result) =
-                snapshot::scan_slice(&bytes, 0..bytes.len(), self.state, base, &mut |item| {
-                    work(item, &mut block)
-                });
-            (bytes, base, block, end, result)
+            return self.parse_in_order(window, work);
+        }
+        self.end = window.base + window.bytes.len() as u64;
+        self.advance(window.bytes, window.base, block, end, result)
+    }
+
+    /// Parses the next window (in body order) from where the body really is: the previous
+    /// window's unfinished tail followed by this window. No guess is involved: this is the
+    /// sequential parse, and what [`Joiner::accept`] falls back to when a guess was wrong.
+    pub fn parse_in_order<B, W>(&mut self, window: Window, work: &W) -> (B, Result<(), BodyError>)
+    where
+        B: Default,
+        W: Fn(Item<'_>, &mut B),
+    {
+        self.end = window.base + window.bytes.len() as u64;
+        let mut bytes = std::mem::take(&mut self.carry);
+        let base = if bytes.is_empty() {
+            window.base
+        } else {
+            self.carry_base
         };
+        bytes.extend_from_slice(&window.bytes);
+        let mut block = B::default();
+        let (end, result) =
+            snapshot::scan_slice(&bytes, 0..bytes.len(), self.state, base, &mut |item| {
+                work(item, &mut block)
+            });
+        self.advance(bytes, base, block, end, result)
+    }
+
+    /// Moves past `bytes` (starting at body offset `base`), of which the parse consumed
+    /// `end.pos`; the rest is carried into the next window.
+    fn advance<B>(
+        &mut self,
+        bytes: Vec<u8>,
+        base: u64,
+        block: B,
+        end: SliceEnd,
+        result: Result<(), BodyError>,
+    ) -> (B, Result<(), BodyError>) {
         self.items += end.items;
         self.state = end.state;
         self.carry_base = base + end.pos as u64;
@@ -286,6 +310,11 @@ mod tests {
 
     /// Cuts `body` into windows of `size`, feeding it `chunk` bytes at a time, and joins them.
     fn windowed(body: &[u8], size: usize, chunk: usize) -> (Outcome, u64) {
+        cut_and_join(body, size, chunk, false)
+    }
+
+    /// The same, with every window parsed in order (one thread) or speculatively.
+    fn cut_and_join(body: &[u8], size: usize, chunk: usize, in_order: bool) -> (Outcome, u64) {
         let mut cutter = Cutter::new(size);
         let mut joiner = Joiner::new();
         let mut ids = Vec::new();
@@ -300,8 +329,11 @@ mod tests {
             };
             let mut failed = None;
             while let Some(w) = cutter.next(eof) {
-                let parsed = parse(w, &work);
-                let (block, r) = joiner.accept(parsed, &work);
+                let (block, r) = if in_order {
+                    joiner.parse_in_order(w, &work)
+                } else {
+                    joiner.accept(parse(w, &work), &work)
+                };
                 ids.extend(block);
                 if let Err(e) = r {
                     failed = Some(e.to_string());
@@ -352,6 +384,9 @@ mod tests {
                 for chunk in [1, 97, 4096] {
                     let (got, _) = windowed(body.as_bytes(), size, chunk);
                     assert_eq!(got, want, "size {size} chunk {chunk} body {:.60}", body);
+                    let (got, reparsed) = cut_and_join(body.as_bytes(), size, chunk, true);
+                    assert_eq!(got, want, "in order: size {size} chunk {chunk}");
+                    assert_eq!(reparsed, 0, "parsing in order never guesses");
                 }
             }
         }

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use iot_common::batch::WriterMetrics;
-use iot_common::http::Readiness;
-use iot_common::telemetry::{self, LogArgs};
-use iot_common::{BatchConfig, BatchWriter, InfluxArgs, InfluxClient, RetryPolicy};
+use iot_common::http::{self, Readiness};
+use iot_common::logging::{self, LogArgs};
+use iot_common::runtime::{self, Threads};
+use iot_common::{BatchConfig, BatchWriter, InfluxArgs, InfluxClient, RetryPolicy, Shutdown, udp};
 use prometheus_client::registry::Registry;
-use tokio::net::UdpSocket;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -105,19 +105,16 @@ enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot bind HTTP {addr}: {source}")]
-    BindHttp {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    BindHttp(#[from] http::BindError),
     #[error("cannot build the InfluxDB client: {0}")]
     Client(#[from] iot_common::influx::HttpError),
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    telemetry::init(&args.log);
-    telemetry::run_async(telemetry::Threads::PerCore, async {
+    logging::init(&args.log);
+    runtime::run(Threads::PerCore, async {
         match run(args).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
@@ -129,14 +126,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let socket = Arc::new(bind_udp(args.bind)?);
-    let udp_addr = socket.local_addr().unwrap_or(args.bind);
-    let http = iot_common::http::bind(args.http_addr)
-        .await
-        .map_err(|source| Error::BindHttp {
-            addr: args.http_addr,
+    let socket = Arc::new(
+        udp::bind(args.bind, UDP_BUFFERS).map_err(|source| Error::BindUdp {
+            addr: args.bind,
             source,
-        })?;
+        })?,
+    );
+    let udp_addr = socket.local_addr().unwrap_or(args.bind);
     let client = InfluxClient::new(&args.influx, &args.influx_db)?;
 
     let mut registry = Registry::default();
@@ -168,58 +164,41 @@ async fn run(args: Args) -> Result<(), Error> {
         server::on_written(shared.clone()),
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Set once the queued readings are written, after the signal stopped the CoAP side.
+    let stopped = Shutdown::new();
+    let side_port = http::spawn(args.http_addr, registry, ready.clone(), stopped.wait()).await?;
     let watcher = tokio::spawn(watch_influx(
         client,
         args.create_database,
-        ready.clone(),
-        stop_rx.clone(),
-    ));
-    let http_addr = http.local_addr().unwrap_or(args.http_addr);
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(iot_common::http::serve(
-        http,
-        Arc::new(registry),
         ready,
-        async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        },
+        stopped.clone(),
     ));
     tracing::info!(
         coap = %udp_addr,
-        http = %http_addr,
+        http = %side_port.addr,
         influx = %args.influx.influx_url,
         database = %args.influx_db,
         "coap-server listening"
     );
 
-    server::serve(shared, &writer, telemetry::shutdown_signal()).await;
+    server::serve(shared, &writer, iot_common::shutdown::signal()).await;
 
     // Stop taking readings, then write and answer what is queued before exiting.
     tracing::info!("flushing queued readings");
     writer.close().await;
-    let _ = stop_tx.send(true);
+    stopped.trigger();
     let _ = watcher.await;
-    if let Ok(Err(e)) = http_task.await {
-        tracing::warn!(error = %e, "HTTP server ended with an error");
-    }
+    side_port.join().await;
     tracing::info!("coap-server stopped");
     Ok(())
 }
 
-/// Binds the UDP socket with large buffers: a burst of readings must not overflow the kernel's
-/// default receive buffer, or the clients' retransmissions (seconds later) would throttle them.
-fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
-    let err = |source| Error::BindUdp { addr, source };
-    let domain = socket2::Domain::for_address(addr);
-    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-        .map_err(err)?;
-    let _ = sock.set_recv_buffer_size(8 << 20);
-    let _ = sock.set_send_buffer_size(8 << 20);
-    sock.set_nonblocking(true).map_err(err)?;
-    sock.bind(&addr.into()).map_err(err)?;
-    UdpSocket::from_std(sock.into()).map_err(err)
-}
+/// Large buffers: a burst of readings must not overflow the kernel's default receive buffer,
+/// or the clients' retransmissions (seconds later) would throttle them.
+const UDP_BUFFERS: udp::Buffers = udp::Buffers {
+    recv: 8 << 20,
+    send: 8 << 20,
+};
 
 /// Creates the database once InfluxDB answers (not on every write, as the reference server did)
 /// and keeps the readiness flag current with a ping every few seconds.
@@ -227,7 +206,7 @@ async fn watch_influx(
     client: InfluxClient,
     mut create_database: bool,
     ready: Readiness,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     let mut attempt = 0;
     loop {
@@ -261,7 +240,7 @@ async fn watch_influx(
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.wait() => return,
         }
     }
 }

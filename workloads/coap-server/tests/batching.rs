@@ -5,7 +5,8 @@
 mod common;
 
 use coap_lite::ResponseType;
-use common::*;
+use common::CoapServer;
+use iot_testkit::coap::{RawClient, code, post};
 use iot_testkit::influx::InfluxServer;
 
 const TEMPERATURE: &str = "/sensors/dht/temperature";
@@ -15,7 +16,8 @@ const HUMIDITY: &str = "/sensors/dht/humidity";
 async fn a_sequential_client_is_acknowledged_without_waiting_for_the_linger() {
     let influx = InfluxServer::start().await;
     // An hour of linger: a reading that waited for company would never be answered in time.
-    let server = CoapServer::start(&influx.url(), &["--batch-linger-ms", "3600000"], true).await;
+    let server =
+        CoapServer::start(&influx.url(), &["--batch-linger-ms", "3600000"], "/readyz").await;
     let client = RawClient::new(server.coap);
     for mid in 0..5u16 {
         let answer = client.exchange(&post(mid, TEMPERATURE, "21.5"));
@@ -33,7 +35,7 @@ async fn concurrent_writes_keep_arrival_order_and_unique_timestamps() {
     let server = CoapServer::start(
         &influx.url(),
         &["--batch-size", "10", "--batch-in-flight", "4"],
-        true,
+        "/readyz",
     )
     .await;
     let client = RawClient::new(server.coap);
@@ -67,7 +69,7 @@ async fn concurrent_writes_keep_arrival_order_and_unique_timestamps() {
     assert_eq!(values, (0..N).collect::<Vec<_>>());
     let times: Vec<i64> = rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]));
-    let metrics = server.metrics().await;
+    let metrics = server.service.metrics().await;
     assert!(metrics.contains(&format!("coap_readings_stored_total {N}")));
     // At least N / 10 write requests: the readings really were spread over many batches.
     let writes: u64 = metrics

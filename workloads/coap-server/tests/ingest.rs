@@ -6,9 +6,10 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use common::CoapServer;
 use iot_testkit::bins::workspace_bin;
-use iot_testkit::influx::{InfluxServer, free_port};
+use iot_testkit::influx::InfluxServer;
+use iot_testkit::ports::free_tcp_addr;
 
 fn sim() -> Command {
     let mut c = Command::new(workspace_bin("sensor-sim"));
@@ -16,13 +17,24 @@ fn sim() -> Command {
     c
 }
 
+/// `sensor-sim load` against `server`: `count` readings over `sockets` sockets with `window`
+/// outstanding each, the summary as JSON on stdout.
+fn load(server: &CoapServer, count: u32, sockets: u32, window: u32) -> Command {
+    let mut c = sim();
+    c.args(["load", "--server", &server.coap.to_string()])
+        .args(["--count", &count.to_string()])
+        .args(["--sockets", &sockets.to_string()])
+        .args(["--window", &window.to_string(), "--json"]);
+    c
+}
+
 #[tokio::test]
 async fn simulated_sensors_land_in_influxdb_with_exact_counts_per_place() {
     let influx = InfluxServer::start().await;
-    let server = CoapServer::start(&influx.url(), &[], true).await;
+    let server = CoapServer::start(&influx.url(), &[], "/readyz").await;
     let status = sim()
         .args(["--server", &server.coap.to_string()])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &free_tcp_addr().to_string()])
         .args([
             "--sensors",
             "3",
@@ -55,18 +67,8 @@ async fn simulated_sensors_land_in_influxdb_with_exact_counts_per_place() {
 #[tokio::test]
 async fn a_load_run_stores_exactly_the_readings_it_reports_acked() {
     let influx = InfluxServer::start().await;
-    let server = CoapServer::start(&influx.url(), &[], true).await;
-    let out = sim()
-        .args(["load", "--server", &server.coap.to_string()])
-        .args([
-            "--count",
-            "20000",
-            "--connections",
-            "4",
-            "--window",
-            "64",
-            "--json",
-        ])
+    let server = CoapServer::start(&influx.url(), &[], "/readyz").await;
+    let out = load(&server, 20_000, 4, 64)
         .output()
         .expect("run sensor-sim load");
     assert!(out.status.success(), "{out:?}");
@@ -81,18 +83,8 @@ async fn a_load_run_stores_exactly_the_readings_it_reports_acked() {
 async fn one_socket_with_a_deep_window_loses_nothing_and_stores_nothing_twice() {
     let influx = InfluxServer::start().await;
     // Batches of 100: 512 outstanding readings keep every write slot busy.
-    let server = CoapServer::start(&influx.url(), &["--batch-size", "100"], true).await;
-    let out = sim()
-        .args(["load", "--server", &server.coap.to_string()])
-        .args([
-            "--count",
-            "30000",
-            "--sockets",
-            "1",
-            "--window",
-            "512",
-            "--json",
-        ])
+    let server = CoapServer::start(&influx.url(), &["--batch-size", "100"], "/readyz").await;
+    let out = load(&server, 30_000, 1, 512)
         .output()
         .expect("run sensor-sim load");
     assert!(out.status.success(), "{out:?}");
@@ -100,7 +92,7 @@ async fn one_socket_with_a_deep_window_loses_nothing_and_stores_nothing_twice() 
     assert_eq!(summary["acked"], 30000);
     assert_eq!(summary["failed"], 0);
     assert_eq!(influx.count("dht", "temperature", "value").await, 30000);
-    let metrics = server.metrics().await;
+    let metrics = server.service.metrics().await;
     assert!(
         metrics.contains("coap_readings_stored_total 30000"),
         "{metrics}"
@@ -114,21 +106,10 @@ async fn one_socket_with_a_deep_window_loses_nothing_and_stores_nothing_twice() 
 #[tokio::test]
 async fn influxdb_stopped_mid_stream_and_restarted_loses_no_reading() {
     let mut influx = InfluxServer::start().await;
-    let server = CoapServer::start(&influx.url(), &[], true).await;
+    let server = CoapServer::start(&influx.url(), &[], "/readyz").await;
     // 6000 readings at 1000/s: the outage below falls in the middle of the run.
-    let load = sim()
-        .args(["load", "--server", &server.coap.to_string()])
-        .args([
-            "--count",
-            "6000",
-            "--rate",
-            "1000",
-            "--connections",
-            "2",
-            "--window",
-            "64",
-        ])
-        .args(["--drain", "60", "--json"])
+    let running = load(&server, 6000, 2, 64)
+        .args(["--rate", "1000", "--drain", "60"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn sensor-sim load");
@@ -136,7 +117,7 @@ async fn influxdb_stopped_mid_stream_and_restarted_loses_no_reading() {
     influx.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     influx.start_again().await;
-    let out = tokio::task::spawn_blocking(move || load.wait_with_output())
+    let out = tokio::task::spawn_blocking(move || running.wait_with_output())
         .await
         .unwrap()
         .expect("sensor-sim output");
@@ -150,6 +131,7 @@ async fn influxdb_stopped_mid_stream_and_restarted_loses_no_reading() {
     assert_eq!(influx.count("dht", "temperature", "value").await, 6000);
     assert!(
         server
+            .service
             .metrics()
             .await
             .contains("coap_readings_stored_total 6000")

@@ -253,30 +253,25 @@ impl InfluxClient {
 
 /// Quotes an InfluxQL identifier: `"name"` with `"` and `\` escaped.
 pub fn quote_ident(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 2);
-    s.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('"');
-    s
+    quote(name, '"')
 }
 
 /// Quotes an InfluxQL string literal: `'value'` with `'` and `\` escaped.
 pub fn quote_literal(value: &str) -> String {
-    let mut s = String::with_capacity(value.len() + 2);
-    s.push('\'');
-    for c in value.chars() {
-        if c == '\'' || c == '\\' {
-            s.push('\\');
+    quote(value, '\'')
+}
+
+fn quote(s: &str, mark: char) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(mark);
+    for c in s.chars() {
+        if c == mark || c == '\\' {
+            out.push('\\');
         }
-        s.push(c);
+        out.push(c);
     }
-    s.push('\'');
-    s
+    out.push(mark);
+    out
 }
 
 async fn check_status(resp: reqwest::Response) -> Result<(), WriteError> {

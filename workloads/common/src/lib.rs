@@ -1,15 +1,34 @@
-//! Shared parts of the iot-operator workloads: the InfluxDB 1.x writer (line protocol, batching,
-//! retry with back-off, auth), logging set-up and the HTTP side port (`/metrics`, `/healthz`,
-//! `/readyz`).
+//! Process plumbing shared by the operator and the workloads: the HTTP side port
+//! ([`http`]: `/metrics`, `/healthz`, `/readyz`), [`logging`], graceful [`shutdown`], the async
+//! [`runtime`], [`random`] strings and [`udp`] sockets.
+//!
+//! With the `influx` feature (on by default; the operator and sensor-sim leave it off, so they
+//! do not build an HTTP client): the InfluxDB 1.x writer — [`lineproto`], [`influx`] (client),
+//! [`batch`] (batching writer) and [`retry`] (back-off).
 
-pub mod batch;
 pub mod http;
-pub mod influx;
-pub mod lineproto;
-pub mod retry;
-pub mod telemetry;
+pub mod logging;
+pub mod random;
+pub mod runtime;
+pub mod shutdown;
+pub mod udp;
 
+#[cfg(feature = "influx")]
+pub mod batch;
+#[cfg(feature = "influx")]
+pub mod influx;
+#[cfg(feature = "influx")]
+pub mod lineproto;
+#[cfg(feature = "influx")]
+pub mod retry;
+
+pub use shutdown::Shutdown;
+
+#[cfg(feature = "influx")]
 pub use batch::{BatchConfig, BatchWriter, SubmitError};
+#[cfg(feature = "influx")]
 pub use influx::{InfluxArgs, InfluxClient, QueryResult, Series, WriteError};
+#[cfg(feature = "influx")]
 pub use lineproto::Line;
+#[cfg(feature = "influx")]
 pub use retry::RetryPolicy;

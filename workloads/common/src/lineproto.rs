@@ -1,11 +1,23 @@
 //! InfluxDB 1.x line protocol, written straight into a reusable `String` buffer.
 //!
-//! `measurement,tag=value field=1.5,count=3i 1700000000000000000`
+//! `measurement,tag=value field=1.5,count=3i,note="text" 1700000000000000000`
 //!
-//! Escaping follows the 1.x reference: measurement names escape commas and spaces; tag keys, tag
-//! values and field keys also escape `=`. Line breaks cannot be escaped in line protocol, so they
-//! are replaced by spaces (escaped). Non-finite floats are never written: InfluxDB rejects `NaN`
-//! and drops the whole batch with it.
+//! Every string gives a line InfluxDB 1.x parses, whatever it holds. What the protocol cannot
+//! carry is changed, and the line reads back as changed (tested against a real InfluxDB):
+//! - measurements escape `,` and space; tag keys, tag values and field keys also escape `=`;
+//! - control characters (line breaks, tab, NUL, ...) cannot be escaped: they become spaces;
+//! - backslashes are taken literally, but a run of them at the end would escape the separator
+//!   that follows (the tag value `trailing\` broke the whole line: "invalid tag format"), so it
+//!   is removed; in measurements and field keys InfluxDB also reads a backslash before a space,
+//!   comma, `=` or `"` as an escape, so such a run is removed there too;
+//! - a measurement that starts with `#` (a comment line) starts with `_` instead;
+//! - a tag key or field key `time` (which InfluxDB refuses: it is the timestamp's column) is
+//!   written as `time_`;
+//! - string field values escape `"` and `\` and carry everything else unchanged;
+//! - empty tags are skipped and an empty field key drops the field (InfluxDB rejects both), and
+//!   a line without a measurement or a field is not written.
+//!
+//! Non-finite floats are never written: InfluxDB rejects `NaN` and drops the whole batch with it.
 
 use std::fmt::Write as _;
 
@@ -16,36 +28,46 @@ use std::fmt::Write as _;
 pub struct Line<'b> {
     buf: &'b mut String,
     start: usize,
+    /// False when the measurement sanitized to nothing: no field can make such a line valid.
+    measurement: bool,
     fields: usize,
 }
 
 impl<'b> Line<'b> {
+    /// Starts a line. A measurement that sanitizes to nothing makes a line that `finish` drops.
     pub fn new(buf: &'b mut String, measurement: &str) -> Self {
         let start = buf.len();
-        escape_into(buf, measurement, &[',', ' ']);
+        let measurement = escape_into(buf, measurement, Part::Measurement);
+        if buf[start..].starts_with('#') {
+            buf.replace_range(start..start + 1, "_");
+        }
         Line {
             buf,
             start,
+            measurement,
             fields: 0,
         }
     }
 
-    /// Adds a tag. Empty keys or values are skipped: InfluxDB rejects them.
+    /// Adds a tag. One whose key or value sanitizes to nothing is skipped: InfluxDB rejects
+    /// empty ones.
     pub fn tag(self, key: &str, value: &str) -> Self {
         debug_assert_eq!(self.fields, 0, "tags must precede fields");
-        if !key.is_empty() && !value.is_empty() {
-            self.buf.push(',');
-            escape_into(self.buf, key, &[',', '=', ' ']);
+        let mark = self.buf.len();
+        self.buf.push(',');
+        let written = escape_into(self.buf, key_name(key), Part::Tag) && {
             self.buf.push('=');
-            escape_into(self.buf, value, &[',', '=', ' ']);
+            escape_into(self.buf, value, Part::Tag)
+        };
+        if !written {
+            self.buf.truncate(mark);
         }
         self
     }
 
     /// Adds a float field; a non-finite value is skipped (see the module docs).
     pub fn field_f64(mut self, key: &str, value: f64) -> Self {
-        if value.is_finite() {
-            self.field_key(key);
+        if value.is_finite() && self.field_key(key) {
             // `Display` for f64 is exact and round-trips ("25.5", "0.1", "1e-7" never appears).
             let _ = write!(self.buf, "{value}");
         }
@@ -59,8 +81,9 @@ impl<'b> Line<'b> {
     /// skipped.
     pub fn field_decimal(mut self, key: &str, text: &str) -> Self {
         if is_plain_decimal(text) {
-            self.field_key(key);
-            self.buf.push_str(text);
+            if self.field_key(key) {
+                self.buf.push_str(text);
+            }
             self
         } else {
             match text.trim().parse::<f64>() {
@@ -72,22 +95,24 @@ impl<'b> Line<'b> {
 
     /// Adds an integer field (`42i`).
     pub fn field_i64(mut self, key: &str, value: i64) -> Self {
-        self.field_key(key);
-        let _ = write!(self.buf, "{value}i");
+        if self.field_key(key) {
+            let _ = write!(self.buf, "{value}i");
+        }
         self
     }
 
-    /// Adds a string field, quoted.
+    /// Adds a string field, quoted; the value is stored exactly as given.
     pub fn field_str(mut self, key: &str, value: &str) -> Self {
-        self.field_key(key);
-        self.buf.push('"');
-        for c in value.chars() {
-            if c == '"' || c == '\\' {
-                self.buf.push('\\');
+        if self.field_key(key) {
+            self.buf.push('"');
+            for c in value.chars() {
+                if c == '"' || c == '\\' {
+                    self.buf.push('\\');
+                }
+                self.buf.push(c);
             }
-            self.buf.push(c);
+            self.buf.push('"');
         }
-        self.buf.push('"');
         self
     }
 
@@ -102,11 +127,51 @@ impl<'b> Line<'b> {
         true
     }
 
-    fn field_key(&mut self, key: &str) {
+    /// Writes the separator and `key=`, unless the key sanitizes to nothing or the line has no
+    /// measurement; the caller writes the value only when this returns true.
+    fn field_key(&mut self, key: &str) -> bool {
+        if !self.measurement {
+            return false;
+        }
+        let mark = self.buf.len();
         self.buf.push(if self.fields == 0 { ' ' } else { ',' });
-        escape_into(self.buf, key, &[',', '=', ' ']);
+        if !escape_into(self.buf, key_name(key), Part::FieldKey) {
+            self.buf.truncate(mark);
+            return false;
+        }
         self.buf.push('=');
         self.fields += 1;
+        true
+    }
+}
+
+/// Where a string goes in a line: each part has its own escapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Measurement,
+    /// Tag keys and tag values.
+    Tag,
+    FieldKey,
+}
+
+impl Part {
+    /// Characters written with a backslash before them.
+    fn escapes(self, c: char) -> bool {
+        matches!(c, ',' | ' ') || (c == '=' && self != Part::Measurement)
+    }
+
+    /// Whether a run of backslashes right before `c` must go (see the module docs).
+    fn drops_backslashes_before(self, c: char) -> bool {
+        self != Part::Tag && (c.is_ascii_control() || matches!(c, ',' | ' ' | '=' | '"'))
+    }
+}
+
+/// `time_` for `time`, which InfluxDB refuses as a tag or field key.
+fn key_name(key: &str) -> &str {
+    if key.trim_end_matches('\\') == "time" {
+        "time_"
+    } else {
+        key
     }
 }
 
@@ -121,26 +186,41 @@ fn is_plain_decimal(text: &str) -> bool {
     all_digits(int) && frac.is_none_or(all_digits)
 }
 
-fn escape_into(buf: &mut String, s: &str, special: &[char]) {
-    // Most names and values need no escaping; one byte scan finds out (every special
-    // character is ASCII, so bytes suffice).
-    if !s
+/// Appends `s`, sanitized and escaped for `part` (see the module docs); false when nothing of it
+/// is left.
+fn escape_into(buf: &mut String, s: &str, part: Part) -> bool {
+    // Most names and values need neither escaping nor sanitizing; one byte scan finds out
+    // (every character concerned is ASCII, so bytes suffice).
+    let plain = !s
         .bytes()
-        .any(|b| matches!(b, b',' | b'=' | b' ' | b'\n' | b'\r' | b'\t'))
-    {
+        .any(|b| matches!(b, b',' | b'=' | b' ' | b'"' | b'\\') || b.is_ascii_control());
+    if plain {
         buf.push_str(s);
-        return;
+        return !s.is_empty();
     }
+    let start = buf.len();
+    // Backslashes are held back until the next character shows whether they may stay; those
+    // still held at the end are trailing, and go.
+    let mut backslashes = 0;
     for c in s.chars() {
-        match c {
-            '\n' | '\r' | '\t' => buf.push_str("\\ "),
-            c if special.contains(&c) => {
+        if c == '\\' {
+            backslashes += 1;
+            continue;
+        }
+        if !part.drops_backslashes_before(c) {
+            buf.extend(std::iter::repeat_n('\\', backslashes));
+        }
+        backslashes = 0;
+        if c.is_ascii_control() {
+            buf.push_str("\\ ");
+        } else {
+            if part.escapes(c) {
                 buf.push('\\');
-                buf.push(c);
             }
-            c => buf.push(c),
+            buf.push(c);
         }
     }
+    buf.len() > start
 }
 
 #[cfg(test)]
@@ -205,6 +285,64 @@ mod tests {
             .field_decimal("h", "-.5")
             .finish(1);
         assert_eq!(buf, "m a=20.40,b=-3,c=7.5,d=1000,g=1,h=-0.5 1\n");
+    }
+
+    #[test]
+    fn trailing_backslashes_are_removed_where_they_would_escape_a_separator() {
+        let mut buf = String::new();
+        Line::new(&mut buf, "m\\")
+            .tag("type\\", "trailing\\")
+            .tag("country", "\\\\")
+            .tag("path", "a\\b")
+            .field_f64("v\\", 1.0)
+            .field_str("note", "ends in \\")
+            .finish(1);
+        assert_eq!(
+            buf,
+            "m,type=trailing,path=a\\b v=1,note=\"ends in \\\\\" 1\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_become_escaped_spaces_outside_string_fields() {
+        let mut buf = String::new();
+        Line::new(&mut buf, "m\t1")
+            .tag("k\0", "a\r\nb")
+            .field_str("s", "x\ny")
+            .finish(1);
+        assert_eq!(buf, "m\\ 1,k\\ =a\\ \\ b s=\"x\ny\" 1\n");
+    }
+
+    #[test]
+    fn keys_named_time_are_renamed() {
+        assert_eq!(
+            line_of("m", |l| l.tag("time", "t").field_i64("time", 1)),
+            Some("m,time_=t time_=1i 1\n".into())
+        );
+    }
+
+    #[test]
+    fn a_measurement_never_starts_a_comment_line() {
+        assert_eq!(
+            line_of("#m", |l| l.field_i64("v", 1)),
+            Some("_m v=1i 1\n".into())
+        );
+    }
+
+    #[test]
+    fn nothing_left_of_a_key_or_measurement_drops_the_field_or_line() {
+        assert_eq!(
+            line_of("m", |l| l.field_i64("\\", 1).field_i64("v", 2)),
+            Some("m v=2i 1\n".into())
+        );
+        assert_eq!(line_of("m", |l| l.field_f64("", 1.0)), None);
+        assert_eq!(line_of("\\", |l| l.tag("k", "v").field_f64("v", 1.0)), None);
+        assert_eq!(line_of("", |l| l.field_str("v", "x")), None);
+    }
+
+    fn line_of(measurement: &str, f: impl FnOnce(Line<'_>) -> Line<'_>) -> Option<String> {
+        let mut buf = String::new();
+        f(Line::new(&mut buf, measurement)).finish(1).then_some(buf)
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use iot_common::udp;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -90,12 +91,7 @@ impl Client {
         params: Transmission,
         stats: Arc<Stats>,
     ) -> std::io::Result<Client> {
-        let local: SocketAddr = if server.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = bind(local)?;
+        let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
         socket.connect(server).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(Endpoint::new(socket, params, stats).run(rx));
@@ -113,21 +109,11 @@ impl Client {
     }
 }
 
-/// Binds with large buffers: a server answering a whole batch at once sends a burst of datagrams,
-/// and the kernel's default receive buffer (about 200 KB) would drop some of them, costing a
-/// retransmission seconds later.
-fn bind(local: SocketAddr) -> std::io::Result<UdpSocket> {
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(local),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    let _ = sock.set_recv_buffer_size(4 << 20);
-    let _ = sock.set_send_buffer_size(1 << 20);
-    sock.set_nonblocking(true)?;
-    sock.bind(&local.into())?;
-    UdpSocket::from_std(sock.into())
-}
+/// Large receive buffer: a server answering a whole batch at once sends a burst of datagrams.
+const UDP_BUFFERS: udp::Buffers = udp::Buffers {
+    recv: 4 << 20,
+    send: 1 << 20,
+};
 
 struct Exchange {
     datagram: Vec<u8>,

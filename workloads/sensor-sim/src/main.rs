@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use iot_common::http::Readiness;
-use iot_common::telemetry::{self, LogArgs};
+use iot_common::Shutdown;
+use iot_common::http::{self, Readiness};
+use iot_common::logging::{self, LogArgs};
+use iot_common::runtime::{self, Threads};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -151,10 +153,10 @@ struct TransmissionArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    logging::init(&cli.log);
     // One thread: the simulator is all message passing between its tasks, which is cheapest
     // without cross-thread wake-ups, and it leaves the other cores to the server under test.
-    telemetry::run_async(telemetry::Threads::One, run(cli))
+    runtime::run(Threads::One, run(cli))
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -171,11 +173,7 @@ async fn run(cli: Cli) -> ExitCode {
         ..client::Transmission::default()
     };
     let stats = Arc::new(stats::Stats::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = Shutdown::on_signal().receiver();
 
     match cli.mode {
         Some(Mode::Load(args)) => run_load(server, args, params, stats, stop_rx).await,
@@ -204,22 +202,14 @@ async fn run_simulation(
     let mut registry = Registry::default();
     stats.register(&mut registry);
     let ready = Readiness::default();
-    let listener = match iot_common::http::bind(http_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(addr = %http_addr, error = %e, "cannot bind the HTTP port");
-            return ExitCode::FAILURE;
-        }
-    };
     let mut http_stop = stop.clone();
-    tokio::spawn(iot_common::http::serve(
-        listener,
-        Arc::new(registry),
-        ready.clone(),
-        async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        },
-    ));
+    let http_stopped = async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = http::spawn(http_addr, registry, ready.clone(), http_stopped).await {
+        tracing::error!(error = %e, "cannot start the side port");
+        return ExitCode::FAILURE;
+    }
     let plan = simulate::Plan {
         server,
         sensors: args.sensors,

@@ -1,0 +1,42 @@
+//! Fixed facts of the stack, in one place: ports, images and the users images run as. The
+//! CRD's defaults, the validate step, the desired builders and the status all read them here.
+
+/// Version of the workload images deployed by default: the operator and the workloads are
+/// released together.
+pub const WORKLOAD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the default workload images live: `<repository>/<workload>:<WORKLOAD_VERSION>`.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/iot-operator";
+
+/// Image names of our own workloads under [`IMAGE_REPOSITORY`].
+pub const COAP_SERVER_IMAGE: &str = "coap-server";
+pub const SENSOR_SIM_IMAGE: &str = "sensor-sim";
+pub const AQI_INGESTOR_IMAGE: &str = "aqi-ingestor";
+
+/// Default images of the third-party components.
+pub const DEFAULT_INFLUXDB_IMAGE: &str = "influxdb:1.8";
+pub const DEFAULT_GRAFANA_IMAGE: &str = "grafana/grafana:10.2.3";
+
+/// Longest `metadata.name` accepted: child names append up to 13 characters (`-aqi-ingestor`)
+/// and the StatefulSet's pod name adds a controller-revision label that must stay below 63.
+/// The CRD's CEL rule says the same number.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// Port every workload serves `/metrics`, `/healthz` and `/readyz` on.
+pub const WORKLOAD_HTTP_PORT: i32 = 9090;
+/// Port of the InfluxDB HTTP API.
+pub const INFLUX_PORT: i32 = 8086;
+/// Port of Grafana's HTTP server.
+pub const GRAFANA_PORT: i32 = 3000;
+/// UDP port the CoAP server binds in its container, and the Service's default port (IANA's).
+pub const COAP_PORT: i32 = 5683;
+
+/// UID of the distroless `nonroot` user our workload images run as.
+pub const WORKLOAD_UID: i64 = 65532;
+/// The official Grafana image's `grafana` user.
+pub const GRAFANA_UID: i64 = 472;
+/// The official InfluxDB image's `influxdb` user.
+pub const INFLUX_UID: i64 = 1000;
+
+/// The one field manager of every write the operator makes (children and status).
+pub const FIELD_MANAGER: &str = "iot-operator";

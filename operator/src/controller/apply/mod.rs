@@ -1,0 +1,283 @@
+//! Server-side apply of the desired objects under one field manager, in a deliberate order,
+//! then deletion of the children the spec no longer wants.
+//!
+//! A no-op reconcile writes nothing: each object carries the hash of what we last applied
+//! (`iot.operator.dev/applied-hash`), and an object whose hash matches and whose live state
+//! still contains everything we want is left alone. Where the API server normalizes what we
+//! sent (quantities, fields a cluster does not support) the live object never contains it
+//! verbatim, so we also remember the resourceVersion our own last write produced: if nobody
+//! has touched the object since, there is nothing to correct.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+mod credentials;
+mod drift;
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use self::drift::{WriteMemo, is_subset};
+pub use self::error::ApplyError;
+use super::desired::DesiredObjects;
+use super::desired::labels::children_selector;
+use super::hash::content_hash;
+use super::validate::ValidatedMonitor;
+use crate::constants::FIELD_MANAGER;
+use crate::metrics::Metrics;
+
+/// Hash of the applied configuration, on every applied object.
+pub const APPLIED_HASH: &str = "iot.operator.dev/applied-hash";
+
+/// What every child kind the operator applies is: a namespaced typed object it can serialise
+/// for server-side apply and read back.
+pub trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + k8s_openapi::Resource
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+{
+}
+
+/// The live state of what was applied, for the status step.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub stateful_sets: Vec<StatefulSet>,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+    pub autoscalers: Vec<HorizontalPodAutoscaler>,
+    /// Objects created, patched or deleted by this reconcile.
+    pub writes: u32,
+    pub deleted: Vec<String>,
+}
+
+pub struct Applier<'a> {
+    client: Client,
+    namespace: &'a str,
+    instance: &'a str,
+    owner_uid: &'a str,
+    metrics: &'a Metrics,
+    memo: &'a WriteMemo,
+    writes: u32,
+    deleted: Vec<String>,
+}
+
+impl<'a> Applier<'a> {
+    /// Applies into the namespace of `model`, for the IotMonitor it was validated from.
+    pub fn new(
+        client: Client,
+        model: &'a ValidatedMonitor,
+        metrics: &'a Metrics,
+        memo: &'a WriteMemo,
+    ) -> Self {
+        Self {
+            client,
+            namespace: &model.namespace,
+            instance: &model.names.instance,
+            owner_uid: &model.owner.uid,
+            metrics,
+            memo,
+            writes: 0,
+            deleted: Vec::new(),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), self.namespace)
+    }
+
+    /// Applies everything in order: credentials and configuration before the pods that read
+    /// them, the NetworkPolicy before InfluxDB starts, the workloads before their autoscalers.
+    pub async fn apply_all(mut self, desired: DesiredObjects) -> Result<Applied, ApplyError> {
+        // Destructured without `..`: a new kind of child fails to compile here until it is
+        // applied (and, where owned, cleaned up).
+        let DesiredObjects {
+            credentials,
+            config_maps,
+            persistent_volume_claims,
+            services,
+            stateful_sets,
+            deployments,
+            autoscalers,
+            network_policies,
+        } = desired;
+
+        self.ensure_credentials(&credentials).await?;
+        let config_map_names = self.apply_each(&config_maps).await?;
+        self.apply_each(&persistent_volume_claims).await?;
+        let live_services = self.apply_live(&services).await?;
+        let policy_names = self.apply_each(&network_policies).await?;
+        let live_stateful_sets = self.apply_live(&stateful_sets).await?;
+        let live_deployments = self.apply_live(&deployments).await?;
+        let live_autoscalers = self.apply_live(&autoscalers).await?;
+
+        // Autoscalers first, so a Deployment is never left with an HPA pointing at nothing.
+        self.delete_unwanted::<HorizontalPodAutoscaler>(&names(&live_autoscalers))
+            .await?;
+        self.delete_unwanted::<Deployment>(&names(&live_deployments))
+            .await?;
+        self.delete_unwanted::<StatefulSet>(&names(&live_stateful_sets))
+            .await?;
+        self.delete_unwanted::<NetworkPolicy>(&policy_names).await?;
+        self.delete_unwanted::<Service>(&names(&live_services))
+            .await?;
+        self.delete_unwanted::<ConfigMap>(&config_map_names).await?;
+        // PersistentVolumeClaims and the credentials Secret are never deleted here: they hold
+        // data, and go with the IotMonitor only through their owner reference.
+
+        Ok(Applied {
+            stateful_sets: live_stateful_sets,
+            deployments: live_deployments,
+            services: live_services,
+            autoscalers: live_autoscalers,
+            writes: self.writes,
+            deleted: self.deleted,
+        })
+    }
+
+    async fn apply_each<K>(&mut self, objects: &[K]) -> Result<BTreeSet<String>, ApplyError>
+    where
+        K: Child,
+    {
+        Ok(names(&self.apply_live(objects).await?))
+    }
+
+    async fn apply_live<K>(&mut self, objects: &[K]) -> Result<Vec<K>, ApplyError>
+    where
+        K: Child,
+    {
+        let mut live = Vec::with_capacity(objects.len());
+        for object in objects {
+            live.push(self.apply(object).await?);
+        }
+        Ok(live)
+    }
+
+    async fn apply<K>(&mut self, desired: &K) -> Result<K, ApplyError>
+    where
+        K: Child,
+    {
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let name = desired.meta().name.clone().unwrap_or_default();
+        let hash = content_hash([serde_json::to_string(desired)
+            .map_err(|e| ApplyError::Serialize(kind, e))?
+            .as_str()]);
+        let mut desired = desired.clone();
+        desired
+            .meta_mut()
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(APPLIED_HASH.to_owned(), hash.clone());
+        let desired_json =
+            serde_json::to_value(&desired).map_err(|e| ApplyError::Serialize(kind, e))?;
+        let key = format!("{kind}/{}/{name}", self.namespace);
+
+        let api = self.api::<K>();
+        let read_error = |source| ApplyError::Read {
+            what: format!("{kind} {name}"),
+            source,
+        };
+        if let Some(live) = api.get_opt(&name).await.map_err(read_error)? {
+            let live_hash = live
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_HASH));
+            if live_hash == Some(&hash) {
+                let rv = live.meta().resource_version.as_deref();
+                let live_json =
+                    serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
+                if is_subset(&desired_json, &live_json)
+                    || self.memo.untouched_since_our_write(&key, &hash, rv)
+                {
+                    return Ok(live);
+                }
+            }
+            tracing::info!(kind, name, "correcting drift or applying a change");
+        } else {
+            tracing::info!(kind, name, "creating");
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let applied = api
+            .patch(&name, &params, &Patch::Apply(&desired))
+            .await
+            .map_err(|source| ApplyError::Apply { kind, name, source })?;
+        self.metrics.record_write(kind, "apply");
+        self.writes += 1;
+        self.memo
+            .remember(key, hash, applied.meta().resource_version.clone());
+        Ok(applied)
+    }
+
+    /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and
+    /// checked against the owner reference, so nothing of anyone else's is ever touched.
+    async fn delete_unwanted<K>(&mut self, wanted: &BTreeSet<String>) -> Result<(), ApplyError>
+    where
+        K: Child,
+    {
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let api = self.api::<K>();
+        let params = ListParams::default().labels(&children_selector(self.instance));
+        let children = api
+            .list_metadata(&params)
+            .await
+            .map_err(|source| ApplyError::Read {
+                what: format!("{kind} list"),
+                source,
+            })?;
+        for child in children {
+            let name = child.metadata.name.clone().unwrap_or_default();
+            let ours = child
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == self.owner_uid && o.controller == Some(true));
+            if !ours || wanted.contains(&name) || child.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            tracing::info!(kind, name, "deleting a child the spec no longer wants");
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(source) => return Err(ApplyError::Delete { kind, name, source }),
+            }
+            self.metrics.record_write(kind, "delete");
+            self.writes += 1;
+            self.deleted.push(format!("{kind}/{name}"));
+        }
+        Ok(())
+    }
+}
+
+fn names<K: Resource>(objects: &[K]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect()
+}

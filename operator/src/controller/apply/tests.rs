@@ -1,0 +1,250 @@
+//! The apply step against an in-memory API server: the order of the writes, no write when
+//! nothing changed, drift repaired, and only our own unwanted children deleted.
+
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::controller::desired;
+use crate::controller::mock_api::MockApi;
+use crate::controller::validate::tests::model;
+
+const NS: &str = "/namespaces/iot";
+
+fn path(group_version: &str, resource: &str, name: &str) -> String {
+    let root = if group_version == "v1" {
+        "/api/v1".to_owned()
+    } else {
+        format!("/apis/{group_version}")
+    };
+    format!("{root}{NS}/{resource}/{name}")
+}
+
+struct Fixture {
+    client: Client,
+    api: MockApi,
+    metrics: Metrics,
+    memo: WriteMemo,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let (client, api) = MockApi::start();
+        Self {
+            client,
+            api,
+            metrics: Metrics::register(&mut Registry::default()),
+            memo: WriteMemo::default(),
+        }
+    }
+
+    async fn apply(&self, spec: &str) -> Applied {
+        let model = model(spec);
+        Applier::new(self.client.clone(), &model, &self.metrics, &self.memo)
+            .apply_all(desired::build(&model))
+            .await
+            .expect("apply succeeds")
+    }
+
+    /// Writes since the last call, as `(resource, name)`.
+    fn take_writes(&self) -> Vec<(String, String)> {
+        let writes = self.api.writes();
+        self.api.clear_calls();
+        writes
+    }
+}
+
+fn resources(writes: &[(String, String)]) -> Vec<&str> {
+    writes.iter().map(|(r, _)| r.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_first_apply_writes_what_pods_read_before_the_pods() {
+    let f = Fixture::new();
+    let applied = f.apply("{}").await;
+    let writes = f.take_writes();
+    assert_eq!(
+        resources(&writes),
+        [
+            "secrets",
+            "configmaps",
+            "configmaps",
+            "configmaps",
+            "persistentvolumeclaims",
+            "services",
+            "services",
+            "services",
+            "services",
+            "networkpolicies",
+            "statefulsets",
+            "deployments",
+            "deployments",
+            "deployments",
+            "deployments",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscalers",
+        ]
+    );
+    assert_eq!(applied.writes as usize, writes.len());
+    assert!(applied.deleted.is_empty());
+    assert_eq!(applied.deployments.len(), 4);
+}
+
+#[tokio::test]
+async fn applying_the_same_objects_again_writes_nothing() {
+    let f = Fixture::new();
+    f.apply("{}").await;
+    f.take_writes();
+    let applied = f.apply("{}").await;
+    assert_eq!(f.take_writes(), Vec::<(String, String)>::new());
+    assert_eq!(applied.writes, 0);
+}
+
+#[tokio::test]
+async fn a_hand_edited_child_is_repaired_and_nothing_else_is_written() {
+    let f = Fixture::new();
+    f.apply("{}").await;
+    f.take_writes();
+    let coap = path("apps/v1", "deployments", "lab-coap-server");
+    let mut edited = f.api.get(&coap).expect("applied");
+    edited["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "BATCH_SIZE", "value": "7"}]);
+    f.api.put(&coap, edited);
+
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("deployments".to_owned(), "lab-coap-server".to_owned())]
+    );
+    let repaired = f.api.get(&coap).expect("still there");
+    let env = &repaired["spec"]["template"]["spec"]["containers"][0]["env"];
+    let batch = env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "BATCH_SIZE");
+    assert_eq!(batch.map(|e| e["value"].clone()), Some(json!("1000")));
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_created_again() {
+    let f = Fixture::new();
+    f.apply("{}").await;
+    f.take_writes();
+    f.api.remove(&path("v1", "services", "lab-grafana"));
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("services".to_owned(), "lab-grafana".to_owned())]
+    );
+}
+
+/// A Deployment carrying our labels, owned by `owner_uid`.
+fn stray_deployment(name: &str, owner_uid: &str, controller: bool) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": "iot",
+            "labels": {
+                "app.kubernetes.io/managed-by": "iot-operator",
+                "app.kubernetes.io/instance": "lab",
+            },
+            "ownerReferences": [{
+                "apiVersion": "iot.operator.dev/v1alpha1",
+                "kind": "IotMonitor",
+                "name": "lab",
+                "uid": owner_uid,
+                "controller": controller,
+            }],
+        },
+        "spec": {"selector": {}, "template": {}},
+    })
+}
+
+#[tokio::test]
+async fn only_our_own_unwanted_children_are_deleted_autoscalers_first() {
+    let f = Fixture::new();
+    f.apply("{}").await;
+    let others = [
+        (
+            "another-monitors",
+            stray_deployment("another-monitors", "other-uid", true),
+        ),
+        (
+            "not-controlled",
+            stray_deployment("not-controlled", "0000-uid", false),
+        ),
+    ];
+    for (name, object) in &others {
+        f.api
+            .put(&path("apps/v1", "deployments", name), object.clone());
+    }
+    f.take_writes();
+
+    let applied = f
+        .apply("{simulator: {enabled: false}, autoscaling: {enabled: false}}")
+        .await;
+    let deletes: Vec<_> = f
+        .api
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == http::Method::DELETE)
+        .map(|c| c.target())
+        .collect();
+    assert_eq!(
+        resources(&deletes),
+        [
+            "horizontalpodautoscalers",
+            "horizontalpodautoscalers",
+            "deployments"
+        ]
+    );
+    let mut deleted = applied.deleted.clone();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            "Deployment/lab-sensor-sim",
+            "HorizontalPodAutoscaler/lab-coap-server",
+            "HorizontalPodAutoscaler/lab-grafana",
+        ]
+    );
+    for (name, _) in &others {
+        assert!(
+            f.api.get(&path("apps/v1", "deployments", name)).is_some(),
+            "{name} is not ours to delete"
+        );
+    }
+}
+
+#[tokio::test]
+async fn existing_credentials_are_kept_and_only_missing_keys_added() {
+    let f = Fixture::new();
+    let secret = path("v1", "secrets", "lab-credentials");
+    f.api.put(
+        &secret,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "lab-credentials", "namespace": "iot"},
+            // "old" in base64
+            "data": {"grafana-admin-password": "b2xk"},
+        }),
+    );
+    f.apply("{}").await;
+    let stored = f.api.get(&secret).expect("secret");
+    assert_eq!(stored["data"]["grafana-admin-password"], "b2xk");
+    assert!(stored["data"]["influxdb-admin-password"].is_string());
+    let secret_writes: Vec<_> = f
+        .api
+        .calls()
+        .into_iter()
+        .filter(|c| c.is_write() && c.target().0 == "secrets")
+        .collect();
+    assert_eq!(secret_writes.len(), 1);
+    assert_eq!(secret_writes[0].method, http::Method::PATCH);
+    // A merge patch, not an apply: nobody takes ownership of values the user may have set.
+    assert!(!secret_writes[0].query.contains("fieldManager"));
+}

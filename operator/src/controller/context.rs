@@ -1,0 +1,82 @@
+//! What every reconcile shares: the client, metrics, the Event recorder, the memo of our own
+//! writes, and the failure counts behind the retry backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use super::apply::WriteMemo;
+use crate::metrics::Metrics;
+
+/// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
+const BASE_BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub(super) memo: WriteMemo,
+    /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, reporter: Reporter) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            memo: WriteMemo::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One more consecutive failure of `key`; returns the count.
+    pub(super) fn failed(&self, key: &str) -> u32 {
+        let Ok(mut failures) = self.failures.lock() else {
+            return 1;
+        };
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// A success of `key` ends its run of failures.
+    pub(super) fn succeeded(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+/// Exponential backoff: 5 s, 10 s, 20 s … capped at 5 minutes. Errors only the user can fix
+/// wait for a change of the IotMonitor (or the periodic resync).
+pub fn backoff(failures: u32, needs_user_action: bool) -> Duration {
+    if needs_user_action {
+        return MAX_BACKOFF;
+    }
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BASE_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let secs = |n| backoff(n, false).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(4)], [5, 10, 20, 40]);
+        assert_eq!(secs(10), 300);
+        assert_eq!(secs(u32::MAX), 300);
+    }
+
+    #[test]
+    fn errors_only_the_user_can_fix_wait_longest() {
+        assert_eq!(backoff(1, true), MAX_BACKOFF);
+    }
+}

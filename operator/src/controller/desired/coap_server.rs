@@ -1,0 +1,59 @@
+//! The CoAP ingest server: a Deployment (autoscaled) and its UDP Service.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ContainerPort, Service};
+
+use super::labels::Component;
+use super::network::exposed_service;
+use super::pod::{env, influx_writer_env, workload_container};
+use super::workload::{Rollout, deployment, workload_pods};
+use crate::constants::COAP_PORT;
+use crate::controller::validate::ValidatedMonitor;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoapObjects {
+    pub service: Service,
+    pub deployment: Deployment,
+}
+
+pub fn build(model: &ValidatedMonitor) -> CoapObjects {
+    let coap = &model.coap;
+    let mut env_vars = vec![
+        env("COAP_BIND", format!("0.0.0.0:{COAP_PORT}")),
+        env("BATCH_SIZE", coap.batch.size.to_string()),
+        env("BATCH_LINGER_MS", coap.batch.linger_ms.to_string()),
+    ];
+    env_vars.extend(influx_writer_env(&model.influx, &model.influx.dht_db));
+    let coap_port = ContainerPort {
+        name: Some("coap".into()),
+        container_port: COAP_PORT,
+        protocol: Some("UDP".into()),
+        ..ContainerPort::default()
+    };
+    let container = workload_container(
+        "coap-server",
+        &coap.image,
+        &coap.resources,
+        vec![coap_port],
+        env_vars,
+    );
+    let replicas = model.autoscaling.is_none().then_some(coap.replicas.min);
+    CoapObjects {
+        service: exposed_service(
+            model,
+            &model.names.coap_server,
+            Component::CoapServer,
+            coap.service_type,
+            coap.node_port,
+            ("coap", "UDP", coap.port),
+        ),
+        deployment: deployment(
+            model,
+            &model.names.coap_server,
+            Component::CoapServer,
+            replicas,
+            Rollout::Rolling,
+            workload_pods(model, Component::CoapServer, &coap.scheduling, container),
+        ),
+    }
+}

@@ -1,0 +1,257 @@
+//! Grafana: a Deployment (stateless: everything is provisioned from ConfigMaps, so replicas are
+//! identical and survive restarts), its Service, the datasource provisioning and dashboards.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, KeyToPath, Probe, Service, Volume, VolumeMount,
+};
+use serde_json::json;
+
+use super::labels::{Component, owned_meta};
+use super::network::exposed_service;
+use super::pod::{
+    container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
+};
+use super::secrets::{KEY_GRAFANA_ADMIN_PASSWORD, KEY_GRAFANA_ADMIN_USERNAME};
+use super::template::PodTemplateBuilder;
+use super::workload::{Rollout, deployment};
+use crate::constants::{GRAFANA_PORT, GRAFANA_UID};
+use crate::controller::hash::content_hash;
+use crate::controller::validate::ValidatedMonitor;
+
+/// Dashboards shipped with the operator. Their datasource uids match `DHT_DATASOURCE_UID` and
+/// `AQI_DATASOURCE_UID`.
+pub const DHT_DASHBOARD: &str = include_str!("../../../dashboards/dht.json");
+pub const AQI_DASHBOARD: &str = include_str!("../../../dashboards/aqi.json");
+pub const DHT_DATASOURCE_UID: &str = "iot-dht";
+pub const AQI_DATASOURCE_UID: &str = "iot-aqi";
+
+const PROVISIONING: &str = "/etc/grafana/provisioning";
+const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards/iot";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrafanaObjects {
+    pub provisioning: ConfigMap,
+    pub dashboards: ConfigMap,
+    pub service: Service,
+    pub deployment: Deployment,
+}
+
+pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
+    let provisioning = provisioning_config_map(model);
+    let dashboards = dashboards_config_map(model);
+    let hash = content_hash(
+        [&provisioning, &dashboards]
+            .into_iter()
+            .flat_map(|cm| cm.data.iter().flat_map(|d| d.values()))
+            .map(String::as_str),
+    );
+    GrafanaObjects {
+        service: exposed_service(
+            model,
+            &model.names.grafana,
+            Component::Grafana,
+            model.grafana.service_type,
+            model.grafana.node_port,
+            ("http", "TCP", GRAFANA_PORT),
+        ),
+        deployment: grafana_deployment(model, &hash),
+        provisioning,
+        dashboards,
+    }
+}
+
+/// The datasource password is `$INFLUX_READ_PASSWORD`: Grafana expands it from the pod's
+/// environment, which takes it from the Secret, so no credential is ever in a ConfigMap.
+fn datasources_yaml(model: &ValidatedMonitor) -> String {
+    let influx = &model.influx;
+    let datasource = |name: &str, uid: &str, db: &str, default: bool| {
+        json!({
+            "name": name,
+            "uid": uid,
+            "type": "influxdb",
+            "access": "proxy",
+            "url": influx.url,
+            "isDefault": default,
+            "editable": false,
+            "database": db,
+            "user": "$INFLUX_READ_USER",
+            "jsonData": {"dbName": db, "httpMode": "GET"},
+            "secureJsonData": {"password": "$INFLUX_READ_PASSWORD"},
+        })
+    };
+    let doc = json!({
+        "apiVersion": 1,
+        "datasources": [
+            datasource("InfluxDB DHT", DHT_DATASOURCE_UID, &influx.dht_db, true),
+            datasource("InfluxDB AQI", AQI_DATASOURCE_UID, &influx.aqi_db, false),
+        ],
+    });
+    to_yaml(&doc)
+}
+
+fn dashboard_provider_yaml() -> String {
+    to_yaml(&json!({
+        "apiVersion": 1,
+        "providers": [{
+            "name": "iot",
+            "orgId": 1,
+            "folder": "IoT",
+            "type": "file",
+            "disableDeletion": true,
+            "allowUiUpdates": false,
+            "updateIntervalSeconds": 30,
+            "options": {"path": DASHBOARDS_DIR, "foldersFromFilesStructure": false},
+        }],
+    }))
+}
+
+fn to_yaml(value: &serde_json::Value) -> String {
+    // A serde_json::Value always serializes to YAML; an empty document would only make
+    // Grafana log a provisioning error, never crash the operator.
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
+fn provisioning_config_map(model: &ValidatedMonitor) -> ConfigMap {
+    ConfigMap {
+        metadata: owned_meta(model, &model.names.grafana_datasources, Component::Grafana),
+        data: Some(BTreeMap::from([
+            ("datasources.yaml".to_owned(), datasources_yaml(model)),
+            ("dashboards.yaml".to_owned(), dashboard_provider_yaml()),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+fn dashboards_config_map(model: &ValidatedMonitor) -> ConfigMap {
+    ConfigMap {
+        metadata: owned_meta(model, &model.names.grafana_dashboards, Component::Grafana),
+        data: Some(BTreeMap::from([
+            ("dht.json".to_owned(), DHT_DASHBOARD.to_owned()),
+            ("aqi.json".to_owned(), AQI_DASHBOARD.to_owned()),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+fn config_volume(name: &str, config_map: &str, items: Option<Vec<KeyToPath>>) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.to_owned(),
+            items,
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn item(key: &str) -> Vec<KeyToPath> {
+    vec![KeyToPath {
+        key: key.to_owned(),
+        path: key.to_owned(),
+        ..KeyToPath::default()
+    }]
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment {
+    let names = &model.names;
+    let grafana = &model.grafana;
+    let reader = &model.influx.reader;
+    let (data_volume, data_mount) = scratch("data", "/var/lib/grafana");
+    let (tmp_volume, tmp_mount) = scratch("tmp", "/tmp");
+    let container = Container {
+        name: "grafana".into(),
+        image: Some(grafana.image.clone()),
+        ports: Some(vec![tcp_port("http", GRAFANA_PORT)]),
+        env: Some(vec![
+            env_from_secret(
+                "GF_SECURITY_ADMIN_USER",
+                &names.credentials,
+                KEY_GRAFANA_ADMIN_USERNAME,
+            ),
+            env_from_secret(
+                "GF_SECURITY_ADMIN_PASSWORD",
+                &names.credentials,
+                KEY_GRAFANA_ADMIN_PASSWORD,
+            ),
+            env_from_secret("INFLUX_READ_USER", &reader.secret, &reader.username_key),
+            env_from_secret("INFLUX_READ_PASSWORD", &reader.secret, &reader.password_key),
+            env(
+                "GF_AUTH_ANONYMOUS_ENABLED",
+                grafana.anonymous_viewer.to_string(),
+            ),
+            env("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"),
+            env("GF_USERS_ALLOW_SIGN_UP", "false"),
+            env("GF_ANALYTICS_REPORTING_ENABLED", "false"),
+            env("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
+            env("GF_LOG_MODE", "console"),
+            env(
+                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
+                format!("{DASHBOARDS_DIR}/dht.json"),
+            ),
+        ]),
+        resources: Some(resources(&grafana.resources)),
+        security_context: Some(container_security()),
+        readiness_probe: Some(http_probe("/api/health", "http", 5, 3)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(30),
+            ..http_probe("/api/health", "http", 10, 6)
+        }),
+        volume_mounts: Some(vec![
+            mount("datasources", &format!("{PROVISIONING}/datasources")),
+            mount("providers", &format!("{PROVISIONING}/dashboards")),
+            mount("dashboards", DASHBOARDS_DIR),
+            data_mount,
+            tmp_mount,
+        ]),
+        ..Container::default()
+    };
+    let volumes = vec![
+        config_volume(
+            "datasources",
+            &names.grafana_datasources,
+            Some(item("datasources.yaml")),
+        ),
+        config_volume(
+            "providers",
+            &names.grafana_datasources,
+            Some(item("dashboards.yaml")),
+        ),
+        config_volume("dashboards", &names.grafana_dashboards, None),
+        data_volume,
+        tmp_volume,
+    ];
+    let pods = PodTemplateBuilder::new(
+        model,
+        Component::Grafana,
+        GRAFANA_UID,
+        &grafana.scheduling,
+        vec![container],
+    )
+    .volumes(volumes)
+    .config_hash(config_hash.to_owned())
+    .build();
+    // The HPA owns the replica count when autoscaling is on; setting it here too would make the
+    // operator and the HPA fight.
+    let replicas = model.autoscaling.is_none().then_some(grafana.replicas.min);
+    deployment(
+        model,
+        &names.grafana,
+        Component::Grafana,
+        replicas,
+        Rollout::Rolling,
+        pods,
+    )
+}

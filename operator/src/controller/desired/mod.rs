@@ -1,0 +1,71 @@
+//! [`ValidatedMonitor`](super::validate::ValidatedMonitor) → Kubernetes objects (pure). One
+//! module per component; [`DesiredObjects`] gathers everything one IotMonitor should have.
+
+pub mod aqi_ingestor;
+pub mod autoscaling;
+pub mod coap_server;
+pub mod grafana;
+pub mod influxdb;
+pub mod labels;
+pub mod network;
+pub mod pod;
+pub mod secrets;
+pub mod simulator;
+pub mod template;
+mod workload;
+
+#[cfg(test)]
+mod tests;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::controller::validate::ValidatedMonitor;
+
+/// Every object one IotMonitor should have, grouped by kind. The apply step destructures this
+/// without `..`, so a new field is a compile error until it is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredObjects {
+    /// Created once, never overwritten (see [`secrets`]).
+    pub credentials: secrets::Credentials,
+    pub config_maps: Vec<ConfigMap>,
+    pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
+    pub services: Vec<Service>,
+    pub stateful_sets: Vec<StatefulSet>,
+    pub deployments: Vec<Deployment>,
+    pub autoscalers: Vec<HorizontalPodAutoscaler>,
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
+    let influx = influxdb::build(model);
+    let grafana = grafana::build(model);
+    let coap = coap_server::build(model);
+
+    let mut deployments = vec![grafana.deployment, coap.deployment];
+    deployments.extend(simulator::build(model));
+    deployments.extend(aqi_ingestor::build(model));
+
+    let autoscalers = autoscaling::build(model)
+        .map(|a| vec![a.grafana, a.coap_server])
+        .unwrap_or_default();
+
+    let mut config_maps: Vec<ConfigMap> = influx.setup.into_iter().collect();
+    config_maps.extend([grafana.provisioning, grafana.dashboards]);
+
+    let mut services: Vec<Service> = influx.service.into_iter().chain(influx.headless).collect();
+    services.extend([grafana.service, coap.service]);
+
+    DesiredObjects {
+        credentials: secrets::build(model),
+        config_maps,
+        persistent_volume_claims: influx.data.into_iter().collect(),
+        services,
+        stateful_sets: influx.stateful_set.into_iter().collect(),
+        deployments,
+        autoscalers,
+        network_policies: network::influx_policy(model).into_iter().collect(),
+    }
+}

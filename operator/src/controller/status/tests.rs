@@ -1,0 +1,166 @@
+//! Conditions from what was applied: pure, so each case is a few lines.
+
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+
+use super::*;
+use crate::controller::desired;
+use crate::controller::validate::tests::model;
+
+fn time(s: i64) -> Time {
+    Time(jiff::Timestamp::from_second(s).expect("timestamp"))
+}
+
+/// What the API server would hand back after applying: desired objects, with every
+/// Deployment and the StatefulSet reporting `ready` replicas.
+fn applied(model: &ValidatedMonitor, ready: i32) -> Applied {
+    let desired = desired::build(model);
+    let mut deployments = desired.deployments;
+    for d in &mut deployments {
+        d.metadata.generation = Some(1);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(1),
+            replicas: Some(1),
+            ..DeploymentStatus::default()
+        });
+    }
+    let mut stateful_sets = desired.stateful_sets;
+    for s in &mut stateful_sets {
+        s.metadata.generation = Some(1);
+        s.status = Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+            observed_generation: Some(1),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(1),
+            replicas: 1,
+            ..Default::default()
+        });
+    }
+    Applied {
+        deployments,
+        stateful_sets,
+        services: desired.services,
+        autoscalers: desired.autoscalers,
+        ..Applied::default()
+    }
+}
+
+fn condition<'a>(status: &'a IotMonitorStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect("condition present")
+}
+
+#[test]
+fn all_ready_children_make_the_monitor_ready() {
+    let m = model("{}");
+    let status = reconciled(&m, &applied(&m, 1), None, Some(1), time(100));
+    assert_eq!(condition(&status, READY).status, "True");
+    assert_eq!(condition(&status, DEGRADED).status, "False");
+    assert_eq!(condition(&status, PROGRESSING).status, "False");
+    assert_eq!(status.observed_generation, Some(1));
+    let aqi = status.components.aqi_ingestor.as_ref().expect("aqi");
+    assert_eq!(aqi.summary, "1/1");
+    assert_eq!(
+        status.endpoints.grafana.as_deref(),
+        Some("http://lab-grafana.iot.svc:3000")
+    );
+    assert_eq!(
+        status.endpoints.coap.as_deref(),
+        Some("coap://lab-coap-server.iot.svc:5683")
+    );
+}
+
+#[test]
+fn unready_children_are_named_in_the_message() {
+    let m = model("{}");
+    let status = reconciled(&m, &applied(&m, 0), None, Some(1), time(100));
+    let ready = condition(&status, READY);
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "ComponentsNotReady");
+    assert!(ready.message.contains("grafana 0/1"), "{}", ready.message);
+}
+
+#[test]
+fn transition_time_changes_only_on_a_flip() {
+    let m = model("{}");
+    let first = reconciled(&m, &applied(&m, 1), None, Some(1), time(100));
+    let same = reconciled(&m, &applied(&m, 1), Some(&first), Some(1), time(200));
+    assert_eq!(first, same, "an unchanged world gives an identical status");
+    let flipped = reconciled(&m, &applied(&m, 0), Some(&same), Some(1), time(300));
+    assert_eq!(condition(&flipped, READY).last_transition_time, time(300));
+    assert_eq!(
+        condition(&flipped, DEGRADED).last_transition_time,
+        time(100)
+    );
+}
+
+#[test]
+fn disabled_components_say_so() {
+    let m = model("{aqi: {enabled: false}}");
+    let status = reconciled(&m, &applied(&m, 1), None, Some(1), time(1));
+    let aqi = status.components.aqi_ingestor.expect("aqi");
+    assert_eq!(aqi.summary, "Disabled");
+}
+
+#[test]
+fn failures_set_degraded_and_keep_the_rest() {
+    let m = model("{}");
+    let ok = reconciled(&m, &applied(&m, 1), None, Some(1), time(1));
+    let bad = failed(Some(&ok), Some(2), "ApplyFailed", "boom".into(), time(2));
+    let degraded = condition(&bad, DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "ApplyFailed")
+    );
+    assert_eq!(condition(&bad, READY).status, "True");
+}
+
+#[test]
+fn node_port_endpoints_name_the_port() {
+    let svc = Service {
+        metadata: kube::api::ObjectMeta {
+            name: Some("g".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("NodePort".into()),
+            ports: Some(vec![ServicePort {
+                port: 3000,
+                node_port: Some(30300),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        endpoint("http", Some(&svc), "ns", 3000).as_deref(),
+        Some("http://<node>:30300")
+    );
+}
+
+#[test]
+fn a_dropped_tolerance_is_reported_not_hidden() {
+    let m = model("{}");
+    let mut a = applied(&m, 1);
+    for hpa in &mut a.autoscalers {
+        if let Some(down) = hpa
+            .spec
+            .behavior
+            .as_mut()
+            .and_then(|b| b.scale_down.as_mut())
+        {
+            down.tolerance = None;
+        }
+    }
+    let status = reconciled(&m, &a, None, Some(1), time(1));
+    assert!(
+        condition(&status, READY)
+            .message
+            .contains("HPAConfigurableTolerance")
+    );
+}

@@ -1,0 +1,184 @@
+//! The validated model: what the validate step resolves an IotMonitor into, and the desired
+//! builders and the status read. Plain data, no Kubernetes client.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use crate::crd::{BatchSpec, ResourcesSpec, SchedulingSpec, ServiceType};
+
+/// Names of every child, derived from the IotMonitor's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub instance: String,
+    pub credentials: String,
+    pub influxdb: String,
+    pub influxdb_headless: String,
+    pub influxdb_data: String,
+    pub influxdb_setup: String,
+    pub grafana: String,
+    pub grafana_datasources: String,
+    pub grafana_dashboards: String,
+    pub coap_server: String,
+    pub simulator: String,
+    pub aqi_ingestor: String,
+}
+
+impl Names {
+    pub(super) fn new(instance: &str) -> Self {
+        let n = |suffix: &str| format!("{instance}-{suffix}");
+        Self {
+            instance: instance.to_owned(),
+            credentials: n("credentials"),
+            influxdb: n("influxdb"),
+            influxdb_headless: n("influxdb-hl"),
+            influxdb_data: n("influxdb-data"),
+            influxdb_setup: n("influxdb-setup"),
+            grafana: n("grafana"),
+            grafana_datasources: n("grafana-datasources"),
+            grafana_dashboards: n("grafana-dashboards"),
+            coap_server: n("coap-server"),
+            simulator: n("sensor-sim"),
+            aqi_ingestor: n("aqi-ingestor"),
+        }
+    }
+}
+
+/// Replica bounds after merging a component's own bounds with `spec.autoscaling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub min: i32,
+    pub max: i32,
+}
+
+/// The autoscaler policy, in the units the HPA uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScalePolicy {
+    pub target_cpu_percent: i32,
+    pub scale_up_window_seconds: i32,
+    pub scale_down_window_seconds: i32,
+    /// `1 - scaleIn/scaleOut`: below this fraction under target the HPA scales in.
+    pub scale_down_tolerance: f64,
+    pub cooldown_seconds: i32,
+}
+
+/// How workloads authenticate to InfluxDB: a key in a Secret for the user and the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretCredentials {
+    pub secret: String,
+    pub username_key: String,
+    pub password_key: String,
+}
+
+/// InfluxDB as deployed by the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternalInflux {
+    pub image: String,
+    pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
+    pub storage_size: String,
+    pub storage_class_name: Option<String>,
+    pub delete_with_monitor: bool,
+    pub retention: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InfluxMode {
+    // Boxed: the internal settings are large, and External carries none.
+    Internal(Box<InternalInflux>),
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Influx {
+    pub mode: InfluxMode,
+    /// Base URL the workloads and Grafana use.
+    pub url: String,
+    pub dht_db: String,
+    pub aqi_db: String,
+    /// Credentials of the workloads (write access).
+    pub writer: SecretCredentials,
+    /// Credentials of Grafana (read access).
+    pub reader: SecretCredentials,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grafana {
+    pub image: String,
+    pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
+    pub replicas: Replicas,
+    pub anonymous_viewer: bool,
+    pub service_type: ServiceType,
+    pub node_port: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coap {
+    pub image: String,
+    pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
+    pub port: i32,
+    pub service_type: ServiceType,
+    pub node_port: Option<i32>,
+    pub replicas: Replicas,
+    pub batch: BatchSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulator {
+    pub image: String,
+    pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
+    pub sensors: i32,
+    pub places: Vec<String>,
+    pub interval_seconds: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aqi {
+    pub image: String,
+    pub resources: ResourcesSpec,
+    /// Where the pods may run (nodeSelector, tolerations, affinity).
+    pub scheduling: SchedulingSpec,
+    pub source: String,
+    pub poll_seconds: i32,
+    pub region: Option<Region>,
+}
+
+/// The one form of `aqi.region` that is set (coordinates already checked by the CRD's rules).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Region {
+    Countries(Vec<String>),
+    Box {
+        south: f64,
+        west: f64,
+        north: f64,
+        east: f64,
+    },
+    Area {
+        latitude: f64,
+        longitude: f64,
+        radius_km: f64,
+    },
+}
+
+/// The validated, resolved model of one IotMonitor: everything the desired builders and the
+/// status need, and nothing they would have to work out again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedMonitor {
+    pub namespace: String,
+    pub names: Names,
+    /// Owner reference to the IotMonitor, put on every child that dies with it.
+    pub owner: OwnerReference,
+    pub paused: bool,
+    pub influx: Influx,
+    pub grafana: Grafana,
+    pub coap: Coap,
+    pub simulator: Option<Simulator>,
+    pub aqi: Option<Aqi>,
+    /// `None` when autoscaling is off: components then run `replicas.min` pods.
+    pub autoscaling: Option<ScalePolicy>,
+}

@@ -1,0 +1,129 @@
+//! `spec.influxdb`: deployed in the namespace, or an existing external endpoint.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::InfluxDbResources;
+use super::SchedulingSpec;
+use crate::constants::DEFAULT_INFLUXDB_IMAGE;
+
+/// InfluxDB 1.x: deployed as a StatefulSet with HTTP authentication, or an external endpoint.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}]))]
+pub struct InfluxDbSpec {
+    /// Container image of InfluxDB 1.x (ignored with `external`).
+    #[schemars(length(min = 1, max = 256))]
+    pub image: String,
+    /// CPU and memory of the InfluxDB container.
+    pub resources: InfluxDbResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
+    /// The persistent volume holding the data.
+    pub storage: StorageSpec,
+    /// How long points are kept: an InfluxQL duration such as `30d`, `12w`, `24h`, or `INF`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 'INF' || self.matches('^[1-9][0-9]{0,5}(h|d|w)$')", "message": "influxdb.retention must be INF or a whole number of hours, days or weeks, such as 30d"}]))]
+    #[schemars(length(max = 16))]
+    pub retention: String,
+    /// Database names, one per data set.
+    pub databases: DatabasesSpec,
+    /// Use an existing InfluxDB-compatible endpoint instead of deploying one. The credentials
+    /// come from a Secret; the operator then creates no database or user there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalInfluxSpec>,
+}
+
+impl Default for InfluxDbSpec {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_INFLUXDB_IMAGE.into(),
+            resources: InfluxDbResources::default(),
+            scheduling: SchedulingSpec::default(),
+            storage: StorageSpec::default(),
+            retention: "30d".into(),
+            databases: DatabasesSpec::default(),
+            external: None,
+        }
+    }
+}
+
+/// The InfluxDB data volume.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of the volume, a quantity such as `1Gi`. It can grow later where the storage class
+    /// allows expansion; it can never shrink.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "influxdb.storage.size must be a quantity such as 1Gi"}]))]
+    #[schemars(length(max = 32))]
+    pub size: String,
+    /// Storage class of the volume; the cluster's default class when unset. Fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Delete the volume and the generated credentials with the IotMonitor. By default both are
+    /// kept, so re-creating an IotMonitor of the same name finds its data again.
+    pub delete_with_monitor: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: "1Gi".into(),
+            storage_class_name: None,
+            delete_with_monitor: false,
+        }
+    }
+}
+
+/// InfluxDB database names.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DatabasesSpec {
+    /// Database of the DHT temperature and humidity readings written by the CoAP server.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.matches('^[A-Za-z_][A-Za-z0-9_]*$')", "message": "database names are letters, digits and underscores"}]))]
+    #[schemars(length(min = 1, max = 64))]
+    pub dht: String,
+    /// Database of the air-quality data written by the AQI ingestor.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.matches('^[A-Za-z_][A-Za-z0-9_]*$')", "message": "database names are letters, digits and underscores"}]))]
+    #[schemars(length(min = 1, max = 64))]
+    pub aqi: String,
+}
+
+impl Default for DatabasesSpec {
+    fn default() -> Self {
+        Self {
+            dht: "dht".into(),
+            aqi: "aqi".into(),
+        }
+    }
+}
+
+/// An InfluxDB 1.x compatible endpoint that already exists.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalInfluxSpec {
+    /// Base URL, such as `http://influxdb.monitoring:8086`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('http://') || self.startsWith('https://')", "message": "influxdb.external.url must start with http:// or https://"}]))]
+    #[schemars(length(min = 8, max = 512))]
+    pub url: String,
+    /// Secret in the IotMonitor's namespace holding the username and password.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// Key of the username in the Secret.
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: String,
+    /// Key of the password in the Secret.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}

@@ -1,0 +1,68 @@
+//! The observed state: conditions, replicas of each component, endpoints.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of the stack.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IotMonitorStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Replicas of each component.
+    #[serde(default)]
+    pub components: ComponentsStatus,
+    /// Where to reach the stack.
+    #[serde(default)]
+    pub endpoints: EndpointsStatus,
+}
+
+/// Replicas of each component.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentsStatus {
+    /// InfluxDB (absent with an external InfluxDB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influxdb: Option<ComponentStatus>,
+    /// Grafana.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<ComponentStatus>,
+    /// The CoAP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coap_server: Option<ComponentStatus>,
+    /// The sensor simulator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<ComponentStatus>,
+    /// The AQI ingestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aqi_ingestor: Option<ComponentStatus>,
+}
+
+/// Replicas of one component.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Replicas wanted now (the autoscaler's choice for autoscaled components).
+    pub desired_replicas: i32,
+    /// Replicas that pass their readiness probe.
+    pub ready_replicas: i32,
+    /// `ready/desired`, or `Disabled`.
+    pub summary: String,
+}
+
+/// Where to reach the stack.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointsStatus {
+    /// Grafana URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<String>,
+    /// CoAP address sensors send to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coap: Option<String>,
+}

@@ -1,0 +1,225 @@
+//! `spec.grafana`, `spec.coap`, `spec.simulator` and `spec.aqi`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SchedulingSpec;
+use super::{AqiResources, CoapResources, GrafanaResources, RegionSpec, SimulatorResources};
+use crate::constants::{COAP_PORT, DEFAULT_GRAFANA_IMAGE};
+
+/// How a component's Service is exposed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also reachable on every node's IP at `nodePort`.
+    NodePort,
+    /// Also reachable through a cloud load balancer.
+    LoadBalancer,
+}
+
+/// Optional replica bounds of one component; unset bounds come from `spec.autoscaling`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas", "message": "minReplicas must be less than or equal to maxReplicas"}]))]
+pub struct ReplicaBounds {
+    /// Fewest replicas; `spec.autoscaling.minReplicas` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: Option<i32>,
+    /// Most replicas; `spec.autoscaling.maxReplicas` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: Option<i32>,
+}
+
+/// Grafana.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.nodePort) || self.serviceType != 'ClusterIP'", "message": "grafana.nodePort needs serviceType NodePort or LoadBalancer"}]))]
+pub struct GrafanaSpec {
+    /// Container image of Grafana (10.x or newer: the AQI map is a geomap panel).
+    #[schemars(length(min = 1, max = 256))]
+    pub image: String,
+    /// CPU and memory of the Grafana container.
+    pub resources: GrafanaResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
+    /// Replica bounds of the Grafana autoscaler.
+    pub replicas: ReplicaBounds,
+    /// Let visitors see the dashboards without logging in (read-only Viewer role).
+    pub anonymous_viewer: bool,
+    /// How the Grafana Service is exposed.
+    pub service_type: ServiceType,
+    /// Fixed node port (30000-32767) with serviceType NodePort or LoadBalancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+impl Default for GrafanaSpec {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_GRAFANA_IMAGE.into(),
+            resources: GrafanaResources::default(),
+            scheduling: SchedulingSpec::default(),
+            replicas: ReplicaBounds::default(),
+            anonymous_viewer: true,
+            service_type: ServiceType::ClusterIP,
+            node_port: None,
+        }
+    }
+}
+
+/// The CoAP ingest server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.nodePort) || self.serviceType != 'ClusterIP'", "message": "coap.nodePort needs serviceType NodePort or LoadBalancer"}]))]
+pub struct CoapSpec {
+    /// Container image; `ghcr.io/iot-operator/coap-server:<operator version>` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub image: Option<String>,
+    /// CPU and memory of the CoAP server container.
+    pub resources: CoapResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
+    /// UDP port of the CoAP Service.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// How the CoAP Service is exposed.
+    pub service_type: ServiceType,
+    /// Fixed node port (30000-32767) with serviceType NodePort or LoadBalancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+    /// Replica bounds of the CoAP server autoscaler.
+    pub replicas: ReplicaBounds,
+    /// How readings are batched into InfluxDB writes.
+    pub batch: BatchSpec,
+}
+
+impl Default for CoapSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            resources: CoapResources::default(),
+            scheduling: SchedulingSpec::default(),
+            port: COAP_PORT,
+            service_type: ServiceType::ClusterIP,
+            node_port: None,
+            replicas: ReplicaBounds::default(),
+            batch: BatchSpec::default(),
+        }
+    }
+}
+
+/// Write batching of the CoAP server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BatchSpec {
+    /// Most readings in one InfluxDB write.
+    #[schemars(range(min = 1, max = 100000))]
+    pub size: i32,
+    /// Longest time a reading waits for its batch to fill, in milliseconds.
+    #[schemars(range(min = 0, max = 60000))]
+    pub linger_ms: i32,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        Self {
+            size: 1000,
+            linger_ms: 20,
+        }
+    }
+}
+
+/// The DHT sensor simulator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SimulatorSpec {
+    /// Run the simulator. Turn it off once real sensors send data.
+    pub enabled: bool,
+    /// Container image; `ghcr.io/iot-operator/sensor-sim:<operator version>` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub image: Option<String>,
+    /// CPU and memory of the simulator container.
+    pub resources: SimulatorResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
+    /// Number of simulated sensors.
+    #[schemars(range(min = 1, max = 10000))]
+    pub sensors: i32,
+    /// Places the sensors are spread over (the `place` tag), such as room1.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(p, p.matches('^[A-Za-z0-9_.-]+$'))", "message": "simulator.places are letters, digits, '_', '.' and '-'"}]))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 63)))]
+    pub places: Vec<String>,
+    /// Seconds between two readings of one sensor.
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i32,
+}
+
+impl Default for SimulatorSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            image: None,
+            resources: SimulatorResources::default(),
+            scheduling: SchedulingSpec::default(),
+            sensors: 4,
+            places: vec!["room1".into()],
+            interval_seconds: 5,
+        }
+    }
+}
+
+/// The Sensor.Community air-quality ingestor.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AqiSpec {
+    /// Run the ingestor. It needs outbound HTTPS to the data source.
+    pub enabled: bool,
+    /// Container image; `ghcr.io/iot-operator/aqi-ingestor:<operator version>` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub image: Option<String>,
+    /// CPU and memory of the ingestor container.
+    pub resources: AqiResources,
+    /// Where the pods may run.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
+    /// Where the 24-hour means come from: `24h` (Sensor.Community's 24-hour file, with means
+    /// computed from its 5-minute data whenever the file is empty, failing or stale), `5min`
+    /// (only means computed from the 5-minute data), or an http(s) URL of a 24-hour feed in the
+    /// same JSON format (then without computed means).
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == '24h' || self == '5min' || self.startsWith('http://') || self.startsWith('https://')", "message": "aqi.source must be 24h, 5min or an http(s) URL"}]))]
+    #[schemars(length(min = 1, max = 512))]
+    pub source: String,
+    /// Seconds between two polls of the source (the 24h feed changes every few minutes).
+    #[schemars(range(min = 10, max = 86400))]
+    pub poll_seconds: i32,
+    /// Only the sensors of a region: exactly one of `countries`, `box` or `area`. The 5-minute
+    /// data is then asked for the region alone; everything else is filtered by the ingestor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionSpec>,
+}
+
+impl Default for AqiSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            image: None,
+            resources: AqiResources::default(),
+            scheduling: SchedulingSpec::default(),
+            source: "24h".into(),
+            poll_seconds: 300,
+            region: None,
+        }
+    }
+}
