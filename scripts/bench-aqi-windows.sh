@@ -2,7 +2,8 @@
 # Memory of the 24-hour windows (aqi-ingestor's own means): what a sensor costs.
 #
 # The release ingestor runs as a service (dry run, so no database; side port on) on synthetic
-# snapshots of N records (../shared/tools/gen_snapshot.py, cached as for bench-aqi.sh), once
+# snapshots of N records (../shared/tools/gen_snapshot.py, cached as for bench-aqi.sh), served
+# over a local HTTP server (a dry run of a file polls once and exits, with no side port), once
 # with the snapshot as its 24-hour source (watermarks only) and once as its 5-minute readings
 # (watermarks and a window per PM sensor). After the first cycle it prints VmRSS, the windows
 # and the bytes the ingestor accounts for them (aqi_window_bytes). The cost per sensor is the
@@ -32,8 +33,11 @@ cargo build -q --release -p aqi-ingestor
 BIN=$PWD/target/release/aqi-ingestor
 RUN=$(mktemp -d /tmp/iot-bench-windows.XXXXXX)
 daemon=""
+files=""
 cleanup() {
-  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  # `|| true`: the killed processes' status (143) must not become the script's.
+  if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; fi
+  if [ -n "$files" ]; then kill "$files" 2>/dev/null; wait "$files" 2>/dev/null || true; fi
   rm -rf "$RUN"
 }
 trap cleanup EXIT
@@ -41,11 +45,19 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 
+FILES_PORT=$(free_port)
+python3 -m http.server "$FILES_PORT" --bind 127.0.0.1 --directory "$CACHE" >/dev/null 2>&1 &
+files=$!
+for _ in $(seq 1 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$FILES_PORT/" && break
+  sleep 0.1
+done
+
 # run MODE N: prints "rss_kb windows window_bytes" after the first cycle.
 run() {
   local mode=$1 n=$2 port feed
   port=$(free_port)
-  local file="$CACHE/snap_$n.json"
+  local file="http://127.0.0.1:$FILES_PORT/snap_$n.json"
   if [ "$mode" = daily ]; then
     set -- --source "$file"; feed=daily
   else
@@ -55,11 +67,16 @@ run() {
     >/dev/null 2>"$RUN/log" &
   daemon=$!
   local done="aqi_feed_polls_total{feed=\"$feed\",outcome=\"written\"}"
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 1200); do
     [ "$(metric "$port" "$done" 2>/dev/null)" = 1 ] && break
+    kill -0 "$daemon" 2>/dev/null || break
     sleep 0.1
   done
-  [ "$(metric "$port" "$done")" = 1 ] || { say "no cycle done:"; cat "$RUN/log" >&2; exit 1; }
+  if [ "$(metric "$port" "$done")" != 1 ]; then
+    say "no cycle done:"; cat "$RUN/log" >&2
+    kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true
+    exit 1
+  fi
   sleep 0.5
   echo "$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status") $(metric "$port" aqi_window_sensors) $(metric "$port" aqi_window_bytes)"
   kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=""
@@ -68,8 +85,11 @@ run() {
 say "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 : > "$RUN/results"
 for n in $SIZES; do
-  read -r d_rss _ _ <<<"$(run daily "$n")"
-  read -r r_rss windows bytes <<<"$(run readings "$n")"
+  # Assigned first, so that a failed run stops the script (set -e).
+  daily=$(run daily "$n")
+  readings=$(run readings "$n")
+  read -r d_rss _ _ <<<"$daily"
+  read -r r_rss windows bytes <<<"$readings"
   echo "$n $d_rss $r_rss $windows $bytes" >> "$RUN/results"
 done
 python3 - "$RUN/results" <<'PY'
