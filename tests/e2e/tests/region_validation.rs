@@ -1,12 +1,13 @@
 //! `spec.aqi.region` against the real API server: each of its three forms is accepted as
-//! written, and the CRD's CEL rules reject bad coordinates, an empty or doubled form, with a
-//! message that says what to fix.
+//! written, the CRD's CEL rules reject bad coordinates, an empty or doubled form, with a
+//! message that says what to fix, and the operator hands the region to the ingestor.
 
 mod operator_support;
 
 use anyhow::{Result, bail, ensure};
 use iot_testkit::cluster::ClusterError;
-use operator_support::setup;
+use k8s_openapi::api::apps::v1::Deployment;
+use operator_support::{Stack, first_container_env, setup, wait_env};
 
 fn monitor(name: &str, region: &str) -> String {
     format!(
@@ -124,4 +125,35 @@ async fn bad_regions_are_rejected_with_a_message_that_says_what_to_fix() -> Resu
         );
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn the_operator_hands_the_region_to_the_ingestor_and_follows_a_change() -> Result<()> {
+    let stack = Stack::start(
+        "region-operator",
+        &monitor(
+            "lab",
+            "{box: {south: 49.9, west: -8.2, north: 61, east: 2}}",
+        ),
+    )
+    .await?;
+    let deployments = stack.api::<Deployment>();
+    let ingestor = "lab-aqi-ingestor";
+    wait_env(&deployments, ingestor, "AQI_REGION_BOX", "49.9,-8.2,61,2").await?;
+
+    stack
+        .cluster
+        .apply_yaml(
+            Some(stack.ns.name()),
+            &monitor("lab", "{countries: [GB, IE]}"),
+        )
+        .await?;
+    wait_env(&deployments, ingestor, "AQI_REGION_COUNTRIES", "GB,IE").await?;
+    let d = deployments.get(ingestor).await?;
+    let stale = first_container_env(&d, "AQI_REGION_BOX");
+    ensure!(
+        stale.is_none(),
+        "the old form is gone: AQI_REGION_BOX={stale:?}"
+    );
+    stack.stop().await
 }
