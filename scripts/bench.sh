@@ -11,6 +11,8 @@ fi
 if [[ $only == *" aqi "* ]] && [ -x scripts/bench-aqi.sh ]; then
   echo; echo "== AQI processing (scripts/bench-aqi.sh)"
   scripts/bench-aqi.sh
+  echo; echo "== AQI 24-hour windows (scripts/bench-aqi-windows.sh)"
+  scripts/bench-aqi-windows.sh
 fi
 if [[ $only == *" operator "* ]]; then
   echo; echo "== Operator at scale (scripts/bench-operator.sh)"

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod autoscaling;
 mod influxdb;
+mod region;
 mod resources;
 mod scheduling;
 mod status;
@@ -19,6 +20,7 @@ mod workloads;
 
 pub use self::autoscaling::*;
 pub use self::influxdb::*;
+pub use self::region::*;
 pub use self::resources::*;
 pub use self::scheduling::SchedulingSpec;
 pub use self::status::*;

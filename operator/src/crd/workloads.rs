@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::SchedulingSpec;
-use super::{AqiResources, CoapResources, GrafanaResources, SimulatorResources};
+use super::{AqiResources, CoapResources, GrafanaResources, RegionSpec, SimulatorResources};
 use crate::constants::{COAP_PORT, DEFAULT_GRAFANA_IMAGE};
 
 /// How a component's Service is exposed.
@@ -194,14 +194,20 @@ pub struct AqiSpec {
     /// Where the pods may run.
     #[serde(flatten)]
     pub scheduling: SchedulingSpec,
-    /// `24h` (24-hour means), `5min` (latest 5-minute values) or an http(s) URL of a feed in
-    /// the same JSON format.
+    /// Where the 24-hour means come from: `24h` (Sensor.Community's 24-hour file, with means
+    /// computed from its 5-minute data whenever the file is empty, failing or stale), `5min`
+    /// (only means computed from the 5-minute data), or an http(s) URL of a 24-hour feed in the
+    /// same JSON format (then without computed means).
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == '24h' || self == '5min' || self.startsWith('http://') || self.startsWith('https://')", "message": "aqi.source must be 24h, 5min or an http(s) URL"}]))]
     #[schemars(length(min = 1, max = 512))]
     pub source: String,
     /// Seconds between two polls of the source (the 24h feed changes every few minutes).
     #[schemars(range(min = 10, max = 86400))]
     pub poll_seconds: i32,
+    /// Only the sensors of a region: exactly one of `countries`, `box` or `area`. The 5-minute
+    /// data is then asked for the region alone; everything else is filtered by the ingestor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionSpec>,
 }
 
 impl Default for AqiSpec {
@@ -213,6 +219,7 @@ impl Default for AqiSpec {
             scheduling: SchedulingSpec::default(),
             source: "24h".into(),
             poll_seconds: 300,
+            region: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Every InfluxQL query of the shipped Grafana dashboards runs against a real InfluxDB holding
 //! data our own workloads wrote (sensor-sim → coap-server, aqi-ingestor from real
-//! Sensor.Community records) and must return data: a dashboard cannot fail silently.
+//! Sensor.Community records, and its own 24-hour means of a day of 5-minute readings) and must
+//! return data: a dashboard cannot fail silently. The AQI dashboard's variables are the
+//! reference's, so its links select them, and its IoT Data table links to the CSV download.
 
 // Test helpers may unwrap: a failure here is a test failure with its location.
 #![allow(clippy::unwrap_used)]
@@ -31,7 +33,7 @@ fn database_of(uid: &str) -> &'static str {
 struct Macros {
     time_filter: String,
     interval: &'static str,
-    vars: Vec<(&'static str, String)>,
+    vars: Vec<(String, String)>,
 }
 
 impl Macros {
@@ -93,6 +95,61 @@ async fn write_workload_data(influx: &InfluxServer) {
         .unwrap();
     assert!(aqi.success());
     assert!(influx.count("aqi", "air_quality", "aqi").await > 0);
+
+    // A day of 5-minute readings of two sensors, up to a few minutes ago: the ingestor stores
+    // them and writes its own 24-hour means (origin "computed", with their coverage).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut records = Vec::new();
+    for k in 0..288 {
+        let t = jiff::Timestamp::from_second(now - 300 - 300 * k).unwrap();
+        let time = t.strftime("%Y-%m-%d %H:%M:%S");
+        for (sensor, lat, lon) in [(90001, "51.5074", "-0.1278"), (90002, "53.4808", "-2.2426")] {
+            records.push(format!(
+                r#"{{"timestamp":"{time}","location":{{"id":{sensor},"country":"GB","latitude":"{lat}","longitude":"{lon}","indoor":0}},"sensor":{{"id":{sensor},"sensor_type":{{"name":"SDS011"}}}},"sensordatavalues":[{{"value":"{}.25","value_type":"P1"}},{{"value":"{}.50","value_type":"P2"}}]}}"#,
+                20 + k % 30,
+                8 + k % 10,
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let readings = dir.path().join("readings.json");
+    std::fs::write(&readings, format!("[{}]", records.join(","))).unwrap();
+    let computed = Command::new(workspace_bin("aqi-ingestor"))
+        .args(["--once", "--source", "none"])
+        .args(["--readings-source", readings.to_str().unwrap()])
+        .args(["--influx-url", &influx.url()])
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(computed.success());
+    assert_eq!(influx.count("aqi", "air_quality_5min", "P1").await, 576);
+    assert_eq!(influx.count("aqi", "air_quality", "coverage").await, 2);
+}
+
+/// Dashboard variables set by a link's `var-NAME=VALUE` query parameters, as Grafana reads
+/// them; every one must name a variable of the dashboard.
+fn link_variables(dashboard: &Value, link: &str) -> Vec<(String, String)> {
+    let names: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let query = link.split_once('?').map_or(link, |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("var-")?.split_once('='))
+        .map(|(name, value)| {
+            assert!(
+                names.contains(&name),
+                "the link sets var-{name}, which the dashboard lacks"
+            );
+            (name.to_string(), value.to_string())
+        })
+        .collect()
 }
 
 /// (panel or variable title, datasource uid, raw query) of every query in a dashboard.
@@ -171,11 +228,40 @@ async fn every_dashboard_query_returns_data_written_by_our_workloads() {
         .unwrap()
         .to_string();
 
+    let aqi_dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("operator/dashboards/aqi.json")).unwrap(),
+    )
+    .unwrap();
+    // The reference's own link form selects the variables.
+    let reference_link =
+        format!("/d/iot-aqi/air-quality?orgId=1&var-measure_name=P1&var-location_id={location}");
+    assert_eq!(
+        link_variables(&aqi_dashboard, &reference_link),
+        [
+            ("measure_name".to_string(), "P1".to_string()),
+            ("location_id".to_string(), location.clone())
+        ]
+    );
+
     let dht = Macros {
         time_filter: "time >= now() - 30m".into(),
         interval: "10s",
         vars: vec![],
     };
+    // Two windows, each with a location that has data in it: the sample's day in 2019, and the
+    // last two days (the computed means).
+    let windows = [
+        (
+            "time >= '2019-04-15T00:00:00Z' AND time <= '2019-04-18T00:00:00Z'",
+            location.clone(),
+        ),
+        (
+            "time >= '2019-04-15T00:00:00Z' AND time <= '2019-04-18T00:00:00Z'",
+            ".*".into(),
+        ),
+        ("time >= now() - 2d", "90001".to_string()),
+        ("time >= now() - 2d", ".*".into()),
+    ];
     let mut checked = 0;
     for (file, measures) in [
         ("dht.json", vec![""]),
@@ -185,16 +271,12 @@ async fn every_dashboard_query_returns_data_written_by_our_workloads() {
         let dashboard: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for measure in measures {
-            for location_value in [location.clone(), ".*".to_string()] {
+            for (time_filter, location_value) in &windows {
+                let link = format!("?var-measure_name={measure}&var-location_id={location_value}");
                 let aqi = Macros {
-                    // The sample records are from 2019-04-16 (UTC).
-                    time_filter:
-                        "time >= '2019-04-15T00:00:00Z' AND time <= '2019-04-18T00:00:00Z'".into(),
+                    time_filter: time_filter.to_string(),
                     interval: "5m",
-                    vars: vec![
-                        ("measure", measure.to_string()),
-                        ("location", location_value),
-                    ],
+                    vars: link_variables(&aqi_dashboard, &link),
                 };
                 let macros = if file == "dht.json" { &dht } else { &aqi };
                 for (title, uid, q) in queries(&dashboard) {
@@ -210,7 +292,73 @@ async fn every_dashboard_query_returns_data_written_by_our_workloads() {
         }
     }
     assert!(
-        checked >= 2 * 2 + 3 * 2 * 7,
+        checked >= 4 * 2 + 3 * 4 * 8,
         "only {checked} queries checked"
+    );
+
+    // The coverage and origin of each index: upstream means from the sample, computed ones with
+    // their coverage (a full day: 1, with an index).
+    let panel = |title: &str| {
+        aqi_dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"))
+            .clone()
+    };
+    let coverage = panel("Index coverage and origin");
+    let q = Macros {
+        time_filter: "time >= '2019-04-15T00:00:00Z' AND time <= now()".into(),
+        interval: "1h",
+        vars: vec![("location_id".into(), ".*".into())],
+    }
+    .expand(coverage["targets"][0]["query"].as_str().unwrap());
+    let answer = influx.query("aqi", &q).await;
+    let mut origins = std::collections::BTreeMap::new();
+    for series in answer["results"][0]["series"].as_array().unwrap() {
+        let col = |name: &str| {
+            series["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|c| c == name)
+                .unwrap()
+        };
+        let rows = series["values"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "the newest mean per sensor: {series}");
+        let row = &rows[0];
+        let origin = row[col("origin")].as_str().unwrap().to_string();
+        if origin == "computed" {
+            assert_eq!(row[col("coverage")], 1.0, "{series}");
+            assert!(row[col("aqi")].as_i64().is_some(), "{series}");
+        } else {
+            assert!(row[col("coverage")].is_null(), "{series}");
+        }
+        *origins.entry(origin).or_insert(0) += 1;
+    }
+    assert_eq!(origins.get("computed"), Some(&2), "{origins:?}");
+    assert!(
+        origins.get("upstream").is_some_and(|&n| n > 0),
+        "{origins:?}"
+    );
+
+    // The IoT Data table shows both, and links to Grafana's CSV download of itself.
+    let iot = panel("IoT Data");
+    let query = iot["targets"][0]["query"].as_str().unwrap();
+    assert!(query.contains("\"coverage\", \"origin\""), "{query}");
+    let csv = iot["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["title"] == "Download CSV")
+        .expect("a Download CSV link");
+    let url = csv["url"].as_str().unwrap();
+    assert!(
+        url.contains(&format!("inspect={}&inspectTab=data", iot["id"]))
+            && url.contains("${measure_name:queryparam}")
+            && url.contains("${location_id:queryparam}")
+            && url.contains("${__url_time_range}"),
+        "{url}"
     );
 }

@@ -1,6 +1,6 @@
 //! Wiring: side port, start-up against InfluxDB, and the poll loop until shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iot_common::http::{self, Readiness};
 use iot_common::{InfluxClient, RetryPolicy, Shutdown, WriteError};
@@ -8,11 +8,15 @@ use prometheus_client::registry::Registry;
 use tokio::time::MissedTickBehavior;
 
 use crate::cli::Cli;
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, Fetcher, Source};
+use crate::means::Windows;
 use crate::metrics::Metrics;
 use crate::poll::{PollConfig, PollOutcome, PollReport, Poller};
+use crate::service::{CycleReport, Means, Service};
 use crate::sink::Sink;
 use crate::store;
+use crate::timestamp::EpochSeconds;
+use crate::transform::{Feed, MEASUREMENT, READINGS_MEASUREMENT};
 use crate::values::SkipReason;
 use crate::watermark::Watermarks;
 
@@ -33,6 +37,10 @@ pub enum AppError {
     Startup(#[source] WriteError),
     #[error("the poll ended {}", .0.as_str())]
     PollFailed(PollOutcome),
+    #[error("writing the computed 24-hour means failed")]
+    MeansFailed,
+    #[error("{0}")]
+    Sources(String),
 }
 
 pub async fn run(cli: Cli) -> Result<(), AppError> {
@@ -40,6 +48,13 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let readiness = Readiness::default();
+    let daily_source = cli.daily_source().map_err(AppError::Sources)?;
+    let readings_source = cli.readings_source().map_err(AppError::Sources)?;
+    if daily_source.is_none() && readings_source.is_none() {
+        return Err(AppError::Sources(
+            "no source: --source none needs a --readings-source".into(),
+        ));
+    }
 
     let once = cli.runs_once();
     let side_port = if once {
@@ -48,14 +63,9 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         Some(http::spawn(cli.http_addr, registry, readiness.clone(), shutdown.wait()).await?)
     };
 
-    let fetcher = Fetcher::new(
-        cli.source.clone(),
-        Duration::from_secs(cli.fetch_timeout_seconds),
-    )?;
-    let mut watermarks = Watermarks::new();
-    let sink = if cli.dry_run {
+    let client = if cli.dry_run {
         readiness.set(true);
-        Sink::stdout()
+        None
     } else {
         let client = InfluxClient::new(&cli.influx, &cli.influx_db)?;
         tokio::spawn(watch_readiness(
@@ -63,27 +73,62 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             readiness.clone(),
             shutdown.clone(),
         ));
-        tokio::select! {
-            r = start_up(&client, &cli, &mut watermarks) => r?,
-            () = shutdown.wait() => return Ok(()),
-        }
-        Sink::Influx {
-            client,
-            retry: RetryPolicy::patient(),
-        }
+        Some(client)
     };
-    let mut poller = Poller {
-        fetcher,
-        watermarks,
-        sink,
-        config: PollConfig {
-            batch_lines: usize::try_from(cli.batch_lines).unwrap_or(usize::MAX),
-            max_clock_skew: Duration::from_secs(cli.max_clock_skew_seconds),
-            threads: cli.threads(),
+    let sink = || match &client {
+        None => Sink::stdout(),
+        Some(client) => Sink::Influx {
+            client: client.clone(),
+            retry: RetryPolicy::patient(),
         },
     };
+    let config = |feed| PollConfig {
+        batch_lines: usize::try_from(cli.batch_lines).unwrap_or(usize::MAX),
+        max_clock_skew: Duration::from_secs(cli.max_clock_skew_seconds),
+        threads: cli.threads(),
+        feed,
+        region: cli.region(),
+    };
+    let timeout = Duration::from_secs(cli.fetch_timeout_seconds);
+    let poller = |source: Source, feed| -> Result<Poller, FetchError> {
+        Ok(Poller {
+            fetcher: Fetcher::new(source, timeout)?,
+            watermarks: Watermarks::new(),
+            sink: sink(),
+            config: config(feed),
+        })
+    };
+    let daily = daily_source
+        .clone()
+        .map(|s| poller(s, Feed::Daily))
+        .transpose()?;
+    let readings = readings_source
+        .clone()
+        .map(|s| poller(s, Feed::Readings))
+        .transpose()?;
+    let means = readings.as_ref().map(|_| Means {
+        windows: Windows::new(),
+        watermarks: Watermarks::new(),
+        sink: sink(),
+        batch_lines: usize::try_from(cli.batch_lines).unwrap_or(usize::MAX),
+    });
+    let mut service = Service::new(
+        daily,
+        readings,
+        means,
+        Duration::from_secs(cli.max_upstream_age_seconds),
+    );
+    if let Some(client) = &client {
+        tokio::select! {
+            r = start_up(client, &cli, &mut service) => r?,
+            () = shutdown.wait() => return Ok(()),
+        }
+    }
+    let show = |s: &Option<Source>| s.as_ref().map_or("none".to_string(), ToString::to_string);
     tracing::info!(
-        source = %cli.source,
+        source = %show(&daily_source),
+        readings_source = %show(&readings_source),
+        region = %cli.region().map_or("none".to_string(), |r| r.to_string()),
         poll_seconds = cli.poll_seconds,
         threads = cli.threads(),
         dry_run = cli.dry_run,
@@ -98,16 +143,19 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
             () = shutdown.wait() => break Ok(()),
         }
         let report = tokio::select! {
-            r = poller.poll() => r,
+            r = service.cycle() => r,
             () = shutdown.wait() => break Ok(()),
         };
-        metrics.record(&report, poller.watermarks.len());
-        log_report(&report);
+        metrics.record_cycle(&report, &service);
+        for poll in &report.polls {
+            log_report(poll);
+        }
+        log_means(&report, &service);
         if once {
-            break if report.outcome.is_success() {
-                Ok(())
-            } else {
-                Err(AppError::PollFailed(report.outcome))
+            break match report.polls.iter().find(|p| !p.outcome.is_success()) {
+                Some(p) => Err(AppError::PollFailed(p.outcome)),
+                None if !report.is_success() => Err(AppError::MeansFailed),
+                None => Ok(()),
             };
         }
     };
@@ -122,19 +170,15 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     result
 }
 
-/// Creates the database (if asked to) and reads the watermarks back. While InfluxDB is away this
-/// waits and retries (with `--once`, for about a minute); a poll without watermarks would write
-/// readings that are already stored.
-async fn start_up(
-    client: &InfluxClient,
-    cli: &Cli,
-    watermarks: &mut Watermarks,
-) -> Result<(), AppError> {
+/// Creates the database (if asked to), reads the watermarks back and rebuilds the 24-hour
+/// windows. While InfluxDB is away this waits and retries (with `--once`, for about a minute); a
+/// poll without watermarks would write readings that are already stored.
+async fn start_up(client: &InfluxClient, cli: &Cli, service: &mut Service) -> Result<(), AppError> {
     let policy = RetryPolicy::patient();
     let started = tokio::time::Instant::now();
     let mut attempt = 1u32;
     loop {
-        match try_start_up(client, cli, watermarks).await {
+        match try_start_up(client, cli, service).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let give_up = cli.runs_once()
@@ -159,7 +203,7 @@ async fn start_up(
 async fn try_start_up(
     client: &InfluxClient,
     cli: &Cli,
-    watermarks: &mut Watermarks,
+    service: &mut Service,
 ) -> Result<(), WriteError> {
     if cli.create_database {
         match client.create_database().await {
@@ -171,12 +215,50 @@ async fn try_start_up(
             Err(e) => return Err(e),
         }
     }
-    let sensors = store::load_watermarks(client, watermarks).await?;
-    tracing::info!(
-        sensors,
-        db = client.database(),
-        "newest stored reading per sensor loaded"
-    );
+    // Start from scratch on every attempt: a half-loaded state must not count.
+    let daily_marks = match (&mut service.daily, &mut service.means) {
+        (Some(p), _) => Some(&mut p.watermarks),
+        (None, Some(m)) => Some(&mut m.watermarks),
+        (None, None) => None,
+    };
+    if let Some(marks) = daily_marks {
+        *marks = Watermarks::new();
+        let sensors = store::load_watermarks(client, MEASUREMENT, marks).await?;
+        tracing::info!(
+            sensors,
+            db = client.database(),
+            measurement = MEASUREMENT,
+            "newest stored point per sensor loaded"
+        );
+    }
+    if let (Some(p), Some(m)) = (&mut service.readings, &mut service.means) {
+        p.watermarks = Watermarks::new();
+        let sensors =
+            store::load_watermarks(client, READINGS_MEASUREMENT, &mut p.watermarks).await?;
+        m.windows = Windows::new();
+        let now = EpochSeconds::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .unwrap_or(EpochSeconds::MAX);
+        let region = cli.region();
+        let rebuilt = store::load_windows(
+            client,
+            &p.watermarks,
+            region.as_deref(),
+            now,
+            &mut m.windows,
+        )
+        .await?;
+        tracing::info!(
+            sensors,
+            windows = rebuilt,
+            measurement = READINGS_MEASUREMENT,
+            "newest stored reading per sensor loaded, 24-hour windows rebuilt"
+        );
+    }
     Ok(())
 }
 
@@ -211,6 +293,7 @@ fn log_report(r: &PollReport) {
         .filter(|&&s| r.stats.values.skipped(s) > 0)
         .map(|&s| format!("{}={}", s.as_str(), r.stats.values.skipped(s)))
         .collect();
+    let feed = r.feed.as_str();
     let outcome = r.outcome.as_str();
     let error = r
         .error
@@ -221,7 +304,7 @@ fn log_report(r: &PollReport) {
     macro_rules! poll_event {
         ($level:ident, $message:literal, $($extra:tt)*) => {
             tracing::$level!(
-                outcome, records, written = r.written, rejected = r.rejected,
+                feed, outcome, records, written = r.written, rejected = r.rejected,
                 skipped_values = skipped, skipped = %reasons.join(","), bytes = r.bytes,
                 seconds = secs, $($extra)* $message
             )
@@ -231,5 +314,32 @@ fn log_report(r: &PollReport) {
         poll_event!(info, "poll done", records_per_second = rate,);
     } else {
         poll_event!(warn, "poll failed", error,);
+    }
+}
+
+fn log_means(report: &CycleReport, service: &Service) {
+    let Some(means) = &service.means else {
+        return;
+    };
+    let upstream = report.upstream.as_str();
+    let windows = means.windows.len();
+    match &report.means {
+        None => tracing::debug!(upstream, windows, "upstream 24-hour means in use"),
+        Some(m) => match &m.error {
+            None => tracing::info!(
+                upstream,
+                windows,
+                written = m.written,
+                without_index = m.without_index,
+                rejected = m.rejected,
+                "computed 24-hour means written"
+            ),
+            Some(e) => tracing::warn!(
+                upstream,
+                windows,
+                error = %e,
+                "writing the computed 24-hour means failed; the next cycle offers them again"
+            ),
+        },
     }
 }

@@ -1,12 +1,72 @@
 //! Command-line flags, each with an environment-variable fallback (the operator sets those).
 
 use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Args, Parser};
 use iot_common::InfluxArgs;
 use iot_common::logging::LogArgs;
 
 use crate::fetch::Source;
+use crate::region::Region;
+
+/// Sensor.Community's data API.
+pub const API_URL: &str = "https://data.sensor.community";
+
+/// A source as named on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceArg {
+    /// Sensor.Community's 24-hour file, `data.24h.json`.
+    Daily24h,
+    /// Sensor.Community's 5-minute data: `data.json`, or the filter API for a region.
+    FiveMin,
+    /// `--readings-source` only: `5min` when `--source` is `24h` or `5min`, else none.
+    Auto,
+    None,
+    Custom(Source),
+}
+
+impl FromStr for SourceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "24h" => SourceArg::Daily24h,
+            "5min" => SourceArg::FiveMin,
+            "auto" => SourceArg::Auto,
+            "none" => SourceArg::None,
+            other => SourceArg::Custom(other.parse()?),
+        })
+    }
+}
+
+/// At most one form of region.
+#[derive(Args, Debug, Clone, Default)]
+#[group(multiple = false)]
+pub struct RegionArgs {
+    /// Only sensors in these countries: comma-separated codes as the feed writes them, such as
+    /// GB,IE.
+    #[arg(long, env = "AQI_REGION_COUNTRIES", value_parser = Region::countries)]
+    pub region_countries: Option<Region>,
+
+    /// Only sensors in this box: SOUTH,WEST,NORTH,EAST in degrees, such as 49.9,-8.2,60.9,1.8.
+    #[arg(long, env = "AQI_REGION_BOX", value_parser = Region::bounding_box, allow_hyphen_values = true)]
+    pub region_box: Option<Region>,
+
+    /// Only sensors within a radius of a centre: LATITUDE,LONGITUDE,KM, such as 51.5,-0.12,50.
+    #[arg(long, env = "AQI_REGION_AREA", value_parser = Region::area, allow_hyphen_values = true)]
+    pub region_area: Option<Region>,
+}
+
+impl RegionArgs {
+    pub fn region(&self) -> Option<Region> {
+        self.region_countries
+            .clone()
+            .or_else(|| self.region_box.clone())
+            .or_else(|| self.region_area.clone())
+    }
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -37,10 +97,31 @@ pub struct Cli {
     #[arg(long, env = "CREATE_DATABASE", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_database: bool,
 
-    /// Where snapshots come from: `24h` (24-hour means, what DAQI is defined on), `5min` (the
-    /// 5-minute means), any http(s) URL, or a file path (offline use).
+    /// Where 24-hour means come from (what DAQI is defined on): `24h` (Sensor.Community's
+    /// data.24h.json), any http(s) URL or a file path of the same format; or `5min` (none: the
+    /// index is computed from 5-minute readings only).
     #[arg(long, env = "AQI_SOURCE", default_value = "24h")]
-    pub source: Source,
+    pub source: SourceArg,
+
+    /// 5-minute readings, stored and turned into our own 24-hour means when the 24-hour source
+    /// is empty, failing or stale (or absent): `5min` (Sensor.Community's data.json, or its
+    /// filter API for the region), any http(s) URL or file path, `none`, or `auto` (`5min` when
+    /// --source is 24h or 5min, none for a custom URL or file).
+    #[arg(long, env = "AQI_READINGS_SOURCE", default_value = "auto")]
+    pub readings_source: SourceArg,
+
+    /// The 24-hour source is stale (and computed means are written instead) when its newest
+    /// record is older than this many seconds.
+    #[arg(long, env = "AQI_MAX_UPSTREAM_AGE_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_upstream_age_seconds: u64,
+
+    /// Base URL of Sensor.Community's API, for `24h` and `5min`.
+    #[arg(long, env = "AQI_API_URL", default_value = API_URL)]
+    pub api_url: String,
+
+    #[command(flatten)]
+    pub region: RegionArgs,
 
     /// Seconds between polls. Sensor.Community regenerates its files every few minutes and asks
     /// clients to poll every 5 minutes or slower: polling faster only downloads the same file
@@ -94,7 +175,56 @@ impl Cli {
     /// Whether to poll once and exit: `--once`, or a dry run of a file (offline use, where
     /// polling the same file again would only print nothing every few minutes).
     pub fn runs_once(&self) -> bool {
-        self.once || (self.dry_run && matches!(self.source, Source::File(_)))
+        let files_only = || {
+            let sources = [self.daily_source(), self.readings_source()];
+            sources
+                .iter()
+                .all(|s| matches!(s, Ok(None | Some(Source::File(_)))))
+        };
+        self.once || (self.dry_run && files_only())
+    }
+
+    /// The 24-hour means source, if any.
+    pub fn daily_source(&self) -> Result<Option<Source>, String> {
+        match &self.source {
+            SourceArg::Daily24h => Ok(Some(Source::Url(format!(
+                "{}/static/v2/data.24h.json",
+                self.api_base()
+            )))),
+            SourceArg::FiveMin | SourceArg::None => Ok(None),
+            SourceArg::Custom(s) => Ok(Some(s.clone())),
+            SourceArg::Auto => Err("--source auto: give 24h, 5min, a URL or a file".into()),
+        }
+    }
+
+    /// The 5-minute readings source, if any.
+    pub fn readings_source(&self) -> Result<Option<Source>, String> {
+        let five_min = || {
+            let base = self.api_base();
+            Source::Url(match self.region.region() {
+                Some(r) => format!("{base}/airrohr/v1/filter/{}", r.filter_query()),
+                None => format!("{base}/static/v2/data.json"),
+            })
+        };
+        match &self.readings_source {
+            SourceArg::Auto => {
+                Ok(matches!(self.source, SourceArg::Daily24h | SourceArg::FiveMin).then(five_min))
+            }
+            SourceArg::FiveMin => Ok(Some(five_min())),
+            SourceArg::None => Ok(None),
+            SourceArg::Custom(s) => Ok(Some(s.clone())),
+            SourceArg::Daily24h => {
+                Err("--readings-source 24h: the 24-hour file holds no 5-minute readings".into())
+            }
+        }
+    }
+
+    pub fn region(&self) -> Option<Arc<Region>> {
+        self.region.region().map(Arc::new)
+    }
+
+    fn api_base(&self) -> &str {
+        self.api_url.trim_end_matches('/')
     }
 
     /// `--threads`, with 0 resolved.
@@ -123,11 +253,84 @@ mod tests {
         let cli = Cli::try_parse_from(["aqi-ingestor"]).expect("defaults parse");
         assert_eq!(cli.influx_db, "aqi");
         assert_eq!(cli.poll_seconds, 300);
-        assert_eq!(cli.source, Source::Url(crate::fetch::URL_24H.into()));
+        assert_eq!(
+            cli.daily_source(),
+            Ok(Some(Source::Url(crate::fetch::URL_24H.into())))
+        );
+        assert_eq!(
+            cli.readings_source(),
+            Ok(Some(Source::Url(crate::fetch::URL_5MIN.into())))
+        );
+        assert_eq!(cli.max_upstream_age_seconds, 3600);
         assert_eq!(cli.http_addr.to_string(), "0.0.0.0:9090");
         assert!(cli.create_database);
         assert!(!cli.dry_run && !cli.once);
+        assert_eq!(cli.region(), None);
         assert_eq!(cli.threads(), 1, "parsing in order unless asked otherwise");
+    }
+
+    fn sources(args: &[&str]) -> (Option<Source>, Option<Source>) {
+        let cli = Cli::try_parse_from(std::iter::once("aqi-ingestor").chain(args.iter().copied()))
+            .expect("parses");
+        (
+            cli.daily_source().expect("daily"),
+            cli.readings_source().expect("readings"),
+        )
+    }
+
+    #[test]
+    fn a_custom_source_polls_no_5_minute_data_unless_asked() {
+        let file = || Some(Source::File("/tmp/a.json".into()));
+        assert_eq!(sources(&["--source", "/tmp/a.json"]), (file(), None));
+        assert_eq!(
+            sources(&["--source", "none", "--readings-source", "/tmp/a.json"]),
+            (None, file())
+        );
+        let url = |path: &str| Some(Source::Url(format!("http://127.0.0.1:9/{path}")));
+        assert_eq!(
+            sources(&["--source", "5min", "--api-url", "http://127.0.0.1:9/"]),
+            (None, url("static/v2/data.json"))
+        );
+        assert_eq!(
+            sources(&[
+                "--readings-source",
+                "none",
+                "--api-url",
+                "http://127.0.0.1:9"
+            ]),
+            (url("static/v2/data.24h.json"), None)
+        );
+    }
+
+    #[test]
+    fn a_region_selects_the_filter_api_for_5_minute_data() {
+        let base = ["--api-url", "http://127.0.0.1:9"];
+        let url = |q: &str| {
+            Some(Source::Url(format!(
+                "http://127.0.0.1:9/airrohr/v1/filter/{q}"
+            )))
+        };
+        for (args, query) in [
+            (vec!["--region-countries", "gb,IE"], "country=GB,IE"),
+            (
+                vec!["--region-box", "49.9,-8.2,60.9,1.8"],
+                "box=49.9,-8.2,60.9,1.8",
+            ),
+            (vec!["--region-area", "-33.9,18.4,25"], "area=-33.9,18.4,25"),
+        ] {
+            let (_, readings) = sources(&[&base[..], &args[..]].concat());
+            assert_eq!(readings, url(query), "{args:?}");
+        }
+        let two = Cli::try_parse_from([
+            "aqi-ingestor",
+            "--region-countries",
+            "GB",
+            "--region-area",
+            "51,0,5",
+        ]);
+        assert!(two.is_err(), "one form of region at a time");
+        let bad = Cli::try_parse_from(["aqi-ingestor", "--region-box", "60,0,50,1"]);
+        assert!(bad.is_err());
     }
 
     #[test]
@@ -140,6 +343,22 @@ mod tests {
         assert!(!parse(&["--dry-run", "--source", "24h"]).runs_once());
         assert!(!parse(&["--source", "snapshot.json"]).runs_once());
         assert!(parse(&["--once"]).runs_once());
+        let five_min_file = [
+            "--dry-run",
+            "--source",
+            "none",
+            "--readings-source",
+            "a.json",
+        ];
+        assert!(parse(&five_min_file).runs_once());
+        let with_api = [
+            "--dry-run",
+            "--source",
+            "a.json",
+            "--readings-source",
+            "5min",
+        ];
+        assert!(!parse(&with_api).runs_once());
     }
 
     #[test]

@@ -7,10 +7,14 @@
 //! snapshot order, which records are new and keeps their lines (cheap, and sequential by
 //! nature).
 
+use std::sync::Arc;
+
+use crate::means::{self, Reading};
 use crate::record::Record;
+use crate::region::Region;
 use crate::snapshot::Item;
 use crate::timestamp::{self, EpochSeconds};
-use crate::transform::{self, RecordValues, ValueStats};
+use crate::transform::{self, Feed, RecordValues, ValueStats};
 use crate::watermark::{Admission, Watermarks};
 
 /// What became of a record. Stable names: they are metric labels.
@@ -31,10 +35,12 @@ pub enum RecordOutcome {
     /// More than the tolerated clock skew ahead of now; it would block the sensor's newer
     /// readings until the clock caught up.
     Future,
+    /// Not in the configured region (see [`crate::region`]).
+    OutsideRegion,
 }
 
 impl RecordOutcome {
-    pub const ALL: [RecordOutcome; 7] = [
+    pub const ALL: [RecordOutcome; 8] = [
         RecordOutcome::New,
         RecordOutcome::NotNewer,
         RecordOutcome::Duplicate,
@@ -42,6 +48,7 @@ impl RecordOutcome {
         RecordOutcome::Malformed,
         RecordOutcome::BadTimestamp,
         RecordOutcome::Future,
+        RecordOutcome::OutsideRegion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +60,7 @@ impl RecordOutcome {
             RecordOutcome::Malformed => "malformed",
             RecordOutcome::BadTimestamp => "bad_timestamp",
             RecordOutcome::Future => "future",
+            RecordOutcome::OutsideRegion => "outside_region",
         }
     }
 
@@ -68,6 +76,9 @@ pub struct PollStats {
     pub records: [u64; RecordOutcome::ALL.len()],
     /// Values of the new records (including those with no valid value).
     pub values: ValueStats,
+    /// The newest time of any record in the snapshot (in the region, not in the future),
+    /// new or not: how current the source is. 0 when it had none.
+    pub newest: EpochSeconds,
 }
 
 impl PollStats {
@@ -85,6 +96,26 @@ impl PollStats {
     }
 }
 
+/// How the records of a poll are prepared: the same for every window of it.
+#[derive(Clone, Debug, Default)]
+pub struct Preparation {
+    /// The latest record time accepted (now plus the tolerated clock skew); later ones are
+    /// [`RecordOutcome::Future`].
+    pub latest: EpochSeconds,
+    pub feed: Feed,
+    pub region: Option<Arc<Region>>,
+}
+
+/// What the 24-hour window needs of a reading (readings feed, outdoor, with PM).
+#[derive(Clone, Copy, Debug)]
+struct ForWindow {
+    pm10: Option<u32>,
+    pm25: Option<u32>,
+    coords: Option<(f64, f64)>,
+    /// The record's escaped tags in [`Prepared::tags`].
+    tags: (u32, u32),
+}
+
 /// A record as far as it can be taken without the watermarks: parsed, validated, its line
 /// formatted. This is the part that runs on several threads.
 #[derive(Clone, Copy, Debug)]
@@ -97,28 +128,31 @@ struct Entry {
     /// `None` while the watermarks still have to decide.
     rejected: Option<RecordOutcome>,
     values: RecordValues,
+    window: Option<ForWindow>,
 }
 
 /// Records of one slice of a snapshot, prepared in order.
 #[derive(Debug, Default)]
 pub struct Prepared {
     lines: String,
+    /// Tags of the records that go into a window.
+    tags: String,
     entries: Vec<Entry>,
 }
 
 impl Prepared {
-    /// Prepares one parsed item. `latest`: the latest record time accepted (now plus the
-    /// tolerated clock skew); later ones are [`RecordOutcome::Future`].
-    pub fn push(&mut self, item: Item<'_>, latest: EpochSeconds) {
+    /// Prepares one parsed item.
+    pub fn push(&mut self, item: Item<'_>, how: &Preparation) {
         let mut entry = Entry {
             sensor: 0,
             time: 0,
             line_end: self.lines.len(),
             rejected: None,
             values: RecordValues::default(),
+            window: None,
         };
         match item {
-            Item::Record(record) => self.record(&record, latest, &mut entry),
+            Item::Record(record) => self.record(&record, how, &mut entry),
             Item::Malformed(e) => {
                 tracing::debug!(error = %e, "skipping a malformed record");
                 entry.rejected = Some(RecordOutcome::Malformed);
@@ -127,7 +161,7 @@ impl Prepared {
         self.entries.push(entry);
     }
 
-    fn record(&mut self, record: &Record<'_>, latest: EpochSeconds, entry: &mut Entry) {
+    fn record(&mut self, record: &Record<'_>, how: &Preparation, entry: &mut Entry) {
         let Some(sensor) = record.sensor_id() else {
             entry.rejected = Some(RecordOutcome::Malformed);
             return;
@@ -136,14 +170,32 @@ impl Prepared {
             entry.rejected = Some(RecordOutcome::BadTimestamp);
             return;
         };
-        if time > latest {
+        if time > how.latest {
             entry.rejected = Some(RecordOutcome::Future);
+            return;
+        }
+        if how.region.as_ref().is_some_and(|r| !r.contains(record)) {
+            entry.rejected = Some(RecordOutcome::OutsideRegion);
             return;
         }
         entry.sensor = sensor;
         entry.time = time;
-        entry.values = transform::append_line(&mut self.lines, record, sensor, time);
+        let (values, extract) =
+            transform::append_line(&mut self.lines, record, sensor, time, how.feed);
+        entry.values = values;
         entry.line_end = self.lines.len();
+        let pm10 = extract.pm10.and_then(means::centi);
+        let pm25 = extract.pm25.and_then(means::centi);
+        if how.feed == Feed::Readings && !extract.indoor && (pm10.is_some() || pm25.is_some()) {
+            let start = self.tags.len();
+            transform::append_tags(&mut self.tags, record, sensor);
+            entry.window = Some(ForWindow {
+                pm10,
+                pm25,
+                coords: extract.coords,
+                tags: (to_u32(start), to_u32(self.tags.len())),
+            });
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -155,11 +207,18 @@ impl Prepared {
     }
 }
 
+/// Offsets in a prepared block stay far below 4 GiB (windows are about a megabyte).
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The sequential part of a poll: the watermarks' verdict on prepared records, in snapshot
 /// order, and the lines of the new ones.
 pub struct Ingest<'w> {
     watermarks: &'w mut Watermarks,
     pub stats: PollStats,
+    /// The new readings a 24-hour window takes once they are stored.
+    pub readings: Vec<Reading>,
 }
 
 impl<'w> Ingest<'w> {
@@ -167,6 +226,7 @@ impl<'w> Ingest<'w> {
         Ingest {
             watermarks,
             stats: PollStats::default(),
+            readings: Vec::new(),
         }
     }
 
@@ -176,6 +236,9 @@ impl<'w> Ingest<'w> {
         for e in &block.entries {
             let line = &block.lines[start..e.line_end];
             start = e.line_end;
+            if e.rejected.is_none() {
+                self.stats.newest = self.stats.newest.max(e.time);
+            }
             let outcome = match e.rejected {
                 Some(outcome) => outcome,
                 None => match self.watermarks.admit(e.sensor, e.time) {
@@ -187,6 +250,17 @@ impl<'w> Ingest<'w> {
                             RecordOutcome::NoValues
                         } else {
                             out.push_str(line);
+                            if let Some(w) = &e.window {
+                                let (from, to) = (w.tags.0 as usize, w.tags.1 as usize);
+                                self.readings.push(Reading {
+                                    sensor: e.sensor,
+                                    time: e.time,
+                                    pm10: w.pm10,
+                                    pm25: w.pm25,
+                                    coords: w.coords,
+                                    tags: block.tags[from..to].into(),
+                                });
+                            }
                             RecordOutcome::New
                         }
                     }
@@ -203,16 +277,72 @@ mod tests {
     use crate::snapshot::SnapshotParser;
 
     fn ingest(w: &mut Watermarks, body: &str) -> (PollStats, String) {
-        let latest = timestamp::parse("2030-01-01 00:00:00").expect("valid");
+        let (stats, out, _) = ingest_with(w, body, Feed::Daily, None);
+        (stats, out)
+    }
+
+    fn ingest_with(
+        w: &mut Watermarks,
+        body: &str,
+        feed: Feed,
+        region: Option<Region>,
+    ) -> (PollStats, String, Vec<Reading>) {
+        let how = Preparation {
+            latest: timestamp::parse("2030-01-01 00:00:00").expect("valid"),
+            feed,
+            region: region.map(Arc::new),
+        };
         let mut prepared = Prepared::default();
         let mut p = SnapshotParser::new();
-        p.feed(body.as_bytes(), |item| prepared.push(item, latest))
+        p.feed(body.as_bytes(), |item| prepared.push(item, &how))
             .expect("valid body");
         p.finish().expect("complete body");
         let mut out = String::new();
         let mut ingest = Ingest::new(w);
         ingest.admit(&prepared, &mut out);
-        (ingest.stats, out)
+        (ingest.stats, out, ingest.readings)
+    }
+
+    #[test]
+    fn new_outdoor_readings_in_the_region_go_to_the_window() {
+        let located = |sensor: u64, country: &str, indoor: u8, p1: &str| {
+            format!(
+                r#"{{"timestamp":"2024-01-15 10:00:00","location":{{"id":7,"country":"{country}","indoor":{indoor},"latitude":"51.5","longitude":"-0.1"}},"sensor":{{"id":{sensor},"sensor_type":{{"name":"SDS011"}}}},"sensordatavalues":[{{"value":"{p1}","value_type":"P1"}},{{"value":"20","value_type":"temperature"}}]}}"#
+            )
+        };
+        let body = format!(
+            "[{},{},{},{},{}]",
+            located(1, "GB", 0, "12.35"),
+            located(1, "GB", 0, "12.35"),
+            located(2, "FR", 0, "5"),
+            located(3, "GB", 1, "5"),
+            located(4, "GB", 0, "nan"),
+        );
+        let region = Region::countries("GB").expect("valid");
+        let mut w = Watermarks::new();
+        let (stats, out, readings) = ingest_with(&mut w, &body, Feed::Readings, Some(region));
+        assert_eq!(stats.records(RecordOutcome::OutsideRegion), 1);
+        assert_eq!(stats.records(RecordOutcome::New), 3);
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(
+            out.lines().all(|l| l.starts_with("air_quality_5min,")),
+            "{out}"
+        );
+        assert_eq!(
+            readings,
+            [Reading {
+                sensor: 1,
+                time: timestamp::parse("2024-01-15 10:00:00").expect("valid"),
+                pm10: Some(1235),
+                pm25: None,
+                coords: Some((51.5, -0.1)),
+                tags: ",sensor_id=1,location_id=7,country=GB,sensor_type=SDS011".into(),
+            }],
+            "indoor (3) and PM-less (4) readings stay out; the repeat is a duplicate"
+        );
+        let mut w = Watermarks::new();
+        let (_, _, readings) = ingest_with(&mut w, &body, Feed::Daily, None);
+        assert!(readings.is_empty(), "24-hour means are no readings");
     }
 
     fn rec(sensor: u64, time: &str, p1: &str) -> String {
@@ -251,7 +381,12 @@ mod tests {
                 (Malformed, 2),
                 (BadTimestamp, 1),
                 (Future, 1),
+                (OutsideRegion, 0),
             ]
+        );
+        assert_eq!(
+            stats.newest,
+            timestamp::parse("2024-01-15 10:00:05").expect("valid")
         );
         assert_eq!(out.lines().count(), 3);
         assert_eq!(stats.lines(), 3);

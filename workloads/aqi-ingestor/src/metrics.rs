@@ -11,6 +11,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::ingest::RecordOutcome;
 use crate::poll::{PollOutcome, PollReport};
+use crate::service::{CycleReport, Service, UpstreamState};
+use crate::transform::Feed;
 use crate::values::SkipReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +23,12 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedOutcome {
+    feed: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone)]
@@ -36,6 +44,12 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     poll_seconds: Histogram,
     sensors: Gauge,
+    feed_polls: Family<FeedOutcome, Counter>,
+    means_written: Counter,
+    means_without_index: Counter,
+    upstream_usable: Gauge,
+    window_sensors: Gauge,
+    window_bytes: Gauge,
 }
 
 impl Metrics {
@@ -52,7 +66,23 @@ impl Metrics {
             last_success: Gauge::default(),
             poll_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             sensors: Gauge::default(),
+            feed_polls: Family::default(),
+            means_written: Counter::default(),
+            means_without_index: Counter::default(),
+            upstream_usable: Gauge::default(),
+            window_sensors: Gauge::default(),
+            window_bytes: Gauge::default(),
         };
+        for feed in [Feed::Daily, Feed::Readings] {
+            for o in PollOutcome::ALL {
+                m.feed_polls
+                    .get_or_create(&FeedOutcome {
+                        feed: feed.as_str(),
+                        outcome: o.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
         // Every label value exists from the start, so rates and alerts see zeros, not gaps.
         for o in PollOutcome::ALL {
             m.polls
@@ -129,10 +159,87 @@ impl Metrics {
             "Sensors whose newest stored reading is remembered",
             m.sensors.clone(),
         );
+        r.register(
+            "feed_polls",
+            "Polls by feed (daily = 24-hour means, readings = 5-minute readings) and outcome",
+            m.feed_polls.clone(),
+        );
+        r.register(
+            "computed_means_written",
+            "24-hour means computed here from 5-minute readings and written (origin=computed)",
+            m.means_written.clone(),
+        );
+        r.register(
+            "computed_means_without_index",
+            "Computed 24-hour means written without an index: under 75 % of the day covered",
+            m.means_without_index.clone(),
+        );
+        r.register(
+            "upstream_usable",
+            "1 while the upstream 24-hour file gives the index, 0 while computed means stand in",
+            m.upstream_usable.clone(),
+        );
+        r.register(
+            "window_sensors",
+            "Sensors with a 24-hour window of 5-minute readings",
+            m.window_sensors.clone(),
+        );
+        r.register_with_unit(
+            "window",
+            "Memory held by the 24-hour windows",
+            Unit::Bytes,
+            m.window_bytes.clone(),
+        );
         m
     }
 
+    /// Everything a cycle of polls did.
+    pub fn record_cycle(&self, cycle: &CycleReport, service: &Service) {
+        for report in &cycle.polls {
+            self.record_poll(report);
+        }
+        if let Some(m) = &cycle.means {
+            self.means_written.inc_by(m.written);
+            self.means_without_index.inc_by(m.without_index);
+        }
+        self.upstream_usable
+            .set(i64::from(cycle.upstream == UpstreamState::Usable));
+        if let Some(means) = &service.means {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.window_sensors.set(gauge(means.windows.len()));
+            self.window_bytes.set(gauge(means.windows.bytes()));
+        }
+        if cycle.is_success() {
+            self.set_last_success();
+        }
+        self.sensors
+            .set(i64::try_from(service.tracked_sensors()).unwrap_or(i64::MAX));
+    }
+
+    /// One poll (as a cycle of one).
     pub fn record(&self, report: &PollReport, tracked_sensors: usize) {
+        self.record_poll(report);
+        if report.outcome.is_success() {
+            self.set_last_success();
+        }
+        self.sensors
+            .set(i64::try_from(tracked_sensors).unwrap_or(i64::MAX));
+    }
+
+    fn set_last_success(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success.set(now.as_secs_f64());
+    }
+
+    fn record_poll(&self, report: &PollReport) {
+        self.feed_polls
+            .get_or_create(&FeedOutcome {
+                feed: report.feed.as_str(),
+                outcome: report.outcome.as_str(),
+            })
+            .inc();
         self.polls
             .get_or_create(&Outcome {
                 outcome: report.outcome.as_str(),
@@ -163,14 +270,6 @@ impl Metrics {
             .inc_by(report.stats.values.indoor_without_aqi);
         self.downloaded.inc_by(report.bytes);
         self.poll_seconds.observe(report.elapsed.as_secs_f64());
-        if report.outcome.is_success() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            self.last_success.set(now.as_secs_f64());
-        }
-        self.sensors
-            .set(i64::try_from(tracked_sensors).unwrap_or(i64::MAX));
     }
 }
 

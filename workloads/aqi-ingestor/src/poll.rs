@@ -16,13 +16,17 @@
 //!   fetches it again. One bad body never stops the loop.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::fetch::{Fetch, FetchError, Fetcher};
-use crate::ingest::{Ingest, PollStats, Prepared};
+use crate::ingest::{Ingest, PollStats, Preparation, Prepared};
+use crate::means::Reading;
+use crate::region::Region;
 use crate::sink::{Sink, SinkError};
 use crate::snapshot::{BodyError, Item};
 use crate::timestamp::EpochSeconds;
+use crate::transform::Feed;
 use crate::watermark::Watermarks;
 use crate::windows::{self, Cutter, Joiner, Parsed, WINDOW, Window};
 
@@ -101,6 +105,7 @@ pub enum PollError {
 /// Everything a poll did, for metrics and logs.
 #[derive(Debug, Default)]
 pub struct PollReport {
+    pub feed: Feed,
     pub outcome: PollOutcome,
     pub stats: PollStats,
     /// Lines the sink accepted.
@@ -111,6 +116,8 @@ pub struct PollReport {
     pub bytes: u64,
     pub elapsed: Duration,
     pub error: Option<PollError>,
+    /// The new readings stored by this poll that a 24-hour window takes (readings feed).
+    pub readings: Vec<Reading>,
 }
 
 /// A window being parsed on a worker, or (one thread) waiting to be parsed in order.
@@ -127,6 +134,10 @@ pub struct PollConfig {
     pub max_clock_skew: Duration,
     /// Threads that parse and transform windows of a snapshot at once; 1 parses in order.
     pub threads: usize,
+    /// What the source holds: 24-hour means or 5-minute readings.
+    pub feed: Feed,
+    /// Records outside it are skipped.
+    pub region: Option<Arc<Region>>,
 }
 
 impl Default for PollConfig {
@@ -135,6 +146,8 @@ impl Default for PollConfig {
             batch_lines: 5000,
             max_clock_skew: Duration::from_secs(3600),
             threads: 1,
+            feed: Feed::Daily,
+            region: None,
         }
     }
 }
@@ -151,7 +164,10 @@ pub struct Poller {
 impl Poller {
     pub async fn poll(&mut self) -> PollReport {
         let started = Instant::now();
-        let mut report = PollReport::default();
+        let mut report = PollReport {
+            feed: self.config.feed,
+            ..PollReport::default()
+        };
         self.run(&mut report).await;
         report.elapsed = started.elapsed();
         report
@@ -173,8 +189,12 @@ impl Poller {
             }
         };
 
-        let latest = latest_accepted(self.config.max_clock_skew);
-        let prepare = move |item: Item<'_>, block: &mut Prepared| block.push(item, latest);
+        let how = Preparation {
+            latest: latest_accepted(self.config.max_clock_skew),
+            feed: self.config.feed,
+            region: self.config.region.clone(),
+        };
+        let prepare = |item: Item<'_>, block: &mut Prepared| block.push(item, &how);
         let threads = self.config.threads.max(1);
         // One window more than workers, so they have the next one while this thread joins.
         let max_in_flight = if threads == 1 { 1 } else { threads + 1 };
@@ -194,8 +214,11 @@ impl Poller {
                     in_flight.push_back(if threads == 1 {
                         Job::InOrder(window)
                     } else {
+                        let how = how.clone();
                         Job::Running(tokio::task::spawn_blocking(move || {
-                            windows::parse(window, &prepare)
+                            windows::parse(window, &|item: Item<'_>, block: &mut Prepared| {
+                                block.push(item, &how)
+                            })
                         }))
                     });
                     continue;
@@ -248,6 +271,7 @@ impl Poller {
         }
         let write = flush(&mut self.sink, &mut batch, batched, report).await;
         report.stats = ingest.stats;
+        let readings = ingest.readings;
         report.bytes = download.bytes();
         if let Err(e) = write {
             self.watermarks.abort();
@@ -258,6 +282,7 @@ impl Poller {
         // Everything admitted is stored now (or refused for good), whatever became of the rest
         // of the body.
         self.watermarks.commit();
+        report.readings = readings;
 
         match body {
             Ok(()) => {
@@ -288,7 +313,7 @@ impl Poller {
 /// could, sending the rest again cannot change its mind, and stopping here would keep every later
 /// batch of every later poll from being written. Those points are counted as rejected. Any other
 /// failure (InfluxDB away, credentials refused) ends the poll so that it is all offered again.
-async fn flush(
+pub(crate) async fn flush(
     sink: &mut Sink,
     batch: &mut String,
     lines: u64,

@@ -1,7 +1,7 @@
 //! One admitted record → one line of InfluxDB line protocol.
 //!
 //! ```text
-//! air_quality,sensor_id=6507,location_id=3287,country=NL,sensor_type=SDS011 P1=20.40,P2=14.80,aqi_pm10=2i,aqi_pm25=2i,aqi=2i,latitude=52.2200,longitude=5.2700 1555424572000000000
+//! air_quality,sensor_id=6507,location_id=3287,country=NL,sensor_type=SDS011 P1=20.40,P2=14.80,aqi_pm10=2i,aqi_pm25=2i,aqi=2i,latitude=52.2200,longitude=5.2700,origin="upstream" 1555424572000000000
 //! ```
 //!
 //! Fields: every valid numeric value under its `value_type` (floats, in the record's order,
@@ -10,6 +10,12 @@
 //! valid concentration exists and the sensor is outdoors, then the location's coordinates.
 //! Value fields are always floats and index fields always integers, so a field's type never
 //! changes between points (InfluxDB would reject the write).
+//!
+//! Two feeds, two measurements: 24-hour means (the upstream file) go to `air_quality` with
+//! `origin="upstream"`, beside the means computed here ([`crate::means`], `origin="computed"`);
+//! 5-minute readings go to `air_quality_5min`, without an index (DAQI is defined on 24-hour
+//! means) and with `indoor=1i` for indoor sensors, so that their window can be rebuilt after a
+//! restart without them.
 
 use iot_common::Line;
 
@@ -18,7 +24,47 @@ use crate::record::{DataValue, Record, Scalar};
 use crate::timestamp::{self, EpochSeconds};
 use crate::values::{self, RESERVED_FIELDS, SkipReason};
 
+/// 24-hour means and their index.
 pub const MEASUREMENT: &str = "air_quality";
+/// 5-minute readings (no index).
+pub const READINGS_MEASUREMENT: &str = "air_quality_5min";
+
+/// What a snapshot holds, and so where its records go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Feed {
+    /// 24-hour means (`data.24h.json`, or any source given as such): `air_quality`, indexed.
+    #[default]
+    Daily,
+    /// 5-minute readings (`data.json`, the filter API): `air_quality_5min`, no index.
+    Readings,
+}
+
+impl Feed {
+    /// A stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feed::Daily => "daily",
+            Feed::Readings => "readings",
+        }
+    }
+
+    pub fn measurement(self) -> &'static str {
+        match self {
+            Feed::Daily => MEASUREMENT,
+            Feed::Readings => READINGS_MEASUREMENT,
+        }
+    }
+}
+
+/// The valid values of a record that the 24-hour window needs (see [`crate::means`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Extract {
+    /// PM10 (`P1`) and PM2.5 (`P2`), µg/m³.
+    pub pm10: Option<f64>,
+    pub pm25: Option<f64>,
+    pub coords: Option<(f64, f64)>,
+    pub indoor: bool,
+}
 
 /// What became of the values of one record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +113,24 @@ impl ValueStats {
     }
 }
 
+/// The series tags of a record: one sensor at one location (the same for both feeds, so that
+/// a computed mean lands in the series of the upstream ones).
+fn tags<'b>(line: Line<'b>, record: &Record<'_>, sensor_id: u64) -> Line<'b> {
+    let mut ids = itoa::Buffer::new();
+    let mut line = line.tag("sensor_id", ids.format(sensor_id));
+    if let Some(location_id) = record.location_id() {
+        line = line.tag("location_id", itoa::Buffer::new().format(location_id));
+    }
+    line.tag("country", record.country())
+        .tag("sensor_type", record.sensor_type())
+}
+
+/// Appends the escaped tags of a record (`,sensor_id=1,location_id=2,…`) to `out`.
+pub fn append_tags(out: &mut String, record: &Record<'_>, sensor_id: u64) {
+    // A line of no measurement and no field: only its tags stay in the buffer.
+    let _ = tags(Line::new(out, ""), record, sensor_id);
+}
+
 /// Appends the line of `record` (whose sensor id and time the caller has already parsed) to
 /// `out`. When the record has no valid value (`written == 0` in the result) nothing is
 /// appended: coordinates alone are not a reading.
@@ -75,18 +139,15 @@ pub fn append_line(
     record: &Record<'_>,
     sensor_id: u64,
     time: EpochSeconds,
-) -> RecordValues {
+    feed: Feed,
+) -> (RecordValues, Extract) {
     let mut stats = RecordValues::default();
+    let mut extract = Extract {
+        indoor: record.is_indoor(),
+        ..Extract::default()
+    };
     let start = out.len();
-    let mut ids = itoa::Buffer::new();
-    let mut loc = itoa::Buffer::new();
-    let mut line = Line::new(out, MEASUREMENT).tag("sensor_id", ids.format(sensor_id));
-    if let Some(location_id) = record.location_id() {
-        line = line.tag("location_id", loc.format(location_id));
-    }
-    line = line
-        .tag("country", record.country())
-        .tag("sensor_type", record.sensor_type());
+    let mut line = tags(Line::new(out, feed.measurement()), record, sensor_id);
 
     let values = &record.sensordatavalues;
     let mut written = 0u8;
@@ -120,14 +181,19 @@ pub fn append_line(
         // `finish` removes a line without fields.
         line.finish(0);
         debug_assert_eq!(out.len(), start);
-        return stats;
+        return (stats, extract);
     }
     stats.written = written;
+    extract.pm10 = pm10;
+    extract.pm25 = pm25;
 
-    if record.is_indoor() {
+    if extract.indoor {
         // Indoor air says nothing about the air quality index of a place.
         stats.indoor_without_aqi = pm10.is_some() || pm25.is_some();
-    } else {
+        if feed == Feed::Readings {
+            line = line.field_i64("indoor", 1);
+        }
+    } else if feed == Feed::Daily {
         let aqi_pm10 = pm10.and_then(daqi::pm10);
         let aqi_pm25 = pm25.and_then(daqi::pm25);
         if let Some(i) = aqi_pm10 {
@@ -142,17 +208,23 @@ pub fn append_line(
     }
 
     if let Some(l) = &record.location {
-        match values::coordinate(&l.latitude, 90.0) {
+        let lat = values::coordinate(&l.latitude, 90.0);
+        let lon = values::coordinate(&l.longitude, 180.0);
+        match lat {
             Ok(x) => line = number_field(line, "latitude", &l.latitude, x),
             Err(reason) => stats.skip(reason),
         }
-        match values::coordinate(&l.longitude, 180.0) {
+        match lon {
             Ok(x) => line = number_field(line, "longitude", &l.longitude, x),
             Err(reason) => stats.skip(reason),
         }
+        extract.coords = lat.ok().zip(lon.ok());
+    }
+    if feed == Feed::Daily {
+        line = line.field_str("origin", "upstream");
     }
     line.finish(timestamp::to_nanos(time));
-    stats
+    (stats, extract)
 }
 
 /// Adds the float field `name` with the valid value `x`, which came from `raw`. Text is written
@@ -184,7 +256,7 @@ mod tests {
         let record: Record<'_> = serde_json::from_str(json).expect("record");
         let mut out = String::from("previous\n");
         let sensor = record.sensor_id().expect("sensor id");
-        let stats = append_line(&mut out, &record, sensor, T);
+        let (stats, _) = append_line(&mut out, &record, sensor, T, Feed::Daily);
         let line = out.strip_prefix("previous\n").expect("prefix kept");
         assert_eq!(stats.written > 0, !line.is_empty());
         ((stats.written > 0).then(|| line.to_string()), stats)
@@ -202,7 +274,7 @@ mod tests {
             line.as_deref(),
             Some(
                 "air_quality,sensor_id=6507,location_id=3287,country=NL,sensor_type=SDS011 \
-                 P1=20.40,P2=14.80,aqi_pm10=2i,aqi_pm25=2i,aqi=2i,latitude=52.2200,longitude=5.2700 \
+                 P1=20.40,P2=14.80,aqi_pm10=2i,aqi_pm25=2i,aqi=2i,latitude=52.2200,longitude=5.2700,origin=\"upstream\" \
                  1555424572000000000\n"
             )
         );
@@ -253,6 +325,42 @@ mod tests {
     }
 
     #[test]
+    fn readings_have_no_index_and_mark_indoor_sensors() {
+        let record: Record<'_> = serde_json::from_str(SDS011).expect("record");
+        let mut out = String::new();
+        let (_, extract) = append_line(&mut out, &record, 6507, T, Feed::Readings);
+        assert_eq!(
+            out,
+            "air_quality_5min,sensor_id=6507,location_id=3287,country=NL,sensor_type=SDS011 \
+             P1=20.40,P2=14.80,latitude=52.2200,longitude=5.2700 1555424572000000000\n"
+        );
+        assert_eq!(
+            extract,
+            Extract {
+                pm10: Some(20.4),
+                pm25: Some(14.8),
+                coords: Some((52.22, 5.27)),
+                indoor: false
+            }
+        );
+        let indoor = SDS011.replace(r#""country":"NL""#, r#""country":"NL","indoor":1"#);
+        let record: Record<'_> = serde_json::from_str(&indoor).expect("record");
+        let mut out = String::new();
+        let (stats, extract) = append_line(&mut out, &record, 6507, T, Feed::Readings);
+        assert!(
+            out.contains(" P1=20.40,P2=14.80,indoor=1i,latitude="),
+            "{out}"
+        );
+        assert!(extract.indoor && stats.indoor_without_aqi);
+        let mut tags = String::new();
+        append_tags(&mut tags, &record, 6507);
+        assert_eq!(
+            tags,
+            ",sensor_id=6507,location_id=3287,country=NL,sensor_type=SDS011"
+        );
+    }
+
+    #[test]
     fn weather_records_have_no_index_and_keep_negative_temperatures() {
         let json = r#"{"sensor":{"id":8563,"sensor_type":{"name":"DHT22"}},
             "location":{"id":4319,"country":"DE","latitude":"52.523","longitude":"13.401"},
@@ -262,7 +370,7 @@ mod tests {
         assert_eq!(
             line,
             "air_quality,sensor_id=8563,location_id=4319,country=DE,sensor_type=DHT22 \
-             temperature=-1.60,humidity=41.70,latitude=52.523,longitude=13.401 1555424572000000000\n"
+             temperature=-1.60,humidity=41.70,latitude=52.523,longitude=13.401,origin=\"upstream\" 1555424572000000000\n"
         );
     }
 
@@ -276,7 +384,7 @@ mod tests {
         assert_eq!(
             line,
             "air_quality,sensor_id=77506,location_id=66616,country=AT,sensor_type=Radiation\\ Si22G \
-             counts_per_minute=72,pressure_at_sealevel=101968.66 1555424572000000000\n"
+             counts_per_minute=72,pressure_at_sealevel=101968.66,origin=\"upstream\" 1555424572000000000\n"
         );
     }
 
@@ -290,7 +398,7 @@ mod tests {
         let line = line.expect("line");
         assert_eq!(
             line,
-            "air_quality,sensor_id=1 P1=5,aqi_pm10=1i,aqi=1i 1555424572000000000\n"
+            "air_quality,sensor_id=1 P1=5,aqi_pm10=1i,aqi=1i,origin=\"upstream\" 1555424572000000000\n"
         );
         assert_eq!(stats.skipped(SkipReason::NonNumeric), 1);
         assert_eq!(stats.skipped(SkipReason::Duplicate), 1);

@@ -56,7 +56,16 @@ impl SkipReason {
 }
 
 /// Field names the ingestor writes itself; a value type may not take them.
-pub const RESERVED_FIELDS: [&str; 5] = ["aqi", "aqi_pm10", "aqi_pm25", "latitude", "longitude"];
+pub const RESERVED_FIELDS: [&str; 8] = [
+    "aqi",
+    "aqi_pm10",
+    "aqi_pm25",
+    "latitude",
+    "longitude",
+    "origin",
+    "coverage",
+    "indoor",
+];
 
 /// The numeric content of a scalar: `"12.35"`, `12.35` or `" 12.35 "` alike.
 pub fn number(value: &Scalar<'_>) -> Result<f64, SkipReason> {

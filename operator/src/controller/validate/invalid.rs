@@ -37,6 +37,8 @@ pub enum InvalidSpec {
         "Secret {secret} with the external InfluxDB credentials does not exist; create it or fix spec.influxdb.external.credentialsSecret"
     )]
     CredentialsSecretMissing { secret: String },
+    #[error("aqi.region needs exactly one of countries, box or area")]
+    RegionNotOneForm,
     #[error("Secret {secret} with the external InfluxDB credentials has no key {key:?}")]
     CredentialsKeyMissing { secret: String, key: String },
 }

@@ -16,7 +16,7 @@ use crate::constants::{
     AQI_INGESTOR_IMAGE, COAP_SERVER_IMAGE, IMAGE_REPOSITORY, INFLUX_PORT, MAX_NAME_LEN,
     SENSOR_SIM_IMAGE, WORKLOAD_VERSION,
 };
-use crate::crd::{AqiSpec, IotMonitor, ReplicaBounds, ServiceType, SimulatorSpec};
+use crate::crd::{AqiSpec, IotMonitor, RegionSpec, ReplicaBounds, ServiceType, SimulatorSpec};
 
 /// Resolves an IotMonitor, and what its spec refers to, into the model the builders use.
 pub fn validate(
@@ -85,7 +85,11 @@ pub fn validate(
         .enabled
         .then(|| resolve_simulator(&spec.simulator))
         .transpose()?;
-    let aqi = spec.aqi.enabled.then(|| resolve_aqi(&spec.aqi));
+    let aqi = spec
+        .aqi
+        .enabled
+        .then(|| resolve_aqi(&spec.aqi))
+        .transpose()?;
 
     Ok(ValidatedMonitor {
         namespace,
@@ -246,13 +250,34 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
     })
 }
 
-fn resolve_aqi(spec: &AqiSpec) -> Aqi {
-    Aqi {
+fn resolve_aqi(spec: &AqiSpec) -> Result<Aqi, InvalidSpec> {
+    Ok(Aqi {
         image: image_or_default(spec.image.as_deref(), AQI_INGESTOR_IMAGE),
         resources: (&spec.resources).into(),
         scheduling: spec.scheduling.clone(),
         source: spec.source.clone(),
         poll_seconds: spec.poll_seconds,
+        region: spec.region.as_ref().map(resolve_region).transpose()?,
+    })
+}
+
+/// The one form of region that is set. The CRD's CEL rule refuses none or several already;
+/// this holds for objects the API server did not check (an older CRD).
+fn resolve_region(r: &RegionSpec) -> Result<Region, InvalidSpec> {
+    match (&r.countries, &r.bounding_box, &r.area) {
+        (Some(c), None, None) => Ok(Region::Countries(c.clone())),
+        (None, Some(b), None) => Ok(Region::Box {
+            south: b.south,
+            west: b.west,
+            north: b.north,
+            east: b.east,
+        }),
+        (None, None, Some(a)) => Ok(Region::Area {
+            latitude: a.latitude,
+            longitude: a.longitude,
+            radius_km: a.radius_km,
+        }),
+        _ => Err(InvalidSpec::RegionNotOneForm),
     }
 }
 

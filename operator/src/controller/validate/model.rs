@@ -145,6 +145,24 @@ pub struct Aqi {
     pub scheduling: SchedulingSpec,
     pub source: String,
     pub poll_seconds: i32,
+    pub region: Option<Region>,
+}
+
+/// The one form of `aqi.region` that is set (coordinates already checked by the CRD's rules).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Region {
+    Countries(Vec<String>),
+    Box {
+        south: f64,
+        west: f64,
+        north: f64,
+        east: f64,
+    },
+    Area {
+        latitude: f64,
+        longitude: f64,
+        radius_km: f64,
+    },
 }
 
 /// The validated, resolved model of one IotMonitor: everything the desired builders and the

@@ -143,14 +143,15 @@ fn known_readings_come_out_exactly() {
     assert_eq!(
         line("6507"),
         "air_quality,sensor_id=6507,location_id=3287,country=NL,sensor_type=SDS011 \
-         P1=20.40,P2=14.80,aqi_pm10=2i,aqi_pm25=2i,aqi=2i,latitude=52.2200,longitude=5.2700 \
-         1555424572000000000"
+         P1=20.40,P2=14.80,aqi_pm10=2i,aqi_pm25=2i,aqi=2i,latitude=52.2200,longitude=5.2700,\
+         origin=\"upstream\" 1555424572000000000"
     );
     // A DHT22: weather only, no index.
     assert_eq!(
         line("468"),
         "air_quality,sensor_id=468,location_id=220,country=DE,sensor_type=DHT22 \
-         humidity=64.20,temperature=21.70,latitude=48.7400,longitude=9.3160 1555424572000000000"
+         humidity=64.20,temperature=21.70,latitude=48.7400,longitude=9.3160,origin=\"upstream\" \
+         1555424572000000000"
     );
     // The sample's P1 of 665.53 µg/m³ is valid and far into band 10.
     let high = run

@@ -11,8 +11,31 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
-/// A record in the current v2 format, as the API sends it (numbers as strings).
+/// Where a test sensor stands: country, coordinates as the feed writes them (empty strings for
+/// none), and whether it is indoors.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    pub country: &'a str,
+    pub lat: &'a str,
+    pub lon: &'a str,
+    pub indoor: bool,
+}
+
+/// London, outdoors: where [`record`] puts its sensors.
+pub const LONDON: Place<'static> = Place {
+    country: "GB",
+    lat: "51.500",
+    lon: "-0.120",
+    indoor: false,
+};
+
+/// A record in the current v2 format, as the API sends it (numbers as strings), in London.
 pub fn record(sensor: u64, time: &str, values: &[(&str, &str)]) -> String {
+    record_at(sensor, time, LONDON, values)
+}
+
+/// A record of `sensor` at `place`.
+pub fn record_at(sensor: u64, time: &str, place: Place<'_>, values: &[(&str, &str)]) -> String {
     let values: Vec<String> = values
         .iter()
         .enumerate()
@@ -23,10 +46,17 @@ pub fn record(sensor: u64, time: &str, values: &[(&str, &str)]) -> String {
             )
         })
         .collect();
+    let Place {
+        country,
+        lat,
+        lon,
+        indoor,
+    } = place;
     format!(
-        r#"{{"id":{sensor}0,"sampling_rate":null,"timestamp":"{time}","location":{{"id":{loc},"latitude":"51.500","longitude":"-0.120","altitude":"11.0","country":"GB","exact_location":0,"indoor":0}},"sensor":{{"id":{sensor},"pin":"1","sensor_type":{{"id":14,"name":"SDS011","manufacturer":"Nova Fitness"}}}},"sensordatavalues":[{}]}}"#,
+        r#"{{"id":{sensor}0,"sampling_rate":null,"timestamp":"{time}","location":{{"id":{loc},"latitude":"{lat}","longitude":"{lon}","altitude":"11.0","country":"{country}","exact_location":0,"indoor":{indoor}}},"sensor":{{"id":{sensor},"pin":"1","sensor_type":{{"id":14,"name":"SDS011","manufacturer":"Nova Fitness"}}}},"sensordatavalues":[{}]}}"#,
         values.join(","),
         loc = sensor + 50_000,
+        indoor = u8::from(indoor),
     )
 }
 

@@ -50,6 +50,7 @@ fn aqi_dashboard_has_the_seed_panels_and_variables() {
             "Max AQI",
             "Mean AQI",
             "AQI Map",
+            "Index coverage and origin",
             "IoT Data"
         ]
     );
@@ -59,7 +60,8 @@ fn aqi_dashboard_has_the_seed_panels_and_variables() {
         .iter()
         .map(|v| v["name"].clone())
         .collect();
-    assert_eq!(vars, ["measure", "location"]);
+    // The reference's names, so that its links (?var-measure_name=P1&var-location_id=…) work.
+    assert_eq!(vars, ["measure_name", "location_id"]);
     assert_eq!(d["panels"][3]["type"], "geomap");
 }
 
