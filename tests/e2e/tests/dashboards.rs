@@ -11,45 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use iot_testkit::bins::workspace_bin;
+use iot_testkit::dashboards::{self, Macros, database_of, has_values, link_variables, queries};
 use iot_testkit::influx::InfluxServer;
 use iot_testkit::ports::{free_tcp_addr, free_udp_addr};
 use iot_testkit::process::Service;
-use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Datasource uid of the dashboards → the database the operator's datasource points at.
-fn database_of(uid: &str) -> &'static str {
-    match uid {
-        "iot-dht" => "dht",
-        "iot-aqi" => "aqi",
-        other => panic!("a dashboard uses an unknown datasource uid {other:?}"),
-    }
-}
-
-/// What Grafana substitutes before a query reaches InfluxDB.
-struct Macros {
-    time_filter: String,
-    interval: &'static str,
-    vars: Vec<(String, String)>,
-}
-
-impl Macros {
-    fn expand(&self, q: &str) -> String {
-        let mut q = q
-            .replace("$timeFilter", &self.time_filter)
-            .replace("$__interval", self.interval);
-        for (name, value) in &self.vars {
-            q = q.replace(&format!("${name}"), value);
-        }
-        let unexpanded = q
-            .match_indices('$')
-            .any(|(i, _)| q[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'));
-        assert!(!unexpanded, "unexpanded macro in {q}");
-        q
-    }
 }
 
 async fn write_workload_data(influx: &InfluxServer) {
@@ -129,81 +97,6 @@ async fn write_workload_data(influx: &InfluxServer) {
     assert_eq!(influx.count("aqi", "air_quality", "coverage").await, 2);
 }
 
-/// Dashboard variables set by a link's `var-NAME=VALUE` query parameters, as Grafana reads
-/// them; every one must name a variable of the dashboard.
-fn link_variables(dashboard: &Value, link: &str) -> Vec<(String, String)> {
-    let names: Vec<&str> = dashboard["templating"]["list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
-    let query = link.split_once('?').map_or(link, |(_, q)| q);
-    query
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("var-")?.split_once('='))
-        .map(|(name, value)| {
-            assert!(
-                names.contains(&name),
-                "the link sets var-{name}, which the dashboard lacks"
-            );
-            (name.to_string(), value.to_string())
-        })
-        .collect()
-}
-
-/// (panel or variable title, datasource uid, raw query) of every query in a dashboard.
-fn queries(dashboard: &Value) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let uid_of = |v: &Value| v["datasource"]["uid"].as_str().map(str::to_string);
-    for panel in dashboard["panels"].as_array().into_iter().flatten() {
-        let title = panel["title"].as_str().unwrap_or("?").to_string();
-        for t in panel["targets"].as_array().into_iter().flatten() {
-            let uid = uid_of(t)
-                .or_else(|| uid_of(panel))
-                .expect("panel datasource uid");
-            assert_eq!(
-                t["rawQuery"], true,
-                "panel {title}: queries are raw InfluxQL"
-            );
-            out.push((title.clone(), uid, t["query"].as_str().unwrap().to_string()));
-        }
-    }
-    for v in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if v["type"] == "query" {
-            let q = v["query"]
-                .as_str()
-                .or_else(|| v["query"]["query"].as_str())
-                .expect("variable query");
-            out.push((
-                format!("variable {}", v["name"]),
-                uid_of(v).expect("variable datasource uid"),
-                q.to_string(),
-            ));
-        }
-    }
-    out
-}
-
-fn has_values(answer: &Value) -> bool {
-    answer["results"][0]["series"]
-        .as_array()
-        .is_some_and(|series| {
-            series.iter().any(|s| {
-                s["values"].as_array().is_some_and(|rows| {
-                    rows.iter().any(|r| {
-                        r.as_array()
-                            .is_some_and(|c| c.iter().skip(1).any(|x| !x.is_null()))
-                    })
-                })
-            })
-        })
-}
-
 #[tokio::test]
 async fn every_dashboard_query_returns_data_written_by_our_workloads() {
     let influx = InfluxServer::start().await;
@@ -228,10 +121,7 @@ async fn every_dashboard_query_returns_data_written_by_our_workloads() {
         .unwrap()
         .to_string();
 
-    let aqi_dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("operator/dashboards/aqi.json")).unwrap(),
-    )
-    .unwrap();
+    let aqi_dashboard = dashboards::load("aqi.json");
     // The reference's own link form selects the variables.
     let reference_link =
         format!("/d/iot-aqi/air-quality?orgId=1&var-measure_name=P1&var-location_id={location}");
@@ -267,9 +157,7 @@ async fn every_dashboard_query_returns_data_written_by_our_workloads() {
         ("dht.json", vec![""]),
         ("aqi.json", vec!["P2", "P1", "aqi"]),
     ] {
-        let path = repo().join("operator/dashboards").join(file);
-        let dashboard: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let dashboard = dashboards::load(file);
         for measure in measures {
             for (time_filter, location_value) in &windows {
                 let link = format!("?var-measure_name={measure}&var-location_id={location_value}");

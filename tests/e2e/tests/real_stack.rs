@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
+use iot_testkit::dashboards::{self, Macros, database_of, has_values, link_variables, queries};
 use iot_testkit::real_node::{
     self, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT, REAL_NODE_TOLERATION, RealNode,
 };
@@ -113,6 +114,11 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
         },
     )
     .await?;
+
+    // 4. Every query of the shipped dashboards returns data from this InfluxDB: the DHT charts
+    // over the last 30 minutes, the AQI dashboard over the snapshot's day for each measure.
+    let checked = every_dashboard_query_has_data(&influx).await?;
+    eprintln!("{checked} dashboard queries returned data");
 
     report_container_memory(&cluster, ns.name()).await;
 
@@ -483,6 +489,39 @@ spec:
     Ok(())
 }
 
+async fn every_dashboard_query_has_data(influx: &Influx) -> Result<usize> {
+    let dht = Macros {
+        time_filter: "time >= now() - 30m".into(),
+        interval: "10s",
+        vars: vec![],
+    };
+    let aqi_dashboard = dashboards::load("aqi.json");
+    let mut runs = vec![(dashboards::load("dht.json"), dht)];
+    for measure in ["P2", "P1", "aqi"] {
+        let link = format!("?var-measure_name={measure}&var-location_id=.*");
+        let macros = Macros {
+            time_filter: "time >= '2019-04-15T00:00:00Z' AND time <= '2019-04-18T00:00:00Z'".into(),
+            interval: "5m",
+            vars: link_variables(&aqi_dashboard, &link),
+        };
+        runs.push((aqi_dashboard.clone(), macros));
+    }
+    let mut checked = 0;
+    for (dashboard, macros) in &runs {
+        for (title, uid, q) in queries(dashboard) {
+            let q = macros.expand(&q);
+            let answer = influx.query(database_of(&uid), &q).await?;
+            ensure!(
+                has_values(&answer),
+                "{} / {title}: no data for\n  {q}\n  {answer}",
+                dashboard["title"]
+            );
+            checked += 1;
+        }
+    }
+    Ok(checked)
+}
+
 /// Restart counts of every container of the namespace's pods, by pod/container.
 async fn restart_counts(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, i32>> {
     let pods = Api::<Pod>::namespaced(cluster.client(), ns)
@@ -590,12 +629,20 @@ impl Influx {
             format!(" WHERE {filter}")
         };
         let q = format!("SELECT count({field}) FROM {measurement}{filter}");
+        let answer = self.query(db, &q).await?;
+        Ok(answer["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// One InfluxQL query as the admin; an error when InfluxDB reports one.
+    async fn query(&self, db: &str, q: &str) -> Result<Value> {
         let answer = self
             .http
             .get(format!("{}/query", self.url))
             .query(&[
                 ("db", db),
-                ("q", q.as_str()),
+                ("q", q),
                 ("u", self.user.as_str()),
                 ("p", self.password.as_str()),
             ])
@@ -608,9 +655,7 @@ impl Influx {
         if let Some(error) = answer["results"][0]["error"].as_str() {
             bail!("{q}: {error}");
         }
-        Ok(answer["results"][0]["series"][0]["values"][0][1]
-            .as_u64()
-            .unwrap_or(0))
+        Ok(answer)
     }
 
     /// Waits until more than `n` points match (InfluxDB may be restarting meanwhile).
