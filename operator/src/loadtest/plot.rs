@@ -234,16 +234,14 @@ fn draw<DB: DrawingBackend>(
         .map_err(e)?;
     for (i, (pod, points)) in data.cpu.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                colour.stroke_width(2),
-            ))
-            .map_err(e)?
-            .label(short_pod_name(pod))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
+        labelled_line(
+            &mut chart,
+            points.iter().copied(),
+            colour.stroke_width(2),
+            false,
+            short_pod_name(pod),
+        )
+        .map_err(e)?;
     }
     if data.cpu_is_percent {
         for (pct, text) in [
@@ -256,18 +254,14 @@ fn draw<DB: DrawingBackend>(
             } else {
                 GREY
             };
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(0.0, pct), (x_end, pct)],
-                    10,
-                    6,
-                    colour.stroke_width(2),
-                ))
-                .map_err(e)?
-                .label(format!("{text} {pct:.0} %"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
+            labelled_line(
+                &mut chart,
+                [(0.0, pct), (x_end, pct)],
+                colour.stroke_width(2),
+                true,
+                format!("{text} {pct:.0} %"),
+            )
+            .map_err(e)?;
         }
     }
     legend(&mut chart).map_err(e)?;
@@ -302,33 +296,33 @@ fn draw<DB: DrawingBackend>(
         .map_err(e)?;
     if let Some(max) = spec.max_replicas {
         let max = f64::from(max);
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(0.0, max), (x_end, max)],
-                10,
-                6,
-                GREY.stroke_width(1),
-            ))
-            .map_err(e)?
-            .label("maxReplicas")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREY.stroke_width(1)));
+        labelled_line(
+            &mut chart,
+            [(0.0, max), (x_end, max)],
+            GREY.stroke_width(1),
+            true,
+            "maxReplicas",
+        )
+        .map_err(e)?;
     }
-    chart
-        .draw_series(LineSeries::new(
-            data.desired.iter().copied(),
-            PALETTE[1].stroke_width(2),
-        ))
-        .map_err(e)?
-        .label("desired (HPA)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[1].stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(
-            data.current.iter().copied(),
-            BLACK.stroke_width(3),
-        ))
-        .map_err(e)?
-        .label("current")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+    let desired = PALETTE[1].stroke_width(2);
+    labelled_line(
+        &mut chart,
+        data.desired.iter().copied(),
+        desired,
+        false,
+        "desired (HPA)",
+    )
+    .map_err(e)?;
+    let current = BLACK.stroke_width(3);
+    labelled_line(
+        &mut chart,
+        data.current.iter().copied(),
+        current,
+        false,
+        "current",
+    )
+    .map_err(e)?;
     legend(&mut chart).map_err(e)?;
 
     // Load.
@@ -371,22 +365,24 @@ fn draw<DB: DrawingBackend>(
             .map_err(e)?;
         return Ok(());
     }
-    chart
-        .draw_series(LineSeries::new(
-            data.acked_per_s.iter().copied(),
-            PALETTE[2].stroke_width(2),
-        ))
-        .map_err(e)?
-        .label("acknowledged/s")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[2].stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(
-            data.failed_per_s.iter().copied(),
-            RED.stroke_width(2),
-        ))
-        .map_err(e)?
-        .label("failed/s")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    let acked = PALETTE[2].stroke_width(2);
+    labelled_line(
+        &mut chart,
+        data.acked_per_s.iter().copied(),
+        acked,
+        false,
+        "acknowledged/s",
+    )
+    .map_err(e)?;
+    let failed = RED.stroke_width(2);
+    labelled_line(
+        &mut chart,
+        data.failed_per_s.iter().copied(),
+        failed,
+        false,
+        "failed/s",
+    )
+    .map_err(e)?;
     legend(&mut chart).map_err(e)?;
     Ok(())
 }
@@ -416,6 +412,26 @@ fn legend<'a, DB: DrawingBackend + 'a>(
         .background_style(WHITE.mix(0.85))
         .border_style(GREY)
         .draw()
+}
+
+/// A labelled series, solid or dashed; its legend entry is a short stroke of the same style.
+fn labelled_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    style: ShapeStyle,
+    dashed: bool,
+    label: impl Into<String>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let points: Vec<(f64, f64)> = points.into_iter().collect();
+    let series = if dashed {
+        chart.draw_series(DashedLineSeries::new(points, 10, 6, style))?
+    } else {
+        chart.draw_series(LineSeries::new(points, style))?
+    };
+    series
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    Ok(())
 }
 
 /// `lab-coap-server-6d5f7c9b8-x2x7q` → `…-x2x7q`: the ReplicaSet hash says nothing to a reader.
