@@ -545,8 +545,8 @@ async fn restart_counts(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, 
     Ok(counts)
 }
 
-/// Prints the resident memory of each container of the namespace, from the kubelet's cAdvisor
-/// metrics (for the record; nothing is asserted on it).
+/// Prints the resident memory of the namespace's pods, from the kubelet's cAdvisor metrics (for
+/// the record; nothing is asserted on it).
 async fn report_container_memory(cluster: &Cluster, ns: &str) {
     let path = format!("/api/v1/nodes/{REAL_NODE}/proxy/metrics/cadvisor");
     let Ok(text) = run(cluster.kubectl().args(["get", "--raw", &path])).await else {
@@ -563,10 +563,11 @@ async fn report_container_memory(cluster: &Cluster, ns: &str) {
                     .unwrap_or("")
                     .to_owned()
             };
-            let container = label("container");
-            if container.is_empty() {
-                continue;
-            }
+            // On this node cAdvisor reports RSS per pod cgroup (container=""), not per container.
+            let container = match label("container") {
+                c if c.is_empty() => "(pod)".to_owned(),
+                c => c,
+            };
             let bytes: f64 = line
                 .split_whitespace()
                 .nth(1)
