@@ -1,12 +1,13 @@
 //! When a write can be skipped: the live object already holds what we want, or nobody has
-//! touched it since our own last write.
+//! touched it since our own last write or our last check.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde_json::Value;
 
-/// `kind/namespace/name` → resourceVersion our last write produced, with the hash written.
+/// `kind/namespace/name` → a resourceVersion known to hold what we want (the one our last write
+/// produced, or one a read found matching), with the hash it holds.
 #[derive(Debug, Default)]
 pub struct WriteMemo(Mutex<HashMap<String, (String, String)>>);
 
@@ -17,12 +18,7 @@ impl WriteMemo {
         }
     }
 
-    pub(super) fn untouched_since_our_write(
-        &self,
-        key: &str,
-        hash: &str,
-        rv: Option<&str>,
-    ) -> bool {
+    pub(super) fn known_good(&self, key: &str, hash: &str, rv: Option<&str>) -> bool {
         let Ok(memo) = self.0.lock() else {
             return false;
         };
@@ -82,11 +78,11 @@ mod tests {
     }
 
     #[test]
-    fn the_memo_recognises_only_our_own_last_write() {
+    fn the_memo_recognises_only_the_version_it_was_told() {
         let memo = WriteMemo::default();
         memo.remember("k".into(), "h".into(), Some("7".into()));
-        assert!(memo.untouched_since_our_write("k", "h", Some("7")));
-        assert!(!memo.untouched_since_our_write("k", "h", Some("8")));
-        assert!(!memo.untouched_since_our_write("k", "other", Some("7")));
+        assert!(memo.known_good("k", "h", Some("7")));
+        assert!(!memo.known_good("k", "h", Some("8")));
+        assert!(!memo.known_good("k", "other", Some("7")));
     }
 }
