@@ -12,6 +12,8 @@
 #   BENCH_READY_TIMEOUT (900 s per N)  BENCH_QUIET_SECONDS (60)  BENCH_SAMPLE_SECONDS (5)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)  BENCH_KEEP (1: keep the run directory)
 #   OPERATOR_BIN (an operator binary to use instead of building the release one)
+#   IOT_CLUSTER_QPS (passed to tests/cluster/up.sh: the request rate of kube-controller-manager's
+#   controllers and kube-scheduler; unset: their defaults, 20 and 50 per second)
 set -euo pipefail
 # shellcheck source=lib/doc-table.sh
 . "$(dirname "$0")/lib/doc-table.sh"
@@ -157,7 +159,8 @@ for n in $SIZES; do
 done
 
 table=$(
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` ($profile build of the operator, one replica)."
+  qps=${IOT_CLUSTER_QPS:+kube-controller-manager and kube-scheduler at $IOT_CLUSTER_QPS requests/s}
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` ($profile build of the operator, one replica; ${qps:-control-plane client rates at their defaults})."
   echo
   echo "| monitors | kwok nodes | Ready | time to all Ready | reconciles per monitor | operator API writes per monitor | mean reconcile | operator peak RSS | CPU at Ready / after quiet | operator writes in ${QUIET} quiet s | load avg at end |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
