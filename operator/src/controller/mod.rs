@@ -183,9 +183,11 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     Some(ObjectRef::new(&instance).within(&namespace))
 }
 
-/// Reconciles at once. Above the number of monitors being rolled out the scheduler holds the
-/// rest in a set it drains in hash order, not oldest first, so a low bound starves monitors.
-pub const CONCURRENCY: u16 = 64;
+/// Reconciles at once. While every slot is busy kube-runtime holds the other requests in a set
+/// it drains in hash order, not oldest first: with few slots and a steady stream of triggers the
+/// same monitors win again and again (starvation). With the triggers filtered (`watches`) the set
+/// drains; more slots mostly queue at the API server and cost memory (a connection each).
+pub const CONCURRENCY: u16 = 16;
 
 /// Bursts of events about one monitor (its children appearing one by one, a rollout's status
 /// steps) become one reconcile: each request waits this long for more.

@@ -213,11 +213,19 @@ impl<'a> Applier<'a> {
         // read in full and compared below.
         if let Some(cached) = self.cache.get::<K>(self.namespace, &name)
             && applied_hash(&cached) == Some(&hash)
-            && self
-                .memo
-                .known_good(&key, &hash, cached.meta().resource_version.as_deref())
         {
-            return Ok(cached);
+            if self.memo.known_good(&key, &hash, cached.meta()) {
+                return Ok(cached);
+            }
+            // Only the status moved (a rollout's progress): the spec is the one we know, and
+            // the metadata can be compared right here.
+            if K::GENERATION_TRACKS_SPEC
+                && self.memo.spec_known_good(&key, &hash, cached.meta())
+                && is_subset(&desired_json["metadata"], &meta_json(kind, &cached)?)
+            {
+                self.memo.remember(key, hash, cached.meta());
+                return Ok(cached);
+            }
         }
         let api = self.api::<K>();
         let read_error = |source| ApplyError::Read {
@@ -226,14 +234,13 @@ impl<'a> Applier<'a> {
         };
         if let Some(live) = api.get_opt(&name).await.map_err(read_error)? {
             if applied_hash(&live) == Some(&hash) {
-                let rv = live.meta().resource_version.clone();
-                if self.memo.known_good(&key, &hash, rv.as_deref()) {
+                if self.memo.known_good(&key, &hash, live.meta()) {
                     return Ok(live);
                 }
                 let live_json =
                     serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
                 if is_subset(&desired_json, &live_json) {
-                    self.memo.remember(key, hash, rv);
+                    self.memo.remember(key, hash, live.meta());
                     return Ok(live);
                 }
             }
@@ -248,8 +255,7 @@ impl<'a> Applier<'a> {
             .map_err(|source| ApplyError::Apply { kind, name, source })?;
         self.metrics.record_write(kind, "apply");
         self.writes += 1;
-        self.memo
-            .remember(key, hash, applied.meta().resource_version.clone());
+        self.memo.remember(key, hash, applied.meta());
         Ok(applied)
     }
 
@@ -301,6 +307,10 @@ impl<'a> Applier<'a> {
             })?;
         Ok(listed.items.into_iter().map(|c| c.metadata).collect())
     }
+}
+
+fn meta_json<K: Resource>(kind: &'static str, object: &K) -> Result<serde_json::Value, ApplyError> {
+    serde_json::to_value(object.meta()).map_err(|e| ApplyError::Serialize(kind, e))
 }
 
 fn applied_hash<K: Resource>(object: &K) -> Option<&String> {

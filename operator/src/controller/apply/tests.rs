@@ -383,3 +383,54 @@ async fn unwanted_children_are_found_in_the_cache() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    let grafana = path("apps/v1", "deployments", "lab-grafana");
+    // As the API server does: a generation, raised by spec changes only.
+    let mut object = f.api.get(&grafana).expect("applied");
+    object["metadata"]["generation"] = json!(1);
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await; // reads it once, and knows generation 1 now
+    f.api.clear_calls();
+
+    object["status"] = json!({"observedGeneration": 1, "readyReplicas": 1});
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(f.api.calls(), Vec::new(), "a status write changes no spec");
+
+    object["metadata"]["generation"] = json!(2);
+    object["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:1");
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("deployments".to_owned(), "lab-grafana".to_owned())],
+        "a new generation is read and repaired"
+    );
+
+    // A label edited away keeps the generation, and is seen in the cached metadata.
+    let mut object = f.api.get(&grafana).expect("repaired");
+    object["metadata"]["generation"] = json!(3);
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await;
+    f.api.clear_calls();
+    object = f.api.get(&grafana).expect("still there");
+    object["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("app.kubernetes.io/part-of");
+    f.api.put(&grafana, object);
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("deployments".to_owned(), "lab-grafana".to_owned())]
+    );
+}

@@ -71,6 +71,9 @@ impl ChildCache {
 /// A child kind the watches cache: how to find its store, what to drop from the cached copy,
 /// and which of its changes wake the owner.
 pub trait Cached: Child + Send + Sync + 'static {
+    /// The API server raises `metadata.generation` on every change of this kind's spec.
+    const GENERATION_TRACKS_SPEC: bool = false;
+
     fn store(cache: &ChildCache) -> Option<&Store<Self>>;
     fn set_store(cache: &mut ChildCache, store: Store<Self>);
 
@@ -118,6 +121,7 @@ macro_rules! cached {
 
 impl Cached for Deployment {
     cached!(deployments);
+    const GENERATION_TRACKS_SPEC: bool = true;
 
     fn prune(&mut self) {
         self.metadata.managed_fields = None;
@@ -140,6 +144,7 @@ impl Cached for Deployment {
 
 impl Cached for StatefulSet {
     cached!(stateful_sets);
+    const GENERATION_TRACKS_SPEC: bool = true;
 
     fn prune(&mut self) {
         self.metadata.managed_fields = None;
