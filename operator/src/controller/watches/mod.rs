@@ -78,7 +78,8 @@ pub trait Cached: Child + Send + Sync + 'static {
     fn set_store(cache: &mut ChildCache, store: Store<Self>);
 
     /// Drops what neither the apply step nor the status needs, to keep the cache small:
-    /// managed fields always, pod templates, ConfigMap contents and Secret values here.
+    /// managed fields always; pod templates, status conditions, the HPA status, ConfigMap
+    /// contents and Secret values where the kind has them.
     fn prune(&mut self) {
         self.meta_mut().managed_fields = None;
     }
@@ -126,6 +127,9 @@ impl Cached for Deployment {
     fn prune(&mut self) {
         self.metadata.managed_fields = None;
         self.spec.template = PodTemplateSpec::default();
+        if let Some(status) = &mut self.status {
+            status.conditions = None;
+        }
     }
 
     /// Spec changes and the rollout figures the status reports; not the conditions' times.
@@ -150,6 +154,9 @@ impl Cached for StatefulSet {
         self.metadata.managed_fields = None;
         self.spec.template = PodTemplateSpec::default();
         self.spec.volume_claim_templates = None;
+        if let Some(status) = &mut self.status {
+            status.conditions = None;
+        }
     }
 
     fn fingerprint(&self) -> u64 {
@@ -169,6 +176,11 @@ impl Cached for StatefulSet {
 
 impl Cached for HorizontalPodAutoscaler {
     cached!(autoscalers);
+
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.status = None;
+    }
 
     /// The spec only: the HPA controller rewrites the status on every sync, and the operator
     /// reads nothing from it.

@@ -171,8 +171,15 @@ fn the_cache_keeps_no_pod_template_config_content_or_credential() {
         "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}},
     }))
     .expect("deployment");
+    d.status = Some(DeploymentStatus {
+        ready_replicas: Some(1),
+        conditions: Some(vec![Default::default()]),
+        ..DeploymentStatus::default()
+    });
     d.prune();
     assert_eq!(d.metadata.managed_fields, None);
+    let status = d.status.clone().expect("the status reads it");
+    assert_eq!((status.ready_replicas, status.conditions), (Some(1), None));
     assert_eq!(d.spec.template, PodTemplateSpec::default());
     assert_eq!(d.spec.replicas, Some(2), "the status reads it");
 
