@@ -182,14 +182,20 @@ impl<'a> Applier<'a> {
     where
         K: Cached,
     {
-        let mut live = Vec::with_capacity(objects.len());
-        for object in objects {
-            live.push(self.apply(object).await?);
+        // Objects of one kind depend on nothing of each other: applied at once, so a first
+        // reconcile waits for the API server once per kind, not once per object (a Service's
+        // ClusterIP allocation takes long on a busy server).
+        let applied = futures::future::try_join_all(objects.iter().map(|o| self.apply(o))).await?;
+        let mut live = Vec::with_capacity(applied.len());
+        for (object, wrote) in applied {
+            self.writes += u32::from(wrote);
+            live.push(object);
         }
         Ok(live)
     }
 
-    async fn apply<K>(&mut self, desired: &K) -> Result<K, ApplyError>
+    /// The live object, and whether it had to be written.
+    async fn apply<K>(&self, desired: &K) -> Result<(K, bool), ApplyError>
     where
         K: Cached,
     {
@@ -215,7 +221,7 @@ impl<'a> Applier<'a> {
             && applied_hash(&cached) == Some(&hash)
         {
             if self.memo.known_good(&key, &hash, cached.meta()) {
-                return Ok(cached);
+                return Ok((cached, false));
             }
             // Only the status moved (a rollout's progress): the spec is the one we know, and
             // the metadata can be compared right here.
@@ -224,7 +230,7 @@ impl<'a> Applier<'a> {
                 && is_subset(&desired_json["metadata"], &meta_json(kind, &cached)?)
             {
                 self.memo.remember(key, hash, cached.meta());
-                return Ok(cached);
+                return Ok((cached, false));
             }
         }
         let api = self.api::<K>();
@@ -235,13 +241,13 @@ impl<'a> Applier<'a> {
         if let Some(live) = api.get_opt(&name).await.map_err(read_error)? {
             if applied_hash(&live) == Some(&hash) {
                 if self.memo.known_good(&key, &hash, live.meta()) {
-                    return Ok(live);
+                    return Ok((live, false));
                 }
                 let live_json =
                     serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
                 if is_subset(&desired_json, &live_json) {
                     self.memo.remember(key, hash, live.meta());
-                    return Ok(live);
+                    return Ok((live, false));
                 }
             }
             tracing::info!(kind, name, "correcting drift or applying a change");
@@ -254,9 +260,8 @@ impl<'a> Applier<'a> {
             .await
             .map_err(|source| ApplyError::Apply { kind, name, source })?;
         self.metrics.record_write(kind, "apply");
-        self.writes += 1;
         self.memo.remember(key, hash, applied.meta());
-        Ok(applied)
+        Ok((applied, true))
     }
 
     /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and
