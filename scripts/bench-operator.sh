@@ -10,8 +10,11 @@
 #
 #   BENCH_MONITORS ("100 300 1000")  BENCH_NODES (default: enough for 5 pods per monitor, 110 per node)
 #   BENCH_READY_TIMEOUT (900 s per N)  BENCH_QUIET_SECONDS (60)  BENCH_SAMPLE_SECONDS (5)
+#   BENCH_APPLY_JOBS (4: kubectl processes applying the monitors in parallel)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)  BENCH_KEEP (1: keep the run directory)
 #   OPERATOR_BIN (an operator binary to use instead of building the release one)
+#   IOT_CLUSTER_QPS (passed to tests/cluster/up.sh: the request rate of kube-controller-manager's
+#   controllers and kube-scheduler; unset: their defaults, 20 and 50 per second)
 set -euo pipefail
 # shellcheck source=lib/doc-table.sh
 . "$(dirname "$0")/lib/doc-table.sh"
@@ -19,6 +22,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 say() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 SIZES=${BENCH_MONITORS:-100 300 1000}
+APPLY_JOBS=${BENCH_APPLY_JOBS:-4}
 TIMEOUT=${BENCH_READY_TIMEOUT:-900}; QUIET=${BENCH_QUIET_SECONDS:-60}; SAMPLE=${BENCH_SAMPLE_SECONDS:-5}
 DOC=${BENCH_DOC-docs/benchmarks.md}
 RUN=$(mktemp -d /tmp/iot-bench-operator.XXXXXX)
@@ -62,9 +66,9 @@ api_requests() {
     }
     END { for (k in w) print k, w[k] }' | sort
 }
-monitors_yaml() { # N NAMESPACE
+monitors_yaml() { # N NAMESPACE PART PARTS: every PARTS-th monitor, from PART + 1
   local i
-  for ((i = 1; i <= $1; i++)); do
+  for ((i = $3 + 1; i <= $1; i += $4)); do
     printf -- '---\napiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata:\n  name: m%04d\n  namespace: %s\nspec: {}\n' "$i" "$2"
   done
 }
@@ -87,7 +91,11 @@ for n in $SIZES; do
   tests/cluster/down.sh >/dev/null 2>&1 || true
   eval "$(IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$n.log")"
   kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s crd/iotmonitors.iot.operator.dev >/dev/null
+  # Retried: kubectl wait fails at once while the new CRD has no status yet.
+  for _ in $(seq 1 60); do
+    kubectl wait --for=condition=Established --timeout=10s crd/iotmonitors.iot.operator.dev >/dev/null 2>&1 && break
+    sleep 1
+  done
   ns=bench
   kubectl create namespace "$ns" >/dev/null
   op_http=127.0.0.1:$(free_port)
@@ -98,11 +106,14 @@ for n in $SIZES; do
   echo "$op_pid $(readlink -f "$OP")" >"$IOT_CLUSTER_DIR/pids/operator.pid"
   for _ in $(seq 1 100); do curl -sf "http://$op_http/metrics" >/dev/null && break; sleep 0.2; done
   api_requests >"$RUN/api-before-$n.txt"
-  monitors_yaml "$n" "$ns" >"$RUN/monitors-$n.yaml"
+  for ((j = 0; j < APPLY_JOBS; j++)); do monitors_yaml "$n" "$ns" "$j" "$APPLY_JOBS" >"$RUN/monitors-$n-$j.yaml"; done
 
   say "N=$n: applying $n IotMonitors"
   t0=$(date +%s.%N)
-  kubectl apply -f "$RUN/monitors-$n.yaml" >/dev/null
+  # A few kubectl processes at once: one sends its objects one after the other.
+  apply_pids=()
+  for ((j = 0; j < APPLY_JOBS; j++)); do kubectl apply -f "$RUN/monitors-$n-$j.yaml" >/dev/null & apply_pids+=($!); done
+  for p in "${apply_pids[@]}"; do wait "$p"; done
   t_applied=$(date +%s.%N)
   timeline=$RUN/timeline-$n.txt
   echo "seconds ready pods_created pods_bound pods_ready reconciles operator_writes" >"$timeline"
@@ -157,7 +168,8 @@ for n in $SIZES; do
 done
 
 table=$(
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` ($profile build of the operator, one replica)."
+  qps=${IOT_CLUSTER_QPS:+kube-controller-manager and kube-scheduler at $IOT_CLUSTER_QPS requests/s}
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` ($profile build of the operator, one replica; ${qps:-control-plane client rates at their defaults})."
   echo
   echo "| monitors | kwok nodes | Ready | time to all Ready | reconciles per monitor | operator API writes per monitor | mean reconcile | operator peak RSS | CPU at Ready / after quiet | operator writes in ${QUIET} quiet s | load avg at end |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"

@@ -14,6 +14,8 @@
 #   IOT_CLUSTER_NODES    number of fake nodes (default: 3)
 #   IOT_CLUSTER_TIMEOUT  seconds to wait for each component (default: 120)
 #   IOT_REAL_NODE        0: no real node (then no root needed); default 1
+#   IOT_CLUSTER_QPS      API requests per second each controller of kube-controller-manager, and
+#                        kube-scheduler, may send (burst: twice that; default: their own, 20 and 50)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -21,6 +23,8 @@ lock
 
 NODES=${IOT_CLUSTER_NODES:-3}
 TIMEOUT=${IOT_CLUSTER_TIMEOUT:-120}
+QPS_FLAGS=()
+[ -n "${IOT_CLUSTER_QPS:-}" ] && QPS_FLAGS=(--kube-api-qps="$IOT_CLUSTER_QPS" --kube-api-burst="$((IOT_CLUSTER_QPS * 2))")
 # Every address of the cluster is in 198.18.0.0/15 (reserved for benchmarking), which never leaves
 # this machine; the real node's slot decides its part (node.sh). kwok's pods are not routed at all.
 SERVICE_CIDR=198.19.64.0/21 # without a real node; with one, the slot's range
@@ -224,13 +228,13 @@ start kube-controller-manager \
   --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --enable-hostpath-provisioner=true \
-  --horizontal-pod-autoscaler-sync-period=5s
+  --horizontal-pod-autoscaler-sync-period=5s ${QPS_FLAGS[@]+"${QPS_FLAGS[@]}"}
 start kube-scheduler \
   --kubeconfig="$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
   --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --cert-dir="$STATE/certs/kube-scheduler" \
-  --leader-elect=false
+  --leader-elect=false ${QPS_FLAGS[@]+"${QPS_FLAGS[@]}"}
 start kwok \
   --kubeconfig="$STATE/kwok.kubeconfig" \
   --config="$here/kwok-stages.yaml" --config="$KWOK_METRICS" --config="$here/kwok-usage.yaml" \

@@ -1,14 +1,15 @@
 //! What every reconcile shares: the client, metrics, the Event recorder, the memo of our own
-//! writes, and the failure counts behind the retry backoff.
+//! writes, the cache of the children, and the failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::apply::WriteMemo;
+use super::watches::ChildCache;
 use crate::metrics::Metrics;
 
 /// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
@@ -20,6 +21,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub(super) memo: WriteMemo,
+    /// The stores of the running controller's watches; replaced by each run (a new leader
+    /// term), so a stopped watch's frozen store is never read.
+    children: RwLock<ChildCache>,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -31,7 +35,20 @@ impl Context {
             client,
             metrics,
             memo: WriteMemo::default(),
+            children: RwLock::default(),
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cache of the children (empty before the controller runs: every read then goes to
+    /// the API server).
+    pub fn children(&self) -> ChildCache {
+        self.children.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub(super) fn set_children(&self, cache: ChildCache) {
+        if let Ok(mut children) = self.children.write() {
+            *children = cache;
         }
     }
 

@@ -97,6 +97,11 @@ impl MockApi {
         objects.insert(path.to_owned(), object);
     }
 
+    /// Every stored object.
+    pub fn objects(&self) -> Vec<Value> {
+        lock(&self.objects).values().cloned().collect()
+    }
+
     pub fn remove(&self, path: &str) -> Option<Value> {
         lock(&self.objects).remove(path)
     }

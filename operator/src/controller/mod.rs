@@ -16,6 +16,7 @@ mod mock_api;
 pub mod scope;
 pub mod status;
 pub mod validate;
+pub mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 
 use self::apply::{Applier, ApplyError};
@@ -39,6 +40,7 @@ use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
 pub use self::scope::WatchScope;
 use self::status::{StatusError, patch_status};
 use self::validate::InvalidSpec;
+use self::watches::ChildCache;
 use crate::crd::IotMonitor;
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
@@ -136,7 +138,8 @@ pub async fn reconcile_monitor(
     }
 
     let desired = desired::build(&model);
-    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo);
+    let cache = ctx.children();
+    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo, &cache);
     let applied = applier.apply_all(desired).await?;
 
     let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now());
@@ -180,6 +183,16 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     Some(ObjectRef::new(&instance).within(&namespace))
 }
 
+/// Reconciles at once. While every slot is busy kube-runtime holds the other requests in a set
+/// it drains in hash order, not oldest first: with few slots and a steady stream of triggers the
+/// same monitors win again and again (starvation). With the triggers filtered (`watches`) the set
+/// drains; more slots mostly queue at the API server and cost memory (a connection each).
+pub const CONCURRENCY: u16 = 16;
+
+/// Bursts of events about one monitor (its children appearing one by one, a rollout's status
+/// steps) become one reconcile: each request waits this long for more.
+pub const DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Runs the controller until `shutdown` resolves. `scope` limits every watch (and so the RBAC
 /// the operator needs) to one namespace, or not.
 pub async fn run(
@@ -190,28 +203,59 @@ pub async fn run(
     let client = &ctx.client;
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    Controller::new(scope.api::<IotMonitor>(client), watcher::Config::default())
-        .owns(scope.api::<Deployment>(client), children.clone())
-        .owns(scope.api::<StatefulSet>(client), children.clone())
-        .owns(scope.api::<Service>(client), children.clone())
-        .owns(scope.api::<ConfigMap>(client), children.clone())
-        .owns(
-            scope.api::<HorizontalPodAutoscaler>(client),
-            children.clone(),
-        )
-        .owns(scope.api::<NetworkPolicy>(client), children.clone())
+    let mut cache = ChildCache::default();
+    let deployments = watches::watch(
+        scope.api::<Deployment>(client),
+        children.clone(),
+        &mut cache,
+    );
+    let stateful_sets = watches::watch(
+        scope.api::<StatefulSet>(client),
+        children.clone(),
+        &mut cache,
+    );
+    let services = watches::watch(scope.api::<Service>(client), children.clone(), &mut cache);
+    let config_maps = watches::watch(scope.api::<ConfigMap>(client), children.clone(), &mut cache);
+    let autoscalers = watches::watch(
+        scope.api::<HorizontalPodAutoscaler>(client),
+        children.clone(),
+        &mut cache,
+    );
+    let policies = watches::watch(
+        scope.api::<NetworkPolicy>(client),
+        children.clone(),
+        &mut cache,
+    );
+    let secrets = watches::watch(scope.api::<Secret>(client), children.clone(), &mut cache);
+    let claims = watches::watch(
+        scope.api::<PersistentVolumeClaim>(client),
+        children,
+        &mut cache,
+    );
+    ctx.set_children(cache);
+
+    // Our own status writes change the monitor too; only spec changes (generation) wake it.
+    let (monitors, writer) = reflector::store();
+    let monitor_changes = watcher(scope.api::<IotMonitor>(client), watcher::Config::default())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+
+    Controller::for_stream(monitor_changes, monitors)
+        .owns_stream(deployments)
+        .owns_stream(stateful_sets)
+        .owns_stream(services)
+        .owns_stream(config_maps)
+        .owns_stream(autoscalers)
+        .owns_stream(policies)
         // The Secret and the claim may have no owner reference (they outlive the monitor).
-        .watches(
-            scope.api::<Secret>(client),
-            children.clone(),
-            owner_by_label,
+        .watches_stream(secrets, owner_by_label)
+        .watches_stream(claims, owner_by_label)
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(CONCURRENCY)
+                .debounce(DEBOUNCE),
         )
-        .watches(
-            scope.api::<PersistentVolumeClaim>(client),
-            children,
-            owner_by_label,
-        )
-        .with_config(ControllerConfig::default().concurrency(4))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {

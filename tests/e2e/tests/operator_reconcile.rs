@@ -148,14 +148,26 @@ async fn a_noop_reconcile_writes_nothing() -> Result<()> {
     let (stack, _) = Stack::ready("operator-noop").await?;
     wait_quiet(&stack.operator).await?;
     let writes_before = stack.operator.writes();
-    let before = versions(&stack.cluster, stack.ns.name()).await?;
+    let reconciles_before = stack.operator.reconciles();
 
-    // Any change to the monitor triggers a reconcile; an annotation changes nothing it wants.
+    // A change to a child wakes its owner (the monitor's own metadata does not: only its
+    // generation does); an annotation changes nothing the operator wants, so the reconcile
+    // reads the child once, finds it as wanted, and writes nothing.
     let poke = serde_json::json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
     stack
-        .monitors
-        .patch("lab", &PatchParams::default(), &Patch::Merge(&poke))
+        .api::<Service>()
+        .patch("lab-grafana", &PatchParams::default(), &Patch::Merge(&poke))
         .await?;
+    let before = versions(&stack.cluster, stack.ns.name()).await?;
+    wait_for("a reconcile after the poke", default_timeout(), || async {
+        let n = stack.operator.reconciles();
+        if n > reconciles_before {
+            Ok(())
+        } else {
+            Err(format!("{n} reconciles"))
+        }
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let after = versions(&stack.cluster, stack.ns.name()).await?;

@@ -16,6 +16,14 @@ impl Applier<'_> {
     ) -> Result<(), ApplyError> {
         let api = self.api::<Secret>();
         let name = credentials.secret.metadata.name.clone().unwrap_or_default();
+        // The cache holds key names only; a complete cached Secret needs no read.
+        let cached = self.cache.get::<Secret>(self.namespace, &name);
+        if cached.is_some_and(|s| {
+            let data = s.data.unwrap_or_default();
+            credentials.missing(&data, String::new).is_empty()
+        }) {
+            return Ok(());
+        }
         let existing = api
             .get_opt(&name)
             .await

@@ -1,32 +1,57 @@
 //! When a write can be skipped: the live object already holds what we want, or nobody has
-//! touched it since our own last write.
+//! touched it since our own last write or our last check.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-/// `kind/namespace/name` → resourceVersion our last write produced, with the hash written.
+/// A version of a child known to hold what we want.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Known {
+    hash: String,
+    resource_version: String,
+    generation: Option<i64>,
+}
+
+/// `kind/namespace/name` → a version known to hold what we want (the one our last write
+/// produced, or one a read found matching), with the hash it holds.
 #[derive(Debug, Default)]
-pub struct WriteMemo(Mutex<HashMap<String, (String, String)>>);
+pub struct WriteMemo(Mutex<HashMap<String, Known>>);
 
 impl WriteMemo {
-    pub(super) fn remember(&self, key: String, hash: String, resource_version: Option<String>) {
-        if let (Ok(mut memo), Some(rv)) = (self.0.lock(), resource_version) {
-            memo.insert(key, (hash, rv));
+    pub(super) fn remember(&self, key: String, hash: String, meta: &ObjectMeta) {
+        if let (Ok(mut memo), Some(rv)) = (self.0.lock(), meta.resource_version.clone()) {
+            let known = Known {
+                hash,
+                resource_version: rv,
+                generation: meta.generation,
+            };
+            memo.insert(key, known);
         }
     }
 
-    pub(super) fn untouched_since_our_write(
-        &self,
-        key: &str,
-        hash: &str,
-        rv: Option<&str>,
-    ) -> bool {
+    /// The object is at the very version we know.
+    pub(super) fn known_good(&self, key: &str, hash: &str, meta: &ObjectMeta) -> bool {
+        self.matches(key, hash, |k| {
+            meta.resource_version.as_deref() == Some(k.resource_version.as_str())
+        })
+    }
+
+    /// The object's spec is the one we know: the same generation (which the API server raises
+    /// on every spec change of a Deployment or StatefulSet), whatever its status did since.
+    pub(super) fn spec_known_good(&self, key: &str, hash: &str, meta: &ObjectMeta) -> bool {
+        self.matches(key, hash, |k| {
+            meta.generation.is_some() && k.generation == meta.generation
+        })
+    }
+
+    fn matches(&self, key: &str, hash: &str, same: impl Fn(&Known) -> bool) -> bool {
         let Ok(memo) = self.0.lock() else {
             return false;
         };
-        matches!((memo.get(key), rv), (Some((h, r)), Some(live)) if h == hash && r == live)
+        memo.get(key).is_some_and(|k| k.hash == hash && same(k))
     }
 }
 
@@ -81,12 +106,33 @@ mod tests {
         assert!(is_subset(&json!({"v": 1}), &json!({"v": 1.0})));
     }
 
+    fn meta(rv: &str, generation: i64) -> ObjectMeta {
+        ObjectMeta {
+            resource_version: Some(rv.into()),
+            generation: Some(generation),
+            ..ObjectMeta::default()
+        }
+    }
+
     #[test]
-    fn the_memo_recognises_only_our_own_last_write() {
+    fn the_memo_recognises_only_the_version_it_was_told() {
         let memo = WriteMemo::default();
-        memo.remember("k".into(), "h".into(), Some("7".into()));
-        assert!(memo.untouched_since_our_write("k", "h", Some("7")));
-        assert!(!memo.untouched_since_our_write("k", "h", Some("8")));
-        assert!(!memo.untouched_since_our_write("k", "other", Some("7")));
+        memo.remember("k".into(), "h".into(), &meta("7", 1));
+        assert!(memo.known_good("k", "h", &meta("7", 1)));
+        assert!(!memo.known_good("k", "h", &meta("8", 1)));
+        assert!(!memo.known_good("k", "other", &meta("7", 1)));
+    }
+
+    #[test]
+    fn a_status_write_keeps_the_spec_known_a_spec_change_does_not() {
+        let memo = WriteMemo::default();
+        memo.remember("k".into(), "h".into(), &meta("7", 1));
+        assert!(memo.spec_known_good("k", "h", &meta("9", 1)));
+        assert!(!memo.spec_known_good("k", "h", &meta("10", 2)));
+        let no_generation = ObjectMeta {
+            resource_version: Some("11".into()),
+            ..ObjectMeta::default()
+        };
+        assert!(!memo.spec_known_good("k", "h", &no_generation));
     }
 }

@@ -7,6 +7,10 @@
 //! sent (quantities, fields a cluster does not support) the live object never contains it
 //! verbatim, so we also remember the resourceVersion our own last write produced: if nobody
 //! has touched the object since, there is nothing to correct.
+//!
+//! Reads come from the watches' cache (`watches::ChildCache`): a cached child at a
+//! resourceVersion we wrote or already checked needs no request at all; any other version is
+//! read once from the API server, compared, and remembered when it holds what we want.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -16,6 +20,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -30,9 +35,10 @@ mod tests;
 pub use self::drift::{WriteMemo, is_subset};
 pub use self::error::ApplyError;
 use super::desired::DesiredObjects;
-use super::desired::labels::children_selector;
+use super::desired::labels::{INSTANCE, MANAGED_BY, MANAGER, children_selector};
 use super::hash::content_hash;
 use super::validate::ValidatedMonitor;
+use super::watches::{Cached, ChildCache};
 use crate::constants::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
@@ -61,7 +67,8 @@ impl<K> Child for K where
 {
 }
 
-/// The live state of what was applied, for the status step.
+/// The live state of what was applied, for the status step. Objects read from the cache are
+/// pruned copies (no pod templates: see `watches::Cached::prune`), which is all the status needs.
 #[derive(Debug, Default)]
 pub struct Applied {
     pub stateful_sets: Vec<StatefulSet>,
@@ -80,17 +87,20 @@ pub struct Applier<'a> {
     owner_uid: &'a str,
     metrics: &'a Metrics,
     memo: &'a WriteMemo,
+    cache: &'a ChildCache,
     writes: u32,
     deleted: Vec<String>,
 }
 
 impl<'a> Applier<'a> {
-    /// Applies into the namespace of `model`, for the IotMonitor it was validated from.
+    /// Applies into the namespace of `model`, for the IotMonitor it was validated from,
+    /// reading children from `cache` where it holds them.
     pub fn new(
         client: Client,
         model: &'a ValidatedMonitor,
         metrics: &'a Metrics,
         memo: &'a WriteMemo,
+        cache: &'a ChildCache,
     ) -> Self {
         Self {
             client,
@@ -99,6 +109,7 @@ impl<'a> Applier<'a> {
             owner_uid: &model.owner.uid,
             metrics,
             memo,
+            cache,
             writes: 0,
             deleted: Vec::new(),
         }
@@ -162,25 +173,31 @@ impl<'a> Applier<'a> {
 
     async fn apply_each<K>(&mut self, objects: &[K]) -> Result<BTreeSet<String>, ApplyError>
     where
-        K: Child,
+        K: Cached,
     {
         Ok(names(&self.apply_live(objects).await?))
     }
 
     async fn apply_live<K>(&mut self, objects: &[K]) -> Result<Vec<K>, ApplyError>
     where
-        K: Child,
+        K: Cached,
     {
-        let mut live = Vec::with_capacity(objects.len());
-        for object in objects {
-            live.push(self.apply(object).await?);
+        // Objects of one kind depend on nothing of each other: applied at once, so a first
+        // reconcile waits for the API server once per kind, not once per object (a Service's
+        // ClusterIP allocation takes long on a busy server).
+        let applied = futures::future::try_join_all(objects.iter().map(|o| self.apply(o))).await?;
+        let mut live = Vec::with_capacity(applied.len());
+        for (object, wrote) in applied {
+            self.writes += u32::from(wrote);
+            live.push(object);
         }
         Ok(live)
     }
 
-    async fn apply<K>(&mut self, desired: &K) -> Result<K, ApplyError>
+    /// The live object, and whether it had to be written.
+    async fn apply<K>(&self, desired: &K) -> Result<(K, bool), ApplyError>
     where
-        K: Child,
+        K: Cached,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = desired.meta().name.clone().unwrap_or_default();
@@ -197,25 +214,40 @@ impl<'a> Applier<'a> {
             serde_json::to_value(&desired).map_err(|e| ApplyError::Serialize(kind, e))?;
         let key = format!("{kind}/{}/{name}", self.namespace);
 
+        // The cached copy at a resourceVersion we wrote or checked ourselves: nothing changed
+        // since, so no read at all. Any other version (someone's edit, a status update) is
+        // read in full and compared below.
+        if let Some(cached) = self.cache.get::<K>(self.namespace, &name)
+            && applied_hash(&cached) == Some(&hash)
+        {
+            if self.memo.known_good(&key, &hash, cached.meta()) {
+                return Ok((cached, false));
+            }
+            // Only the status moved (a rollout's progress): the spec is the one we know, and
+            // the metadata can be compared right here.
+            if K::GENERATION_TRACKS_SPEC
+                && self.memo.spec_known_good(&key, &hash, cached.meta())
+                && is_subset(&desired_json["metadata"], &meta_json(kind, &cached)?)
+            {
+                self.memo.remember(key, hash, cached.meta());
+                return Ok((cached, false));
+            }
+        }
         let api = self.api::<K>();
         let read_error = |source| ApplyError::Read {
             what: format!("{kind} {name}"),
             source,
         };
         if let Some(live) = api.get_opt(&name).await.map_err(read_error)? {
-            let live_hash = live
-                .meta()
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(APPLIED_HASH));
-            if live_hash == Some(&hash) {
-                let rv = live.meta().resource_version.as_deref();
+            if applied_hash(&live) == Some(&hash) {
+                if self.memo.known_good(&key, &hash, live.meta()) {
+                    return Ok((live, false));
+                }
                 let live_json =
                     serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
-                if is_subset(&desired_json, &live_json)
-                    || self.memo.untouched_since_our_write(&key, &hash, rv)
-                {
-                    return Ok(live);
+                if is_subset(&desired_json, &live_json) {
+                    self.memo.remember(key, hash, live.meta());
+                    return Ok((live, false));
                 }
             }
             tracing::info!(kind, name, "correcting drift or applying a change");
@@ -228,37 +260,26 @@ impl<'a> Applier<'a> {
             .await
             .map_err(|source| ApplyError::Apply { kind, name, source })?;
         self.metrics.record_write(kind, "apply");
-        self.writes += 1;
-        self.memo
-            .remember(key, hash, applied.meta().resource_version.clone());
-        Ok(applied)
+        self.memo.remember(key, hash, applied.meta());
+        Ok((applied, true))
     }
 
     /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and
     /// checked against the owner reference, so nothing of anyone else's is ever touched.
     async fn delete_unwanted<K>(&mut self, wanted: &BTreeSet<String>) -> Result<(), ApplyError>
     where
-        K: Child,
+        K: Cached,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let api = self.api::<K>();
-        let params = ListParams::default().labels(&children_selector(self.instance));
-        let children = api
-            .list_metadata(&params)
-            .await
-            .map_err(|source| ApplyError::Read {
-                what: format!("{kind} list"),
-                source,
-            })?;
-        for child in children {
-            let name = child.metadata.name.clone().unwrap_or_default();
+        for child in self.children::<K>().await? {
+            let name = child.name.clone().unwrap_or_default();
             let ours = child
-                .metadata
                 .owner_references
                 .iter()
                 .flatten()
                 .any(|o| o.uid == self.owner_uid && o.controller == Some(true));
-            if !ours || wanted.contains(&name) || child.metadata.deletion_timestamp.is_some() {
+            if !ours || wanted.contains(&name) || child.deletion_timestamp.is_some() {
                 continue;
             }
             tracing::info!(kind, name, "deleting a child the spec no longer wants");
@@ -273,6 +294,32 @@ impl<'a> Applier<'a> {
         }
         Ok(())
     }
+    /// Our children of kind `K` (by label): from the cache, else listed.
+    async fn children<K: Cached>(&self) -> Result<Vec<ObjectMeta>, ApplyError> {
+        let labels = [(MANAGED_BY, MANAGER), (INSTANCE, self.instance)];
+        if let Some(cached) = self.cache.list::<K>(self.namespace, &labels) {
+            return Ok(cached.into_iter().map(|c| c.meta().clone()).collect());
+        }
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let params = ListParams::default().labels(&children_selector(self.instance));
+        let listed = self
+            .api::<K>()
+            .list_metadata(&params)
+            .await
+            .map_err(|source| ApplyError::Read {
+                what: format!("{kind} list"),
+                source,
+            })?;
+        Ok(listed.items.into_iter().map(|c| c.metadata).collect())
+    }
+}
+
+fn meta_json<K: Resource>(kind: &'static str, object: &K) -> Result<serde_json::Value, ApplyError> {
+    serde_json::to_value(object.meta()).map_err(|e| ApplyError::Serialize(kind, e))
+}
+
+fn applied_hash<K: Resource>(object: &K) -> Option<&String> {
+    object.meta().annotations.as_ref()?.get(APPLIED_HASH)
 }
 
 fn names<K: Resource>(objects: &[K]) -> BTreeSet<String> {

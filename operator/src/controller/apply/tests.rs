@@ -8,6 +8,7 @@ use super::*;
 use crate::controller::desired;
 use crate::controller::mock_api::MockApi;
 use crate::controller::validate::tests::model;
+use crate::controller::watches::tests::cache_of;
 
 const NS: &str = "/namespaces/iot";
 
@@ -25,6 +26,8 @@ struct Fixture {
     api: MockApi,
     metrics: Metrics,
     memo: WriteMemo,
+    /// Empty: every read goes to the API server, as before the watches have synced.
+    cache: ChildCache,
 }
 
 impl Fixture {
@@ -35,15 +38,27 @@ impl Fixture {
             api,
             metrics: Metrics::register(&mut Registry::default()),
             memo: WriteMemo::default(),
+            cache: ChildCache::default(),
         }
+    }
+
+    /// The cache now holds what the server holds, as the watches would once they caught up.
+    fn sync_cache(&mut self) {
+        self.cache = cache_of(&self.api.objects());
     }
 
     async fn apply(&self, spec: &str) -> Applied {
         let model = model(spec);
-        Applier::new(self.client.clone(), &model, &self.metrics, &self.memo)
-            .apply_all(desired::build(&model))
-            .await
-            .expect("apply succeeds")
+        Applier::new(
+            self.client.clone(),
+            &model,
+            &self.metrics,
+            &self.memo,
+            &self.cache,
+        )
+        .apply_all(desired::build(&model))
+        .await
+        .expect("apply succeeds")
     }
 
     /// Writes since the last call, as `(resource, name)`.
@@ -247,4 +262,175 @@ async fn existing_credentials_are_kept_and_only_missing_keys_added() {
     assert_eq!(secret_writes[0].method, http::Method::PATCH);
     // A merge patch, not an apply: nobody takes ownership of values the user may have set.
     assert!(!secret_writes[0].query.contains("fieldManager"));
+}
+
+#[tokio::test]
+async fn a_no_op_with_a_synced_cache_sends_no_request_at_all() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    f.sync_cache();
+    f.api.clear_calls();
+    let applied = f.apply("{}").await;
+    assert_eq!(f.api.calls(), Vec::new(), "no read, no list, no write");
+    assert_eq!(applied.writes, 0);
+    assert_eq!(
+        applied.deployments.len(),
+        4,
+        "the status still sees every Deployment"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_version_nobody_checked_is_read_once_then_trusted() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    // Another controller's status write: a new resourceVersion, the same spec.
+    let grafana = path("apps/v1", "deployments", "lab-grafana");
+    let mut updated = f.api.get(&grafana).expect("applied");
+    updated["status"] = json!({"readyReplicas": 1});
+    f.api.put(&grafana, updated);
+    f.sync_cache();
+    f.api.clear_calls();
+
+    let applied = f.apply("{}").await;
+    let calls: Vec<_> = f
+        .api
+        .calls()
+        .iter()
+        .map(|c| (c.method.clone(), c.target()))
+        .collect();
+    assert_eq!(
+        calls,
+        [(
+            http::Method::GET,
+            ("deployments".to_owned(), "lab-grafana".to_owned())
+        )]
+    );
+    let status = applied
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("lab-grafana"));
+    assert_eq!(
+        status.and_then(|d| d.status.as_ref()?.ready_replicas),
+        Some(1)
+    );
+    f.api.clear_calls();
+    f.apply("{}").await;
+    assert_eq!(f.api.calls(), Vec::new(), "that version is known now");
+}
+
+#[tokio::test]
+async fn drift_seen_in_the_cache_is_read_and_repaired() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    let coap = path("apps/v1", "deployments", "lab-coap-server");
+    let mut edited = f.api.get(&coap).expect("applied");
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:1");
+    f.api.put(&coap, edited);
+    f.sync_cache();
+    f.take_writes();
+
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("deployments".to_owned(), "lab-coap-server".to_owned())]
+    );
+    let repaired = f.api.get(&coap).expect("still there");
+    assert_ne!(
+        repaired["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!("someone/else:1")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_created_again_once_the_cache_has_seen_the_deletion() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    f.sync_cache();
+    let grafana = path("v1", "services", "lab-grafana");
+    f.api.remove(&grafana);
+    f.take_writes();
+    // The watch delivers the deletion after its store dropped the object, and only that
+    // wakes the owner; a reconcile before it trusts the stale copy.
+    f.apply("{}").await;
+    assert_eq!(f.take_writes(), Vec::<(String, String)>::new());
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("services".to_owned(), "lab-grafana".to_owned())]
+    );
+    assert!(f.api.get(&grafana).is_some());
+}
+
+#[tokio::test]
+async fn unwanted_children_are_found_in_the_cache() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    f.sync_cache();
+    f.api.clear_calls();
+    f.apply("{simulator: {enabled: false}}").await;
+    let lists = f
+        .api
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == http::Method::GET && c.target().1.is_empty())
+        .count();
+    assert_eq!(lists, 0, "no LIST with a synced cache");
+    assert!(
+        f.api
+            .get(&path("apps/v1", "deployments", "lab-sensor-sim"))
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    let grafana = path("apps/v1", "deployments", "lab-grafana");
+    // As the API server does: a generation, raised by spec changes only.
+    let mut object = f.api.get(&grafana).expect("applied");
+    object["metadata"]["generation"] = json!(1);
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await; // reads it once, and knows generation 1 now
+    f.api.clear_calls();
+
+    object["status"] = json!({"observedGeneration": 1, "readyReplicas": 1});
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(f.api.calls(), Vec::new(), "a status write changes no spec");
+
+    object["metadata"]["generation"] = json!(2);
+    object["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:1");
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("deployments".to_owned(), "lab-grafana".to_owned())],
+        "a new generation is read and repaired"
+    );
+
+    // A label edited away keeps the generation, and is seen in the cached metadata.
+    let mut object = f.api.get(&grafana).expect("repaired");
+    object["metadata"]["generation"] = json!(3);
+    f.api.put(&grafana, object.clone());
+    f.sync_cache();
+    f.apply("{}").await;
+    f.api.clear_calls();
+    object = f.api.get(&grafana).expect("still there");
+    object["metadata"]["labels"]
+        .as_object_mut()
+        .expect("labels")
+        .remove("app.kubernetes.io/part-of");
+    f.api.put(&grafana, object);
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [("deployments".to_owned(), "lab-grafana".to_owned())]
+    );
 }

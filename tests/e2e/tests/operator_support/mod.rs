@@ -127,13 +127,22 @@ impl Operator {
         self.writes_matching(|labels| !labels.contains("kind=\"IotMonitor\""))
     }
 
+    /// Reconciles so far, successful or not (`iot_operator_reconciles_total`).
+    pub fn reconciles(&self) -> u64 {
+        self.sum_of("iot_operator_reconciles_total{", |_| true)
+    }
+
     fn writes_matching(&self, keep: impl Fn(&str) -> bool) -> u64 {
+        self.sum_of("iot_operator_api_writes_total{", keep)
+    }
+
+    fn sum_of(&self, prefix: &str, keep: impl Fn(&str) -> bool) -> u64 {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             return u64::MAX;
         }
         text.lines()
-            .filter(|l| l.starts_with("iot_operator_api_writes_total{") && keep(l))
+            .filter(|l| l.starts_with(prefix) && keep(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }

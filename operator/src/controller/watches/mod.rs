@@ -1,0 +1,315 @@
+//! The watches of the children: one watcher per kind, whose objects are kept (pruned) in a
+//! reflector `Store` for the apply step to read instead of the API server, and whose events
+//! wake the owning IotMonitor only when something the operator cares about changed.
+//!
+//! Without the filter, other controllers' status writes (the HPA controller's every few
+//! seconds, each Deployment's rollout progress) each cost a full reconcile of the owner.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use futures::{Stream, TryStreamExt, future};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::apply::Child;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+/// The cached children, one store per kind. A kind without a store (the default, and the
+/// fast tests) is read from the API server.
+#[derive(Clone, Default)]
+pub struct ChildCache {
+    deployments: Option<Store<Deployment>>,
+    stateful_sets: Option<Store<StatefulSet>>,
+    services: Option<Store<Service>>,
+    config_maps: Option<Store<ConfigMap>>,
+    autoscalers: Option<Store<HorizontalPodAutoscaler>>,
+    network_policies: Option<Store<NetworkPolicy>>,
+    secrets: Option<Store<Secret>>,
+    claims: Option<Store<PersistentVolumeClaim>>,
+}
+
+impl ChildCache {
+    /// The cached copy of `namespace/name`, if this kind is cached and the watch has seen it.
+    pub fn get<K: Cached>(&self, namespace: &str, name: &str) -> Option<K> {
+        let store = K::store(self)?;
+        let object = store.get(&ObjectRef::new(name).within(namespace))?;
+        Some(object.as_ref().clone())
+    }
+
+    /// The cached children of kind `K` in `namespace` matching every `labels` pair, or `None`
+    /// when this kind is not cached.
+    pub fn list<K: Cached>(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<K>> {
+        let store = K::store(self)?;
+        Some(
+            store
+                .state_filter(|o| {
+                    o.meta().namespace.as_deref() == Some(namespace)
+                        && labels
+                            .iter()
+                            .all(|(k, v)| o.labels().get(*k).map(String::as_str) == Some(*v))
+                })
+                .into_iter()
+                .map(|o| o.as_ref().clone())
+                .collect(),
+        )
+    }
+}
+
+/// A child kind the watches cache: how to find its store, what to drop from the cached copy,
+/// and which of its changes wake the owner.
+pub trait Cached: Child + Send + Sync + 'static {
+    /// The API server raises `metadata.generation` on every change of this kind's spec.
+    const GENERATION_TRACKS_SPEC: bool = false;
+
+    fn store(cache: &ChildCache) -> Option<&Store<Self>>;
+    fn set_store(cache: &mut ChildCache, store: Store<Self>);
+
+    /// Drops what neither the apply step nor the status needs, to keep the cache small:
+    /// managed fields always; pod templates, status conditions, the HPA status, ConfigMap
+    /// contents and Secret values where the kind has them.
+    fn prune(&mut self) {
+        self.meta_mut().managed_fields = None;
+    }
+
+    /// A hash of what the operator reacts to; an event with an unchanged fingerprint does not
+    /// wake the owner. Default: every change (the resourceVersion).
+    fn fingerprint(&self) -> u64 {
+        hash_of(&self.meta().resource_version)
+    }
+}
+
+fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What the spec side of a fingerprint covers: spec changes (generation), our labels and
+/// applied-hash annotation, and deletion in progress.
+fn meta_fingerprint<K: Resource>(object: &K) -> impl Hash + '_ {
+    let meta = object.meta();
+    (
+        meta.generation,
+        &meta.labels,
+        &meta.annotations,
+        meta.deletion_timestamp.is_some(),
+    )
+}
+
+macro_rules! cached {
+    ($field:ident) => {
+        fn store(cache: &ChildCache) -> Option<&Store<Self>> {
+            cache.$field.as_ref()
+        }
+        fn set_store(cache: &mut ChildCache, store: Store<Self>) {
+            cache.$field = Some(store);
+        }
+    };
+}
+
+impl Cached for Deployment {
+    cached!(deployments);
+    const GENERATION_TRACKS_SPEC: bool = true;
+
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.spec.template = PodTemplateSpec::default();
+        if let Some(status) = &mut self.status {
+            status.conditions = None;
+        }
+    }
+
+    /// Spec changes and the rollout figures the status reports; not the conditions' times.
+    fn fingerprint(&self) -> u64 {
+        let status = self.status.as_ref().map(|s| {
+            (
+                s.observed_generation,
+                s.replicas,
+                s.updated_replicas,
+                s.ready_replicas,
+            )
+        });
+        hash_of(&(meta_fingerprint(self), status))
+    }
+}
+
+impl Cached for StatefulSet {
+    cached!(stateful_sets);
+    const GENERATION_TRACKS_SPEC: bool = true;
+
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.spec.template = PodTemplateSpec::default();
+        self.spec.volume_claim_templates = None;
+        if let Some(status) = &mut self.status {
+            status.conditions = None;
+        }
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let status = self.status.as_ref().map(|s| {
+            (
+                s.observed_generation,
+                s.replicas,
+                s.updated_replicas,
+                s.ready_replicas,
+                &s.current_revision,
+                &s.update_revision,
+            )
+        });
+        hash_of(&(meta_fingerprint(self), status))
+    }
+}
+
+impl Cached for HorizontalPodAutoscaler {
+    cached!(autoscalers);
+
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.status = None;
+    }
+
+    /// The spec only: the HPA controller rewrites the status on every sync, and the operator
+    /// reads nothing from it.
+    fn fingerprint(&self) -> u64 {
+        let spec = serde_json::to_string(&self.spec).ok();
+        hash_of(&(meta_fingerprint(self), spec))
+    }
+}
+
+impl Cached for ConfigMap {
+    cached!(config_maps);
+
+    /// The applied-hash annotation stands for the content; drift is checked on a fresh read.
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.data = None;
+        self.binary_data = None;
+    }
+}
+
+impl Cached for Secret {
+    cached!(secrets);
+
+    /// Only the names of the keys are needed (to add missing ones): no credential is kept.
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.string_data = None;
+        if let Some(data) = &mut self.data {
+            let keys: BTreeMap<String, ByteString> = std::mem::take(data)
+                .into_keys()
+                .map(|k| (k, ByteString(Vec::new())))
+                .collect();
+            *data = keys;
+        }
+    }
+}
+
+impl Cached for Service {
+    cached!(services);
+}
+
+impl Cached for NetworkPolicy {
+    cached!(network_policies);
+}
+
+impl Cached for PersistentVolumeClaim {
+    cached!(claims);
+}
+
+/// Passes on the objects of watch events whose fingerprint changed, and every deletion (a
+/// deleted child must be created again, whatever its fingerprint). After a re-list, objects
+/// it no longer holds are forgotten.
+pub struct ChangeFilter<K> {
+    fingerprint: fn(&K) -> u64,
+    seen: HashMap<String, u64>,
+    relisted: Option<HashSet<String>>,
+}
+
+impl<K: Resource> ChangeFilter<K> {
+    pub fn new(fingerprint: fn(&K) -> u64) -> Self {
+        Self {
+            fingerprint,
+            seen: HashMap::new(),
+            relisted: None,
+        }
+    }
+
+    /// The object to wake the owner with, if this event matters.
+    pub fn admit(&mut self, event: watcher::Event<K>) -> Option<K> {
+        match event {
+            watcher::Event::Init => {
+                self.relisted = Some(HashSet::new());
+                None
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.relisted.take() {
+                    self.seen.retain(|key, _| listed.contains(key));
+                }
+                None
+            }
+            watcher::Event::Apply(object) => self.changed(object),
+            watcher::Event::InitApply(object) => {
+                if let Some(listed) = &mut self.relisted {
+                    listed.insert(key(&object));
+                }
+                self.changed(object)
+            }
+            watcher::Event::Delete(object) => {
+                self.seen.remove(&key(&object));
+                Some(object)
+            }
+        }
+    }
+
+    fn changed(&mut self, object: K) -> Option<K> {
+        let fingerprint = (self.fingerprint)(&object);
+        let previous = self.seen.insert(key(&object), fingerprint);
+        (previous != Some(fingerprint)).then_some(object)
+    }
+}
+
+/// The uid (a re-created object is a new one), or the name where a test left it out.
+fn key<K: Resource>(object: &K) -> String {
+    let meta = object.meta();
+    match &meta.uid {
+        Some(uid) => uid.clone(),
+        None => format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// Watches `api` (limited by `config`), keeps the pruned objects in a store added to `cache`,
+/// and returns the stream of the changes that matter, for `Controller::owns_stream`.
+pub fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    cache: &mut ChildCache,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Cached + DeserializeOwned,
+{
+    let (reader, writer) = reflector::store();
+    K::set_store(cache, reader);
+    let mut filter = ChangeFilter::new(K::fingerprint);
+    watcher(api, config)
+        .modify(K::prune)
+        .reflect(writer)
+        .try_filter_map(move |event| future::ready(Ok(filter.admit(event))))
+}

@@ -1,0 +1,251 @@
+//! Which watch events wake the owner, what the cache keeps, and a cache filled from objects
+//! for the apply step's tests.
+
+use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::store::Writer;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn meta(name: &str, uid: &str, rv: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("iot".into()),
+        uid: Some(uid.into()),
+        resource_version: Some(rv.into()),
+        generation: Some(1),
+        ..ObjectMeta::default()
+    }
+}
+
+fn deployment(rv: &str, status: DeploymentStatus) -> Deployment {
+    Deployment {
+        metadata: meta("lab-grafana", "d-1", rv),
+        status: Some(status),
+        ..Deployment::default()
+    }
+}
+
+fn rolling(ready: i32) -> DeploymentStatus {
+    DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(1),
+        updated_replicas: Some(1),
+        ready_replicas: Some(ready),
+        ..DeploymentStatus::default()
+    }
+}
+
+#[test]
+fn a_first_sighting_wakes_the_owner_and_a_repeat_does_not() {
+    let mut filter = ChangeFilter::new(Deployment::fingerprint);
+    let d = deployment("1", rolling(0));
+    assert!(filter.admit(watcher::Event::Apply(d.clone())).is_some());
+    assert!(filter.admit(watcher::Event::Apply(d)).is_none());
+}
+
+#[test]
+fn readiness_wakes_the_owner_but_condition_timestamps_do_not() {
+    let mut filter = ChangeFilter::new(Deployment::fingerprint);
+    filter.admit(watcher::Event::Apply(deployment("1", rolling(0))));
+    let mut touched = rolling(0);
+    touched.conditions = Some(vec![Default::default()]);
+    touched.available_replicas = Some(0);
+    assert!(
+        filter
+            .admit(watcher::Event::Apply(deployment("2", touched)))
+            .is_none(),
+        "only the conditions changed"
+    );
+    assert!(
+        filter
+            .admit(watcher::Event::Apply(deployment("3", rolling(1))))
+            .is_some(),
+        "a replica became ready"
+    );
+}
+
+#[test]
+fn a_spec_or_annotation_change_wakes_the_owner() {
+    let mut filter = ChangeFilter::new(Deployment::fingerprint);
+    filter.admit(watcher::Event::Apply(deployment("1", rolling(1))));
+    let mut edited = deployment("2", rolling(1));
+    edited.metadata.generation = Some(2);
+    assert!(filter.admit(watcher::Event::Apply(edited)).is_some());
+    let mut annotated = deployment("3", rolling(1));
+    annotated.metadata.generation = Some(2);
+    annotated.metadata.annotations = Some([(APPLIED.into(), "other".into())].into());
+    assert!(filter.admit(watcher::Event::Apply(annotated)).is_some());
+}
+
+const APPLIED: &str = crate::controller::apply::APPLIED_HASH;
+
+#[test]
+fn a_deletion_always_wakes_the_owner() {
+    let mut filter = ChangeFilter::new(Deployment::fingerprint);
+    let d = deployment("1", rolling(1));
+    filter.admit(watcher::Event::Apply(d.clone()));
+    assert!(filter.admit(watcher::Event::Delete(d.clone())).is_some());
+    // Created again under the same name: a new object, seen for the first time.
+    let mut again = d;
+    again.metadata.uid = Some("d-2".into());
+    assert!(filter.admit(watcher::Event::Apply(again)).is_some());
+}
+
+#[test]
+fn hpa_status_writes_do_not_wake_the_owner() {
+    let hpa = |rv: &str, desired: i32| HorizontalPodAutoscaler {
+        metadata: meta("lab-grafana", "h-1", rv),
+        status: Some(HorizontalPodAutoscalerStatus {
+            desired_replicas: desired,
+            ..HorizontalPodAutoscalerStatus::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    };
+    let mut filter = ChangeFilter::new(HorizontalPodAutoscaler::fingerprint);
+    assert!(filter.admit(watcher::Event::Apply(hpa("1", 1))).is_some());
+    assert!(filter.admit(watcher::Event::Apply(hpa("2", 3))).is_none());
+    let mut edited = hpa("3", 3);
+    edited.spec.max_replicas = 9;
+    assert!(filter.admit(watcher::Event::Apply(edited)).is_some());
+}
+
+#[test]
+fn a_stateful_set_revision_change_wakes_the_owner() {
+    let sts = |rv: &str, revision: &str| StatefulSet {
+        metadata: meta("lab-influxdb", "s-1", rv),
+        status: Some(StatefulSetStatus {
+            update_revision: Some(revision.into()),
+            ..StatefulSetStatus::default()
+        }),
+        ..StatefulSet::default()
+    };
+    let mut filter = ChangeFilter::new(StatefulSet::fingerprint);
+    filter.admit(watcher::Event::Apply(sts("1", "a")));
+    assert!(filter.admit(watcher::Event::Apply(sts("2", "a"))).is_none());
+    assert!(filter.admit(watcher::Event::Apply(sts("3", "b"))).is_some());
+}
+
+#[test]
+fn kinds_without_status_churn_wake_the_owner_on_every_change() {
+    let cm = |rv: &str| ConfigMap {
+        metadata: meta("lab-grafana", "c-1", rv),
+        ..ConfigMap::default()
+    };
+    let mut filter = ChangeFilter::new(ConfigMap::fingerprint);
+    filter.admit(watcher::Event::Apply(cm("1")));
+    assert!(filter.admit(watcher::Event::Apply(cm("1"))).is_none());
+    assert!(filter.admit(watcher::Event::Apply(cm("2"))).is_some());
+}
+
+#[test]
+fn a_relist_repeats_nothing_unchanged_and_forgets_what_is_gone() {
+    let cm = |name: &str, uid: &str| ConfigMap {
+        metadata: meta(name, uid, "1"),
+        ..ConfigMap::default()
+    };
+    let mut filter = ChangeFilter::new(ConfigMap::fingerprint);
+    filter.admit(watcher::Event::Apply(cm("a", "1")));
+    filter.admit(watcher::Event::Apply(cm("b", "2")));
+    filter.admit(watcher::Event::Init);
+    assert!(
+        filter
+            .admit(watcher::Event::InitApply(cm("a", "1")))
+            .is_none()
+    );
+    filter.admit(watcher::Event::InitDone);
+    assert_eq!(
+        filter.seen.len(),
+        1,
+        "b was deleted while the watch was down"
+    );
+    assert!(filter.admit(watcher::Event::Apply(cm("b", "2"))).is_some());
+}
+
+#[test]
+fn the_cache_keeps_no_pod_template_config_content_or_credential() {
+    let mut d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "x", "managedFields": [{"manager": "m"}]},
+        "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": [{"name": "c"}]}}},
+    }))
+    .expect("deployment");
+    d.status = Some(DeploymentStatus {
+        ready_replicas: Some(1),
+        conditions: Some(vec![Default::default()]),
+        ..DeploymentStatus::default()
+    });
+    d.prune();
+    assert_eq!(d.metadata.managed_fields, None);
+    let status = d.status.clone().expect("the status reads it");
+    assert_eq!((status.ready_replicas, status.conditions), (Some(1), None));
+    assert_eq!(d.spec.template, PodTemplateSpec::default());
+    assert_eq!(d.spec.replicas, Some(2), "the status reads it");
+
+    let mut cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "x"}, "data": {"a": "big"}}))
+            .expect("configmap");
+    cm.prune();
+    assert_eq!(cm.data, None);
+
+    let mut secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "x"}, "data": {"password": "c2VjcmV0"}}),
+    )
+    .expect("secret");
+    secret.prune();
+    let data = secret.data.expect("keys kept");
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["password"]);
+    assert!(data["password"].0.is_empty(), "no value kept");
+}
+
+fn put<K: Cached + DeserializeOwned>(
+    writer: &mut Option<Writer<K>>,
+    cache: &mut ChildCache,
+    object: &Value,
+) {
+    let writer = writer.get_or_insert_with(|| {
+        let writer = Writer::default();
+        K::set_store(cache, writer.as_reader());
+        writer
+    });
+    let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
+    object.prune();
+    writer.apply_watcher_event(&watcher::Event::Apply(object));
+}
+
+/// A cache holding `objects` (typed by their `kind`), as the watches would after seeing them.
+/// Every kind is cached, also those with no object yet.
+pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache {
+    let mut cache = ChildCache::default();
+    let (mut d, mut s, mut svc, mut cm) = (None, None, None, None);
+    let (mut hpa, mut np, mut sec, mut pvc) = (None, None, None, None);
+    for object in objects {
+        let c = &mut cache;
+        match object["kind"].as_str().unwrap_or_default() {
+            "Deployment" => put::<Deployment>(&mut d, c, object),
+            "StatefulSet" => put::<StatefulSet>(&mut s, c, object),
+            "Service" => put::<Service>(&mut svc, c, object),
+            "ConfigMap" => put::<ConfigMap>(&mut cm, c, object),
+            "HorizontalPodAutoscaler" => put::<HorizontalPodAutoscaler>(&mut hpa, c, object),
+            "NetworkPolicy" => put::<NetworkPolicy>(&mut np, c, object),
+            "Secret" => put::<Secret>(&mut sec, c, object),
+            "PersistentVolumeClaim" => put::<PersistentVolumeClaim>(&mut pvc, c, object),
+            other => panic!("not a child kind: {other}"),
+        }
+    }
+    fn empty<K: Cached>(cache: &mut ChildCache) {
+        if K::store(cache).is_none() {
+            K::set_store(cache, Writer::<K>::default().as_reader());
+        }
+    }
+    empty::<Deployment>(&mut cache);
+    empty::<StatefulSet>(&mut cache);
+    empty::<Service>(&mut cache);
+    empty::<ConfigMap>(&mut cache);
+    empty::<HorizontalPodAutoscaler>(&mut cache);
+    empty::<NetworkPolicy>(&mut cache);
+    empty::<Secret>(&mut cache);
+    empty::<PersistentVolumeClaim>(&mut cache);
+    cache
+}
