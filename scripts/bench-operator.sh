@@ -89,7 +89,8 @@ for n in $SIZES; do
   nodes=${BENCH_NODES:-$(((n * 5 + 109) / 110 + 2))}
   say "N=$n: a fresh control plane with $nodes kwok nodes"
   tests/cluster/down.sh >/dev/null 2>&1 || true
-  eval "$(IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$n.log")"
+  # kwok nodes only: the benchmark needs no real containers.
+  eval "$(IOT_REAL_NODE=0 IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$n.log")"
   kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >/dev/null
   # Retried: kubectl wait fails at once while the new CRD has no status yet.
   for _ in $(seq 1 60); do
