@@ -128,7 +128,18 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
     // Fault 2: the InfluxDB pod is deleted; its volume keeps the data, credentials still work.
     let before = influx.count("dht", "temperature", "value", "").await?;
     replace_pod(&cluster, ns.name(), "influxdb").await?;
-    let after = influx.count("dht", "temperature", "value", "").await?;
+    // Until kube-proxy has the new endpoint, the Service rejects connections.
+    let after = wait_for(
+        "InfluxDB to answer through its Service again",
+        default_timeout(),
+        || async {
+            influx
+                .count("dht", "temperature", "value", "")
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await?;
     ensure!(
         after >= before,
         "InfluxDB lost data in a restart: {before} points before, {after} after"
