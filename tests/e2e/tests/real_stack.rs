@@ -120,8 +120,6 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
     let checked = every_dashboard_query_has_data(&influx).await?;
     eprintln!("{checked} dashboard queries returned data");
 
-    report_container_memory(&cluster, ns.name()).await;
-
     // Fault 1: the coap-server pod is deleted while a simulator sends; acknowledged = stored.
     fault_coap_server_pod(&cluster, ns.name(), &influx).await?;
 
@@ -207,6 +205,7 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
         }
     }
     wait_ready(&monitors, "lab").await?;
+    report_container_memory(&cluster, ns.name()).await;
 
     run(cluster
         .helm()
@@ -556,17 +555,24 @@ async fn restart_counts(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, 
     Ok(counts)
 }
 
-/// Prints the resident memory of the namespace's pods, from the kubelet's cAdvisor metrics (for
-/// the record; nothing is asserted on it).
+/// Prints each container's memory as the kubelet reports it (`/metrics/resource`: the working
+/// set, what the kubelet evicts on and `kubectl top` shows), and the pods' RSS from cAdvisor
+/// (which this node reports per pod cgroup only). For the record: nothing is asserted on it.
 async fn report_container_memory(cluster: &Cluster, ns: &str) {
-    let path = format!("/api/v1/nodes/{REAL_NODE}/proxy/metrics/cadvisor");
-    let Ok(text) = run(cluster.kubectl().args(["get", "--raw", &path])).await else {
-        eprintln!("no cAdvisor metrics from the kubelet");
-        return;
-    };
     let needle = format!("namespace=\"{ns}\"");
-    for line in text.lines() {
-        if line.starts_with("container_memory_rss{") && line.contains(&needle) {
+    for (endpoint, metric) in [
+        ("resource", "container_memory_working_set_bytes{"),
+        ("cadvisor", "container_memory_rss{"),
+    ] {
+        let path = format!("/api/v1/nodes/{REAL_NODE}/proxy/metrics/{endpoint}");
+        let Ok(text) = run(cluster.kubectl().args(["get", "--raw", &path])).await else {
+            eprintln!("no {endpoint} metrics from the kubelet");
+            continue;
+        };
+        for line in text.lines() {
+            if !(line.starts_with(metric) && line.contains(&needle)) {
+                continue;
+            }
             let label = |key: &str| {
                 line.split(&format!("{key}=\""))
                     .nth(1)
@@ -574,7 +580,6 @@ async fn report_container_memory(cluster: &Cluster, ns: &str) {
                     .unwrap_or("")
                     .to_owned()
             };
-            // On this node cAdvisor reports RSS per pod cgroup (container=""), not per container.
             let container = match label("container") {
                 c if c.is_empty() => "(pod)".to_owned(),
                 c => c,
@@ -585,7 +590,8 @@ async fn report_container_memory(cluster: &Cluster, ns: &str) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0);
             eprintln!(
-                "container RSS {:<40} {:>7.1} MiB",
+                "{:<28} {:<48} {:>7.1} MiB",
+                metric.trim_end_matches('{'),
                 format!("{}/{container}", label("pod")),
                 bytes / 1048576.0
             );
