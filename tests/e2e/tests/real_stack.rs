@@ -86,7 +86,10 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
         node.address
     );
     let answer = coap_client_post(&url, "21.5").await?;
-    ensure!(answer.contains("saved successfully"), "coap-client: {answer}");
+    ensure!(
+        answer.contains("saved successfully"),
+        "coap-client: {answer}"
+    );
     influx
         .wait_count_above("dht", "temperature", "place = 'from-the-host'", 0)
         .await?;
@@ -280,7 +283,10 @@ fn image_ref(name: &str) -> Result<String> {
     let out = std::process::Command::new(repo_dir().join("images/build.sh"))
         .args(["--ref", name])
         .output()?;
-    ensure!(out.status.success(), "images/build.sh --ref {name}: {out:?}");
+    ensure!(
+        out.status.success(),
+        "images/build.sh --ref {name}: {out:?}"
+    );
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
@@ -453,7 +459,11 @@ spec:
     let summary: Value = log
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v.get("acked").is_some()))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.get("acked").is_some())
+        })
         .with_context(|| format!("no summary in the load Job's log ({phase}): {log}"))?;
     let acked = summary["acked"].as_u64().context("acked")?;
     let failed = summary["failed"].as_u64().context("failed")?;
@@ -485,7 +495,11 @@ async fn restart_counts(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, 
         if !on_real_node {
             continue;
         }
-        for c in pod.status.and_then(|s| s.container_statuses).unwrap_or_default() {
+        for c in pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+        {
             counts.insert(format!("{name}/{}", c.name), c.restart_count);
         }
     }
@@ -551,7 +565,10 @@ impl Influx {
         let data = secret.data.unwrap_or_default();
         let key = |k: &str| -> Result<String> {
             Ok(String::from_utf8(
-                data.get(k).with_context(|| format!("no {k} in the Secret"))?.0.clone(),
+                data.get(k)
+                    .with_context(|| format!("no {k} in the Secret"))?
+                    .0
+                    .clone(),
             )?)
         };
         Ok(Self {
@@ -596,7 +613,13 @@ impl Influx {
     }
 
     /// Waits until more than `n` points match (InfluxDB may be restarting meanwhile).
-    async fn wait_count_above(&self, db: &str, measurement: &str, filter: &str, n: u64) -> Result<u64> {
+    async fn wait_count_above(
+        &self,
+        db: &str,
+        measurement: &str,
+        filter: &str,
+        n: u64,
+    ) -> Result<u64> {
         Ok(wait_for(
             &format!("more than {n} points in {db}.{measurement} {filter}"),
             default_timeout() * 2,

@@ -269,7 +269,8 @@ pub async fn restart_kubelet(cluster: &Cluster) -> Result<(), ClusterError> {
         what: "restarting the kubelet".into(),
         reason: "the kubeconfig is not one of tests/cluster/up.sh's clusters".into(),
     })?;
-    let mut command = tokio::process::Command::new(crate::cluster::repo_dir().join("tests/cluster/restart.sh"));
+    let mut command =
+        tokio::process::Command::new(crate::cluster::repo_dir().join("tests/cluster/restart.sh"));
     command.arg("kubelet").env("IOT_CLUSTER_DIR", state);
     crate::cluster::run(&mut command).await.map(drop)
 }

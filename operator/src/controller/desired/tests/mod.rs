@@ -404,7 +404,10 @@ fn grafana_sessions_stick_to_one_replica_and_coap_is_spread() {
             .cloned()
             .unwrap_or_default()
     };
-    assert_eq!(by_name("lab-grafana")["spec"]["sessionAffinity"], "ClientIP");
+    assert_eq!(
+        by_name("lab-grafana")["spec"]["sessionAffinity"],
+        "ClientIP"
+    );
     assert!(by_name("lab-coap-server")["spec"]["sessionAffinity"].is_null());
 }
 
