@@ -147,6 +147,10 @@ pub async fn run(
         Bounds {
             deadline: started + plan.record_for,
             settle,
+            scaled_in: args.until_scaled_in.then(|| recorder::ScaledIn {
+                grafana: component == "grafana",
+                min_replicas: replicas_min(&model, component),
+            }),
         },
         done,
         stop,
@@ -295,6 +299,14 @@ fn replicas_max(model: &ValidatedMonitor, component: &str) -> Option<i32> {
     } else {
         model.coap.replicas.max
     })
+}
+
+fn replicas_min(model: &ValidatedMonitor, component: &str) -> i32 {
+    if component == "grafana" {
+        model.grafana.replicas.min
+    } else {
+        model.coap.replicas.min
+    }
 }
 
 /// Five random lowercase letters and digits, so two runs never share a Job name.
