@@ -96,7 +96,7 @@ machine with Docker:
 \`\`\`sh
 make kind-up        # kind cluster, images, metrics-server, the operator (Helm), examples/iotmonitor.yaml
 kubectl port-forward svc/lab-grafana 3000 &
-target/release/iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000 \\
+iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000 \\
   --settle 1500 --until-scaled-in --out grafana-run
 # or, with Artillery: loadtest/artillery-grafana.yml (same phases), while recording:
 #   iot-operator loadtest --monitor lab --target none --plot grafana --duration 2100 --out grafana-run

@@ -7,7 +7,7 @@
 # recorded timeline (LOAD_TEST_OUT/timeline.csv; the plot is copied to docs/autoscaling/). About 30 minutes; bounded
 # by LOAD_SECONDS + SETTLE_SECONDS + 2 min. Not part of `make test`.
 #
-# Knobs: LOAD_SECONDS (480), SETTLE_SECONDS (1500), LOAD_RATE readings/s (400), COAP_CPU_REQUEST
+# Knobs: LOAD_SECONDS (480), SETTLE_SECONDS (1500), LOAD_RATE readings/s (100), COAP_CPU_REQUEST
 # (10m: small, so a modest load on this 2-core machine is well above 60 % of it),
 # LOAD_TEST_OUT (target/load-test), IOT_CLUSTER_DIR (.run/load-test-cluster; a running cluster
 # there is reused and left running, one started here is stopped at the end).
@@ -18,15 +18,17 @@ say() { printf '[load-test %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 LOAD_SECONDS=${LOAD_SECONDS:-480}
 SETTLE_SECONDS=${SETTLE_SECONDS:-1500}
-LOAD_RATE=${LOAD_RATE:-400}
+LOAD_RATE=${LOAD_RATE:-100}
 COAP_CPU_REQUEST=${COAP_CPU_REQUEST:-10m}
 OUT=${LOAD_TEST_OUT:-$repo/target/load-test}
 export IOT_CLUSTER_DIR=${IOT_CLUSTER_DIR:-$repo/.run/load-test-cluster}
 ns=load-test
 
-say "building the operator (release) and the images of the stack"
-cargo build -q --release -p iot-operator
-op_bin=$repo/target/release/iot-operator
+say "building the operator and the images of the stack"
+# The debug build: the operator and the recorder do little work a second, and it is the build
+# the tests keep warm.
+cargo build -q -p iot-operator
+op_bin=$repo/target/debug/iot-operator
 
 started_here=0
 if [ ! -s "$IOT_CLUSTER_DIR/kubeconfig" ]; then started_here=1; fi

@@ -7,7 +7,8 @@
 //! monitor's `Autoscaling` condition and its `kubectl get iotmon` column are checked on the way.
 //!
 //! Needs the images in the real node's containerd (`images/build.sh --load`, which `make test`
-//! runs). About 6 minutes on an idle 2-core machine.
+//! runs). About 5 minutes (283 s on the 2-core build machine: 1 → 2 at 10 s, → 3 at 40 s, the
+//! load stops at ~152 s, → 2 at 196 s, → 1 at 226 s).
 
 mod operator_support;
 
@@ -38,9 +39,10 @@ const LOAD_S: u64 = 150;
 /// lag is ~2 min; `--until-scaled-in` ends it once back at 1.
 const SETTLE_S: u64 = 300;
 
-/// A reading costs coap-server ~50–130 µs of CPU (docs/benchmarks.md), so 250 readings/s are
-/// ~15–30m, well above 60 % of the 10m request even spread over three pods (≥ 50 %... per pod
-/// the HPA averages, and asks for more while the average is above 60 %).
+/// 250 readings/s cost the coap-server 80–100m of CPU here (800–1000 % of its 10m request): the
+/// HPA averages over the pods, so even spread over three the average is far above 60 %, and it
+/// asks for more than the maximum. (The load's UDP sockets stay on the pod they first reached,
+/// so in practice one pod carries it all; the average is what the HPA acts on.)
 const PROFILE: &str = "coap:
   rate: 250
   durationSeconds: 150
