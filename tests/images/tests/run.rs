@@ -196,7 +196,7 @@ fn influxdb_image_serves_and_the_operators_setup_script_configures_it() {
     });
 
     let setup_bundle = a.unpack().unwrap();
-    let setup_dir = repo_root().join("operator/src/controller/build");
+    let setup_dir = repo_root().join("operator/src/controller/desired");
     let mut setup = Container::new(
         &setup_bundle,
         Some(&["/bin/sh", "/setup/influxdb-setup.sh"]),
