@@ -10,9 +10,14 @@
 use k8s_openapi::api::autoscaling::v2::{
     HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const AUTOSCALING: &str = "Autoscaling";
+
+/// A new HPA has no metrics until metrics-server has two points of its pods (~40 s on the local
+/// control plane, longer with a 60 s resolution): "metrics unavailable" that young is `Unknown`,
+/// not a failure worth a Warning.
+pub const METRICS_GRACE_SECONDS: i64 = 120;
 
 /// How well the autoscalers work, worst first so that `max` picks the one to report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,8 +74,16 @@ fn explained(
     (health, reason, message)
 }
 
+/// Whether the HPA was created less than the grace period before `now` (no timestamp: old).
+fn young(hpa: &HorizontalPodAutoscaler, now: &Time) -> bool {
+    hpa.metadata
+        .creation_timestamp
+        .as_ref()
+        .is_some_and(|created| now.0.as_second() - created.0.as_second() < METRICS_GRACE_SECONDS)
+}
+
 /// One HPA: its health, the reason that explains it and a message naming the HPA.
-fn one(hpa: &HorizontalPodAutoscaler) -> (Health, String, String) {
+fn one(hpa: &HorizontalPodAutoscaler, now: &Time) -> (Health, String, String) {
     let name = hpa.metadata.name.as_deref().unwrap_or("autoscaler");
     let able = hpa_condition(hpa, "AbleToScale");
     let active = hpa_condition(hpa, "ScalingActive");
@@ -81,7 +94,7 @@ fn one(hpa: &HorizontalPodAutoscaler) -> (Health, String, String) {
     // ScalingActive is false when metrics are unavailable (FailedGetResourceMetric, e.g. no
     // metrics-server or no CPU request) or scaling is disabled.
     if let Some(c) = active.filter(|c| c.status != "True") {
-        let health = if c.status == "False" {
+        let health = if c.status == "False" && !young(hpa, now) {
             Health::Failing
         } else {
             Health::Pending
@@ -103,8 +116,9 @@ fn one(hpa: &HorizontalPodAutoscaler) -> (Health, String, String) {
 
 /// The `Autoscaling` condition for `autoscalers`, or `None` when there are none. The worst
 /// HPA gives status and reason; the message lists every HPA in that state.
-pub fn state(autoscalers: &[HorizontalPodAutoscaler]) -> Option<AutoscalingState> {
-    let each: Vec<_> = autoscalers.iter().map(one).collect();
+/// A young HPA without metrics is `Pending` (see [`METRICS_GRACE_SECONDS`]).
+pub fn state(autoscalers: &[HorizontalPodAutoscaler], now: &Time) -> Option<AutoscalingState> {
+    let each: Vec<_> = autoscalers.iter().map(|h| one(h, now)).collect();
     let worst = each.iter().map(|(h, _, _)| *h).max()?;
     let mut reason = None;
     let mut messages = Vec::new();
@@ -157,9 +171,11 @@ mod tests {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
     use super::*;
+
+    fn at(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).expect("timestamp"))
+    }
 
     fn cond(
         type_: &str,
@@ -244,12 +260,16 @@ mod tests {
 
     #[test]
     fn no_autoscalers_no_condition() {
-        assert_eq!(state(&[]), None);
+        assert_eq!(state(&[], &at(10_000)), None);
     }
 
     #[test]
     fn working_autoscalers_are_active_with_the_metric_reason() {
-        let s = state(&[healthy("lab-grafana", 1), healthy("lab-coap-server", 3)]).expect("state");
+        let s = state(
+            &[healthy("lab-grafana", 1), healthy("lab-coap-server", 3)],
+            &at(10_000),
+        )
+        .expect("state");
         assert_eq!(s.health, Health::Active);
         assert_eq!(s.health.status(), "True");
         assert_eq!(s.reason, "ValidMetricFound");
@@ -264,12 +284,19 @@ mod tests {
     #[test]
     fn a_scaling_step_does_not_change_the_state() {
         // AbleToScale's message names the new replica count; it must not reach the status.
-        assert_eq!(state(&[healthy("a", 2)]), state(&[healthy("a", 3)]));
+        assert_eq!(
+            state(&[healthy("a", 2)], &at(10_000)),
+            state(&[healthy("a", 3)], &at(10_000))
+        );
     }
 
     #[test]
     fn missing_metrics_fail_with_the_hpa_reason_and_message() {
-        let s = state(&[healthy("lab-grafana", 1), no_metrics("lab-coap-server")]).expect("state");
+        let s = state(
+            &[healthy("lab-grafana", 1), no_metrics("lab-coap-server")],
+            &at(10_000),
+        )
+        .expect("state");
         assert_eq!(s.health, Health::Failing);
         assert_eq!(s.health.status(), "False");
         assert_eq!(s.reason, "FailedGetResourceMetric");
@@ -279,6 +306,23 @@ mod tests {
             s.message
         );
         assert!(!s.message.contains("lab-grafana"), "{}", s.message);
+    }
+
+    #[test]
+    fn a_young_autoscaler_without_metrics_is_pending_then_failing() {
+        let mut h = no_metrics("lab-coap-server");
+        h.metadata.creation_timestamp = Some(at(1_000));
+        let young = state(
+            std::slice::from_ref(&h),
+            &at(1_000 + METRICS_GRACE_SECONDS - 1),
+        )
+        .expect("state");
+        assert_eq!(
+            (young.health, young.reason.as_str()),
+            (Health::Pending, "FailedGetResourceMetric")
+        );
+        let old = state(&[h], &at(1_000 + METRICS_GRACE_SECONDS)).expect("state");
+        assert_eq!(old.health, Health::Failing);
     }
 
     #[test]
@@ -292,7 +336,7 @@ mod tests {
                 "deployments/scale not found",
             )]),
         );
-        let s = state(&[h]).expect("state");
+        let s = state(&[h], &at(10_000)).expect("state");
         assert_eq!(
             (s.health, s.reason.as_str()),
             (Health::Failing, "FailedGetScale")
@@ -320,7 +364,7 @@ mod tests {
                 ),
             ]),
         );
-        let s = state(&[h]).expect("state");
+        let s = state(&[h], &at(10_000)).expect("state");
         assert_eq!(
             (s.health, s.reason.as_str()),
             (Health::Active, "TooManyReplicas")
@@ -330,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_new_autoscaler_is_pending() {
-        let s = state(&[hpa("x", None), healthy("y", 1)]).expect("state");
+        let s = state(&[hpa("x", None), healthy("y", 1)], &at(10_000)).expect("state");
         assert_eq!(
             (s.health.status(), s.reason.as_str()),
             ("Unknown", "AwaitingAutoscaler")

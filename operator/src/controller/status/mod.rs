@@ -247,7 +247,7 @@ pub fn reconciled(
         &now,
     );
 
-    match autoscaling::state(&applied.autoscalers) {
+    match autoscaling::state(&applied.autoscalers, &now) {
         Some(state) => put(
             &mut conditions,
             AUTOSCALING,
