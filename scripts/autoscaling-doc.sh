@@ -20,6 +20,9 @@ read -r first_out first_in min_gap < <(awk 'NR == 1 { prev = $2; next }
   $2 != prev { if ($2 > prev && fo == "") fo = $1; if ($2 < prev && fi == "") fi = $1
                if (lt != "" && (mg == "" || $1 - lt < mg)) mg = $1 - lt; lt = $1; prev = $2 }
   END { print (fo == "" ? "-" : fo), (fi == "" ? "-" : fi), (mg == "" ? "-" : mg) }' <<<"$per_second")
+# The most coap-server pods above the scale-in threshold at one second of the load.
+busy=$(awk -F, 'NR > 1 && $8 == "coap-server" && $12 != "" && $12 > 42 && $2 <= '"$load_s"' { c[int($2)]++ }
+  END { m = 0; for (t in c) if (c[t] > m) m = c[t]; print m }' "$csv")
 date=$(head -n2 "$csv" | tail -n1 | cut -c1-10)
 
 cat <<DOC
@@ -70,6 +73,11 @@ $steps
   for a first rate, then the 180 s hold).
 - The load stopped at about ${load_s} s; the first step in came at ${first_in} s (the 900 s
   hold after CPU fell below 42 %).
+- At most ${busy} coap-server pod(s) were above 42 % at the same second of the load. The load
+  Job's 4 UDP sockets are 4 flows, and each flow stays on the pod the Service's conntrack entry
+  first chose: pods added later get no share of flows that already exist, so CPU per pod does
+  not fall as the reference's did. The HPA acts on the average over the pods (which falls), so
+  it scales all the same; a load of many short-lived sensors (new flows) would spread.
 - The closest two steps were ${min_gap} s apart (cooldown 150 s; the HPA decides at its sync
   period, so a recorded gap may be a few seconds off). At most $max replicas (maximum 5).
 
@@ -77,9 +85,13 @@ $steps
 
 The reference describes its figure so: one instance at the start of the test quickly reached its
 processing capacity; the group launched more instances, and CPU fell after each joined the
-service; once demand calmed and CPU fell below 42 %, the excess instances were removed. The same
-shape shows here, with two differences of method:
+service; once demand calmed and CPU fell below 42 %, the excess instances were removed. The
+replica steps show the same shape here; CPU per pod differs, and so does the method:
 
+- The reference balanced HTTP requests over its instances; here a few long-lived UDP flows stay
+  where they started (above), so the first pod keeps the load and the added ones idle.
+- The reference balanced HTTP requests over its instances; here a few long-lived UDP flows stay
+  where they started (above), so the first pod keeps the load and the added ones idle.
 - The reference loaded Grafana over HTTP through a load balancer (Artillery's phases of 1–2 new
   users/s); here the load is CoAP readings to coap-server, since no Grafana image can be had on
   these machines. The policy is the same, and so is what is measured: CPU per replica against
