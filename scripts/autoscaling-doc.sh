@@ -90,8 +90,6 @@ replica steps show the same shape here; CPU per pod differs, and so does the met
 
 - The reference balanced HTTP requests over its instances; here a few long-lived UDP flows stay
   where they started (above), so the first pod keeps the load and the added ones idle.
-- The reference balanced HTTP requests over its instances; here a few long-lived UDP flows stay
-  where they started (above), so the first pod keeps the load and the added ones idle.
 - The reference loaded Grafana over HTTP through a load balancer (Artillery's phases of 1–2 new
   users/s); here the load is CoAP readings to coap-server, since no Grafana image can be had on
   these machines. The policy is the same, and so is what is measured: CPU per replica against
