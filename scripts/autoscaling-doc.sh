@@ -69,8 +69,9 @@ mean CPU of the coap-server pods at that second):
 $steps
 
 - Under load the coap-server pods' mean CPU peaked at $peak % of the request. The first step
-  out came at ${first_out} s (the load starts a few seconds in, metrics-server needs up to ~40 s
-  for a first rate, then the 180 s hold).
+  out came at ${first_out} s: the 180 s hold counts the HPA's recommendations, and a monitor
+  created just before the load (as here) has none from before it, while metrics-server needs up
+  to ~40 s for a new pod's first rate.
 - The load stopped at about ${load_s} s; the first step in came at ${first_in} s (the 900 s
   hold after CPU fell below 42 %).
 - At most ${busy} coap-server pod(s) were above 42 % at the same second of the load. The load
