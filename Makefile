@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help deps packages control-plane build lint test bench run images dockerfile cluster-up cluster-down dev kind-up kind-down crd clean
+.PHONY: help deps packages control-plane build lint test load-test bench run images dockerfile cluster-up cluster-down dev kind-up kind-down crd clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ lint: ## rustfmt and clippy, warnings are errors
 
 test: deps ## install what is missing, start InfluxDB and the control plane, run every test, tear down
 	scripts/test.sh
+
+load-test: packages control-plane ## the reference scaling experiment on the real node (~30 min, not in make test); writes docs/autoscaling.md
+	scripts/load-test.sh
 
 bench: packages control-plane ## CoAP ingest, AQI processing and operator-at-scale benchmarks (figures go to docs/benchmarks.md)
 	scripts/bench.sh

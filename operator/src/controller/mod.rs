@@ -26,7 +26,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -38,14 +38,19 @@ pub use self::context::{Context, backoff};
 use self::dereference::DereferenceError;
 use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
 pub use self::scope::WatchScope;
-use self::status::{StatusError, patch_status};
+use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
 use self::watches::ChildCache;
-use crate::crd::IotMonitor;
+use crate::crd::{IotMonitor, IotMonitorStatus};
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
 /// (the user's external credentials Secret).
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// Re-check while the `Autoscaling` condition is not true: it follows the HPAs to recovery
+/// (a metrics-server installed later) without relying on HPA status events, which a
+/// controller may filter out to avoid a reconcile per metrics update.
+const AUTOSCALING_RECHECK: Duration = Duration::from_secs(30);
 
 /// A failed reconcile: the error of the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +156,19 @@ pub async fn reconcile_monitor(
         }
         events::publish(ctx, monitor, EventType::Normal, "Reconciled", note).await;
     }
-    Ok(Action::requeue(RESYNC))
+    let now_autoscaling = autoscaling(Some(&status));
+    if let Some(bad) = turned_bad(autoscaling(monitor.status.as_ref()), now_autoscaling) {
+        let note = format!("the autoscalers cannot scale: {}", bad.message);
+        events::publish(ctx, monitor, EventType::Warning, &bad.reason, note).await;
+    }
+    Ok(Action::requeue(match now_autoscaling {
+        Some(c) if c.status != "True" => AUTOSCALING_RECHECK,
+        _ => RESYNC,
+    }))
+}
+
+fn autoscaling(status: Option<&IotMonitorStatus>) -> Option<&Condition> {
+    status?.conditions.iter().find(|c| c.type_ == AUTOSCALING)
 }
 
 /// Best effort: a failure to report a failure is logged, not escalated.

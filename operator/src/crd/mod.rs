@@ -43,6 +43,7 @@ pub use self::workloads::*;
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is available"),
     printcolumn(name = "Grafana", type_ = "string", json_path = ".status.endpoints.grafana", description = "Where Grafana answers"),
     printcolumn(name = "CoAP", type_ = "string", json_path = ".status.endpoints.coap", description = "Where sensors send CoAP readings"),
+    printcolumn(name = "Autoscaling", type_ = "string", json_path = ".status.conditions[?(@.type==\"Autoscaling\")].reason", description = "Why the autoscalers scale or not: the reason of the Autoscaling condition"),
     printcolumn(name = "AQI", type_ = "string", json_path = ".status.components.aqiIngestor.summary", description = "Air-quality ingestor: ready/desired, or Disabled"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -63,6 +63,7 @@ fn crd_names_and_printer_columns() {
         "name: Ready",
         "name: Grafana",
         "name: CoAP",
+        "name: Autoscaling",
         "name: AQI",
         "name: Age",
         "x-kubernetes-validations",

@@ -57,7 +57,8 @@ and each GETs two dashboard URLs 100 times; p95 and p99 response times are judge
 replaces any part of it (docs/loadtest.md; --print-profile prints the built-in one to start from).
 
 Ctrl-C stops the load, removes the Job, and still writes the CSV and the plot. Every run is \
-bounded: by the profile, --duration and --settle.";
+bounded: by the profile, --duration and --settle (--until-scaled-in ends the settle once the \
+HPA is back at its minimum).";
 
 const AFTER_HELP: &str = "\
 Every flag can also be set by the environment variable shown in brackets.
@@ -70,6 +71,8 @@ Examples:
   iot-operator loadtest --monitor lab
   # two minutes of load, then five of watching the scale-in
   iot-operator loadtest --monitor lab --duration 120 --settle 300 --out run1
+  # the same, ending as soon as coap-server is back at its minimum
+  iot-operator loadtest --monitor lab --duration 120 --settle 900 --until-scaled-in
   # the reference Grafana experiment, from outside the cluster
   kubectl port-forward svc/lab-grafana 3000 &
   iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000
@@ -113,6 +116,11 @@ pub struct LoadtestArgs {
     #[arg(long, env = "LOADTEST_SETTLE", default_value_t = 0.0)]
     pub settle: f64,
 
+    /// End the settle early once the plotted component's HPA is back at its minReplicas
+    /// (desired and current) for 10 s: a scale-in cycle recorded without waiting out --settle.
+    #[arg(long, env = "LOADTEST_UNTIL_SCALED_IN")]
+    pub until_scaled_in: bool,
+
     /// Directory for timeline.csv, timeline.png and timeline.svg (created if missing).
     #[arg(long, env = "LOADTEST_OUT", default_value = "loadtest-out")]
     pub out: PathBuf,
@@ -145,6 +153,7 @@ impl LoadtestArgs {
             profile: None,
             duration: None,
             settle: 0.0,
+            until_scaled_in: false,
             out,
             url: None,
             image: None,

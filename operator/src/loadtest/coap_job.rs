@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use crate::constants::WORKLOAD_UID;
 use crate::controller::desired::pod::{container_security, pod_security};
 
+use crate::crd::SchedulingSpec;
+
 use super::meter::{LoadMeter, Percentiles};
 use super::profile::CoapProfile;
 
@@ -44,6 +46,9 @@ pub struct JobParams {
     pub profile: CoapProfile,
     /// How long to send (the profile's duration, cut to `--duration`).
     pub send_for: Duration,
+    /// Where the load pod may run: the monitor's simulator scheduling, so the load comes from
+    /// where the monitor's own sensors would (a real node, not an emulated one).
+    pub scheduling: SchedulingSpec,
 }
 
 /// The load Job (pure).
@@ -129,6 +134,11 @@ pub fn job(p: &JobParams) -> Job {
                     security_context: Some(pod_security(WORKLOAD_UID)),
                     automount_service_account_token: Some(false),
                     containers: vec![container],
+                    node_selector: (!p.scheduling.node_selector.is_empty())
+                        .then(|| p.scheduling.node_selector.clone()),
+                    tolerations: (!p.scheduling.tolerations.is_empty())
+                        .then(|| p.scheduling.tolerations.clone()),
+                    affinity: p.scheduling.affinity.clone(),
                     ..PodSpec::default()
                 }),
             },
@@ -326,6 +336,7 @@ mod tests {
                 thresholds: Default::default(),
             },
             send_for: Duration::from_secs(120),
+            scheduling: SchedulingSpec::default(),
         }
     }
 
@@ -385,6 +396,23 @@ mod tests {
             Some(&["ALL".to_owned()][..])
         );
         assert!(container(&j).resources.as_ref().unwrap().requests.is_some());
+    }
+
+    #[test]
+    fn the_job_pod_runs_where_the_simulator_would() {
+        let pod = |p: &JobParams| job(p).spec.unwrap().template.spec.unwrap();
+        let unset = pod(&params());
+        assert!(unset.node_selector.is_none() && unset.tolerations.is_none());
+        let mut p = params();
+        p.scheduling.node_selector = BTreeMap::from([("type".into(), "real".into())]);
+        p.scheduling.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("iot.operator.dev/real".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }];
+        let set = pod(&p);
+        assert_eq!(set.node_selector.unwrap()["type"], "real");
+        assert_eq!(set.tolerations.unwrap().len(), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The recorder: once a second, the cluster sample and the load sample become timeline rows,
 //! appended to `timeline.csv` and flushed (a run cut short keeps every second it had). It ends
-//! at its deadline, on Ctrl-C, or `settle` after the load reports done.
+//! at its deadline, on Ctrl-C, or `settle` after the load reports done (sooner, when asked,
+//! once the autoscaler is back at its minimum after the load).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,11 @@ use tokio::sync::watch;
 
 use super::meter::LoadMeter;
 use super::sampler::Sampler;
-use super::timeline::{HEADER, Row, Sample};
+use super::timeline::{HEADER, HpaReplicas, Row, Sample};
+
+/// Seconds the autoscaler must stay back at its minimum before an early end, so the plot shows
+/// the last step settled.
+pub const SCALED_IN_SECONDS: u32 = 10;
 
 /// When the recorder stops.
 #[derive(Debug, Clone, Copy)]
@@ -20,12 +25,54 @@ pub struct Bounds {
     pub deadline: Instant,
     /// Keep recording this long after the load has finished (to see the scale-in).
     pub settle: Duration,
+    /// End the settle early once this autoscaler is back at its minimum.
+    pub scaled_in: Option<ScaledIn>,
+}
+
+/// Which HPA must be back at which replica count for an early end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaledIn {
+    pub grafana: bool,
+    pub min_replicas: i32,
+}
+
+impl ScaledIn {
+    /// Desired and current replicas are both at the minimum.
+    pub fn reached(&self, sample: &Sample) -> bool {
+        let hpa: HpaReplicas = if self.grafana {
+            sample.grafana
+        } else {
+            sample.coap_server
+        };
+        hpa.desired == Some(self.min_replicas) && hpa.current == Some(self.min_replicas)
+    }
+}
+
+/// Whether a recording ends after this second: the settle is over, or the load is done and the
+/// autoscaler has been back at its minimum for `SCALED_IN_SECONDS` seconds (`at_min`, counted
+/// by the caller, includes this second).
+pub fn settled(
+    now: Instant,
+    load_done: Option<Instant>,
+    settle: Duration,
+    at_min: u32,
+) -> Option<Ended> {
+    let done = load_done?;
+    if now >= done + settle {
+        Some(Ended::LoadDone)
+    } else if at_min >= SCALED_IN_SECONDS {
+        Some(Ended::ScaledIn)
+    } else {
+        None
+    }
 }
 
 /// Why the recording ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     LoadDone,
+    /// The load was done and the autoscaler back at its minimum (`--until-scaled-in`).
+    ScaledIn,
     Deadline,
     Interrupted,
 }
@@ -47,6 +94,7 @@ pub async fn record(
     file.write_all(format!("{HEADER}\n").as_bytes())?;
     let started = Instant::now();
     let mut rows = Vec::new();
+    let mut at_min = 0u32;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // A late tick (a loaded machine) is taken at once and the next ones stay on the grid.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -74,11 +122,13 @@ pub async fn record(
         if now >= bounds.deadline {
             break Ended::Deadline;
         }
-        if load_done
-            .borrow()
-            .is_some_and(|done| now >= done + bounds.settle)
-        {
-            break Ended::LoadDone;
+        let done = *load_done.borrow();
+        at_min = match bounds.scaled_in {
+            Some(target) if done.is_some_and(|d| now >= d) && target.reached(&sample) => at_min + 1,
+            _ => 0,
+        };
+        if let Some(ended) = settled(now, done, bounds.settle, at_min) {
+            break ended;
         }
     };
     file.sync_all()?;
@@ -90,4 +140,61 @@ fn timestamp() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(desired: i32, current: i32) -> Sample {
+        Sample {
+            coap_server: HpaReplicas {
+                desired: Some(desired),
+                current: Some(current),
+            },
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn back_at_the_minimum_needs_desired_and_current() {
+        let target = ScaledIn {
+            grafana: false,
+            min_replicas: 1,
+        };
+        assert!(target.reached(&sample(1, 1)));
+        assert!(!target.reached(&sample(1, 2)));
+        assert!(!target.reached(&sample(2, 1)));
+        assert!(!target.reached(&Sample::default()));
+        let grafana = ScaledIn {
+            grafana: true,
+            ..target
+        };
+        assert!(!grafana.reached(&sample(1, 1)), "the other HPA");
+    }
+
+    #[test]
+    fn the_recording_ends_after_the_settle_or_once_scaled_in() {
+        let t0 = Instant::now();
+        let settle = Duration::from_secs(300);
+        let later = |s| t0 + Duration::from_secs(s);
+        assert_eq!(
+            settled(later(500), None, settle, 99),
+            None,
+            "load still running"
+        );
+        assert_eq!(settled(later(100), Some(t0), settle, 0), None);
+        assert_eq!(
+            settled(later(100), Some(t0), settle, SCALED_IN_SECONDS - 1),
+            None
+        );
+        assert_eq!(
+            settled(later(100), Some(t0), settle, SCALED_IN_SECONDS),
+            Some(Ended::ScaledIn)
+        );
+        assert_eq!(
+            settled(later(300), Some(t0), settle, 0),
+            Some(Ended::LoadDone)
+        );
+    }
 }

@@ -19,7 +19,7 @@ use super::{
 use crate::constants::GRAFANA_PORT;
 use crate::controller::dereference::{Dereferenced, dereference};
 use crate::controller::validate::{InvalidSpec, ValidatedMonitor, validate};
-use crate::crd::IotMonitor;
+use crate::crd::{IotMonitor, SchedulingSpec};
 
 /// Runs one load test. `stop` turning true is Ctrl-C: the load stops, what the command
 /// created is removed, and the timeline and plot are still written.
@@ -83,18 +83,20 @@ pub async fn run(
     let load_deadline = started + plan.load_for;
     let load = match args.target {
         Target::Coap => {
+            let load_sim = load_simulator(&monitor, &refs)
+                .map_err(|e| LoadtestError::Invalid(name.clone(), e))?;
             let params = coap_job::JobParams {
                 name: format!("{name}-loadtest-{}", suffix()),
                 namespace: namespace.clone(),
                 instance: name.clone(),
                 image: match &args.image {
                     Some(image) => image.clone(),
-                    None => sensor_sim_image(&monitor, &refs)
-                        .map_err(|e| LoadtestError::Invalid(name.clone(), e))?,
+                    None => load_sim.image.clone(),
                 },
                 server: format!("{}:{}", model.names.coap_server, model.coap.port),
                 profile: profile.coap.clone(),
                 send_for: plan.load_for,
+                scheduling: load_sim.scheduling.clone(),
             };
             job_name = Some(params.name.clone());
             let (client, meter, stop) = (client.clone(), meter.clone(), load_stop.clone());
@@ -147,6 +149,10 @@ pub async fn run(
         Bounds {
             deadline: started + plan.record_for,
             settle,
+            scaled_in: args.until_scaled_in.then(|| recorder::ScaledIn {
+                grafana: component == "grafana",
+                min_replicas: replicas_min(&model, component),
+            }),
         },
         done,
         stop,
@@ -260,20 +266,31 @@ fn progress_printer() -> impl FnMut(&str) {
     }
 }
 
-/// The sensor-sim image the monitor would run (its simulator's, or the default of this
-/// operator version), resolved as the operator resolves it.
-fn sensor_sim_image(monitor: &IotMonitor, refs: &Dereferenced) -> Result<String, InvalidSpec> {
+/// The sensor-sim image and scheduling the monitor's simulator would have (enabled or not),
+/// resolved as the operator resolves them.
+fn load_simulator(monitor: &IotMonitor, refs: &Dereferenced) -> Result<LoadSim, InvalidSpec> {
     let mut with_simulator = monitor.clone();
     with_simulator.spec.simulator.enabled = true;
     // With the simulator enabled, a valid spec always resolves one; the fallback is this
-    // operator version's default image.
+    // operator version's default image, scheduled anywhere.
     Ok(validate(&with_simulator, refs)?.simulator.map_or_else(
         || {
             use crate::constants::{IMAGE_REPOSITORY, SENSOR_SIM_IMAGE, WORKLOAD_VERSION};
-            format!("{IMAGE_REPOSITORY}/{SENSOR_SIM_IMAGE}:{WORKLOAD_VERSION}")
+            LoadSim {
+                image: format!("{IMAGE_REPOSITORY}/{SENSOR_SIM_IMAGE}:{WORKLOAD_VERSION}"),
+                scheduling: SchedulingSpec::default(),
+            }
         },
-        |s| s.image,
+        |s| LoadSim {
+            image: s.image,
+            scheduling: s.scheduling,
+        },
     ))
+}
+
+struct LoadSim {
+    image: String,
+    scheduling: SchedulingSpec,
 }
 
 fn grafana_url(args: &LoadtestArgs, model: &ValidatedMonitor, namespace: &str) -> String {
@@ -295,6 +312,14 @@ fn replicas_max(model: &ValidatedMonitor, component: &str) -> Option<i32> {
     } else {
         model.coap.replicas.max
     })
+}
+
+fn replicas_min(model: &ValidatedMonitor, component: &str) -> i32 {
+    if component == "grafana" {
+        model.grafana.replicas.min
+    } else {
+        model.coap.replicas.min
+    }
 }
 
 /// Five random lowercase letters and digits, so two runs never share a Job name.

@@ -6,8 +6,10 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+mod autoscaling;
 mod patch;
 
+pub use self::autoscaling::{AUTOSCALING, conditions_key, turned_bad};
 pub use self::patch::{StatusError, patch_status};
 use super::apply::Applied;
 use super::validate::{InfluxMode, ValidatedMonitor};
@@ -28,16 +30,31 @@ struct Cond<'a> {
 
 fn set(conditions: &mut Vec<Condition>, c: Cond<'_>, generation: Option<i64>, now: &Time) {
     let status = if c.status { "True" } else { "False" };
-    let previous = conditions.iter().position(|x| x.type_ == c.type_);
+    put(
+        conditions, c.type_, status, c.reason, c.message, generation, now,
+    );
+}
+
+/// `set` with any status string (`Unknown` included).
+fn put(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let previous = conditions.iter().position(|x| x.type_ == type_);
     let last_transition_time = match previous.map(|i| &conditions[i]) {
         Some(old) if old.status == status => old.last_transition_time.clone(),
         _ => now.clone(),
     };
     let condition = Condition {
-        type_: c.type_.to_owned(),
+        type_: type_.to_owned(),
         status: status.to_owned(),
-        reason: c.reason.to_owned(),
-        message: c.message,
+        reason: reason.to_owned(),
+        message,
         observed_generation: generation,
         last_transition_time,
     };
@@ -229,6 +246,19 @@ pub fn reconciled(
         generation,
         &now,
     );
+
+    match autoscaling::state(&applied.autoscalers, &now) {
+        Some(state) => put(
+            &mut conditions,
+            AUTOSCALING,
+            state.health.status(),
+            &state.reason,
+            state.message,
+            generation,
+            &now,
+        ),
+        None => conditions.retain(|c| c.type_ != AUTOSCALING),
+    }
 
     IotMonitorStatus {
         observed_generation: generation,

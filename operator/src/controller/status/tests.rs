@@ -164,3 +164,78 @@ fn a_dropped_tolerance_is_reported_not_hidden() {
             .contains("HPAConfigurableTolerance")
     );
 }
+
+fn with_hpa_conditions(a: &mut Applied, active: (&str, &str), rescaled_to: i32) {
+    use k8s_openapi::api::autoscaling::v2::{
+        HorizontalPodAutoscalerCondition as C, HorizontalPodAutoscalerStatus,
+    };
+    let c = |type_: &str, status: &str, reason: &str, message: String| C {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_transition_time: None,
+        observed_generation: None,
+    };
+    for hpa in &mut a.autoscalers {
+        hpa.status = Some(HorizontalPodAutoscalerStatus {
+            current_replicas: Some(rescaled_to),
+            desired_replicas: rescaled_to,
+            conditions: Some(vec![
+                c(
+                    "AbleToScale",
+                    "True",
+                    "SucceededRescale",
+                    format!(
+                        "the HPA controller was able to update the target scale to {rescaled_to}"
+                    ),
+                ),
+                c(
+                    "ScalingActive",
+                    active.0,
+                    active.1,
+                    format!("{} metric", active.1),
+                ),
+            ]),
+            ..Default::default()
+        });
+    }
+}
+
+#[test]
+fn the_autoscaling_condition_follows_the_hpas_and_flips_only_on_a_change() {
+    let m = model("{}");
+    let mut a = applied(&m, 1);
+    let fresh = reconciled(&m, &a, None, Some(1), time(1));
+    assert_eq!(condition(&fresh, AUTOSCALING).status, "Unknown");
+
+    with_hpa_conditions(&mut a, ("False", "FailedGetResourceMetric"), 1);
+    let bad = reconciled(&m, &a, Some(&fresh), Some(1), time(2));
+    let c = condition(&bad, AUTOSCALING);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "FailedGetResourceMetric")
+    );
+    assert_eq!(c.last_transition_time, time(2));
+    assert!(c.message.starts_with("lab-grafana: "), "{}", c.message);
+
+    with_hpa_conditions(&mut a, ("True", "ValidMetricFound"), 2);
+    let good = reconciled(&m, &a, Some(&bad), Some(1), time(3));
+    assert_eq!(condition(&good, AUTOSCALING).status, "True");
+    assert_eq!(condition(&good, AUTOSCALING).last_transition_time, time(3));
+
+    // A scaling step (another replica count in AbleToScale's message) changes nothing.
+    with_hpa_conditions(&mut a, ("True", "ValidMetricFound"), 3);
+    let again = reconciled(&m, &a, Some(&good), Some(1), time(4));
+    assert_eq!(again, good, "no status write on a scaling step");
+}
+
+#[test]
+fn without_autoscaling_there_is_no_autoscaling_condition() {
+    let on = model("{}");
+    let before = reconciled(&on, &applied(&on, 1), None, Some(1), time(1));
+    assert!(before.conditions.iter().any(|c| c.type_ == AUTOSCALING));
+    let off = model("{autoscaling: {enabled: false}}");
+    let after = reconciled(&off, &applied(&off, 1), Some(&before), Some(2), time(2));
+    assert!(after.conditions.iter().all(|c| c.type_ != AUTOSCALING));
+}

@@ -177,16 +177,24 @@ impl Cached for StatefulSet {
 impl Cached for HorizontalPodAutoscaler {
     cached!(autoscalers);
 
+    /// The conditions stay: the IotMonitor's Autoscaling condition is made from them, also
+    /// from a cached copy. The current metrics, rewritten on every sync, go.
     fn prune(&mut self) {
         self.metadata.managed_fields = None;
-        self.status = None;
+        if let Some(status) = &mut self.status {
+            status.current_metrics = None;
+        }
     }
 
-    /// The spec only: the HPA controller rewrites the status on every sync, and the operator
-    /// reads nothing from it.
+    /// The spec, and the conditions' type, status and reason: a change of those (metrics
+    /// becoming unavailable, scaling limited) wakes the owner; a metrics update does not.
     fn fingerprint(&self) -> u64 {
         let spec = serde_json::to_string(&self.spec).ok();
-        hash_of(&(meta_fingerprint(self), spec))
+        hash_of(&(
+            meta_fingerprint(self),
+            spec,
+            crate::controller::status::conditions_key(self),
+        ))
     }
 }
 

@@ -113,6 +113,62 @@ fn hpa_status_writes_do_not_wake_the_owner() {
 }
 
 #[test]
+fn an_hpa_condition_change_wakes_the_owner_and_the_cache_keeps_the_conditions() {
+    use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscalerCondition, MetricStatus};
+    let hpa = |rv: &str, active: &str, metrics: usize| HorizontalPodAutoscaler {
+        metadata: meta("lab-coap-server", "h-2", rv),
+        status: Some(HorizontalPodAutoscalerStatus {
+            conditions: Some(vec![HorizontalPodAutoscalerCondition {
+                type_: "ScalingActive".into(),
+                status: active.into(),
+                reason: Some(
+                    if active == "True" {
+                        "ValidMetricFound"
+                    } else {
+                        "FailedGetResourceMetric"
+                    }
+                    .into(),
+                ),
+                message: Some(format!("{metrics} metrics")),
+                ..HorizontalPodAutoscalerCondition::default()
+            }]),
+            current_metrics: Some(vec![MetricStatus::default(); metrics]),
+            ..HorizontalPodAutoscalerStatus::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    };
+    let mut filter = ChangeFilter::new(HorizontalPodAutoscaler::fingerprint);
+    assert!(
+        filter
+            .admit(watcher::Event::Apply(hpa("1", "True", 1)))
+            .is_some()
+    );
+    // New metrics (and a message naming them) alone: no wake-up.
+    assert!(
+        filter
+            .admit(watcher::Event::Apply(hpa("2", "True", 2)))
+            .is_none()
+    );
+    // Metrics become unavailable: the owner's Autoscaling condition must follow.
+    assert!(
+        filter
+            .admit(watcher::Event::Apply(hpa("3", "False", 0)))
+            .is_some()
+    );
+
+    let mut cached = hpa("4", "False", 3);
+    cached.prune();
+    let status = cached.status.expect("status kept");
+    assert!(status.current_metrics.is_none());
+    assert_eq!(
+        status.conditions.expect("conditions kept")[0]
+            .reason
+            .as_deref(),
+        Some("FailedGetResourceMetric")
+    );
+}
+
+#[test]
 fn a_stateful_set_revision_change_wakes_the_owner() {
     let sts = |rv: &str, revision: &str| StatefulSet {
         metadata: meta("lab-influxdb", "s-1", rv),
