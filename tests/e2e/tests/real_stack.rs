@@ -27,6 +27,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use operator_support::{first_container_env, install_crd, wait_ready};
 use serde_json::{Value, json};
 
+/// The Helm release; its ClusterRole and binding are named after it.
+const RELEASE: &str = "iot-real";
 const RESTRICTED: &[(&str, &str)] = &[
     ("pod-security.kubernetes.io/enforce", "restricted"),
     ("pod-security.kubernetes.io/enforce-version", "latest"),
@@ -209,24 +211,23 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
 
     run(cluster
         .helm()
-        .args(["uninstall", "iot", "--namespace", ns.name()]))
+        .args(["uninstall", RELEASE, "--namespace", ns.name()]))
     .await?;
     Ok(())
 }
 
-/// `helm install` of the chart with its defaults, except that it watches only this namespace
-/// (other tests run operators of their own in theirs) and runs on the real node. Returns the name
-/// of the operator's pod once it runs there.
+/// `helm install` of the chart with its default values, so the operator watches every namespace
+/// (no other test runs meanwhile: cargo runs one test binary at a time, and this one has one
+/// test), except that it runs on the real node. Returns the name of the operator's pod once it
+/// runs there.
 async fn install_operator(cluster: &Cluster, ns: &str) -> Result<String> {
     let chart = repo_dir().join("charts/iot-operator");
     run(cluster.helm().args([
         "install",
-        "iot",
+        RELEASE,
         &chart.to_string_lossy(),
         "--namespace",
         ns,
-        "--set",
-        &format!("watchNamespace={ns}"),
         "--set-json",
         &format!(
             "nodeSelector={{\"{}\":\"{}\"}}",
