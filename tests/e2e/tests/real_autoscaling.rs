@@ -20,7 +20,7 @@ use iot_operator::loadtest::recorder::Ended;
 use iot_operator::loadtest::timeline::{Row, parse_csv};
 use iot_operator::loadtest::{self, LoadtestArgs, Target};
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
-use iot_testkit::real_node::{self, REAL_NODE_LABEL, REAL_NODE_TOLERATION, RealNode};
+use iot_testkit::real_node::{self, RealNode};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use operator_support::{Operator, install_crd, wait_ready};
@@ -51,11 +51,8 @@ const PROFILE: &str = "coap:
 ";
 
 fn monitor_yaml() -> Result<String> {
-    let influx_image = image_ref("influxdb")?;
-    let on_real_node = format!(
-        "nodeSelector: {{{}: {}}}, tolerations: [{REAL_NODE_TOLERATION}]",
-        REAL_NODE_LABEL.0, REAL_NODE_LABEL.1
-    );
+    let influx_image = real_node::image_ref("influxdb")?;
+    let on_real_node = real_node::component_scheduling();
     Ok(format!(
         "apiVersion: iot.operator.dev/v1alpha1
 kind: IotMonitor
@@ -75,18 +72,6 @@ spec:
         class = real_node::LOCAL_PATH_CLASS,
         cooldown = COOLDOWN_S as i32,
     ))
-}
-
-/// An image's reference as `images/build.sh` builds (and `--load` imports) it.
-fn image_ref(name: &str) -> Result<String> {
-    let out = std::process::Command::new(repo_dir().join("images/build.sh"))
-        .args(["--ref", name])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "images/build.sh --ref {name}: {out:?}"
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// The coap-server HPA's desired replicas, one value per recorded second, with its time.

@@ -18,9 +18,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
 use iot_testkit::dashboards::{self, Macros, database_of, has_values, link_variables, queries};
-use iot_testkit::real_node::{
-    self, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT, REAL_NODE_TOLERATION, RealNode,
-};
+use iot_testkit::real_node::{self, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT, RealNode};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -276,11 +274,8 @@ async fn operator_pod_name(cluster: &Cluster, ns: &str) -> Option<String> {
 /// a real volume, the CoAP Service as a NodePort, and the AQI snapshot from this machine. The
 /// snapshot's records are from 2019: with the default 30-day retention InfluxDB drops them.
 fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
-    let influx_image = image_ref("influxdb")?;
-    let on_real_node = format!(
-        "nodeSelector: {{{}: {}}}, tolerations: [{REAL_NODE_TOLERATION}]",
-        REAL_NODE_LABEL.0, REAL_NODE_LABEL.1
-    );
+    let influx_image = real_node::image_ref("influxdb")?;
+    let on_real_node = real_node::component_scheduling();
     Ok(format!(
         "apiVersion: iot.operator.dev/v1alpha1
 kind: IotMonitor
@@ -293,18 +288,6 @@ spec:
 ",
         class = real_node::LOCAL_PATH_CLASS,
     ))
-}
-
-/// An image's reference as `images/build.sh` builds (and `--load` imports) it.
-fn image_ref(name: &str) -> Result<String> {
-    let out = std::process::Command::new(repo_dir().join("images/build.sh"))
-        .args(["--ref", name])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "images/build.sh --ref {name}: {out:?}"
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// Serves the snapshot on this machine's address on the node's link, for the pods' AQI ingestor.
@@ -443,7 +426,7 @@ spec:
         securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
 ",
         scheduling = real_node::scheduling_yaml(6),
-        image = image_ref("sensor-sim")?,
+        image = real_node::image_ref("sensor-sim")?,
     );
     cluster.apply_yaml(Some(ns), &job).await?;
     let pods: Api<Pod> = Api::namespaced(cluster.client(), ns);

@@ -74,6 +74,34 @@ pub fn scheduling_yaml(indent: usize) -> String {
     )
 }
 
+/// The flow-style YAML entries that put one IotMonitor component on the real node, for its
+/// mapping in the spec: `coap: {serviceType: NodePort, <these>}`.
+pub fn component_scheduling() -> String {
+    format!(
+        "nodeSelector: {{{}: {}}}, tolerations: [{REAL_NODE_TOLERATION}]",
+        REAL_NODE_LABEL.0, REAL_NODE_LABEL.1
+    )
+}
+
+/// An image's reference as `images/build.sh` builds it and `--load` imports it into the node.
+pub fn image_ref(name: &str) -> Result<String, ClusterError> {
+    let what = format!("images/build.sh --ref {name}");
+    let out = std::process::Command::new(crate::cluster::repo_dir().join("images/build.sh"))
+        .args(["--ref", name])
+        .output()
+        .map_err(|e| ClusterError::Failed {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(ClusterError::Failed {
+            what,
+            reason: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// The real node as the API server reports it.
 #[derive(Clone, Debug)]
 pub struct RealNode {
