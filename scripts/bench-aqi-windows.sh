@@ -15,22 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${BENCH_WINDOW_SIZES:-15000 150000}
-CACHE=${AQI_BENCH_DIR:-$HOME/.cache/iot-operator/aqi-bench}
-GEN=${AQI_GEN:-$PWD/../shared/tools/gen_snapshot.py}
+# shellcheck source=lib/aqi-snapshots.sh
+. scripts/lib/aqi-snapshots.sh
 say() { printf '[bench-aqi-windows] %s\n' "$*" >&2; }
 
-mkdir -p "$CACHE"
-for n in $SIZES; do
-  f="$CACHE/snap_$n.json"
-  if [ ! -s "$f" ]; then
-    [ -f "$GEN" ] || { say "generator not found at $GEN (set AQI_GEN)"; exit 1; }
-    say "generating $f"
-    python3 "$GEN" -n "$n" --seed 1 -o "$f.tmp" && mv "$f.tmp" "$f"
-  fi
-done
-
-cargo build -q --release -p aqi-ingestor
-BIN=$PWD/target/release/aqi-ingestor
+# shellcheck disable=SC2086 # the sizes are words
+ensure_snapshots $SIZES
+BIN=$(release_ingestor)
 RUN=$(mktemp -d /tmp/iot-bench-windows.XXXXXX)
 daemon=""
 files=""

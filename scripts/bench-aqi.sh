@@ -20,23 +20,14 @@ cd "$(dirname "$0")/.."
 . scripts/lib/influxd.sh
 SIZES=${BENCH_SIZES:-15000 50000 150000 1500000}
 RUNS=${BENCH_RUNS:-3}
-CACHE=${AQI_BENCH_DIR:-$HOME/.cache/iot-operator/aqi-bench}
-GEN=${AQI_GEN:-$PWD/../shared/tools/gen_snapshot.py}
+# shellcheck source=lib/aqi-snapshots.sh
+. scripts/lib/aqi-snapshots.sh
 say() { printf '[bench-aqi] %s\n' "$*" >&2; }
 
 [ -x /usr/bin/time ] || { say "needs /usr/bin/time (Debian package 'time')"; exit 1; }
-mkdir -p "$CACHE"
-for n in $SIZES; do
-  f="$CACHE/snap_$n.json"
-  if [ ! -s "$f" ]; then
-    [ -f "$GEN" ] || { say "generator not found at $GEN (set AQI_GEN)"; exit 1; }
-    say "generating $f"
-    python3 "$GEN" -n "$n" --seed 1 -o "$f.tmp" && mv "$f.tmp" "$f"
-  fi
-done
-
-cargo build -q --release -p aqi-ingestor
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/aqi-ingestor
+# shellcheck disable=SC2086 # the sizes are words
+ensure_snapshots $SIZES
+BIN=$(release_ingestor)
 RUN=$(mktemp -d /tmp/iot-bench-aqi.XXXXXX)
 daemon=""
 cleanup() {

@@ -195,7 +195,6 @@ fn draw<DB: DrawingBackend>(
     let (top, rest) = root.split_vertically(HEIGHT as i32 * 44 / 100);
     let (middle, bottom) = rest.split_vertically(HEIGHT as i32 * 26 / 100);
     let x_end = data.end_s.max(1.0);
-    let label = (FAMILY, 16);
 
     // CPU of each pod, with the thresholds.
     let cpu_max = data
@@ -222,16 +221,7 @@ fn draw<DB: DrawingBackend>(
     } else {
         "CPU, millicores"
     };
-    chart
-        .configure_mesh()
-        .y_desc(unit)
-        .x_label_formatter(&whole)
-        .y_label_formatter(&whole)
-        .label_style(label)
-        .axis_desc_style(label)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    axes(&mut chart, unit, None, None).map_err(e)?;
     for (i, (pod, points)) in data.cpu.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         labelled_line(
@@ -283,17 +273,8 @@ fn draw<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_end, 0.0..replicas_max)
         .map_err(e)?;
-    chart
-        .configure_mesh()
-        .y_desc(format!("{} replicas", spec.component))
-        .y_labels(replicas_max as usize + 1)
-        .x_label_formatter(&whole)
-        .y_label_formatter(&whole)
-        .label_style(label)
-        .axis_desc_style(label)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let y_desc = format!("{} replicas", spec.component);
+    axes(&mut chart, &y_desc, None, Some(replicas_max as usize + 1)).map_err(e)?;
     if let Some(max) = spec.max_replicas {
         let max = f64::from(max);
         labelled_line(
@@ -344,17 +325,8 @@ fn draw<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_end, 0.0..load_max)
         .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the start of the load test")
-        .y_desc("requests/s")
-        .x_label_formatter(&whole)
-        .y_label_formatter(&whole)
-        .label_style(label)
-        .axis_desc_style(label)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(e)?;
+    let x_desc = "seconds since the start of the load test";
+    axes(&mut chart, "requests/s", Some(x_desc), None).map_err(e)?;
     if !sent_any {
         chart
             .draw_series([Text::new(
@@ -401,6 +373,31 @@ fn whole(v: &f64) -> String {
 }
 
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One panel's axes: whole-number labels, no minor grid lines; the x description only on the
+/// bottom panel, and a fixed number of y labels where the values are counts.
+fn axes<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    y_desc: &str,
+    x_desc: Option<&str>,
+    y_labels: Option<usize>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let label = (FAMILY, 16);
+    let mut mesh = chart.configure_mesh();
+    mesh.y_desc(y_desc)
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .label_style(label)
+        .axis_desc_style(label)
+        .light_line_style(WHITE.mix(0.0));
+    if let Some(x_desc) = x_desc {
+        mesh.x_desc(x_desc);
+    }
+    if let Some(n) = y_labels {
+        mesh.y_labels(n);
+    }
+    mesh.draw()
+}
 
 fn legend<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
