@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncBufReadExt, TryStreamExt};
+use iot_common::load_progress::Progress;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
@@ -16,16 +17,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
-use serde::Deserialize;
 use tokio::sync::watch;
 
 // The restricted Pod Security Standard, exactly as the operator's own pods have it.
 use crate::constants::WORKLOAD_UID;
 use crate::controller::desired::pod::{container_security, pod_security};
-
 use crate::crd::SchedulingSpec;
 
-use super::meter::{LoadMeter, Percentiles};
+use super::meter::LoadMeter;
 use super::profile::CoapProfile;
 
 /// Label value (`app.kubernetes.io/name`) of what `loadtest` creates.
@@ -148,56 +147,6 @@ pub fn job(p: &JobParams) -> Job {
     }
 }
 
-/// A `sensor-sim load --json` progress line (see docs/data-plane.md).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Progress {
-    pub readings: u64,
-    pub acked: u64,
-    pub failed: u64,
-    pub window: Option<Quantiles>,
-    pub total: Option<Quantiles>,
-    #[serde(default)]
-    pub done: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Quantiles {
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub count: u64,
-}
-
-impl From<Quantiles> for Percentiles {
-    fn from(q: Quantiles) -> Self {
-        Self {
-            p50_ms: q.p50_ms,
-            p95_ms: q.p95_ms,
-            p99_ms: q.p99_ms,
-            max_ms: q.max_ms,
-            count: q.count,
-        }
-    }
-}
-
-/// A log line → progress, if it is one (other lines are sensor-sim's own logs).
-pub fn parse_progress(line: &str) -> Option<Progress> {
-    #[derive(Deserialize)]
-    struct Tagged {
-        event: Option<String>,
-    }
-    let line = line.trim();
-    if !line.starts_with('{') {
-        return None;
-    }
-    let tagged: Tagged = serde_json::from_str(line).ok()?;
-    if tagged.event.as_deref() != Some("progress") {
-        return None;
-    }
-    serde_json::from_str(line).ok()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("cannot create the load Job: {0}")]
@@ -279,14 +228,8 @@ pub async fn run(
         };
         match line {
             Ok(Some(line)) => {
-                if let Some(p) = parse_progress(&line) {
-                    meter.report(
-                        p.readings,
-                        p.acked,
-                        p.failed,
-                        p.window.map(Into::into),
-                        p.total.map(Into::into),
-                    );
+                if let Some(p) = Progress::from_line(&line) {
+                    meter.report(p.readings, p.acked, p.failed, p.window, p.total);
                     let done = p.done;
                     outcome.last = Some(p);
                     if done {
@@ -421,22 +364,5 @@ mod tests {
         assert_eq!(labels["app.kubernetes.io/instance"], "lab");
         assert_eq!(labels["app.kubernetes.io/name"], "loadtest");
         assert_ne!(labels["app.kubernetes.io/managed-by"], "iot-operator");
-    }
-
-    #[test]
-    fn progress_lines_are_picked_out_of_the_log() {
-        let line = r#"{"event":"progress","elapsed_secs":3.0,"readings":30,"acked":29,"failed":0,"retransmissions":1,"unavailable":0,"acked_per_sec":10.0,"window":{"p50_ms":1.5,"p95_ms":2.0,"p99_ms":3.0,"max_ms":3.5,"count":10},"total":null,"done":false}"#;
-        let p = parse_progress(line).unwrap();
-        assert_eq!((p.readings, p.acked, p.failed, p.done), (30, 29, 0, false));
-        assert_eq!(p.window.unwrap().p99_ms, 3.0);
-        assert!(p.total.is_none());
-        for other in [
-            "[   1.0s] sent 4  acked 0",
-            r#"{"timestamp":"x","level":"WARN","message":"reading not stored"}"#,
-            "{",
-            "",
-        ] {
-            assert!(parse_progress(other).is_none(), "{other}");
-        }
     }
 }

@@ -10,31 +10,7 @@ use hdrhistogram::Histogram;
 
 use super::profile::Thresholds;
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Percentiles {
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    /// Samples the percentiles were computed from.
-    pub count: u64,
-}
-
-/// Percentiles of a histogram of microseconds; `None` when it is empty.
-pub fn percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
-    if h.is_empty() {
-        return None;
-    }
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Some(Percentiles {
-        p50_ms: ms(0.50),
-        p95_ms: ms(0.95),
-        p99_ms: ms(0.99),
-        max_ms: h.max() as f64 / 1000.0,
-        count: h.len(),
-    })
-}
+pub use iot_common::load_progress::Percentiles;
 
 /// One threshold checked against the run's percentiles.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +145,7 @@ impl LoadMeter {
     /// This second's sample; starts the next window.
     pub fn sample(&self) -> LoadSample {
         let mut i = self.lock();
-        let window = percentiles(&i.window).or(i.reported_window.take());
+        let window = Percentiles::of(&i.window).or(i.reported_window.take());
         i.window.reset();
         LoadSample {
             users: i.users,
@@ -183,7 +159,7 @@ impl LoadMeter {
     /// Percentiles over the whole run so far.
     pub fn total(&self) -> Option<Percentiles> {
         let i = self.lock();
-        percentiles(&i.total).or(i.reported_total)
+        Percentiles::of(&i.total).or(i.reported_total)
     }
 
     pub fn counts(&self) -> (u64, u64, u64) {

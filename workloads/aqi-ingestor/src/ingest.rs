@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::means::{self, Reading};
 use crate::record::Record;
-use crate::region::Region;
+use crate::region::{self, Region};
 use crate::snapshot::Item;
 use crate::timestamp::{self, EpochSeconds};
 use crate::transform::{self, Feed, RecordValues, ValueStats};
@@ -174,7 +174,11 @@ impl Prepared {
             entry.rejected = Some(RecordOutcome::Future);
             return;
         }
-        if how.region.as_ref().is_some_and(|r| !r.contains(record)) {
+        if how
+            .region
+            .as_ref()
+            .is_some_and(|r| !region::contains(r, record))
+        {
             entry.rejected = Some(RecordOutcome::OutsideRegion);
             return;
         }

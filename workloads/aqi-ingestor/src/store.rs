@@ -112,7 +112,7 @@ pub async fn load_windows(
                 continue;
             }
             let coords = num(5).zip(num(6));
-            if region.is_some_and(|r| !r.contains_stored(tag("country"), coords)) {
+            if region.is_some_and(|r| !r.contains_sensor(tag("country"), coords)) {
                 continue;
             }
             let pollutant = |sum: Option<f64>, count: Option<f64>| {

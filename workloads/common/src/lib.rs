@@ -1,14 +1,17 @@
 //! Process plumbing shared by the operator and the workloads: the HTTP side port
 //! ([`http`]: `/metrics`, `/healthz`, `/readyz`), [`logging`], graceful [`shutdown`], the async
-//! [`runtime`], [`random`] strings and [`udp`] sockets.
+//! [`runtime`], [`random`] strings and [`udp`] sockets; and the AQI [`region`], which the
+//! operator resolves and the ingestor obeys.
 //!
 //! With the `influx` feature (on by default; the operator and sensor-sim leave it off, so they
 //! do not build an HTTP client): the InfluxDB 1.x writer — [`lineproto`], [`influx`] (client),
-//! [`batch`] (batching writer) and [`retry`] (back-off).
+//! [`batch`] (batching writer) and [`retry`] (back-off). With `load-progress`: the
+//! [`load_progress`] line that `sensor-sim load --json` prints and the operator reads.
 
 pub mod http;
 pub mod logging;
 pub mod random;
+pub mod region;
 pub mod runtime;
 pub mod shutdown;
 pub mod udp;
@@ -21,6 +24,9 @@ pub mod influx;
 pub mod lineproto;
 #[cfg(feature = "influx")]
 pub mod retry;
+
+#[cfg(feature = "load-progress")]
+pub mod load_progress;
 
 pub use shutdown::Shutdown;
 

@@ -1,7 +1,7 @@
 //! Load mode: as many readings as the server will take, bounded by a count and/or a duration,
 //! at a target rate or as fast as a window of outstanding requests allows. Prints a progress
 //! line every second and a summary with latency percentiles at the end. With `--json` the
-//! progress lines are JSON objects ([`Progress`]), one per line on stderr, for programs that
+//! progress lines are JSON objects ([`Progress`], shared with the operator), one per line on stderr, for programs that
 //! follow a run (`iot-operator loadtest` reads them from the pod's log).
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use iot_common::load_progress::{Percentiles, Progress};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -169,48 +170,6 @@ impl Latency {
     }
 }
 
-/// Latency percentiles in milliseconds (`null` in JSON when nothing was acknowledged).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Quantiles {
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub count: u64,
-}
-
-impl Quantiles {
-    fn of(h: &Histogram<u64>) -> Option<Self> {
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        (!h.is_empty()).then(|| Self {
-            p50_ms: ms(0.50),
-            p95_ms: ms(0.95),
-            p99_ms: ms(0.99),
-            max_ms: h.max() as f64 / 1000.0,
-            count: h.len(),
-        })
-    }
-}
-
-/// One `--json` progress line. Counts are totals since the start; `window` covers the
-/// readings acknowledged since the previous line, `total` the whole run. The line with
-/// `done: true` comes once, after the drain.
-#[derive(Debug, Serialize)]
-pub struct Progress {
-    pub event: &'static str,
-    pub elapsed_secs: f64,
-    pub readings: u64,
-    pub acked: u64,
-    pub failed: u64,
-    pub retransmissions: u64,
-    pub unavailable: u64,
-    /// Acknowledged in the last second (`null` on the last line, which covers the drain).
-    pub acked_per_sec: Option<f64>,
-    pub window: Option<Quantiles>,
-    pub total: Option<Quantiles>,
-    pub done: bool,
-}
-
 /// What the progress lines read.
 #[derive(Clone)]
 struct Meter {
@@ -226,7 +185,6 @@ impl Meter {
     fn progress_line(&self, acked_last_second: Option<u64>, done: bool) -> String {
         let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let progress = Progress {
-            event: "progress",
             elapsed_secs: self.started.elapsed().as_secs_f64(),
             readings: self.issued.load(Ordering::Relaxed),
             acked: self.stats.acked.get(),
@@ -234,12 +192,12 @@ impl Meter {
             retransmissions: self.stats.retransmitted.get(),
             unavailable: self.stats.unavailable.get(),
             acked_per_sec: acked_last_second.map(|n| n as f64),
-            window: Quantiles::of(&latency.window),
-            total: Quantiles::of(&latency.total),
+            window: Percentiles::of(&latency.window),
+            total: Percentiles::of(&latency.total),
             done,
         };
         latency.window.reset();
-        serde_json::to_string(&progress).unwrap_or_default()
+        progress.to_line()
     }
 }
 

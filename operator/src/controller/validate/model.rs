@@ -1,6 +1,8 @@
 //! The validated model: what the validate step resolves an IotMonitor into, and the desired
 //! builders and the status read. Plain data, no Kubernetes client.
 
+/// The one form of `aqi.region` that is set: the ingestor's own type, so the two cannot drift.
+pub use iot_common::region::Region;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::crd::{BatchSpec, ResourcesSpec, SchedulingSpec, ServiceType};
@@ -146,23 +148,6 @@ pub struct Aqi {
     pub source: String,
     pub poll_seconds: i32,
     pub region: Option<Region>,
-}
-
-/// The one form of `aqi.region` that is set (coordinates already checked by the CRD's rules).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Region {
-    Countries(Vec<String>),
-    Box {
-        south: f64,
-        west: f64,
-        north: f64,
-        east: f64,
-    },
-    Area {
-        latitude: f64,
-        longitude: f64,
-        radius_km: f64,
-    },
 }
 
 /// The validated, resolved model of one IotMonitor: everything the desired builders and the
