@@ -24,19 +24,26 @@ impl Applier<'_> {
         }) {
             return Ok(());
         }
-        let existing = api
-            .get_opt(&name)
-            .await
-            .map_err(|source| ApplyError::Read {
-                what: format!("Secret {name}"),
-                source,
-            })?;
+        let existing = if self.surely_new::<Secret>(&name) {
+            None
+        } else {
+            api.get_opt(&name)
+                .await
+                .map_err(|source| ApplyError::Read {
+                    what: format!("Secret {name}"),
+                    source,
+                })?
+        };
         match existing {
             None => {
                 let secret = credentials.new_secret(random_password);
                 match api.create(&PostParams::default(), &secret).await {
-                    Ok(_) => {
+                    Ok(created) => {
                         tracing::info!(name, "created the credentials Secret");
+                        // Its values are never compared, so no hash: the memo only records
+                        // that it exists (see `surely_new`).
+                        let key = self.memo_key::<Secret>(&name);
+                        self.memo.remember(key, String::new(), &created.metadata);
                         self.metrics.record_write("Secret", "create");
                         self.writes += 1;
                     }

@@ -32,6 +32,11 @@ impl WriteMemo {
         }
     }
 
+    /// Whether any version of the object is remembered (we wrote or checked it before).
+    pub(super) fn knows(&self, key: &str) -> bool {
+        self.0.lock().is_ok_and(|memo| memo.contains_key(key))
+    }
+
     /// The object is at the very version we know.
     pub(super) fn known_good(&self, key: &str, hash: &str, meta: &ObjectMeta) -> bool {
         self.matches(key, hash, |k| {

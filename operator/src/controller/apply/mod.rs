@@ -10,7 +10,8 @@
 //!
 //! Reads come from the watches' cache (`watches::ChildCache`): a cached child at a
 //! resourceVersion we wrote or already checked needs no request at all; any other version is
-//! read once from the API server, compared, and remembered when it holds what we want.
+//! read once from the API server, compared, and remembered when it holds what we want. A child
+//! the synced cache has never seen, and that we never wrote, is created without a read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -212,7 +213,7 @@ impl<'a> Applier<'a> {
             .insert(APPLIED_HASH.to_owned(), hash.clone());
         let desired_json =
             serde_json::to_value(&desired).map_err(|e| ApplyError::Serialize(kind, e))?;
-        let key = format!("{kind}/{}/{name}", self.namespace);
+        let key = self.memo_key::<K>(&name);
 
         // The cached copy at a resourceVersion we wrote or checked ourselves: nothing changed
         // since, so no read at all. Any other version (someone's edit, a status update) is
@@ -238,7 +239,13 @@ impl<'a> Applier<'a> {
             what: format!("{kind} {name}"),
             source,
         };
-        if let Some(live) = api.get_opt(&name).await.map_err(read_error)? {
+        // A first reconcile creates its children without reading them first.
+        let live = if self.surely_new::<K>(&name) {
+            None
+        } else {
+            api.get_opt(&name).await.map_err(read_error)?
+        };
+        if let Some(live) = live {
             if applied_hash(&live) == Some(&hash) {
                 if self.memo.known_good(&key, &hash, live.meta()) {
                     return Ok((live, false));
@@ -262,6 +269,21 @@ impl<'a> Applier<'a> {
         self.metrics.record_write(kind, "apply");
         self.memo.remember(key, hash, applied.meta());
         Ok((applied, true))
+    }
+
+    fn memo_key<K: Cached>(&self, name: &str) -> String {
+        format!(
+            "{}/{}/{name}",
+            <K as k8s_openapi::Resource>::KIND,
+            self.namespace
+        )
+    }
+
+    /// The synced watch has never seen the child and we never wrote it: it does not exist.
+    /// (What we wrote before may not have reached the watch yet, or was deleted since: read.)
+    fn surely_new<K: Cached>(&self, name: &str) -> bool {
+        self.cache.knows_absent::<K>(self.namespace, name)
+            && !self.memo.knows(&self.memo_key::<K>(name))
     }
 
     /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and

@@ -434,3 +434,34 @@ async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
         [("deployments".to_owned(), "lab-grafana".to_owned())]
     );
 }
+
+fn reads(api: &MockApi) -> Vec<(String, String)> {
+    api.calls()
+        .into_iter()
+        .filter(|c| !c.is_write())
+        .map(|c| c.target())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_first_apply_with_a_synced_cache_creates_without_reading() {
+    let mut f = Fixture::new();
+    f.sync_cache(); // the watches have listed: nothing of this monitor exists
+    let applied = f.apply("{}").await;
+    assert_eq!(reads(&f.api), Vec::new(), "no GET before a create");
+    assert_eq!(f.take_writes().len(), 17);
+    assert_eq!(applied.writes, 17);
+}
+
+#[tokio::test]
+async fn what_we_created_is_read_not_created_again_while_the_watch_lags() {
+    let mut f = Fixture::new();
+    f.sync_cache();
+    f.apply("{}").await;
+    f.take_writes();
+    // The cache has not seen the new children yet: the memo knows we wrote them.
+    let applied = f.apply("{}").await;
+    assert_eq!(reads(&f.api).len(), 17, "each child read once");
+    assert_eq!(f.take_writes(), Vec::<(String, String)>::new());
+    assert_eq!(applied.writes, 0);
+}

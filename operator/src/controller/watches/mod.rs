@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use futures::{Stream, TryStreamExt, future};
+use futures::{FutureExt, Stream, TryStreamExt, future};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -47,6 +47,21 @@ impl ChildCache {
         let store = K::store(self)?;
         let object = store.get(&ObjectRef::new(name).within(namespace))?;
         Some(object.as_ref().clone())
+    }
+
+    /// Whether `namespace/name` surely does not exist (as far as the watch has seen): its kind
+    /// is cached, the store holds the whole first list, and the object is not in it. A child
+    /// created after the list arrives as a watch event within moments; the caller covers that
+    /// moment (the apply step reads anything it wrote before).
+    pub fn knows_absent<K: Cached>(&self, namespace: &str, name: &str) -> bool {
+        let Some(store) = K::store(self) else {
+            return false;
+        };
+        let listed = store
+            .wait_until_ready()
+            .now_or_never()
+            .is_some_and(|ready| ready.is_ok());
+        listed && store.get(&ObjectRef::new(name).within(namespace)).is_none()
     }
 
     /// The cached children of kind `K` in `namespace` matching every `labels` pair, or `None`

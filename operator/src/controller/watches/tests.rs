@@ -255,53 +255,32 @@ fn the_cache_keeps_no_pod_template_config_content_or_credential() {
     assert!(data["password"].0.is_empty(), "no value kept");
 }
 
-fn put<K: Cached + DeserializeOwned>(
-    writer: &mut Option<Writer<K>>,
-    cache: &mut ChildCache,
-    object: &Value,
-) {
-    let writer = writer.get_or_insert_with(|| {
-        let writer = Writer::default();
-        K::set_store(cache, writer.as_reader());
-        writer
-    });
-    let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
-    object.prune();
-    writer.apply_watcher_event(&watcher::Event::Apply(object));
+/// Lists `objects` of kind `K` into a new store of `cache`, as a watch's first list would:
+/// pruned, and the store ready (synced) afterwards.
+fn listed<K: Cached + DeserializeOwned>(cache: &mut ChildCache, objects: &[Value]) {
+    let mut writer = Writer::<K>::default();
+    K::set_store(cache, writer.as_reader());
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects.iter().filter(|o| o["kind"] == K::KIND) {
+        let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
+        object.prune();
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
 }
 
-/// A cache holding `objects` (typed by their `kind`), as the watches would after seeing them.
-/// Every kind is cached, also those with no object yet.
+/// A synced cache holding `objects` (typed by their `kind`), as the watches would after their
+/// first list. Every kind is cached, also those with no object yet.
 pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache {
+    let objects: Vec<Value> = objects.into_iter().cloned().collect();
     let mut cache = ChildCache::default();
-    let (mut d, mut s, mut svc, mut cm) = (None, None, None, None);
-    let (mut hpa, mut np, mut sec, mut pvc) = (None, None, None, None);
-    for object in objects {
-        let c = &mut cache;
-        match object["kind"].as_str().unwrap_or_default() {
-            "Deployment" => put::<Deployment>(&mut d, c, object),
-            "StatefulSet" => put::<StatefulSet>(&mut s, c, object),
-            "Service" => put::<Service>(&mut svc, c, object),
-            "ConfigMap" => put::<ConfigMap>(&mut cm, c, object),
-            "HorizontalPodAutoscaler" => put::<HorizontalPodAutoscaler>(&mut hpa, c, object),
-            "NetworkPolicy" => put::<NetworkPolicy>(&mut np, c, object),
-            "Secret" => put::<Secret>(&mut sec, c, object),
-            "PersistentVolumeClaim" => put::<PersistentVolumeClaim>(&mut pvc, c, object),
-            other => panic!("not a child kind: {other}"),
-        }
-    }
-    fn empty<K: Cached>(cache: &mut ChildCache) {
-        if K::store(cache).is_none() {
-            K::set_store(cache, Writer::<K>::default().as_reader());
-        }
-    }
-    empty::<Deployment>(&mut cache);
-    empty::<StatefulSet>(&mut cache);
-    empty::<Service>(&mut cache);
-    empty::<ConfigMap>(&mut cache);
-    empty::<HorizontalPodAutoscaler>(&mut cache);
-    empty::<NetworkPolicy>(&mut cache);
-    empty::<Secret>(&mut cache);
-    empty::<PersistentVolumeClaim>(&mut cache);
+    listed::<Deployment>(&mut cache, &objects);
+    listed::<StatefulSet>(&mut cache, &objects);
+    listed::<Service>(&mut cache, &objects);
+    listed::<ConfigMap>(&mut cache, &objects);
+    listed::<HorizontalPodAutoscaler>(&mut cache, &objects);
+    listed::<NetworkPolicy>(&mut cache, &objects);
+    listed::<Secret>(&mut cache, &objects);
+    listed::<PersistentVolumeClaim>(&mut cache, &objects);
     cache
 }
