@@ -1,19 +1,23 @@
 //! The UDP side: receives datagrams, answers what can be answered at once, hands readings to the
-//! batching writer and answers them when their batch has been written.
+//! batching writer; [`answer`] answers them when their batch has been written.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, ResponseType};
-use iot_common::batch::OnWritten;
-use iot_common::{BatchWriter, Line, SubmitError, WriteError};
+use coap_lite::{MessageClass, MessageType, Packet};
+use iot_common::{BatchWriter, Line, SubmitError};
 use tokio::net::UdpSocket;
 
-use crate::dedup::{DedupCache, ExchangeId, Outcome, Seen};
+use crate::dedup::{DedupCache, Outcome, Seen};
 use crate::metrics::Metrics;
-use crate::resource::{self, Action, Reading, Reply};
+use crate::resource::{self, Action, Reading};
+
+mod answer;
+
+pub use self::answer::{PendingAnswer, on_written};
+use self::answer::{answer_duplicate, send_reply, send_reset, send_unavailable};
 
 /// Large enough for any datagram; CoAP messages should stay under 1152 bytes (RFC 7252 §4.6).
 const MAX_DATAGRAM: usize = 2048;
@@ -23,16 +27,6 @@ pub struct Settings {
     pub default_place: String,
     /// Max-Age of a 5.03 answer: when the client should try again, in seconds.
     pub retry_after_secs: u32,
-}
-
-/// What the writer needs to answer a reading once its batch is written.
-pub struct PendingAnswer {
-    peer: SocketAddr,
-    exchange: ExchangeId,
-    confirmable: bool,
-    message_id: u16,
-    token: Vec<u8>,
-    message: String,
 }
 
 /// State shared by the receive loop and the writer's completion callback.
@@ -135,46 +129,6 @@ fn rand_u16() -> u16 {
         & 0xffff) as u16
 }
 
-/// Builds an answer datagram. Never fails for the packets built here (options and token are
-/// within limits); an encoding error is logged and nothing is sent.
-fn encode(
-    kind: MessageType,
-    mid: u16,
-    token: &[u8],
-    code: ResponseType,
-    payload: &[u8],
-    content_format: Option<ContentFormat>,
-    max_age: Option<u32>,
-) -> Option<Vec<u8>> {
-    let mut p = Packet::new();
-    p.header.set_version(1);
-    p.header.set_type(kind);
-    p.header.message_id = mid;
-    p.header.code = MessageClass::Response(code);
-    p.set_token(token.to_vec());
-    if let Some(cf) = content_format {
-        p.set_content_format(cf);
-    }
-    if let Some(secs) = max_age {
-        p.add_option(CoapOption::MaxAge, encode_uint(secs));
-    }
-    p.payload = payload.to_vec();
-    match p.to_bytes() {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode answer");
-            None
-        }
-    }
-}
-
-/// CoAP uint option: big-endian without leading zero bytes.
-fn encode_uint(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let skip = b.iter().take_while(|&&x| x == 0).count();
-    b[skip..].to_vec()
-}
-
 /// The receive loop; returns when `shutdown` resolves.
 pub async fn serve(
     shared: Arc<Shared>,
@@ -243,12 +197,6 @@ fn handle_datagram(
             }
         }
     }
-}
-
-fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
-    // An empty RST: version 1, type 3, no token, code 0.00, the message's ID.
-    let [hi, lo] = mid.to_be_bytes();
-    shared.send(&[0x70, 0x00, hi, lo], peer);
 }
 
 fn handle_request(
@@ -331,136 +279,9 @@ fn to_line(r: &Reading, ts: i64) -> String {
     s
 }
 
-fn send_reply(
-    shared: &Shared,
-    confirmable: bool,
-    mid: u16,
-    token: &[u8],
-    reply: &Reply,
-    peer: SocketAddr,
-) {
-    let (kind, mid) = shared.answer_mid(confirmable, mid);
-    if let Some(b) = encode(
-        kind,
-        mid,
-        token,
-        reply.code,
-        reply.payload.as_bytes(),
-        reply.content_format,
-        None,
-    ) {
-        shared.send(&b, peer);
-    }
-}
-
-fn send_unavailable(shared: &Shared, confirmable: bool, mid: u16, token: &[u8], peer: SocketAddr) {
-    let (kind, mid) = shared.answer_mid(confirmable, mid);
-    if let Some(b) = encode(
-        kind,
-        mid,
-        token,
-        ResponseType::ServiceUnavailable,
-        shared.unavailable_message().as_bytes(),
-        Some(ContentFormat::TextPlain),
-        Some(shared.settings.retry_after_secs),
-    ) {
-        shared.send(&b, peer);
-    }
-}
-
-fn answer_duplicate(
-    shared: &Shared,
-    confirmable: bool,
-    mid: u16,
-    token: &[u8],
-    reading: &Reading,
-    outcome: Outcome,
-    peer: SocketAddr,
-) {
-    match outcome {
-        // Still being written: the answer goes out when the write ends.
-        Outcome::Pending => {}
-        Outcome::Stored => {
-            let (kind, mid) = shared.answer_mid(confirmable, mid);
-            if let Some(b) = encode(
-                kind,
-                mid,
-                token,
-                ResponseType::Changed,
-                reading.stored_message().as_bytes(),
-                Some(ContentFormat::TextPlain),
-                None,
-            ) {
-                shared.send(&b, peer);
-            }
-        }
-        Outcome::Unavailable => send_unavailable(shared, confirmable, mid, token, peer),
-    }
-}
-
-/// The writer's completion callback: answers every reading of a batch.
-pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
-    Arc::new(
-        move |answers: Vec<PendingAnswer>, result: Result<(), &WriteError>| {
-            let stored = result.is_ok();
-            match result {
-                Ok(()) => {
-                    shared.ready.set(true);
-                    shared.metrics.stored.inc_by(answers.len() as u64);
-                }
-                Err(e) => {
-                    if matches!(
-                        e,
-                        WriteError::Unreachable { .. } | WriteError::Server { .. }
-                    ) {
-                        shared.ready.set(false);
-                    }
-                    shared.metrics.unavailable(e.kind());
-                }
-            }
-            {
-                let mut dedup = shared.dedup();
-                let outcome = if stored {
-                    Outcome::Stored
-                } else {
-                    Outcome::Unavailable
-                };
-                for a in &answers {
-                    dedup.complete(a.exchange, outcome);
-                }
-            }
-            for a in answers {
-                if stored {
-                    let (kind, mid) = shared.answer_mid(a.confirmable, a.message_id);
-                    if let Some(b) = encode(
-                        kind,
-                        mid,
-                        &a.token,
-                        ResponseType::Changed,
-                        a.message.as_bytes(),
-                        Some(ContentFormat::TextPlain),
-                        None,
-                    ) {
-                        shared.send(&b, a.peer);
-                    }
-                } else {
-                    send_unavailable(&shared, a.confirmable, a.message_id, &a.token, a.peer);
-                }
-            }
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn max_age_is_encoded_as_a_minimal_uint() {
-        assert_eq!(encode_uint(0), Vec::<u8>::new());
-        assert_eq!(encode_uint(5), vec![5]);
-        assert_eq!(encode_uint(300), vec![1, 44]);
-    }
 
     #[test]
     fn readings_become_line_protocol_with_their_tags() {
