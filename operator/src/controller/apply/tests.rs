@@ -465,3 +465,37 @@ async fn what_we_created_is_read_not_created_again_while_the_watch_lags() {
     assert_eq!(f.take_writes(), Vec::<(String, String)>::new());
     assert_eq!(applied.writes, 0);
 }
+
+#[tokio::test]
+async fn an_hpa_s_status_writes_are_judged_from_the_cache() {
+    let mut f = Fixture::new();
+    f.apply("{}").await;
+    let hpa = path(
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        "lab-coap-server",
+    );
+    let mut object = f.api.get(&hpa).expect("applied");
+    // The HPA controller's sync: a new resourceVersion, the same spec.
+    object["status"] = json!({"currentReplicas": 1, "desiredReplicas": 2});
+    f.api.put(&hpa, object.clone());
+    f.sync_cache();
+    f.api.clear_calls();
+    f.apply("{}").await;
+    assert_eq!(f.api.calls(), Vec::new(), "no read for a status write");
+
+    // An edit of the spec is seen in the cached copy, read and repaired.
+    object["spec"]["maxReplicas"] = json!(50);
+    f.api.put(&hpa, object);
+    f.sync_cache();
+    f.apply("{}").await;
+    assert_eq!(
+        f.take_writes(),
+        [(
+            "horizontalpodautoscalers".to_owned(),
+            "lab-coap-server".to_owned()
+        )]
+    );
+    let repaired = f.api.get(&hpa).expect("still there");
+    assert_ne!(repaired["spec"]["maxReplicas"], json!(50));
+}

@@ -89,6 +89,10 @@ pub trait Cached: Child + Send + Sync + 'static {
     /// The API server raises `metadata.generation` on every change of this kind's spec.
     const GENERATION_TRACKS_SPEC: bool = false;
 
+    /// [`Cached::prune`] keeps everything the operator applies to this kind, so drift can be
+    /// judged from the cached copy without reading the object again.
+    const CACHE_KEEPS_APPLIED: bool = false;
+
     fn store(cache: &ChildCache) -> Option<&Store<Self>>;
     fn set_store(cache: &mut ChildCache, store: Store<Self>);
 
@@ -191,6 +195,7 @@ impl Cached for StatefulSet {
 
 impl Cached for HorizontalPodAutoscaler {
     cached!(autoscalers);
+    const CACHE_KEEPS_APPLIED: bool = true;
 
     /// The conditions stay: the IotMonitor's Autoscaling condition is made from them, also
     /// from a cached copy. The current metrics, rewritten on every sync, go.
@@ -243,14 +248,17 @@ impl Cached for Secret {
 
 impl Cached for Service {
     cached!(services);
+    const CACHE_KEEPS_APPLIED: bool = true;
 }
 
 impl Cached for NetworkPolicy {
     cached!(network_policies);
+    const CACHE_KEEPS_APPLIED: bool = true;
 }
 
 impl Cached for PersistentVolumeClaim {
     cached!(claims);
+    const CACHE_KEEPS_APPLIED: bool = true;
 }
 
 /// Passes on the objects of watch events whose fingerprint changed, and every deletion (a
