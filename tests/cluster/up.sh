@@ -16,6 +16,8 @@
 #   IOT_REAL_NODE        0: no real node (then no root needed); default 1
 #   IOT_CLUSTER_QPS      API requests per second each controller of kube-controller-manager, and
 #                        kube-scheduler, may send (burst: twice that; default: their own, 20 and 50)
+#   IOT_HPA_SYNC_SECONDS how often the HPA controller syncs each HPA (default: 5, for the autoscaling
+#                        tests; Kubernetes' own default is 15)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -228,7 +230,7 @@ start kube-controller-manager \
   --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --enable-hostpath-provisioner=true \
-  --horizontal-pod-autoscaler-sync-period=5s ${QPS_FLAGS[@]+"${QPS_FLAGS[@]}"}
+  --horizontal-pod-autoscaler-sync-period="${IOT_HPA_SYNC_SECONDS:-5}s" ${QPS_FLAGS[@]+"${QPS_FLAGS[@]}"}
 start kube-scheduler \
   --kubeconfig="$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \

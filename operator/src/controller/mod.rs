@@ -252,8 +252,10 @@ pub async fn run(
     ctx.set_children(cache);
 
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
+    // Its managed fields (twice the rest of the object) are of no use here: not kept.
     let (monitors, writer) = reflector::store();
     let monitor_changes = watcher(scope.api::<IotMonitor>(client), watcher::Config::default())
+        .modify(|monitor| monitor.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());

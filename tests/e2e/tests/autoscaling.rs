@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use iot_testkit::cluster::{Cluster, ClusterError, default_timeout, millicores, run, wait_for};
+use iot_testkit::cluster::{
+    Cluster, ClusterError, KWOK_USAGE_CPU, default_timeout, millicores, run, wait_for,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Event;
@@ -20,7 +22,6 @@ use kube::core::GroupVersionKind;
 
 const APP: &str = "web";
 /// The pod annotation kwok's usage expression reads (CPU used by each container).
-const USAGE_CPU: &str = "kwok.x-k8s.io/usage-cpu";
 const CPU_REQUEST_MILLIS: f64 = 100.0;
 const MAX_REPLICAS: i32 = 5;
 /// The HPA's Pods policies allow one pod per this many seconds, both ways.
@@ -39,7 +40,7 @@ spec:
   template:
     metadata:
       labels: {{app: {APP}}}
-      annotations: {{"{USAGE_CPU}": 300m}}
+      annotations: {{"{KWOK_USAGE_CPU}": 300m}}
     spec:
       containers:
       - name: {APP}
@@ -133,7 +134,9 @@ async fn hpa_scales_out_under_cpu_load_and_back_in_when_idle() -> Result<()> {
 
     // 3. At 45 % (below the 60 % target, above 60 % x (1 - 0.3) = 42 %) the scale-down tolerance holds
     //    the replicas; the default tolerance of 0.1 would scale in to 4.
-    annotate_pods(&cluster, ns.name(), "45m").await?;
+    cluster
+        .set_emulated_cpu(ns.name(), &format!("app={APP}"), "45m")
+        .await?;
     watch
         .until("the HPA to see the 45 % load", |s| {
             s.pod_cpu.len() == MAX_REPLICAS as usize
@@ -156,7 +159,9 @@ async fn hpa_scales_out_under_cpu_load_and_back_in_when_idle() -> Result<()> {
     }
 
     // 4. Idle (10 %) it scales back in, one pod per period, to minReplicas.
-    annotate_pods(&cluster, ns.name(), "10m").await?;
+    cluster
+        .set_emulated_cpu(ns.name(), &format!("app={APP}"), "10m")
+        .await?;
     let idle = Instant::now();
     watch
         .until("scale-in to 1 replica", |s| {
@@ -173,22 +178,6 @@ async fn hpa_scales_out_under_cpu_load_and_back_in_when_idle() -> Result<()> {
         watch.first_step_after(idle, -1).unwrap_or_default(),
         start.elapsed()
     );
-    Ok(())
-}
-
-/// `kubectl annotate` the Deployment's pods, the documented way to change their emulated CPU usage.
-async fn annotate_pods(cluster: &Cluster, ns: &str, cpu: &str) -> Result<()> {
-    run(cluster.kubectl().args([
-        "annotate",
-        "pods",
-        "--namespace",
-        ns,
-        "--selector",
-        &format!("app={APP}"),
-        &format!("{USAGE_CPU}={cpu}"),
-        "--overwrite",
-    ]))
-    .await?;
     Ok(())
 }
 

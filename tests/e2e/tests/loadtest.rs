@@ -20,13 +20,12 @@ use iot_operator::crd::IotMonitor;
 use iot_operator::loadtest::recorder::Ended;
 use iot_operator::loadtest::timeline::{Row, parse_csv};
 use iot_operator::loadtest::{self, LoadtestArgs, Target};
-use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
+use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, wait_for};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use operator_support::{Operator, install_crd, wait_ready};
 use tokio::sync::watch;
 
-const USAGE_CPU: &str = "kwok.x-k8s.io/usage-cpu";
 /// The coap-server's default CPU request.
 const COAP_REQUEST_M: f64 = 50.0;
 
@@ -52,21 +51,6 @@ fn out_dir(test: &str) -> PathBuf {
     let dir = repo_dir().join("target/e2e-loadtest").join(test);
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-async fn annotate_coap_pods(cluster: &Cluster, ns: &str, cpu: &str) -> Result<()> {
-    run(cluster.kubectl().args([
-        "annotate",
-        "pods",
-        "--namespace",
-        ns,
-        "--selector",
-        "app.kubernetes.io/name=coap-server",
-        &format!("{USAGE_CPU}={cpu}"),
-        "--overwrite",
-    ]))
-    .await?;
-    Ok(())
 }
 
 fn read_rows(csv: &std::path::Path) -> Result<Vec<Row>, String> {
@@ -107,7 +91,9 @@ async fn the_recorder_writes_a_row_per_second_of_hpas_and_pod_cpu_and_plots_it()
     let recording = tokio::spawn(async move { loadtest::run(client, &args, stop).await });
 
     // 300 % of the request: the HPA (target 60 %) scales out, one pod per 10 s, up to 3.
-    annotate_coap_pods(&cluster, ns.name(), "150m").await?;
+    cluster
+        .set_emulated_cpu(ns.name(), "app.kubernetes.io/name=coap-server", "150m")
+        .await?;
     wait_for(
         "the timeline to show 150m CPU and a scale-out",
         scaling_timeout(),
@@ -128,7 +114,9 @@ async fn the_recorder_writes_a_row_per_second_of_hpas_and_pod_cpu_and_plots_it()
     )
     .await?;
     // 20m (40 %) on every coap-server pod now running: the new value shows within a scrape.
-    annotate_coap_pods(&cluster, ns.name(), "20m").await?;
+    cluster
+        .set_emulated_cpu(ns.name(), "app.kubernetes.io/name=coap-server", "20m")
+        .await?;
     wait_for(
         "the timeline to show 20m CPU",
         scaling_timeout(),

@@ -38,6 +38,8 @@ pub const FIELD_MANAGER: &str = "iot-testkit";
 /// Every test namespace carries this label (value `"true"`), so leftovers are easy to find:
 /// `kubectl delete namespace -l iot-operator.dev/test`.
 pub const TEST_LABEL: &str = "iot-operator.dev/test";
+/// kwok's pod annotation for the CPU it reports as the pod's usage (emulated, no real container).
+pub const KWOK_USAGE_CPU: &str = "kwok.x-k8s.io/usage-cpu";
 /// The name of the test that made the namespace.
 pub const TEST_NAME_LABEL: &str = "iot-operator.dev/test-name";
 
@@ -250,6 +252,28 @@ impl Cluster {
             command.arg(format!("--cache-dir={}", dir.join("kube-cache").display()));
         }
         command
+    }
+
+    /// Sets the CPU that kwok reports for the selected pods (its `usage-cpu` annotation, which
+    /// metrics-server and so the HPAs see), with `kubectl annotate` as a user would.
+    pub async fn set_emulated_cpu(
+        &self,
+        namespace: &str,
+        selector: &str,
+        cpu: &str,
+    ) -> Result<(), ClusterError> {
+        run(self.kubectl().args([
+            "annotate",
+            "pods",
+            "--namespace",
+            namespace,
+            "--selector",
+            selector,
+            &format!("{KWOK_USAGE_CPU}={cpu}"),
+            "--overwrite",
+        ]))
+        .await?;
+        Ok(())
     }
 
     /// `helm` of the pinned version, pointed at this cluster, with its cache, config and data homes

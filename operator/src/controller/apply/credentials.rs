@@ -11,7 +11,7 @@ impl Applier<'_> {
     /// Creates the credentials Secret when absent and adds missing keys; existing values are
     /// never touched (see `desired::secrets`).
     pub(super) async fn ensure_credentials(
-        &mut self,
+        &self,
         credentials: &Credentials,
     ) -> Result<(), ApplyError> {
         let api = self.api::<Secret>();
@@ -45,7 +45,7 @@ impl Applier<'_> {
                         let key = self.memo_key::<Secret>(&name);
                         self.memo.remember(key, String::new(), &created.metadata);
                         self.metrics.record_write("Secret", "create");
-                        self.writes += 1;
+                        self.count_write();
                     }
                     // Created between our read and our write: theirs is as good as ours.
                     Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -76,7 +76,7 @@ impl Applier<'_> {
                         source,
                     })?;
                     self.metrics.record_write("Secret", "patch");
-                    self.writes += 1;
+                    self.count_write();
                 }
             }
         }

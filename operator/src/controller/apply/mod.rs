@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -89,7 +90,8 @@ pub struct Applier<'a> {
     metrics: &'a Metrics,
     memo: &'a WriteMemo,
     cache: &'a ChildCache,
-    writes: u32,
+    /// Counted from the applies of a wave, which run at once.
+    writes: AtomicU32,
     deleted: Vec<String>,
 }
 
@@ -111,7 +113,7 @@ impl<'a> Applier<'a> {
             metrics,
             memo,
             cache,
-            writes: 0,
+            writes: AtomicU32::new(0),
             deleted: Vec::new(),
         }
     }
@@ -123,8 +125,10 @@ impl<'a> Applier<'a> {
         Api::namespaced(self.client.clone(), self.namespace)
     }
 
-    /// Applies everything in order: credentials and configuration before the pods that read
-    /// them, the NetworkPolicy before InfluxDB starts, the workloads before their autoscalers.
+    /// Applies everything in three waves, each at once: what the pods read or reach (the
+    /// credentials, configuration, claims, Services, and the NetworkPolicy before InfluxDB
+    /// starts), then the workloads, then their autoscalers. A first reconcile so waits for the
+    /// API server three times, not once per kind.
     pub async fn apply_all(mut self, desired: DesiredObjects) -> Result<Applied, ApplyError> {
         // Destructured without `..`: a new kind of child fails to compile here until it is
         // applied (and, where owned, cleaned up).
@@ -139,13 +143,17 @@ impl<'a> Applier<'a> {
             network_policies,
         } = desired;
 
-        self.ensure_credentials(&credentials).await?;
-        let config_map_names = self.apply_each(&config_maps).await?;
-        self.apply_each(&persistent_volume_claims).await?;
-        let live_services = self.apply_live(&services).await?;
-        let policy_names = self.apply_each(&network_policies).await?;
-        let live_stateful_sets = self.apply_live(&stateful_sets).await?;
-        let live_deployments = self.apply_live(&deployments).await?;
+        let ((), config_map_names, _, live_services, policy_names) = futures::try_join!(
+            self.ensure_credentials(&credentials),
+            self.apply_each(&config_maps),
+            self.apply_each(&persistent_volume_claims),
+            self.apply_live(&services),
+            self.apply_each(&network_policies),
+        )?;
+        let (live_stateful_sets, live_deployments) = futures::try_join!(
+            self.apply_live(&stateful_sets),
+            self.apply_live(&deployments)
+        )?;
         let live_autoscalers = self.apply_live(&autoscalers).await?;
 
         // Autoscalers first, so a Deployment is never left with an HPA pointing at nothing.
@@ -167,19 +175,23 @@ impl<'a> Applier<'a> {
             deployments: live_deployments,
             services: live_services,
             autoscalers: live_autoscalers,
-            writes: self.writes,
+            writes: self.writes.into_inner(),
             deleted: self.deleted,
         })
     }
 
-    async fn apply_each<K>(&mut self, objects: &[K]) -> Result<BTreeSet<String>, ApplyError>
+    fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn apply_each<K>(&self, objects: &[K]) -> Result<BTreeSet<String>, ApplyError>
     where
         K: Cached,
     {
         Ok(names(&self.apply_live(objects).await?))
     }
 
-    async fn apply_live<K>(&mut self, objects: &[K]) -> Result<Vec<K>, ApplyError>
+    async fn apply_live<K>(&self, objects: &[K]) -> Result<Vec<K>, ApplyError>
     where
         K: Cached,
     {
@@ -189,7 +201,9 @@ impl<'a> Applier<'a> {
         let applied = futures::future::try_join_all(objects.iter().map(|o| self.apply(o))).await?;
         let mut live = Vec::with_capacity(applied.len());
         for (object, wrote) in applied {
-            self.writes += u32::from(wrote);
+            if wrote {
+                self.count_write();
+            }
             live.push(object);
         }
         Ok(live)
@@ -321,7 +335,7 @@ impl<'a> Applier<'a> {
                 Err(source) => return Err(ApplyError::Delete { kind, name, source }),
             }
             self.metrics.record_write(kind, "delete");
-            self.writes += 1;
+            self.count_write();
             self.deleted.push(format!("{kind}/{name}"));
         }
         Ok(())

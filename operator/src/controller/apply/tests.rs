@@ -73,31 +73,48 @@ fn resources(writes: &[(String, String)]) -> Vec<&str> {
     writes.iter().map(|(r, _)| r.as_str()).collect()
 }
 
+/// The wave a kind is applied in: what pods read or reach, the workloads, their autoscalers.
+fn wave(resource: &str) -> u8 {
+    match resource {
+        "secrets" | "configmaps" | "persistentvolumeclaims" | "services" | "networkpolicies" => 1,
+        "statefulsets" | "deployments" => 2,
+        "horizontalpodautoscalers" => 3,
+        other => panic!("not a child kind: {other}"),
+    }
+}
+
 #[tokio::test]
 async fn a_first_apply_writes_what_pods_read_before_the_pods() {
     let f = Fixture::new();
     let applied = f.apply("{}").await;
     let writes = f.take_writes();
+    let waves: Vec<u8> = writes.iter().map(|(r, _)| wave(r)).collect();
+    assert!(
+        waves.is_sorted(),
+        "configuration before workloads before autoscalers: {writes:?}"
+    );
+    let mut kinds = resources(&writes);
+    kinds.sort_unstable();
     assert_eq!(
-        resources(&writes),
+        kinds,
         [
-            "secrets",
             "configmaps",
             "configmaps",
             "configmaps",
-            "persistentvolumeclaims",
-            "services",
-            "services",
-            "services",
-            "services",
+            "deployments",
+            "deployments",
+            "deployments",
+            "deployments",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscalers",
             "networkpolicies",
+            "persistentvolumeclaims",
+            "secrets",
+            "services",
+            "services",
+            "services",
+            "services",
             "statefulsets",
-            "deployments",
-            "deployments",
-            "deployments",
-            "deployments",
-            "horizontalpodautoscalers",
-            "horizontalpodautoscalers",
         ]
     );
     assert_eq!(applied.writes as usize, writes.len());

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -139,16 +140,27 @@ macro_rules! cached {
     };
 }
 
+/// What a Deployment or StatefulSet keeps in the cache: not its pod template (most of the
+/// object), nor its status conditions (their times change on every sync).
+fn prune_rollout<C>(
+    meta: &mut ObjectMeta,
+    template: &mut PodTemplateSpec,
+    conditions: Option<&mut Option<Vec<C>>>,
+) {
+    meta.managed_fields = None;
+    *template = PodTemplateSpec::default();
+    if let Some(conditions) = conditions {
+        *conditions = None;
+    }
+}
+
 impl Cached for Deployment {
     cached!(deployments);
     const GENERATION_TRACKS_SPEC: bool = true;
 
     fn prune(&mut self) {
-        self.metadata.managed_fields = None;
-        self.spec.template = PodTemplateSpec::default();
-        if let Some(status) = &mut self.status {
-            status.conditions = None;
-        }
+        let conditions = self.status.as_mut().map(|s| &mut s.conditions);
+        prune_rollout(&mut self.metadata, &mut self.spec.template, conditions);
     }
 
     /// Spec changes and the rollout figures the status reports; not the conditions' times.
@@ -170,12 +182,9 @@ impl Cached for StatefulSet {
     const GENERATION_TRACKS_SPEC: bool = true;
 
     fn prune(&mut self) {
-        self.metadata.managed_fields = None;
-        self.spec.template = PodTemplateSpec::default();
+        let conditions = self.status.as_mut().map(|s| &mut s.conditions);
+        prune_rollout(&mut self.metadata, &mut self.spec.template, conditions);
         self.spec.volume_claim_templates = None;
-        if let Some(status) = &mut self.status {
-            status.conditions = None;
-        }
     }
 
     fn fingerprint(&self) -> u64 {

@@ -111,6 +111,29 @@ pub(super) fn send_unavailable(
     }
 }
 
+/// 2.04 Changed: the reading is stored.
+fn send_stored(
+    shared: &Shared,
+    confirmable: bool,
+    mid: u16,
+    token: &[u8],
+    message: &str,
+    peer: SocketAddr,
+) {
+    let (kind, mid) = shared.answer_mid(confirmable, mid);
+    if let Some(b) = encode(
+        kind,
+        mid,
+        token,
+        ResponseType::Changed,
+        message.as_bytes(),
+        Some(ContentFormat::TextPlain),
+        None,
+    ) {
+        shared.send(&b, peer);
+    }
+}
+
 pub(super) fn answer_duplicate(
     shared: &Shared,
     confirmable: bool,
@@ -123,20 +146,14 @@ pub(super) fn answer_duplicate(
     match outcome {
         // Still being written: the answer goes out when the write ends.
         Outcome::Pending => {}
-        Outcome::Stored => {
-            let (kind, mid) = shared.answer_mid(confirmable, mid);
-            if let Some(b) = encode(
-                kind,
-                mid,
-                token,
-                ResponseType::Changed,
-                reading.stored_message().as_bytes(),
-                Some(ContentFormat::TextPlain),
-                None,
-            ) {
-                shared.send(&b, peer);
-            }
-        }
+        Outcome::Stored => send_stored(
+            shared,
+            confirmable,
+            mid,
+            token,
+            &reading.stored_message(),
+            peer,
+        ),
         Outcome::Unavailable => send_unavailable(shared, confirmable, mid, token, peer),
     }
 }
@@ -174,18 +191,14 @@ pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
             }
             for a in answers {
                 if stored {
-                    let (kind, mid) = shared.answer_mid(a.confirmable, a.message_id);
-                    if let Some(b) = encode(
-                        kind,
-                        mid,
+                    send_stored(
+                        &shared,
+                        a.confirmable,
+                        a.message_id,
                         &a.token,
-                        ResponseType::Changed,
-                        a.message.as_bytes(),
-                        Some(ContentFormat::TextPlain),
-                        None,
-                    ) {
-                        shared.send(&b, a.peer);
-                    }
+                        &a.message,
+                        a.peer,
+                    );
                 } else {
                     send_unavailable(&shared, a.confirmable, a.message_id, &a.token, a.peer);
                 }
