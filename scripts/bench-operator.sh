@@ -153,6 +153,7 @@ for n in $SIZES; do
   settle_start=$(date +%s)
   while [ "$(awaiting_metrics "$ns")" -gt 0 ] && [ $(($(date +%s) - settle_start)) -lt 180 ]; do sleep "$SAMPLE"; done
   settle_secs=$(($(date +%s) - settle_start))
+  api_requests >"$RUN/api-settled-$n.txt"
   writes_settle=$(awk -v a="$writes" -v b="$(op_metric iot_operator_api_writes_total)" 'BEGIN {print b - a}')
   # The table's per-monitor figures count up to here; the quiet ones from here.
   writes=$(op_metric iot_operator_api_writes_total); reconciles=$(op_metric iot_operator_reconciles_total)
@@ -177,7 +178,7 @@ for n in $SIZES; do
   join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-before-$n.txt" "$RUN/api-ready-$n.txt" |
     awk -v n="$n" '{d = $3 - $2; if (d > 0) printf "%s %d (%.1f per monitor)\n", $1, d, d / n}' |
     sort -k2 -nr >"$RUN/api-delta-$n.txt"
-  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-ready-$n.txt" "$RUN/api-quiet-$n.txt" |
+  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-settled-$n.txt" "$RUN/api-quiet-$n.txt" |
     awk '{d = $3 - $2; if (d > 0) printf "%s %d\n", $1, d}' | sort -k2 -nr >"$RUN/api-quiet-delta-$n.txt"
   {
     echo "N=$n: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$n.txt" | head -40
