@@ -68,6 +68,37 @@ pub(super) fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
     shared.send(&[0x70, 0x00, hi, lo], peer);
 }
 
+/// A response's code and payload, sent as an ACK of a confirmable request or as a NON of its
+/// own.
+struct Response<'a> {
+    code: ResponseType,
+    payload: &'a [u8],
+    content_format: Option<ContentFormat>,
+    max_age: Option<u32>,
+}
+
+fn respond(
+    shared: &Shared,
+    confirmable: bool,
+    mid: u16,
+    token: &[u8],
+    response: Response<'_>,
+    peer: SocketAddr,
+) {
+    let (kind, mid) = shared.answer_mid(confirmable, mid);
+    if let Some(b) = encode(
+        kind,
+        mid,
+        token,
+        response.code,
+        response.payload,
+        response.content_format,
+        response.max_age,
+    ) {
+        shared.send(&b, peer);
+    }
+}
+
 pub(super) fn send_reply(
     shared: &Shared,
     confirmable: bool,
@@ -76,20 +107,16 @@ pub(super) fn send_reply(
     reply: &Reply,
     peer: SocketAddr,
 ) {
-    let (kind, mid) = shared.answer_mid(confirmable, mid);
-    if let Some(b) = encode(
-        kind,
-        mid,
-        token,
-        reply.code,
-        reply.payload.as_bytes(),
-        reply.content_format,
-        None,
-    ) {
-        shared.send(&b, peer);
-    }
+    let response = Response {
+        code: reply.code,
+        payload: reply.payload.as_bytes(),
+        content_format: reply.content_format,
+        max_age: None,
+    };
+    respond(shared, confirmable, mid, token, response, peer);
 }
 
+/// 5.03 with Max-Age: when the client should try again.
 pub(super) fn send_unavailable(
     shared: &Shared,
     confirmable: bool,
@@ -97,18 +124,14 @@ pub(super) fn send_unavailable(
     token: &[u8],
     peer: SocketAddr,
 ) {
-    let (kind, mid) = shared.answer_mid(confirmable, mid);
-    if let Some(b) = encode(
-        kind,
-        mid,
-        token,
-        ResponseType::ServiceUnavailable,
-        shared.unavailable_message().as_bytes(),
-        Some(ContentFormat::TextPlain),
-        Some(shared.settings.retry_after_secs),
-    ) {
-        shared.send(&b, peer);
-    }
+    let message = shared.unavailable_message();
+    let response = Response {
+        code: ResponseType::ServiceUnavailable,
+        payload: message.as_bytes(),
+        content_format: Some(ContentFormat::TextPlain),
+        max_age: Some(shared.settings.retry_after_secs),
+    };
+    respond(shared, confirmable, mid, token, response, peer);
 }
 
 /// 2.04 Changed: the reading is stored.
@@ -120,18 +143,13 @@ fn send_stored(
     message: &str,
     peer: SocketAddr,
 ) {
-    let (kind, mid) = shared.answer_mid(confirmable, mid);
-    if let Some(b) = encode(
-        kind,
-        mid,
-        token,
-        ResponseType::Changed,
-        message.as_bytes(),
-        Some(ContentFormat::TextPlain),
-        None,
-    ) {
-        shared.send(&b, peer);
-    }
+    let response = Response {
+        code: ResponseType::Changed,
+        payload: message.as_bytes(),
+        content_format: Some(ContentFormat::TextPlain),
+        max_age: None,
+    };
+    respond(shared, confirmable, mid, token, response, peer);
 }
 
 pub(super) fn answer_duplicate(
