@@ -47,9 +47,9 @@ use crate::crd::{IotMonitor, IotMonitorStatus};
 /// (the user's external credentials Secret).
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Re-check while the `Autoscaling` condition is not true: it follows the HPAs to recovery
-/// (a metrics-server installed later) without relying on HPA status events, which a
-/// controller may filter out to avoid a reconcile per metrics update.
+/// Re-check while the `Autoscaling` condition is not true. The HPAs' condition changes wake the
+/// monitor (see `watches`), but a young HPA's missing metrics turn from `Unknown` into a failure
+/// by time alone (`status::autoscaling::METRICS_GRACE_SECONDS`), with no event to wake it.
 const AUTOSCALING_RECHECK: Duration = Duration::from_secs(30);
 
 /// A failed reconcile: the error of the step that failed.

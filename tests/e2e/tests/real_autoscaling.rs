@@ -51,14 +51,14 @@ const PROFILE: &str = "coap:
 ";
 
 fn monitor_yaml() -> Result<String> {
-    let influx_image = real_node::image_ref("influxdb")?;
+    let influxdb = real_node::influxdb_spec("")?;
     let on_real_node = real_node::component_scheduling();
     Ok(format!(
         "apiVersion: iot.operator.dev/v1alpha1
 kind: IotMonitor
 metadata: {{name: lab}}
 spec:
-  influxdb: {{image: {influx_image}, storage: {{size: 64Mi, storageClassName: {class}}}, {on_real_node}}}
+  influxdb: {influxdb}
   coap: {{resources: {{cpuRequest: 10m}}, {on_real_node}}}
   simulator: {{enabled: false, {on_real_node}}}
   aqi: {{enabled: false}}
@@ -69,7 +69,6 @@ spec:
     scaleOut: {{cpuPercent: 60, holdSeconds: 0}}
     scaleIn: {{cpuPercent: 42, holdSeconds: 30}}
 ",
-        class = real_node::LOCAL_PATH_CLASS,
         cooldown = COOLDOWN_S as i32,
     ))
 }

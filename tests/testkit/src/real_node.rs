@@ -83,6 +83,22 @@ pub fn component_scheduling() -> String {
     )
 }
 
+/// The flow-style YAML mapping of an IotMonitor's `influxdb` on the real node: the locally built
+/// image, a 64 MiB volume of the local-path class, and `extra` entries (`retention: INF`, or
+/// empty), for `influxdb: <this>`.
+pub fn influxdb_spec(extra: &str) -> Result<String, ClusterError> {
+    let image = image_ref("influxdb")?;
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("{extra}, ")
+    };
+    Ok(format!(
+        "{{image: {image}, {extra}storage: {{size: 64Mi, storageClassName: {LOCAL_PATH_CLASS}}}, {}}}",
+        component_scheduling()
+    ))
+}
+
 /// An image's reference as `images/build.sh` builds it and `--load` imports it into the node.
 pub fn image_ref(name: &str) -> Result<String, ClusterError> {
     let what = format!("images/build.sh --ref {name}");

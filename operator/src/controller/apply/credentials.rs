@@ -24,7 +24,8 @@ impl Applier<'_> {
         }) {
             return Ok(());
         }
-        let existing = if self.surely_new::<Secret>(&name) {
+        let key = self.memo_key::<Secret>(&name);
+        let existing = if self.surely_new::<Secret>(&name, &key) {
             None
         } else {
             api.get_opt(&name)
@@ -42,7 +43,6 @@ impl Applier<'_> {
                         tracing::info!(name, "created the credentials Secret");
                         // Its values are never compared, so no hash: the memo only records
                         // that it exists (see `surely_new`).
-                        let key = self.memo_key::<Secret>(&name);
                         self.memo.remember(key, String::new(), &created.metadata);
                         self.metrics.record_write("Secret", "create");
                         self.count_write();

@@ -264,7 +264,7 @@ impl<'a> Applier<'a> {
             source,
         };
         // A first reconcile creates its children without reading them first.
-        let live = if self.surely_new::<K>(&name) {
+        let live = if self.surely_new::<K>(&name, &key) {
             None
         } else {
             api.get_opt(&name).await.map_err(read_error)?
@@ -303,11 +303,11 @@ impl<'a> Applier<'a> {
         )
     }
 
-    /// The synced watch has never seen the child and we never wrote it: it does not exist.
-    /// (What we wrote before may not have reached the watch yet, or was deleted since: read.)
-    fn surely_new<K: Cached>(&self, name: &str) -> bool {
-        self.cache.knows_absent::<K>(self.namespace, name)
-            && !self.memo.knows(&self.memo_key::<K>(name))
+    /// The synced watch has never seen the child and we never wrote it (`key`: its memo key):
+    /// it does not exist. (What we wrote before may not have reached the watch yet, or was
+    /// deleted since: read.)
+    fn surely_new<K: Cached>(&self, name: &str, key: &str) -> bool {
+        self.cache.knows_absent::<K>(self.namespace, name) && !self.memo.knows(key)
     }
 
     /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and

@@ -148,12 +148,11 @@ pub fn turned_bad<'a>(
     }
 }
 
-/// A fingerprint of an HPA's conditions (type, status, reason) and generation, for a watch
-/// predicate that wakes the controller when they change but not on every metrics update.
+/// A fingerprint of an HPA's conditions (type, status, reason), for the watch filter that wakes
+/// the owner when they change but not on every metrics update.
 pub fn conditions_key(hpa: &HorizontalPodAutoscaler) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
-    hpa.metadata.generation.hash(&mut h);
     for c in hpa
         .status
         .as_ref()
@@ -258,6 +257,12 @@ mod tests {
         )
     }
 
+    /// The condition's status and reason, and how its message starts.
+    fn assert_state(s: &AutoscalingState, status: &str, reason: &str, message_start: &str) {
+        assert_eq!((s.health.status(), s.reason.as_str()), (status, reason));
+        assert!(s.message.starts_with(message_start), "{}", s.message);
+    }
+
     #[test]
     fn no_autoscalers_no_condition() {
         assert_eq!(state(&[], &at(10_000)), None);
@@ -270,13 +275,11 @@ mod tests {
             &at(10_000),
         )
         .expect("state");
-        assert_eq!(s.health, Health::Active);
-        assert_eq!(s.health.status(), "True");
-        assert_eq!(s.reason, "ValidMetricFound");
-        assert!(
-            s.message.starts_with("lab-grafana: the HPA was able"),
-            "{}",
-            s.message
+        assert_state(
+            &s,
+            "True",
+            "ValidMetricFound",
+            "lab-grafana: the HPA was able",
         );
         assert!(s.message.contains("; lab-coap-server: "), "{}", s.message);
     }
@@ -297,13 +300,11 @@ mod tests {
             &at(10_000),
         )
         .expect("state");
-        assert_eq!(s.health, Health::Failing);
-        assert_eq!(s.health.status(), "False");
-        assert_eq!(s.reason, "FailedGetResourceMetric");
-        assert!(
-            s.message.starts_with("lab-coap-server: the HPA was unable"),
-            "{}",
-            s.message
+        assert_state(
+            &s,
+            "False",
+            "FailedGetResourceMetric",
+            "lab-coap-server: the HPA was unable",
         );
         assert!(!s.message.contains("lab-grafana"), "{}", s.message);
     }
