@@ -34,15 +34,52 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \\
     images/docker-build.sh "\$TARGETARCH" /rootfs ${names[*]}
 EOF
 
+# shared KEY: the values of KEY that every image has, in the first image's order. They are said
+# once, in the stage every image starts from, instead of once per image.
+shared() {
+  local v name
+  while IFS= read -r v; do
+    for name in "${names[@]}"; do
+      image_values "$name" "$1" | grep -xF -- "$v" >/dev/null || continue 2
+    done
+    echo "$v"
+  done < <(image_values "${names[0]}" "$1")
+}
+
+# own NAME KEY: the values of KEY that NAME has and not every image has.
+own() {
+  local v
+  while IFS= read -r v; do
+    shared "$2" | grep -xF -- "$v" >/dev/null || echo "$v"
+  done < <(image_values "$1" "$2")
+}
+
+# config NAME KEY...: the image config instructions for the values `values NAME KEY` gives: one
+# USER, an ENV per variable (kept in order), one EXPOSE and one LABEL with every value.
+config() {
+  local values=$1 name=$2 v
+  v=$($values "$name" user | sed -n 1p)
+  if [ -n "$v" ]; then echo "USER $v"; fi
+  while IFS= read -r v; do echo "ENV ${v%%=*}=${v#*=}"; done < <($values "$name" env)
+  v=$($values "$name" expose | paste -sd' ')
+  if [ -n "$v" ]; then echo "EXPOSE $v"; fi
+  v=$($values "$name" label | sed 's/^\([^=]*\)=\(.*\)$/\1="\2"/' | paste -sd' ')
+  if [ -n "$v" ]; then echo "LABEL $v"; fi
+}
+
+shared_of() { shared "$2"; }
+
+echo
+echo "# What every image below has: no files, and the config they all share."
+echo "FROM scratch AS common"
+config shared_of ""
+
 for name in "${names[@]}"; do
   echo
   echo "# $(image_ref "$name" | sed "s/:$version\$/:<version>/")"
-  echo "FROM scratch AS $name"
+  echo "FROM common AS $name"
   echo "COPY --from=build /rootfs/$name/ /"
-  echo "USER $(image_values "$name" user | head -n1)"
-  while IFS= read -r v; do echo "ENV ${v%%=*}=${v#*=}"; done < <(image_values "$name" env)
-  while IFS= read -r v; do echo "EXPOSE $v"; done < <(image_values "$name" expose)
-  while IFS= read -r v; do echo "LABEL ${v%%=*}=\"${v#*=}\""; done < <(image_values "$name" label)
+  config own "$name"
   for key in entrypoint cmd; do
     words=$(image_values "$name" "$key")
     # shellcheck disable=SC2086 # the words are split on purpose

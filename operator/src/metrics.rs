@@ -26,50 +26,29 @@ pub struct WriteLabels {
     pub verb: &'static str,
 }
 
-#[derive(Debug)]
-pub struct Metrics {
-    pub reconciles: Family<ResultLabels, Counter>,
-    pub errors: Family<CategoryLabels, Counter>,
-    pub duration: Histogram,
-    pub writes: Family<WriteLabels, Counter>,
-    pub leader: Gauge<i64, std::sync::atomic::AtomicI64>,
+iot_common::metric_set! {
+    #[derive(Debug)]
+    pub struct Metrics in "iot_operator" {
+        /// Reconciles by result
+        pub reconciles: Family<ResultLabels, Counter>,
+        /// Failed reconciles by error category
+        #[metric("reconcile_errors")]
+        pub errors: Family<CategoryLabels, Counter>,
+        /// Duration of one reconcile
+        #[metric("reconcile_duration_seconds")]
+        pub duration: Histogram = Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+        /// Writes to the API server by kind and verb (a no-op reconcile writes nothing)
+        #[metric("api_writes")]
+        pub writes: Family<WriteLabels, Counter>,
+        /// 1 while this replica holds the leader lease
+        pub leader: Gauge,
+    }
 }
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            reconciles: Family::default(),
-            errors: Family::default(),
-            duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            writes: Family::default(),
-            leader: Gauge::default(),
-        };
-        let r = registry.sub_registry_with_prefix("iot_operator");
-        r.register(
-            "reconciles",
-            "Reconciles by result",
-            metrics.reconciles.clone(),
-        );
-        r.register(
-            "reconcile_errors",
-            "Failed reconciles by error category",
-            metrics.errors.clone(),
-        );
-        r.register(
-            "reconcile_duration_seconds",
-            "Duration of one reconcile",
-            metrics.duration.clone(),
-        );
-        r.register(
-            "api_writes",
-            "Writes to the API server by kind and verb (a no-op reconcile writes nothing)",
-            metrics.writes.clone(),
-        );
-        r.register(
-            "leader",
-            "1 while this replica holds the leader lease",
-            metrics.leader.clone(),
-        );
+        let metrics = Self::default();
+        metrics.register_in(registry);
         // Both results exist from the start, so rate() works before the first failure.
         for result in ["success", "error"] {
             let _ = metrics.reconciles.get_or_create(&ResultLabels { result });

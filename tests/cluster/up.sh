@@ -308,6 +308,22 @@ EOF
 # and nodes, nodes/metrics, delegated authn/authz, and the authentication ConfigMap in kube-system.
 # It scrapes https://<node InternalIP>:<node status port><metrics.k8s.io/resource-metrics-path>, i.e.
 # kwok's TLS port (certificate from our CA) and the per-node path set on the nodes above.
+# metrics_server_binding KIND NAME ROLE_KIND ROLE: grants ROLE to metrics-server's user (a
+# RoleBinding in kube-system).
+metrics_server_binding() {
+  local ns=""
+  if [ "$1" = RoleBinding ]; then ns=$'\n  namespace: kube-system'; fi
+  cat <<EOF
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: $1
+metadata:
+  name: $2$ns
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: $3, name: "$4"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+EOF
+}
+
 metrics_server_yaml() {
   cat <<EOF
 ---
@@ -322,28 +338,9 @@ rules:
 - apiGroups: [""]
   resources: [pods, nodes]
   verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: system:metrics-server
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: metrics-server:system:auth-delegator
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: metrics-server-auth-reader
-  namespace: kube-system
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}]
+$(metrics_server_binding ClusterRoleBinding system:metrics-server ClusterRole system:metrics-server)
+$(metrics_server_binding ClusterRoleBinding metrics-server:system:auth-delegator ClusterRole system:auth-delegator)
+$(metrics_server_binding RoleBinding metrics-server-auth-reader Role extension-apiserver-authentication-reader)
 ---
 # Whoever may view a namespace may read its metrics (kubectl top), as in a usual install.
 apiVersion: rbac.authorization.k8s.io/v1

@@ -51,15 +51,11 @@ const PROFILE: &str = "coap:
 ";
 
 fn monitor_yaml() -> Result<String> {
-    let influxdb = real_node::influxdb_spec("")?;
     let on_real_node = real_node::component_scheduling();
-    Ok(format!(
-        "apiVersion: iot.operator.dev/v1alpha1
-kind: IotMonitor
-metadata: {{name: lab}}
-spec:
-  influxdb: {influxdb}
-  coap: {{resources: {{cpuRequest: 10m}}, {on_real_node}}}
+    Ok(real_node::monitor_yaml(
+        "",
+        &format!(
+            "  coap: {{resources: {{cpuRequest: 10m}}, {on_real_node}}}
   simulator: {{enabled: false, {on_real_node}}}
   aqi: {{enabled: false}}
   autoscaling:
@@ -69,8 +65,9 @@ spec:
     scaleOut: {{cpuPercent: 60, holdSeconds: 0}}
     scaleIn: {{cpuPercent: 42, holdSeconds: 30}}
 ",
-        cooldown = COOLDOWN_S as i32,
-    ))
+            cooldown = COOLDOWN_S as i32,
+        ),
+    )?)
 }
 
 /// The coap-server HPA's desired replicas, one value per recorded second, with its time.

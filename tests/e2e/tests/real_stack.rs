@@ -274,19 +274,16 @@ async fn operator_pod_name(cluster: &Cluster, ns: &str) -> Option<String> {
 /// a real volume, the CoAP Service as a NodePort, and the AQI snapshot from this machine. The
 /// snapshot's records are from 2019: with the default 30-day retention InfluxDB drops them.
 fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
-    let influxdb = real_node::influxdb_spec("retention: INF")?;
     let on_real_node = real_node::component_scheduling();
-    Ok(format!(
-        "apiVersion: iot.operator.dev/v1alpha1
-kind: IotMonitor
-metadata: {{name: lab}}
-spec:
-  influxdb: {influxdb}
-  coap: {{serviceType: NodePort, {on_real_node}}}
+    Ok(real_node::monitor_yaml(
+        "retention: INF",
+        &format!(
+            "  coap: {{serviceType: NodePort, {on_real_node}}}
   simulator: {{enabled: true, sensors: {sensors}, intervalSeconds: 1, {on_real_node}}}
   aqi: {{enabled: true, source: \"{snapshot_url}\", pollSeconds: 30, {on_real_node}}}
 "
-    ))
+        ),
+    )?)
 }
 
 /// Serves the snapshot on this machine's address on the node's link, for the pods' AQI ingestor.

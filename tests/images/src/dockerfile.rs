@@ -7,8 +7,11 @@ use crate::definition::ImageConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stage {
-    /// `FROM <base> AS <name>`, with `--platform=...` dropped.
+    /// The image the stage starts from: `FROM <base> AS <name>` with `--platform=...` dropped,
+    /// or, for a stage `FROM` an earlier stage, that stage's base.
     pub base: String,
+    /// The earlier stage this one starts from, whose files and config it inherits.
+    pub parent: Option<String>,
     pub name: String,
     /// `COPY` instructions, each as its words (`--from=build`, sources, destination).
     pub copies: Vec<Vec<String>>,
@@ -49,6 +52,29 @@ fn instructions(text: &str) -> Vec<String> {
     out
 }
 
+/// Words split on spaces outside double quotes, quotes kept: `a="b c" d` is `a="b c"`, `d`.
+fn words(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (None, false);
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if let Some(begin) = start.take() {
+                    out.push(&s[begin..i]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(begin) = start {
+        out.push(&s[begin..]);
+    }
+    out
+}
+
 fn unquote(s: &str) -> String {
     s.strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
@@ -73,11 +99,21 @@ pub fn parse(text: &str) -> Result<Vec<Stage>, DockerfileError> {
             if !as_.eq_ignore_ascii_case("AS") {
                 return Err(bad("expected AS"));
             }
-            stages.push(Stage {
-                base: base.to_string(),
-                name: name.to_string(),
-                ..Stage::default()
-            });
+            // As Docker builds it: a stage from an earlier one starts with its files and config.
+            let stage = match stages.iter().find(|s| s.name == *base) {
+                Some(parent) => Stage {
+                    parent: Some(parent.name.clone()),
+                    name: name.to_string(),
+                    runs: Vec::new(),
+                    ..parent.clone()
+                },
+                None => Stage {
+                    base: base.to_string(),
+                    name: name.to_string(),
+                    ..Stage::default()
+                },
+            };
+            stages.push(stage);
             continue;
         }
         let stage = stages
@@ -109,10 +145,12 @@ pub fn parse(text: &str) -> Result<Vec<Stage>, DockerfileError> {
                 }
             }
             "LABEL" => {
-                let (k, v) = rest
-                    .split_once('=')
-                    .ok_or_else(|| bad("expected LABEL K=\"V\""))?;
-                c.labels.insert(k.to_string(), unquote(v));
+                for pair in words(rest) {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .ok_or_else(|| bad("expected LABEL K=\"V\" ..."))?;
+                    c.labels.insert(k.to_string(), unquote(v));
+                }
             }
             "ENTRYPOINT" => c.entrypoint = json_words()?,
             "CMD" => c.cmd = json_words()?,
@@ -121,6 +159,14 @@ pub fn parse(text: &str) -> Result<Vec<Stage>, DockerfileError> {
         }
     }
     Ok(stages)
+}
+
+/// The stages no later stage starts from, other than `build`: the images a `--target` picks.
+pub fn finals(stages: &[Stage]) -> Vec<&Stage> {
+    stages
+        .iter()
+        .filter(|s| s.name != "build" && !stages.iter().any(|t| t.parent.as_ref() == Some(&s.name)))
+        .collect()
 }
 
 /// Stages by name.
@@ -149,5 +195,31 @@ mod tests {
         assert!(one.config.exposed_ports.contains("9090/tcp"));
         assert_eq!(one.config.labels["a.b"], "c d");
         assert_eq!(one.config.cmd, vec!["run"]);
+    }
+
+    #[test]
+    fn a_stage_from_an_earlier_one_inherits_its_files_and_config() {
+        let s = parse(
+            "FROM scratch AS common\nUSER 1:1\nENV A=1\nLABEL x=\"1\" y=\"two words\"\n\
+             FROM common AS one\nCOPY --from=build /r/one/ /\nENV B=2\nLABEL z=\"3\"\n",
+        )
+        .unwrap();
+        let one = &s[1];
+        assert_eq!(
+            (one.base.as_str(), one.parent.as_deref()),
+            ("scratch", Some("common"))
+        );
+        assert_eq!(one.config.user, "1:1");
+        assert_eq!(one.config.env, vec!["A=1", "B=2"]);
+        let labels: Vec<(&str, &str)> = one
+            .config
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, vec![("x", "1"), ("y", "two words"), ("z", "3")]);
+        assert!(s[0].copies.is_empty(), "the parent keeps only its own");
+        let names: Vec<&str> = finals(&s).iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["one"]);
     }
 }

@@ -99,6 +99,16 @@ pub fn influxdb_spec(extra: &str) -> Result<String, ClusterError> {
     ))
 }
 
+/// The YAML of an IotMonitor `lab` whose InfluxDB runs on the real node ([`influxdb_spec`] with
+/// `influxdb_extra`), followed by `rest`: the spec's other entries, each line indented two spaces.
+pub fn monitor_yaml(influxdb_extra: &str, rest: &str) -> Result<String, ClusterError> {
+    Ok(format!(
+        "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {{name: lab}}\n\
+         spec:\n  influxdb: {}\n{rest}",
+        influxdb_spec(influxdb_extra)?
+    ))
+}
+
 /// An image's reference as `images/build.sh` builds it and `--load` imports it into the node.
 pub fn image_ref(name: &str) -> Result<String, ClusterError> {
     let what = format!("images/build.sh --ref {name}");

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::ingest::RecordOutcome;
 use crate::poll::{PollOutcome, PollReport};
@@ -31,48 +31,57 @@ struct FeedOutcome {
     outcome: &'static str,
 }
 
-#[derive(Clone)]
-pub struct Metrics {
-    polls: Family<Outcome, Counter>,
-    records: Family<Outcome, Counter>,
-    readings_written: Counter,
-    readings_rejected: Counter,
-    values_written: Counter,
-    values_skipped: Family<Reason, Counter>,
-    indoor_without_aqi: Counter,
-    downloaded: Counter,
-    last_success: Gauge<f64, AtomicU64>,
-    poll_seconds: Histogram,
-    sensors: Gauge,
-    feed_polls: Family<FeedOutcome, Counter>,
-    means_written: Counter,
-    means_without_index: Counter,
-    upstream_usable: Gauge,
-    window_sensors: Gauge,
-    window_bytes: Gauge,
+iot_common::metric_set! {
+    #[derive(Clone)]
+    pub struct Metrics in "aqi" {
+        /// Polls of the source, by outcome
+        polls: Family<Outcome, Counter>,
+        /// Snapshot records processed, by outcome (new = written as a reading)
+        records: Family<Outcome, Counter>,
+        /// Readings (points) the sink accepted: InfluxDB, or stdout in a dry run
+        readings_written: Counter,
+        /// Readings InfluxDB refused for good (field type conflict, limits); not offered again
+        readings_rejected: Counter,
+        /// Sensor values written as fields of new readings
+        values_written: Counter,
+        /// Values of new readings that were not written, by reason
+        values_skipped: Family<Reason, Counter>,
+        /// New PM readings of indoor sensors, written without an air quality index
+        indoor_without_aqi: Counter,
+        /// Snapshot body bytes received (after decompression)
+        #[metric("downloaded", Bytes)]
+        downloaded: Counter,
+        /// Unix time of the end of the last poll that left the ingestor up to date
+        #[metric("last_success_timestamp", Seconds)]
+        last_success: Gauge<f64, AtomicU64>,
+        /// Duration of a poll: fetch, processing and writes
+        #[metric("poll_duration", Seconds)]
+        poll_seconds: Histogram = Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+        /// Sensors whose newest stored reading is remembered
+        #[metric("tracked_sensors")]
+        sensors: Gauge,
+        /// Polls by feed (daily = 24-hour means, readings = 5-minute readings) and outcome
+        feed_polls: Family<FeedOutcome, Counter>,
+        /// 24-hour means computed here from 5-minute readings and written (origin=computed)
+        #[metric("computed_means_written")]
+        means_written: Counter,
+        /// Computed 24-hour means written without an index: under 75 % of the day covered
+        #[metric("computed_means_without_index")]
+        means_without_index: Counter,
+        /// 1 while the upstream 24-hour file gives the index, 0 while computed means stand in
+        upstream_usable: Gauge,
+        /// Sensors with a 24-hour window of 5-minute readings
+        window_sensors: Gauge,
+        /// Memory held by the 24-hour windows
+        #[metric("window", Bytes)]
+        window_bytes: Gauge,
+    }
 }
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Metrics {
-            polls: Family::default(),
-            records: Family::default(),
-            readings_written: Counter::default(),
-            readings_rejected: Counter::default(),
-            values_written: Counter::default(),
-            values_skipped: Family::default(),
-            indoor_without_aqi: Counter::default(),
-            downloaded: Counter::default(),
-            last_success: Gauge::default(),
-            poll_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            sensors: Gauge::default(),
-            feed_polls: Family::default(),
-            means_written: Counter::default(),
-            means_without_index: Counter::default(),
-            upstream_usable: Gauge::default(),
-            window_sensors: Gauge::default(),
-            window_bytes: Gauge::default(),
-        };
+        let m = Metrics::default();
+        m.register_in(registry);
         for feed in [Feed::Daily, Feed::Readings] {
             for o in PollOutcome::ALL {
                 m.feed_polls
@@ -104,92 +113,6 @@ impl Metrics {
                 .inc_by(0);
         }
 
-        let r = registry.sub_registry_with_prefix("aqi");
-        r.register("polls", "Polls of the source, by outcome", m.polls.clone());
-        r.register(
-            "records",
-            "Snapshot records processed, by outcome (new = written as a reading)",
-            m.records.clone(),
-        );
-        r.register(
-            "readings_written",
-            "Readings (points) the sink accepted: InfluxDB, or stdout in a dry run",
-            m.readings_written.clone(),
-        );
-        r.register(
-            "readings_rejected",
-            "Readings InfluxDB refused for good (field type conflict, limits); not offered again",
-            m.readings_rejected.clone(),
-        );
-        r.register(
-            "values_written",
-            "Sensor values written as fields of new readings",
-            m.values_written.clone(),
-        );
-        r.register(
-            "values_skipped",
-            "Values of new readings that were not written, by reason",
-            m.values_skipped.clone(),
-        );
-        r.register(
-            "indoor_without_aqi",
-            "New PM readings of indoor sensors, written without an air quality index",
-            m.indoor_without_aqi.clone(),
-        );
-        r.register_with_unit(
-            "downloaded",
-            "Snapshot body bytes received (after decompression)",
-            Unit::Bytes,
-            m.downloaded.clone(),
-        );
-        r.register_with_unit(
-            "last_success_timestamp",
-            "Unix time of the end of the last poll that left the ingestor up to date",
-            Unit::Seconds,
-            m.last_success.clone(),
-        );
-        r.register_with_unit(
-            "poll_duration",
-            "Duration of a poll: fetch, processing and writes",
-            Unit::Seconds,
-            m.poll_seconds.clone(),
-        );
-        r.register(
-            "tracked_sensors",
-            "Sensors whose newest stored reading is remembered",
-            m.sensors.clone(),
-        );
-        r.register(
-            "feed_polls",
-            "Polls by feed (daily = 24-hour means, readings = 5-minute readings) and outcome",
-            m.feed_polls.clone(),
-        );
-        r.register(
-            "computed_means_written",
-            "24-hour means computed here from 5-minute readings and written (origin=computed)",
-            m.means_written.clone(),
-        );
-        r.register(
-            "computed_means_without_index",
-            "Computed 24-hour means written without an index: under 75 % of the day covered",
-            m.means_without_index.clone(),
-        );
-        r.register(
-            "upstream_usable",
-            "1 while the upstream 24-hour file gives the index, 0 while computed means stand in",
-            m.upstream_usable.clone(),
-        );
-        r.register(
-            "window_sensors",
-            "Sensors with a 24-hour window of 5-minute readings",
-            m.window_sensors.clone(),
-        );
-        r.register_with_unit(
-            "window",
-            "Memory held by the 24-hour windows",
-            Unit::Bytes,
-            m.window_bytes.clone(),
-        );
         m
     }
 

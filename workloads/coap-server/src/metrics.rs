@@ -10,56 +10,34 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
-#[derive(Clone, Default)]
-pub struct Metrics {
-    pub received: Counter,
-    pub stored: Counter,
-    pub rejected: Family<Reason, Counter>,
-    pub unavailable: Family<Reason, Counter>,
-    pub duplicates: Counter,
-    pub malformed: Family<Reason, Counter>,
-    pub send_errors: Counter,
+iot_common::metric_set! {
+    #[derive(Clone)]
+    pub struct Metrics in "coap" {
+        /// Datagrams received
+        #[metric("datagrams_received")]
+        pub received: Counter,
+        /// Readings written to InfluxDB and acknowledged
+        #[metric("readings_stored")]
+        pub stored: Counter,
+        /// Requests answered with a 4.xx error, by reason
+        #[metric("requests_rejected")]
+        pub rejected: Family<Reason, Counter>,
+        /// Readings answered 5.03 (InfluxDB down or write queue full), by reason
+        #[metric("readings_unavailable")]
+        pub unavailable: Family<Reason, Counter>,
+        /// Retransmissions recognised and not stored again
+        pub duplicates: Counter,
+        /// Datagrams that are not valid CoAP, dropped or answered RST
+        pub malformed: Family<Reason, Counter>,
+        /// Answers that could not be sent
+        pub send_errors: Counter,
+    }
 }
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
         let m = Metrics::default();
-        let r = registry.sub_registry_with_prefix("coap");
-        r.register(
-            "datagrams_received",
-            "Datagrams received",
-            m.received.clone(),
-        );
-        r.register(
-            "readings_stored",
-            "Readings written to InfluxDB and acknowledged",
-            m.stored.clone(),
-        );
-        r.register(
-            "requests_rejected",
-            "Requests answered with a 4.xx error, by reason",
-            m.rejected.clone(),
-        );
-        r.register(
-            "readings_unavailable",
-            "Readings answered 5.03 (InfluxDB down or write queue full), by reason",
-            m.unavailable.clone(),
-        );
-        r.register(
-            "duplicates",
-            "Retransmissions recognised and not stored again",
-            m.duplicates.clone(),
-        );
-        r.register(
-            "malformed",
-            "Datagrams that are not valid CoAP, dropped or answered RST",
-            m.malformed.clone(),
-        );
-        r.register(
-            "send_errors",
-            "Answers that could not be sent",
-            m.send_errors.clone(),
-        );
+        m.register_in(registry);
         m
     }
 

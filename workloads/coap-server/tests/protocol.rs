@@ -84,70 +84,29 @@ async fn a_retransmitted_request_is_answered_again_but_stored_once() {
 
 #[tokio::test]
 async fn every_class_of_bad_input_gets_a_precise_answer_and_nothing_is_stored() {
+    use ResponseType::{BadRequest, MethodNotAllowed, NotFound};
     let influx = InfluxServer::start().await;
     let server = CoapServer::start(&influx.url(), &[], "/readyz").await;
     let c = RawClient::new(server.coap);
-    let cases: Vec<(coap_lite::Packet, ResponseType, &str)> = vec![
-        (
-            post(1, TEMPERATURE, ""),
-            ResponseType::BadRequest,
-            "empty payload",
-        ),
-        (
-            post(2, TEMPERATURE, "hot"),
-            ResponseType::BadRequest,
-            "not a number",
-        ),
-        (
-            post(3, TEMPERATURE, "NaN"),
-            ResponseType::BadRequest,
-            "not a finite number",
-        ),
-        (
-            post(4, HUMIDITY, "inf"),
-            ResponseType::BadRequest,
-            "not a finite number",
-        ),
-        (
-            post(5, TEMPERATURE, "-273"),
-            ResponseType::BadRequest,
-            "outside the sensor's range",
-        ),
-        (
-            post(6, HUMIDITY, "140"),
-            ResponseType::BadRequest,
-            "outside the sensor's range",
-        ),
-        (
-            post(7, "/sensors/dht/pressure", "1"),
-            ResponseType::NotFound,
-            "no resource",
-        ),
-        (
-            request(
-                MessageType::Confirmable,
-                RequestType::Get,
-                8,
-                TEMPERATURE,
-                &[],
-                b"",
-            ),
-            ResponseType::MethodNotAllowed,
-            "takes POST or PUT",
-        ),
-        (
-            request(
-                MessageType::Confirmable,
-                RequestType::Post,
-                9,
-                TEMPERATURE,
-                &["room=1"],
-                b"20",
-            ),
-            ResponseType::BadRequest,
-            "unknown query parameter",
-        ),
+    let posts = [
+        (TEMPERATURE, "", BadRequest, "empty payload"),
+        (TEMPERATURE, "hot", BadRequest, "not a number"),
+        (TEMPERATURE, "NaN", BadRequest, "not a finite number"),
+        (HUMIDITY, "inf", BadRequest, "not a finite number"),
+        (TEMPERATURE, "-273", BadRequest, "the sensor's range"),
+        (HUMIDITY, "140", BadRequest, "the sensor's range"),
+        ("/sensors/dht/pressure", "1", NotFound, "no resource"),
     ];
+    let mut cases: Vec<(coap_lite::Packet, ResponseType, &str)> = posts
+        .into_iter()
+        .zip(1..)
+        .map(|((path, body, want, words), id)| (post(id, path, body), want, words))
+        .collect();
+    let con = MessageType::Confirmable;
+    let get = request(con, RequestType::Get, 8, TEMPERATURE, &[], b"");
+    cases.push((get, MethodNotAllowed, "takes POST or PUT"));
+    let query = request(con, RequestType::Post, 9, TEMPERATURE, &["room=1"], b"20");
+    cases.push((query, BadRequest, "unknown query parameter"));
     for (req, want, words) in &cases {
         let ans = c.exchange(req);
         assert_eq!(code(&ans), *want, "{words}");

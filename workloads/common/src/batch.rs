@@ -64,15 +64,23 @@ pub enum SubmitError {
     Closed,
 }
 
-/// Metrics of the writer, registered under the caller's registry.
-#[derive(Clone)]
-pub struct WriterMetrics {
-    points_written: Counter,
-    points_failed: Counter,
-    write_errors: Family<ErrorLabels, Counter>,
-    batch_points: Histogram,
-    write_seconds: Histogram,
-    writes_in_flight: Gauge,
+crate::metric_set! {
+    /// Metrics of the writer, registered under the caller's registry.
+    #[derive(Clone)]
+    pub struct WriterMetrics in "influx" {
+        /// Points InfluxDB accepted
+        points_written: Counter,
+        /// Points whose write failed after retries
+        points_failed: Counter,
+        /// Failed write requests by kind
+        write_errors: Family<ErrorLabels, Counter>,
+        /// Points per write request
+        batch_points: Histogram = Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+        /// Latency of one batch write, retries included
+        write_seconds: Histogram = Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        /// Write requests to InfluxDB in flight now
+        writes_in_flight: Gauge,
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -82,45 +90,8 @@ struct ErrorLabels {
 
 impl WriterMetrics {
     pub fn new(registry: &mut Registry) -> Self {
-        let m = WriterMetrics {
-            points_written: Counter::default(),
-            points_failed: Counter::default(),
-            write_errors: Family::default(),
-            batch_points: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
-            write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-            writes_in_flight: Gauge::default(),
-        };
-        let r = registry.sub_registry_with_prefix("influx");
-        r.register(
-            "points_written",
-            "Points InfluxDB accepted",
-            m.points_written.clone(),
-        );
-        r.register(
-            "points_failed",
-            "Points whose write failed after retries",
-            m.points_failed.clone(),
-        );
-        r.register(
-            "write_errors",
-            "Failed write requests by kind",
-            m.write_errors.clone(),
-        );
-        r.register(
-            "batch_points",
-            "Points per write request",
-            m.batch_points.clone(),
-        );
-        r.register(
-            "write_seconds",
-            "Latency of one batch write, retries included",
-            m.write_seconds.clone(),
-        );
-        r.register(
-            "writes_in_flight",
-            "Write requests to InfluxDB in flight now",
-            m.writes_in_flight.clone(),
-        );
+        let m = WriterMetrics::default();
+        m.register_in(registry);
         m
     }
 }

@@ -1,7 +1,7 @@
 //! Process plumbing shared by the operator and the workloads: the HTTP side port
 //! ([`http`]: `/metrics`, `/healthz`, `/readyz`), [`logging`], graceful [`shutdown`], the async
-//! [`runtime`], [`random`] strings and [`udp`] sockets; and the AQI [`region`], which the
-//! operator resolves and the ingestor obeys.
+//! [`runtime`], [`random`] strings, [`udp`] sockets and declared [`metrics`] sets; and the AQI
+//! [`region`], which the operator resolves and the ingestor obeys.
 //!
 //! With the `influx` feature (on by default; the operator and sensor-sim leave it off, so they
 //! do not build an HTTP client): the InfluxDB 1.x writer — [`lineproto`], [`influx`] (client),
@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod random;
 pub mod region;
 pub mod runtime;

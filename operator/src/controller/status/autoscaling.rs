@@ -209,6 +209,11 @@ mod tests {
         }
     }
 
+    /// The state of one long-standing HPA `x` with these conditions.
+    fn judged(conditions: Vec<HorizontalPodAutoscalerCondition>) -> AutoscalingState {
+        state(&[hpa("x", Some(conditions))], &at(10_000)).expect("state")
+    }
+
     fn healthy(name: &str, rescaled_to: i32) -> HorizontalPodAutoscaler {
         hpa(
             name,
@@ -328,48 +333,34 @@ mod tests {
 
     #[test]
     fn a_target_that_cannot_be_scaled_fails() {
-        let h = hpa(
-            "x",
-            Some(vec![cond(
-                "AbleToScale",
-                "False",
-                "FailedGetScale",
-                "deployments/scale not found",
-            )]),
-        );
-        let s = state(&[h], &at(10_000)).expect("state");
-        assert_eq!(
-            (s.health, s.reason.as_str()),
-            (Health::Failing, "FailedGetScale")
-        );
+        let s = judged(vec![cond(
+            "AbleToScale",
+            "False",
+            "FailedGetScale",
+            "deployments/scale not found",
+        )]);
+        assert_eq!((s.health, &*s.reason), (Health::Failing, "FailedGetScale"));
         assert_eq!(s.message, "x: deployments/scale not found");
     }
 
     #[test]
     fn a_replica_limit_is_reported_but_still_active() {
-        let h = hpa(
-            "x",
-            Some(vec![
-                cond(
-                    "AbleToScale",
-                    "True",
-                    "ReadyForNewScale",
-                    "recommended size matches current size",
-                ),
-                cond("ScalingActive", "True", "ValidMetricFound", "ok"),
-                cond(
-                    "ScalingLimited",
-                    "True",
-                    "TooManyReplicas",
-                    "the desired replica count is more than the maximum replica count",
-                ),
-            ]),
-        );
-        let s = state(&[h], &at(10_000)).expect("state");
-        assert_eq!(
-            (s.health, s.reason.as_str()),
-            (Health::Active, "TooManyReplicas")
-        );
+        let s = judged(vec![
+            cond(
+                "AbleToScale",
+                "True",
+                "ReadyForNewScale",
+                "recommended size matches current size",
+            ),
+            cond("ScalingActive", "True", "ValidMetricFound", "ok"),
+            cond(
+                "ScalingLimited",
+                "True",
+                "TooManyReplicas",
+                "the desired replica count is more than the maximum replica count",
+            ),
+        ]);
+        assert_eq!((s.health, &*s.reason), (Health::Active, "TooManyReplicas"));
         assert!(s.message.contains("more than the maximum"), "{}", s.message);
     }
 

@@ -154,6 +154,12 @@ fn prune_rollout<C>(
     }
 }
 
+/// Spec changes and the rollout figures (replicas, updated, ready, revisions) of a pruned
+/// workload's status, which no longer holds the conditions whose times change on every sync.
+fn rollout_fingerprint<K: Resource, S: serde::Serialize>(object: &K, status: &Option<S>) -> u64 {
+    hash_of(&(meta_fingerprint(object), serde_json::to_string(status).ok()))
+}
+
 impl Cached for Deployment {
     cached!(deployments);
     const GENERATION_TRACKS_SPEC: bool = true;
@@ -163,17 +169,8 @@ impl Cached for Deployment {
         prune_rollout(&mut self.metadata, &mut self.spec.template, conditions);
     }
 
-    /// Spec changes and the rollout figures the status reports; not the conditions' times.
     fn fingerprint(&self) -> u64 {
-        let status = self.status.as_ref().map(|s| {
-            (
-                s.observed_generation,
-                s.replicas,
-                s.updated_replicas,
-                s.ready_replicas,
-            )
-        });
-        hash_of(&(meta_fingerprint(self), status))
+        rollout_fingerprint(self, &self.status)
     }
 }
 
@@ -188,17 +185,7 @@ impl Cached for StatefulSet {
     }
 
     fn fingerprint(&self) -> u64 {
-        let status = self.status.as_ref().map(|s| {
-            (
-                s.observed_generation,
-                s.replicas,
-                s.updated_replicas,
-                s.ready_replicas,
-                &s.current_revision,
-                &s.update_revision,
-            )
-        });
-        hash_of(&(meta_fingerprint(self), status))
+        rollout_fingerprint(self, &self.status)
     }
 }
 
