@@ -22,9 +22,13 @@
 
 use std::collections::HashMap;
 
-use crate::daqi;
 use crate::timestamp::{self, EpochSeconds};
 use crate::transform::MEASUREMENT;
+
+mod window;
+
+use window::Window;
+pub use window::{Mean, PollutantMean};
 
 /// Hours in a window.
 pub const HOURS: u32 = 24;
@@ -34,35 +38,6 @@ pub const MIN_HOURS: u32 = 18;
 /// [`Windows::untracked`]). InfluxDB's default `max-values-per-tag` (100,000) caps a deployment
 /// below this anyway.
 pub const MAX_SENSORS: usize = 100_000;
-
-/// Sums of one hour, in hundredths of µg/m³.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Hour {
-    pm10_sum: u32,
-    pm25_sum: u32,
-    pm10_n: u16,
-    pm25_n: u16,
-}
-
-impl Hour {
-    fn add(&mut self, pm10: Option<u32>, pm25: Option<u32>) {
-        if let Some(x) = pm10 {
-            add(&mut self.pm10_sum, &mut self.pm10_n, x, 1);
-        }
-        if let Some(x) = pm25 {
-            add(&mut self.pm25_sum, &mut self.pm25_n, x, 1);
-        }
-    }
-}
-
-/// Adds `n` values summing to `x`, unless the hour is full (a sensor reporting more than
-/// 65,535 times an hour, or sums beyond 42 million µg/m³, is broken; its surplus is dropped).
-fn add(sum: &mut u32, count: &mut u16, x: u32, n: u16) {
-    if let (Some(s), Some(c)) = (sum.checked_add(x), count.checked_add(n)) {
-        *sum = s;
-        *count = c;
-    }
-}
 
 /// A value in µg/m³ as hundredths, rounded half up (values are non-negative and validated).
 pub fn centi(x: f64) -> Option<u32> {
@@ -97,137 +72,6 @@ pub struct StoredHour<'a> {
     /// (sum in hundredths of µg/m³, count).
     pub pm10: Option<(u32, u16)>,
     pub pm25: Option<(u32, u16)>,
-}
-
-#[derive(Debug)]
-struct Window {
-    tags: Box<str>,
-    /// NaN when unknown.
-    coords: [f64; 2],
-    newest: EpochSeconds,
-    /// Indexed by hour (hours since the epoch) modulo 24; hours that left the window are zero.
-    hours: [Hour; HOURS as usize],
-}
-
-impl Window {
-    fn new(tags: Box<str>) -> Self {
-        Window {
-            tags,
-            coords: [f64::NAN; 2],
-            newest: 0,
-            hours: [Hour::default(); HOURS as usize],
-        }
-    }
-
-    fn newest_hour(&self) -> u32 {
-        self.newest / 3600
-    }
-
-    /// Moves the window forward so that it ends with `hour`, clearing the hours that left it.
-    fn advance_to(&mut self, time: EpochSeconds) {
-        let (from, to) = (self.newest_hour(), time / 3600);
-        if self.newest == 0 || to - from >= HOURS {
-            self.hours = [Hour::default(); HOURS as usize];
-        } else {
-            for h in from + 1..=to {
-                self.hours[(h % HOURS) as usize] = Hour::default();
-            }
-        }
-        self.newest = time;
-    }
-
-    /// The hour slot of `time`, if it lies in the window (moving the window forward if needed).
-    fn slot(&mut self, time: EpochSeconds) -> Option<&mut Hour> {
-        if time > self.newest {
-            self.advance_to(time);
-        }
-        let hour = time / 3600;
-        (hour + HOURS > self.newest_hour()).then(|| &mut self.hours[(hour % HOURS) as usize])
-    }
-
-    fn mean(&self) -> Mean {
-        let last = self.newest_hour();
-        let mut pm10 = Acc::default();
-        let mut pm25 = Acc::default();
-        // Oldest hour first, so the sum is formed in the same order every time.
-        for h in last + 1 - HOURS..=last {
-            let hour = &self.hours[(h % HOURS) as usize];
-            pm10.add(hour.pm10_sum, hour.pm10_n);
-            pm25.add(hour.pm25_sum, hour.pm25_n);
-        }
-        Mean {
-            pm10: pm10.result(),
-            pm25: pm25.result(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Acc {
-    sum_of_hourly_means: f64,
-    hours: u32,
-}
-
-impl Acc {
-    fn add(&mut self, sum: u32, n: u16) {
-        if n > 0 {
-            self.sum_of_hourly_means += f64::from(sum) / f64::from(n);
-            self.hours += 1;
-        }
-    }
-
-    fn result(&self) -> Option<PollutantMean> {
-        (self.hours > 0).then(|| PollutantMean {
-            centi: (self.sum_of_hourly_means / f64::from(self.hours)).round() as u64,
-            hours: self.hours,
-        })
-    }
-}
-
-/// The 24-hour mean of one pollutant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PollutantMean {
-    /// Hundredths of µg/m³, rounded half up.
-    pub centi: u64,
-    /// Hours of the 24 that hold a reading.
-    pub hours: u32,
-}
-
-impl PollutantMean {
-    pub fn value(&self) -> f64 {
-        self.centi as f64 / 100.0
-    }
-
-    pub fn has_index(&self) -> bool {
-        self.hours >= MIN_HOURS
-    }
-}
-
-/// A sensor's 24-hour means at its newest reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mean {
-    pub pm10: Option<PollutantMean>,
-    pub pm25: Option<PollutantMean>,
-}
-
-impl Mean {
-    pub fn aqi_pm10(&self) -> Option<u8> {
-        self.pm10
-            .filter(PollutantMean::has_index)
-            .and_then(|m| daqi::pm10(m.value()))
-    }
-
-    pub fn aqi_pm25(&self) -> Option<u8> {
-        self.pm25
-            .filter(PollutantMean::has_index)
-            .and_then(|m| daqi::pm25(m.value()))
-    }
-
-    /// Hours covered by the better-covered pollutant.
-    pub fn hours(&self) -> u32 {
-        let h = |m: Option<PollutantMean>| m.map_or(0, |m| m.hours);
-        h(self.pm10).max(h(self.pm25))
-    }
 }
 
 /// Every tracked sensor's window.
@@ -337,12 +181,7 @@ impl Windows {
         let Some(slot) = w.slot(h.hour.saturating_mul(3600)) else {
             return;
         };
-        if let Some((s, n)) = h.pm10 {
-            add(&mut slot.pm10_sum, &mut slot.pm10_n, s, n);
-        }
-        if let Some((s, n)) = h.pm25 {
-            add(&mut slot.pm25_sum, &mut slot.pm25_n, s, n);
-        }
+        slot.add_sums(h.pm10, h.pm25);
     }
 
     /// Forgets sensors whose newest reading left the day that ends with the network's newest.
