@@ -9,7 +9,7 @@
 //! (kwok runs no containers, so the load itself is tested on the real node).
 //! Needs `make cluster-up`.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! installs: namespaced (`watchNamespace` set), and the default, cluster-wide one, where the
 //! chart hands the operator `WATCH_NAMESPACE=""` and the real binary must watch every namespace.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use std::time::Duration;
 

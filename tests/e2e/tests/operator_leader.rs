@@ -1,7 +1,7 @@
 //! Two operator replicas never act at once: only the holder of the Lease runs the controller,
 //! and when it stops the other takes over and keeps reconciling.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! collects children but keeps the data, a paused monitor is left alone until it resumes, and a
 //! restart mid-way converges.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `coap.nodeSelector` naming two different nodes, the scheduler puts each component's pods on
 //! its own node (this is how tests place Grafana on a kwok node beside real ones).
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use anyhow::{Context as _, Result, ensure};
 use iot_testkit::cluster::{default_timeout, wait_for};

@@ -1,7 +1,7 @@
 //! Every pod the operator creates is admitted in a namespace that enforces the `restricted` Pod
 //! Security Standard.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use anyhow::{Result, ensure};
 use iot_operator::crd::IotMonitor;

@@ -1,7 +1,7 @@
 //! The API server rejects invalid IotMonitors (OpenAPI bounds and CEL rules from the CRD) with
 //! a message that says what to fix, before the operator ever sees them.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use anyhow::{Result, bail};
 use iot_testkit::cluster::ClusterError;

@@ -10,7 +10,7 @@
 //! runs). About 5 minutes (283 s on the 2-core build machine: 1 → 2 at 10 s, → 3 at 40 s, the
 //! load stops at ~152 s, → 2 at 196 s, → 1 at 226 s).
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use std::time::{Duration, Instant};
 

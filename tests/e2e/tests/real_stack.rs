@@ -7,7 +7,7 @@
 //! Needs the images in the real node's containerd (`images/build.sh --load`, which `make test`
 //! runs) and libcoap's coap-client on this machine.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -2,7 +2,7 @@
 //! written, the CRD's CEL rules reject bad coordinates, an empty or doubled form, with a
 //! message that says what to fix, and the operator hands the region to the ingestor.
 
-mod operator_support;
+use iot_e2e::operator_support;
 
 use anyhow::{Result, bail, ensure};
 use iot_testkit::cluster::ClusterError;

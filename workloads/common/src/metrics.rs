@@ -62,7 +62,6 @@ macro_rules! metric_set {
         impl $name {
             /// Registers every metric of the set under its prefix, each with its doc comment
             /// as help text.
-            #[allow(dead_code)]
             $vis fn register_in(&self, registry: &mut $crate::metrics::Registry) {
                 let registry = registry.sub_registry_with_prefix($prefix);
                 $(

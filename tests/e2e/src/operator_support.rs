@@ -2,8 +2,6 @@
 //! in-process and scoped to the test's namespace (so tests never see each other's monitors),
 //! and waits on IotMonitor conditions.
 
-#![allow(dead_code)] // each test file uses a different part
-
 use std::sync::Arc;
 use std::time::Duration;
 
