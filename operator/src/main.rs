@@ -10,13 +10,12 @@ use iot_common::http::{self, Readiness};
 use iot_common::logging::{self, LogArgs};
 use iot_common::runtime::{self, Threads};
 use iot_common::shutdown::Shutdown;
-use kube::Client;
 use kube::runtime::events::Reporter;
 use prometheus_client::registry::Registry;
 
 use iot_operator::controller::{self, Context, WatchScope};
 use iot_operator::metrics::Metrics;
-use iot_operator::{crd, leader};
+use iot_operator::{api_client, crd, leader};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +60,11 @@ struct RunArgs {
     /// This replica's identity in the Lease and in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Requests to the API server in flight at most; more wait their turn. Each holds an
+    /// HTTP/1.1 connection (TLS state and buffers) while in flight.
+    #[arg(long, env = "API_MAX_IN_FLIGHT", default_value_t = api_client::DEFAULT_MAX_IN_FLIGHT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    api_max_in_flight: u16,
 }
 
 fn main() -> ExitCode {
@@ -115,7 +119,7 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
     let shutdown = Shutdown::on_signal();
     let side_port = http::spawn(args.http_addr, registry, ready.clone(), shutdown.wait()).await?;
 
-    let client = Client::try_default().await?;
+    let client = api_client::connect(usize::from(args.api_max_in_flight)).await?;
     let version = client.apiserver_version().await?;
     let scope = WatchScope::from_setting(args.namespace.as_deref());
     tracing::info!(version = %version.git_version, watching = %scope, "connected to the API server");

@@ -37,7 +37,7 @@ mod tests;
 pub use self::drift::{WriteMemo, is_subset};
 pub use self::error::ApplyError;
 use super::desired::DesiredObjects;
-use super::desired::labels::{INSTANCE, MANAGED_BY, MANAGER, children_selector};
+use super::desired::labels::children_selector;
 use super::hash::content_hash;
 use super::validate::ValidatedMonitor;
 use super::watches::{Cached, ChildCache};
@@ -342,8 +342,7 @@ impl<'a> Applier<'a> {
     }
     /// Our children of kind `K` (by label): from the cache, else listed.
     async fn children<K: Cached>(&self) -> Result<Vec<ObjectMeta>, ApplyError> {
-        let labels = [(MANAGED_BY, MANAGER), (INSTANCE, self.instance)];
-        if let Some(cached) = self.cache.list::<K>(self.namespace, &labels) {
+        if let Some(cached) = self.cache.list::<K>(self.namespace, self.instance) {
             return Ok(cached.into_iter().map(|c| c.meta().clone()).collect());
         }
         let kind = <K as k8s_openapi::Resource>::KIND;

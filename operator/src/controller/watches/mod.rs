@@ -1,6 +1,7 @@
-//! The watches of the children: one watcher per kind, whose objects are kept (pruned) in a
-//! reflector `Store` for the apply step to read instead of the API server, and whose events
-//! wake the owning IotMonitor only when something the operator cares about changed.
+//! The watches of the children: one watcher per kind, whose objects are kept (pruned, and
+//! packed: see [`packed`]) in a reflector `Store` for the apply step to read instead of the API
+//! server, and whose events wake the owning IotMonitor only when something the operator cares
+//! about changed.
 //!
 //! Without the filter, other controllers' status writes (the HPA controller's every few
 //! seconds, each Deployment's rollout progress) each cost a full reconcile of the owner.
@@ -20,11 +21,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
+
+use self::packed::Packed;
+use kube::Resource;
 use serde::de::DeserializeOwned;
 
 use super::apply::Child;
 
+mod packed;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -32,22 +36,21 @@ pub(crate) mod tests;
 /// fast tests) is read from the API server.
 #[derive(Clone, Default)]
 pub struct ChildCache {
-    deployments: Option<Store<Deployment>>,
-    stateful_sets: Option<Store<StatefulSet>>,
-    services: Option<Store<Service>>,
-    config_maps: Option<Store<ConfigMap>>,
-    autoscalers: Option<Store<HorizontalPodAutoscaler>>,
-    network_policies: Option<Store<NetworkPolicy>>,
-    secrets: Option<Store<Secret>>,
-    claims: Option<Store<PersistentVolumeClaim>>,
+    deployments: Option<Store<Packed<Deployment>>>,
+    stateful_sets: Option<Store<Packed<StatefulSet>>>,
+    services: Option<Store<Packed<Service>>>,
+    config_maps: Option<Store<Packed<ConfigMap>>>,
+    autoscalers: Option<Store<Packed<HorizontalPodAutoscaler>>>,
+    network_policies: Option<Store<Packed<NetworkPolicy>>>,
+    secrets: Option<Store<Packed<Secret>>>,
+    claims: Option<Store<Packed<PersistentVolumeClaim>>>,
 }
 
 impl ChildCache {
     /// The cached copy of `namespace/name`, if this kind is cached and the watch has seen it.
     pub fn get<K: Cached>(&self, namespace: &str, name: &str) -> Option<K> {
         let store = K::store(self)?;
-        let object = store.get(&ObjectRef::new(name).within(namespace))?;
-        Some(object.as_ref().clone())
+        store.get(&ObjectRef::new(name).within(namespace))?.unpack()
     }
 
     /// Whether `namespace/name` surely does not exist (as far as the watch has seen): its kind
@@ -65,20 +68,17 @@ impl ChildCache {
         listed && store.get(&ObjectRef::new(name).within(namespace)).is_none()
     }
 
-    /// The cached children of kind `K` in `namespace` matching every `labels` pair, or `None`
-    /// when this kind is not cached.
-    pub fn list<K: Cached>(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<K>> {
+    /// The cached children of kind `K` of monitor `instance` in `namespace` (the watches hold
+    /// only the operator's own children), or `None` when this kind is not cached.
+    pub fn list<K: Cached>(&self, namespace: &str, instance: &str) -> Option<Vec<K>> {
         let store = K::store(self)?;
         Some(
             store
                 .state_filter(|o| {
-                    o.meta().namespace.as_deref() == Some(namespace)
-                        && labels
-                            .iter()
-                            .all(|(k, v)| o.labels().get(*k).map(String::as_str) == Some(*v))
+                    o.namespace() == Some(namespace) && o.instance() == Some(instance)
                 })
-                .into_iter()
-                .map(|o| o.as_ref().clone())
+                .iter()
+                .filter_map(|o| o.unpack())
                 .collect(),
         )
     }
@@ -94,8 +94,8 @@ pub trait Cached: Child + Send + Sync + 'static {
     /// judged from the cached copy without reading the object again.
     const CACHE_KEEPS_APPLIED: bool = false;
 
-    fn store(cache: &ChildCache) -> Option<&Store<Self>>;
-    fn set_store(cache: &mut ChildCache, store: Store<Self>);
+    fn store(cache: &ChildCache) -> Option<&Store<Packed<Self>>>;
+    fn set_store(cache: &mut ChildCache, store: Store<Packed<Self>>);
 
     /// Drops what neither the apply step nor the status needs, to keep the cache small:
     /// managed fields always; pod templates, status conditions, the HPA status, ConfigMap
@@ -131,10 +131,10 @@ fn meta_fingerprint<K: Resource>(object: &K) -> impl Hash + '_ {
 
 macro_rules! cached {
     ($field:ident) => {
-        fn store(cache: &ChildCache) -> Option<&Store<Self>> {
+        fn store(cache: &ChildCache) -> Option<&Store<Packed<Self>>> {
             cache.$field.as_ref()
         }
-        fn set_store(cache: &mut ChildCache, store: Store<Self>) {
+        fn set_store(cache: &mut ChildCache, store: Store<Packed<Self>>) {
             cache.$field = Some(store);
         }
     };
@@ -332,11 +332,12 @@ pub fn watch<K>(
 where
     K: Cached + DeserializeOwned,
 {
-    let (reader, writer) = reflector::store();
+    let (reader, mut writer) = reflector::store::<Packed<K>>();
     K::set_store(cache, reader);
     let mut filter = ChangeFilter::new(K::fingerprint);
+    // What `reflect` does, with the store's copy packed; the owner still gets the object.
     watcher(api, config)
         .modify(K::prune)
-        .reflect(writer)
+        .inspect_ok(move |event| writer.apply_watcher_event(&packed::packed(event)))
         .try_filter_map(move |event| future::ready(Ok(filter.admit(event))))
 }

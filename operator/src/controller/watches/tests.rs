@@ -255,16 +255,66 @@ fn the_cache_keeps_no_pod_template_config_content_or_credential() {
     assert!(data["password"].0.is_empty(), "no value kept");
 }
 
+fn service(namespace: &str, name: &str, instance: &str) -> Value {
+    json!({
+        "kind": "Service",
+        "metadata": {
+            "name": name, "namespace": namespace, "uid": format!("u-{name}"),
+            "resourceVersion": "7", "generation": 1,
+            "labels": {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": "iot-operator"},
+            "annotations": {APPLIED: "h"},
+            "ownerReferences": [{"apiVersion": "iot.operator.dev/v1alpha1", "kind": "IotMonitor",
+                                 "name": instance, "uid": "m-1", "controller": true}],
+        },
+        "spec": {"ports": [{"name": "coap", "port": 5683, "protocol": "UDP"}], "clusterIP": "198.19.64.9"},
+    })
+}
+
+#[test]
+fn a_cached_child_reads_back_as_the_pruned_object_it_was() {
+    let object = service("iot", "lab-coap", "lab");
+    let cache = cache_of([&object]);
+    let mut want: Service = serde_json::from_value(object).expect("service");
+    want.prune();
+    assert_eq!(cache.get::<Service>("iot", "lab-coap"), Some(want));
+    assert_eq!(cache.get::<Service>("other", "lab-coap"), None);
+    assert!(!cache.knows_absent::<Service>("iot", "lab-coap"));
+    assert!(cache.knows_absent::<Service>("iot", "lab-grafana"));
+}
+
+#[test]
+fn a_monitors_children_are_listed_by_its_instance_in_its_namespace() {
+    let objects = [
+        service("iot", "lab-coap", "lab"),
+        service("iot", "lab-grafana", "lab"),
+        service("iot", "lab2-coap", "lab2"),
+        service("dev", "lab-coap", "lab"),
+    ];
+    let cache = cache_of(&objects);
+    let mut names: Vec<String> = cache
+        .list::<Service>("iot", "lab")
+        .expect("services are cached")
+        .into_iter()
+        .map(|s| s.metadata.name.expect("named"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lab-coap", "lab-grafana"]);
+    assert_eq!(
+        cache.list::<Service>("iot", "nobody").map(|l| l.len()),
+        Some(0)
+    );
+}
+
 /// Lists `objects` of kind `K` into a new store of `cache`, as a watch's first list would:
 /// pruned, and the store ready (synced) afterwards.
 fn listed<K: Cached + DeserializeOwned>(cache: &mut ChildCache, objects: &[Value]) {
-    let mut writer = Writer::<K>::default();
+    let mut writer = Writer::<Packed<K>>::default();
     K::set_store(cache, writer.as_reader());
     writer.apply_watcher_event(&watcher::Event::Init);
     for object in objects.iter().filter(|o| o["kind"] == K::KIND) {
         let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
         object.prune();
-        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        writer.apply_watcher_event(&watcher::Event::InitApply(Packed::pack(&object)));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
 }
