@@ -111,7 +111,8 @@ for n in $SIZES; do
   kubectl create namespace "$ns" >/dev/null
   op_http=127.0.0.1:$(free_port)
   # One replica, so no leader election; pids/operator.pid lets down.sh stop it after a crash.
-  LEADER_ELECTION=false HTTP_ADDR=$op_http WATCH_NAMESPACE=$ns RUST_LOG=info \
+  # MALLOC_ARENA_MAX: as the operator's image sets it (images/images.conf).
+  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} LEADER_ELECTION=false HTTP_ADDR=$op_http WATCH_NAMESPACE=$ns RUST_LOG=info \
     "$OP" run >"$RUN/operator-$n.log" 2>&1 &
   op_pid=$!
   echo "$op_pid $(readlink -f "$OP")" >"$IOT_CLUSTER_DIR/pids/operator.pid"

@@ -16,10 +16,7 @@
 //! --exclude iot-e2e` runs everything else without a cluster.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -27,11 +24,14 @@ use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
-use kube::runtime::wait::{Condition, await_condition};
-use kube::{Client, Config, Resource};
+use kube::{Client, Config};
 use serde::Deserialize as _;
 
-use crate::wait::{self, TimedOut};
+mod paths;
+mod waits;
+
+pub use paths::{bin_dir, kubeconfig_path, repo_dir};
+pub use waits::{run, wait_condition, wait_for};
 
 /// The field manager of everything the test kit applies.
 pub const FIELD_MANAGER: &str = "iot-testkit";
@@ -349,87 +349,6 @@ impl Drop for TestNamespace {
 
 pub use crate::wait::default_timeout;
 
-impl From<TimedOut> for ClusterError {
-    fn from(e: TimedOut) -> Self {
-        ClusterError::Timeout {
-            what: e.what,
-            secs: e.secs,
-            last: e.last,
-        }
-    }
-}
-
-/// Polls `check` every 250 ms until it returns `Ok`, for at most `timeout` ([`wait::until`]
-/// with the cluster's error type). `Err(text)` means "not yet" and says what was seen, which
-/// becomes part of the timeout error.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, ClusterError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    Ok(wait::until_every(what, timeout, Duration::from_millis(250), check).await?)
-}
-
-/// Waits (with a watch, via kube-runtime's `await_condition`) until the named object satisfies
-/// `condition`, for at most `timeout`; returns the object (`None` if the condition holds for a
-/// missing object, e.g. `conditions::is_deleted`).
-pub async fn wait_condition<K>(
-    api: Api<K>,
-    name: &str,
-    condition: impl Condition<K>,
-    timeout: Duration,
-) -> Result<Option<K>, ClusterError>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    K::DynamicType: Default,
-{
-    let what = format!("{} {name}", K::kind(&Default::default()));
-    match tokio::time::timeout(timeout, await_condition(api, name, condition)).await {
-        Ok(Ok(object)) => Ok(object),
-        Ok(Err(e)) => Err(ClusterError::Timeout {
-            what,
-            secs: timeout.as_secs(),
-            last: format!("the watch failed: {e}"),
-        }),
-        Err(_) => Err(ClusterError::Timeout {
-            what,
-            secs: timeout.as_secs(),
-            last: "the condition never held".into(),
-        }),
-    }
-}
-
-/// Runs a prepared command (from [`Cluster::kubectl`] or [`Cluster::helm`]) and returns its stdout;
-/// a non-zero exit becomes an error carrying stderr.
-pub async fn run(command: &mut tokio::process::Command) -> Result<String, ClusterError> {
-    let std = command.as_std();
-    let shown = std::iter::once(std.get_program())
-        .chain(std.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| ClusterError::Spawn {
-            program: shown.clone(),
-            source,
-        })?;
-    if !status.success() {
-        return Err(ClusterError::Tool {
-            command: shown,
-            status: status.to_string(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
-}
-
 /// CPU of a Kubernetes quantity in millicores: "299994362n", "300m", "1500u", "2" (what metrics-server
 /// writes).
 pub fn millicores(quantity: &str) -> Option<f64> {
@@ -440,53 +359,6 @@ pub fn millicores(quantity: &str) -> Option<f64> {
         _ => (quantity, 1e3),
     };
     number.parse::<f64>().ok().map(|n| n * scale)
-}
-
-/// The repository root (this crate lives in `<repo>/tests/testkit`).
-pub fn repo_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
-/// The kubeconfig tests use; see the module docs.
-pub fn kubeconfig_path() -> PathBuf {
-    if let Some(first) = std::env::var_os("KUBECONFIG")
-        .as_ref()
-        .and_then(|paths| std::env::split_paths(paths).find(|p| !p.as_os_str().is_empty()))
-    {
-        return first;
-    }
-    let state = std::env::var_os("IOT_CLUSTER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join(".run/cluster"));
-    state.join("kubeconfig")
-}
-
-/// The directory of the cached control-plane binaries (kubectl, helm, ...): `IOT_BIN_DIR`, else what
-/// `tests/cluster/build.sh --print` says (the one place that knows the cache layout).
-pub fn bin_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("IOT_BIN_DIR") {
-            return PathBuf::from(dir);
-        }
-        let script = repo_dir().join("tests/cluster/build.sh");
-        match std::process::Command::new("bash")
-            .arg(&script)
-            .arg("--print")
-            .output()
-        {
-            Ok(out) if out.status.success() => {
-                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-            }
-            // Fall back to the documented default; the spawn of kubectl/helm then names the path.
-            _ => std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default()
-                .join(".cache/iot-operator/bin"),
-        }
-    })
-    .clone()
 }
 
 /// A DNS-label-safe form of a test name: lowercase alphanumerics and single dashes.
