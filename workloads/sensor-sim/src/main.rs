@@ -201,7 +201,7 @@ async fn run_simulation(
         return ExitCode::FAILURE;
     }
     let mut registry = Registry::default();
-    stats.register(&mut registry);
+    stats.register_in(&mut registry);
     let ready = Readiness::default();
     let mut http_stop = stop.clone();
     let http_stopped = async move {

@@ -1,7 +1,6 @@
 //! Counters shared by every exchange, exported on /metrics and summarised at the end of a run.
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 
 iot_common::metric_set! {
     pub struct Stats in "sim" {
@@ -24,11 +23,5 @@ iot_common::metric_set! {
         pub failed: Counter,
         /// Datagrams received that are not CoAP
         pub malformed: Counter,
-    }
-}
-
-impl Stats {
-    pub fn register(&self, registry: &mut Registry) {
-        self.register_in(registry);
     }
 }
