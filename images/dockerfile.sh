@@ -54,7 +54,7 @@ own() {
   done < <(image_values "$1" "$2")
 }
 
-# config NAME KEY...: the image config instructions for the values `values NAME KEY` gives: one
+# config VALUES NAME: the image config instructions for what `VALUES NAME KEY` gives per KEY: one
 # USER, an ENV per variable (kept in order), one EXPOSE and one LABEL with every value.
 config() {
   local values=$1 name=$2 v

@@ -18,14 +18,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-
-use self::packed::Packed;
-use kube::Resource;
 use serde::de::DeserializeOwned;
 
+use self::packed::Packed;
 use super::apply::Child;
 
 mod packed;
