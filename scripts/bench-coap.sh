@@ -10,6 +10,8 @@
 #   BENCH_WINDOWS ("1 64 1024")  BENCH_SECONDS (10, per run)  BENCH_SOCKETS (1)
 #   BENCH_MODES ("adaptive l0k4 linger20 fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)
+#   BENCH_BEFORE_BIN (a directory with another build's coap-server and sensor-sim, e.g. of an
+#   earlier commit: each mode then runs with it as well, right after, in rows marked "before")
 # Modes: adaptive = the server's defaults; linger20 = adaptive with BATCH_LINGER_MS=20 (what the
 # operator's default spec sets); fixed20 = --batch-linger-ms 20 --batch-fixed-linger, the fixed
 # linger the server had before adaptive batching; lLkK = --batch-linger-ms L --batch-in-flight K.
@@ -61,33 +63,40 @@ say "InfluxDB $(influxd version 2>/dev/null | head -n1) at $INFLUX_URL"
 rows=()
 rss_note=""
 failed=0
+runs=()
 for mode in $MODES; do
+  runs+=("$mode:$BIN")
+  [ -n "${BENCH_BEFORE_BIN:-}" ] && runs+=("$mode:$(cd "$BENCH_BEFORE_BIN" && pwd):before")
+done
+for run in "${runs[@]}"; do
+  IFS=: read -r mode bin tag <<<"$run"
+  label=$mode${tag:+ ($tag)}
   port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   http=127.0.0.1:$(free_port)
   # shellcheck disable=SC2046
-  RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$BIN/coap-server" --bind "127.0.0.1:$port" \
+  RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$bin/coap-server" --bind "127.0.0.1:$port" \
     --http-addr "$http" --influx-url "$INFLUX_URL" --queue-capacity 200000 $(mode_flags "$mode") \
-    >"$RUN/server-$mode.log" 2>&1 &
+    >"$RUN/server-$mode${tag:+-$tag}.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do influx_query "$INFLUX_URL" '' 'SHOW DATABASES' | grep -q '"dht"' && break; sleep 0.1; done
   # A short warm-up (connections to InfluxDB, its first shard), not measured.
-  RUST_LOG=warn "$BIN/sensor-sim" load --server "127.0.0.1:$port" --duration 1 --sockets 1 --window 16 \
+  RUST_LOG=warn "$bin/sensor-sim" load --server "127.0.0.1:$port" --duration 1 --sockets 1 --window 16 \
     --place warmup --json >/dev/null
   for w in $WINDOWS; do
-    place="bench-$mode-w$w"
+    place="bench-$mode${tag:+-$tag}-w$w"
     load=$(cut -d' ' -f1 /proc/loadavg)
     cpu_server=$(cpu_secs "$server"); cpu_influx=$(cpu_secs "$INFLUX_PID")
-    say "$mode: window $w × $SOCKETS socket(s) for ${SECONDS_PER_RUN} s (load average $load)"
+    say "$label: window $w × $SOCKETS socket(s) for ${SECONDS_PER_RUN} s (load average $load)"
     before=$(batch_totals "$http")
     rc=0
-    RUST_LOG=warn /usr/bin/time -o "$RUN/$place.time" -f '%U %S %M' "$BIN/sensor-sim" load \
+    RUST_LOG=warn /usr/bin/time -o "$RUN/$place.time" -f '%U %S %M' "$bin/sensor-sim" load \
       --server "127.0.0.1:$port" --duration "$SECONDS_PER_RUN" --sockets "$SOCKETS" --window "$w" \
       --place "$place" --drain 60 --json >"$RUN/$place.json" || rc=$?
     cpu_server=$(awk -v a="$cpu_server" -v b="$(cpu_secs "$server")" 'BEGIN {printf "%.1f", b - a}')
     cpu_influx=$(awk -v a="$cpu_influx" -v b="$(cpu_secs "$INFLUX_PID")" 'BEGIN {printf "%.1f", b - a}')
     after=$(batch_totals "$http")
     stored=$(place_count "$place")
-    row=$(python3 - "$RUN/$place.json" "$stored" "$mode" "$w" "$load" "$cpu_server" "$cpu_influx" "$rc" \
+    row=$(python3 - "$RUN/$place.json" "$stored" "$label" "$w" "$load" "$cpu_server" "$cpu_influx" "$rc" \
       "$RUN/$place.time" "$before" "$after" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); stored = int(sys.argv[2])
@@ -108,8 +117,8 @@ PY
     rows+=("$row")
   done
   rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$server/status")
-  say "$mode: coap-server peak RSS $rss MB"
-  rss_note="${rss_note:+$rss_note, }$mode $rss MB"
+  say "$label: coap-server peak RSS $rss MB"
+  rss_note="${rss_note:+$rss_note, }$label $rss MB"
   stop_server
 done
 

@@ -10,7 +10,6 @@ mod resource;
 mod server;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -126,13 +125,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let socket = Arc::new(
-        udp::bind(args.bind, UDP_BUFFERS).map_err(|source| Error::BindUdp {
-            addr: args.bind,
-            source,
-        })?,
-    );
+    let bind_error = |source| Error::BindUdp {
+        addr: args.bind,
+        source,
+    };
+    let socket = udp::bind(args.bind, UDP_BUFFERS).map_err(bind_error)?;
     let udp_addr = socket.local_addr().unwrap_or(args.bind);
+    let datagrams = udp::Datagrams::new(socket).map_err(bind_error)?;
     let client = InfluxClient::new(&args.influx, &args.influx_db)?;
 
     let mut registry = Registry::default();
@@ -141,7 +140,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let ready = Readiness::default();
 
     let shared = server::Shared::new(
-        socket.clone(),
+        datagrams,
         dedup::DedupCache::new(args.dedup_capacity, dedup::EXCHANGE_LIFETIME),
         metrics,
         server::Settings {

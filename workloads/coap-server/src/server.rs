@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use coap_lite::{MessageClass, MessageType, Packet};
+use iot_common::udp::{Datagrams, Inbox, Outbox};
 use iot_common::{BatchWriter, Line, SubmitError};
-use tokio::net::UdpSocket;
 
 use crate::dedup::{DedupCache, Outcome, Seen};
 use crate::metrics::Metrics;
@@ -19,8 +19,9 @@ mod answer;
 pub use self::answer::{PendingAnswer, on_written};
 use self::answer::{answer_duplicate, send_reply, send_reset, send_unavailable};
 
-/// Large enough for any datagram; CoAP messages should stay under 1152 bytes (RFC 7252 §4.6).
-const MAX_DATAGRAM: usize = 2048;
+/// Receive buffers per system call: up to this many datagrams, or bursts coalesced by the
+/// kernel, per `recvmmsg`.
+const RECV_BATCH: usize = 32;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -31,7 +32,9 @@ pub struct Settings {
 
 /// State shared by the receive loop and the writer's completion callback.
 pub struct Shared {
-    socket: Arc<UdpSocket>,
+    datagrams: Datagrams,
+    /// Answers waiting to go out together: those of one received batch, or of one written one.
+    outbox: Mutex<Outbox>,
     dedup: Mutex<DedupCache>,
     metrics: Metrics,
     settings: Settings,
@@ -44,14 +47,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        socket: Arc<UdpSocket>,
+        datagrams: Datagrams,
         dedup: DedupCache,
         metrics: Metrics,
         settings: Settings,
         ready: iot_common::http::Readiness,
     ) -> Arc<Self> {
         Arc::new(Shared {
-            socket,
+            datagrams,
+            outbox: Mutex::new(Outbox::default()),
             dedup: Mutex::new(dedup),
             metrics,
             settings,
@@ -62,9 +66,7 @@ impl Shared {
     }
 
     fn dedup(&self) -> MutexGuard<'_, DedupCache> {
-        // A panic while holding the lock cannot leave the cache inconsistent in a way that
-        // matters more than losing the server, so a poisoned lock is used as it is.
-        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.dedup)
     }
 
     /// Receive time in nanoseconds, made unique: InfluxDB keeps one point per series and
@@ -87,12 +89,24 @@ impl Shared {
         }
     }
 
-    fn send(&self, bytes: &[u8], peer: SocketAddr) {
-        // try_send_to never waits: a full socket buffer drops the answer, and the client's
-        // retransmission then gets it from the dedup cache.
-        if let Err(e) = self.socket.try_send_to(bytes, peer) {
-            self.metrics.send_errors.inc();
-            tracing::debug!(error = %e, %peer, "answer not sent");
+    /// Queues an answer; [`Shared::flush`] sends it with the others of its batch.
+    fn send(&self, bytes: Vec<u8>, peer: SocketAddr) {
+        lock(&self.outbox).push(peer, bytes);
+    }
+
+    /// Sends the queued answers. Never waits: a full socket buffer drops answers, and the
+    /// client's retransmission then gets its answer from the dedup cache.
+    fn flush(&self) {
+        let mut outbox = std::mem::take(&mut *lock(&self.outbox));
+        if outbox.is_empty() {
+            return;
+        }
+        let dropped = self.datagrams.try_send(&mut outbox);
+        self.metrics.send_errors.inc_by(dropped as u64);
+        // Give the emptied outbox back, keeping its allocation, unless answers came meanwhile.
+        let mut shared = lock(&self.outbox);
+        if shared.is_empty() {
+            *shared = outbox;
         }
     }
 
@@ -115,6 +129,12 @@ impl Shared {
     }
 }
 
+/// A panic while holding one of these locks cannot leave the data inconsistent in a way that
+/// matters more than losing the server, so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -135,22 +155,22 @@ pub async fn serve(
     writer: &BatchWriter<PendingAnswer>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut inbox = Inbox::new(RECV_BATCH);
     tokio::pin!(shutdown);
     loop {
-        let (n, peer) = tokio::select! {
-            r = shared.socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems; keep going.
-                    tracing::debug!(error = %e, "recv_from failed");
-                    continue;
-                }
+        tokio::select! {
+            r = shared.datagrams.recv(&mut inbox) => if let Err(e) = r {
+                // ICMP errors from earlier sends surface here on some systems; keep going.
+                tracing::debug!(error = %e, "receive failed");
+                continue;
             },
             _ = &mut shutdown => return,
-        };
-        shared.metrics.received.inc();
-        handle_datagram(&shared, writer, &buf[..n], peer);
+        }
+        for (datagram, peer) in inbox.datagrams() {
+            shared.metrics.received.inc();
+            handle_datagram(&shared, writer, datagram, peer);
+        }
+        shared.flush();
     }
 }
 

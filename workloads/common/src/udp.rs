@@ -1,4 +1,5 @@
-//! UDP sockets with large kernel buffers.
+//! UDP sockets with large kernel buffers, and [`Datagrams`]: datagrams sent and received in
+//! batches.
 //!
 //! A CoAP peer that answers a whole batch at once sends a burst of datagrams; with the kernel's
 //! default receive buffer (about 200 KB) the other side drops some of them, and each drop costs
@@ -8,6 +9,10 @@
 use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
+
+mod batched;
+
+pub use batched::{Datagrams, Inbox, Outbox};
 
 /// Kernel buffer sizes to ask for, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use iot_common::udp;
-use tokio::net::UdpSocket;
+use iot_common::udp::{self, Datagrams, Inbox, Outbox};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::stats::Stats;
@@ -93,8 +92,9 @@ impl Client {
     ) -> std::io::Result<Client> {
         let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
         socket.connect(server).await?;
+        let datagrams = Datagrams::new(socket)?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(Endpoint::new(socket, params, stats).run(rx));
+        tokio::spawn(Endpoint::new(datagrams, server, params, stats).run(rx));
         Ok(Client { tx })
     }
 
@@ -125,8 +125,18 @@ struct Exchange {
     reply: oneshot::Sender<Result<Response, ExchangeError>>,
 }
 
+/// Requests started per turn of the endpoint's loop at most, so that answers and timers are
+/// not held up behind a long queue of new requests.
+const START_BATCH: usize = 256;
+
+/// Receive buffers per system call.
+const RECV_BATCH: usize = 16;
+
 struct Endpoint {
-    socket: UdpSocket,
+    datagrams: Datagrams,
+    server: SocketAddr,
+    /// Datagrams of this turn of the loop, sent together at its end.
+    outbox: Outbox,
     params: Transmission,
     stats: Arc<Stats>,
     next_mid: u16,
@@ -140,9 +150,16 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(socket: UdpSocket, params: Transmission, stats: Arc<Stats>) -> Self {
+    fn new(
+        datagrams: Datagrams,
+        server: SocketAddr,
+        params: Transmission,
+        stats: Arc<Stats>,
+    ) -> Self {
         Endpoint {
-            socket,
+            datagrams,
+            server,
+            outbox: Outbox::default(),
             params,
             stats,
             // §4.4: start at a random message ID and token.
@@ -154,21 +171,40 @@ impl Endpoint {
         }
     }
 
+    /// Each turn handles what is there (new requests, a batch of datagrams, or due timers)
+    /// and then sends what that produced in one go.
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut buf = vec![0u8; 2048];
+        let mut inbox = Inbox::new(RECV_BATCH);
         let mut open = true;
         loop {
             let next_timer = self.timers.peek().map(|Reverse((t, ..))| *t);
             tokio::select! {
                 cmd = rx.recv(), if open => match cmd {
-                    Some(cmd) => self.start(cmd).await,
+                    Some(cmd) => {
+                        self.start(cmd);
+                        for _ in 1..START_BATCH {
+                            match rx.try_recv() {
+                                Ok(cmd) => self.start(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => open = false,
                 },
-                r = self.socket.recv(&mut buf) => match r {
-                    Ok(n) => self.on_datagram(&buf[..n]).await,
+                r = self.datagrams.recv(&mut inbox) => match r {
+                    Ok(()) => {
+                        for (datagram, _) in inbox.datagrams() {
+                            self.on_datagram(datagram);
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "recv failed"),
                 },
-                _ = sleep_until(next_timer), if next_timer.is_some() => self.on_timer().await,
+                _ = sleep_until(next_timer), if next_timer.is_some() => self.on_timer(),
+            }
+            if !self.outbox.is_empty() {
+                // ICMP "port unreachable" from an earlier datagram can surface as a failed
+                // send; the retransmission timers cover the loss either way.
+                self.datagrams.send(&mut self.outbox).await;
             }
             if !open && self.exchanges.is_empty() {
                 return;
@@ -176,7 +212,7 @@ impl Endpoint {
         }
     }
 
-    async fn start(&mut self, cmd: Cmd) {
+    fn start(&mut self, cmd: Cmd) {
         // Skip message IDs still in use (only possible with 65536 requests outstanding).
         let mut mid = self.next_mid;
         while self.exchanges.contains_key(&mid) {
@@ -193,7 +229,7 @@ impl Endpoint {
             }
         };
         let timeout = self.params.initial_timeout();
-        self.send(&datagram).await;
+        self.send(datagram.clone());
         self.stats.sent.inc();
         self.timers
             .push(Reverse((Instant::now() + timeout, mid, token, 0)));
@@ -211,15 +247,12 @@ impl Endpoint {
         );
     }
 
-    async fn send(&self, datagram: &[u8]) {
-        if let Err(e) = self.socket.send(datagram).await {
-            // ICMP "port unreachable" from an earlier datagram can surface here; the
-            // retransmission timer covers the loss either way.
-            tracing::debug!(error = %e, "send failed");
-        }
+    /// Queues a datagram for the end of this turn of the loop.
+    fn send(&mut self, datagram: Vec<u8>) {
+        self.outbox.push(self.server, datagram);
     }
 
-    async fn on_timer(&mut self) {
+    fn on_timer(&mut self) {
         let now = Instant::now();
         while let Some(Reverse((at, mid, token, armed))) = self.timers.peek().copied() {
             if at > now {
@@ -247,7 +280,7 @@ impl Endpoint {
             let (datagram, next, armed) = (ex.datagram.clone(), now + ex.timeout, ex.retransmits);
             self.timers.push(Reverse((next, mid, token, armed)));
             self.stats.retransmitted.inc();
-            self.send(&datagram).await;
+            self.send(datagram);
         }
     }
 
@@ -258,7 +291,7 @@ impl Endpoint {
         }
     }
 
-    async fn on_datagram(&mut self, datagram: &[u8]) {
+    fn on_datagram(&mut self, datagram: &[u8]) {
         let Ok(packet) = Packet::from_bytes(datagram) else {
             self.stats.malformed.inc();
             return;
@@ -294,7 +327,7 @@ impl Endpoint {
                 if kind == MessageType::Confirmable {
                     // Acknowledge a separate answer, even a duplicate one (§4.2).
                     let [hi, lo] = mid.to_be_bytes();
-                    self.send(&[0x60, 0x00, hi, lo]).await;
+                    self.send(vec![0x60, 0x00, hi, lo]);
                 }
                 let found = token_of(&packet).and_then(|t| self.by_token.get(&t).copied());
                 if let Some(request_mid) = found {
@@ -304,7 +337,7 @@ impl Endpoint {
             (MessageType::Confirmable, _) => {
                 // A request or ping sent to a client: reject it (§4.2).
                 let [hi, lo] = mid.to_be_bytes();
-                self.send(&[0x70, 0x00, hi, lo]).await;
+                self.send(vec![0x70, 0x00, hi, lo]);
             }
             _ => {}
         }

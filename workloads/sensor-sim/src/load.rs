@@ -109,7 +109,8 @@ pub async fn run(
                 stop.clone(),
                 latency.clone(),
             );
-            let sensor = format!("load-{c}-{w}");
+            // Fixed width: requests of one size go out together (see `udp::Datagrams`).
+            let sensor = format!("load-{c:03}-{w:05}");
             workers.push(tokio::spawn(async move {
                 worker(
                     client, plan, sensor, stats, next, issued, started, send_until, stop, latency,

@@ -65,7 +65,7 @@ fn encode_uint(v: u32) -> Vec<u8> {
 pub(super) fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
     // An empty RST: version 1, type 3, no token, code 0.00, the message's ID.
     let [hi, lo] = mid.to_be_bytes();
-    shared.send(&[0x70, 0x00, hi, lo], peer);
+    shared.send(vec![0x70, 0x00, hi, lo], peer);
 }
 
 /// A response's code and payload, sent as an ACK of a confirmable request or as a NON of its
@@ -95,7 +95,7 @@ fn respond(
         response.content_format,
         response.max_age,
     ) {
-        shared.send(&b, peer);
+        shared.send(b, peer);
     }
 }
 
@@ -176,7 +176,7 @@ pub(super) fn answer_duplicate(
     }
 }
 
-/// The writer's completion callback: answers every reading of a batch.
+/// The writer's completion callback: answers every reading of a batch, together.
 pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
     Arc::new(
         move |answers: Vec<PendingAnswer>, result: Result<(), &WriteError>| {
@@ -221,6 +221,7 @@ pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
                     send_unavailable(&shared, a.confirmable, a.message_id, &a.token, a.peer);
                 }
             }
+            shared.flush();
         },
     )
 }
