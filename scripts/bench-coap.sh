@@ -68,8 +68,10 @@ for mode in $MODES; do
   runs+=("$mode:$BIN")
   [ -n "${BENCH_BEFORE_BIN:-}" ] && runs+=("$mode:$(cd "$BENCH_BEFORE_BIN" && pwd):before")
 done
+n_run=0
 for run in "${runs[@]}"; do
   IFS=: read -r mode bin tag <<<"$run"
+  n_run=$((n_run + 1))
   label=$mode${tag:+ ($tag)}
   port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   http=127.0.0.1:$(free_port)
@@ -83,7 +85,7 @@ for run in "${runs[@]}"; do
   RUST_LOG=warn "$bin/sensor-sim" load --server "127.0.0.1:$port" --duration 1 --sockets 1 --window 16 \
     --place warmup --json >/dev/null
   for w in $WINDOWS; do
-    place="bench-$mode${tag:+-$tag}-w$w"
+    place="bench-$n_run-$mode${tag:+-$tag}-w$w" # a mode may run twice: each run its own points
     load=$(cut -d' ' -f1 /proc/loadavg)
     cpu_server=$(cpu_secs "$server"); cpu_influx=$(cpu_secs "$INFLUX_PID")
     say "$label: window $w × $SOCKETS socket(s) for ${SECONDS_PER_RUN} s (load average $load)"

@@ -5,7 +5,7 @@
 # own metrics, and every client's requests from the API server's apiserver_request_total), the
 # operator's peak RSS and CPU seconds, and its writes during BENCH_QUIET_SECONDS quiet seconds
 # (must be zero). A timeline (every BENCH_SAMPLE_SECONDS: monitors Ready, pods created / bound to
-# a node / ready, reconciles so far) shows where the time goes. The table goes to stdout and,
+# a node / ready, reconciles so far, the operator's RSS) shows where the time goes. The table goes to stdout and,
 # between its markers, into docs/benchmarks.md.
 #
 #   BENCH_MONITORS ("100 300 1000")  BENCH_NODES (default: enough for 5 pods per monitor, 110 per node)
@@ -56,6 +56,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+rss_now_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # op_metric NAME: the sum of an operator metric over its labels.
 op_metric() { curl -sf "http://$op_http/metrics" | awk -v m="$1" '{k = $1; sub(/\{.*/, "", k)} k == m {s += $NF} END {print s + 0}'; }
 # api_requests: every client's requests by verb and resource, from the API server ("VERB:resource
@@ -128,13 +129,13 @@ for n in $SIZES; do
   for p in "${apply_pids[@]}"; do wait "$p"; done
   t_applied=$(date +%s.%N)
   timeline=$RUN/timeline-$n.txt
-  echo "seconds ready pods_created pods_bound pods_ready reconciles operator_writes" >"$timeline"
+  echo "seconds ready pods_created pods_bound pods_ready reconciles operator_writes operator_rss_mb" >"$timeline"
   ready=0
   while :; do
     ready=$(ready_count "$ns")
     now=$(date +%s.%N)
     el=$(awk -v a="$t0" -v b="$now" 'BEGIN {printf "%.0f", b - a}')
-    echo "$el $ready $(pod_counts "$ns") $(op_metric iot_operator_reconciles_total) $(op_metric iot_operator_api_writes_total)" >>"$timeline"
+    echo "$el $ready $(pod_counts "$ns") $(op_metric iot_operator_reconciles_total) $(op_metric iot_operator_api_writes_total) $(rss_now_mb "$op_pid")" >>"$timeline"
     [ "$ready" -ge "$n" ] && break
     if [ "$el" -ge "$TIMEOUT" ]; then say "N=$n: only $ready of $n Ready after $TIMEOUT s"; break; fi
     sleep "$SAMPLE"
@@ -184,7 +185,7 @@ for n in $SIZES; do
   {
     echo "N=$n: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$n.txt" | head -40
     echo "N=$n: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$n.txt" | head -20
-    echo "N=$n: timeline (s ready created bound pods-ready reconciles operator-writes):"; sed 's/^/  /' "$timeline"
+    echo "N=$n: timeline (s ready created bound pods-ready reconciles operator-writes operator-RSS-MB):"; sed 's/^/  /' "$timeline"
   } | tee "$RUN/notes-$n.txt" >&2
   stop_operator
   tests/cluster/down.sh >/dev/null 2>&1 || true
