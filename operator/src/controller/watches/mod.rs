@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
-use self::packed::Packed;
+use self::packed::{Packed, Packer};
 use super::apply::Child;
 
 mod packed;
@@ -334,9 +334,10 @@ where
     let (reader, mut writer) = reflector::store::<Packed<K>>();
     K::set_store(cache, reader);
     let mut filter = ChangeFilter::new(K::fingerprint);
+    let mut packer = Packer::default();
     // What `reflect` does, with the store's copy packed; the owner still gets the object.
     watcher(api, config)
         .modify(K::prune)
-        .inspect_ok(move |event| writer.apply_watcher_event(&packed::packed(event)))
+        .inspect_ok(move |event| writer.apply_watcher_event(&packer.event(event)))
         .try_filter_map(move |event| future::ready(Ok(filter.admit(event))))
 }

@@ -309,12 +309,13 @@ fn a_monitors_children_are_listed_by_its_instance_in_its_namespace() {
 /// pruned, and the store ready (synced) afterwards.
 fn listed<K: Cached + DeserializeOwned>(cache: &mut ChildCache, objects: &[Value]) {
     let mut writer = Writer::<Packed<K>>::default();
+    let mut packer = Packer::default();
     K::set_store(cache, writer.as_reader());
     writer.apply_watcher_event(&watcher::Event::Init);
     for object in objects.iter().filter(|o| o["kind"] == K::KIND) {
         let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
         object.prune();
-        writer.apply_watcher_event(&watcher::Event::InitApply(Packed::pack(&object)));
+        writer.apply_watcher_event(&watcher::Event::InitApply(packer.pack(&object)));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
 }
