@@ -94,19 +94,14 @@ impl Shared {
         lock(&self.outbox).push(peer, bytes);
     }
 
-    /// Sends the queued answers. Never waits: a full socket buffer drops answers, and the
-    /// client's retransmission then gets its answer from the dedup cache.
+    /// Sends the queued answers. Never waits (so holding the lock meanwhile is brief): a full
+    /// socket buffer drops answers, and the client's retransmission then gets its answer from
+    /// the dedup cache.
     fn flush(&self) {
-        let mut outbox = std::mem::take(&mut *lock(&self.outbox));
-        if outbox.is_empty() {
-            return;
-        }
-        let dropped = self.datagrams.try_send(&mut outbox);
-        self.metrics.send_errors.inc_by(dropped as u64);
-        // Give the emptied outbox back, keeping its allocation, unless answers came meanwhile.
-        let mut shared = lock(&self.outbox);
-        if shared.is_empty() {
-            *shared = outbox;
+        let mut outbox = lock(&self.outbox);
+        if !outbox.is_empty() {
+            let dropped = self.datagrams.try_send(&mut outbox);
+            self.metrics.send_errors.inc_by(dropped as u64);
         }
     }
 

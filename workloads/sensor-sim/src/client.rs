@@ -146,11 +146,11 @@ struct Endpoint {
     next_token: u64,
     exchanges: HashMap<u16, Exchange>,
     by_token: HashMap<u64, u16>,
-    /// One timer per open exchange, (message ID, token), removed when the exchange ends: a
-    /// queue that kept every request's timer until it fired held seconds' worth of them at
-    /// load-test rates, and popping them was a tenth of the client's CPU. The token tells a
-    /// later exchange with the same message ID apart (IDs wrap within a second at those rates).
-    timers: DelayQueue<(u16, u64)>,
+    /// One timer per open exchange (its message ID), removed when the exchange ends, so a
+    /// timer that fires always belongs to the exchange now holding that ID. A queue that kept
+    /// every request's timer until it fired held seconds' worth of them at load-test rates,
+    /// and popping them was a tenth of the client's CPU.
+    timers: DelayQueue<u16>,
 }
 
 impl Endpoint {
@@ -204,8 +204,7 @@ impl Endpoint {
                 },
                 Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)),
                     if !self.timers.is_empty() => {
-                    let (mid, token) = expired.into_inner();
-                    self.on_timeout(mid, token);
+                    self.on_timeout(expired.into_inner());
                 }
             }
             if !self.outbox.is_empty() {
@@ -238,7 +237,7 @@ impl Endpoint {
         let timeout = self.params.initial_timeout();
         self.send(datagram.clone());
         self.stats.sent.inc();
-        let timer = Some(self.timers.insert((mid, token), timeout));
+        let timer = Some(self.timers.insert(mid, timeout));
         self.by_token.insert(token, mid);
         self.exchanges.insert(
             mid,
@@ -260,13 +259,10 @@ impl Endpoint {
     }
 
     /// The timer of exchange `mid` fired (the queue has already let go of it).
-    fn on_timeout(&mut self, mid: u16, token: u64) {
+    fn on_timeout(&mut self, mid: u16) {
         let Some(ex) = self.exchanges.get_mut(&mid) else {
             return;
         };
-        if ex.token != token {
-            return; // cannot happen: an exchange's timer goes when the exchange ends
-        }
         ex.timer = None;
         if ex.acked || ex.retransmits >= self.params.max_retransmit {
             // No answer after the last retransmission, or, after an empty ACK, no separate
@@ -277,7 +273,7 @@ impl Endpoint {
         }
         ex.retransmits += 1;
         ex.timeout *= 2;
-        ex.timer = Some(self.timers.insert((mid, token), ex.timeout));
+        ex.timer = Some(self.timers.insert(mid, ex.timeout));
         let datagram = ex.datagram.clone();
         self.stats.retransmitted.inc();
         self.send(datagram);

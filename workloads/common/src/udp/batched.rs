@@ -140,10 +140,6 @@ impl Outbox {
         self.queued.push((peer, datagram));
     }
 
-    pub fn len(&self) -> usize {
-        self.queued.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.queued.is_empty()
     }
@@ -151,7 +147,7 @@ impl Outbox {
     /// Empties the outbox into batches: datagrams to one peer, by size, largest first, so that
     /// each run of one size (and one shorter datagram after it, which GSO allows as the last)
     /// is one batch of at most `max_segments` datagrams. Order between datagrams is not kept;
-    /// UDP does not promise it either.
+    /// UDP does not promise it either. The outbox keeps its allocation for the next turn.
     fn drain(&mut self, max_segments: usize) -> Vec<Batch> {
         let mut queued = std::mem::take(&mut self.queued);
         queued.sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then(b.len().cmp(&a.len())));
@@ -159,7 +155,11 @@ impl Outbox {
         let mut rest = &queued[..];
         while let Some(((peer, first), _)) = rest.split_first() {
             let size = first.len();
-            let limit = max_segments.clamp(1, (MAX_GSO_BYTES / size.max(1)).max(1));
+            // An empty datagram cannot be a GSO segment: it goes alone.
+            let limit = match size {
+                0 => 1,
+                _ => max_segments.clamp(1, (MAX_GSO_BYTES / size).max(1)),
+            };
             let same = |(p, d): &(SocketAddr, Vec<u8>)| p == peer && d.len() == size;
             let mut count = rest.iter().take(limit).take_while(|q| same(q)).count();
             let shorter = |(p, d): &(SocketAddr, Vec<u8>)| p == peer && d.len() < size;
@@ -178,6 +178,8 @@ impl Outbox {
             });
             rest = &rest[count..];
         }
+        queued.clear();
+        self.queued = queued;
         batches
     }
 }
@@ -254,6 +256,10 @@ mod tests {
         }
         let sizes: Vec<usize> = plan(&mut o, 64).iter().map(|t| t.2).collect();
         assert_eq!(sizes, vec![59 * 1100, 11 * 1100]);
+        // Empty datagrams go alone, whatever GSO allows.
+        o.push(addr(1), Vec::new());
+        o.push(addr(1), Vec::new());
+        assert_eq!(plan(&mut o, 64), vec![(1, None, 0), (1, None, 0)]);
         // Without GSO every datagram goes alone.
         o.push(addr(1), vec![0; 20]);
         o.push(addr(1), vec![0; 20]);
