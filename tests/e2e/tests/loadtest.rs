@@ -135,6 +135,15 @@ async fn the_recorder_writes_a_row_per_second_of_hpas_and_pod_cpu_and_plots_it()
         },
     )
     .await?;
+    // A fast cluster gets here in under 30 s; the per-second checks below want a longer run.
+    wait_for("the timeline to span 30 s", scaling_timeout(), || async {
+        let rows = read_rows(&csv)?;
+        let last = rows.last().map_or(0.0, |r| r.elapsed_s);
+        (last >= 31.0)
+            .then_some(())
+            .ok_or(format!("the timeline spans {last:.0} s"))
+    })
+    .await?;
 
     stop_tx.send(true)?;
     let report = tokio::time::timeout(Duration::from_secs(60), recording)
