@@ -2,11 +2,15 @@
 //! retransmitted after ACK_TIMEOUT × random(1, ACK_RANDOM_FACTOR), doubling each time, up to
 //! MAX_RETRANSMIT times (§4.2). Many requests can be outstanding at once; answers are matched
 //! by message ID (piggybacked) or token (separate answers, §5.2.2).
+//!
+//! Requests come either from [`Client::request`] callers (a channel and a task each) or from a
+//! [`Driver`] run inside the endpoint's own loop ([`drive`]), which is how the load generator
+//! keeps thousands of requests in flight at a few microseconds each.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use iot_common::udp::{self, Datagrams, Inbox, Outbox};
@@ -90,11 +94,9 @@ impl Client {
         params: Transmission,
         stats: Arc<Stats>,
     ) -> std::io::Result<Client> {
-        let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
-        socket.connect(server).await?;
-        let datagrams = Datagrams::new(socket)?;
+        let endpoint = Endpoint::bind(server, params, stats, None).await?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(Endpoint::new(datagrams, server, params, stats).run(rx));
+        tokio::spawn(endpoint.run(Some(rx)));
         Ok(Client { tx })
     }
 
@@ -107,6 +109,55 @@ impl Client {
             .map_err(|_| ExchangeError::Closed)?;
         answer.await.map_err(|_| ExchangeError::Closed)?
     }
+}
+
+/// Runs the requests of `driver` on an endpoint of its own (an ephemeral local port talking to
+/// `server`) until every slot of the driver is [`Step::Done`] and its last exchange has ended.
+pub async fn drive(
+    server: SocketAddr,
+    params: Transmission,
+    stats: Arc<Stats>,
+    driver: Box<dyn Driver>,
+) -> std::io::Result<()> {
+    Endpoint::bind(server, params, stats, Some(driver))
+        .await?
+        .run(None)
+        .await;
+    Ok(())
+}
+
+/// Makes requests from inside the endpoint's loop: each of its slots holds at most one exchange
+/// at a time, and is asked what to do next when that exchange ends or its wake-up comes.
+pub trait Driver: Send + 'static {
+    fn slots(&self) -> usize;
+    /// What `slot` does next: at the start and after a wake-up `ended` is `None`; when its
+    /// exchange ended, the outcome.
+    fn next(&mut self, slot: usize, ended: Option<Result<Response, ExchangeError>>) -> Step;
+}
+
+#[derive(Debug)]
+pub enum Step {
+    /// Start an exchange with this request.
+    Send(Request),
+    /// Ask again at this time.
+    WakeAt(Instant),
+    /// Nothing more from this slot.
+    Done,
+}
+
+/// Who is told how an exchange ended.
+enum Waiter {
+    Caller(oneshot::Sender<Result<Response, ExchangeError>>),
+    Slot(usize),
+}
+
+/// What a timer is for.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// Retransmission, or the wait for a separate answer, of the exchange with this message ID.
+    Exchange(u16),
+    /// A driver slot's wake-up.
+    Wake(usize),
 }
 
 /// Large receive buffer: a server answering a whole batch at once sends a burst of datagrams.
@@ -125,7 +176,7 @@ struct Exchange {
     /// The armed timer (retransmission, or the wait for a separate answer); `None` only while
     /// its expiry is being handled.
     timer: Option<delay_queue::Key>,
-    reply: oneshot::Sender<Result<Response, ExchangeError>>,
+    waiter: Waiter,
 }
 
 /// Requests started per turn of the endpoint's loop at most, so that answers and timers are
@@ -147,20 +198,27 @@ struct Endpoint {
     exchanges: HashMap<u16, Exchange>,
     by_token: HashMap<u64, u16>,
     /// One timer per open exchange (its message ID), removed when the exchange ends, so a
-    /// timer that fires always belongs to the exchange now holding that ID. A queue that kept
+    /// timer that fires always belongs to the exchange now holding that ID; and one per driver
+    /// slot waiting to go on. A queue that kept
     /// every request's timer until it fired held seconds' worth of them at load-test rates,
     /// and popping them was a tenth of the client's CPU.
-    timers: DelayQueue<u16>,
+    timers: DelayQueue<Timer>,
+    driver: Option<Box<dyn Driver>>,
+    /// Driver slots not yet done.
+    live_slots: usize,
 }
 
 impl Endpoint {
-    fn new(
-        datagrams: Datagrams,
+    async fn bind(
         server: SocketAddr,
         params: Transmission,
         stats: Arc<Stats>,
-    ) -> Self {
-        Endpoint {
+        driver: Option<Box<dyn Driver>>,
+    ) -> std::io::Result<Self> {
+        let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
+        socket.connect(server).await?;
+        let datagrams = Datagrams::new(socket)?;
+        Ok(Endpoint {
             datagrams,
             server,
             outbox: Outbox::default(),
@@ -172,27 +230,39 @@ impl Endpoint {
             exchanges: HashMap::new(),
             by_token: HashMap::new(),
             timers: DelayQueue::new(),
-        }
+            live_slots: driver.as_ref().map_or(0, |d| d.slots()),
+            driver,
+        })
     }
 
-    /// Each turn handles what is there (new requests, a batch of datagrams, or due timers)
-    /// and then sends what that produced in one go.
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+    /// Each turn sends what the last one produced in one go (at the start, the driver's first
+    /// requests), then handles what is there: new requests, a batch of datagrams, or due timers.
+    async fn run(mut self, mut rx: Option<mpsc::Receiver<Cmd>>) {
         let mut inbox = Inbox::new(RECV_BATCH);
-        let mut open = true;
+        for slot in 0..self.live_slots {
+            self.ask_driver(slot, None);
+        }
         loop {
+            if !self.outbox.is_empty() {
+                // ICMP "port unreachable" from an earlier datagram can surface as a failed
+                // send; the retransmission timers cover the loss either way.
+                self.datagrams.send(&mut self.outbox).await;
+            }
+            if rx.is_none() && self.live_slots == 0 && self.exchanges.is_empty() {
+                return;
+            }
             tokio::select! {
-                cmd = rx.recv(), if open => match cmd {
-                    Some(cmd) => {
-                        self.start(cmd);
+                cmd = recv(&mut rx), if rx.is_some() => match (cmd, &mut rx) {
+                    (Some(cmd), Some(rx)) => {
+                        self.start(cmd.request, Waiter::Caller(cmd.reply));
                         for _ in 1..START_BATCH {
                             match rx.try_recv() {
-                                Ok(cmd) => self.start(cmd),
+                                Ok(cmd) => self.start(cmd.request, Waiter::Caller(cmd.reply)),
                                 Err(_) => break,
                             }
                         }
                     }
-                    None => open = false,
+                    _ => rx = None,
                 },
                 r = self.datagrams.recv(&mut inbox) => match r {
                     Ok(()) => {
@@ -204,21 +274,30 @@ impl Endpoint {
                 },
                 Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)),
                     if !self.timers.is_empty() => {
-                    self.on_timeout(expired.into_inner());
+                    match expired.into_inner() {
+                        Timer::Exchange(mid) => self.on_timeout(mid),
+                        Timer::Wake(slot) => self.ask_driver(slot, None),
+                    }
                 }
-            }
-            if !self.outbox.is_empty() {
-                // ICMP "port unreachable" from an earlier datagram can surface as a failed
-                // send; the retransmission timers cover the loss either way.
-                self.datagrams.send(&mut self.outbox).await;
-            }
-            if !open && self.exchanges.is_empty() {
-                return;
             }
         }
     }
 
-    fn start(&mut self, cmd: Cmd) {
+    /// Hands `ended` (if any) to the driver and does what it says for `slot`.
+    fn ask_driver(&mut self, slot: usize, ended: Option<Result<Response, ExchangeError>>) {
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        match driver.next(slot, ended) {
+            Step::Send(request) => self.start(request, Waiter::Slot(slot)),
+            Step::WakeAt(at) => {
+                self.timers.insert_at(Timer::Wake(slot), at.into());
+            }
+            Step::Done => self.live_slots = self.live_slots.saturating_sub(1),
+        }
+    }
+
+    fn start(&mut self, request: Request, waiter: Waiter) {
         // Skip message IDs still in use (only possible with 65536 requests outstanding).
         let mut mid = self.next_mid;
         while self.exchanges.contains_key(&mid) {
@@ -227,17 +306,17 @@ impl Endpoint {
         self.next_mid = mid.wrapping_add(1);
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
-        let datagram = match encode(&cmd.request, mid, token) {
+        let datagram = match encode(&request, mid, token) {
             Ok(d) => d,
             Err(e) => {
-                let _ = cmd.reply.send(Err(e));
+                self.tell(waiter, Err(e));
                 return;
             }
         };
         let timeout = self.params.initial_timeout();
         self.send(datagram.clone());
         self.stats.sent.inc();
-        let timer = Some(self.timers.insert(mid, timeout));
+        let timer = Some(self.timers.insert(Timer::Exchange(mid), timeout));
         self.by_token.insert(token, mid);
         self.exchanges.insert(
             mid,
@@ -248,7 +327,7 @@ impl Endpoint {
                 timeout,
                 acked: false,
                 timer,
-                reply: cmd.reply,
+                waiter,
             },
         );
     }
@@ -273,7 +352,7 @@ impl Endpoint {
         }
         ex.retransmits += 1;
         ex.timeout *= 2;
-        ex.timer = Some(self.timers.insert(mid, ex.timeout));
+        ex.timer = Some(self.timers.insert(Timer::Exchange(mid), ex.timeout));
         let datagram = ex.datagram.clone();
         self.stats.retransmitted.inc();
         self.send(datagram);
@@ -285,7 +364,16 @@ impl Endpoint {
             if let Some(timer) = ex.timer {
                 self.timers.remove(&timer);
             }
-            let _ = ex.reply.send(result);
+            self.tell(ex.waiter, result);
+        }
+    }
+
+    fn tell(&mut self, waiter: Waiter, result: Result<Response, ExchangeError>) {
+        match waiter {
+            Waiter::Caller(reply) => {
+                let _ = reply.send(result);
+            }
+            Waiter::Slot(slot) => self.ask_driver(slot, Some(result)),
         }
     }
 
@@ -338,6 +426,14 @@ impl Endpoint {
             }
             _ => {}
         }
+    }
+}
+
+/// The next command, or `None` once every [`Client`] is gone (or there is no channel).
+async fn recv(rx: &mut Option<mpsc::Receiver<Cmd>>) -> Option<Cmd> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
     }
 }
 
@@ -411,15 +507,13 @@ mod tests {
     }
 
     /// A server on loopback that answers each datagram it receives with what `script` returns
-    /// for it (and its number). Returns a client of it, the client's stats, and the server's
-    /// task, which ends 600 ms after the last datagram with all it received.
-    async fn client_and_server(
+    /// for it (and its number). Returns its address and its task, which ends 600 ms after the
+    /// last datagram with all it received.
+    async fn scripted_server(
         script: impl Fn(usize, &Packet) -> Vec<Vec<u8>> + Send + 'static,
-    ) -> (Client, Arc<Stats>, tokio::task::JoinHandle<Vec<Packet>>) {
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Packet>>) {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
-        let stats = Arc::new(Stats::default());
-        let client = Client::connect(addr, FAST, stats.clone()).await.unwrap();
         let received = tokio::spawn(async move {
             let mut got = Vec::new();
             let mut buf = [0u8; 2048];
@@ -434,6 +528,16 @@ mod tests {
             }
             got
         });
+        (addr, received)
+    }
+
+    /// A [`scripted_server`], a client of it and the client's stats.
+    async fn client_and_server(
+        script: impl Fn(usize, &Packet) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> (Client, Arc<Stats>, tokio::task::JoinHandle<Vec<Packet>>) {
+        let (addr, received) = scripted_server(script).await;
+        let stats = Arc::new(Stats::default());
+        let client = Client::connect(addr, FAST, stats.clone()).await.unwrap();
         (client, stats, received)
     }
 
@@ -500,6 +604,56 @@ mod tests {
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[1].header.get_type(), MessageType::Acknowledgement);
         assert_eq!(got[1].header.message_id, 0x7777);
+    }
+
+    /// Two requests from each of `slots` slots, then done; counts the answers it saw.
+    struct Twice {
+        left: Vec<u32>,
+        answers: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Driver for Twice {
+        fn slots(&self) -> usize {
+            self.left.len()
+        }
+        fn next(&mut self, slot: usize, ended: Option<Result<Response, ExchangeError>>) -> Step {
+            if let Some(Ok(_)) = ended {
+                self.answers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if self.left[slot] == 0 {
+                return Step::Done;
+            }
+            self.left[slot] -= 1;
+            Step::Send(post())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_driver_runs_its_slots_to_the_end_without_a_retransmission() {
+        let (addr, server) = scripted_server(|_, req| {
+            vec![answer(
+                req,
+                MessageType::Acknowledgement,
+                req.header.message_id,
+                MessageClass::Response(ResponseType::Changed),
+            )]
+        })
+        .await;
+        let stats = Arc::new(Stats::default());
+        let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let driver = Twice {
+            left: vec![2; 3],
+            answers: answers.clone(),
+        };
+        drive(addr, FAST, stats.clone(), Box::new(driver))
+            .await
+            .unwrap();
+        assert_eq!(answers.load(std::sync::atomic::Ordering::Relaxed), 6);
+        // The first requests go out at once: none waits for a retransmission timer.
+        assert_eq!(stats.retransmitted.get(), 0);
+        assert_eq!(stats.sent.get(), 6);
+        assert_eq!(server.await.unwrap().len(), 6);
     }
 
     #[test]

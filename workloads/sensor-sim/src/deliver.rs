@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{RequestType, ResponseType};
 
-use crate::client::{Client, ExchangeError, Request};
+use crate::client::{Client, ExchangeError, Request, Response};
 use crate::stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,64 @@ impl SensorClock {
 pub const TEMPERATURE: &[&str] = &["sensors", "dht", "temperature"];
 pub const HUMIDITY: &[&str] = &["sensors", "dht", "humidity"];
 
+/// What comes after one exchange of a reading.
+#[derive(Debug)]
+pub enum Next {
+    Stored,
+    /// Send the same reading again after this pause.
+    RetryAfter(Duration),
+    Refused(DeliveryError),
+}
+
+/// Judges the outcome of one exchange of a reading and counts it in `stats`. Shared by
+/// [`deliver`] and the load generator, which drives its exchanges without a task each.
+pub fn next_step(outcome: Result<Response, ExchangeError>, stats: &Stats) -> Next {
+    match outcome {
+        Ok(r) if is_success(r.code) => {
+            stats.acked.inc();
+            Next::Stored
+        }
+        Ok(r) if r.code == ResponseType::ServiceUnavailable => {
+            stats.unavailable.inc();
+            Next::RetryAfter(Duration::from_secs(u64::from(
+                r.max_age.unwrap_or(DEFAULT_MAX_AGE),
+            )))
+        }
+        Ok(r) if is_client_error(r.code) => {
+            stats.rejected.inc();
+            stats.failed.inc();
+            Next::Refused(DeliveryError::Rejected {
+                code: r.code,
+                message: String::from_utf8_lossy(&r.payload).into_owned(),
+            })
+        }
+        Ok(r) => {
+            tracing::debug!(code = ?r.code, "server error, retrying");
+            Next::RetryAfter(Duration::from_secs(1))
+        }
+        Err(ExchangeError::Timeout(_)) => {
+            stats.timeouts.inc();
+            Next::RetryAfter(Duration::ZERO)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "exchange failed, retrying");
+            Next::RetryAfter(Duration::from_secs(1))
+        }
+    }
+}
+
+/// A retry after `pause` that would end past `deadline` is given up on (and counted).
+pub fn give_up(deadline: Option<Instant>, pause: Duration, stats: &Stats) -> Option<DeliveryError> {
+    deadline
+        .is_some_and(|d| Instant::now() + pause >= d)
+        .then(|| {
+            stats.failed.inc();
+            DeliveryError::GaveUp {
+                last: format!("waiting {pause:?} to retry"),
+            }
+        })
+}
+
 /// Sends `request` until stored; returns the time from first transmission to confirmation.
 pub async fn deliver(
     client: &Client,
@@ -66,43 +124,16 @@ pub async fn deliver(
 ) -> Result<Duration, DeliveryError> {
     let started = Instant::now();
     loop {
-        let pause = match client.request(request.clone()).await {
-            Ok(r) if is_success(r.code) => {
-                stats.acked.inc();
-                return Ok(started.elapsed());
+        match next_step(client.request(request.clone()).await, stats) {
+            Next::Stored => return Ok(started.elapsed()),
+            Next::Refused(e) => return Err(e),
+            Next::RetryAfter(pause) => {
+                if let Some(e) = give_up(deadline, pause, stats) {
+                    return Err(e);
+                }
+                tokio::time::sleep(pause).await;
             }
-            Ok(r) if r.code == ResponseType::ServiceUnavailable => {
-                stats.unavailable.inc();
-                Duration::from_secs(u64::from(r.max_age.unwrap_or(DEFAULT_MAX_AGE)))
-            }
-            Ok(r) if is_client_error(r.code) => {
-                stats.rejected.inc();
-                stats.failed.inc();
-                return Err(DeliveryError::Rejected {
-                    code: r.code,
-                    message: String::from_utf8_lossy(&r.payload).into_owned(),
-                });
-            }
-            Ok(r) => {
-                tracing::debug!(code = ?r.code, "server error, retrying");
-                Duration::from_secs(1)
-            }
-            Err(ExchangeError::Timeout(_)) => {
-                stats.timeouts.inc();
-                Duration::ZERO
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "exchange failed, retrying");
-                Duration::from_secs(1)
-            }
-        };
-        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
-            stats.failed.inc();
-            return Err(DeliveryError::GaveUp {
-                last: format!("waiting {pause:?} to retry"),
-            });
         }
-        tokio::time::sleep(pause).await;
     }
 }
 

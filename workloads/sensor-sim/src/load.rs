@@ -14,9 +14,10 @@ use iot_common::load_progress::{Percentiles, Progress};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::client::{Client, Transmission};
-use crate::deliver::{self, TEMPERATURE};
+use crate::client::{self, Transmission};
 use crate::stats::Stats;
+
+mod driver;
 
 #[derive(Clone, Debug)]
 pub struct LoadPlan {
@@ -82,8 +83,6 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Summary> {
     let started = Instant::now();
-    let send_until = plan.duration.map(|d| started + d);
-    let next = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
     // One pair of histograms for the whole run (about 100 KB each): one per worker would cost
     // that per worker.
@@ -96,34 +95,38 @@ pub async fn run(
         json: plan.json,
     };
     let progress = tokio::spawn(progress(meter.clone()));
-    let mut workers = Vec::new();
-    for c in 0..plan.sockets {
-        let client = Client::connect(plan.server, params, stats.clone()).await?;
-        for w in 0..plan.window {
-            let (client, plan, stats, next, issued, stop, latency) = (
-                client.clone(),
-                plan.clone(),
-                stats.clone(),
-                next.clone(),
-                issued.clone(),
-                stop.clone(),
-                latency.clone(),
-            );
-            // Fixed width: requests of one size go out together (see `udp::Datagrams`).
-            let sensor = format!("load-{c:03}-{w:05}");
-            workers.push(tokio::spawn(async move {
-                worker(
-                    client, plan, sensor, stats, next, issued, started, send_until, stop, latency,
-                )
-                .await
-            }));
+    let (server, sockets, json) = (plan.server, plan.sockets, plan.json);
+    let run = Arc::new(driver::Run {
+        send_until: plan.duration.map(|d| started + d),
+        plan,
+        stats: stats.clone(),
+        next: AtomicU64::new(0),
+        issued: issued.clone(),
+        latency: latency.clone(),
+        started,
+        stop,
+    });
+    let mut endpoints = Vec::new();
+    for socket in 0..sockets {
+        let window = Box::new(driver::Window::new(run.clone(), socket));
+        endpoints.push(tokio::spawn(client::drive(
+            server,
+            params,
+            stats.clone(),
+            window,
+        )));
+    }
+    let mut result = Ok(());
+    for e in endpoints {
+        match e.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(std::io::Error::other(e)),
         }
     }
-    for w in workers {
-        let _ = w.await;
-    }
     progress.abort();
-    if plan.json {
+    result?;
+    if json {
         // The last word of a followed run: counts and percentiles once every reading is settled.
         eprintln!("{}", meter.progress_line(None, true));
     }
@@ -207,51 +210,6 @@ fn new_histogram() -> Histogram<u64> {
     // so the error case cannot happen.
     #[allow(clippy::expect_used)]
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid constant histogram bounds")
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn worker(
-    client: Client,
-    plan: LoadPlan,
-    sensor: String,
-    stats: Arc<Stats>,
-    next: Arc<AtomicU64>,
-    issued: Arc<AtomicU64>,
-    started: Instant,
-    send_until: Option<Instant>,
-    stop: watch::Receiver<bool>,
-    latency: Arc<Mutex<Latency>>,
-) {
-    let query = vec![format!("place={}", plan.place), format!("sensor={sensor}")];
-    let mut clock = deliver::SensorClock::default();
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if plan.count.is_some_and(|n| i >= n)
-            || send_until.is_some_and(|t| Instant::now() >= t)
-            || *stop.borrow()
-        {
-            return;
-        }
-        if let Some(rate) = plan.rate {
-            // Reading i is due at i / rate seconds after the start.
-            let due = started + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        issued.fetch_add(1, Ordering::Relaxed);
-        let value = 20.0 + (i % 100) as f64 / 10.0;
-        let deadline = send_until.map_or_else(Instant::now, |t| t.max(Instant::now())) + plan.drain;
-        let request = deliver::reading(TEMPERATURE, value, query.clone(), clock.now());
-        match deliver::deliver(&client, request, &stats, Some(deadline)).await {
-            Ok(d) => {
-                let micros = (d.as_micros() as u64).max(1);
-                latency
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(micros);
-            }
-            Err(e) => tracing::warn!(%sensor, error = %e, "reading not stored"),
-        }
-    }
 }
 
 async fn progress(meter: Meter) {
