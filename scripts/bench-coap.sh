@@ -3,9 +3,10 @@
 # confirmable requests → coap-server → a real InfluxDB, release builds on loopback. For each
 # server configuration and window: acknowledged readings/s, ack latency percentiles, zero loss
 # (points counted in InfluxDB against readings sent and acknowledged), write requests and readings
-# per write, CPU seconds of sensor-sim, coap-server and influxd, and the load average when the run
-# started (the machine may be shared). The table goes to stdout and, between
-# its markers, into docs/benchmarks.md.
+# per write, CPU seconds of sensor-sim, coap-server and influxd (and their sum per acknowledged
+# reading), the load average when the run started and the share of CPU time the hypervisor gave
+# to other guests during the run ("stolen": on a shared VM the throughput moves with it). The
+# table goes to stdout and, between its markers, into docs/benchmarks.md.
 #
 #   BENCH_WINDOWS ("1 64 1024")  BENCH_SECONDS (10, per run)  BENCH_SOCKETS (1)
 #   BENCH_MODES ("adaptive l0k4 linger20 fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
@@ -48,6 +49,8 @@ mode_flags() {
     *) echo "unknown mode $1" >&2; return 1 ;;
   esac
 }
+# steal_ticks: CPU time the hypervisor gave to other guests, and all CPU time, in ticks so far.
+steal_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 # batch_totals HTTP: points written and write requests so far, from coap-server's metrics.
 batch_totals() {
@@ -90,6 +93,7 @@ for run in "${runs[@]}"; do
     cpu_server=$(cpu_secs "$server"); cpu_influx=$(cpu_secs "$INFLUX_PID")
     say "$label: window $w × $SOCKETS socket(s) for ${SECONDS_PER_RUN} s (load average $load)"
     before=$(batch_totals "$http")
+    steal0=$(steal_ticks)
     rc=0
     RUST_LOG=warn /usr/bin/time -o "$RUN/$place.time" -f '%U %S %M' "$bin/sensor-sim" load \
       --server "127.0.0.1:$port" --duration "$SECONDS_PER_RUN" --sockets "$SOCKETS" --window "$w" \
@@ -97,21 +101,24 @@ for run in "${runs[@]}"; do
     cpu_server=$(awk -v a="$cpu_server" -v b="$(cpu_secs "$server")" 'BEGIN {printf "%.1f", b - a}')
     cpu_influx=$(awk -v a="$cpu_influx" -v b="$(cpu_secs "$INFLUX_PID")" 'BEGIN {printf "%.1f", b - a}')
     after=$(batch_totals "$http")
+    stolen=$(awk -v a="$steal0" -v b="$(steal_ticks)" 'BEGIN {split(a, x, " "); split(b, y, " ");
+      d = y[2] - x[2]; printf "%.0f %%", (d > 0 ? 100 * (y[1] - x[1]) / d : 0)}')
     stored=$(place_count "$place")
     row=$(python3 - "$RUN/$place.json" "$stored" "$label" "$w" "$load" "$cpu_server" "$cpu_influx" "$rc" \
-      "$RUN/$place.time" "$before" "$after" <<'PY'
+      "$RUN/$place.time" "$before" "$after" "$stolen" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); stored = int(sys.argv[2])
-mode, w, load, cs, ci, rc, timef, before, after = sys.argv[3:]
+mode, w, load, cs, ci, rc, timef, before, after, stolen = sys.argv[3:]
 user, system, _ = open(timef).read().split()[-3:]
 sim = float(user) + float(system)
 (p0, n0), (p1, n1) = (map(float, x.split()) for x in (before, after))
 writes = int(n1 - n0); per_write = (p1 - p0) / max(writes, 1)
+per_reading = (sim + float(cs) + float(ci)) * 1e6 / max(s["acked"], 1)
 ok = stored == s["acked"] == s["readings"] and s["failed"] == 0 and rc == "0"
 lost = f"0 of {s['readings']:,}" if ok else f"MISMATCH: sent {s['readings']:,}, acked {s['acked']:,}, stored {stored:,}"
 print(f"| {mode} | {w} | **{s['acked_per_sec']:,.0f}** | {s['latency_ms_p50']:.2f} / {s['latency_ms_p99']:.2f} / "
       f"{s['latency_ms_max']:.1f} ms | {lost} | {s['retransmissions']} | {writes:,} × {per_write:,.0f} | "
-      f"{sim:.1f} / {cs} / {ci} | {load} |")
+      f"{sim:.1f} / {cs} / {ci} | {per_reading:.1f} µs | {load} / {stolen} |")
 sys.exit(0 if ok else 1)
 PY
 ) || failed=1
@@ -127,8 +134,8 @@ done
 table=$(
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)), \`scripts/bench-coap.sh\`: $SOCKETS socket(s), ${SECONDS_PER_RUN} s per run, coap-server with ${SERVER_THREADS:-2} threads."
   echo
-  echo "| server | window | acked readings/s | ack latency p50 / p99 / max | lost | retransmissions | writes × readings | CPU s sensor-sim / coap-server / influxd | load avg at start |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| server | window | acked readings/s | ack latency p50 / p99 / max | lost | retransmissions | writes × readings | CPU s sensor-sim / coap-server / influxd | CPU per reading | load avg at start / CPU stolen |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
   echo "Peak RSS of coap-server: $rss_note."
