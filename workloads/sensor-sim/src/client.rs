@@ -199,9 +199,9 @@ struct Endpoint {
     by_token: HashMap<u64, u16>,
     /// One timer per open exchange (its message ID), removed when the exchange ends, so a
     /// timer that fires always belongs to the exchange now holding that ID; and one per driver
-    /// slot waiting to go on. A queue that kept
-    /// every request's timer until it fired held seconds' worth of them at load-test rates,
-    /// and popping them was a tenth of the client's CPU.
+    /// slot waiting to go on. A queue that kept every request's timer until it fired held
+    /// seconds' worth of them at load-test rates, and popping them was a tenth of the
+    /// client's CPU.
     timers: DelayQueue<Timer>,
     driver: Option<Box<dyn Driver>>,
     /// Driver slots not yet done.

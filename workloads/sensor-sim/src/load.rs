@@ -84,8 +84,7 @@ pub async fn run(
 ) -> std::io::Result<Summary> {
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
-    // One pair of histograms for the whole run (about 100 KB each): one per worker would cost
-    // that per worker.
+    // One pair of histograms for the whole run (about 100 KB each), shared by the sockets.
     let latency = Arc::new(Mutex::new(Latency::default()));
     let meter = Meter {
         stats: stats.clone(),

@@ -19,11 +19,6 @@ use iot_common::http::{self, Readiness};
 use iot_common::logging::{self, LogArgs};
 use iot_common::runtime::{self, Threads};
 use prometheus_client::registry::Registry;
-
-/// mimalloc: every reading costs a few small allocations, and glibc's malloc and free were a
-/// third of the load generator's CPU (`docs/benchmarks.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
