@@ -20,7 +20,7 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub(super) memo: WriteMemo,
+    pub(super) memo: Arc<WriteMemo>,
     /// The stores of the running controller's watches; replaced by each run (a new leader
     /// term), so a stopped watch's frozen store is never read.
     children: RwLock<ChildCache>,
@@ -34,7 +34,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            memo: WriteMemo::default(),
+            memo: Arc::default(),
             children: RwLock::default(),
             failures: Mutex::new(HashMap::new()),
         }

@@ -9,12 +9,22 @@ use fnv::FnvHasher;
 /// FNV-1a (64 bit) over the parts, each ended by a NUL byte so that `["ab", "c"]` and
 /// `["a", "bc"]` differ; 16 hex digits.
 pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    hex(content_hash_value(parts))
+}
+
+/// The number behind `content_hash`, for memory that only compares it.
+pub fn content_hash_value<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
     let mut hasher = FnvHasher::default();
     for part in parts {
         hasher.write(part.as_bytes());
         hasher.write_u8(0);
     }
-    format!("{:016x}", hasher.finish())
+    hasher.finish()
+}
+
+/// How a content hash is written in annotations: 16 hex digits.
+pub fn hex(hash: u64) -> String {
+    format!("{hash:016x}")
 }
 
 #[cfg(test)]

@@ -225,29 +225,49 @@ pub async fn run(
         scope.api::<Deployment>(client),
         children.clone(),
         &mut cache,
+        ctx.memo.clone(),
     );
     let stateful_sets = watches::watch(
         scope.api::<StatefulSet>(client),
         children.clone(),
         &mut cache,
+        ctx.memo.clone(),
     );
-    let services = watches::watch(scope.api::<Service>(client), children.clone(), &mut cache);
-    let config_maps = watches::watch(scope.api::<ConfigMap>(client), children.clone(), &mut cache);
+    let services = watches::watch(
+        scope.api::<Service>(client),
+        children.clone(),
+        &mut cache,
+        ctx.memo.clone(),
+    );
+    let config_maps = watches::watch(
+        scope.api::<ConfigMap>(client),
+        children.clone(),
+        &mut cache,
+        ctx.memo.clone(),
+    );
     let autoscalers = watches::watch(
         scope.api::<HorizontalPodAutoscaler>(client),
         children.clone(),
         &mut cache,
+        ctx.memo.clone(),
     );
     let policies = watches::watch(
         scope.api::<NetworkPolicy>(client),
         children.clone(),
         &mut cache,
+        ctx.memo.clone(),
     );
-    let secrets = watches::watch(scope.api::<Secret>(client), children.clone(), &mut cache);
+    let secrets = watches::watch(
+        scope.api::<Secret>(client),
+        children.clone(),
+        &mut cache,
+        ctx.memo.clone(),
+    );
     let claims = watches::watch(
         scope.api::<PersistentVolumeClaim>(client),
         children,
         &mut cache,
+        ctx.memo.clone(),
     );
     ctx.set_children(cache);
 

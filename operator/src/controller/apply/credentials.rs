@@ -25,7 +25,7 @@ impl Applier<'_> {
             return Ok(());
         }
         let key = self.memo_key::<Secret>(&name);
-        let existing = if self.surely_new::<Secret>(&name, &key) {
+        let existing = if self.surely_new::<Secret>(&name, key) {
             None
         } else {
             api.get_opt(&name)
@@ -41,9 +41,9 @@ impl Applier<'_> {
                 match api.create(&PostParams::default(), &secret).await {
                     Ok(created) => {
                         tracing::info!(name, "created the credentials Secret");
-                        // Its values are never compared, so no hash: the memo only records
+                        // Its values are never compared, so no hash (0): the memo only records
                         // that it exists (see `surely_new`).
-                        self.memo.remember(key, String::new(), &created.metadata);
+                        self.memo.remember(key, 0, &created.metadata);
                         self.metrics.record_write("Secret", "create");
                         self.count_write();
                     }

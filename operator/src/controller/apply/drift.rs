@@ -2,61 +2,90 @@
 //! touched it since our own last write or our last check.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
+/// Which child a memo entry is about: a hash of its kind, namespace and name, 8 bytes where
+/// the text took about 70 (the memo holds one entry per child, 17 per monitor). Two children
+/// sharing a key would cost a read, never a skipped write: an entry is trusted only at the
+/// resourceVersion it recorded, and the API server gives no two objects the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemoKey(u64);
+
+impl MemoKey {
+    pub fn of(kind: &str, namespace: &str, name: &str) -> Self {
+        let mut hasher = DefaultHasher::new();
+        (kind, namespace, name).hash(&mut hasher);
+        Self(hasher.finish())
+    }
+}
+
 /// A version of a child known to hold what we want.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Known {
-    hash: String,
-    resource_version: String,
+    hash: u64,
+    resource_version: Box<str>,
     generation: Option<i64>,
 }
 
-/// `kind/namespace/name` → a version known to hold what we want (the one our last write
-/// produced, or one a read found matching), with the hash it holds.
+/// Child → a version known to hold what we want (the one our last write produced, or one a
+/// read found matching), with the content hash it holds. Entries go when the watch sees the
+/// child deleted.
 #[derive(Debug, Default)]
-pub struct WriteMemo(Mutex<HashMap<String, Known>>);
+pub struct WriteMemo(Mutex<HashMap<MemoKey, Known>>);
 
 impl WriteMemo {
-    pub(super) fn remember(&self, key: String, hash: String, meta: &ObjectMeta) {
-        if let (Ok(mut memo), Some(rv)) = (self.0.lock(), meta.resource_version.clone()) {
+    pub(super) fn remember(&self, key: MemoKey, hash: u64, meta: &ObjectMeta) {
+        if let (Ok(mut memo), Some(rv)) = (self.0.lock(), meta.resource_version.as_deref()) {
             let known = Known {
                 hash,
-                resource_version: rv,
+                resource_version: rv.into(),
                 generation: meta.generation,
             };
             memo.insert(key, known);
         }
     }
 
+    /// The child is gone: a new one of the same name is unknown until written or checked.
+    pub fn forget(&self, key: MemoKey) {
+        if let Ok(mut memo) = self.0.lock() {
+            memo.remove(&key);
+        }
+    }
+
     /// Whether any version of the object is remembered (we wrote or checked it before).
-    pub(super) fn knows(&self, key: &str) -> bool {
-        self.0.lock().is_ok_and(|memo| memo.contains_key(key))
+    pub(super) fn knows(&self, key: MemoKey) -> bool {
+        self.0.lock().is_ok_and(|memo| memo.contains_key(&key))
     }
 
     /// The object is at the very version we know.
-    pub(super) fn known_good(&self, key: &str, hash: &str, meta: &ObjectMeta) -> bool {
+    pub(super) fn known_good(&self, key: MemoKey, hash: u64, meta: &ObjectMeta) -> bool {
         self.matches(key, hash, |k| {
-            meta.resource_version.as_deref() == Some(k.resource_version.as_str())
+            meta.resource_version.as_deref() == Some(&*k.resource_version)
         })
     }
 
     /// The object's spec is the one we know: the same generation (which the API server raises
     /// on every spec change of a Deployment or StatefulSet), whatever its status did since.
-    pub(super) fn spec_known_good(&self, key: &str, hash: &str, meta: &ObjectMeta) -> bool {
+    pub(super) fn spec_known_good(&self, key: MemoKey, hash: u64, meta: &ObjectMeta) -> bool {
         self.matches(key, hash, |k| {
             meta.generation.is_some() && k.generation == meta.generation
         })
     }
 
-    fn matches(&self, key: &str, hash: &str, same: impl Fn(&Known) -> bool) -> bool {
+    fn matches(&self, key: MemoKey, hash: u64, same: impl Fn(&Known) -> bool) -> bool {
         let Ok(memo) = self.0.lock() else {
             return false;
         };
-        memo.get(key).is_some_and(|k| k.hash == hash && same(k))
+        memo.get(&key).is_some_and(|k| k.hash == hash && same(k))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().map(|memo| memo.len()).unwrap_or_default()
     }
 }
 
@@ -119,25 +148,53 @@ mod tests {
         }
     }
 
+    fn key() -> MemoKey {
+        MemoKey::of("Service", "iot", "k")
+    }
+
     #[test]
     fn the_memo_recognises_only_the_version_it_was_told() {
         let memo = WriteMemo::default();
-        memo.remember("k".into(), "h".into(), &meta("7", 1));
-        assert!(memo.known_good("k", "h", &meta("7", 1)));
-        assert!(!memo.known_good("k", "h", &meta("8", 1)));
-        assert!(!memo.known_good("k", "other", &meta("7", 1)));
+        memo.remember(key(), 1, &meta("7", 1));
+        assert!(memo.known_good(key(), 1, &meta("7", 1)));
+        assert!(!memo.known_good(key(), 1, &meta("8", 1)));
+        assert!(!memo.known_good(key(), 2, &meta("7", 1)));
+        assert!(!memo.known_good(MemoKey::of("ConfigMap", "iot", "k"), 1, &meta("7", 1)));
     }
 
     #[test]
     fn a_status_write_keeps_the_spec_known_a_spec_change_does_not() {
         let memo = WriteMemo::default();
-        memo.remember("k".into(), "h".into(), &meta("7", 1));
-        assert!(memo.spec_known_good("k", "h", &meta("9", 1)));
-        assert!(!memo.spec_known_good("k", "h", &meta("10", 2)));
+        memo.remember(key(), 1, &meta("7", 1));
+        assert!(memo.spec_known_good(key(), 1, &meta("9", 1)));
+        assert!(!memo.spec_known_good(key(), 1, &meta("10", 2)));
         let no_generation = ObjectMeta {
             resource_version: Some("11".into()),
             ..ObjectMeta::default()
         };
-        assert!(!memo.spec_known_good("k", "h", &no_generation));
+        assert!(!memo.spec_known_good(key(), 1, &no_generation));
+    }
+
+    #[test]
+    fn a_forgotten_child_is_unknown() {
+        let memo = WriteMemo::default();
+        memo.remember(key(), 1, &meta("7", 1));
+        memo.forget(key());
+        assert!(!memo.knows(key()));
+        assert!(!memo.known_good(key(), 1, &meta("7", 1)));
+    }
+
+    #[test]
+    fn the_key_tells_kind_namespace_and_name_apart() {
+        let keys = [
+            MemoKey::of("Service", "iot", "a"),
+            MemoKey::of("Service", "iot", "b"),
+            MemoKey::of("Service", "other", "a"),
+            MemoKey::of("ConfigMap", "iot", "a"),
+            // Parts are delimited: moving a character between them is another key.
+            MemoKey::of("Service", "io", "ta"),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
     }
 }

@@ -34,11 +34,11 @@ mod error;
 #[cfg(test)]
 mod tests;
 
-pub use self::drift::{WriteMemo, is_subset};
+pub use self::drift::{MemoKey, WriteMemo, is_subset};
 pub use self::error::ApplyError;
 use super::desired::DesiredObjects;
 use super::desired::labels::children_selector;
-use super::hash::content_hash;
+use super::hash::{content_hash_value, hex};
 use super::validate::ValidatedMonitor;
 use super::watches::{Cached, ChildCache};
 use crate::constants::FIELD_MANAGER;
@@ -216,9 +216,10 @@ impl<'a> Applier<'a> {
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = desired.meta().name.clone().unwrap_or_default();
-        let hash = content_hash([serde_json::to_string(desired)
+        let hash_value = content_hash_value([serde_json::to_string(desired)
             .map_err(|e| ApplyError::Serialize(kind, e))?
             .as_str()]);
+        let hash = hex(hash_value);
         let mut desired = desired.clone();
         desired
             .meta_mut()
@@ -235,16 +236,16 @@ impl<'a> Applier<'a> {
         if let Some(cached) = self.cache.get::<K>(self.namespace, &name)
             && applied_hash(&cached) == Some(&hash)
         {
-            if self.memo.known_good(&key, &hash, cached.meta()) {
+            if self.memo.known_good(key, hash_value, cached.meta()) {
                 return Ok((cached, false));
             }
             // Only the status moved (a rollout's progress): the spec is the one we know, and
             // the metadata can be compared right here.
             if K::GENERATION_TRACKS_SPEC
-                && self.memo.spec_known_good(&key, &hash, cached.meta())
+                && self.memo.spec_known_good(key, hash_value, cached.meta())
                 && is_subset(&desired_json["metadata"], &meta_json(kind, &cached)?)
             {
-                self.memo.remember(key, hash, cached.meta());
+                self.memo.remember(key, hash_value, cached.meta());
                 return Ok((cached, false));
             }
             // The cache keeps all we applied (an HPA after the controller's status writes, a
@@ -253,7 +254,7 @@ impl<'a> Applier<'a> {
                 let cached_json =
                     serde_json::to_value(&cached).map_err(|e| ApplyError::Serialize(kind, e))?;
                 if is_subset(&desired_json, &cached_json) {
-                    self.memo.remember(key, hash, cached.meta());
+                    self.memo.remember(key, hash_value, cached.meta());
                     return Ok((cached, false));
                 }
             }
@@ -264,20 +265,20 @@ impl<'a> Applier<'a> {
             source,
         };
         // A first reconcile creates its children without reading them first.
-        let live = if self.surely_new::<K>(&name, &key) {
+        let live = if self.surely_new::<K>(&name, key) {
             None
         } else {
             api.get_opt(&name).await.map_err(read_error)?
         };
         if let Some(live) = live {
             if applied_hash(&live) == Some(&hash) {
-                if self.memo.known_good(&key, &hash, live.meta()) {
+                if self.memo.known_good(key, hash_value, live.meta()) {
                     return Ok((live, false));
                 }
                 let live_json =
                     serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
                 if is_subset(&desired_json, &live_json) {
-                    self.memo.remember(key, hash, live.meta());
+                    self.memo.remember(key, hash_value, live.meta());
                     return Ok((live, false));
                 }
             }
@@ -291,22 +292,18 @@ impl<'a> Applier<'a> {
             .await
             .map_err(|source| ApplyError::Apply { kind, name, source })?;
         self.metrics.record_write(kind, "apply");
-        self.memo.remember(key, hash, applied.meta());
+        self.memo.remember(key, hash_value, applied.meta());
         Ok((applied, true))
     }
 
-    fn memo_key<K: Cached>(&self, name: &str) -> String {
-        format!(
-            "{}/{}/{name}",
-            <K as k8s_openapi::Resource>::KIND,
-            self.namespace
-        )
+    fn memo_key<K: Cached>(&self, name: &str) -> MemoKey {
+        MemoKey::of(<K as k8s_openapi::Resource>::KIND, self.namespace, name)
     }
 
     /// The synced watch has never seen the child and we never wrote it (`key`: its memo key):
     /// it does not exist. (What we wrote before may not have reached the watch yet, or was
     /// deleted since: read.)
-    fn surely_new<K: Cached>(&self, name: &str, key: &str) -> bool {
+    fn surely_new<K: Cached>(&self, name: &str, key: MemoKey) -> bool {
         self.cache.knows_absent::<K>(self.namespace, name) && !self.memo.knows(key)
     }
 

@@ -516,3 +516,32 @@ async fn an_hpa_s_status_writes_are_judged_from_the_cache() {
     let repaired = f.api.get(&hpa).expect("still there");
     assert_ne!(repaired["spec"]["maxReplicas"], json!(50));
 }
+
+#[tokio::test]
+async fn a_child_the_watch_saw_deleted_is_created_again_without_a_read() {
+    let mut f = Fixture::new();
+    f.sync_cache();
+    f.apply("{}").await;
+    f.sync_cache();
+    let known = f.memo.len();
+    let service = path("v1", "services", "lab-influxdb");
+    let gone = f.api.remove(&service).expect("applied");
+    f.sync_cache();
+    let gone: Service = serde_json::from_value(gone).expect("a Service");
+    crate::controller::watches::forget_deleted(
+        &f.memo,
+        &kube::runtime::watcher::Event::Delete(gone),
+    );
+    assert_eq!(
+        f.memo.len(),
+        known - 1,
+        "its entry is gone, the others stay"
+    );
+    f.api.clear_calls();
+    f.apply("{}").await;
+    assert_eq!(reads(&f.api), Vec::new(), "nothing to read: it is gone");
+    assert_eq!(
+        f.take_writes(),
+        [("services".to_owned(), "lab-influxdb".to_owned())]
+    );
+}

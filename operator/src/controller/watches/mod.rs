@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use futures::{FutureExt, Stream, TryStreamExt, future};
 use k8s_openapi::ByteString;
@@ -25,7 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
 use self::packed::{Packed, Packer};
-use super::apply::Child;
+use super::apply::{Child, MemoKey, WriteMemo};
 
 mod packed;
 #[cfg(test)]
@@ -261,8 +262,11 @@ impl Cached for PersistentVolumeClaim {
 /// it no longer holds are forgotten.
 pub struct ChangeFilter<K> {
     fingerprint: fn(&K) -> u64,
-    seen: HashMap<String, u64>,
-    relisted: Option<HashSet<String>>,
+    /// Object (a hash of its uid: 8 bytes where the text took 60) → fingerprint. Two objects
+    /// sharing a hash would only wake their owners more often, never less: their events
+    /// overwrite each other's fingerprint.
+    seen: HashMap<u64, u64>,
+    relisted: Option<HashSet<u64>>,
 }
 
 impl<K: Resource> ChangeFilter<K> {
@@ -309,24 +313,22 @@ impl<K: Resource> ChangeFilter<K> {
 }
 
 /// The uid (a re-created object is a new one), or the name where a test left it out.
-fn key<K: Resource>(object: &K) -> String {
+fn key<K: Resource>(object: &K) -> u64 {
     let meta = object.meta();
     match &meta.uid {
-        Some(uid) => uid.clone(),
-        None => format!(
-            "{}/{}",
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default()
-        ),
+        Some(uid) => hash_of(uid),
+        None => hash_of(&(&meta.namespace, &meta.name)),
     }
 }
 
 /// Watches `api` (limited by `config`), keeps the pruned objects in a store added to `cache`,
-/// and returns the stream of the changes that matter, for `Controller::owns_stream`.
+/// and returns the stream of the changes that matter, for `Controller::owns_stream`. A deleted
+/// child leaves `memo` too.
 pub fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
     cache: &mut ChildCache,
+    memo: Arc<WriteMemo>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Cached + DeserializeOwned,
@@ -338,6 +340,25 @@ where
     // What `reflect` does, with the store's copy packed; the owner still gets the object.
     watcher(api, config)
         .modify(K::prune)
-        .inspect_ok(move |event| writer.apply_watcher_event(&packer.event(event)))
+        .inspect_ok(move |event| {
+            forget_deleted(&memo, event);
+            writer.apply_watcher_event(&packer.event(event));
+        })
         .try_filter_map(move |event| future::ready(Ok(filter.admit(event))))
+}
+
+/// A deleted child's memo entry is of no more use (a child of the same name is a new object).
+pub(crate) fn forget_deleted<K: Cached>(memo: &WriteMemo, event: &watcher::Event<K>) {
+    if let watcher::Event::Delete(child) = event {
+        memo.forget(memo_key(child));
+    }
+}
+
+fn memo_key<K: Cached>(child: &K) -> MemoKey {
+    let meta = child.meta();
+    MemoKey::of(
+        <K as k8s_openapi::Resource>::KIND,
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
