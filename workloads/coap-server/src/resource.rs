@@ -56,9 +56,27 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// The payload of the 2.04 answer, in the reference server's words.
-    pub fn stored_message(&self) -> String {
-        format!(
+    /// The payload of its 2.04 answer.
+    pub fn stored(&self) -> Stored {
+        Stored {
+            measurement: self.measurement,
+            value: self.value,
+        }
+    }
+}
+
+/// The payload of a 2.04 answer, in the reference server's words; written straight into the
+/// answer datagram (`Display`), so a pending answer holds no text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stored {
+    measurement: Measurement,
+    value: f64,
+}
+
+impl std::fmt::Display for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
             "{}={} saved successfully!",
             self.measurement.label(),
             self.value
@@ -347,7 +365,7 @@ mod tests {
         };
         assert_eq!((r.value, r.place.as_str()), (41.9, "lab-2"));
         assert_eq!(r.sensor.as_deref(), Some("dht.7"));
-        assert_eq!(r.stored_message(), "Humidity=41.9 saved successfully!");
+        assert_eq!(r.stored().to_string(), "Humidity=41.9 saved successfully!");
     }
 
     #[test]

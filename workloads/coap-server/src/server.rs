@@ -17,7 +17,7 @@ use crate::resource::{self, Action, Reading};
 mod answer;
 
 pub use self::answer::{PendingAnswer, on_written};
-use self::answer::{answer_duplicate, send_reply, send_reset, send_unavailable};
+use self::answer::{Token, answer_duplicate, send_reply, send_reset, send_unavailable};
 
 /// Receive buffers per system call: up to this many datagrams, or bursts coalesced by the
 /// kernel, per `recvmmsg`.
@@ -265,8 +265,8 @@ fn handle_request(
         exchange,
         confirmable,
         message_id: mid,
-        token: req.get_token().to_vec(),
-        message: reading.stored_message(),
+        token: Token::from_slice(req.get_token()),
+        stored: reading.stored(),
     };
     match writer.try_submit(line, answer) {
         Ok(()) => {}

@@ -1,65 +1,106 @@
 //! The answers: encoding a CoAP response, and sending it at once (rejections, duplicates,
 //! shed load) or once a reading's batch has been written ([`on_written`]).
 
+use std::fmt::Display;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, ResponseType};
+use coap_lite::{ContentFormat, Header, MessageClass, MessageType, ResponseType};
 use iot_common::WriteError;
 use iot_common::batch::OnWritten;
+use smallvec::SmallVec;
 
 use super::Shared;
 use crate::dedup::{ExchangeId, Outcome};
-use crate::resource::{Reading, Reply};
+use crate::resource::{Reading, Reply, Stored};
 
-/// What the writer needs to answer a reading once its batch is written.
+/// A request's token: at most 8 bytes (RFC 7252 §5.3.1; coap-lite rejects longer ones), so
+/// it is kept inline.
+pub type Token = SmallVec<[u8; 8]>;
+
+/// What the writer needs to answer a reading once its batch is written; nothing on the heap.
 pub struct PendingAnswer {
     pub(super) peer: SocketAddr,
     pub(super) exchange: ExchangeId,
     pub(super) confirmable: bool,
     pub(super) message_id: u16,
-    pub(super) token: Vec<u8>,
-    pub(super) message: String,
+    pub(super) token: Token,
+    pub(super) stored: Stored,
 }
 
-/// Builds an answer datagram. Never fails for the packets built here (options and token are
-/// within limits); an encoding error is logged and nothing is sent.
+/// CoAP option numbers (RFC 7252 §5.10).
+const CONTENT_FORMAT: u16 = 12;
+const MAX_AGE: u16 = 14;
+
+/// Encodes an answer datagram (RFC 7252 §3): header, token, options in ascending order, then
+/// the payload after its marker. Written here rather than through coap-lite's `Packet`, whose
+/// option map, lists and vectors cost about eight allocations per answer, where this costs one
+/// (the datagram); the tests decode every shape with coap-lite.
 fn encode(
     kind: MessageType,
     mid: u16,
     token: &[u8],
     code: ResponseType,
-    payload: &[u8],
+    payload: impl Display,
     content_format: Option<ContentFormat>,
     max_age: Option<u32>,
-) -> Option<Vec<u8>> {
-    let mut p = Packet::new();
-    p.header.set_version(1);
-    p.header.set_type(kind);
-    p.header.message_id = mid;
-    p.header.code = MessageClass::Response(code);
-    p.set_token(token.to_vec());
+) -> Vec<u8> {
+    let mut header = Header::new();
+    header.set_version(1);
+    header.set_type(kind);
+    header.set_token_length(token.len() as u8);
+    header.code = MessageClass::Response(code);
+    header.message_id = mid;
+    let mut out = Vec::with_capacity(64);
+    // Cannot fail: the buffer has room for the 4 bytes.
+    let _ = header.to_raw().serialize_into(&mut out);
+    out.extend_from_slice(token);
+    let mut previous = 0;
     if let Some(cf) = content_format {
-        p.set_content_format(cf);
+        push_uint_option(
+            &mut out,
+            &mut previous,
+            CONTENT_FORMAT,
+            usize::from(cf) as u32,
+        );
     }
     if let Some(secs) = max_age {
-        p.add_option(CoapOption::MaxAge, encode_uint(secs));
+        push_uint_option(&mut out, &mut previous, MAX_AGE, secs);
     }
-    p.payload = payload.to_vec();
-    match p.to_bytes() {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode answer");
-            None
-        }
+    let marker = out.len();
+    out.push(0xFF);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{payload}");
+    if out.len() == marker + 1 {
+        out.pop(); // no payload, no marker (§3)
     }
+    out
 }
 
-/// CoAP uint option: big-endian without leading zero bytes.
-fn encode_uint(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let skip = b.iter().take_while(|&&x| x == 0).count();
-    b[skip..].to_vec()
+/// Appends an option whose value is a uint (big-endian, no leading zero bytes: §3.2) after
+/// option number `previous`. Deltas and lengths here are below 13, so the option header is
+/// one byte; larger ones are encoded as §3.1 says all the same.
+fn push_uint_option(out: &mut Vec<u8>, previous: &mut u16, number: u16, value: u32) {
+    let bytes = value.to_be_bytes();
+    let value = &bytes[bytes.iter().take_while(|&&b| b == 0).count()..];
+    let delta = number - *previous;
+    *previous = number;
+    let (delta_nibble, delta_ext) = extended(delta);
+    let (length_nibble, length_ext) = extended(value.len() as u16);
+    out.push(delta_nibble << 4 | length_nibble);
+    out.extend_from_slice(&delta_ext);
+    out.extend_from_slice(&length_ext);
+    out.extend_from_slice(value);
+}
+
+/// An option delta or length as its 4-bit nibble and extended bytes (§3.1).
+fn extended(n: u16) -> (u8, SmallVec<[u8; 2]>) {
+    match n {
+        0..=12 => (n as u8, SmallVec::new()),
+        13..=268 => (13, SmallVec::from_slice(&[(n - 13) as u8])),
+        _ => (14, SmallVec::from_slice(&(n - 269).to_be_bytes())),
+    }
 }
 
 pub(super) fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
@@ -70,9 +111,9 @@ pub(super) fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
 
 /// A response's code and payload, sent as an ACK of a confirmable request or as a NON of its
 /// own.
-struct Response<'a> {
+struct Response<P> {
     code: ResponseType,
-    payload: &'a [u8],
+    payload: P,
     content_format: Option<ContentFormat>,
     max_age: Option<u32>,
 }
@@ -82,11 +123,11 @@ fn respond(
     confirmable: bool,
     mid: u16,
     token: &[u8],
-    response: Response<'_>,
+    response: Response<impl Display>,
     peer: SocketAddr,
 ) {
     let (kind, mid) = shared.answer_mid(confirmable, mid);
-    if let Some(b) = encode(
+    let datagram = encode(
         kind,
         mid,
         token,
@@ -94,9 +135,8 @@ fn respond(
         response.payload,
         response.content_format,
         response.max_age,
-    ) {
-        shared.send(b, peer);
-    }
+    );
+    shared.send(datagram, peer);
 }
 
 pub(super) fn send_reply(
@@ -109,7 +149,7 @@ pub(super) fn send_reply(
 ) {
     let response = Response {
         code: reply.code,
-        payload: reply.payload.as_bytes(),
+        payload: &reply.payload,
         content_format: reply.content_format,
         max_age: None,
     };
@@ -127,7 +167,7 @@ pub(super) fn send_unavailable(
     let message = shared.unavailable_message();
     let response = Response {
         code: ResponseType::ServiceUnavailable,
-        payload: message.as_bytes(),
+        payload: message,
         content_format: Some(ContentFormat::TextPlain),
         max_age: Some(shared.settings.retry_after_secs),
     };
@@ -140,12 +180,12 @@ fn send_stored(
     confirmable: bool,
     mid: u16,
     token: &[u8],
-    message: &str,
+    stored: Stored,
     peer: SocketAddr,
 ) {
     let response = Response {
         code: ResponseType::Changed,
-        payload: message.as_bytes(),
+        payload: stored,
         content_format: Some(ContentFormat::TextPlain),
         max_age: None,
     };
@@ -164,14 +204,7 @@ pub(super) fn answer_duplicate(
     match outcome {
         // Still being written: the answer goes out when the write ends.
         Outcome::Pending => {}
-        Outcome::Stored => send_stored(
-            shared,
-            confirmable,
-            mid,
-            token,
-            &reading.stored_message(),
-            peer,
-        ),
+        Outcome::Stored => send_stored(shared, confirmable, mid, token, reading.stored(), peer),
         Outcome::Unavailable => send_unavailable(shared, confirmable, mid, token, peer),
     }
 }
@@ -214,7 +247,7 @@ pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
                         a.confirmable,
                         a.message_id,
                         &a.token,
-                        &a.message,
+                        a.stored,
                         a.peer,
                     );
                 } else {
@@ -228,12 +261,95 @@ pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
 
 #[cfg(test)]
 mod tests {
+    use coap_lite::{CoapOption, Packet};
+
     use super::*;
 
+    fn decode(datagram: &[u8]) -> Packet {
+        Packet::from_bytes(datagram).expect("coap-lite decodes it")
+    }
+
     #[test]
-    fn max_age_is_encoded_as_a_minimal_uint() {
-        assert_eq!(encode_uint(0), Vec::<u8>::new());
-        assert_eq!(encode_uint(5), vec![5]);
-        assert_eq!(encode_uint(300), vec![1, 44]);
+    fn a_stored_answer_decodes_with_coap_lite() {
+        let token = [1, 2, 3, 4, 5, 6, 7, 8];
+        let bytes = encode(
+            MessageType::Acknowledgement,
+            0xBEEF,
+            &token,
+            ResponseType::Changed,
+            "Temperature=21.5 saved successfully!",
+            Some(ContentFormat::TextPlain),
+            None,
+        );
+        let p = decode(&bytes);
+        assert_eq!(p.header.get_version(), 1);
+        assert_eq!(p.header.get_type(), MessageType::Acknowledgement);
+        assert_eq!(p.header.message_id, 0xBEEF);
+        assert_eq!(p.get_token(), token);
+        assert_eq!(p.header.code, MessageClass::Response(ResponseType::Changed));
+        assert_eq!(p.get_content_format(), Some(ContentFormat::TextPlain));
+        assert_eq!(p.payload, b"Temperature=21.5 saved successfully!");
+        // text/plain is 0: an empty uint (§3.2), one option byte, as coap-lite writes it too.
+        let mut reference = Packet::new();
+        reference.header.set_version(1);
+        reference.header.set_type(MessageType::Acknowledgement);
+        reference.header.message_id = 0xBEEF;
+        reference.header.code = MessageClass::Response(ResponseType::Changed);
+        reference.set_token(token.to_vec());
+        reference.set_content_format(ContentFormat::TextPlain);
+        reference.payload = b"Temperature=21.5 saved successfully!".to_vec();
+        assert_eq!(bytes, reference.to_bytes().expect("encodes"));
+    }
+
+    #[test]
+    fn max_age_follows_content_format_as_a_minimal_uint() {
+        for (secs, encoded) in [(0u32, vec![]), (5, vec![5]), (300, vec![1, 44])] {
+            let bytes = encode(
+                MessageType::NonConfirmable,
+                7,
+                &[],
+                ResponseType::ServiceUnavailable,
+                "InfluxDB is unavailable",
+                Some(ContentFormat::TextPlain),
+                Some(secs),
+            );
+            let p = decode(&bytes);
+            assert_eq!(p.get_token(), &[] as &[u8]);
+            assert_eq!(
+                p.get_first_option(CoapOption::MaxAge),
+                Some(&encoded),
+                "{secs} s"
+            );
+            assert_eq!(p.get_content_format(), Some(ContentFormat::TextPlain));
+            assert_eq!(p.payload, b"InfluxDB is unavailable");
+        }
+    }
+
+    #[test]
+    fn an_empty_payload_has_no_marker() {
+        let bytes = encode(
+            MessageType::Acknowledgement,
+            1,
+            &[9],
+            ResponseType::NotFound,
+            "",
+            None,
+            None,
+        );
+        assert_eq!(bytes, [0x61, 0x84, 0x00, 0x01, 9]);
+        assert_eq!(decode(&bytes).payload, b"");
+    }
+
+    #[test]
+    fn long_option_deltas_and_lengths_use_the_extended_forms() {
+        assert_eq!(extended(12), (12, SmallVec::new()));
+        assert_eq!(extended(13), (13, SmallVec::from_slice(&[0])));
+        assert_eq!(extended(268), (13, SmallVec::from_slice(&[255])));
+        assert_eq!(extended(269), (14, SmallVec::from_slice(&[0, 0])));
+        let mut out = Vec::new();
+        let mut previous = 0;
+        push_uint_option(&mut out, &mut previous, 60, 1); // Size1, delta 60
+        assert_eq!(out, [0xD1, 60 - 13, 1]);
+        assert_eq!(previous, 60);
     }
 }
