@@ -40,7 +40,7 @@ use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
 pub use self::scope::WatchScope;
 use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
-use self::watches::ChildCache;
+use self::watches::Watches;
 use crate::crd::{IotMonitor, IotMonitorStatus};
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
@@ -220,56 +220,16 @@ pub async fn run(
     let client = &ctx.client;
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    let mut cache = ChildCache::default();
-    let deployments = watches::watch(
-        scope.api::<Deployment>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let stateful_sets = watches::watch(
-        scope.api::<StatefulSet>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let services = watches::watch(
-        scope.api::<Service>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let config_maps = watches::watch(
-        scope.api::<ConfigMap>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let autoscalers = watches::watch(
-        scope.api::<HorizontalPodAutoscaler>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let policies = watches::watch(
-        scope.api::<NetworkPolicy>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let secrets = watches::watch(
-        scope.api::<Secret>(client),
-        children.clone(),
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    let claims = watches::watch(
-        scope.api::<PersistentVolumeClaim>(client),
-        children,
-        &mut cache,
-        ctx.memo.clone(),
-    );
-    ctx.set_children(cache);
+    let mut watches = Watches::new(children, ctx.memo.clone());
+    let deployments = watches.watch(scope.api::<Deployment>(client));
+    let stateful_sets = watches.watch(scope.api::<StatefulSet>(client));
+    let services = watches.watch(scope.api::<Service>(client));
+    let config_maps = watches.watch(scope.api::<ConfigMap>(client));
+    let autoscalers = watches.watch(scope.api::<HorizontalPodAutoscaler>(client));
+    let policies = watches.watch(scope.api::<NetworkPolicy>(client));
+    let secrets = watches.watch(scope.api::<Secret>(client));
+    let claims = watches.watch(scope.api::<PersistentVolumeClaim>(client));
+    ctx.set_children(watches.into_cache());
 
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.

@@ -21,6 +21,11 @@ impl MemoKey {
         (kind, namespace, name).hash(&mut hasher);
         Self(hasher.finish())
     }
+
+    /// The key of the child of kind `K` named `name` in `namespace`.
+    pub fn child<K: k8s_openapi::Resource>(namespace: &str, name: &str) -> Self {
+        Self::of(K::KIND, namespace, name)
+    }
 }
 
 /// A version of a child known to hold what we want.

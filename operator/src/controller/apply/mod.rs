@@ -297,7 +297,7 @@ impl<'a> Applier<'a> {
     }
 
     fn memo_key<K: Cached>(&self, name: &str) -> MemoKey {
-        MemoKey::of(<K as k8s_openapi::Resource>::KIND, self.namespace, name)
+        MemoKey::child::<K>(self.namespace, name)
     }
 
     /// The synced watch has never seen the child and we never wrote it (`key`: its memo key):

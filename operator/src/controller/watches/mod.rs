@@ -321,10 +321,43 @@ fn key<K: Resource>(object: &K) -> u64 {
     }
 }
 
+/// The watches of one controller run, one per child kind, all limited by one `config`: each
+/// adds its store to the cache and forgets deleted children in the memo.
+pub struct Watches {
+    config: watcher::Config,
+    cache: ChildCache,
+    memo: Arc<WriteMemo>,
+}
+
+impl Watches {
+    pub fn new(config: watcher::Config, memo: Arc<WriteMemo>) -> Self {
+        Self {
+            config,
+            cache: ChildCache::default(),
+            memo,
+        }
+    }
+
+    /// The stream of the changes of `api`'s objects that matter, for `Controller::owns_stream`.
+    pub fn watch<K>(
+        &mut self,
+        api: Api<K>,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Cached + DeserializeOwned,
+    {
+        watch(api, self.config.clone(), &mut self.cache, self.memo.clone())
+    }
+
+    /// The stores of every watch made.
+    pub fn into_cache(self) -> ChildCache {
+        self.cache
+    }
+}
+
 /// Watches `api` (limited by `config`), keeps the pruned objects in a store added to `cache`,
-/// and returns the stream of the changes that matter, for `Controller::owns_stream`. A deleted
-/// child leaves `memo` too.
-pub fn watch<K>(
+/// and returns the stream of the changes that matter. A deleted child leaves `memo` too.
+fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
     cache: &mut ChildCache,
@@ -356,8 +389,7 @@ pub(crate) fn forget_deleted<K: Cached>(memo: &WriteMemo, event: &watcher::Event
 
 fn memo_key<K: Cached>(child: &K) -> MemoKey {
     let meta = child.meta();
-    MemoKey::of(
-        <K as k8s_openapi::Resource>::KIND,
+    MemoKey::child::<K>(
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     )
