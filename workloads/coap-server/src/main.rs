@@ -6,6 +6,7 @@
 
 mod dedup;
 mod metrics;
+mod request;
 mod resource;
 mod server;
 

@@ -4,13 +4,16 @@
 //! (`25.5`), optionally with `?place=room2&sensor=dht-7`; `GET /.well-known/core` lists them
 //! (RFC 6690). Everything else gets a precise error answer.
 
-use coap_lite::{CoapOption, ContentFormat, MessageClass, Packet, RequestType, ResponseType};
+use coap_lite::{ContentFormat, MessageClass, RequestType, ResponseType};
+use smallvec::SmallVec;
+
+use crate::request::{self, Message};
 
 /// What the server does with a request.
 #[derive(Debug, PartialEq)]
-pub enum Action {
+pub enum Action<'a> {
     /// Store the reading; answer 2.04 once it is in InfluxDB (5.03 if it cannot be).
-    Store(Reading),
+    Store(Reading<'a>),
     /// Answer at once.
     Reply(Reply),
 }
@@ -45,17 +48,18 @@ impl Measurement {
     }
 }
 
+/// A reading; its tags are borrowed from the request's datagram.
 #[derive(Debug, PartialEq)]
-pub struct Reading {
+pub struct Reading<'a> {
     pub measurement: Measurement,
     pub value: f64,
-    pub place: String,
-    pub sensor: Option<String>,
+    pub place: &'a str,
+    pub sensor: Option<&'a str>,
     /// The sensor's own time of the reading (`ts=`), if it sent one.
     pub taken_at_ms: Option<i64>,
 }
 
-impl Reading {
+impl Reading<'_> {
     /// The payload of its 2.04 answer.
     pub fn stored(&self) -> Stored {
         Stored {
@@ -94,7 +98,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn error(code: ResponseType, reason: &'static str, payload: String) -> Action {
+    fn error(code: ResponseType, reason: &'static str, payload: String) -> Action<'static> {
         Action::Reply(Reply {
             code,
             payload,
@@ -109,12 +113,20 @@ pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\"
 
 /// Options this server understands; an unknown critical (odd-numbered) option is refused with
 /// 4.02 as RFC 7252 §5.4.1 requires.
-const KNOWN_OPTIONS: &[u16] = &[3, 7, 11, 12, 15, 17, 60];
+const KNOWN_OPTIONS: &[u16] = &[3, 7, URI_PATH, CONTENT_FORMAT, URI_QUERY, 17, 60];
+
+/// Option numbers (§5.10).
+const URI_PATH: u16 = 11;
+const CONTENT_FORMAT: u16 = 12;
+const URI_QUERY: u16 = 15;
 const MAX_TAG_LEN: usize = 64;
 
 /// `now_ms` is the server's clock (Unix milliseconds), to check a sensor's own `ts=`.
-pub fn handle(req: &Packet, default_place: &str, now_ms: i64) -> Action {
-    let MessageClass::Request(method) = req.header.code else {
+///
+/// The request's lifetime `'m` is apart from `'a`, because a `Message` cannot be shortened
+/// (its inline option list is invariant in it); the reading borrows from both.
+pub fn handle<'a, 'm: 'a>(req: &Message<'m>, default_place: &'a str, now_ms: i64) -> Action<'a> {
+    let MessageClass::Request(method) = req.class else {
         return Reply::error(
             ResponseType::BadRequest,
             "not_a_request",
@@ -123,7 +135,7 @@ pub fn handle(req: &Packet, default_place: &str, now_ms: i64) -> Action {
     };
     if let Some(n) = req
         .options()
-        .map(|(n, _)| *n)
+        .map(|(n, _)| n)
         .find(|n| n % 2 == 1 && !KNOWN_OPTIONS.contains(n))
     {
         return Reply::error(
@@ -152,9 +164,10 @@ pub fn handle(req: &Packet, default_place: &str, now_ms: i64) -> Action {
             format!("/{} takes POST or PUT", path.join("/")),
         );
     }
+    // Any format but text/plain (0) is refused, one coap-lite does not know included.
     if req
-        .get_content_format()
-        .is_some_and(|cf| cf != ContentFormat::TextPlain)
+        .first(CONTENT_FORMAT)
+        .is_some_and(|cf| request::uint(cf) != Some(usize::from(ContentFormat::TextPlain) as u32))
     {
         return Reply::error(
             ResponseType::UnsupportedContentFormat,
@@ -166,7 +179,7 @@ pub fn handle(req: &Packet, default_place: &str, now_ms: i64) -> Action {
         Ok(q) => q,
         Err(msg) => return Reply::error(ResponseType::BadRequest, "bad_query", msg),
     };
-    match parse_value(&req.payload, measurement) {
+    match parse_value(req.payload, measurement) {
         Ok(value) => Action::Store(Reading {
             measurement,
             value,
@@ -178,7 +191,7 @@ pub fn handle(req: &Packet, default_place: &str, now_ms: i64) -> Action {
     }
 }
 
-fn well_known(method: RequestType) -> Action {
+fn well_known(method: RequestType) -> Action<'static> {
     if method != RequestType::Get {
         return Reply::error(
             ResponseType::MethodNotAllowed,
@@ -194,32 +207,33 @@ fn well_known(method: RequestType) -> Action {
     })
 }
 
-fn uri_path(req: &Packet) -> Vec<&str> {
-    req.get_option(CoapOption::UriPath)
-        .map(|segs| {
-            segs.iter()
-                .map(|s| std::str::from_utf8(s).unwrap_or("\u{fffd}"))
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The path's segments; a reading's path has three.
+fn uri_path<'a>(req: &Message<'a>) -> SmallVec<[&'a str; 4]> {
+    req.values(URI_PATH)
+        .map(|s| std::str::from_utf8(s).unwrap_or("\u{fffd}"))
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// How far a sensor's own clock (`ts=`) may lie in the past or the future.
 const MAX_PAST_MS: i64 = 7 * 24 * 3600 * 1000;
 const MAX_FUTURE_MS: i64 = 60 * 1000;
 
-struct Query {
-    place: String,
-    sensor: Option<String>,
+struct Query<'a> {
+    place: &'a str,
+    sensor: Option<&'a str>,
     taken_at_ms: Option<i64>,
 }
 
-fn query(req: &Packet, default_place: &str, now_ms: i64) -> Result<Query, String> {
+fn query<'a, 'm: 'a>(
+    req: &Message<'m>,
+    default_place: &'a str,
+    now_ms: i64,
+) -> Result<Query<'a>, String> {
     let mut place = None;
     let mut sensor = None;
     let mut taken_at_ms = None;
-    for q in req.get_option(CoapOption::UriQuery).into_iter().flatten() {
+    for q in req.values(URI_QUERY) {
         let q = std::str::from_utf8(q).map_err(|_| "query is not UTF-8".to_string())?;
         let (key, value) = q.split_once('=').unwrap_or((q, ""));
         let slot = match key {
@@ -245,10 +259,10 @@ fn query(req: &Packet, default_place: &str, now_ms: i64) -> Result<Query, String
                 "{key} must be 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 . _ -"
             ));
         }
-        *slot = Some(value.to_string());
+        *slot = Some(value);
     }
     Ok(Query {
-        place: place.unwrap_or_else(|| default_place.to_string()),
+        place: place.unwrap_or(default_place),
         sensor,
         taken_at_ms,
     })
@@ -305,7 +319,7 @@ fn parse_value(payload: &[u8], m: Measurement) -> Result<f64, (&'static str, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coap_lite::MessageType;
+    use coap_lite::{CoapOption, MessageType, Packet};
 
     const NOW: i64 = 1_764_000_000_000;
 
@@ -323,12 +337,19 @@ mod tests {
         p
     }
 
-    fn post(path: &str, payload: &str) -> Action {
+    /// `handle` as the server calls it: on the datagram a client sends. The datagram is leaked
+    /// so that the decision, which borrows the reading's tags from it, can be returned.
+    fn handle_packet(p: &Packet, default_place: &'static str) -> Action<'static> {
+        let bytes: &'static [u8] = Vec::leak(p.to_bytes().expect("encodable"));
         handle(
-            &request(RequestType::Post, path, &[], payload),
-            "room1",
+            &Message::parse(bytes).expect("well formed"),
+            default_place,
             NOW,
         )
+    }
+
+    fn post(path: &str, payload: &str) -> Action<'static> {
+        handle_packet(&request(RequestType::Post, path, &[], payload), "room1")
     }
 
     fn rejected(a: Action) -> (ResponseType, &'static str) {
@@ -345,7 +366,7 @@ mod tests {
             Action::Store(Reading {
                 measurement: Measurement::Temperature,
                 value: 25.5,
-                place: "room1".into(),
+                place: "room1",
                 sensor: None,
                 taken_at_ms: None,
             })
@@ -360,11 +381,11 @@ mod tests {
             &["place=lab-2", "sensor=dht.7"],
             " 41.9\n",
         );
-        let Action::Store(r) = handle(&req, "room1", NOW) else {
+        let Action::Store(r) = handle_packet(&req, "room1") else {
             panic!("not stored")
         };
-        assert_eq!((r.value, r.place.as_str()), (41.9, "lab-2"));
-        assert_eq!(r.sensor.as_deref(), Some("dht.7"));
+        assert_eq!((r.value, r.place), (41.9, "lab-2"));
+        assert_eq!(r.sensor, Some("dht.7"));
         assert_eq!(r.stored().to_string(), "Humidity=41.9 saved successfully!");
     }
 
@@ -372,10 +393,9 @@ mod tests {
     fn a_sensor_timestamp_is_taken_within_bounds() {
         let with_ts = |ts: &str| {
             let q = format!("ts={ts}");
-            handle(
+            handle_packet(
                 &request(RequestType::Post, "/sensors/dht/temperature", &[&q], "20"),
                 "room1",
-                NOW,
             )
         };
         let Action::Store(r) = with_ts(&(NOW - 1000).to_string()) else {
@@ -421,14 +441,13 @@ mod tests {
             rejected(post("/sensors/dht/humidity", "-3")),
             (ResponseType::BadRequest, "out_of_range")
         );
-        let bytes = handle(
+        let bytes = handle_packet(
             &{
                 let mut p = request(RequestType::Post, t, &[], "");
                 p.payload = vec![0xff, 0xfe];
                 p
             },
             "room1",
-            NOW,
         );
         assert_eq!(rejected(bytes), (ResponseType::BadRequest, "not_a_number"));
     }
@@ -440,36 +459,33 @@ mod tests {
             (ResponseType::NotFound, "not_found")
         );
         assert_eq!(
-            rejected(handle(
+            rejected(handle_packet(
                 &request(RequestType::Get, "/sensors/dht/temperature", &[], ""),
-                "r",
-                NOW
+                "r"
             )),
             (ResponseType::MethodNotAllowed, "method_not_allowed")
         );
         assert_eq!(
-            rejected(handle(
+            rejected(handle_packet(
                 &request(
                     RequestType::Post,
                     "/sensors/dht/temperature",
                     &["room=1"],
                     "1"
                 ),
-                "r",
-                NOW
+                "r"
             )),
             (ResponseType::BadRequest, "bad_query")
         );
         assert_eq!(
-            rejected(handle(
+            rejected(handle_packet(
                 &request(
                     RequestType::Post,
                     "/sensors/dht/temperature",
                     &["place=a b"],
                     "1"
                 ),
-                "r",
-                NOW
+                "r"
             )),
             (ResponseType::BadRequest, "bad_query")
         );
@@ -480,32 +496,42 @@ mod tests {
         let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
         p.add_option(CoapOption::Unknown(2048), vec![1]);
         assert!(
-            matches!(handle(&p, "r", NOW), Action::Store(_)),
+            matches!(handle_packet(&p, "r"), Action::Store(_)),
             "elective option"
         );
         p.add_option(CoapOption::Unknown(2049), vec![1]);
         assert_eq!(
-            rejected(handle(&p, "r", NOW)),
+            rejected(handle_packet(&p, "r")),
             (ResponseType::BadOption, "bad_option")
         );
     }
 
     #[test]
-    fn non_text_content_format_is_refused() {
-        let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
-        p.set_content_format(ContentFormat::ApplicationJSON);
-        assert_eq!(
-            rejected(handle(&p, "r", NOW)),
-            (ResponseType::UnsupportedContentFormat, "content_format")
+    fn any_content_format_but_text_is_refused() {
+        let with_format = |cf: &[u8]| {
+            let mut p = request(RequestType::Post, "/sensors/dht/temperature", &[], "20");
+            p.add_option(CoapOption::ContentFormat, cf.to_vec());
+            handle_packet(&p, "r")
+        };
+        assert!(
+            matches!(with_format(&[]), Action::Store(_)),
+            "0 is text/plain"
         );
+        // 50 is JSON; 9999 is a format coap-lite does not know; five bytes is no format at all.
+        for cf in [&[50][..], &[0x27, 0x0F], &[0, 0, 0, 0, 1]] {
+            assert_eq!(
+                rejected(with_format(cf)),
+                (ResponseType::UnsupportedContentFormat, "content_format"),
+                "{cf:?}"
+            );
+        }
     }
 
     #[test]
     fn well_known_core_lists_both_resources() {
-        let Action::Reply(r) = handle(
+        let Action::Reply(r) = handle_packet(
             &request(RequestType::Get, "/.well-known/core", &[], ""),
             "r",
-            NOW,
         ) else {
             panic!("no reply")
         };

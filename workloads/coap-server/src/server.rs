@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use coap_lite::{MessageClass, MessageType, Packet};
+use coap_lite::{MessageClass, MessageType};
 use iot_common::udp::{Datagrams, Inbox, Outbox};
 use iot_common::{BatchWriter, Line, SubmitError};
 
 use crate::dedup::{DedupCache, Outcome, Seen};
 use crate::metrics::Metrics;
+use crate::request::Message;
 use crate::resource::{self, Action, Reading};
 
 mod answer;
@@ -180,12 +181,12 @@ fn handle_datagram(
         shared.metrics.malformed("header");
         return;
     }
-    let kind = (datagram[0] >> 4) & 0b11;
+    let confirmable = (datagram[0] >> 4) & 0b11 == 0;
     let mid = u16::from_be_bytes([datagram[2], datagram[3]]);
-    let confirmable = kind == 0;
-    let packet = match Packet::from_bytes(datagram) {
-        Ok(p) => p,
-        Err(_) => {
+    let message = match Message::parse(datagram) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::trace!(error = %e, %peer, "malformed message");
             // §4.2: a confirmable message with a format error is rejected with RST; anything
             // else malformed is silently ignored.
             shared.metrics.malformed("format");
@@ -195,7 +196,7 @@ fn handle_datagram(
             return;
         }
     };
-    match (packet.header.get_type(), packet.header.code) {
+    match (message.kind, message.class) {
         (MessageType::Acknowledgement | MessageType::Reset, _) => {
             // The server sends no confirmable messages, so there is nothing to match.
             shared.metrics.malformed("unexpected_ack_or_reset");
@@ -204,7 +205,7 @@ fn handle_datagram(
             // A "CoAP ping" (§4.3): answered with RST.
             send_reset(shared, mid, peer);
         }
-        (_, MessageClass::Request(_)) => handle_request(shared, writer, &packet, datagram, peer),
+        (_, MessageClass::Request(_)) => handle_request(shared, writer, &message, datagram, peer),
         (t, _) => {
             shared.metrics.malformed("not_a_request");
             if t == MessageType::Confirmable {
@@ -217,19 +218,19 @@ fn handle_datagram(
 fn handle_request(
     shared: &Shared,
     writer: &BatchWriter<PendingAnswer>,
-    req: &Packet,
+    req: &Message<'_>,
     datagram: &[u8],
     peer: SocketAddr,
 ) {
-    let confirmable = req.header.get_type() == MessageType::Confirmable;
-    let mid = req.header.message_id;
+    let confirmable = req.kind == MessageType::Confirmable;
+    let mid = req.message_id;
     let action = resource::handle(req, &shared.settings.default_place, unix_ms());
     let reading = match action {
         Action::Reply(reply) => {
             if let Some(reason) = reply.reason {
                 shared.metrics.reject(reason);
             }
-            send_reply(shared, confirmable, mid, req.get_token(), &reply, peer);
+            send_reply(shared, confirmable, mid, req.token, &reply, peer);
             return;
         }
         Action::Store(reading) => reading,
@@ -242,15 +243,7 @@ fn handle_request(
             Seen::Duplicate(outcome) => {
                 drop(dedup);
                 shared.metrics.duplicates.inc();
-                answer_duplicate(
-                    shared,
-                    confirmable,
-                    mid,
-                    req.get_token(),
-                    &reading,
-                    outcome,
-                    peer,
-                );
+                answer_duplicate(shared, confirmable, mid, req.token, &reading, outcome, peer);
                 return;
             }
         }
@@ -265,7 +258,7 @@ fn handle_request(
         exchange,
         confirmable,
         message_id: mid,
-        token: Token::from_slice(req.get_token()),
+        token: Token::from_slice(req.token),
         stored: reading.stored(),
     };
     match writer.try_submit(line, answer) {
@@ -278,14 +271,14 @@ fn handle_request(
             };
             shared.metrics.unavailable(reason);
             shared.dedup().complete(exchange, Outcome::Unavailable);
-            send_unavailable(shared, confirmable, mid, req.get_token(), peer);
+            send_unavailable(shared, confirmable, mid, req.token, peer);
         }
     }
 }
 
 fn to_line(r: &Reading, ts: i64) -> String {
     let mut s = String::with_capacity(80);
-    let line = Line::new(&mut s, r.measurement.name()).tag("place", &r.place);
+    let line = Line::new(&mut s, r.measurement.name()).tag("place", r.place);
     let line = match &r.sensor {
         Some(sensor) => line.tag("sensor", sensor),
         None => line,
@@ -303,8 +296,8 @@ mod tests {
         let r = Reading {
             measurement: resource::Measurement::Temperature,
             value: 21.5,
-            place: "room1".into(),
-            sensor: Some("dht-1".into()),
+            place: "room1",
+            sensor: Some("dht-1"),
             taken_at_ms: None,
         };
         assert_eq!(

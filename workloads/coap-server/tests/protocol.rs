@@ -134,6 +134,10 @@ async fn every_class_of_bad_input_gets_a_precise_answer_and_nothing_is_stored() 
     c.send(&[0x40, 0x02, 0x12, 0x34, 0xd0]); // CON, option header promises a byte that is missing
     let rst = c.recv_within(Duration::from_secs(10)).expect("RST");
     assert_eq!(rst, vec![0x70, 0x00, 0x12, 0x34]);
+    // A payload marker with nothing after it is a format error too (RFC 7252 §3).
+    c.send(&[0x40, 0x02, 0x12, 0x35, 0xff]);
+    let rst = c.recv_within(Duration::from_secs(10)).expect("RST");
+    assert_eq!(rst, vec![0x70, 0x00, 0x12, 0x35]);
     c.send(&[0x01, 0x02]);
     c.send(&[0x80, 0x02, 0x00, 0x01]); // version 2
     assert!(c.recv_within(Duration::from_millis(300)).is_none());
@@ -157,7 +161,7 @@ async fn every_class_of_bad_input_gets_a_precise_answer_and_nothing_is_stored() 
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"coap_malformed_total{reason="format"} 1"#),
+        metrics.contains(r#"coap_malformed_total{reason="format"} 2"#),
         "{metrics}"
     );
 }

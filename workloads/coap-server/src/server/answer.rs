@@ -15,7 +15,7 @@ use super::Shared;
 use crate::dedup::{ExchangeId, Outcome};
 use crate::resource::{Reading, Reply, Stored};
 
-/// A request's token: at most 8 bytes (RFC 7252 §5.3.1; coap-lite rejects longer ones), so
+/// A request's token: at most 8 bytes (RFC 7252 §5.3.1; `Message::parse` refuses longer ones), so
 /// it is kept inline.
 pub type Token = SmallVec<[u8; 8]>;
 
