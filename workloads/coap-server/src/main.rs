@@ -6,7 +6,6 @@
 
 mod dedup;
 mod metrics;
-mod request;
 mod resource;
 mod server;
 

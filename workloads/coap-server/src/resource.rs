@@ -7,7 +7,8 @@
 use coap_lite::{ContentFormat, MessageClass, RequestType, ResponseType};
 use smallvec::SmallVec;
 
-use crate::request::{self, Message};
+use iot_common::coap::option::{CONTENT_FORMAT, URI_PATH, URI_QUERY};
+use iot_common::coap::{self, Message};
 
 /// What the server does with a request.
 #[derive(Debug, PartialEq)]
@@ -114,11 +115,6 @@ pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\"
 /// Options this server understands; an unknown critical (odd-numbered) option is refused with
 /// 4.02 as RFC 7252 §5.4.1 requires.
 const KNOWN_OPTIONS: &[u16] = &[3, 7, URI_PATH, CONTENT_FORMAT, URI_QUERY, 17, 60];
-
-/// Option numbers (§5.10).
-const URI_PATH: u16 = 11;
-const CONTENT_FORMAT: u16 = 12;
-const URI_QUERY: u16 = 15;
 const MAX_TAG_LEN: usize = 64;
 
 /// `now_ms` is the server's clock (Unix milliseconds), to check a sensor's own `ts=`.
@@ -167,7 +163,7 @@ pub fn handle<'a, 'm: 'a>(req: &Message<'m>, default_place: &'a str, now_ms: i64
     // Any format but text/plain (0) is refused, one coap-lite does not know included.
     if req
         .first(CONTENT_FORMAT)
-        .is_some_and(|cf| request::uint(cf) != Some(usize::from(ContentFormat::TextPlain) as u32))
+        .is_some_and(|cf| coap::uint(cf) != Some(usize::from(ContentFormat::TextPlain) as u32))
     {
         return Reply::error(
             ResponseType::UnsupportedContentFormat,

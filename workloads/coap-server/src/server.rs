@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use coap_lite::{MessageClass, MessageType};
+use iot_common::coap::Message;
 use iot_common::udp::{Datagrams, Inbox, Outbox};
 use iot_common::{BatchWriter, Line, SubmitError};
 
 use crate::dedup::{DedupCache, Outcome, Seen};
 use crate::metrics::Metrics;
-use crate::request::Message;
 use crate::resource::{self, Action, Reading};
 
 mod answer;

@@ -6,7 +6,8 @@
 //! With the `influx` feature (on by default; the operator and sensor-sim leave it off, so they
 //! do not build an HTTP client): the InfluxDB 1.x writer — [`lineproto`], [`influx`] (client),
 //! [`batch`] (batching writer) and [`retry`] (back-off). With `load-progress`: the
-//! [`load_progress`] line that `sensor-sim load --json` prints and the operator reads.
+//! [`load_progress`] line that `sensor-sim load --json` prints and the operator reads. With
+//! `coap`: [`coap`] messages, read and written without a copy per option.
 
 pub mod http;
 pub mod logging;
@@ -19,6 +20,8 @@ pub mod udp;
 
 #[cfg(feature = "influx")]
 pub mod batch;
+#[cfg(feature = "coap")]
+pub mod coap;
 #[cfg(feature = "influx")]
 pub mod influx;
 #[cfg(feature = "influx")]

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{MessageClass, MessageType, RequestType, ResponseType};
+use iot_common::coap::{self, Encoder, Message, option};
 use iot_common::udp::{self, Datagrams, Inbox, Outbox};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::time::{DelayQueue, delay_queue};
@@ -378,13 +379,13 @@ impl Endpoint {
     }
 
     fn on_datagram(&mut self, datagram: &[u8]) {
-        let Ok(packet) = Packet::from_bytes(datagram) else {
+        let Ok(message) = Message::parse(datagram) else {
             self.stats.malformed.inc();
             return;
         };
-        let mid = packet.header.message_id;
-        let kind = packet.header.get_type();
-        match (kind, packet.header.code) {
+        let mid = message.message_id;
+        let kind = message.kind;
+        match (kind, message.class) {
             (MessageType::Reset, _) => self.finish(mid, Err(ExchangeError::Reset)),
             (MessageType::Acknowledgement, MessageClass::Empty) => {
                 // §5.2.2: the answer will come separately; stop retransmitting, keep waiting.
@@ -400,9 +401,9 @@ impl Endpoint {
                 let matches = self
                     .exchanges
                     .get(&mid)
-                    .is_some_and(|ex| token_of(&packet) == Some(ex.token));
+                    .is_some_and(|ex| token_of(&message) == Some(ex.token));
                 if matches {
-                    self.finish(mid, Ok(response(code, &packet)));
+                    self.finish(mid, Ok(response(code, &message)));
                 }
             }
             (
@@ -411,18 +412,16 @@ impl Endpoint {
             ) => {
                 if kind == MessageType::Confirmable {
                     // Acknowledge a separate answer, even a duplicate one (§4.2).
-                    let [hi, lo] = mid.to_be_bytes();
-                    self.send(vec![0x60, 0x00, hi, lo]);
+                    self.send(coap::empty(MessageType::Acknowledgement, mid));
                 }
-                let found = token_of(&packet).and_then(|t| self.by_token.get(&t).copied());
+                let found = token_of(&message).and_then(|t| self.by_token.get(&t).copied());
                 if let Some(request_mid) = found {
-                    self.finish(request_mid, Ok(response(code, &packet)));
+                    self.finish(request_mid, Ok(response(code, &message)));
                 }
             }
             (MessageType::Confirmable, _) => {
                 // A request or ping sent to a client: reject it (§4.2).
-                let [hi, lo] = mid.to_be_bytes();
-                self.send(vec![0x70, 0x00, hi, lo]);
+                self.send(coap::empty(MessageType::Reset, mid));
             }
             _ => {}
         }
@@ -437,43 +436,46 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Cmd>>) -> Option<Cmd> {
     }
 }
 
-fn token_of(p: &Packet) -> Option<u64> {
-    let t = p.get_token();
-    (t.len() == 8).then(|| u64::from_be_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]))
+fn token_of(m: &Message<'_>) -> Option<u64> {
+    <[u8; 8]>::try_from(m.token).ok().map(u64::from_be_bytes)
 }
 
-fn response(code: ResponseType, p: &Packet) -> Response {
-    let max_age = p.get_first_option(CoapOption::MaxAge).map(|v| {
-        v.iter()
-            .fold(0u32, |acc, b| acc.wrapping_shl(8) | u32::from(*b))
-    });
+fn response(code: ResponseType, m: &Message<'_>) -> Response {
     Response {
         code,
-        payload: p.payload.clone(),
-        max_age,
+        payload: m.payload.to_vec(),
+        // One longer than four bytes is no Max-Age we could honour: as if absent.
+        max_age: m.first(option::MAX_AGE).and_then(coap::uint),
     }
 }
 
+/// The largest message sent: one that fits an IPv6 packet of the minimum MTU (RFC 7252 §4.6).
+const MAX_MESSAGE: usize = 1280;
+
+/// The request as a confirmable message with an 8-byte token.
 fn encode(req: &Request, mid: u16, token: u64) -> Result<Vec<u8>, ExchangeError> {
-    let mut p = Packet::new();
-    p.header.set_version(1);
-    p.header.set_type(MessageType::Confirmable);
-    p.header.code = MessageClass::Request(req.method);
-    p.header.message_id = mid;
-    p.set_token(token.to_be_bytes().to_vec());
+    let class = MessageClass::Request(req.method);
+    let mut message = Encoder::new(MessageType::Confirmable, class, mid, &token.to_be_bytes());
     for seg in req.path {
-        p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        message.option(option::URI_PATH, seg.as_bytes());
     }
     for q in &req.query {
-        p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
+        message.option(option::URI_QUERY, q.as_bytes());
     }
-    p.payload = req.payload.clone();
-    p.to_bytes()
-        .map_err(|e| ExchangeError::Encode(e.to_string()))
+    let datagram = message.payload_bytes(&req.payload);
+    if datagram.len() > MAX_MESSAGE {
+        return Err(ExchangeError::Encode(format!(
+            "the request is {} bytes, more than {MAX_MESSAGE}",
+            datagram.len()
+        )));
+    }
+    Ok(datagram)
 }
 
 #[cfg(test)]
 mod tests {
+    use coap_lite::Packet;
+
     use super::*;
 
     /// Fast timers, so that retransmissions happen within a test.
@@ -684,10 +686,27 @@ mod tests {
             query: vec!["place=room1".into()],
             payload: b"21.5".to_vec(),
         };
-        let p = Packet::from_bytes(&encode(&req, 7, 0x0102030405060708).unwrap()).unwrap();
+        let bytes = encode(&req, 7, 0x0102030405060708).unwrap();
+        let p = Packet::from_bytes(&bytes).unwrap();
         assert_eq!(p.header.get_type(), MessageType::Confirmable);
         assert_eq!(p.header.message_id, 7);
-        assert_eq!(token_of(&p), Some(0x0102030405060708));
+        assert_eq!(p.get_token(), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            token_of(&Message::parse(&bytes).unwrap()),
+            Some(0x0102030405060708)
+        );
         assert_eq!(p.payload, b"21.5");
+        let uri: Vec<&[u8]> = p
+            .get_option(coap_lite::CoapOption::UriPath)
+            .unwrap()
+            .iter()
+            .map(|s| s.as_slice())
+            .collect();
+        assert_eq!(uri, [&b"sensors"[..], b"dht", b"temperature"]);
+        let huge = Request {
+            payload: vec![b'1'; 2000],
+            ..req
+        };
+        assert!(matches!(encode(&huge, 8, 1), Err(ExchangeError::Encode(_))));
     }
 }

@@ -1,12 +1,9 @@
 //! A CoAP message read in place (RFC 7252 §3): header fields, and the token, options and
-//! payload as slices of the datagram.
+//! payload as slices of the datagram. No allocation for up to [`INLINE_OPTIONS`] options.
 //!
-//! Written here rather than decoded with coap-lite's `Packet::from_bytes`, which copies the
-//! token, every option value and the payload into vectors of their own and the options into a
-//! map of lists: about ten allocations per reading, most of the server's allocator time. This
-//! makes none for up to [`INLINE_OPTIONS`] options. It is also stricter where the RFC asks: a
-//! payload marker with no payload after it is a format error (§3), which coap-lite accepts.
-//! The tests decode what coap-lite encodes and compare every field.
+//! Stricter than coap-lite's `Packet::from_bytes` where the RFC asks: a payload marker with no
+//! payload after it is a format error (§3). The tests decode what coap-lite encodes and compare
+//! every field.
 
 use coap_lite::{MessageClass, MessageType};
 use smallvec::SmallVec;
