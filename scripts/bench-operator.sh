@@ -5,8 +5,9 @@
 # own metrics, and every client's requests from the API server's apiserver_request_total), the
 # operator's peak RSS and CPU seconds, and its writes during BENCH_QUIET_SECONDS quiet seconds
 # (must be zero). A timeline (every BENCH_SAMPLE_SECONDS: monitors Ready, pods created / bound to
-# a node / ready, reconciles so far, the operator's RSS) shows where the time goes. The table goes to stdout and,
-# between its markers, into docs/benchmarks.md.
+# a node / ready, reconciles so far, the operator's RSS; pods and monitors followed by a watch) and
+# the CPU seconds of every control-plane process from apply to all Ready show where the time goes.
+# The table goes to stdout and, between its markers, into docs/benchmarks.md.
 #
 #   BENCH_MONITORS ("100 300 1000")  BENCH_NODES (default: enough for 5 pods per monitor, 110 per node)
 #   BENCH_READY_TIMEOUT (900 s per N)  BENCH_QUIET_SECONDS (60)  BENCH_SAMPLE_SECONDS (5)
@@ -48,7 +49,34 @@ stop_operator() {
   if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; wait "$op_pid" 2>/dev/null || true; fi
   op_pid=""
 }
+follow_pids=()
+# follow NAME RESOURCE TEMPLATE: every state of every RESOURCE in $ns, a line each through TEMPLATE
+# (which prints the object's name first), appended to $RUN/NAME-$n.txt by a watch that starts
+# again whenever the API server ends it. A watch rather than a list every few seconds: at N=1000,
+# listing 5,000 pods every 5 s cost the API server and kubectl a share of the two cores that the
+# benchmark is measuring.
+follow() {
+  local out=$RUN/$1-$n.txt
+  : >"$out"
+  (while [ ! -e "$RUN/stop-following" ]; do
+    kubectl get "$2" -n "$ns" --watch -o go-template="$3" >>"$out" 2>/dev/null || sleep 1
+  done) &
+  follow_pids+=($!)
+}
+stop_following() {
+  local p
+  touch "$RUN/stop-following"
+  for p in ${follow_pids[@]+"${follow_pids[@]}"}; do
+    pkill -P "$p" 2>/dev/null || true # its kubectl; the loop then sees the stop file
+    wait "$p" 2>/dev/null || true
+  done
+  follow_pids=()
+  rm -f "$RUN/stop-following"
+}
+# latest NAME: the last line followed for each object.
+latest() { awk '{last[$1] = $0} END {for (k in last) print last[k]}' "$RUN/$1-$n.txt"; }
 cleanup() {
+  stop_following
   stop_operator
   tests/cluster/down.sh >/dev/null 2>&1 || true
   [ "${BENCH_KEEP:-0}" = 1 ] && say "run directory kept: $RUN" || rm -rf "$RUN"
@@ -73,6 +101,16 @@ api_requests() {
     }
     END { for (k in w) print k, w[k] }' | sort
 }
+# cpu_by_process: "name CPU-seconds" of every process up.sh recorded, and the operator's.
+cpu_by_process() {
+  local f pid
+  for f in "$IOT_CLUSTER_DIR"/pids/*.pid; do
+    read -r pid _ <"$f" || continue
+    [ -r "/proc/$pid/stat" ] && echo "$(basename "$f" .pid) $(cpu_secs "$pid")"
+  done | sort
+}
+# machine_jiffies: "busy all" CPU time of the whole machine so far (busy: all but idle and iowait).
+machine_jiffies() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 monitors_yaml() { # N NAMESPACE PART PARTS: every PARTS-th monitor, from PART + 1
   local i
   for ((i = $3 + 1; i <= $1; i += $4)); do
@@ -80,21 +118,19 @@ monitors_yaml() { # N NAMESPACE PART PARTS: every PARTS-th monitor, from PART + 
   done
 }
 # go-templates, not jsonpath: an object without status yet prints nothing instead of an error.
-ready_count() { # NAMESPACE
-  kubectl get iotmonitors -n "$1" -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
-    grep -c '^True$' || true
-}
-# awaiting_metrics NAMESPACE: monitors whose Autoscaling condition is still Unknown (their HPAs
-# have no metrics yet; the condition turns True, one status write each, when metrics-server has them)
+READY_TEMPLATE='{{.metadata.name}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}'
+POD_TEMPLATE='{{.metadata.name}} {{or .spec.nodeName "-"}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}'
+ready_count() { latest monitors | awk '$2 == "True" {r++} END {print r + 0}'; }
+# awaiting_metrics NAMESPACE: monitors whose Autoscaling condition is not True yet: their HPAs have
+# no metrics yet (Unknown while young, False after two minutes without: a loaded metrics-server
+# can take longer at N=1000). The condition turns True, one status write each, when metrics-server
+# has them; that is a change, not an idle write, so the quiet seconds start after it.
 awaiting_metrics() {
   kubectl get iotmonitors -n "$1" -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Autoscaling"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
-    grep -c '^Unknown$' || true
+    grep -vc '^True$' || true
 }
-# pod_counts NAMESPACE: "created bound ready"
-pod_counts() {
-  kubectl get pods -n "$1" -o go-template='{{range .items}}{{or .spec.nodeName "-"}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
-    awk '{n++} $1 != "-" {b++} $2 == "True" {r++} END {printf "%d %d %d", n, b, r}'
-}
+# pod_counts: "created bound ready"
+pod_counts() { latest pods | awk '{n++} $2 != "-" {b++} $3 == "True" {r++} END {printf "%d %d %d", n, b, r}'; }
 
 rows=()
 failed=0
@@ -123,7 +159,10 @@ for n in $SIZES; do
   api_requests >"$RUN/api-before-$n.txt"
   for ((j = 0; j < APPLY_JOBS; j++)); do monitors_yaml "$n" "$ns" "$j" "$APPLY_JOBS" >"$RUN/monitors-$n-$j.yaml"; done
 
+  follow monitors iotmonitors "$READY_TEMPLATE"
+  follow pods pods "$POD_TEMPLATE"
   say "N=$n: applying $n IotMonitors"
+  cpu_by_process >"$RUN/cpu-before-$n.txt"; read -r busy0 all0 < <(machine_jiffies)
   t0=$(date +%s.%N)
   # A few kubectl processes at once: one sends its objects one after the other.
   apply_pids=()
@@ -132,17 +171,23 @@ for n in $SIZES; do
   t_applied=$(date +%s.%N)
   timeline=$RUN/timeline-$n.txt
   echo "seconds ready pods_created pods_bound pods_ready reconciles operator_writes operator_rss_mb" >"$timeline"
-  ready=0
+  ready=0; next_row=0
+  # Ready is checked every second (it is read from the watch's file, which costs the cluster
+  # nothing); the timeline gets a row every $SAMPLE seconds and at the end.
   while :; do
-    ready=$(ready_count "$ns")
+    ready=$(ready_count)
     now=$(date +%s.%N)
     el=$(awk -v a="$t0" -v b="$now" 'BEGIN {printf "%.0f", b - a}')
-    echo "$el $ready $(pod_counts "$ns") $(op_metric iot_operator_reconciles_total) $(op_metric iot_operator_api_writes_total) $(rss_now_mb "$op_pid")" >>"$timeline"
+    if [ "$el" -ge "$next_row" ] || [ "$ready" -ge "$n" ]; then
+      echo "$el $ready $(pod_counts) $(op_metric iot_operator_reconciles_total) $(op_metric iot_operator_api_writes_total) $(rss_now_mb "$op_pid")" >>"$timeline"
+      next_row=$((el + SAMPLE))
+    fi
     [ "$ready" -ge "$n" ] && break
     if [ "$el" -ge "$TIMEOUT" ]; then say "N=$n: only $ready of $n Ready after $TIMEOUT s"; break; fi
-    sleep "$SAMPLE"
+    sleep 1
   done
   t_ready=$(date +%s.%N)
+  stop_following
   secs=$(awk -v a="$t0" -v b="$t_ready" 'BEGIN {printf "%.0f", b - a}')
   apply_secs=$(awk -v a="$t0" -v b="$t_applied" 'BEGIN {printf "%.1f", b - a}')
   reconciles=$(op_metric iot_operator_reconciles_total)
@@ -150,6 +195,7 @@ for n in $SIZES; do
   errors=$(op_metric iot_operator_reconcile_errors_total)
   dur_sum=$(op_metric iot_operator_reconcile_duration_seconds_sum)
   cpu_ready=$(cpu_secs "$op_pid")
+  cpu_by_process >"$RUN/cpu-ready-$n.txt"; read -r busy1 all1 < <(machine_jiffies)
   api_requests >"$RUN/api-ready-$n.txt"
 
   # Quiet means settled: a monitor that is Ready may still wait for its HPAs' first metrics, and
@@ -187,6 +233,10 @@ for n in $SIZES; do
   {
     echo "N=$n: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$n.txt" | head -40
     echo "N=$n: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$n.txt" | head -20
+    busy=$(awk -v b0="$busy0" -v a0="$all0" -v b1="$busy1" -v a1="$all1" 'BEGIN {printf "%.0f", 100 * (b1 - b0) / (a1 - a0)}')
+    echo "N=$n: CPU seconds by process, apply → all Ready (the machine's $(nproc) cores $busy % busy):"
+    join "$RUN/cpu-before-$n.txt" "$RUN/cpu-ready-$n.txt" |
+      awk -v s="$secs" -v c="$(nproc)" '{d = $3 - $2; printf "  %s %.1f (%.0f %% of the cores)\n", $1, d, 100 * d / (s * c)}' | sort -k2 -nr
     echo "N=$n: timeline (s ready created bound pods-ready reconciles operator-writes operator-RSS-MB):"; sed 's/^/  /' "$timeline"
   } | tee "$RUN/notes-$n.txt" >&2
   stop_operator
