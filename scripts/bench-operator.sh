@@ -121,13 +121,13 @@ monitors_yaml() { # N NAMESPACE PART PARTS: every PARTS-th monitor, from PART + 
 READY_TEMPLATE='{{.metadata.name}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}'
 POD_TEMPLATE='{{.metadata.name}} {{or .spec.nodeName "-"}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}'
 ready_count() { latest monitors | awk '$2 == "True" {r++} END {print r + 0}'; }
-# awaiting_metrics NAMESPACE: monitors whose Autoscaling condition is not True yet: their HPAs have
+# awaiting_metrics NAMESPACE: monitors whose Autoscaling condition is Unknown or False: their HPAs have
 # no metrics yet (Unknown while young, False after two minutes without: a loaded metrics-server
 # can take longer at N=1000). The condition turns True, one status write each, when metrics-server
 # has them; that is a change, not an idle write, so the quiet seconds start after it.
 awaiting_metrics() {
   kubectl get iotmonitors -n "$1" -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Autoscaling"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
-    grep -vc '^True$' || true
+    grep -cE '^(Unknown|False)$' || true
 }
 # pod_counts: "created bound ready"
 pod_counts() { latest pods | awk '{n++} $2 != "-" {b++} $3 == "True" {r++} END {printf "%d %d %d", n, b, r}'; }

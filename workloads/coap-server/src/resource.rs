@@ -114,14 +114,12 @@ pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\"
 
 /// Options this server understands; an unknown critical (odd-numbered) option is refused with
 /// 4.02 as RFC 7252 §5.4.1 requires.
+/// Uri-Host (3), Uri-Port (7), Uri-Path, Content-Format, Uri-Query, Accept (17), Size1 (60).
 const KNOWN_OPTIONS: &[u16] = &[3, 7, URI_PATH, CONTENT_FORMAT, URI_QUERY, 17, 60];
 const MAX_TAG_LEN: usize = 64;
 
 /// `now_ms` is the server's clock (Unix milliseconds), to check a sensor's own `ts=`.
-///
-/// The request's lifetime `'m` is apart from `'a`, because a `Message` cannot be shortened
-/// (its inline option list is invariant in it); the reading borrows from both.
-pub fn handle<'a, 'm: 'a>(req: &Message<'m>, default_place: &'a str, now_ms: i64) -> Action<'a> {
+pub fn handle<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Action<'a> {
     let MessageClass::Request(method) = req.class else {
         return Reply::error(
             ResponseType::BadRequest,
@@ -221,11 +219,7 @@ struct Query<'a> {
     taken_at_ms: Option<i64>,
 }
 
-fn query<'a, 'm: 'a>(
-    req: &Message<'m>,
-    default_place: &'a str,
-    now_ms: i64,
-) -> Result<Query<'a>, String> {
+fn query<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Result<Query<'a>, String> {
     let mut place = None;
     let mut sensor = None;
     let mut taken_at_ms = None;

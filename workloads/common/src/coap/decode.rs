@@ -35,6 +35,16 @@ pub enum FormatError {
 /// One option: its number and value, in the order of the datagram (ascending numbers).
 pub type Opt<'a> = (u16, &'a [u8]);
 
+/// Where an option's value lies in the datagram. Offsets rather than slices, so that `Message`
+/// stays covariant in its lifetime (a `SmallVec` of slices would not be) and can be passed where
+/// a shorter one is expected.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    number: u16,
+    start: u32,
+    end: u32,
+}
+
 #[derive(Debug)]
 pub struct Message<'a> {
     pub kind: MessageType,
@@ -42,7 +52,8 @@ pub struct Message<'a> {
     pub message_id: u16,
     pub token: &'a [u8],
     pub payload: &'a [u8],
-    options: SmallVec<[Opt<'a>; INLINE_OPTIONS]>,
+    datagram: &'a [u8],
+    options: SmallVec<[Span; INLINE_OPTIONS]>,
 }
 
 impl<'a> Message<'a> {
@@ -73,10 +84,15 @@ impl<'a> Message<'a> {
             let (length, after) = extended(byte & 0x0F, after)?;
             number =
                 u16::try_from(u32::from(number) + delta).map_err(|_| FormatError::OptionNumber)?;
-            let (value, after) = after
+            let start = datagram.len() - after.len();
+            let (_, after) = after
                 .split_at_checked(length as usize)
                 .ok_or(FormatError::TruncatedOption)?;
-            options.push((number, value));
+            options.push(Span {
+                number,
+                start: start as u32,
+                end: (start + length as usize) as u32,
+            });
             rest = after;
         }
         Ok(Message {
@@ -85,13 +101,17 @@ impl<'a> Message<'a> {
             message_id: u16::from_be_bytes([*mid_hi, *mid_lo]),
             token,
             payload,
+            datagram,
             options,
         })
     }
 
     /// Every option, in ascending order of number.
     pub fn options(&self) -> impl Iterator<Item = Opt<'a>> + '_ {
-        self.options.iter().copied()
+        let datagram = self.datagram;
+        self.options
+            .iter()
+            .map(move |o| (o.number, &datagram[o.start as usize..o.end as usize]))
     }
 
     /// The values of every option numbered `number`, in the order sent.
