@@ -10,6 +10,10 @@
 # The table goes to stdout and, between its markers, into docs/benchmarks.md.
 #
 #   BENCH_MONITORS ("100 300 1000")  BENCH_NODES (default: enough for 5 pods per monitor, 110 per node)
+#   BENCH_NAMESPACES ("1 10": how many namespaces the monitors are spread over, a list: a row for each
+#   N and each count; with more than one the operator watches every namespace. Kubernetes' own
+#   controllers match every pod change against every Service of the pod's namespace, so one
+#   namespace costs kube-controller-manager work that grows with the square of the monitors in it)
 #   BENCH_READY_TIMEOUT (900 s per N)  BENCH_QUIET_SECONDS (60)  BENCH_SAMPLE_SECONDS (5)
 #   BENCH_APPLY_JOBS (4: kubectl processes applying the monitors in parallel)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)  BENCH_KEEP (1: keep the run directory)
@@ -27,6 +31,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 say() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 SIZES=${BENCH_MONITORS:-100 300 1000}
+LAYOUTS=${BENCH_NAMESPACES:-1 10}
 export IOT_HPA_SYNC_SECONDS=${IOT_HPA_SYNC_SECONDS:-15}
 export IOT_CLUSTER_QPS=${IOT_CLUSTER_QPS-100}
 APPLY_JOBS=${BENCH_APPLY_JOBS:-4}
@@ -50,16 +55,16 @@ stop_operator() {
   op_pid=""
 }
 follow_pids=()
-# follow NAME RESOURCE TEMPLATE: every state of every RESOURCE in $ns, a line each through TEMPLATE
-# (which prints the object's name first), appended to $RUN/NAME-$n.txt by a watch that starts
-# again whenever the API server ends it. A watch rather than a list every few seconds: at N=1000,
+# follow NAME RESOURCE TEMPLATE [SELECTOR]: every state of every RESOURCE (in every namespace; the
+# names are unique across them), a line each through TEMPLATE (which prints the name first), appended
+# to $RUN/NAME-$tag.txt by a watch that starts again whenever the API server ends it. A watch rather than a list every few seconds: at N=1000,
 # listing 5,000 pods every 5 s cost the API server and kubectl a share of the two cores that the
 # benchmark is measuring.
 follow() {
-  local out=$RUN/$1-$n.txt
+  local out=$RUN/$1-$tag.txt
   : >"$out"
   (while [ ! -e "$RUN/stop-following" ]; do
-    kubectl get "$2" -n "$ns" --watch -o go-template="$3" >>"$out" 2>/dev/null || sleep 1
+    kubectl get "$2" --all-namespaces ${4:+-l "$4"} --watch -o go-template="$3" >>"$out" 2>/dev/null || sleep 1
   done) &
   follow_pids+=($!)
 }
@@ -74,7 +79,7 @@ stop_following() {
   rm -f "$RUN/stop-following"
 }
 # latest NAME: the last line followed for each object.
-latest() { awk '{last[$1] = $0} END {for (k in last) print last[k]}' "$RUN/$1-$n.txt"; }
+latest() { awk '{last[$1] = $0} END {for (k in last) print last[k]}' "$RUN/$1-$tag.txt"; }
 cleanup() {
   stop_following
   stop_operator
@@ -111,65 +116,71 @@ cpu_by_process() {
 }
 # machine_jiffies: "busy all" CPU time of the whole machine so far (busy: all but idle and iowait).
 machine_jiffies() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
-monitors_yaml() { # N NAMESPACE PART PARTS: every PARTS-th monitor, from PART + 1
-  local i
-  for ((i = $3 + 1; i <= $1; i += $4)); do
-    printf -- '---\napiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata:\n  name: m%04d\n  namespace: %s\nspec: {}\n' "$i" "$2"
+monitors_yaml() { # N PART PARTS: every PARTS-th monitor, from PART + 1 (names unique across namespaces)
+  local i all=($namespaces)
+  for ((i = $2 + 1; i <= $1; i += $3)); do
+    printf -- '---\napiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata:\n  name: m%04d\n  namespace: %s\nspec: {}\n' "$i" "${all[$(((i - 1) % ${#all[@]}))]}"
   done
 }
 # go-templates, not jsonpath: an object without status yet prints nothing instead of an error.
 READY_TEMPLATE='{{.metadata.name}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}'
 POD_TEMPLATE='{{.metadata.name}} {{or .spec.nodeName "-"}} {{range .status.conditions}}{{if eq .type "Ready"}}{{.status}}{{end}}{{end}}{{"\n"}}'
 ready_count() { latest monitors | awk '$2 == "True" {r++} END {print r + 0}'; }
-# awaiting_metrics NAMESPACE: monitors whose Autoscaling condition is Unknown or False: their HPAs have
+# awaiting_metrics: monitors whose Autoscaling condition is Unknown or False: their HPAs have
 # no metrics yet (Unknown while young, False after two minutes without: a loaded metrics-server
 # can take longer at N=1000). The condition turns True, one status write each, when metrics-server
 # has them; that is a change, not an idle write, so the quiet seconds start after it.
 awaiting_metrics() {
-  kubectl get iotmonitors -n "$1" -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Autoscaling"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
+  kubectl get iotmonitors --all-namespaces -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Autoscaling"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
     grep -cE '^(Unknown|False)$' || true
 }
 # pod_counts: "created bound ready"
+MANAGED_BY_LABEL=app.kubernetes.io/managed-by=iot-operator # on every pod of a stack
 pod_counts() { latest pods | awk '{n++} $2 != "-" {b++} $3 == "True" {r++} END {printf "%d %d %d", n, b, r}'; }
 
 rows=()
 failed=0
-for n in $SIZES; do
+for n in $SIZES; do for k in $LAYOUTS; do
+  tag=$n-${k}ns
   nodes=${BENCH_NODES:-$(((n * 5 + 109) / 110 + 2))}
-  say "N=$n: a fresh control plane with $nodes kwok nodes"
+  say "N=$n in $k namespace(s): a fresh control plane with $nodes kwok nodes"
   tests/cluster/down.sh >/dev/null 2>&1 || true
   # kwok nodes only: the benchmark needs no real containers.
-  eval "$(IOT_REAL_NODE=0 IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$n.log")"
+  eval "$(IOT_REAL_NODE=0 IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$tag.log")"
   kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >/dev/null
   # Retried: kubectl wait fails at once while the new CRD has no status yet.
   for _ in $(seq 1 60); do
     kubectl wait --for=condition=Established --timeout=10s crd/iotmonitors.iot.operator.dev >/dev/null 2>&1 && break
     sleep 1
   done
-  ns=bench
-  kubectl create namespace "$ns" >/dev/null
+  if [ "$k" = 1 ]; then
+    namespaces=bench scope=bench
+  else
+    namespaces=$(seq -f 'bench-%03g' 1 "$k" | tr '\n' ' ') scope="" # scope "": every namespace
+  fi
+  for ns in $namespaces; do kubectl create namespace "$ns" >/dev/null; done
   op_http=127.0.0.1:$(free_port)
   # One replica, so no leader election; pids/operator.pid lets down.sh stop it after a crash.
   # MALLOC_ARENA_MAX: as the operator's image sets it (images/images.conf).
-  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} LEADER_ELECTION=false HTTP_ADDR=$op_http WATCH_NAMESPACE=$ns RUST_LOG=info \
-    "$OP" run >"$RUN/operator-$n.log" 2>&1 &
+  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} LEADER_ELECTION=false HTTP_ADDR=$op_http WATCH_NAMESPACE=$scope RUST_LOG=info \
+    "$OP" run >"$RUN/operator-$tag.log" 2>&1 &
   op_pid=$!
   echo "$op_pid $(readlink -f "$OP")" >"$IOT_CLUSTER_DIR/pids/operator.pid"
   for _ in $(seq 1 100); do curl -sf "http://$op_http/metrics" >/dev/null && break; sleep 0.2; done
-  api_requests >"$RUN/api-before-$n.txt"
-  for ((j = 0; j < APPLY_JOBS; j++)); do monitors_yaml "$n" "$ns" "$j" "$APPLY_JOBS" >"$RUN/monitors-$n-$j.yaml"; done
+  api_requests >"$RUN/api-before-$tag.txt"
+  for ((j = 0; j < APPLY_JOBS; j++)); do monitors_yaml "$n" "$j" "$APPLY_JOBS" >"$RUN/monitors-$tag-$j.yaml"; done
 
   follow monitors iotmonitors "$READY_TEMPLATE"
-  follow pods pods "$POD_TEMPLATE"
-  say "N=$n: applying $n IotMonitors"
-  cpu_by_process >"$RUN/cpu-before-$n.txt"; read -r busy0 all0 < <(machine_jiffies)
+  follow pods pods "$POD_TEMPLATE" "$MANAGED_BY_LABEL"
+  say "N=$n in $k ns: applying $n IotMonitors"
+  cpu_by_process >"$RUN/cpu-before-$tag.txt"; read -r busy0 all0 < <(machine_jiffies)
   t0=$(date +%s.%N)
   # A few kubectl processes at once: one sends its objects one after the other.
   apply_pids=()
-  for ((j = 0; j < APPLY_JOBS; j++)); do kubectl apply -f "$RUN/monitors-$n-$j.yaml" >/dev/null & apply_pids+=($!); done
+  for ((j = 0; j < APPLY_JOBS; j++)); do kubectl apply -f "$RUN/monitors-$tag-$j.yaml" >/dev/null & apply_pids+=($!); done
   for p in "${apply_pids[@]}"; do wait "$p"; done
   t_applied=$(date +%s.%N)
-  timeline=$RUN/timeline-$n.txt
+  timeline=$RUN/timeline-$tag.txt
   echo "seconds ready pods_created pods_bound pods_ready reconciles operator_writes operator_rss_mb" >"$timeline"
   ready=0; next_row=0
   # Ready is checked every second (it is read from the watch's file, which costs the cluster
@@ -183,7 +194,7 @@ for n in $SIZES; do
       next_row=$((el + SAMPLE))
     fi
     [ "$ready" -ge "$n" ] && break
-    if [ "$el" -ge "$TIMEOUT" ]; then say "N=$n: only $ready of $n Ready after $TIMEOUT s"; break; fi
+    if [ "$el" -ge "$TIMEOUT" ]; then say "N=$n in $k ns: only $ready of $n Ready after $TIMEOUT s"; break; fi
     sleep 1
   done
   t_ready=$(date +%s.%N)
@@ -195,60 +206,60 @@ for n in $SIZES; do
   errors=$(op_metric iot_operator_reconcile_errors_total)
   dur_sum=$(op_metric iot_operator_reconcile_duration_seconds_sum)
   cpu_ready=$(cpu_secs "$op_pid")
-  cpu_by_process >"$RUN/cpu-ready-$n.txt"; read -r busy1 all1 < <(machine_jiffies)
-  api_requests >"$RUN/api-ready-$n.txt"
+  cpu_by_process >"$RUN/cpu-ready-$tag.txt"; read -r busy1 all1 < <(machine_jiffies)
+  api_requests >"$RUN/api-ready-$tag.txt"
 
   # Quiet means settled: a monitor that is Ready may still wait for its HPAs' first metrics, and
   # the Autoscaling condition turning True then is a real change, not an idle write.
   settle_start=$(date +%s)
-  while [ "$(awaiting_metrics "$ns")" -gt 0 ] && [ $(($(date +%s) - settle_start)) -lt 180 ]; do sleep "$SAMPLE"; done
+  while [ "$(awaiting_metrics)" -gt 0 ] && [ $(($(date +%s) - settle_start)) -lt 180 ]; do sleep "$SAMPLE"; done
   settle_secs=$(($(date +%s) - settle_start))
-  api_requests >"$RUN/api-settled-$n.txt"
+  api_requests >"$RUN/api-settled-$tag.txt"
   writes_settle=$(awk -v a="$writes" -v b="$(op_metric iot_operator_api_writes_total)" 'BEGIN {print b - a}')
   # The table's per-monitor figures count up to here; the quiet ones from here.
   writes=$(op_metric iot_operator_api_writes_total); reconciles=$(op_metric iot_operator_reconciles_total)
   errors=$(op_metric iot_operator_reconcile_errors_total)
   dur_sum=$(op_metric iot_operator_reconcile_duration_seconds_sum)
-  say "N=$n: $ready Ready after $secs s; HPA metrics in $settle_secs s more ($writes_settle status writes); $QUIET quiet seconds"
+  say "N=$n in $k ns: $ready Ready after $secs s; HPA metrics in $settle_secs s more ($writes_settle status writes); $QUIET quiet seconds"
   sleep "$QUIET"
   writes_quiet=$(awk -v a="$writes" -v b="$(op_metric iot_operator_api_writes_total)" 'BEGIN {print b - a}')
   reconciles_quiet=$(awk -v a="$reconciles" -v b="$(op_metric iot_operator_reconciles_total)" 'BEGIN {print b - a}')
-  api_requests >"$RUN/api-quiet-$n.txt"
+  api_requests >"$RUN/api-quiet-$tag.txt"
   rss=$(rss_mb "$op_pid"); cpu=$(cpu_secs "$op_pid")
   status="$ready of $n"
   [ "$ready" -ge "$n" ] && [ "$writes_quiet" = 0 ] || failed=1
-  row=$(awk -v n="$n" -v nodes="$nodes" -v st="$status" -v s="$secs" -v ap="$apply_secs" -v r="$reconciles" \
+  row=$(awk -v n="$n" -v k="$k" -v nodes="$nodes" -v st="$status" -v s="$secs" -v ap="$apply_secs" -v r="$reconciles" \
     -v w="$writes" -v e="$errors" -v d="$dur_sum" -v rss="$rss" -v c1="$cpu_ready" -v c2="$cpu" \
     -v wq="$writes_quiet" -v rq="$reconciles_quiet" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
-      printf "| %d | %d | %s | **%s s** (apply %s s) | %.1f (%d errors) | %.1f | %.2f s | %s MB | %s s / %s s | %d (%d reconciles) | %s |",
-        n, nodes, st, s, ap, r / n, e, w / n, (r > 0 ? d / r : 0), rss, c1, c2, wq, rq, load }')
+      printf "| %d | %d | %d | %s | **%s s** (apply %s s) | %.1f (%d errors) | %.1f | %.2f s | %s MB | %s s / %s s | %d (%d reconciles) | %s |",
+        n, k, nodes, st, s, ap, r / n, e, w / n, (r > 0 ? d / r : 0), rss, c1, c2, wq, rq, load }')
   say "$row"
   rows+=("$row")
   # Every client's requests from apply to all Ready, by verb and resource, for the notes.
-  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-before-$n.txt" "$RUN/api-ready-$n.txt" |
+  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-before-$tag.txt" "$RUN/api-ready-$tag.txt" |
     awk -v n="$n" '{d = $3 - $2; if (d > 0) printf "%s %d (%.1f per monitor)\n", $1, d, d / n}' |
-    sort -k2 -nr >"$RUN/api-delta-$n.txt"
-  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-settled-$n.txt" "$RUN/api-quiet-$n.txt" |
-    awk '{d = $3 - $2; if (d > 0) printf "%s %d\n", $1, d}' | sort -k2 -nr >"$RUN/api-quiet-delta-$n.txt"
+    sort -k2 -nr >"$RUN/api-delta-$tag.txt"
+  join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-settled-$tag.txt" "$RUN/api-quiet-$tag.txt" |
+    awk '{d = $3 - $2; if (d > 0) printf "%s %d\n", $1, d}' | sort -k2 -nr >"$RUN/api-quiet-delta-$tag.txt"
   {
-    echo "N=$n: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$n.txt" | head -40
-    echo "N=$n: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$n.txt" | head -20
+    echo "N=$n in $k ns: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$tag.txt" | head -40
+    echo "N=$n in $k ns: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$tag.txt" | head -20
     busy=$(awk -v b0="$busy0" -v a0="$all0" -v b1="$busy1" -v a1="$all1" 'BEGIN {printf "%.0f", 100 * (b1 - b0) / (a1 - a0)}')
-    echo "N=$n: CPU seconds by process, apply → all Ready (the machine's $(nproc) cores $busy % busy):"
-    join "$RUN/cpu-before-$n.txt" "$RUN/cpu-ready-$n.txt" |
+    echo "N=$n in $k ns: CPU seconds by process, apply → all Ready (the machine's $(nproc) cores $busy % busy):"
+    join "$RUN/cpu-before-$tag.txt" "$RUN/cpu-ready-$tag.txt" |
       awk -v s="$secs" -v c="$(nproc)" '{d = $3 - $2; printf "  %s %.1f (%.0f %% of the cores)\n", $1, d, 100 * d / (s * c)}' | sort -k2 -nr
-    echo "N=$n: timeline (s ready created bound pods-ready reconciles operator-writes operator-RSS-MB):"; sed 's/^/  /' "$timeline"
-  } | tee "$RUN/notes-$n.txt" >&2
+    echo "N=$n in $k ns: timeline (s ready created bound pods-ready reconciles operator-writes operator-RSS-MB):"; sed 's/^/  /' "$timeline"
+  } | tee "$RUN/notes-$tag.txt" >&2
   stop_operator
   tests/cluster/down.sh >/dev/null 2>&1 || true
-done
+done; done
 
 table=$(
   qps=${IOT_CLUSTER_QPS:+kube-controller-manager and kube-scheduler at $IOT_CLUSTER_QPS requests/s}
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, \`scripts/bench-operator.sh\` ($profile build of the operator, one replica; ${qps:-control-plane client rates at their defaults}; HPA sync every ${IOT_HPA_SYNC_SECONDS} s)."
   echo
-  echo "| monitors | kwok nodes | Ready | time to all Ready | reconciles per monitor | operator API writes per monitor | mean reconcile | operator peak RSS | CPU at Ready / after quiet | operator writes in ${QUIET} quiet s | load avg at end |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| monitors | namespaces | kwok nodes | Ready | time to all Ready | reconciles per monitor | operator API writes per monitor | mean reconcile | operator peak RSS | CPU at Ready / after quiet | operator writes in ${QUIET} quiet s | load avg at end |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
 )
 echo "$table"
