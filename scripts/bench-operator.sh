@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Operator at scale: for each N, a fresh local control plane (tests/cluster/up.sh) with enough kwok
-# nodes for the pods, the release operator, and N IotMonitors with `spec: {}` applied at once.
+# Operator at scale: for each N and each namespace count, a fresh local control plane
+# (tests/cluster/up.sh) with enough kwok nodes for the pods, the release operator, and N IotMonitors
+# with `spec: {}` applied at once.
 # Measures the time from apply to all Ready, reconciles and API writes per monitor (the operator's
 # own metrics, and every client's requests from the API server's apiserver_request_total), the
 # operator's peak RSS and CPU seconds, and its writes during BENCH_QUIET_SECONDS quiet seconds
@@ -56,10 +57,10 @@ stop_operator() {
 }
 follow_pids=()
 # follow NAME RESOURCE TEMPLATE [SELECTOR]: every state of every RESOURCE (in every namespace; the
-# names are unique across them), a line each through TEMPLATE (which prints the name first), appended
-# to $RUN/NAME-$tag.txt by a watch that starts again whenever the API server ends it. A watch rather than a list every few seconds: at N=1000,
-# listing 5,000 pods every 5 s cost the API server and kubectl a share of the two cores that the
-# benchmark is measuring.
+# names are unique across them; only those with SELECTOR's labels), a line each through TEMPLATE
+# (which prints the name first), appended to $RUN/NAME-$tag.txt by a watch that starts again
+# whenever the API server ends it. A watch rather than a list every few seconds: at N=1000, listing
+# 5,000 pods every 5 s cost the API server and kubectl a share of the two cores being measured.
 follow() {
   local out=$RUN/$1-$tag.txt
   : >"$out"
@@ -134,16 +135,16 @@ awaiting_metrics() {
   kubectl get iotmonitors --all-namespaces -o go-template='{{range .items}}{{range .status.conditions}}{{if eq .type "Autoscaling"}}{{.status}}{{end}}{{end}}{{"\n"}}{{end}}' |
     grep -cE '^(Unknown|False)$' || true
 }
-# pod_counts: "created bound ready"
 MANAGED_BY_LABEL=app.kubernetes.io/managed-by=iot-operator # on every pod of a stack
+# pod_counts: "created bound ready"
 pod_counts() { latest pods | awk '{n++} $2 != "-" {b++} $3 == "True" {r++} END {printf "%d %d %d", n, b, r}'; }
 
 rows=()
 failed=0
 for n in $SIZES; do for k in $LAYOUTS; do
-  tag=$n-${k}ns
+  tag=$n-${k}ns label="N=$n in $k namespace(s)"
   nodes=${BENCH_NODES:-$(((n * 5 + 109) / 110 + 2))}
-  say "N=$n in $k namespace(s): a fresh control plane with $nodes kwok nodes"
+  say "$label: a fresh control plane with $nodes kwok nodes"
   tests/cluster/down.sh >/dev/null 2>&1 || true
   # kwok nodes only: the benchmark needs no real containers.
   eval "$(IOT_REAL_NODE=0 IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$tag.log")"
@@ -172,7 +173,7 @@ for n in $SIZES; do for k in $LAYOUTS; do
 
   follow monitors iotmonitors "$READY_TEMPLATE"
   follow pods pods "$POD_TEMPLATE" "$MANAGED_BY_LABEL"
-  say "N=$n in $k ns: applying $n IotMonitors"
+  say "$label: applying $n IotMonitors"
   cpu_by_process >"$RUN/cpu-before-$tag.txt"; read -r busy0 all0 < <(machine_jiffies)
   t0=$(date +%s.%N)
   # A few kubectl processes at once: one sends its objects one after the other.
@@ -194,7 +195,7 @@ for n in $SIZES; do for k in $LAYOUTS; do
       next_row=$((el + SAMPLE))
     fi
     [ "$ready" -ge "$n" ] && break
-    if [ "$el" -ge "$TIMEOUT" ]; then say "N=$n in $k ns: only $ready of $n Ready after $TIMEOUT s"; break; fi
+    if [ "$el" -ge "$TIMEOUT" ]; then say "$label: only $ready of $n Ready after $TIMEOUT s"; break; fi
     sleep 1
   done
   t_ready=$(date +%s.%N)
@@ -220,7 +221,7 @@ for n in $SIZES; do for k in $LAYOUTS; do
   writes=$(op_metric iot_operator_api_writes_total); reconciles=$(op_metric iot_operator_reconciles_total)
   errors=$(op_metric iot_operator_reconcile_errors_total)
   dur_sum=$(op_metric iot_operator_reconcile_duration_seconds_sum)
-  say "N=$n in $k ns: $ready Ready after $secs s; HPA metrics in $settle_secs s more ($writes_settle status writes); $QUIET quiet seconds"
+  say "$label: $ready Ready after $secs s; HPA metrics in $settle_secs s more ($writes_settle status writes); $QUIET quiet seconds"
   sleep "$QUIET"
   writes_quiet=$(awk -v a="$writes" -v b="$(op_metric iot_operator_api_writes_total)" 'BEGIN {print b - a}')
   reconciles_quiet=$(awk -v a="$reconciles" -v b="$(op_metric iot_operator_reconciles_total)" 'BEGIN {print b - a}')
@@ -242,13 +243,13 @@ for n in $SIZES; do for k in $LAYOUTS; do
   join -a1 -a2 -e0 -o 0,1.2,2.2 "$RUN/api-settled-$tag.txt" "$RUN/api-quiet-$tag.txt" |
     awk '{d = $3 - $2; if (d > 0) printf "%s %d\n", $1, d}' | sort -k2 -nr >"$RUN/api-quiet-delta-$tag.txt"
   {
-    echo "N=$n in $k ns: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$tag.txt" | head -40
-    echo "N=$n in $k ns: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$tag.txt" | head -20
+    echo "$label: API requests by verb and resource, apply → all Ready (every client):"; sed 's/^/  /' "$RUN/api-delta-$tag.txt" | head -40
+    echo "$label: API requests during the quiet seconds (every client):"; sed 's/^/  /' "$RUN/api-quiet-delta-$tag.txt" | head -20
     busy=$(awk -v b0="$busy0" -v a0="$all0" -v b1="$busy1" -v a1="$all1" 'BEGIN {printf "%.0f", 100 * (b1 - b0) / (a1 - a0)}')
-    echo "N=$n in $k ns: CPU seconds by process, apply → all Ready (the machine's $(nproc) cores $busy % busy):"
+    echo "$label: CPU seconds by process, apply → all Ready (the machine's $(nproc) cores $busy % busy):"
     join "$RUN/cpu-before-$tag.txt" "$RUN/cpu-ready-$tag.txt" |
       awk -v s="$secs" -v c="$(nproc)" '{d = $3 - $2; printf "  %s %.1f (%.0f %% of the cores)\n", $1, d, 100 * d / (s * c)}' | sort -k2 -nr
-    echo "N=$n in $k ns: timeline (s ready created bound pods-ready reconciles operator-writes operator-RSS-MB):"; sed 's/^/  /' "$timeline"
+    echo "$label: timeline (s ready created bound pods-ready reconciles operator-writes operator-RSS-MB):"; sed 's/^/  /' "$timeline"
   } | tee "$RUN/notes-$tag.txt" >&2
   stop_operator
   tests/cluster/down.sh >/dev/null 2>&1 || true
