@@ -28,6 +28,8 @@
 set -euo pipefail
 # shellcheck source=lib/doc-table.sh
 . "$(dirname "$0")/lib/doc-table.sh"
+# shellcheck source=lib/crd.sh
+. "$(dirname "$0")/lib/crd.sh"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 say() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -148,12 +150,7 @@ for n in $SIZES; do for k in $LAYOUTS; do
   tests/cluster/down.sh >/dev/null 2>&1 || true
   # kwok nodes only: the benchmark needs no real containers.
   eval "$(IOT_REAL_NODE=0 IOT_CLUSTER_NODES=$nodes tests/cluster/up.sh 2>"$RUN/up-$tag.log")"
-  kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >/dev/null
-  # Retried: kubectl wait fails at once while the new CRD has no status yet.
-  for _ in $(seq 1 60); do
-    kubectl wait --for=condition=Established --timeout=10s crd/iotmonitors.iot.operator.dev >/dev/null 2>&1 && break
-    sleep 1
-  done
+  install_crd 60
   if [ "$k" = 1 ]; then
     namespaces=bench scope=bench
   else

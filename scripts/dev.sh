@@ -14,13 +14,14 @@ export_line=$(tests/cluster/up.sh)
 eval "$export_line"
 bin=$(tests/cluster/build.sh --print)
 kubectl() { "$bin/kubectl" --cache-dir="$(dirname "$KUBECONFIG")/kube-cache" "$@"; }
+# shellcheck source=lib/crd.sh
+. scripts/lib/crd.sh
 kubectl get nodes >&2
 
 # ---- the operator -------------------------------------------------------------------------------
 state=$(dirname "$KUBECONFIG")
 say "installing the IotMonitor CRD"
-kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >&2
-kubectl wait --for=condition=Established --timeout=60s crd/iotmonitors.iot.operator.dev >&2
+install_crd 60
 
 say "building and starting the operator (log: $state/logs/operator.log)"
 cargo build -q -p iot-operator
@@ -41,8 +42,10 @@ name=$(kubectl get -f examples/iotmonitor.yaml -o jsonpath='{.metadata.name}')
 ns=$(kubectl get -f examples/iotmonitor.yaml -o jsonpath='{.metadata.namespace}')
 ns=${ns:-default}
 say "waiting for IotMonitor $ns/$name to become Ready (pods run on kwok's simulated nodes)"
+ready=1
 if ! kubectl wait --for=condition=Ready --timeout=180s -n "$ns" "iotmonitor/$name" >&2; then
-  say "not Ready yet; the operator's log ends with:"; tail -n 20 "$state/logs/operator.log" >&2
+  ready=0
+  say "not Ready after 180 s; the operator's log ends with:"; tail -n 20 "$state/logs/operator.log" >&2
 fi
 kubectl get iotmonitors -A >&2
 kubectl get statefulsets,deployments,services,hpa,pvc,configmaps,secrets,networkpolicies \
@@ -51,3 +54,7 @@ kubectl get statefulsets,deployments,services,hpa,pvc,configmaps,secrets,network
 
 say "use the cluster with the line below; stop it with: make cluster-down"
 echo "$export_line"
+if [ "$ready" = 0 ]; then
+  say "ERROR: IotMonitor $ns/$name did not become Ready (kubectl describe iotmonitor $name says why)"
+  exit 1
+fi

@@ -36,6 +36,8 @@ say "starting the local control plane in $IOT_CLUSTER_DIR (kept if it already ru
 eval "$(tests/cluster/up.sh)"
 bin=$(tests/cluster/build.sh --print)
 kubectl() { "$bin/kubectl" --cache-dir="$IOT_CLUSTER_DIR/kube-cache" "$@"; }
+# shellcheck source=lib/crd.sh
+. scripts/lib/crd.sh
 images/build.sh --load coap-server sensor-sim influxdb
 
 op_pid=
@@ -47,8 +49,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "CRD, namespace $ns, the operator (log: $IOT_CLUSTER_DIR/load-test-operator.log)"
-kubectl apply --server-side --force-conflicts -f crds/iotmonitor.yaml >&2
-kubectl wait --for=condition=Established --timeout=60s crd/iotmonitors.iot.operator.dev >&2
+install_crd 60
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >&2
 WATCH_NAMESPACE=$ns LEADER_ELECTION=false HTTP_ADDR=127.0.0.1:0 \
   "$op_bin" run >"$IOT_CLUSTER_DIR/load-test-operator.log" 2>&1 &

@@ -36,6 +36,17 @@ if [ "${IOT_REAL_NODE:-1}" != 0 ]; then
 fi
 
 step "tests"
-cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+rc=0
+# The README's quick start starts a whole cluster of its own: it runs below, alone.
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" \
+  --skip readme_operator_quick_start || rc=$?
 
-step "done in $(( $(date +%s) - t0 )) s"
+step "control plane down"
+down
+trap - EXIT
+
+step "the README's operator quick start (make dev, kubectl get iotmon, make cluster-down)"
+cargo test -p iot-e2e --test quick_start -- readme_operator_quick_start || rc=$?
+
+step "done in $(( $(date +%s) - t0 )) s (exit $rc)"
+exit "$rc"

@@ -19,7 +19,7 @@ KUBECONFIG_PATH=$STATE/kubeconfig
 MARKER=$STATE/.iot-cluster-state
 # Start order; stop in the reverse order. The real node's (node.sh) come before metrics-server.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
-NODE_COMPONENTS=(api-forward containerd kubelet kube-proxy coredns local-path-provisioner)
+NODE_COMPONENTS=(api-forward containerd kubelet kube-proxy coredns local-path-provisioner volume-modes)
 
 say() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

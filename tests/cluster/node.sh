@@ -230,7 +230,7 @@ node_down() {
   local slot owner
   slot=$(node_recorded_slot) || { [ -d "$NODE_DIR" ] && node_unmount "$NODE_DIR"; return 0; }
   node_vars "$slot"
-  stop local-path-provisioner coredns api-forward kube-proxy kubelet containerd
+  stop volume-modes local-path-provisioner coredns api-forward kube-proxy kubelet containerd
   owner=$(cat "$NODE_REGISTRY/node-$slot" 2>/dev/null || echo "$STATE")
   if [ "$owner" = "$STATE" ]; then
     node_say "removing the real node (slot $slot, network namespace $NODE_NETNS)"
@@ -492,6 +492,9 @@ node_up() {
     --configmap-name=local-path-config --service-account-name=local-path-provisioner \
     --provisioner-name=rancher.io/local-path --helper-image="$HELPER_IMAGE"
   node_cgroup_adopt "$(pid_of local-path-provisioner)"
+  # The default class's hostPath volumes, writable by the non-root pods that run here.
+  start_exe volume-modes "$(readlink -f "$(command -v bash)")" "$here/volume-modes.sh" /tmp/hostpath_pv
+  node_cgroup_adopt "$(pid_of volume-modes)"
 }
 
 # node_dns: the cluster DNS, a CoreDNS on the host end of the veth (where the pods' resolv.conf points,

@@ -430,6 +430,7 @@ current=""
     row kubelet "$NODE_IP:10250"
     row kube-proxy "netns $NODE_NETNS"
     row local-path-provisioner "-"
+    row volume-modes "-"
     row coredns "$NODE_HOST_IP:53"
   fi
   printf '\n%s\n' "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, metrics-server $METRICS_SERVER_VERSION; nodes: $(kc get nodes -o name | tr '\n' ' ')"

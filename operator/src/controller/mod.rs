@@ -9,6 +9,7 @@ pub mod apply;
 pub mod context;
 pub mod dereference;
 pub mod desired;
+pub mod diagnose;
 pub mod events;
 pub mod hash;
 #[cfg(test)]
@@ -51,6 +52,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// monitor (see `watches`), but a young HPA's missing metrics turn from `Unknown` into a failure
 /// by time alone (`status::autoscaling::METRICS_GRACE_SECONDS`), with no event to wake it.
 const AUTOSCALING_RECHECK: Duration = Duration::from_secs(30);
+
+/// Re-check while the monitor is not Ready: a pod that crash-loops changes no child we watch,
+/// yet its reason belongs in the status (`diagnose`).
+const NOT_READY_RECHECK: Duration = Duration::from_secs(30);
 
 /// A failed reconcile: the error of the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,9 +150,12 @@ pub async fn reconcile_monitor(
     let desired = desired::build(&model);
     let cache = ctx.children();
     let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo, &cache);
-    let applied = applier.apply_all(desired).await?;
+    let mut applied = applier.apply_all(desired).await?;
+    let now = now();
+    applied.influxdb_trouble =
+        diagnose::influxdb_trouble(&ctx.client, &model, &applied.stateful_sets, &now).await;
 
-    let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now());
+    let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now);
     patch_status(&ctx.client, &ctx.metrics, monitor, &status).await?;
     if applied.writes > 0 {
         let mut note = format!("made {} change(s) to the stack", applied.writes);
@@ -161,10 +169,21 @@ pub async fn reconcile_monitor(
         let note = format!("the autoscalers cannot scale: {}", bad.message);
         events::publish(ctx, monitor, EventType::Warning, &bad.reason, note).await;
     }
-    Ok(Action::requeue(match now_autoscaling {
-        Some(c) if c.status != "True" => AUTOSCALING_RECHECK,
-        _ => RESYNC,
+    Ok(Action::requeue(if !is_true(ready(Some(&status))) {
+        NOT_READY_RECHECK
+    } else if now_autoscaling.is_some_and(|c| c.status != "True") {
+        AUTOSCALING_RECHECK
+    } else {
+        RESYNC
     }))
+}
+
+fn is_true(condition: Option<&Condition>) -> bool {
+    condition.is_some_and(|c| c.status == "True")
+}
+
+fn ready(status: Option<&IotMonitorStatus>) -> Option<&Condition> {
+    status?.conditions.iter().find(|c| c.type_ == status::READY)
 }
 
 fn autoscaling(status: Option<&IotMonitorStatus>) -> Option<&Condition> {

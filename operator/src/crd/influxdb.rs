@@ -28,6 +28,9 @@ pub struct InfluxDbSpec {
     pub retention: String,
     /// Database names, one per data set.
     pub databases: DatabasesSpec,
+    /// How many series and tag values InfluxDB accepts before it refuses new ones: the bound on
+    /// what senders can make it index (ignored with `external`).
+    pub limits: InfluxLimitsSpec,
     /// Use an existing InfluxDB-compatible endpoint instead of deploying one. The credentials
     /// come from a Secret; the operator then creates no database or user there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +46,7 @@ impl Default for InfluxDbSpec {
             storage: StorageSpec::default(),
             retention: "30d".into(),
             databases: DatabasesSpec::default(),
+            limits: InfluxLimitsSpec::default(),
             external: None,
         }
     }
@@ -72,6 +76,30 @@ impl Default for StorageSpec {
             size: "1Gi".into(),
             storage_class_name: None,
             delete_with_monitor: false,
+        }
+    }
+}
+
+/// InfluxDB's cardinality limits (its `max-series-per-database` and `max-values-per-tag`), set
+/// explicitly so an open ingest path cannot grow the index until InfluxDB runs out of memory.
+/// A write past a limit is refused for good: the CoAP server answers it 4.xx, not 5.03.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct InfluxLimitsSpec {
+    /// Series per database (every place and sensor pair of the DHT data is one per field set;
+    /// each AQI sensor is one). 0 removes the limit, which InfluxDB's default memory cannot back.
+    #[schemars(range(min = 0, max = 100_000_000))]
+    pub max_series_per_database: i64,
+    /// Distinct values per tag key (places, sensors, AQI sensor ids). 0 removes the limit.
+    #[schemars(range(min = 0, max = 10_000_000))]
+    pub max_values_per_tag: i64,
+}
+
+impl Default for InfluxLimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_series_per_database: 200_000,
+            max_values_per_tag: 100_000,
         }
     }
 }

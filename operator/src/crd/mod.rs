@@ -41,6 +41,7 @@ pub use self::workloads::*;
     doc = "An IoT monitoring stack (InfluxDB, Grafana, CoAP server, sensor simulator, AQI ingestor) managed by iot-operator.",
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: child object names are derived from it"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is available"),
+    printcolumn(name = "InfluxDB", type_ = "string", json_path = ".status.components.influxdb.summary", description = "InfluxDB: ready/desired, or External; why its pod does not start when it has stalled"),
     printcolumn(name = "Grafana", type_ = "string", json_path = ".status.endpoints.grafana", description = "Where Grafana answers"),
     printcolumn(name = "CoAP", type_ = "string", json_path = ".status.endpoints.coap", description = "Where sensors send CoAP readings"),
     printcolumn(name = "Autoscaling", type_ = "string", json_path = ".status.conditions[?(@.type==\"Autoscaling\")].reason", description = "Why the autoscalers scale or not: the reason of the Autoscaling condition"),

@@ -51,7 +51,8 @@ pub struct ComponentStatus {
     pub desired_replicas: i32,
     /// Replicas that pass their readiness probe.
     pub ready_replicas: i32,
-    /// `ready/desired`, or `Disabled`.
+    /// `ready/desired`, or `Disabled`; for InfluxDB, followed by why its pod does not start
+    /// when it has stalled (the container's last words and what to do).
     pub summary: String,
 }
 

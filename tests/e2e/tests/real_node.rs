@@ -11,6 +11,9 @@ use iot_testkit::real_node::{self, BUSYBOX_IMAGE, LOCAL_PATH_CLASS, REAL_NODE, R
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use kube::api::Api;
 
+/// The local cluster's default StorageClass (kube-controller-manager's hostPath provisioner).
+const DEFAULT_CLASS: &str = "standard";
+
 /// The labels of a namespace that enforces the `restricted` Pod Security Standard.
 const RESTRICTED: &[(&str, &str)] = &[
     ("pod-security.kubernetes.io/enforce", "restricted"),
@@ -46,11 +49,22 @@ spec:
 
 #[tokio::test]
 async fn a_restricted_pod_on_the_real_node_writes_to_its_volume() -> Result<()> {
+    restricted_pod_writes_to_a_volume("real-node-volume", Some(LOCAL_PATH_CLASS)).await
+}
+
+/// The claim names no class, as a newcomer's IotMonitor does: the cluster's default class
+/// (hostPath, root-owned directories) is made writable by the node (`volume-modes`).
+#[tokio::test]
+async fn a_restricted_pod_on_the_real_node_writes_to_a_volume_of_the_default_class() -> Result<()> {
+    restricted_pod_writes_to_a_volume("real-node-default-volume", None).await
+}
+
+/// A busybox pod under `restricted` writes its claim of `class` (`None`: the default class),
+/// and what it wrote is in the volume's directory on this machine.
+async fn restricted_pod_writes_to_a_volume(namespace: &str, class: Option<&str>) -> Result<()> {
     let cluster = Cluster::connect().await?;
     RealNode::get(&cluster).await?;
-    let ns = cluster
-        .namespace_with_labels("real-node-volume", RESTRICTED)
-        .await?;
+    let ns = cluster.namespace_with_labels(namespace, RESTRICTED).await?;
     let pod = busybox_pod(
         "writer",
         "app: writer",
@@ -65,8 +79,11 @@ async fn a_restricted_pod_on_the_real_node_writes_to_its_volume() -> Result<()> 
             Some(ns.name()),
             &format!(
                 "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec: \
-                 {{accessModes: [ReadWriteOnce], storageClassName: {LOCAL_PATH_CLASS}, \
-                 resources: {{requests: {{storage: 16Mi}}}}}}\n---\n{pod}"
+                 {{accessModes: [ReadWriteOnce], {class_entry}\
+                 resources: {{requests: {{storage: 16Mi}}}}}}\n---\n{pod}",
+                class_entry = class
+                    .map(|c| format!("storageClassName: {c}, "))
+                    .unwrap_or_default()
             ),
         )
         .await?;
@@ -80,7 +97,7 @@ async fn a_restricted_pod_on_the_real_node_writes_to_its_volume() -> Result<()> 
         "the root filesystem was writable: {log:?}"
     );
 
-    // The claim is bound to a local-path volume on the real node, whose directory on this machine
+    // The claim is bound to a volume of the class asked for, whose directory on this machine
     // holds what the pod wrote.
     let claim = Api::<PersistentVolumeClaim>::namespaced(cluster.client(), ns.name())
         .get("data")
@@ -94,7 +111,7 @@ async fn a_restricted_pod_on_the_real_node_writes_to_its_volume() -> Result<()> 
         .await?;
     let spec = pv.spec.context("PV without spec")?;
     ensure!(
-        spec.storage_class_name.as_deref() == Some(LOCAL_PATH_CLASS),
+        spec.storage_class_name.as_deref() == Some(class.unwrap_or(DEFAULT_CLASS)),
         "{:?}",
         spec.storage_class_name
     );

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use iot_testkit::cluster::{Cluster, repo_dir};
+use iot_testkit::leftovers;
 use iot_testkit::real_node::{self, BUSYBOX_IMAGE, LOCAL_PATH_CLASS};
 
 /// The kubelet's own chains and kube-proxy's, which must never outlive the node.
@@ -95,57 +96,6 @@ fn host_chains() -> Result<BTreeSet<String>> {
     Ok(all)
 }
 
-/// Mount points at or below `dir`.
-fn mounts_under(dir: &Path) -> Result<Vec<String>> {
-    let dir = dir.to_string_lossy();
-    Ok(std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| *m == dir || m.starts_with(&format!("{dir}/")))
-        .map(str::to_string)
-        .collect())
-}
-
-/// PIDs of processes whose command line or working directory names `dir`.
-fn processes_using(dir: &Path) -> Vec<(u32, String)> {
-    let dir = dir.to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        if cmdline.contains(&dir) || cwd.starts_with(&dir) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-/// The node's cgroup directories (one per hierarchy).
-fn cgroup_dirs(slot: &str) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        for entry in entries.flatten() {
-            let dir = entry.path().join(format!("iot-node-{slot}"));
-            if dir.is_dir() {
-                dirs.push(dir);
-            }
-        }
-    }
-    dirs
-}
-
 fn kill_recorded(state: &Path, name: &str) -> Result<()> {
     let record = std::fs::read_to_string(state.join("pids").join(format!("{name}.pid")))
         .with_context(|| format!("{name} was not recorded"))?;
@@ -206,11 +156,14 @@ async fn down_removes_everything_the_real_node_started_even_after_a_crash() -> R
         "no pod network namespace under the state directory"
     );
     ensure!(
-        !mounts_under(&state)?.is_empty(),
+        !leftovers::mounts_under(&state).is_empty(),
         "nothing mounted under {}",
         state.display()
     );
-    ensure!(!cgroup_dirs(&slot).is_empty(), "no cgroup iot-node-{slot}");
+    ensure!(
+        !leftovers::cgroup_dirs(&slot).is_empty(),
+        "no cgroup iot-node-{slot}"
+    );
     ensure!(Path::new(&format!("/run/netns/{netns}")).exists());
     ensure!(output("ip", &["link", "show", &format!("iotn{slot}")]).is_ok());
     ensure!(
@@ -227,63 +180,7 @@ async fn down_removes_everything_the_real_node_started_even_after_a_crash() -> R
     let log = own.down()?;
 
     // After: nothing is left.
-    let mut left = Vec::new();
-    if state.exists() {
-        left.push(format!("the state directory {}", state.display()));
-    }
-    if Path::new(&format!("/run/netns/{netns}")).exists() {
-        left.push(format!("network namespace {netns}"));
-    }
-    if output("ip", &["link", "show", &format!("iotn{slot}")]).is_ok() {
-        left.push(format!("veth iotn{slot}"));
-    }
-    let routes = output("ip", &["route", "show"])?;
-    for line in routes
-        .lines()
-        .filter(|l| l.contains(&format!("iotn{slot} ")))
-    {
-        left.push(format!("route {line}"));
-    }
-    let mounts = mounts_under(tmp.path())?;
-    if !mounts.is_empty() {
-        left.push(format!("mounts {mounts:?}"));
-    }
-    let processes = processes_using(tmp.path());
-    if !processes.is_empty() {
-        left.push(format!("processes {processes:?}"));
-    }
-    let cgroups = cgroup_dirs(&slot);
-    if !cgroups.is_empty() {
-        left.push(format!("cgroups {cgroups:?}"));
-    }
-    for link in std::fs::read_dir("/var/log/containers")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if std::fs::read_link(link.path()).is_ok_and(|target| target.starts_with(tmp.path())) {
-            left.push(format!("the log symlink {}", link.path().display()));
-        }
-    }
-    for result in std::fs::read_dir("/var/lib/cni/results")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if result
-            .file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{netns}-"))
-        {
-            left.push(format!(
-                "libcni's cached result {}",
-                result.path().display()
-            ));
-        }
-    }
-    if Path::new(&format!("/run/iot-operator/node-{slot}")).exists() {
-        left.push(format!("the registration /run/iot-operator/node-{slot}"));
-    }
+    let mut left = leftovers::left_behind(tmp.path(), &state, Some(&slot));
     let chains_after = host_chains()?;
     for chain in CHAINS {
         if chains_after.contains(*chain) && !chains_before.contains(*chain) {

@@ -84,8 +84,8 @@ pub fn component_scheduling() -> String {
 }
 
 /// The flow-style YAML mapping of an IotMonitor's `influxdb` on the real node: the locally built
-/// image, a 64 MiB volume of the local-path class, and `extra` entries (`retention: INF`, or
-/// empty), for `influxdb: <this>`.
+/// image, a 64 MiB volume of the cluster's default StorageClass (no class named, as a newcomer
+/// writes it), and `extra` entries (`retention: INF`, or empty), for `influxdb: <this>`.
 pub fn influxdb_spec(extra: &str) -> Result<String, ClusterError> {
     let image = image_ref("influxdb")?;
     let extra = if extra.is_empty() {
@@ -94,7 +94,7 @@ pub fn influxdb_spec(extra: &str) -> Result<String, ClusterError> {
         format!("{extra}, ")
     };
     Ok(format!(
-        "{{image: {image}, {extra}storage: {{size: 64Mi, storageClassName: {LOCAL_PATH_CLASS}}}, {}}}",
+        "{{image: {image}, {extra}storage: {{size: 64Mi}}, {}}}",
         component_scheduling()
     ))
 }

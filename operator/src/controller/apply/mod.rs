@@ -38,6 +38,7 @@ pub use self::drift::{MemoKey, WriteMemo, is_subset};
 pub use self::error::ApplyError;
 use super::desired::DesiredObjects;
 use super::desired::labels::children_selector;
+use super::diagnose::ContainerTrouble;
 use super::hash::{content_hash_value, hex};
 use super::validate::ValidatedMonitor;
 use super::watches::{Cached, ChildCache};
@@ -80,6 +81,9 @@ pub struct Applied {
     /// Objects created, patched or deleted by this reconcile.
     pub writes: u32,
     pub deleted: Vec<String>,
+    /// Why the InfluxDB pod does not start, when its StatefulSet has stalled (read after the
+    /// apply: `diagnose`).
+    pub influxdb_trouble: Option<ContainerTrouble>,
 }
 
 pub struct Applier<'a> {
@@ -177,6 +181,7 @@ impl<'a> Applier<'a> {
             autoscalers: live_autoscalers,
             writes: self.writes.into_inner(),
             deleted: self.deleted,
+            influxdb_trouble: None,
         })
     }
 

@@ -9,6 +9,7 @@ use super::pod::{env, influx_writer_env, workload_container};
 use super::workload::{Rollout, deployment, workload_pods};
 use crate::constants::COAP_PORT;
 use crate::controller::validate::ValidatedMonitor;
+use crate::crd::ServiceType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoapObjects {
@@ -38,15 +39,24 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
         env_vars,
     );
     let replicas = model.autoscaling.is_none().then_some(coap.replicas.min);
+    let mut service = exposed_service(
+        model,
+        &model.names.coap_server,
+        Component::CoapServer,
+        coap.service_type,
+        coap.node_port,
+        ("coap", "UDP", coap.port),
+    );
+    if let Some(spec) = service.spec.as_mut()
+        && coap.service_type != ServiceType::ClusterIP
+    {
+        // The server's per-source limits and its guard against reflection need each sender's
+        // real address; a node that forwards to a pod on another node would replace it with
+        // its own (SNAT). The cost: a node without a coap-server pod drops what it receives.
+        spec.external_traffic_policy = Some("Local".into());
+    }
     CoapObjects {
-        service: exposed_service(
-            model,
-            &model.names.coap_server,
-            Component::CoapServer,
-            coap.service_type,
-            coap.node_port,
-            ("coap", "UDP", coap.port),
-        ),
+        service,
         deployment: deployment(
             model,
             &model.names.coap_server,

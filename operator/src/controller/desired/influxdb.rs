@@ -138,6 +138,14 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
             env("INFLUXDB_META_DIR", format!("{DATA_DIR}/meta")),
             env("INFLUXDB_DATA_DIR", format!("{DATA_DIR}/data")),
             env("INFLUXDB_DATA_WAL_DIR", format!("{DATA_DIR}/wal")),
+            env(
+                "INFLUXDB_DATA_MAX_SERIES_PER_DATABASE",
+                internal.limits.max_series_per_database.to_string(),
+            ),
+            env(
+                "INFLUXDB_DATA_MAX_VALUES_PER_TAG",
+                internal.limits.max_values_per_tag.to_string(),
+            ),
         ]),
         ports: Some(vec![tcp_port("http", INFLUX_PORT)]),
         resources: Some(resources(&internal.resources)),
@@ -149,6 +157,9 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
             ..http_probe("/ping", "http", 10, 6)
         }),
         volume_mounts: Some(vec![data_mount, tmp_mount.clone()]),
+        // influxd writes why it stopped to its log, not to a termination file: the kubelet then
+        // keeps the log's tail, which the operator puts in the status (`diagnose`).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
     let setup = Container {

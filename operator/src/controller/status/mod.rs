@@ -170,10 +170,17 @@ pub fn reconciled(
     };
 
     let influxdb = match model.influx.mode {
-        InfluxMode::Internal(_) => track(
-            "influxdb",
-            find(&applied.stateful_sets, &names.influxdb).map(stateful_set_state),
-        ),
+        InfluxMode::Internal(_) => {
+            let state = find(&applied.stateful_sets, &names.influxdb).map(stateful_set_state);
+            let state = match (state, &applied.influxdb_trouble) {
+                (Some((mut status, rolled_out)), Some(trouble)) => {
+                    status.summary = format!("{} {}", status.summary, trouble.describe());
+                    Some((status, rolled_out))
+                }
+                (state, _) => state,
+            };
+            track("influxdb", state)
+        }
         InfluxMode::External => Some(disabled("External")),
     };
     let deployment = |name: &str| find(&applied.deployments, name).map(deployment_state);

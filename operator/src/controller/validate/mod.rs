@@ -188,6 +188,7 @@ fn resolve_influx(
                 storage_class_name: storage.storage_class_name.clone(),
                 delete_with_monitor: storage.delete_with_monitor,
                 retention: spec.influxdb.retention.clone(),
+                limits: spec.influxdb.limits.clone(),
             };
             let url = format!("http://{}.{namespace}.svc:{INFLUX_PORT}", names.influxdb);
             (

@@ -5,7 +5,7 @@
 pub use iot_common::region::Region;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::crd::{BatchSpec, ResourcesSpec, SchedulingSpec, ServiceType};
+use crate::crd::{BatchSpec, InfluxLimitsSpec, ResourcesSpec, SchedulingSpec, ServiceType};
 
 /// Names of every child, derived from the IotMonitor's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,7 @@ pub struct InternalInflux {
     pub storage_class_name: Option<String>,
     pub delete_with_monitor: bool,
     pub retention: String,
+    pub limits: InfluxLimitsSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]
