@@ -239,3 +239,39 @@ fn without_autoscaling_there_is_no_autoscaling_condition() {
     let after = reconciled(&off, &applied(&off, 1), Some(&before), Some(2), time(2));
     assert!(after.conditions.iter().all(|c| c.type_ != AUTOSCALING));
 }
+
+#[test]
+fn a_stalled_influxdb_says_why_in_its_summary_and_the_ready_message() {
+    let m = model("{}");
+    let mut applied = applied(&m, 0);
+    applied.influxdb_trouble = Some(crate::controller::diagnose::ContainerTrouble {
+        reason: "CrashLoopBackOff".into(),
+        restarts: 4,
+        message: "run: create server: mkdir all: mkdir /var/lib/influxdb/meta: permission denied"
+            .into(),
+    });
+    let status = reconciled(&m, &applied, None, Some(1), time(100));
+    let summary = &status
+        .components
+        .influxdb
+        .as_ref()
+        .expect("influxdb")
+        .summary;
+    assert!(
+        summary.starts_with("0/1 CrashLoopBackOff after 4 restart(s): run: create server"),
+        "{summary}"
+    );
+    assert!(summary.contains("storageClassName"), "{summary}");
+    let ready = condition(&status, READY);
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains(summary.as_str()),
+        "{}",
+        ready.message
+    );
+    // The other components keep their plain summaries.
+    assert_eq!(
+        status.components.grafana.as_ref().expect("grafana").summary,
+        "0/1"
+    );
+}

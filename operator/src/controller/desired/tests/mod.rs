@@ -383,6 +383,64 @@ fn influxdb_runs_with_auth_and_a_setup_sidecar() {
 }
 
 #[test]
+fn influxdb_limits_its_series_and_tag_values_explicitly() {
+    let limits = |spec: &str| {
+        let objects = desired(spec);
+        let pod = objects.stateful_sets[0]
+            .spec
+            .template
+            .spec
+            .clone()
+            .expect("pod");
+        let influxd = &pod.containers[0];
+        (
+            env_value(influxd, "INFLUXDB_DATA_MAX_SERIES_PER_DATABASE"),
+            env_value(influxd, "INFLUXDB_DATA_MAX_VALUES_PER_TAG"),
+            influxd.termination_message_policy.clone(),
+        )
+    };
+    let (series, values, policy) = limits("{}");
+    assert_eq!(series.as_deref(), Some("200000"));
+    assert_eq!(values.as_deref(), Some("100000"));
+    // The kubelet keeps the log's tail, which the status reports when InfluxDB cannot start.
+    assert_eq!(policy.as_deref(), Some("FallbackToLogsOnError"));
+    let (series, values, _) =
+        limits("{influxdb: {limits: {maxSeriesPerDatabase: 5000, maxValuesPerTag: 0}}}");
+    assert_eq!(series.as_deref(), Some("5000"));
+    assert_eq!(values.as_deref(), Some("0"));
+}
+
+#[test]
+fn an_exposed_coap_service_keeps_the_senders_address() {
+    let policy = |spec: &str| {
+        let objects = desired(spec);
+        let svc = serde_json::to_value(&objects.services).expect("json");
+        svc.as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s["metadata"]["name"] == "lab-coap-server")
+            })
+            .map(|s| s["spec"]["externalTrafficPolicy"].clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        policy("{}").is_null(),
+        "a ClusterIP Service has no external traffic"
+    );
+    assert_eq!(policy("{coap: {serviceType: NodePort}}"), "Local");
+    assert_eq!(policy("{coap: {serviceType: LoadBalancer}}"), "Local");
+    let grafana = desired("{grafana: {serviceType: NodePort}}");
+    let svc = serde_json::to_value(&grafana.services).expect("json");
+    assert!(
+        svc.as_array()
+            .into_iter()
+            .flatten()
+            .all(|s| s["metadata"]["name"] != "lab-grafana"
+                || s["spec"]["externalTrafficPolicy"].is_null())
+    );
+}
+
+#[test]
 fn node_ports_are_set_on_exposed_services() {
     let objects = desired(
         "{grafana: {serviceType: NodePort, nodePort: 30300}, coap: {serviceType: NodePort, nodePort: 30683}}",
