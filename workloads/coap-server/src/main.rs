@@ -2,7 +2,8 @@
 //!
 //! A confirmable reading is acknowledged (2.04 Changed) only once InfluxDB has it; while
 //! InfluxDB cannot take it the answer is 5.03 Service Unavailable with Max-Age, so a client
-//! knows to send it again and nothing is lost silently.
+//! knows to send it again and nothing is lost silently; one InfluxDB refuses for good gets 4.00,
+//! so the client does not send it again.
 
 mod cardinality;
 mod dedup;
@@ -35,8 +36,9 @@ POST|PUT /sensors/dht/temperature   plain-text number in °C, e.g. 25.5\n  \
 POST|PUT /sensors/dht/humidity      plain-text number in %, e.g. 41.9\n  \
 GET      /.well-known/core          the list above, in link format (RFC 6690)\n\
 Optional query: ?place=room2&sensor=dht-7 (tags; place defaults to --default-place).\n\n\
-A confirmable reading is answered 2.04 only once InfluxDB has stored it, 5.03 with Max-Age \
-while InfluxDB cannot, and a retransmitted request is answered again without being stored twice.\n\n\
+A confirmable reading is answered 2.04 only once InfluxDB has stored it, 4.00 if InfluxDB \
+refused it for good, 5.03 with Max-Age while InfluxDB cannot take it, and a retransmitted \
+request is answered again without being stored twice.\n\n\
 Example:  coap-client-notls -m post -e 25.5 coap://127.0.0.1/sensors/dht/temperature",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
