@@ -164,6 +164,25 @@ impl InfluxServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers nothing, as a hung
+    /// InfluxDB does. [`InfluxServer::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("InfluxDB is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Kills the server (SIGKILL: an outage, not a clean shutdown); data and port are kept.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -90,6 +90,12 @@ struct Args {
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 50_000)]
     queue_capacity: usize,
 
+    /// Upper bound, in seconds, on writing what is queued after SIGTERM. Readings not written by
+    /// then are not answered (their senders send them again, to another replica) and never
+    /// counted as stored. Set the pod's terminationGracePeriodSeconds a few seconds above it.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
+    drain_seconds: u64,
+
     /// Max-Age of a 5.03 answer: when clients should send the reading again, in seconds.
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5)]
     retry_after_seconds: u32,
@@ -240,9 +246,19 @@ async fn run(args: Args) -> Result<(), Error> {
     server::serve(shared, &writer, iot_common::shutdown::signal()).await;
 
     // Stop taking readings, then write and answer what is queued before exiting.
-    tracing::info!("flushing queued readings");
-    writer.close().await;
+    tracing::info!(within_s = args.drain_seconds, "flushing queued readings");
+    if !writer
+        .close_within(Duration::from_secs(args.drain_seconds))
+        .await
+    {
+        tracing::warn!(
+            within_s = args.drain_seconds,
+            "queued readings not all written in time; left unanswered"
+        );
+    }
     stopped.trigger();
+    // Not awaited: a ping to a hung InfluxDB would hold the exit up to its timeout.
+    watcher.abort();
     let _ = watcher.await;
     side_port.join().await;
     tracing::info!("coap-server stopped");

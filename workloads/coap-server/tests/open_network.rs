@@ -396,3 +396,42 @@ async fn a_flood_of_new_exchanges_does_not_flush_another_sources_retransmissions
     let metrics = server.service.metrics().await;
     assert_eq!(metric(&metrics, "coap_duplicates_total"), 1, "{metrics}");
 }
+
+#[tokio::test]
+async fn sigterm_while_influxdb_hangs_exits_within_the_drain_bound_and_loses_nothing_acknowledged()
+{
+    const DRAIN_SECONDS: u64 = 3;
+    let influx = InfluxServer::start().await;
+    let drain = DRAIN_SECONDS.to_string();
+    // Small batches: unbounded, the drain would take many write timeouts one after another.
+    let args = ["--drain-seconds", &drain, "--batch-size", "100"];
+    let mut server = CoapServer::start(&influx.url(), &args, "/readyz").await;
+    let client = RawClient::new(server.coap);
+    for mid in 0..20 {
+        let answer = client.exchange(&iot_testkit::coap::post(mid, TEMPERATURE, "20"));
+        assert_eq!(code(&answer), ResponseType::Changed);
+    }
+    influx.pause();
+    for mid in 20..2020 {
+        client.send(&reading(mid, &[], "20"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    server.service.process.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(DRAIN_SECONDS + 2),
+        "exit took {took:?}"
+    );
+    let acknowledged = 20
+        + answers(&client, Duration::from_millis(300))
+            .values()
+            .filter(|got| code(&got[0]) == ResponseType::Changed)
+            .count() as u64;
+    influx.resume();
+    let stored = influx.count("dht", "temperature", "value").await;
+    assert!(
+        stored >= acknowledged && stored <= 2020,
+        "{stored} stored, {acknowledged} acknowledged"
+    );
+}

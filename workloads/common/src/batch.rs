@@ -185,6 +185,27 @@ impl<T: Send + 'static> BatchWriter<T> {
             tracing::error!(error = %e, "batch writer task failed");
         }
     }
+
+    /// As [`BatchWriter::close`], but gives up after `limit`: writes still in flight then are
+    /// abandoned, and the points still queued are dropped without being handed back. None of
+    /// them is counted as written, and their senders, never answered, send them again. Whether
+    /// everything was written in time.
+    pub async fn close_within(mut self, limit: Duration) -> bool {
+        drop(self.tx);
+        match tokio::time::timeout(limit, &mut self.task).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "batch writer task failed");
+                false
+            }
+            Err(_) => {
+                // Dropping the task's state aborts the writes it started.
+                self.task.abort();
+                let _ = self.task.await;
+                false
+            }
+        }
+    }
 }
 
 /// What the writer knows when it decides whether to write the batch it has gathered.
