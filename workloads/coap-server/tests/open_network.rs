@@ -435,3 +435,24 @@ async fn sigterm_while_influxdb_hangs_exits_within_the_drain_bound_and_loses_not
         "{stored} stored, {acknowledged} acknowledged"
     );
 }
+
+#[tokio::test]
+async fn libcoap_coap_client_is_told_why_a_reading_is_refused() {
+    let influx = InfluxServer::start().await;
+    let server = CoapServer::start(&influx.url(), &["--retention", "1h"], "/readyz").await;
+    let base = format!("coap://127.0.0.1:{}", server.coap.port());
+    let old = now_ms() - 2 * 3_600_000;
+    let out = std::process::Command::new("/usr/bin/coap-client-notls")
+        .args(["-B", "5", "-m", "post", "-e", "21.5"])
+        .arg(format!("{base}{TEMPERATURE}?sensor=old&ts={old}"))
+        .output()
+        .expect("run coap-client (make deps installs libcoap3-bin)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("4.00"), "{said}");
+    assert!(said.contains("older than the database keeps"), "{said}");
+    assert_eq!(influx.count("dht", "temperature", "value").await, 0);
+}
