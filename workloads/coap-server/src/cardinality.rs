@@ -8,9 +8,10 @@
 //! server's allowance, the per-source counts by the number of sources that brought a value,
 //! which is at most that allowance.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 
 /// Which limit a reading ran into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +45,11 @@ impl Refusal {
 }
 
 pub(crate) struct NewTags {
-    /// Values known, with their tag key as first byte (`p` or `s`): one lookup per value.
-    known: HashSet<Box<str>>,
+    /// Values known, as hashes of (tag key, value): no string kept or compared. Two values
+    /// whose 64-bit hashes meet would count as one, which only ever lets one value through.
+    known: HashSet<u64>,
+    /// Seeded per process, so that no one can pick values whose hashes meet.
+    hasher: DefaultHashBuilder,
     per_server: usize,
     per_source: u32,
     admitted: usize,
@@ -55,14 +59,15 @@ pub(crate) struct NewTags {
     max_known: usize,
 }
 
-/// Tag keys as the first byte of a known value.
-const PLACE: char = 'p';
-const SENSOR: char = 's';
+/// Tag keys, hashed with their values.
+const PLACE: u8 = b'p';
+const SENSOR: u8 = b's';
 
 impl NewTags {
     pub(crate) fn new(per_server: usize, per_source: u32, max_known: usize) -> Self {
         NewTags {
             known: HashSet::new(),
+            hasher: DefaultHashBuilder::default(),
             per_server,
             per_source,
             admitted: 0,
@@ -80,23 +85,15 @@ impl NewTags {
         self.learn(SENSOR, value);
     }
 
-    fn learn(&mut self, key: char, value: &str) {
+    fn learn(&mut self, key: u8, value: &str) {
         if self.known.len() < self.max_known {
-            self.known.insert(keyed(key, value).into_boxed_str());
+            let hash = self.hash(key, value);
+            self.known.insert(hash);
         }
     }
 
-    fn is_known(&self, key: char, value: &str) -> bool {
-        // Short tags (the usual case) are keyed on the stack.
-        let mut buf = [0u8; 1 + 64];
-        if value.len() < buf.len() {
-            buf[0] = key as u8;
-            buf[1..=value.len()].copy_from_slice(value.as_bytes());
-            if let Ok(k) = std::str::from_utf8(&buf[..=value.len()]) {
-                return self.known.contains(k);
-            }
-        }
-        self.known.contains(keyed(key, value).as_str())
+    fn hash(&self, key: u8, value: &str) -> u64 {
+        self.hasher.hash_one((key, value))
     }
 
     /// Admits a reading's tags from `source`, counting the values it brings that are new.
@@ -106,8 +103,10 @@ impl NewTags {
         place: &str,
         sensor: Option<&str>,
     ) -> Result<(), Refusal> {
-        let new_place = !self.is_known(PLACE, place);
-        let new_sensor = sensor.is_some_and(|s| !self.is_known(SENSOR, s));
+        let place = self.hash(PLACE, place);
+        let sensor = sensor.map(|s| self.hash(SENSOR, s));
+        let new_place = !self.known.contains(&place);
+        let new_sensor = sensor.is_some_and(|s| !self.known.contains(&s));
         let new = u32::from(new_place) + u32::from(new_sensor);
         if new == 0 {
             return Ok(());
@@ -122,20 +121,13 @@ impl NewTags {
         self.admitted += new as usize;
         *self.by_source.entry(source).or_default() += new;
         if new_place {
-            self.known.insert(keyed(PLACE, place).into_boxed_str());
+            self.known.insert(place);
         }
         if let Some(s) = sensor.filter(|_| new_sensor) {
-            self.known.insert(keyed(SENSOR, s).into_boxed_str());
+            self.known.insert(s);
         }
         Ok(())
     }
-}
-
-fn keyed(key: char, value: &str) -> String {
-    let mut k = String::with_capacity(1 + value.len());
-    k.push(key);
-    k.push_str(value);
-    k
 }
 
 #[cfg(test)]
@@ -173,13 +165,19 @@ mod tests {
     }
 
     #[test]
-    fn long_and_short_values_are_looked_up_alike() {
-        let mut t = NewTags::new(10, 10, 1000);
-        let long = "x".repeat(64);
-        t.learn_sensor(&long);
+    fn values_read_from_the_database_are_not_new() {
+        let mut t = NewTags::new(10, 1, 1000);
         t.learn_sensor("dht-1");
-        assert!(t.is_known(SENSOR, &long));
-        assert!(t.is_known(SENSOR, "dht-1"));
-        assert!(!t.is_known(PLACE, "dht-1"), "the tag key is part of it");
+        t.learn_place("lab");
+        assert_eq!(t.admit(ip(1), "lab", Some("dht-1")), Ok(()));
+        assert_eq!(
+            t.admit(ip(1), "dht-1", None),
+            Ok(()),
+            "a sensor's name is a new place"
+        );
+        assert_eq!(
+            t.admit(ip(1), "lab", Some("dht-2")),
+            Err(Refusal::Source(1))
+        );
     }
 }

@@ -132,7 +132,13 @@ impl DedupCache {
                 // Same peer and message ID but another datagram: a new request in its place.
                 *old = slot;
                 self.order.push_back((id.key, seq, now));
-                self.source_mut(id.source).order.push_back((id.key, seq));
+                let (slots, per_source) = (&self.slots, self.per_source);
+                let source = source_entry(&mut self.sources, id.source);
+                source.order.push_back((id.key, seq));
+                if source.order.len() > per_source.saturating_mul(2) {
+                    // The entries of the requests it replaced, gone at once (amortised).
+                    source.order.retain(|&(k, q)| is_live(slots, k, q));
+                }
                 return Seen::New;
             }
             Some(_) => {
@@ -141,14 +147,32 @@ impl DedupCache {
             }
             None => {}
         }
-        self.make_room(id.source);
-        if let Entry::Vacant(e) = self.slots.entry(id.key, |s| s.key == id.key, |s| s.key) {
-            e.insert(slot);
+        let (slots, per_source) = (&mut self.slots, self.per_source);
+        let source = source_entry(&mut self.sources, id.source);
+        if source.live >= per_source {
+            // At its budget: the source forgets its own oldest exchange, no one else's.
+            while let Some((key, seq)) = source.order.pop_front() {
+                if let Ok(e) = slots.find_entry(key, |s| s.key == key)
+                    && e.get().seq == seq
+                {
+                    e.remove();
+                    source.live -= 1;
+                    break;
+                }
+            }
         }
-        self.order.push_back((id.key, seq, now));
-        let source = self.source_mut(id.source);
+        // Counted before it is in the table, so that the source's entry outlives what follows.
         source.live += 1;
         source.order.push_back((id.key, seq));
+        // Only when many sources fill the cache together: the oldest entry of all goes.
+        while self.slots.len() >= self.capacity {
+            let Some((key, seq, _)) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(key, Some(seq));
+        }
+        self.slots.insert_unique(id.key, slot, |s| s.key);
+        self.order.push_back((id.key, seq, now));
         Seen::New
     }
 
@@ -158,47 +182,6 @@ impl DedupCache {
             && slot.fingerprint == id.fingerprint
         {
             slot.outcome = outcome;
-        }
-    }
-
-    /// The source's entry, made if it has none.
-    fn source_mut(&mut self, hash: u64) -> &mut Source {
-        match self.sources.entry(hash, |s| s.hash == hash, |s| s.hash) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e
-                .insert(Source {
-                    hash,
-                    live: 0,
-                    order: VecDeque::new(),
-                })
-                .into_mut(),
-        }
-    }
-
-    /// Before a new entry of `source`: its own oldest goes when it is at its budget, the oldest
-    /// of all when the cache is full.
-    fn make_room(&mut self, source: u64) {
-        let per_source = self.per_source;
-        let at_budget = self
-            .sources
-            .find(source, |s| s.hash == source)
-            .is_some_and(|s| s.live >= per_source);
-        if at_budget {
-            while let Some((key, seq)) = self
-                .sources
-                .find_mut(source, |s| s.hash == source)
-                .and_then(|s| s.order.pop_front())
-            {
-                if self.remove(key, Some(seq)) {
-                    return;
-                }
-            }
-        }
-        while self.slots.len() >= self.capacity {
-            let Some((key, seq, _)) = self.order.pop_front() else {
-                return;
-            };
-            self.remove(key, Some(seq));
         }
     }
 
@@ -254,6 +237,20 @@ impl DedupCache {
             let slots = &self.slots;
             self.order.retain(|&(k, q, _)| is_live(slots, k, q));
         }
+    }
+}
+
+/// The source's entry, made if it has none.
+fn source_entry(sources: &mut HashTable<Source>, hash: u64) -> &mut Source {
+    match sources.entry(hash, |s| s.hash == hash, |s| s.hash) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e
+            .insert(Source {
+                hash,
+                live: 0,
+                order: VecDeque::new(),
+            })
+            .into_mut(),
     }
 }
 
@@ -332,6 +329,18 @@ mod tests {
         assert!(c.len() <= 250 + 100, "{}", c.len());
         assert!(c.order.len() <= 2000);
         assert!(c.sources.len() <= 6);
+    }
+
+    #[test]
+    fn a_source_that_reuses_one_message_id_keeps_its_queues_bounded() {
+        let mut c = DedupCache::new(1000, 100, EXCHANGE_LIFETIME);
+        for n in 0..100_000u32 {
+            assert_eq!(c.check(c.id(host(1, 1), 7, &n.to_be_bytes())), Seen::New);
+        }
+        assert_eq!(c.len(), 1);
+        assert!(c.order.len() <= 2001, "{}", c.order.len());
+        let queued: usize = c.sources.iter().map(|s| s.order.len()).sum();
+        assert!(queued <= 201, "{queued}");
     }
 
     #[test]
