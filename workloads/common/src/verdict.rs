@@ -8,6 +8,8 @@
 //! [`crate::batch`]), which is safe because a point written twice with the same series and time
 //! is one point.
 
+use std::borrow::Cow;
+
 use reqwest::StatusCode;
 
 use crate::influx::WriteError;
@@ -71,11 +73,11 @@ pub fn dropped_points(message: &str) -> Option<u64> {
 }
 
 /// Why InfluxDB refused a point, in a few words fit for a client: the partial write's reason
-/// without InfluxDB's framing, or the first words of its error.
-pub fn refusal_reason(e: &WriteError) -> &str {
+/// without InfluxDB's framing (and JSON's escaped quotes), or the first words of its error.
+pub fn refusal_reason(e: &WriteError) -> Cow<'_, str> {
     let body = match e {
         WriteError::Rejected { body, .. } => body.as_str(),
-        _ => return "InfluxDB refused it",
+        _ => return Cow::Borrowed("InfluxDB refused it"),
     };
     let text = body
         .split_once("\"error\":\"")
@@ -88,7 +90,12 @@ pub fn refusal_reason(e: &WriteError) -> &str {
         .char_indices()
         .nth(MAX_REASON_CHARS)
         .map_or(text.len(), |(at, _)| at);
-    &text[..end]
+    let text = &text[..end];
+    if text.contains("\\\"") {
+        Cow::Owned(text.replace("\\\"", "\""))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// Long enough for InfluxDB's reasons with the tag value that broke a limit.
@@ -167,5 +174,10 @@ mod tests {
             refusal_reason(&e)
         );
         assert!(!refusal_reason(&e).contains("dropped="));
+        assert!(
+            refusal_reason(&e).contains(r#"tag="place" value="p-77""#),
+            "{}",
+            refusal_reason(&e)
+        );
     }
 }

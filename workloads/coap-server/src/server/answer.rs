@@ -210,7 +210,7 @@ pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
         for a in &answers {
             match written {
                 Written::Stored => send_stored(&shared, a.to(), a.stored),
-                Written::Refused(e) => send_refused(&shared, a.to(), refusal_reason(e)),
+                Written::Refused(e) => send_refused(&shared, a.to(), &refusal_reason(e)),
                 Written::Unavailable(_) => send_unavailable(&shared, a.to()),
             }
         }
