@@ -13,7 +13,13 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn new(server: SocketAddr) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        Self::from_ip(server, [127, 0, 0, 1])
+    }
+
+    /// A client on another loopback address (127.0.0.0/8 is all loopback on Linux): another
+    /// source host, for the server's per-source limits.
+    pub fn from_ip(server: SocketAddr, ip: [u8; 4]) -> Self {
+        let socket = UdpSocket::bind(SocketAddr::from((ip, 0))).expect("bind client");
         socket.connect(server).expect("connect");
         RawClient { socket }
     }

@@ -15,6 +15,9 @@ pub struct InfluxServer {
     http_port: u16,
     child: Option<Child>,
     auth: Option<(String, String)>,
+    /// InfluxDB settings as environment variables (`INFLUXDB_DATA_MAX_VALUES_PER_TAG`, ...),
+    /// which override its configuration file.
+    env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -32,15 +35,21 @@ fn influxd() -> PathBuf {
 impl InfluxServer {
     /// Starts InfluxDB without authentication.
     pub async fn start() -> Self {
-        Self::launch(None).await
+        Self::launch(None, &[]).await
+    }
+
+    /// Starts InfluxDB without authentication, with settings given as environment variables,
+    /// e.g. `("INFLUXDB_DATA_MAX_VALUES_PER_TAG", "50")`.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::launch(None, env).await
     }
 
     /// Starts InfluxDB with HTTP authentication on and an admin user `user` / `password`.
     pub async fn start_with_auth(user: &str, password: &str) -> Self {
-        Self::launch(Some((user.to_string(), password.to_string()))).await
+        Self::launch(Some((user.to_string(), password.to_string())), &[]).await
     }
 
-    async fn launch(auth: Option<(String, String)>) -> Self {
+    async fn launch(auth: Option<(String, String)>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("iot-influx-")
             .tempdir()
@@ -50,6 +59,10 @@ impl InfluxServer {
             http_port: 0,
             child: None,
             auth,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             http: reqwest::Client::new(),
         };
         server.start_fresh_ports().await;
@@ -118,6 +131,7 @@ impl InfluxServer {
         let child = Command::new(influxd())
             .arg("-config")
             .arg(self.dir.path().join("influxdb.conf"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -148,6 +162,25 @@ impl InfluxServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers nothing, as a hung
+    /// InfluxDB does. [`InfluxServer::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("InfluxDB is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
     }
 
     /// Kills the server (SIGKILL: an outage, not a clean shutdown); data and port are kept.

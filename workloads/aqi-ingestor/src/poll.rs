@@ -19,6 +19,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use iot_common::verdict::dropped_points;
+
 use crate::fetch::{Fetch, FetchError, Fetcher};
 use crate::ingest::{Ingest, PollStats, Preparation, Prepared};
 use crate::means::Reading;
@@ -340,13 +342,6 @@ pub(crate) async fn flush(
     }
 }
 
-/// The `dropped=N` of an InfluxDB "partial write" error.
-fn dropped_points(message: &str) -> Option<u64> {
-    let rest = &message[message.rfind("dropped=")? + "dropped=".len()..];
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    rest[..digits].parse().ok()
-}
-
 /// Now plus the tolerated clock skew, as a record time.
 fn latest_accepted(skew: Duration) -> EpochSeconds {
     let now = SystemTime::now()
@@ -355,16 +350,4 @@ fn latest_accepted(skew: Duration) -> EpochSeconds {
         .saturating_add(skew)
         .as_secs();
     EpochSeconds::try_from(now).unwrap_or(EpochSeconds::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dropped_points_are_read_from_a_partial_write_error() {
-        let e = r#"InfluxDB rejected the data (400 Bad Request): {"error":"partial write: field type conflict: input field \"humidity\" on measurement \"air_quality\" is type float, already exists as type string dropped=3"}"#;
-        assert_eq!(dropped_points(e), Some(3));
-        assert_eq!(dropped_points("unable to parse"), None);
-    }
 }

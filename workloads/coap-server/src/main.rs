@@ -2,14 +2,18 @@
 //!
 //! A confirmable reading is acknowledged (2.04 Changed) only once InfluxDB has it; while
 //! InfluxDB cannot take it the answer is 5.03 Service Unavailable with Max-Age, so a client
-//! knows to send it again and nothing is lost silently.
+//! knows to send it again and nothing is lost silently; one InfluxDB refuses for good gets 4.00,
+//! so the client does not send it again.
 
+mod cardinality;
 mod dedup;
 mod metrics;
+mod ratelimit;
 mod resource;
 mod server;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -17,7 +21,9 @@ use iot_common::batch::WriterMetrics;
 use iot_common::http::{self, Readiness};
 use iot_common::logging::{self, LogArgs};
 use iot_common::runtime::{self, Threads};
-use iot_common::{BatchConfig, BatchWriter, InfluxArgs, InfluxClient, RetryPolicy, Shutdown, udp};
+use iot_common::{
+    BatchConfig, BatchWriter, InfluxArgs, InfluxClient, RetryPolicy, Shutdown, WriteError, udp,
+};
 use prometheus_client::registry::Registry;
 
 #[derive(Parser, Debug)]
@@ -30,8 +36,9 @@ POST|PUT /sensors/dht/temperature   plain-text number in °C, e.g. 25.5\n  \
 POST|PUT /sensors/dht/humidity      plain-text number in %, e.g. 41.9\n  \
 GET      /.well-known/core          the list above, in link format (RFC 6690)\n\
 Optional query: ?place=room2&sensor=dht-7 (tags; place defaults to --default-place).\n\n\
-A confirmable reading is answered 2.04 only once InfluxDB has stored it, 5.03 with Max-Age \
-while InfluxDB cannot, and a retransmitted request is answered again without being stored twice.\n\n\
+A confirmable reading is answered 2.04 only once InfluxDB has stored it, 4.00 if InfluxDB \
+refused it for good, 5.03 with Max-Age while InfluxDB cannot take it, and a retransmitted \
+request is answered again without being stored twice.\n\n\
 Example:  coap-client-notls -m post -e 25.5 coap://127.0.0.1/sensors/dht/temperature",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
@@ -46,6 +53,12 @@ struct Args {
     /// InfluxDB database the readings go to.
     #[arg(long, env = "INFLUX_DB", default_value = "dht")]
     influx_db: String,
+
+    /// How long the database keeps readings (its retention policy's duration: `30d`, `12w`,
+    /// `24h`; `INF` or empty: forever). A reading whose `ts=` is older is refused with 4.00 at
+    /// once, since InfluxDB would drop it.
+    #[arg(long, env = "INFLUX_RETENTION", default_value = "", value_parser = parse_retention)]
+    retention: Retention,
 
     /// Create the database at start-up (turn off when the InfluxDB user may not create one).
     #[arg(long, env = "CREATE_DATABASE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -77,6 +90,12 @@ struct Args {
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 50_000)]
     queue_capacity: usize,
 
+    /// Upper bound, in seconds, on writing what is queued after SIGTERM. Readings not written by
+    /// then are not answered (their senders send them again, to another replica) and never
+    /// counted as stored. Set the pod's terminationGracePeriodSeconds a few seconds above it.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
+    drain_seconds: u64,
+
     /// Max-Age of a 5.03 answer: when clients should send the reading again, in seconds.
     #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5)]
     retry_after_seconds: u32,
@@ -85,9 +104,36 @@ struct Args {
     #[arg(long, env = "DEFAULT_PLACE", default_value = "room1")]
     default_place: String,
 
-    /// Exchanges remembered to recognise retransmissions (about 50 bytes each).
+    /// Requests per second taken from one source address (IP); beyond that its datagrams are
+    /// dropped unanswered and counted (`coap_rate_limited_total`). 0, the default, sets no
+    /// limit: readings from many sensors behind one address (NAT, a load test) come at any rate.
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 0)]
+    rate_limit: u32,
+
+    /// Requests one source address may send at once, above its rate (0: one second's worth).
+    #[arg(long, env = "RATE_BURST", default_value_t = 0)]
+    rate_burst: u32,
+
+    /// Exchanges remembered to recognise retransmissions (about 100 bytes each).
     #[arg(long, env = "DEDUP_CAPACITY", default_value_t = 100_000)]
     dedup_capacity: usize,
+
+    /// Exchanges remembered per source address, at most: a source beyond it forgets its own
+    /// oldest, so a flood from one source cannot push out the exchanges of others.
+    #[arg(long, env = "DEDUP_PER_SOURCE", default_value_t = 10_000)]
+    dedup_per_source: usize,
+
+    /// New `place` and `sensor` values this server takes from anonymous senders, from all of
+    /// them together; beyond that a reading with a new value gets 4.03 and nothing is stored.
+    /// Values already in the database (read at start-up) are not new. Keep it well below
+    /// InfluxDB's `max-values-per-tag`, which once reached refuses new values to everyone.
+    #[arg(long, env = "NEW_TAGS_PER_SERVER", default_value_t = 50_000)]
+    new_tags_per_server: usize,
+
+    /// New `place` and `sensor` values one source address (IP) may bring, at most. A load
+    /// generator brings one sensor per request in flight from one address.
+    #[arg(long, env = "NEW_TAGS_PER_SOURCE", default_value_t = 10_000)]
+    new_tags_per_source: u32,
 
     /// HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9090")]
@@ -141,11 +187,27 @@ async fn run(args: Args) -> Result<(), Error> {
 
     let shared = server::Shared::new(
         datagrams,
-        dedup::DedupCache::new(args.dedup_capacity, dedup::EXCHANGE_LIFETIME),
+        dedup::DedupCache::new(
+            args.dedup_capacity,
+            args.dedup_per_source,
+            dedup::EXCHANGE_LIFETIME,
+        ),
+        cardinality::NewTags::new(
+            args.new_tags_per_server,
+            args.new_tags_per_source,
+            args.new_tags_per_server.saturating_add(MAX_TAGS_READ),
+        ),
         metrics,
         server::Settings {
             default_place: args.default_place.clone(),
             retry_after_secs: args.retry_after_seconds,
+            retention_ms: args.retention.0,
+            rate_limit: args.rate_limit,
+            rate_burst: if args.rate_burst == 0 {
+                args.rate_limit
+            } else {
+                args.rate_burst
+            },
         },
         ready.clone(),
     );
@@ -169,6 +231,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let watcher = tokio::spawn(watch_influx(
         client,
         args.create_database,
+        shared.clone(),
         ready,
         stopped.clone(),
     ));
@@ -183,13 +246,57 @@ async fn run(args: Args) -> Result<(), Error> {
     server::serve(shared, &writer, iot_common::shutdown::signal()).await;
 
     // Stop taking readings, then write and answer what is queued before exiting.
-    tracing::info!("flushing queued readings");
-    writer.close().await;
+    tracing::info!(within_s = args.drain_seconds, "flushing queued readings");
+    if !writer
+        .close_within(Duration::from_secs(args.drain_seconds))
+        .await
+    {
+        tracing::warn!(
+            within_s = args.drain_seconds,
+            "queued readings not all written in time; left unanswered"
+        );
+    }
     stopped.trigger();
+    // Not awaited: a ping to a hung InfluxDB would hold the exit up to its timeout.
+    watcher.abort();
     let _ = watcher.await;
     side_port.join().await;
     tracing::info!("coap-server stopped");
     Ok(())
+}
+
+/// A retention policy's duration in milliseconds; `None` keeps points forever.
+#[derive(Clone, Copy, Debug)]
+struct Retention(Option<i64>);
+
+/// InfluxQL's durations as the operator's spec allows them: a whole number of seconds, minutes,
+/// hours, days or weeks, or `INF`.
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("INF") {
+        return Ok(Retention(None));
+    }
+    let unit_ms: i64 = match text.as_bytes().last() {
+        Some(b's') => 1_000,
+        Some(b'm') => 60_000,
+        Some(b'h') => 3_600_000,
+        Some(b'd') => 86_400_000,
+        Some(b'w') => 7 * 86_400_000,
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration such as 30d, 12w, 24h or INF"
+            ));
+        }
+    };
+    let count: i64 = text[..text.len() - 1]
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 30d, 12w, 24h or INF"))?;
+    match count.checked_mul(unit_ms) {
+        // InfluxDB reads a zero duration as forever.
+        Some(0) => Ok(Retention(None)),
+        Some(ms) if ms > 0 => Ok(Retention(Some(ms))),
+        _ => Err(format!("'{text}' is out of range")),
+    }
 }
 
 /// Large buffers: a burst of readings must not overflow the kernel's default receive buffer,
@@ -199,15 +306,18 @@ const UDP_BUFFERS: udp::Buffers = udp::Buffers {
     send: 8 << 20,
 };
 
-/// Creates the database once InfluxDB answers (not on every write, as the reference server did)
-/// and keeps the readiness flag current with a ping every few seconds.
+/// Creates the database once InfluxDB answers (not on every write, as the reference server did),
+/// reads the tag values it holds, and keeps the readiness flag current with a ping every few
+/// seconds.
 async fn watch_influx(
     client: InfluxClient,
     mut create_database: bool,
+    shared: Arc<server::Shared>,
     ready: Readiness,
     stop: Shutdown,
 ) {
     let mut attempt = 0;
+    let mut tags_known = false;
     loop {
         let up = client.ping().await;
         if up && create_database {
@@ -223,6 +333,19 @@ async fn watch_influx(
                 Err(e) => tracing::warn!(error = %e, "cannot create the database yet"),
             }
         }
+        if up && !create_database && !tags_known {
+            match learn_tags(&client, &shared).await {
+                Ok(n) => {
+                    tracing::info!(values = n, "tag values of the database read");
+                    tags_known = true;
+                }
+                Err(e) if !e.is_retryable() => {
+                    tracing::warn!(error = %e, "cannot read the database's tag values; all count as new");
+                    tags_known = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the database's tag values yet"),
+            }
+        }
         if up != ready.get() {
             if up {
                 tracing::info!(url = client.url(), "InfluxDB answers");
@@ -230,7 +353,7 @@ async fn watch_influx(
                 tracing::warn!(url = client.url(), "InfluxDB does not answer");
             }
         }
-        ready.set(up && !create_database);
+        ready.set(up && !create_database && tags_known);
         attempt = if up { 0 } else { attempt + 1 };
         let pause = if up || attempt > 5 {
             Duration::from_secs(5)
@@ -240,6 +363,52 @@ async fn watch_influx(
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             () = stop.wait() => return,
+        }
+    }
+}
+
+/// Tag values read from the database at most; InfluxDB's own limit keeps them fewer.
+const MAX_TAGS_READ: usize = 500_000;
+
+/// Tells the server the `place` and `sensor` values the database holds, so that only values it
+/// does not hold count as new. Returns how many it read.
+async fn learn_tags(client: &InfluxClient, shared: &server::Shared) -> Result<usize, WriteError> {
+    let results = client
+        .query(r#"SHOW TAG VALUES WITH KEY IN ("place", "sensor")"#)
+        .await?;
+    let pairs = results
+        .iter()
+        .flat_map(|r| &r.series)
+        .flat_map(|s| &s.values)
+        .filter_map(|row| Some((row.first()?.as_str()?, row.get(1)?.as_str()?)))
+        .take(MAX_TAGS_READ);
+    let (mut places, mut sensors) = (Vec::new(), Vec::new());
+    for (key, value) in pairs {
+        match key {
+            "place" => places.push(value),
+            _ => sensors.push(value),
+        }
+    }
+    shared.learn_tags(places.iter().copied(), sensors.iter().copied());
+    Ok(places.len() + sensors.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_influxql_durations() {
+        let ms = |t: &str| parse_retention(t).map(|r| r.0);
+        assert_eq!(ms("30d"), Ok(Some(30 * 86_400_000)));
+        assert_eq!(ms("12w"), Ok(Some(12 * 7 * 86_400_000)));
+        assert_eq!(ms("1h"), Ok(Some(3_600_000)));
+        assert_eq!(ms("90s"), Ok(Some(90_000)));
+        assert_eq!(ms("INF"), Ok(None));
+        assert_eq!(ms(""), Ok(None));
+        assert_eq!(ms("0d"), Ok(None));
+        for bad in ["30", "d", "-1h", "1.5h", "30y"] {
+            assert!(ms(bad).is_err(), "{bad}");
         }
     }
 }

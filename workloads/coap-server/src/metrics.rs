@@ -31,6 +31,12 @@ iot_common::metric_set! {
         pub malformed: Family<Reason, Counter>,
         /// Answers that could not be sent
         pub send_errors: Counter,
+        /// Answers to non-confirmable requests cut to stay within the amplification bound: sent
+        /// without payload, or replaced by RST
+        #[metric("answers_unamplified")]
+        pub unamplified: Family<Reason, Counter>,
+        /// Datagrams dropped by the per-source rate limit
+        pub rate_limited: Counter,
     }
 }
 
@@ -47,6 +53,12 @@ impl Metrics {
 
     pub fn malformed(&self, reason: &'static str) {
         self.malformed.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn unamplified(&self, how: &'static str) {
+        self.unamplified
+            .get_or_create(&Reason { reason: how })
+            .inc();
     }
 
     pub fn unavailable(&self, reason: &'static str) {

@@ -118,8 +118,16 @@ pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\"
 const KNOWN_OPTIONS: &[u16] = &[3, 7, URI_PATH, CONTENT_FORMAT, URI_QUERY, 17, 60];
 const MAX_TAG_LEN: usize = 64;
 
-/// `now_ms` is the server's clock (Unix milliseconds), to check a sensor's own `ts=`.
-pub fn handle<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Action<'a> {
+/// The server's clock and the database's retention, to check a sensor's own `ts=`.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Unix milliseconds.
+    pub now_ms: i64,
+    /// How long the database keeps points, when it does not keep them forever.
+    pub retention_ms: Option<i64>,
+}
+
+pub fn handle<'a>(req: &Message<'a>, default_place: &'a str, clock: Clock) -> Action<'a> {
     let MessageClass::Request(method) = req.class else {
         return Reply::error(
             ResponseType::BadRequest,
@@ -169,9 +177,9 @@ pub fn handle<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Act
             "send the reading as text/plain (content-format 0)".into(),
         );
     }
-    let q = match query(req, default_place, now_ms) {
+    let q = match query(req, default_place, clock) {
         Ok(q) => q,
-        Err(msg) => return Reply::error(ResponseType::BadRequest, "bad_query", msg),
+        Err((reason, msg)) => return Reply::error(ResponseType::BadRequest, reason, msg),
     };
     match parse_value(req.payload, measurement) {
         Ok(value) => Action::Store(Reading {
@@ -219,24 +227,32 @@ struct Query<'a> {
     taken_at_ms: Option<i64>,
 }
 
-fn query<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Result<Query<'a>, String> {
+/// Why a query is refused: a metrics label and the words for the client.
+type QueryError = (&'static str, String);
+
+fn query<'a>(
+    req: &Message<'a>,
+    default_place: &'a str,
+    clock: Clock,
+) -> Result<Query<'a>, QueryError> {
+    let bad = |msg: String| ("bad_query", msg);
     let mut place = None;
     let mut sensor = None;
     let mut taken_at_ms = None;
     for q in req.values(URI_QUERY) {
-        let q = std::str::from_utf8(q).map_err(|_| "query is not UTF-8".to_string())?;
+        let q = std::str::from_utf8(q).map_err(|_| bad("query is not UTF-8".to_string()))?;
         let (key, value) = q.split_once('=').unwrap_or((q, ""));
         let slot = match key {
             "place" => &mut place,
             "sensor" => &mut sensor,
             "ts" => {
-                taken_at_ms = Some(timestamp(value, now_ms)?);
+                taken_at_ms = Some(timestamp(value, clock)?);
                 continue;
             }
             _ => {
-                return Err(format!(
+                return Err(bad(format!(
                     "unknown query parameter '{key}'; known: place, sensor, ts"
-                ));
+                )));
             }
         };
         if value.is_empty()
@@ -245,9 +261,9 @@ fn query<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Result<Q
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
-            return Err(format!(
+            return Err(bad(format!(
                 "{key} must be 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 . _ -"
-            ));
+            )));
         }
         *slot = Some(value);
     }
@@ -260,14 +276,33 @@ fn query<'a>(req: &Message<'a>, default_place: &'a str, now_ms: i64) -> Result<Q
 
 /// `ts=`: when the sensor took the reading, in Unix milliseconds. A reading sent again with the
 /// same `ts` (after a 5.03 or a lost answer) lands on the same InfluxDB point, so it is stored
-/// once however often it is sent.
-fn timestamp(value: &str, now_ms: i64) -> Result<i64, String> {
-    let ts: i64 = value
-        .parse()
-        .map_err(|_| format!("ts must be Unix time in milliseconds, not '{value}'"))?;
+/// once however often it is sent. One older than the database keeps points is refused here:
+/// InfluxDB would drop it, and no retry can change that.
+fn timestamp(value: &str, clock: Clock) -> Result<i64, QueryError> {
+    let now_ms = clock.now_ms;
+    let ts: i64 = value.parse().map_err(|_| {
+        (
+            "bad_query",
+            format!("ts must be Unix time in milliseconds, not '{value}'"),
+        )
+    })?;
     if ts < now_ms - MAX_PAST_MS || ts > now_ms + MAX_FUTURE_MS {
-        return Err(format!(
-            "ts {ts} is more than 7 days before or 1 minute after the server's clock ({now_ms})"
+        return Err((
+            "bad_query",
+            format!(
+                "ts {ts} is more than 7 days before or 1 minute after the server's clock ({now_ms})"
+            ),
+        ));
+    }
+    if let Some(retention_ms) = clock.retention_ms
+        && ts < now_ms - retention_ms
+    {
+        return Err((
+            "too_old",
+            format!(
+                "ts {ts} is older than the database keeps readings ({} h before the server's clock, {now_ms})",
+                retention_ms / 3_600_000
+            ),
         ));
     }
     Ok(ts)
@@ -312,6 +347,10 @@ mod tests {
     use coap_lite::{CoapOption, MessageType, Packet};
 
     const NOW: i64 = 1_764_000_000_000;
+    const CLOCK: Clock = Clock {
+        now_ms: NOW,
+        retention_ms: None,
+    };
 
     fn request(method: RequestType, path: &str, query: &[&str], payload: &str) -> Packet {
         let mut p = Packet::new();
@@ -330,11 +369,15 @@ mod tests {
     /// `handle` as the server calls it: on the datagram a client sends. The datagram is leaked
     /// so that the decision, which borrows the reading's tags from it, can be returned.
     fn handle_packet(p: &Packet, default_place: &'static str) -> Action<'static> {
+        handle_at(p, default_place, CLOCK)
+    }
+
+    fn handle_at(p: &Packet, default_place: &'static str, clock: Clock) -> Action<'static> {
         let bytes: &'static [u8] = Vec::leak(p.to_bytes().expect("encodable"));
         handle(
             &Message::parse(bytes).expect("well formed"),
             default_place,
-            NOW,
+            clock,
         )
     }
 
@@ -404,6 +447,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_sensor_timestamp_older_than_the_retention_is_refused() {
+        let hour = 3_600_000;
+        let clock = Clock {
+            now_ms: NOW,
+            retention_ms: Some(hour),
+        };
+        let with_ts = |ts: i64| {
+            let q = format!("ts={ts}");
+            handle_at(
+                &request(RequestType::Post, "/sensors/dht/temperature", &[&q], "20"),
+                "room1",
+                clock,
+            )
+        };
+        assert!(matches!(with_ts(NOW - hour + 1000), Action::Store(_)));
+        assert_eq!(
+            rejected(with_ts(NOW - hour - 1000)),
+            (ResponseType::BadRequest, "too_old")
+        );
     }
 
     #[test]

@@ -11,14 +11,16 @@ use iot_common::coap::Message;
 use iot_common::udp::{Datagrams, Inbox, Outbox};
 use iot_common::{BatchWriter, Line, SubmitError};
 
+use crate::cardinality::NewTags;
 use crate::dedup::{DedupCache, Outcome, Seen};
 use crate::metrics::Metrics;
-use crate::resource::{self, Action, Reading};
+use crate::ratelimit::RateLimit;
+use crate::resource::{self, Action, Clock, Reading, Reply};
 
 mod answer;
 
 pub use self::answer::{PendingAnswer, on_written};
-use self::answer::{Token, answer_duplicate, send_reply, send_reset, send_unavailable};
+use self::answer::{To, Token, answer_duplicate, send_reply, send_reset, send_unavailable};
 
 /// Receive buffers per system call: up to this many datagrams, or bursts coalesced by the
 /// kernel, per `recvmmsg`.
@@ -29,6 +31,11 @@ pub struct Settings {
     pub default_place: String,
     /// Max-Age of a 5.03 answer: when the client should try again, in seconds.
     pub retry_after_secs: u32,
+    /// How long the database keeps points, when it does not keep them forever.
+    pub retention_ms: Option<i64>,
+    /// Requests per second per source address (0: no limit), and how many at once.
+    pub rate_limit: u32,
+    pub rate_burst: u32,
 }
 
 /// State shared by the receive loop and the writer's completion callback.
@@ -37,6 +44,8 @@ pub struct Shared {
     /// Answers waiting to go out together: those of one received batch, or of one written one.
     outbox: Mutex<Outbox>,
     dedup: Mutex<DedupCache>,
+    /// New tag values from anonymous senders, counted.
+    new_tags: Mutex<NewTags>,
     metrics: Metrics,
     settings: Settings,
     /// Message IDs for NON answers, which carry their own ID (RFC 7252 §4.3).
@@ -50,14 +59,17 @@ impl Shared {
     pub fn new(
         datagrams: Datagrams,
         dedup: DedupCache,
+        mut new_tags: NewTags,
         metrics: Metrics,
         settings: Settings,
         ready: iot_common::http::Readiness,
     ) -> Arc<Self> {
+        new_tags.learn_place(&settings.default_place);
         Arc::new(Shared {
             datagrams,
             outbox: Mutex::new(Outbox::default()),
             dedup: Mutex::new(dedup),
+            new_tags: Mutex::new(new_tags),
             metrics,
             settings,
             next_mid: AtomicU16::new(rand_u16()),
@@ -68,6 +80,17 @@ impl Shared {
 
     fn dedup(&self) -> MutexGuard<'_, DedupCache> {
         lock(&self.dedup)
+    }
+
+    /// The tag values the database holds already, so that they do not count as new.
+    pub fn learn_tags<'v>(
+        &self,
+        places: impl IntoIterator<Item = &'v str>,
+        sensors: impl IntoIterator<Item = &'v str>,
+    ) {
+        let mut tags = lock(&self.new_tags);
+        places.into_iter().for_each(|p| tags.learn_place(p));
+        sensors.into_iter().for_each(|s| tags.learn_sensor(s));
     }
 
     /// Receive time in nanoseconds, made unique: InfluxDB keeps one point per series and
@@ -152,6 +175,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut inbox = Inbox::new(RECV_BATCH);
+    let mut limit = RateLimit::new(shared.settings.rate_limit, shared.settings.rate_burst);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -164,6 +188,13 @@ pub async fn serve(
         }
         for (datagram, peer) in inbox.datagrams() {
             shared.metrics.received.inc();
+            if let Some(limit) = &mut limit
+                && !limit.allow(peer.ip())
+            {
+                // Dropped without an answer: an answer is what a forged source is after.
+                shared.metrics.rate_limited.inc();
+                continue;
+            }
             handle_datagram(&shared, writer, datagram, peer);
         }
         shared.flush();
@@ -224,17 +255,40 @@ fn handle_request(
 ) {
     let confirmable = req.kind == MessageType::Confirmable;
     let mid = req.message_id;
-    let action = resource::handle(req, &shared.settings.default_place, unix_ms());
+    let to = To {
+        peer,
+        confirmable,
+        message_id: mid,
+        token: req.token,
+        request_len: datagram.len(),
+    };
+    let clock = Clock {
+        now_ms: unix_ms(),
+        retention_ms: shared.settings.retention_ms,
+    };
+    let action = resource::handle(req, &shared.settings.default_place, clock);
     let reading = match action {
         Action::Reply(reply) => {
             if let Some(reason) = reply.reason {
                 shared.metrics.reject(reason);
             }
-            send_reply(shared, confirmable, mid, req.token, &reply, peer);
+            send_reply(shared, to, &reply);
             return;
         }
         Action::Store(reading) => reading,
     };
+    let admitted = lock(&shared.new_tags).admit(peer.ip(), reading.place, reading.sensor);
+    if let Err(refusal) = admitted {
+        shared.metrics.reject(refusal.reason());
+        let reply = Reply {
+            code: coap_lite::ResponseType::Forbidden,
+            payload: refusal.message(),
+            content_format: Some(coap_lite::ContentFormat::TextPlain),
+            reason: Some(refusal.reason()),
+        };
+        send_reply(shared, to, &reply);
+        return;
+    }
     let exchange = {
         let mut dedup = shared.dedup();
         let id = dedup.id(peer, mid, datagram);
@@ -243,7 +297,7 @@ fn handle_request(
             Seen::Duplicate(outcome) => {
                 drop(dedup);
                 shared.metrics.duplicates.inc();
-                answer_duplicate(shared, confirmable, mid, req.token, &reading, outcome, peer);
+                answer_duplicate(shared, to, &reading, outcome);
                 return;
             }
         }
@@ -259,6 +313,7 @@ fn handle_request(
         confirmable,
         message_id: mid,
         token: Token::from_slice(req.token),
+        request_len: u16::try_from(datagram.len()).unwrap_or(u16::MAX),
         stored: reading.stored(),
     };
     match writer.try_submit(line, answer) {
@@ -271,7 +326,7 @@ fn handle_request(
             };
             shared.metrics.unavailable(reason);
             shared.dedup().complete(exchange, Outcome::Unavailable);
-            send_unavailable(shared, confirmable, mid, req.token, peer);
+            send_unavailable(shared, to);
         }
     }
 }

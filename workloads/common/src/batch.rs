@@ -5,13 +5,21 @@
 //! waiting client pays one write when the load is light and about two when it is heavy (the one
 //! ahead of it, then its own), never a fixed delay.
 //!
-//! Each point carries a context `T` that is handed back with its batch's outcome, so a caller can
+//! Each point carries a context `T` that is handed back with its outcome, so a caller can
 //! acknowledge exactly the readings that are stored. Points are written in the order they were
 //! submitted, but batches in flight at the same time may end in any order.
+//!
+//! A batch InfluxDB stored in part ("partial write", or too large a body) is written again in
+//! halves, and those halves that are stored in part again, until the fate of every point is
+//! known: each point's context is handed back exactly once, as stored, refused for good or
+//! unavailable. Writing a stored point again is harmless, because the lines are written again
+//! as they were, timestamps included, and InfluxDB keeps one point per series and time. The
+//! cost is a few writes per refused point (two per halving), not one per point of the batch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +30,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::influx::{InfluxClient, WriteError};
 use crate::retry::RetryPolicy;
+use crate::verdict::Verdict;
 
 #[derive(Clone, Debug)]
 pub struct BatchConfig {
@@ -53,8 +62,26 @@ impl Default for BatchConfig {
     }
 }
 
-/// Called once per batch with the contexts of its points and the outcome of the write.
-pub type OnWritten<T> = Arc<dyn Fn(Vec<T>, Result<(), &WriteError>) + Send + Sync>;
+/// Called with the contexts of points and what became of them; once for each point, with the
+/// others of its batch (or of the part of it that shared its fate).
+pub type OnWritten<T> = Arc<dyn Fn(Vec<T>, Written<'_>) + Send + Sync>;
+
+/// What became of the points handed to [`OnWritten`].
+#[derive(Clone, Copy, Debug)]
+pub enum Written<'e> {
+    /// InfluxDB stored them.
+    Stored,
+    /// InfluxDB refused them for good: writing them again cannot store them.
+    Refused(&'e WriteError),
+    /// They are not stored, through no fault of theirs; they can be written again later.
+    Unavailable(&'e WriteError),
+}
+
+impl Written<'_> {
+    pub fn is_stored(&self) -> bool {
+        matches!(self, Written::Stored)
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
@@ -70,8 +97,12 @@ crate::metric_set! {
     pub struct WriterMetrics in "influx" {
         /// Points InfluxDB accepted
         points_written: Counter,
-        /// Points whose write failed after retries
+        /// Points whose write failed after retries, and may be written again later
         points_failed: Counter,
+        /// Points InfluxDB refused for good (dropped by a partial write, or bad)
+        points_refused: Counter,
+        /// Writes of part of a batch that InfluxDB had stored in part, to learn which points it refused
+        partial_rewrites: Counter,
         /// Failed write requests by kind
         write_errors: Family<ErrorLabels, Counter>,
         /// Points per write request
@@ -154,6 +185,27 @@ impl<T: Send + 'static> BatchWriter<T> {
             tracing::error!(error = %e, "batch writer task failed");
         }
     }
+
+    /// As [`BatchWriter::close`], but gives up after `limit`: writes still in flight then are
+    /// abandoned, and the points still queued are dropped without being handed back. None of
+    /// them is counted as written, and their senders, never answered, send them again. Whether
+    /// everything was written in time.
+    pub async fn close_within(mut self, limit: Duration) -> bool {
+        drop(self.tx);
+        match tokio::time::timeout(limit, &mut self.task).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "batch writer task failed");
+                false
+            }
+            Err(_) => {
+                // Dropping the task's state aborts the writes it started.
+                self.task.abort();
+                let _ = self.task.await;
+                false
+            }
+        }
+    }
 }
 
 /// What the writer knows when it decides whether to write the batch it has gathered.
@@ -188,6 +240,8 @@ struct Batcher<T> {
     on_written: OnWritten<T>,
     writes: JoinSet<()>,
     body: String,
+    /// Where each point's line ends in `body`.
+    ends: Vec<usize>,
     ctxs: Vec<T>,
     /// When the first point of the current batch arrived.
     since: Option<Instant>,
@@ -207,6 +261,7 @@ async fn run<T: Send + 'static>(
         on_written,
         writes: JoinSet::new(),
         body: String::new(),
+        ends: Vec::new(),
         ctxs: Vec::new(),
         since: None,
     };
@@ -272,6 +327,7 @@ impl<T: Send + 'static> Batcher<T> {
                     self.since = Some(Instant::now());
                 }
                 self.body.push_str(&line);
+                self.ends.push(self.body.len());
                 self.ctxs.push(ctx);
             }
             Msg::Flush(done) => {
@@ -306,39 +362,117 @@ impl<T: Send + 'static> Batcher<T> {
 
     /// Writes the gathered batch in the background, so the next one can gather meanwhile.
     fn start_write(&mut self) {
-        let body = std::mem::take(&mut self.body);
-        let ctxs = std::mem::take(&mut self.ctxs);
+        let part = Part {
+            start: 0,
+            ends: std::mem::take(&mut self.ends),
+            ctxs: std::mem::take(&mut self.ctxs),
+        };
+        let body = Bytes::from(std::mem::take(&mut self.body));
         self.since = None;
-        let (client, policy, metrics, on_written) = (
-            self.client.clone(),
-            self.config.retry.clone(),
-            self.metrics.clone(),
-            self.on_written.clone(),
-        );
+        let job = Job {
+            client: self.client.clone(),
+            policy: self.config.retry.clone(),
+            metrics: self.metrics.clone(),
+            on_written: self.on_written.clone(),
+        };
         self.writes.spawn(async move {
-            let n = ctxs.len() as u64;
+            let n = part.ctxs.len() as u64;
             let started = Instant::now();
-            let result = client.write_with_retry(body, &policy).await;
-            metrics
+            job.write(body, part).await;
+            job.metrics
                 .write_seconds
                 .observe(started.elapsed().as_secs_f64());
-            metrics.batch_points.observe(n as f64);
-            match &result {
-                Ok(()) => {
-                    metrics.points_written.inc_by(n);
-                }
-                Err(e) => {
-                    metrics.points_failed.inc_by(n);
-                    metrics
-                        .write_errors
-                        .get_or_create(&ErrorLabels { kind: e.kind() })
-                        .inc();
-                    tracing::warn!(error = %e, points = n, "batch write failed");
-                }
-            }
-            on_written(ctxs, result.as_ref().map(|_| ()));
+            job.metrics.batch_points.observe(n as f64);
         });
         self.metrics.writes_in_flight.set(self.writes.len() as i64);
+    }
+}
+
+/// Points of a batch that share a fate until a write tells them apart: their lines lie between
+/// `start` and the last of `ends` in the batch's body.
+struct Part<T> {
+    start: usize,
+    ends: Vec<usize>,
+    ctxs: Vec<T>,
+}
+
+impl<T> Part<T> {
+    fn len(&self) -> usize {
+        self.ctxs.len()
+    }
+
+    /// The two halves, in order.
+    fn halve(mut self) -> (Part<T>, Part<T>) {
+        let mid = self.len() / 2;
+        let ends = self.ends.split_off(mid);
+        let ctxs = self.ctxs.split_off(mid);
+        let start = self.ends.last().copied().unwrap_or(self.start);
+        (self, Part { start, ends, ctxs })
+    }
+}
+
+/// What one batch's write needs.
+struct Job<T> {
+    client: InfluxClient,
+    policy: RetryPolicy,
+    metrics: WriterMetrics,
+    on_written: OnWritten<T>,
+}
+
+impl<T> Job<T> {
+    /// Writes `whole`, and the parts of it InfluxDB stored in part again, until every point's
+    /// fate is known; hands each point to `on_written` once.
+    async fn write(&self, body: Bytes, whole: Part<T>) {
+        // Depth first, first half first: points are answered in the order they came.
+        let mut parts = vec![whole];
+        let mut rewrite = false;
+        while let Some(part) = parts.pop() {
+            if part.ctxs.is_empty() {
+                continue;
+            }
+            if rewrite {
+                self.metrics.partial_rewrites.inc();
+            }
+            rewrite = true;
+            let n = part.len() as u64;
+            let end = part.ends.last().copied().unwrap_or(part.start);
+            let result = self
+                .client
+                .write_with_retry(body.slice(part.start..end), &self.policy)
+                .await;
+            let verdict = Verdict::of(result.as_ref().map(|_| ()), n);
+            let e = match &result {
+                Ok(()) => {
+                    self.metrics.points_written.inc_by(n);
+                    (self.on_written)(part.ctxs, Written::Stored);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            self.metrics
+                .write_errors
+                .get_or_create(&ErrorLabels { kind: e.kind() })
+                .inc();
+            match verdict {
+                Verdict::Partial { .. } | Verdict::TooLarge if n > 1 => {
+                    tracing::debug!(error = %e, points = n, "stored in part; writing halves again");
+                    let (first, second) = part.halve();
+                    parts.push(second);
+                    parts.push(first);
+                }
+                Verdict::Unavailable => {
+                    self.metrics.points_failed.inc_by(n);
+                    tracing::warn!(error = %e, points = n, "batch write failed");
+                    (self.on_written)(part.ctxs, Written::Unavailable(e));
+                }
+                _ => {
+                    self.metrics.points_refused.inc_by(n);
+                    // A client's doing, counted: at warn a flood would flood the log too.
+                    tracing::debug!(error = %e, points = n, "InfluxDB refused points for good");
+                    (self.on_written)(part.ctxs, Written::Refused(e));
+                }
+            }
+        }
     }
 }
 

@@ -284,7 +284,7 @@ async fn check_status(resp: reqwest::Response) -> Result<(), WriteError> {
 }
 
 fn classify(status: StatusCode, body: String) -> WriteError {
-    let body = body.trim().chars().take(512).collect();
+    let body = shorten(body.trim());
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => WriteError::Auth { status, body },
         s if s.is_server_error() => WriteError::Server { status, body },
@@ -292,9 +292,31 @@ fn classify(status: StatusCode, body: String) -> WriteError {
     }
 }
 
+/// An error body cut to its first and last characters: a "partial write" ends with the count
+/// of points it dropped, which a reader of the error needs (see [`crate::verdict`]).
+fn shorten(body: &str) -> String {
+    const HEAD: usize = 384;
+    const TAIL: usize = 128;
+    let chars = body.chars().count();
+    if chars <= HEAD + TAIL {
+        return body.to_string();
+    }
+    let head: String = body.chars().take(HEAD).collect();
+    let tail: String = body.chars().skip(chars - TAIL).collect();
+    format!("{head} … {tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_error_body_keeps_its_end() {
+        let body = format!("partial write: {} dropped=7", "x".repeat(2000));
+        let e = classify(StatusCode::BAD_REQUEST, body);
+        assert!(e.to_string().ends_with("dropped=7"), "{e}");
+        assert!(e.to_string().len() < 700);
+    }
 
     #[test]
     fn identifiers_and_literals_are_quoted() {

@@ -5,7 +5,8 @@
 //!
 //! With the `influx` feature (on by default; the operator and sensor-sim leave it off, so they
 //! do not build an HTTP client): the InfluxDB 1.x writer — [`lineproto`], [`influx`] (client),
-//! [`batch`] (batching writer) and [`retry`] (back-off). With `load-progress`: the
+//! [`batch`] (batching writer), [`retry`] (back-off) and [`verdict`] (what a write's result
+//! means for its points). With `load-progress`: the
 //! [`load_progress`] line that `sensor-sim load --json` prints and the operator reads. With
 //! `coap`: [`coap`] messages, read and written without a copy per option.
 
@@ -28,6 +29,8 @@ pub mod influx;
 pub mod lineproto;
 #[cfg(feature = "influx")]
 pub mod retry;
+#[cfg(feature = "influx")]
+pub mod verdict;
 
 #[cfg(feature = "load-progress")]
 pub mod load_progress;
@@ -42,3 +45,5 @@ pub use influx::{InfluxArgs, InfluxClient, QueryResult, Series, WriteError};
 pub use lineproto::Line;
 #[cfg(feature = "influx")]
 pub use retry::RetryPolicy;
+#[cfg(feature = "influx")]
+pub use verdict::Verdict;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use iot_common::batch::WriterMetrics;
+use iot_common::batch::{WriterMetrics, Written};
 use iot_common::{BatchConfig, BatchWriter, InfluxArgs, InfluxClient, Line, RetryPolicy};
 use iot_testkit::influx::InfluxServer;
 use prometheus_client::registry::Registry;
@@ -44,7 +44,7 @@ async fn batches_are_written_and_every_point_is_acknowledged() {
         },
         WriterMetrics::new(&mut Registry::default()),
         Arc::new(move |ids: Vec<i64>, r| {
-            assert!(r.is_ok(), "{r:?}");
+            assert!(r.is_stored(), "{r:?}");
             sink.lock().unwrap().extend(ids)
         }),
     );
@@ -56,6 +56,69 @@ async fn batches_are_written_and_every_point_is_acknowledged() {
     got.sort();
     assert_eq!(got, (0..100).collect::<Vec<_>>());
     assert_eq!(influx.count("w", "m", "v").await, 100);
+    writer.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_stored_in_part_hands_back_each_point_once_stored_or_refused() {
+    let influx = InfluxServer::start().await;
+    let client = InfluxClient::new(&args(influx.url(), "", ""), "w").unwrap();
+    influx.query("", "CREATE DATABASE w WITH DURATION 1h").await;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let two_hours = 2 * 3600 * 1_000_000_000;
+    // Every seventh point is older than the retention: InfluxDB drops it, stores the others.
+    let is_old = |i: i64| i % 7 == 3;
+    let point = |i: i64| {
+        let mut s = String::new();
+        let ts = if is_old(i) {
+            now_ns - two_hours
+        } else {
+            now_ns
+        } + i;
+        Line::new(&mut s, "m")
+            .tag("t", "x")
+            .field_f64("v", i as f64)
+            .finish(ts);
+        s
+    };
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let sink = outcomes.clone();
+    let mut registry = Registry::default();
+    let metrics = WriterMetrics::new(&mut registry);
+    let writer = BatchWriter::spawn(
+        client,
+        BatchConfig {
+            max_points: 100,
+            // One batch: the points gather while nothing is written.
+            linger: Duration::from_millis(300),
+            fixed_linger: true,
+            ..BatchConfig::default()
+        },
+        metrics,
+        Arc::new(move |ids: Vec<i64>, w: Written<'_>| {
+            let refused = matches!(w, Written::Refused(_));
+            assert!(w.is_stored() || refused, "{w:?}");
+            sink.lock()
+                .unwrap()
+                .extend(ids.into_iter().map(|i| (i, w.is_stored())));
+        }),
+    );
+    for i in 0..100 {
+        writer.submit(point(i), i).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    let mut got = outcomes.lock().unwrap().clone();
+    got.sort();
+    let want: Vec<(i64, bool)> = (0..100).map(|i| (i, !is_old(i))).collect();
+    assert_eq!(got, want, "each point once, stored unless old");
+    assert_eq!(influx.count("w", "m", "v").await, 86);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("influx_points_refused_total 14"), "{text}");
+    assert!(text.contains("influx_points_written_total 86"), "{text}");
     writer.close().await;
 }
 
@@ -190,7 +253,7 @@ fn acking_writer(
         config,
         WriterMetrics::new(&mut Registry::default()),
         Arc::new(move |ids: Vec<i64>, r| {
-            assert!(r.is_ok(), "{r:?}");
+            assert!(r.is_stored(), "{r:?}");
             for id in ids {
                 tx.send(id).expect("test still listening");
             }
