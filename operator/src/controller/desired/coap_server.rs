@@ -6,10 +6,18 @@ use k8s_openapi::api::core::v1::{ContainerPort, Service};
 use super::labels::Component;
 use super::network::exposed_service;
 use super::pod::{env, influx_writer_env, workload_container};
-use super::workload::{Rollout, deployment, workload_pods};
-use crate::constants::COAP_PORT;
-use crate::controller::validate::ValidatedMonitor;
+use super::template::PodTemplateBuilder;
+use super::workload::{Rollout, deployment};
+use crate::constants::{COAP_PORT, WORKLOAD_UID};
+use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 use crate::crd::ServiceType;
+
+/// After SIGTERM the server writes and answers what is queued for at most this long, then
+/// exits; readings still unwritten are left unanswered, so their senders retry elsewhere.
+const DRAIN_SECONDS: i64 = 20;
+/// What the exit needs beside the drain (the side port, the last log lines), within the
+/// pod's grace period: the kubelet's SIGKILL must never cut a drain short.
+const DRAIN_MARGIN_SECONDS: i64 = 10;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoapObjects {
@@ -25,6 +33,11 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
         env("BATCH_LINGER_MS", coap.batch.linger_ms.to_string()),
     ];
     env_vars.extend(influx_writer_env(&model.influx, &model.influx.dht_db));
+    if let InfluxMode::Internal(internal) = &model.influx.mode {
+        // A `ts=` older than the retention is refused up front (4.00), not sent to be dropped.
+        env_vars.push(env("INFLUX_RETENTION", internal.retention.clone()));
+    }
+    env_vars.push(env("DRAIN_SECONDS", DRAIN_SECONDS.to_string()));
     let coap_port = ContainerPort {
         name: Some("coap".into()),
         container_port: COAP_PORT,
@@ -63,7 +76,15 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
             Component::CoapServer,
             replicas,
             Rollout::Rolling,
-            workload_pods(model, Component::CoapServer, &coap.scheduling, container),
+            PodTemplateBuilder::new(
+                model,
+                Component::CoapServer,
+                WORKLOAD_UID,
+                &coap.scheduling,
+                vec![container],
+            )
+            .termination_grace_period_seconds(DRAIN_SECONDS + DRAIN_MARGIN_SECONDS)
+            .build(),
         ),
     }
 }

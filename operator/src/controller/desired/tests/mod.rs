@@ -411,6 +411,33 @@ fn influxdb_limits_its_series_and_tag_values_explicitly() {
 }
 
 #[test]
+fn coap_server_refuses_points_older_than_the_retention_and_drains_within_its_grace() {
+    let objects = desired("{influxdb: {retention: 12w}}");
+    let coap = container(&objects, "lab-coap-server");
+    assert_eq!(env_value(coap, "INFLUX_RETENTION").as_deref(), Some("12w"));
+    let drain: i64 = env_value(coap, "DRAIN_SECONDS")
+        .and_then(|d| d.parse().ok())
+        .expect("DRAIN_SECONDS");
+    let pods = pod_specs(&objects);
+    let (_, pod) = pods
+        .iter()
+        .find(|(name, _)| name == "lab-coap-server")
+        .expect("coap-server pods");
+    let grace = pod.termination_grace_period_seconds.expect("grace period");
+    assert!(
+        grace > drain,
+        "grace {grace} s must exceed the drain {drain} s"
+    );
+    // An external InfluxDB's retention is not known: no check.
+    let external =
+        desired("{influxdb: {external: {url: 'http://influx:8086', credentialsSecret: creds}}}");
+    assert_eq!(
+        env_value(container(&external, "lab-coap-server"), "INFLUX_RETENTION"),
+        None
+    );
+}
+
+#[test]
 fn an_exposed_coap_service_keeps_the_senders_address() {
     let policy = |spec: &str| {
         let objects = desired(spec);
@@ -514,6 +541,8 @@ fn every_writer_gets_the_same_influx_env_but_its_database() {
             .iter()
             .flatten()
             .filter(|e| e.name.starts_with("INFLUX_") || e.name == "CREATE_DATABASE")
+            // coap-server's own check of `ts=`, not part of the writer's contract.
+            .filter(|e| e.name != "INFLUX_RETENTION")
             .cloned()
             .collect::<Vec<_>>()
     };
