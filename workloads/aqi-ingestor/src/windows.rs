@@ -240,13 +240,15 @@ impl Joiner {
         W: Fn(Item<'_>, &mut B),
     {
         self.end = window.base + window.bytes.len() as u64;
-        let mut bytes = std::mem::take(&mut self.carry);
-        let base = if bytes.is_empty() {
-            window.base
+        // Usually the previous window was consumed to its end: then this one is parsed where it
+        // lies, without copying it behind an empty carry.
+        let (bytes, base) = if self.carry.is_empty() {
+            (window.bytes, window.base)
         } else {
-            self.carry_base
+            let mut bytes = std::mem::take(&mut self.carry);
+            bytes.extend_from_slice(&window.bytes);
+            (bytes, self.carry_base)
         };
-        bytes.extend_from_slice(&window.bytes);
         let mut block = B::default();
         let (end, result) =
             snapshot::scan_slice(&bytes, 0..bytes.len(), self.state, base, &mut |item| {
