@@ -19,8 +19,11 @@
 
 use crate::snapshot::{self, BodyError, Item, MAX_RECORD_BYTES, SliceEnd, State};
 
-/// The size a window is cut at (at the first guessed record start after it).
-pub const WINDOW: usize = 1 << 20;
+/// The size a window is cut at (at the first guessed record start after it). Every window in
+/// flight (one per thread, plus one) is held with its prepared lines, so this is what another
+/// thread costs in memory; a quarter of a megabyte still holds hundreds of records, enough to
+/// keep the per-window costs (a task, a cut, a join) out of sight.
+pub const WINDOW: usize = 256 * 1024;
 
 /// How far before the end of the buffered bytes the cut is looked for: a few records' worth.
 const CUT_SEARCH: usize = 16 * 1024;
