@@ -1,10 +1,8 @@
-//! Parsing a snapshot in windows of about a megabyte, in order on one thread (the default) or
-//! side by side on several (`--threads`, opt-in): each window is parsed (and its records
-//! prepared) on a worker thread, and the results are joined in the order of the body, exactly as
-//! a sequential parse would have produced them. On the snapshots the network really serves
-//! (15,000–50,000 records) the second thread saves milliseconds of a poll every 300 s
-//! (docs/benchmarks.md), so one thread is the default and the guessing below only runs when
-//! asked for.
+//! Parsing a snapshot in windows of a quarter of a megabyte, side by side on several threads (by
+//! default one per usable CPU) or in order on one (`--threads 1`): each window is parsed (and its
+//! records prepared) on a worker thread, and the results are joined in the order of the body,
+//! exactly as a sequential parse would have produced them. One thread parses each window from
+//! where the previous one really ended, so the guessing below runs only with more than one.
 //!
 //! Where one record ends and the next begins cannot be known without parsing everything before
 //! it (a `},{` may sit inside a string), so windows are cut at *guessed* record starts
