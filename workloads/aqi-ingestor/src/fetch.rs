@@ -38,8 +38,9 @@ pub const USER_AGENT: &str = concat!(
     ")"
 );
 
-/// Bytes read from a file at a time.
-const FILE_CHUNK: usize = 1 << 20;
+/// Bytes read from a file at a time. Up to three chunks are held (two queued, one being read),
+/// so they are sized like a parse window rather than larger.
+const FILE_CHUNK: usize = 256 * 1024;
 
 /// Where snapshots come from: `24h`, `5min`, an `http(s)://` URL or a file path.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use crate::snapshot::Item;
 use crate::timestamp::{self, EpochSeconds};
 use crate::transform::{self, Feed, RecordValues, ValueStats};
 use crate::watermark::{Admission, Watermarks};
+use crate::windows::WINDOW;
 
 /// What became of a record. Stable names: they are metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,12 +133,26 @@ struct Entry {
 }
 
 /// Records of one slice of a snapshot, prepared in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Prepared {
     lines: String,
     /// Tags of the records that go into a window.
     tags: String,
     entries: Vec<Entry>,
+}
+
+impl Default for Prepared {
+    /// Sized for one window ([`WINDOW`]) from the start: grown from empty, the buffers of every
+    /// window were copied over and over as they doubled. A line is shorter than its record (it
+    /// carries no ids of values, no altitude, no names of manufacturers), and a record of the
+    /// feed is a few hundred bytes.
+    fn default() -> Self {
+        Prepared {
+            lines: String::with_capacity(WINDOW / 2),
+            tags: String::new(),
+            entries: Vec::with_capacity(WINDOW / 256),
+        }
+    }
 }
 
 impl Prepared {
@@ -211,7 +226,7 @@ impl Prepared {
     }
 }
 
-/// Offsets in a prepared block stay far below 4 GiB (windows are about a megabyte).
+/// Offsets in a prepared block stay far below 4 GiB (see [`crate::windows::WINDOW`]).
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }

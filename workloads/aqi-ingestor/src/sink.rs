@@ -21,6 +21,9 @@ impl SinkError {
     }
 }
 
+/// Bytes handed to a dry run's output at a time.
+const OUTPUT_PIECE: usize = 256 * 1024;
+
 pub enum Sink {
     Influx {
         client: InfluxClient,
@@ -57,7 +60,11 @@ impl Sink {
                 client.write_with_retry(batch, retry).await?;
             }
             Sink::Output(out) => {
-                out.write_all(body.as_bytes()).await?;
+                // In pieces: tokio's stdout copies each write into a buffer of its own (for its
+                // blocking thread), which would otherwise grow to the size of a whole batch.
+                for piece in body.as_bytes().chunks(OUTPUT_PIECE) {
+                    out.write_all(piece).await?;
+                }
                 out.flush().await?;
                 body.clear();
             }

@@ -1,10 +1,8 @@
-//! Parsing a snapshot in windows of about a megabyte, in order on one thread (the default) or
-//! side by side on several (`--threads`, opt-in): each window is parsed (and its records
-//! prepared) on a worker thread, and the results are joined in the order of the body, exactly as
-//! a sequential parse would have produced them. On the snapshots the network really serves
-//! (15,000–50,000 records) the second thread saves milliseconds of a poll every 300 s
-//! (docs/benchmarks.md), so one thread is the default and the guessing below only runs when
-//! asked for.
+//! Parsing a snapshot in windows of a quarter of a megabyte, side by side on several threads (by
+//! default one per usable CPU) or in order on one (`--threads 1`): each window is parsed (and its
+//! records prepared) on a worker thread, and the results are joined in the order of the body,
+//! exactly as a sequential parse would have produced them. One thread parses each window from
+//! where the previous one really ended, so the guessing below runs only with more than one.
 //!
 //! Where one record ends and the next begins cannot be known without parsing everything before
 //! it (a `},{` may sit inside a string), so windows are cut at *guessed* record starts
@@ -19,8 +17,11 @@
 
 use crate::snapshot::{self, BodyError, Item, MAX_RECORD_BYTES, SliceEnd, State};
 
-/// The size a window is cut at (at the first guessed record start after it).
-pub const WINDOW: usize = 1 << 20;
+/// The size a window is cut at (at the first guessed record start after it). Every window in
+/// flight (one per thread, plus one) is held with its prepared lines, so this is what another
+/// thread costs in memory; a quarter of a megabyte still holds hundreds of records, enough to
+/// keep the per-window costs (a task, a cut, a join) out of sight.
+pub const WINDOW: usize = 256 * 1024;
 
 /// How far before the end of the buffered bytes the cut is looked for: a few records' worth.
 const CUT_SEARCH: usize = 16 * 1024;
@@ -240,13 +241,15 @@ impl Joiner {
         W: Fn(Item<'_>, &mut B),
     {
         self.end = window.base + window.bytes.len() as u64;
-        let mut bytes = std::mem::take(&mut self.carry);
-        let base = if bytes.is_empty() {
-            window.base
+        // Usually the previous window was consumed to its end: then this one is parsed where it
+        // lies, without copying it behind an empty carry.
+        let (bytes, base) = if self.carry.is_empty() {
+            (window.bytes, window.base)
         } else {
-            self.carry_base
+            let mut bytes = std::mem::take(&mut self.carry);
+            bytes.extend_from_slice(&window.bytes);
+            (bytes, self.carry_base)
         };
-        bytes.extend_from_slice(&window.bytes);
         let mut block = B::default();
         let (end, result) =
             snapshot::scan_slice(&bytes, 0..bytes.len(), self.state, base, &mut |item| {

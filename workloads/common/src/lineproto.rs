@@ -105,11 +105,16 @@ impl<'b> Line<'b> {
     pub fn field_str(mut self, key: &str, value: &str) -> Self {
         if self.field_key(key) {
             self.buf.push('"');
-            for c in value.chars() {
-                if c == '"' || c == '\\' {
-                    self.buf.push('\\');
+            if value.bytes().any(|b| b == b'"' || b == b'\\') {
+                for c in value.chars() {
+                    if c == '"' || c == '\\' {
+                        self.buf.push('\\');
+                    }
+                    self.buf.push(c);
                 }
-                self.buf.push(c);
+            } else {
+                // The usual case, a constant such as `upstream`: one copy, not one push a char.
+                self.buf.push_str(value);
             }
             self.buf.push('"');
         }
@@ -177,23 +182,42 @@ fn key_name(key: &str) -> &str {
 
 /// `-?[0-9]+(\.[0-9]+)?`: a float in line protocol as it stands.
 fn is_plain_decimal(text: &str) -> bool {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let (int, frac) = match digits.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (digits, None),
-    };
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    all_digits(int) && frac.is_none_or(all_digits)
+    // One pass over the bytes: this runs for every value of every record.
+    let digits = text.strip_prefix('-').unwrap_or(text).as_bytes();
+    let mut run = 0usize; // digits since the start or the point
+    let mut point = false;
+    for &b in digits {
+        if b.is_ascii_digit() {
+            run += 1;
+        } else if b == b'.' && !point && run > 0 {
+            point = true;
+            run = 0;
+        } else {
+            return false;
+        }
+    }
+    run > 0
 }
+
+/// Bytes that make a string need more than a plain copy in some part of a line: the escaped
+/// ones, backslashes, quotes and control characters (see the module docs).
+const NEEDS_CARE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = matches!(b, b',' | b'=' | b' ' | b'"' | b'\\') || b.is_ascii_control();
+        i += 1;
+    }
+    table
+};
 
 /// Appends `s`, sanitized and escaped for `part` (see the module docs); false when nothing of it
 /// is left.
 fn escape_into(buf: &mut String, s: &str, part: Part) -> bool {
     // Most names and values need neither escaping nor sanitizing; one byte scan finds out
     // (every character concerned is ASCII, so bytes suffice).
-    let plain = !s
-        .bytes()
-        .any(|b| matches!(b, b',' | b'=' | b' ' | b'"' | b'\\') || b.is_ascii_control());
+    let plain = !s.bytes().any(|b| NEEDS_CARE[usize::from(b)]);
     if plain {
         buf.push_str(s);
         return !s.is_empty();
@@ -285,6 +309,18 @@ mod tests {
             .field_decimal("h", "-.5")
             .finish(1);
         assert_eq!(buf, "m a=20.40,b=-3,c=7.5,d=1000,g=1,h=-0.5 1\n");
+    }
+
+    #[test]
+    fn plain_decimals_are_digits_with_at_most_one_inner_point() {
+        for plain in ["0", "20.40", "-3", "-0.5", "1999.90", "007"] {
+            assert!(is_plain_decimal(plain), "{plain}");
+        }
+        for other in [
+            "", "-", ".", "1.", ".5", "-.5", "1.2.3", "--1", "1e3", " 1", "1,5", "+1",
+        ] {
+            assert!(!is_plain_decimal(other), "{other}");
+        }
     }
 
     #[test]
