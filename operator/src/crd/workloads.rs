@@ -100,7 +100,17 @@ pub struct CoapSpec {
     pub replicas: ReplicaBounds,
     /// How readings are batched into InfluxDB writes.
     pub batch: BatchSpec,
+    /// Datagrams per second one source address may send; beyond its burst (one second's
+    /// worth) the rest are dropped unanswered and counted (`coap_rate_limited_total`), so one
+    /// host can neither flood the server nor use it to reflect traffic. Sensors behind one
+    /// address (NAT, a load test) share it. 0 sets no limit.
+    #[schemars(range(min = 0, max = 10_000_000))]
+    pub rate_limit_per_source: i64,
 }
+
+/// Readings per second one sensor address may send by default: far above any real sensor's
+/// interval, and the load tests' rates per pod, yet a cap on what a single host can push.
+pub const DEFAULT_COAP_RATE_LIMIT_PER_SOURCE: i64 = 5_000;
 
 impl Default for CoapSpec {
     fn default() -> Self {
@@ -113,6 +123,7 @@ impl Default for CoapSpec {
             node_port: None,
             replicas: ReplicaBounds::default(),
             batch: BatchSpec::default(),
+            rate_limit_per_source: DEFAULT_COAP_RATE_LIMIT_PER_SOURCE,
         }
     }
 }

@@ -38,6 +38,7 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
         env_vars.push(env("INFLUX_RETENTION", internal.retention.clone()));
     }
     env_vars.push(env("DRAIN_SECONDS", DRAIN_SECONDS.to_string()));
+    env_vars.push(env("RATE_LIMIT", coap.rate_limit_per_source.to_string()));
     let coap_port = ContainerPort {
         name: Some("coap".into()),
         container_port: COAP_PORT,

@@ -79,6 +79,7 @@ pub fn validate(
         node_port: node_port("coap", spec.coap.service_type, spec.coap.node_port)?,
         replicas: bounds("coap", &spec.coap.replicas, default_bounds)?,
         batch: spec.coap.batch.clone(),
+        rate_limit_per_source: spec.coap.rate_limit_per_source,
     };
     let simulator = spec
         .simulator

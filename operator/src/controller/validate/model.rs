@@ -127,6 +127,7 @@ pub struct Coap {
     pub node_port: Option<i32>,
     pub replicas: Replicas,
     pub batch: BatchSpec,
+    pub rate_limit_per_source: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
