@@ -3,7 +3,9 @@
 //!
 //! The client speaks HTTP/1.1, so every request in flight holds a connection of its own, each
 //! with its TLS state and buffers. Reconciles at once, each applying a wave of children at
-//! once, opened 160 connections at 300 monitors (32 at most cost 15 % more time there); past the bound, requests wait in the client's
+//! once, open a connection per request unless something bounds them, and at scale their buffers
+//! were a large share of the operator's heap; too low a bound costs time instead (the
+//! measurements are in CHANGELOG.md, 2026-12-01). Past the bound, requests wait in the client's
 //! queue instead, and the API server (the bottleneck at scale) sees the same work.
 
 use kube::client::ClientBuilder;

@@ -39,9 +39,9 @@ const LOAD_S: u64 = 150;
 /// lag is ~2 min; `--until-scaled-in` ends it once back at 1.
 const SETTLE_S: u64 = 300;
 
-/// 250 readings/s cost the coap-server 80–100m of CPU here (800–1000 % of its 10m request): the
-/// HPA averages over the pods, so even spread over three the average is far above 60 %, and it
-/// asks for more than the maximum. (The load's UDP sockets stay on the pod they first reached,
+/// 250 readings/s cost the coap-server many times its 10m CPU request: the HPA averages over
+/// the pods, so even spread over three the average is far above 60 %, and it asks for more
+/// than the maximum. (The load's UDP sockets stay on the pod they first reached,
 /// so in practice one pod carries it all; the average is what the HPA acts on.)
 const PROFILE: &str = "coap:
   rate: 250

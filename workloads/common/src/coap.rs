@@ -3,9 +3,10 @@
 //!
 //! Written here rather than through coap-lite's `Packet`, which copies the token, every option
 //! value and the payload into vectors of their own and the options into a map of lists: about
-//! ten allocations to read a message and eight to write one, most of the allocator's time at
-//! 100,000 readings a second. Reading costs none here (up to eight options) and writing one,
-//! the datagram. The tests check both against coap-lite, field by field and byte for byte.
+//! ten allocations to read a message and eight to write one, which were most of the
+//! allocator's time under load (docs/benchmarks.md, "CoAP ingest"). Reading costs none here
+//! (up to eight options) and writing one, the datagram. The tests check both against coap-lite,
+//! field by field and byte for byte.
 
 mod decode;
 mod encode;

@@ -9,9 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 /// Which child a memo entry is about: a hash of its kind, namespace and name, 8 bytes where
-/// the text took about 70 (the memo holds one entry per child, 17 per monitor). Two children
-/// sharing a key would cost a read, never a skipped write: an entry is trusted only at the
-/// resourceVersion it recorded, and the API server gives no two objects the same one.
+/// the text took several times that (the memo holds one entry per child of every monitor).
+/// Two children sharing a key would cost a read, never a skipped write: an entry is trusted
+/// only at the resourceVersion it recorded, and the API server gives no two objects the same
+/// one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MemoKey(u64);
 

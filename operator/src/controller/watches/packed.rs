@@ -2,10 +2,10 @@
 //! fields the store's key and the cache's lookups need beside it.
 //!
 //! A typed k8s-openapi object holds every optional field inline and each label map in a
-//! B-tree node of its own: a monitor's pruned children took about 64 KB that way, six times
-//! their JSON. As JSON they still took 26 KB per monitor, most of the operator's heap at scale,
-//! and children of one kind are nearly alike (the same keys, labels, owner, shape): each is
-//! compressed (LZ4) against the first child of its kind the watch saw, its [`Packer`]'s
+//! B-tree node of its own: several times the size of its JSON. As JSON the children were still
+//! most of the operator's heap at scale (docs/benchmarks.md, "Operator at scale", measures the
+//! peak RSS), and children of one kind are nearly alike (the same keys, labels, owner, shape):
+//! each is compressed (LZ4) against the first child of its kind the watch saw, its [`Packer`]'s
 //! dictionary. A child is unpacked only when a reconcile reads it, a few times per reconcile.
 
 use std::borrow::Cow;
