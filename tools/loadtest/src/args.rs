@@ -1,4 +1,4 @@
-//! The command line of `iot-operator loadtest`.
+//! The command line of `iot-loadtest`.
 
 use std::path::PathBuf;
 
@@ -68,21 +68,23 @@ Exit status: 0 when the load ran and met its thresholds, 2 when it did not (or c
 
 Examples:
   # CoAP load with the reference profile, into ./loadtest-out
-  iot-operator loadtest --monitor lab
+  iot-loadtest --monitor lab
   # two minutes of load, then five of watching the scale-in
-  iot-operator loadtest --monitor lab --duration 120 --settle 300 --out run1
+  iot-loadtest --monitor lab --duration 120 --settle 300 --out run1
   # the same, ending as soon as coap-server is back at its minimum
-  iot-operator loadtest --monitor lab --duration 120 --settle 900 --until-scaled-in
+  iot-loadtest --monitor lab --duration 120 --settle 900 --until-scaled-in
   # the reference Grafana experiment, from outside the cluster
   kubectl port-forward svc/lab-grafana 3000 &
-  iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000
-  # only record (say, while Artillery runs loadtest/artillery-grafana.yml)
-  iot-operator loadtest --monitor lab --target none --plot grafana --duration 900
+  iot-loadtest --monitor lab --target grafana --url http://127.0.0.1:3000
+  # only record (say, while Artillery runs tools/loadtest/artillery-grafana.yml)
+  iot-loadtest --monitor lab --target none --plot grafana --duration 900
   # start a profile of your own from the built-in one
-  iot-operator loadtest --print-profile > mine.yaml";
+  iot-loadtest --print-profile > mine.yaml";
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Parser, Debug, Clone)]
 #[command(
+    name = "iot-loadtest",
+    version,
     about = "Put load on an IotMonitor and record how its autoscalers answer (timeline CSV and plot)",
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP

@@ -346,13 +346,11 @@ mod tests {
         assert_eq!(p.grafana.thresholds.p99_ms, Some(100.0));
     }
 
-    /// loadtest/artillery-grafana.yml runs the same experiment for Artillery users.
+    /// artillery-grafana.yml, beside this crate's Cargo.toml, runs the same experiment for
+    /// Artillery users.
     #[test]
     fn the_artillery_config_has_the_built_in_phases_flow_and_thresholds() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../loadtest/artillery-grafana.yml"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/artillery-grafana.yml");
         let doc: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let raw: Vec<RawPhase> = serde_yaml::from_value(doc["config"]["phases"].clone()).unwrap();

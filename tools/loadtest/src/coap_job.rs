@@ -20,9 +20,9 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use tokio::sync::watch;
 
 // The restricted Pod Security Standard, exactly as the operator's own pods have it.
-use crate::constants::WORKLOAD_UID;
-use crate::controller::desired::pod::{container_security, pod_security};
-use crate::crd::SchedulingSpec;
+use iot_operator::constants::WORKLOAD_UID;
+use iot_operator::controller::desired::pod::{container_security, pod_security};
+use iot_operator::crd::SchedulingSpec;
 
 use super::meter::LoadMeter;
 use super::profile::CoapProfile;

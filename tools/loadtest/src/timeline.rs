@@ -236,7 +236,7 @@ fn parse_row(line: &str) -> Result<Row, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::meter::Percentiles;
+    use crate::meter::Percentiles;
 
     fn pod(name: &str, component: &str, cpu: Option<f64>) -> PodSample {
         PodSample {

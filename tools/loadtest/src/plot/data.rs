@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::loadtest::timeline::Row;
+use crate::timeline::Row;
 
 /// The series to draw, in plot units.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -108,7 +108,7 @@ pub fn step_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::timeline::{HpaReplicas, PodSample};
+    use crate::timeline::{HpaReplicas, PodSample};
 
     #[test]
     fn steps_hold_each_value_until_it_changes() {

@@ -1,10 +1,17 @@
-//! `iot-operator loadtest`: puts load on a running IotMonitor (CoAP through a sensor-sim Job,
-//! or HTTP against Grafana), records the HPAs, pods and load every second into
-//! `DIR/timeline.csv`, and draws `DIR/timeline.png` and `.svg`. docs/loadtest.md is the manual.
+//! `iot-loadtest`: puts load on a running IotMonitor (CoAP through a sensor-sim Job, or HTTP
+//! against Grafana), records the HPAs, pods and load every second into `DIR/timeline.csv`, and
+//! draws `DIR/timeline.png` and `.svg`. docs/loadtest.md is the manual.
 //!
 //! The parts: [`profile`] and [`schedule`] (what load, pure), [`http_load`] and [`coap_job`]
 //! (the two loads), [`meter`] (what the load did), [`sampler`] (what the cluster did),
 //! [`recorder`] and [`timeline`] (the CSV), [`plot`], [`progress`]. This module wires them.
+//!
+//! A crate of its own so the in-cluster controller does not link what only this tool needs
+//! (plotters and its font, reqwest, hdrhistogram). It calls the operator library only downward,
+//! to see a monitor as the controller sees it: `crd` (the IotMonitor), `controller::dereference`
+//! and `controller::validate` (the resolved names, ports, replica bounds and simulator image),
+//! `controller::desired::pod` (the `restricted` security contexts of the load Job's pod) and
+//! `constants`.
 
 pub mod args;
 pub mod coap_job;
@@ -29,7 +36,7 @@ use tokio::sync::watch;
 pub use args::{LoadtestArgs, PlotComponent, Target};
 pub use run::run;
 
-use crate::controller::validate::InvalidSpec;
+use iot_operator::controller::validate::InvalidSpec;
 use meter::Verdict;
 use profile::{Profile, ProfileError};
 use recorder::Ended;
@@ -52,7 +59,7 @@ pub enum LoadtestError {
     #[error("IotMonitor {0}: {1}")]
     Dereference(
         String,
-        #[source] crate::controller::dereference::DereferenceError,
+        #[source] iot_operator::controller::dereference::DereferenceError,
     ),
     #[error("cannot read the profile {0}: {1}")]
     ProfileFile(PathBuf, #[source] std::io::Error),
@@ -137,7 +144,7 @@ pub fn plan(
     }
 }
 
-/// The entry point of the subcommand: logging, runtime, Ctrl-C, the run, the report.
+/// The entry point of the binary: logging, runtime, Ctrl-C, the run, the report.
 pub fn main(args: LoadtestArgs) -> ExitCode {
     if args.print_profile {
         print!("{}", profile::REFERENCE_YAML);

@@ -344,7 +344,7 @@ fn short_pod_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::timeline::{HpaReplicas, PodSample, Row};
+    use crate::timeline::{HpaReplicas, PodSample, Row};
 
     /// Synthetic run: three pods of a component scaling 1 → 3 → 1 under a load that rises and falls.
     pub fn synthetic_rows() -> Vec<Row> {

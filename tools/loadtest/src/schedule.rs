@@ -47,7 +47,7 @@ pub struct Arrival {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::profile::Profile;
+    use crate::profile::Profile;
 
     fn users(duration: f64, rate: f64) -> Phase {
         Phase::Arrivals {
