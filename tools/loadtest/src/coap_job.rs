@@ -247,6 +247,12 @@ pub async fn run(
         }
     }
     outcome.pod_phase = pods.get(&pod_name).await.ok().and_then(|p| p.status?.phase);
+    // Not one progress line: sensor-sim never ran the load (no container on a kwok node, an
+    // image that is not sensor-sim, a crash at start). Said as the load's error, so the report
+    // names the cause instead of only failing the thresholds for want of acknowledgements.
+    if outcome.last.is_none() && !*stop.borrow() {
+        return Err(JobError::NoProgress(outcome.pod_phase));
+    }
     Ok(outcome)
 }
 
