@@ -2,9 +2,11 @@
 //! against Grafana), records the HPAs, pods and load every second into `DIR/timeline.csv`, and
 //! draws `DIR/timeline.png` and `.svg`. docs/loadtest.md is the manual.
 //!
-//! The parts: [`profile`] and [`schedule`] (what load, pure), [`http_load`] and [`coap_job`]
-//! (the two loads), [`meter`] (what the load did), [`sampler`] (what the cluster did),
-//! [`recorder`] and [`timeline`] (the CSV), [`plot`], [`progress`]. This module wires them.
+//! The parts: [`profile`] and [`schedule`] (what load, pure), [`http_load`] and `coap_job`
+//! (the two loads), [`meter`] (what the load did), `sampler` (what the cluster did),
+//! [`recorder`] and [`timeline`] (the CSV), [`plot`], `progress`. This module wires them.
+//! Public are the modules another crate uses (this binary, `tests/loadtest_http.rs`, the e2e
+//! tests) or whose types a public signature names; the rest is this crate's own.
 //!
 //! A crate of its own so the in-cluster controller does not link what only this tool needs
 //! (plotters and its font, reqwest, hdrhistogram). It calls the operator library only downward,
@@ -14,16 +16,16 @@
 //! `constants`.
 
 pub mod args;
-pub mod coap_job;
+mod coap_job;
 pub mod http_load;
 pub mod meter;
 pub mod plot;
 pub mod profile;
-pub mod progress;
-pub mod quantity;
+mod progress;
+mod quantity;
 pub mod recorder;
 mod run;
-pub mod sampler;
+mod sampler;
 pub mod schedule;
 pub mod timeline;
 
