@@ -14,6 +14,7 @@ pub enum Target {
 }
 
 impl Target {
+    /// The word for it in the plot's title: `coap`, `grafana`, `no` (load).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Coap => "coap",
@@ -26,7 +27,9 @@ impl Target {
 /// Whose HPA and pods the plot shows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlotComponent {
+    /// The coap-server Deployment and its HPA.
     CoapServer,
+    /// The Grafana Deployment and its HPA.
     Grafana,
 }
 
@@ -81,6 +84,7 @@ Examples:
   # start a profile of your own from the built-in one
   iot-loadtest --print-profile > mine.yaml";
 
+/// The command line of `iot-loadtest`; each field is a flag, documented where it is declared.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
     name = "iot-loadtest",
@@ -164,6 +168,7 @@ impl LoadtestArgs {
         }
     }
 
+    /// Whose HPA and pods to plot: `--plot`, else the target's.
     pub fn plot_component(&self) -> PlotComponent {
         self.plot.unwrap_or(match self.target {
             Target::Grafana => PlotComponent::Grafana,

@@ -43,34 +43,49 @@ use meter::Verdict;
 use profile::{Profile, ProfileError};
 use recorder::Ended;
 
+/// Why a run could not start or finish its output (exit status 1). A load that ran but failed
+/// is not an error: [`Report::load_error`] and [`Report::verdicts`] say so.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadtestError {
+    /// No kubeconfig or in-cluster configuration that works.
     #[error("cannot connect to the API server: {0}")]
     Client(#[source] kube::Error),
+    /// `--monitor` is missing (it is optional only with `--print-profile`).
     #[error("--monitor NAME is needed: the IotMonitor to load-test")]
     NoMonitor,
+    /// The IotMonitor cannot be read.
     #[error("cannot read IotMonitor {name} in namespace {namespace}: {source}")]
     Monitor {
+        /// Its name.
         name: String,
+        /// Its namespace.
         namespace: String,
+        /// What the API server answered.
         #[source]
         source: kube::Error,
     },
+    /// The IotMonitor (its name first) does not validate as the operator validates it.
     #[error("IotMonitor {0} cannot be load-tested as it is: {1}")]
     Invalid(String, #[source] InvalidSpec),
+    /// What the IotMonitor (its name first) refers to cannot be read.
     #[error("IotMonitor {0}: {1}")]
     Dereference(
         String,
         #[source] iot_operator::controller::dereference::DereferenceError,
     ),
+    /// The `--profile` file cannot be read.
     #[error("cannot read the profile {0}: {1}")]
     ProfileFile(PathBuf, #[source] std::io::Error),
+    /// The profile (its path first) is not a valid profile.
     #[error("profile {0}: {1}")]
     Profile(String, #[source] ProfileError),
+    /// `--duration` or `--settle` out of range.
     #[error("--duration and --settle must be between 0 and 86400 seconds (and --duration above 0)")]
     Bounds,
+    /// The output directory or the CSV cannot be written.
     #[error("cannot write {0}: {1}")]
     Output(PathBuf, #[source] std::io::Error),
+    /// The plot cannot be drawn or written.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
 }
@@ -78,13 +93,19 @@ pub enum LoadtestError {
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct Report {
+    /// Why the recording ended.
     pub ended: Ended,
+    /// One per latency threshold of the profile's target.
     pub verdicts: Vec<Verdict>,
     /// The load could not run (the Job could not be created, its pod never started).
     pub load_error: Option<String>,
+    /// `DIR/timeline.csv`.
     pub csv: PathBuf,
+    /// `DIR/timeline.png`.
     pub png: PathBuf,
+    /// `DIR/timeline.svg`.
     pub svg: PathBuf,
+    /// Rows written to the CSV.
     pub rows: usize,
 }
 
@@ -115,6 +136,8 @@ const HTTP_GRACE: Duration = Duration::from_secs(120);
 /// The load Job's pod gets this long to be scheduled and pull its image.
 const JOB_START: Duration = Duration::from_secs(60);
 
+/// The plan of a run of `target` with `profile`, cut to `duration` if given, recording
+/// `settle` longer than the load.
 pub fn plan(
     target: Target,
     profile: &Profile,
