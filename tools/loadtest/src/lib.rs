@@ -15,6 +15,9 @@
 //! `controller::desired::pod` (the `restricted` security contexts of the load Job's pod) and
 //! `constants`.
 
+// Every public item is for another crate (the binary, the tests); each says what it is.
+#![warn(missing_docs)]
+
 pub mod args;
 mod coap_job;
 pub mod http_load;

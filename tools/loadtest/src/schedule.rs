@@ -38,9 +38,12 @@ pub fn phase_at(phases: &[Phase], elapsed: Duration) -> Option<(usize, &Phase)> 
     })
 }
 
+/// One user's arrival.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Arrival {
+    /// From the start of the run.
     pub at: Duration,
+    /// Index of its phase in the profile.
     pub phase: usize,
 }
 

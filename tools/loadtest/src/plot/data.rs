@@ -10,17 +10,22 @@ use crate::timeline::Row;
 pub struct PlotData {
     /// Pod name → (elapsed s, CPU); percent of the request when every pod has one, else millicores.
     pub cpu: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Whether `cpu` is in percent of the request (else millicores, without thresholds).
     pub cpu_is_percent: bool,
     /// HPA replicas as step points (each change drawn as a vertical edge).
     pub desired: Vec<(f64, f64)>,
+    /// Current replicas, likewise.
     pub current: Vec<(f64, f64)>,
     /// Acknowledged and failed requests per second.
     pub acked_per_s: Vec<(f64, f64)>,
+    /// Failed requests per second.
     pub failed_per_s: Vec<(f64, f64)>,
+    /// The last second recorded: the time axis' end.
     pub end_s: f64,
 }
 
 impl PlotData {
+    /// The series of `component` (`grafana` or `coap-server`) from the timeline's rows.
     pub fn from_rows(rows: &[Row], component: &str) -> Self {
         let mine = |r: &&Row| r.pod.as_ref().is_some_and(|p| p.component == component);
         let cpu_is_percent = rows
