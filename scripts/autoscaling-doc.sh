@@ -33,7 +33,7 @@ the dashboards, the group growing from one instance and shrinking back, every in
 CPU and RAM logged each second to \`metrics.csv\` and plotted as CPU against instance count over
 time (its Figure 3.8). \`make load-test\` repeats it with the operator's own HPA: the reference
 policy unchanged, on the local control plane, against the coap-server on the real node, recorded
-by \`iot-operator loadtest\` ([loadtest.md](loadtest.md)). This page is written by that command
+by \`iot-loadtest\` ([loadtest.md](loadtest.md)). This page is written by that command
 (\`scripts/load-test.sh\`, \`scripts/autoscaling-doc.sh\`); the figures below are from its last run.
 
 ## What ran ($date)
@@ -107,10 +107,10 @@ machine with Docker:
 \`\`\`sh
 make kind-up        # kind cluster, images, metrics-server, the operator (Helm), examples/iotmonitor.yaml
 kubectl port-forward svc/lab-grafana 3000 &
-iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000 \\
+iot-loadtest --monitor lab --target grafana --url http://127.0.0.1:3000 \\
   --settle 1500 --until-scaled-in --out grafana-run
-# or, with Artillery: loadtest/artillery-grafana.yml (same phases), while recording:
-#   iot-operator loadtest --monitor lab --target none --plot grafana --duration 2100 --out grafana-run
+# or, with Artillery: tools/loadtest/artillery-grafana.yml (same phases), while recording:
+#   iot-loadtest --monitor lab --target none --plot grafana --duration 2100 --out grafana-run
 make kind-down
 \`\`\`
 

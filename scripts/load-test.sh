@@ -2,7 +2,7 @@
 # `make load-test`: the reference scaling experiment, recorded. The reference policy, unchanged
 # (the CRD's defaults: 1–5 replicas, out above 60 % CPU for 180 s, in below 42 % for 900 s, one
 # step per 150 s), on the local control plane, with coap-server, InfluxDB and the load on the real
-# node. `iot-operator loadtest --target coap` loads it for LOAD_SECONDS, then records until the HPA
+# node. `iot-loadtest --target coap` loads it for LOAD_SECONDS, then records until the HPA
 # is back at one replica (at most SETTLE_SECONDS), and docs/autoscaling.md is rewritten from the
 # recorded timeline (LOAD_TEST_OUT/timeline.csv; the plot is copied to docs/autoscaling/). About 30 minutes; bounded
 # by LOAD_SECONDS + SETTLE_SECONDS + 2 min. Not part of `make test`.
@@ -24,11 +24,12 @@ OUT=${LOAD_TEST_OUT:-$repo/target/load-test}
 export IOT_CLUSTER_DIR=${IOT_CLUSTER_DIR:-$repo/.run/load-test-cluster}
 ns=load-test
 
-say "building the operator and the images of the stack"
+say "building the operator, the load-test tool and the images of the stack"
 # The debug build: the operator and the recorder do little work a second, and it is the build
 # the tests keep warm.
-cargo build -q -p iot-operator
+cargo build -q -p iot-operator -p iot-loadtest
 op_bin=$repo/target/debug/iot-operator
+loadtest_bin=$repo/target/debug/iot-loadtest
 
 started_here=0
 if [ ! -s "$IOT_CLUSTER_DIR/kubeconfig" ]; then started_here=1; fi
@@ -77,10 +78,10 @@ printf 'coap:\n  rate: %s\n  durationSeconds: %s\n  sockets: 4\n  window: 4\n' \
   "$LOAD_RATE" "$LOAD_SECONDS" >"$profile"
 say "load: $LOAD_RATE readings/s for $LOAD_SECONDS s, then recording until back at 1 replica (at most $SETTLE_SECONDS s)"
 rc=0
-"$op_bin" loadtest --monitor lab --namespace "$ns" --target coap --profile "$profile" \
+"$loadtest_bin" --monitor lab --namespace "$ns" --target coap --profile "$profile" \
   --duration "$LOAD_SECONDS" --settle "$SETTLE_SECONDS" --until-scaled-in --out "$OUT" || rc=$?
 rm -f "$profile"
-say "loadtest exit status $rc (2: a latency threshold missed; the timeline is still written)"
+say "iot-loadtest exit status $rc (2: a latency threshold missed; the timeline is still written)"
 [ -s "$OUT/timeline.csv" ] || { say "no timeline recorded"; exit 1; }
 
 mkdir -p docs/autoscaling

@@ -25,6 +25,7 @@ pub enum ReferencedSecret {
     Keys(BTreeSet<String>),
 }
 
+/// An object the spec refers to could not be read; a retry may succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum DereferenceError {
     #[error("cannot read {what}: {}", concise(.source))]

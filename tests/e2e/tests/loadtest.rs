@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used)]
-//! `iot-operator loadtest` on the local control plane (kwok nodes, metrics-server). An
+//! `iot-loadtest` on the local control plane (kwok nodes, metrics-server). An
 //! IotMonitor with short autoscaling holds is applied and reconciled by an in-process
 //! operator; the recorder (`--target none`) runs while the test changes the coap-server pods'
 //! emulated CPU (`kwok.x-k8s.io/usage-cpu`), and the test reads the growing `timeline.csv` as a
@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use iot_loadtest::recorder::Ended;
+use iot_loadtest::timeline::{Row, parse_csv};
+use iot_loadtest::{LoadtestArgs, Target};
 use iot_operator::constants::{IMAGE_REPOSITORY, WORKLOAD_VERSION};
 use iot_operator::crd::IotMonitor;
-use iot_operator::loadtest::recorder::Ended;
-use iot_operator::loadtest::timeline::{Row, parse_csv};
-use iot_operator::loadtest::{self, LoadtestArgs, Target};
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, wait_for};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
@@ -88,7 +88,7 @@ async fn the_recorder_writes_a_row_per_second_of_hpas_and_pod_cpu_and_plots_it()
     args.duration = Some(600.0);
     let (stop_tx, stop) = watch::channel(false);
     let client = cluster.client();
-    let recording = tokio::spawn(async move { loadtest::run(client, &args, stop).await });
+    let recording = tokio::spawn(async move { iot_loadtest::run(client, &args, stop).await });
 
     // 300 % of the request: the HPA (target 60 %) scales out, one pod per 10 s, up to 3.
     cluster
@@ -244,7 +244,7 @@ async fn the_coap_target_creates_the_sensor_sim_job_and_removes_it() -> Result<(
     args.duration = Some(20.0);
     let (_stop_tx, stop) = watch::channel(false);
     let client = cluster.client();
-    let running = tokio::spawn(async move { loadtest::run(client, &args, stop).await });
+    let running = tokio::spawn(async move { iot_loadtest::run(client, &args, stop).await });
 
     let jobs: Api<Job> = Api::namespaced(cluster.client(), ns.name());
     let selector = ListParams::default().labels("app.kubernetes.io/name=loadtest");

@@ -1,7 +1,7 @@
 //! The operator's own HPA scales the coap-server on real CPU. An IotMonitor runs InfluxDB and the
 //! CoAP server in real containers on the real node (Grafana on a kwok node; no simulator, no AQI),
 //! with a small CoAP CPU request and short holds and cooldown. An in-process operator reconciles
-//! it; `iot-operator loadtest --target coap` (the library entry point) sends readings from a
+//! it; `iot-loadtest --target coap` (the library entry point) sends readings from a
 //! sensor-sim Job on the real node long enough to scale 1 → 3, then records until the HPA is back
 //! at 1. The assertions are made on the recorded timeline.csv, as a user would read it; the
 //! monitor's `Autoscaling` condition and its `kubectl get iotmon` column are checked on the way.
@@ -15,10 +15,10 @@ use iot_e2e::operator_support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
+use iot_loadtest::recorder::Ended;
+use iot_loadtest::timeline::{Row, parse_csv};
+use iot_loadtest::{LoadtestArgs, Target};
 use iot_operator::crd::IotMonitor;
-use iot_operator::loadtest::recorder::Ended;
-use iot_operator::loadtest::timeline::{Row, parse_csv};
-use iot_operator::loadtest::{self, LoadtestArgs, Target};
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
 use iot_testkit::real_node::{self, RealNode};
 use k8s_openapi::api::core::v1::Pod;
@@ -166,7 +166,7 @@ async fn the_operators_hpa_scales_coap_out_to_three_and_back_to_one_on_real_cpu(
     args.until_scaled_in = true;
     let started = Instant::now();
     let (_stop_tx, stop) = watch::channel(false);
-    let report = loadtest::run(cluster.client(), &args, stop).await?;
+    let report = iot_loadtest::run(cluster.client(), &args, stop).await?;
     let took = started.elapsed().as_secs_f64();
     operator.stop().await?;
     eprintln!("loadtest: {report:?} in {took:.0} s");

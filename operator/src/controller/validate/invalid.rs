@@ -3,6 +3,7 @@
 
 use crate::constants::MAX_NAME_LEN;
 
+/// Why a spec cannot be resolved; each message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidSpec {
     #[error("the IotMonitor has no metadata.name")]

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use super::meter::LoadSample;
 
+/// The CSV's first line: the columns of docs/loadtest.md, in order.
 pub const HEADER: &str = "time,elapsed_s,grafana_hpa_desired,grafana_hpa_current,\
 coap_server_hpa_desired,coap_server_hpa_current,pod,component,state,cpu_m,cpu_request_m,\
 cpu_pct,memory_mib,users,sent,acked,failed,p50_ms,p95_ms,p99_ms";
@@ -16,13 +17,16 @@ cpu_pct,memory_mib,users,sent,acked,failed,p50_ms,p95_ms,p99_ms";
 /// Desired and current replicas of one HPA; `None` when the HPA does not exist (yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HpaReplicas {
+    /// `status.desiredReplicas`; `None` until the HPA has computed one.
     pub desired: Option<i32>,
+    /// `status.currentReplicas`.
     pub current: Option<i32>,
 }
 
 /// One pod as seen at one second.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodSample {
+    /// The pod's name.
     pub name: String,
     /// The pod's `app.kubernetes.io/name` label: grafana, coap-server, influxdb, ...
     pub component: String,
@@ -32,6 +36,7 @@ pub struct PodSample {
     pub cpu_m: Option<f64>,
     /// Sum of the containers' CPU requests.
     pub cpu_request_m: Option<f64>,
+    /// Working-set memory from metrics.k8s.io, MiB.
     pub memory_mib: Option<f64>,
 }
 
@@ -50,31 +55,49 @@ impl PodSample {
 pub struct Sample {
     /// RFC 3339, UTC.
     pub time: String,
+    /// Seconds since the recording started.
     pub elapsed_s: f64,
+    /// The Grafana HPA.
     pub grafana: HpaReplicas,
+    /// The coap-server HPA.
     pub coap_server: HpaReplicas,
+    /// Every pod of the monitor, the load Job's included.
     pub pods: Vec<PodSample>,
+    /// What the load did up to and during this second.
     pub load: LoadSample,
 }
 
 /// One CSV row: a sample's shared columns and (at most) one pod.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Row {
+    /// When the sample was taken, RFC 3339 UTC.
     pub time: String,
+    /// Seconds since the recording started.
     pub elapsed_s: f64,
+    /// The Grafana HPA.
     pub grafana: HpaReplicas,
+    /// The coap-server HPA.
     pub coap_server: HpaReplicas,
+    /// This row's pod; `None` in a second without pods.
     pub pod: Option<PodSample>,
+    /// Virtual users running (`--target grafana` only).
     pub users: Option<u64>,
+    /// Requests or readings sent since the start.
     pub sent: u64,
+    /// Acknowledged since the start.
     pub acked: u64,
+    /// Given up since the start.
     pub failed: u64,
+    /// Median latency of what was acknowledged in this second.
     pub p50_ms: Option<f64>,
+    /// 95th percentile, likewise.
     pub p95_ms: Option<f64>,
+    /// 99th percentile, likewise.
     pub p99_ms: Option<f64>,
 }
 
 impl Sample {
+    /// One row per pod (by component, then name), or one without a pod when there is none.
     pub fn rows(&self) -> Vec<Row> {
         let w = self.load.window;
         let row = |pod: Option<PodSample>| Row {
@@ -150,10 +173,13 @@ impl Row {
     }
 }
 
+/// A line of a timeline that does not read back.
 #[derive(Debug, thiserror::Error)]
 #[error("timeline.csv line {line}: {message}")]
 pub struct CsvError {
+    /// 1-based line number.
     pub line: usize,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -236,7 +262,7 @@ fn parse_row(line: &str) -> Result<Row, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::meter::Percentiles;
+    use crate::meter::Percentiles;
 
     fn pod(name: &str, component: &str, cpu: Option<f64>) -> PodSample {
         PodSample {

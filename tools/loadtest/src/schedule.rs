@@ -38,16 +38,19 @@ pub fn phase_at(phases: &[Phase], elapsed: Duration) -> Option<(usize, &Phase)> 
     })
 }
 
+/// One user's arrival.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Arrival {
+    /// From the start of the run.
     pub at: Duration,
+    /// Index of its phase in the profile.
     pub phase: usize,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::profile::Profile;
+    use crate::profile::Profile;
 
     fn users(duration: f64, rate: f64) -> Phase {
         Phase::Arrivals {

@@ -1,22 +1,34 @@
-//! `iot-operator loadtest`: puts load on a running IotMonitor (CoAP through a sensor-sim Job,
-//! or HTTP against Grafana), records the HPAs, pods and load every second into
-//! `DIR/timeline.csv`, and draws `DIR/timeline.png` and `.svg`. docs/loadtest.md is the manual.
+//! `iot-loadtest`: puts load on a running IotMonitor (CoAP through a sensor-sim Job, or HTTP
+//! against Grafana), records the HPAs, pods and load every second into `DIR/timeline.csv`, and
+//! draws `DIR/timeline.png` and `.svg`. docs/loadtest.md is the manual.
 //!
-//! The parts: [`profile`] and [`schedule`] (what load, pure), [`http_load`] and [`coap_job`]
-//! (the two loads), [`meter`] (what the load did), [`sampler`] (what the cluster did),
-//! [`recorder`] and [`timeline`] (the CSV), [`plot`], [`progress`]. This module wires them.
+//! The parts: [`profile`] and [`schedule`] (what load, pure), [`http_load`] and `coap_job`
+//! (the two loads), [`meter`] (what the load did), `sampler` (what the cluster did),
+//! [`recorder`] and [`timeline`] (the CSV), [`plot`], `progress`. This module wires them.
+//! Public are the modules another crate uses (this binary, `tests/loadtest_http.rs`, the e2e
+//! tests) or whose types a public signature names; the rest is this crate's own.
+//!
+//! A crate of its own so the in-cluster controller does not link what only this tool needs
+//! (plotters and its font, reqwest, hdrhistogram). It calls the operator library only downward,
+//! to see a monitor as the controller sees it: `crd` (the IotMonitor), `controller::dereference`
+//! and `controller::validate` (the resolved names, ports, replica bounds and simulator image),
+//! `controller::desired::pod` (the `restricted` security contexts of the load Job's pod) and
+//! `constants`.
+
+// Every public item is for another crate (the binary, the tests); each says what it is.
+#![warn(missing_docs)]
 
 pub mod args;
-pub mod coap_job;
+mod coap_job;
 pub mod http_load;
 pub mod meter;
 pub mod plot;
 pub mod profile;
-pub mod progress;
-pub mod quantity;
+mod progress;
+mod quantity;
 pub mod recorder;
 mod run;
-pub mod sampler;
+mod sampler;
 pub mod schedule;
 pub mod timeline;
 
@@ -29,39 +41,54 @@ use tokio::sync::watch;
 pub use args::{LoadtestArgs, PlotComponent, Target};
 pub use run::run;
 
-use crate::controller::validate::InvalidSpec;
+use iot_operator::controller::validate::InvalidSpec;
 use meter::Verdict;
 use profile::{Profile, ProfileError};
 use recorder::Ended;
 
+/// Why a run could not start or finish its output (exit status 1). A load that ran but failed
+/// is not an error: [`Report::load_error`] and [`Report::verdicts`] say so.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadtestError {
+    /// No kubeconfig or in-cluster configuration that works.
     #[error("cannot connect to the API server: {0}")]
     Client(#[source] kube::Error),
+    /// `--monitor` is missing (it is optional only with `--print-profile`).
     #[error("--monitor NAME is needed: the IotMonitor to load-test")]
     NoMonitor,
+    /// The IotMonitor cannot be read.
     #[error("cannot read IotMonitor {name} in namespace {namespace}: {source}")]
     Monitor {
+        /// Its name.
         name: String,
+        /// Its namespace.
         namespace: String,
+        /// What the API server answered.
         #[source]
         source: kube::Error,
     },
+    /// The IotMonitor (its name first) does not validate as the operator validates it.
     #[error("IotMonitor {0} cannot be load-tested as it is: {1}")]
     Invalid(String, #[source] InvalidSpec),
+    /// What the IotMonitor (its name first) refers to cannot be read.
     #[error("IotMonitor {0}: {1}")]
     Dereference(
         String,
-        #[source] crate::controller::dereference::DereferenceError,
+        #[source] iot_operator::controller::dereference::DereferenceError,
     ),
+    /// The `--profile` file cannot be read.
     #[error("cannot read the profile {0}: {1}")]
     ProfileFile(PathBuf, #[source] std::io::Error),
+    /// The profile (its path first) is not a valid profile.
     #[error("profile {0}: {1}")]
     Profile(String, #[source] ProfileError),
+    /// `--duration` or `--settle` out of range.
     #[error("--duration and --settle must be between 0 and 86400 seconds (and --duration above 0)")]
     Bounds,
+    /// The output directory or the CSV cannot be written.
     #[error("cannot write {0}: {1}")]
     Output(PathBuf, #[source] std::io::Error),
+    /// The plot cannot be drawn or written.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
 }
@@ -69,13 +96,19 @@ pub enum LoadtestError {
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct Report {
+    /// Why the recording ended.
     pub ended: Ended,
+    /// One per latency threshold of the profile's target.
     pub verdicts: Vec<Verdict>,
     /// The load could not run (the Job could not be created, its pod never started).
     pub load_error: Option<String>,
+    /// `DIR/timeline.csv`.
     pub csv: PathBuf,
+    /// `DIR/timeline.png`.
     pub png: PathBuf,
+    /// `DIR/timeline.svg`.
     pub svg: PathBuf,
+    /// Rows written to the CSV.
     pub rows: usize,
 }
 
@@ -106,6 +139,8 @@ const HTTP_GRACE: Duration = Duration::from_secs(120);
 /// The load Job's pod gets this long to be scheduled and pull its image.
 const JOB_START: Duration = Duration::from_secs(60);
 
+/// The plan of a run of `target` with `profile`, cut to `duration` if given, recording
+/// `settle` longer than the load.
 pub fn plan(
     target: Target,
     profile: &Profile,
@@ -137,7 +172,7 @@ pub fn plan(
     }
 }
 
-/// The entry point of the subcommand: logging, runtime, Ctrl-C, the run, the report.
+/// The entry point of the binary: logging, runtime, Ctrl-C, the run, the report.
 pub fn main(args: LoadtestArgs) -> ExitCode {
     if args.print_profile {
         print!("{}", profile::REFERENCE_YAML);

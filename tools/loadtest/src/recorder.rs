@@ -32,7 +32,9 @@ pub struct Bounds {
 /// Which HPA must be back at which replica count for an early end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScaledIn {
+    /// Grafana's HPA; coap-server's when false.
     pub grafana: bool,
+    /// Its `minReplicas`.
     pub min_replicas: i32,
 }
 
@@ -70,10 +72,13 @@ pub fn settled(
 /// Why the recording ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
+    /// The load was done and the settle time over.
     LoadDone,
     /// The load was done and the autoscaler back at its minimum (`--until-scaled-in`).
     ScaledIn,
+    /// The run's bound in time was reached first.
     Deadline,
+    /// Ctrl-C or SIGTERM.
     Interrupted,
 }
 

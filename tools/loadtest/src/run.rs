@@ -16,10 +16,10 @@ use super::{
     LoadtestArgs, LoadtestError, Report, Target, coap_job, http_load, plan, plot, progress,
     sampler, schedule,
 };
-use crate::constants::GRAFANA_PORT;
-use crate::controller::dereference::{Dereferenced, dereference};
-use crate::controller::validate::{InvalidSpec, ValidatedMonitor, validate};
-use crate::crd::{IotMonitor, SchedulingSpec};
+use iot_operator::constants::GRAFANA_PORT;
+use iot_operator::controller::dereference::{Dereferenced, dereference};
+use iot_operator::controller::validate::{InvalidSpec, ValidatedMonitor, validate};
+use iot_operator::crd::{IotMonitor, SchedulingSpec};
 
 /// Runs one load test. `stop` turning true is Ctrl-C: the load stops, what the command
 /// created is removed, and the timeline and plot are still written.
@@ -206,7 +206,7 @@ pub async fn run(
 
     let spec = plot::PlotSpec {
         title: format!(
-            "iot-operator loadtest: {} / {component} ({} load)",
+            "iot-loadtest: {} / {component} ({} load)",
             name,
             args.target.as_str()
         ),
@@ -275,7 +275,7 @@ fn load_simulator(monitor: &IotMonitor, refs: &Dereferenced) -> Result<LoadSim, 
     // operator version's default image, scheduled anywhere.
     Ok(validate(&with_simulator, refs)?.simulator.map_or_else(
         || {
-            use crate::constants::{IMAGE_REPOSITORY, SENSOR_SIM_IMAGE, WORKLOAD_VERSION};
+            use iot_operator::constants::{IMAGE_REPOSITORY, SENSOR_SIM_IMAGE, WORKLOAD_VERSION};
             LoadSim {
                 image: format!("{IMAGE_REPOSITORY}/{SENSOR_SIM_IMAGE}:{WORKLOAD_VERSION}"),
                 scheduling: SchedulingSpec::default(),

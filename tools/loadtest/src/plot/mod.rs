@@ -18,24 +18,33 @@ pub use self::data::{PlotData, step_points};
 const FONT: &[u8] = include_bytes!("font/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
 
+/// The picture's width in pixels (the SVG's in user units).
 pub const WIDTH: u32 = 1400;
+/// The picture's height.
 pub const HEIGHT: u32 = 1000;
 
+/// A picture that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw {path}: {message}")]
 pub struct PlotError {
+    /// The file.
     pub path: String,
+    /// What plotters said.
     pub message: String,
 }
 
 /// Which HPA and pods to draw, and the thresholds to mark.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlotSpec {
+    /// Above the three panels.
     pub title: String,
     /// `grafana` or `coap-server`: the component label and HPA columns to draw.
     pub component: String,
+    /// The HPA's CPU target, drawn red; `None` without autoscaling.
     pub scale_out_pct: Option<f64>,
+    /// `scaleIn.cpuPercent`, drawn grey.
     pub scale_in_pct: Option<f64>,
+    /// `maxReplicas`, dashed on the replicas panel.
     pub max_replicas: Option<i32>,
 }
 
@@ -344,7 +353,7 @@ fn short_pod_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::timeline::{HpaReplicas, PodSample, Row};
+    use crate::timeline::{HpaReplicas, PodSample, Row};
 
     /// Synthetic run: three pods of a component scaling 1 → 3 → 1 under a load that rises and falls.
     pub fn synthetic_rows() -> Vec<Row> {

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used)]
-//! The Grafana load engine of `iot-operator loadtest` against a small HTTP server on
+//! The Grafana load engine of `iot-loadtest` against a small HTTP server on
 //! 127.0.0.1: users arrive on a short profile's schedule, each runs the flow, every request is
 //! counted on both sides, latency percentiles reflect the server's delays, and Ctrl-C (the stop
 //! signal) or the deadline cut a run short. Every run here is a few seconds long.
@@ -12,10 +12,10 @@ use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
-use iot_operator::loadtest::http_load::{self, HttpLoad};
-use iot_operator::loadtest::meter::LoadMeter;
-use iot_operator::loadtest::profile::Profile;
-use iot_operator::loadtest::schedule;
+use iot_loadtest::http_load::{self, HttpLoad};
+use iot_loadtest::meter::LoadMeter;
+use iot_loadtest::profile::Profile;
+use iot_loadtest::schedule;
 use tokio::sync::watch;
 
 /// Requests seen per path.

@@ -20,9 +20,9 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use tokio::sync::watch;
 
 // The restricted Pod Security Standard, exactly as the operator's own pods have it.
-use crate::constants::WORKLOAD_UID;
-use crate::controller::desired::pod::{container_security, pod_security};
-use crate::crd::SchedulingSpec;
+use iot_operator::constants::WORKLOAD_UID;
+use iot_operator::controller::desired::pod::{container_security, pod_security};
+use iot_operator::crd::SchedulingSpec;
 
 use super::meter::LoadMeter;
 use super::profile::CoapProfile;
@@ -247,6 +247,12 @@ pub async fn run(
         }
     }
     outcome.pod_phase = pods.get(&pod_name).await.ok().and_then(|p| p.status?.phase);
+    // Not one progress line: sensor-sim never ran the load (no container on a kwok node, an
+    // image that is not sensor-sim, a crash at start). Said as the load's error, so the report
+    // names the cause instead of only failing the thresholds for want of acknowledgements.
+    if outcome.last.is_none() && !*stop.borrow() {
+        return Err(JobError::NoProgress(outcome.pod_phase));
+    }
     Ok(outcome)
 }
 

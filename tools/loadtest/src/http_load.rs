@@ -14,20 +14,27 @@ use tokio::task::JoinSet;
 use super::meter::LoadMeter;
 use super::schedule::Arrival;
 
+/// The Grafana users of one run: who arrives when, and what each one requests.
 #[derive(Debug, Clone)]
 pub struct HttpLoad {
     /// Base URL without a trailing slash, such as `http://lab-grafana.iot.svc:3000`.
     pub base_url: String,
+    /// Every user GETs each path in order, `loops` times.
     pub paths: Vec<String>,
+    /// How many times each user runs through `paths`.
     pub loops: u32,
+    /// When each user starts, from the start of the run.
     pub arrivals: Vec<Arrival>,
     /// No user starts, and no request is sent, after this.
     pub deadline: Instant,
+    /// One request's limit; a request that takes longer counts as failed.
     pub request_timeout: Duration,
 }
 
+/// What became of the users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpOutcome {
+    /// Users that started their flow.
     pub users_started: u64,
     /// Users still busy when the deadline or Ctrl-C came.
     pub users_cut_short: u64,

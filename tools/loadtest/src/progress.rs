@@ -88,8 +88,8 @@ pub fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::meter::LoadSample;
-    use crate::loadtest::timeline::PodSample;
+    use crate::meter::LoadSample;
+    use crate::timeline::PodSample;
 
     #[test]
     fn the_line_shows_load_latency_replicas_and_cpu() {

@@ -3,24 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use crate::loadtest::timeline::Row;
+use crate::timeline::Row;
 
 /// The series to draw, in plot units.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PlotData {
     /// Pod name → (elapsed s, CPU); percent of the request when every pod has one, else millicores.
     pub cpu: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Whether `cpu` is in percent of the request (else millicores, without thresholds).
     pub cpu_is_percent: bool,
     /// HPA replicas as step points (each change drawn as a vertical edge).
     pub desired: Vec<(f64, f64)>,
+    /// Current replicas, likewise.
     pub current: Vec<(f64, f64)>,
     /// Acknowledged and failed requests per second.
     pub acked_per_s: Vec<(f64, f64)>,
+    /// Failed requests per second.
     pub failed_per_s: Vec<(f64, f64)>,
+    /// The last second recorded: the time axis' end.
     pub end_s: f64,
 }
 
 impl PlotData {
+    /// The series of `component` (`grafana` or `coap-server`) from the timeline's rows.
     pub fn from_rows(rows: &[Row], component: &str) -> Self {
         let mine = |r: &&Row| r.pod.as_ref().is_some_and(|p| p.component == component);
         let cpu_is_percent = rows
@@ -108,7 +113,7 @@ pub fn step_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadtest::timeline::{HpaReplicas, PodSample};
+    use crate::timeline::{HpaReplicas, PodSample};
 
     #[test]
     fn steps_hold_each_value_until_it_changes() {

@@ -13,33 +13,48 @@ pub const REFERENCE_YAML: &str = include_str!("reference-profile.yaml");
 /// A profile that cannot be used; the message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
+    /// Not YAML or JSON, a field of the wrong type, or an unknown field.
     #[error("the profile is not valid YAML/JSON for a load profile: {0}")]
     Parse(#[from] serde_yaml::Error),
+    /// A value out of its range (the message names the field).
     #[error("{0}")]
     Invalid(String),
 }
 
+/// A load profile: what each target's load does (docs/loadtest.md, "The profile file").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
+    /// `--target grafana`.
     pub grafana: GrafanaProfile,
+    /// `--target coap`.
     pub coap: CoapProfile,
 }
 
+/// The Grafana users: when they arrive and what each one requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GrafanaProfile {
+    /// Arrivals and pauses, in order (Artillery's phases).
     pub phases: Vec<Phase>,
     /// Every user GETs each path in order, `loops` times.
     pub paths: Vec<String>,
+    /// How many times each user runs through `paths`.
     pub loops: u32,
+    /// Judged on the whole run's response times.
     pub thresholds: Thresholds,
 }
 
+/// The CoAP load, as sensor-sim's load mode takes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoapProfile {
+    /// Readings per second over all sockets.
     pub rate: f64,
+    /// Sending time.
     pub duration: Duration,
+    /// UDP sockets (`--sockets`).
     pub sockets: u32,
+    /// Outstanding readings per socket (`--window`).
     pub window: u32,
+    /// Judged on the whole run's acknowledgement latency.
     pub thresholds: Thresholds,
 }
 
@@ -47,16 +62,22 @@ pub struct CoapProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Thresholds {
+    /// The 95th percentile's limit; `None` does not judge it.
     pub p95_ms: Option<f64>,
+    /// The 99th percentile's limit; `None` does not judge it.
     pub p99_ms: Option<f64>,
 }
 
+/// One phase of the Grafana users' arrivals.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     /// `rate` new users per second for `duration`.
     Arrivals {
+        /// Shown in the progress line.
         name: Option<String>,
+        /// How long users keep arriving.
         duration: Duration,
+        /// New users per second.
         rate: f64,
     },
     /// No new users for this long.
@@ -64,6 +85,7 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// How long the phase lasts.
     pub fn duration(&self) -> Duration {
         match self {
             Self::Arrivals { duration, .. } | Self::Pause(duration) => *duration,
@@ -76,9 +98,13 @@ impl Phase {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawPhase {
+    /// `name`.
     pub name: Option<String>,
+    /// `duration`, seconds.
     pub duration: Option<f64>,
+    /// `arrivalRate`, new users per second.
     pub arrival_rate: Option<f64>,
+    /// `pause`, seconds.
     pub pause: Option<f64>,
 }
 
@@ -346,13 +372,11 @@ mod tests {
         assert_eq!(p.grafana.thresholds.p99_ms, Some(100.0));
     }
 
-    /// loadtest/artillery-grafana.yml runs the same experiment for Artillery users.
+    /// artillery-grafana.yml, beside this crate's Cargo.toml, runs the same experiment for
+    /// Artillery users.
     #[test]
     fn the_artillery_config_has_the_built_in_phases_flow_and_thresholds() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../loadtest/artillery-grafana.yml"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/artillery-grafana.yml");
         let doc: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let raw: Vec<RawPhase> = serde_yaml::from_value(doc["config"]["phases"].clone()).unwrap();

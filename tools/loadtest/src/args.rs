@@ -1,4 +1,4 @@
-//! The command line of `iot-operator loadtest`.
+//! The command line of `iot-loadtest`.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,7 @@ pub enum Target {
 }
 
 impl Target {
+    /// The word for it in the plot's title: `coap`, `grafana`, `no` (load).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Coap => "coap",
@@ -26,7 +27,9 @@ impl Target {
 /// Whose HPA and pods the plot shows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlotComponent {
+    /// The coap-server Deployment and its HPA.
     CoapServer,
+    /// The Grafana Deployment and its HPA.
     Grafana,
 }
 
@@ -68,21 +71,24 @@ Exit status: 0 when the load ran and met its thresholds, 2 when it did not (or c
 
 Examples:
   # CoAP load with the reference profile, into ./loadtest-out
-  iot-operator loadtest --monitor lab
+  iot-loadtest --monitor lab
   # two minutes of load, then five of watching the scale-in
-  iot-operator loadtest --monitor lab --duration 120 --settle 300 --out run1
+  iot-loadtest --monitor lab --duration 120 --settle 300 --out run1
   # the same, ending as soon as coap-server is back at its minimum
-  iot-operator loadtest --monitor lab --duration 120 --settle 900 --until-scaled-in
+  iot-loadtest --monitor lab --duration 120 --settle 900 --until-scaled-in
   # the reference Grafana experiment, from outside the cluster
   kubectl port-forward svc/lab-grafana 3000 &
-  iot-operator loadtest --monitor lab --target grafana --url http://127.0.0.1:3000
-  # only record (say, while Artillery runs loadtest/artillery-grafana.yml)
-  iot-operator loadtest --monitor lab --target none --plot grafana --duration 900
+  iot-loadtest --monitor lab --target grafana --url http://127.0.0.1:3000
+  # only record (say, while Artillery runs tools/loadtest/artillery-grafana.yml)
+  iot-loadtest --monitor lab --target none --plot grafana --duration 900
   # start a profile of your own from the built-in one
-  iot-operator loadtest --print-profile > mine.yaml";
+  iot-loadtest --print-profile > mine.yaml";
 
-#[derive(clap::Args, Debug, Clone)]
+/// The command line of `iot-loadtest`; each field is a flag, documented where it is declared.
+#[derive(clap::Parser, Debug, Clone)]
 #[command(
+    name = "iot-loadtest",
+    version,
     about = "Put load on an IotMonitor and record how its autoscalers answer (timeline CSV and plot)",
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP
@@ -162,6 +168,7 @@ impl LoadtestArgs {
         }
     }
 
+    /// Whose HPA and pods to plot: `--plot`, else the target's.
     pub fn plot_component(&self) -> PlotComponent {
         self.plot.unwrap_or(match self.target {
             Target::Grafana => PlotComponent::Grafana,

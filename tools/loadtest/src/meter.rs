@@ -15,13 +15,17 @@ pub use iot_common::load_progress::Percentiles;
 /// One threshold checked against the run's percentiles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
+    /// `p95` or `p99`.
     pub metric: &'static str,
+    /// The run's percentile; `None` without any acknowledged request.
     pub value_ms: Option<f64>,
+    /// The threshold.
     pub limit_ms: f64,
     /// At most the limit (Artillery's `ensure` passes the same way). No samples fails.
     pub pass: bool,
 }
 
+/// One verdict per threshold set, against the whole run's percentiles.
 pub fn judge(thresholds: &Thresholds, total: Option<&Percentiles>) -> Vec<Verdict> {
     let checks = [
         ("p95", thresholds.p95_ms, total.map(|p| p.p95_ms)),
@@ -46,13 +50,18 @@ pub fn judge(thresholds: &Thresholds, total: Option<&Percentiles>) -> Vec<Verdic
 pub struct LoadSample {
     /// Virtual users running (HTTP load only).
     pub users: Option<u64>,
+    /// Requests or readings sent since the start.
     pub sent: u64,
+    /// Acknowledged since the start.
     pub acked: u64,
+    /// Given up since the start.
     pub failed: u64,
     /// Latency of what was acknowledged since the previous sample.
     pub window: Option<Percentiles>,
 }
 
+/// What the load did, counted by the load itself (HTTP) or reported by sensor-sim (CoAP), read
+/// once a second by the recorder.
 #[derive(Default)]
 pub struct LoadMeter {
     inner: Mutex<Inner>,
@@ -97,16 +106,19 @@ impl LoadMeter {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A virtual user started its flow.
     pub fn user_started(&self) {
         let mut i = self.lock();
         i.users = Some(i.users.unwrap_or(0) + 1);
     }
 
+    /// A virtual user finished (or was cut short).
     pub fn user_finished(&self) {
         let mut i = self.lock();
         i.users = Some(i.users.unwrap_or(1).saturating_sub(1));
     }
 
+    /// A request was sent.
     pub fn sent(&self) {
         self.lock().sent += 1;
     }
@@ -121,6 +133,7 @@ impl LoadMeter {
         let _ = i.total.record(micros);
     }
 
+    /// A request failed: anything but a 2xx with its whole body read, a timeout included.
     pub fn failed(&self) {
         self.lock().failed += 1;
     }
@@ -162,6 +175,7 @@ impl LoadMeter {
         Percentiles::of(&i.total).or(i.reported_total)
     }
 
+    /// Sent, acknowledged and failed so far.
     pub fn counts(&self) -> (u64, u64, u64) {
         let i = self.lock();
         (i.sent, i.acked, i.failed)
