@@ -1,5 +1,5 @@
 //! The wire format of `sensor-sim load --json`: one JSON progress line a second on stderr,
-//! written by sensor-sim and read back by `iot-operator loadtest` from the load Job's log. One
+//! written by sensor-sim and read back by `iot-loadtest` from the load Job's log. One
 //! type on both sides, so the two cannot drift (docs/data-plane.md describes the fields).
 
 use hdrhistogram::Histogram;

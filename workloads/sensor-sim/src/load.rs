@@ -1,8 +1,8 @@
 //! Load mode: as many readings as the server will take, bounded by a count and/or a duration,
 //! at a target rate or as fast as a window of outstanding requests allows. Prints a progress
 //! line every second and a summary with latency percentiles at the end. With `--json` the
-//! progress lines are JSON objects ([`Progress`], shared with the operator), one per line on stderr, for programs that
-//! follow a run (`iot-operator loadtest` reads them from the pod's log).
+//! progress lines are JSON objects ([`Progress`], shared with iot-loadtest), one per line on stderr, for programs that
+//! follow a run (`iot-loadtest` reads them from the pod's log).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
