@@ -46,6 +46,8 @@ impl Call {
 pub struct MockApi {
     objects: Arc<Mutex<Objects>>,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Resources (plurals) whose writes fail with 500, as a broken webhook or etcd would.
+    refused: Arc<Mutex<Vec<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +83,12 @@ impl MockApi {
             .collect()
     }
 
+    /// From now on every write to `resource` (a plural, such as `deployments`) fails with 500;
+    /// `None` lets every write through again.
+    pub fn refuse_writes_to(&self, resource: Option<&str>) {
+        *lock(&self.refused) = resource.map(str::to_owned).into_iter().collect();
+    }
+
     pub fn clear_calls(&self) {
         lock(&self.calls).clear();
     }
@@ -110,11 +118,21 @@ impl MockApi {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or_default().to_owned();
-        lock(&self.calls).push(Call {
+        let call = Call {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
-        });
+        };
+        let refused = call.is_write() && lock(&self.refused).contains(&call.target().0);
+        lock(&self.calls).push(call);
+        if refused {
+            let (code, value) = status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &path);
+            return Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(value.to_string().into_bytes()))
+                .unwrap_or_else(|_| Response::new(Body::from(Vec::new())));
+        }
         let body = request
             .into_body()
             .collect_bytes()

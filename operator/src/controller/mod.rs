@@ -11,9 +11,13 @@ pub mod dereference;
 pub mod desired;
 pub mod diagnose;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod hash;
 #[cfg(test)]
 mod mock_api;
+#[cfg(test)]
+mod reconcile_tests;
 pub mod scope;
 pub mod status;
 pub mod validate;

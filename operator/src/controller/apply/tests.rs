@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::controller::desired;
+use crate::controller::fixtures::cache_of;
+use crate::controller::fixtures::model;
 use crate::controller::mock_api::MockApi;
-use crate::controller::validate::tests::model;
-use crate::controller::watches::tests::cache_of;
 
 const NS: &str = "/namespaces/iot";
 

@@ -56,7 +56,7 @@ fn region_env(region: &Region) -> (&'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::validate::tests::{model, monitor, present};
+    use crate::controller::fixtures::{model, monitor, present};
     use crate::controller::validate::{InvalidSpec, validate};
 
     /// The ingestor's `AQI_REGION_*` variables for `spec`.

@@ -112,7 +112,7 @@ pub fn build(model: &ValidatedMonitor) -> Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::validate::tests::model;
+    use crate::controller::fixtures::model;
 
     #[test]
     fn new_secret_holds_every_user_and_a_distinct_password_each() {

@@ -52,8 +52,8 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
+    use crate::controller::fixtures::monitor;
     use crate::controller::mock_api::MockApi;
-    use crate::controller::validate::tests::monitor;
 
     const PATH: &str = "/apis/iot.operator.dev/v1alpha1/namespaces/iot/iotmonitors/lab";
 

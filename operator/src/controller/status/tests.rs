@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 
 use super::*;
 use crate::controller::desired;
-use crate::controller::validate::tests::model;
+use crate::controller::fixtures::model;
 
 fn time(s: i64) -> Time {
     Time(jiff::Timestamp::from_second(s).expect("timestamp"))

@@ -284,4 +284,4 @@ fn resolve_region(r: &RegionSpec) -> Result<Region, InvalidSpec> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

@@ -3,40 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::controller::dereference::{Dereferenced, ReferencedSecret};
-
-/// An IotMonitor as the API server would hand it over: name, namespace, uid and the spec
-/// given as YAML.
-pub fn monitor(spec_yaml: &str) -> IotMonitor {
-    let spec = serde_yaml::from_str(spec_yaml).expect("spec yaml");
-    let mut monitor = IotMonitor::new("lab", spec);
-    monitor.metadata.namespace = Some("iot".into());
-    monitor.metadata.uid = Some("0000-uid".into());
-    monitor.metadata.generation = Some(1);
-    monitor
-}
-
-/// What the dereference step finds when every Secret the spec names exists with the keys it
-/// names.
-pub fn present(monitor: &IotMonitor) -> Dereferenced {
-    let external_credentials = monitor.spec.influxdb.external.as_ref().map(|e| {
-        ReferencedSecret::Keys(BTreeSet::from([
-            e.username_key.clone(),
-            e.password_key.clone(),
-        ]))
-    });
-    Dereferenced {
-        external_credentials,
-    }
-}
+use crate::controller::fixtures::{model, monitor, present};
 
 fn check(spec_yaml: &str) -> Result<ValidatedMonitor, InvalidSpec> {
     let monitor = monitor(spec_yaml);
     validate(&monitor, &present(&monitor))
-}
-
-pub fn model(spec_yaml: &str) -> ValidatedMonitor {
-    check(spec_yaml).expect("valid spec")
 }
 
 const EXTERNAL: &str =

@@ -30,7 +30,7 @@ use super::apply::{Child, MemoKey, WriteMemo};
 
 mod packed;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 /// The cached children, one store per kind. A kind without a store (the default, and the
 /// fast tests) is read from the API server.
@@ -393,4 +393,48 @@ fn memo_key<K: Cached>(child: &K) -> MemoKey {
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod test_support {
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    use super::*;
+
+    /// Lists `objects` of kind `K` into a new store of `cache`, as a watch's first list would:
+    /// pruned, and the store ready (synced) afterwards.
+    fn list_into<K: Cached + DeserializeOwned>(
+        cache: &mut ChildCache,
+        objects: &[serde_json::Value],
+    ) {
+        let mut writer = Writer::<Packed<K>>::default();
+        let mut packer = Packer::default();
+        K::set_store(cache, writer.as_reader());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects.iter().filter(|o| o["kind"] == K::KIND) {
+            let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
+            object.prune();
+            writer.apply_watcher_event(&watcher::Event::InitApply(packer.pack(&object)));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    impl ChildCache {
+        /// A synced cache holding `objects` (typed by their `kind`), as the watches would after
+        /// their first list (`fixtures::cache_of`).
+        pub(crate) fn listed<'a>(objects: impl IntoIterator<Item = &'a serde_json::Value>) -> Self {
+            let objects: Vec<serde_json::Value> = objects.into_iter().cloned().collect();
+            let mut cache = ChildCache::default();
+            list_into::<Deployment>(&mut cache, &objects);
+            list_into::<StatefulSet>(&mut cache, &objects);
+            list_into::<Service>(&mut cache, &objects);
+            list_into::<ConfigMap>(&mut cache, &objects);
+            list_into::<HorizontalPodAutoscaler>(&mut cache, &objects);
+            list_into::<NetworkPolicy>(&mut cache, &objects);
+            list_into::<Secret>(&mut cache, &objects);
+            list_into::<PersistentVolumeClaim>(&mut cache, &objects);
+            cache
+        }
+    }
 }

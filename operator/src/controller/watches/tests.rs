@@ -4,10 +4,10 @@
 use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::store::Writer;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::controller::fixtures::cache_of;
 
 fn meta(name: &str, uid: &str, rv: &str) -> ObjectMeta {
     ObjectMeta {
@@ -303,35 +303,4 @@ fn a_monitors_children_are_listed_by_its_instance_in_its_namespace() {
         cache.list::<Service>("iot", "nobody").map(|l| l.len()),
         Some(0)
     );
-}
-
-/// Lists `objects` of kind `K` into a new store of `cache`, as a watch's first list would:
-/// pruned, and the store ready (synced) afterwards.
-fn listed<K: Cached + DeserializeOwned>(cache: &mut ChildCache, objects: &[Value]) {
-    let mut writer = Writer::<Packed<K>>::default();
-    let mut packer = Packer::default();
-    K::set_store(cache, writer.as_reader());
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for object in objects.iter().filter(|o| o["kind"] == K::KIND) {
-        let mut object: K = serde_json::from_value(object.clone()).expect("a typed child");
-        object.prune();
-        writer.apply_watcher_event(&watcher::Event::InitApply(packer.pack(&object)));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-}
-
-/// A synced cache holding `objects` (typed by their `kind`), as the watches would after their
-/// first list. Every kind is cached, also those with no object yet.
-pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache {
-    let objects: Vec<Value> = objects.into_iter().cloned().collect();
-    let mut cache = ChildCache::default();
-    listed::<Deployment>(&mut cache, &objects);
-    listed::<StatefulSet>(&mut cache, &objects);
-    listed::<Service>(&mut cache, &objects);
-    listed::<ConfigMap>(&mut cache, &objects);
-    listed::<HorizontalPodAutoscaler>(&mut cache, &objects);
-    listed::<NetworkPolicy>(&mut cache, &objects);
-    listed::<Secret>(&mut cache, &objects);
-    listed::<PersistentVolumeClaim>(&mut cache, &objects);
-    cache
 }

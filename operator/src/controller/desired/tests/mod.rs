@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::Value;
 
 use super::*;
-use crate::controller::validate::tests::model;
+use crate::controller::fixtures::model;
 
 fn desired(spec: &str) -> DesiredObjects {
     build(&model(spec))

@@ -1,0 +1,79 @@
+//! What the controller's tests share: a monitor as the API server hands it over, the result
+//! of dereferencing it, its validated model, a synced child cache, and a context talking to the
+//! mock API server. One place, so no test module imports another's test code.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kube::runtime::events::Reporter;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+use super::context::Context;
+use super::dereference::{Dereferenced, ReferencedSecret};
+use super::mock_api::MockApi;
+use super::validate::{ValidatedMonitor, validate};
+use super::watches::ChildCache;
+use crate::crd::IotMonitor;
+use crate::metrics::Metrics;
+
+/// An IotMonitor `lab` in namespace `iot` as the API server would hand it over: uid,
+/// generation 1 and the spec given as YAML.
+pub fn monitor(spec_yaml: &str) -> IotMonitor {
+    let spec = serde_yaml::from_str(spec_yaml).expect("spec yaml");
+    let mut monitor = IotMonitor::new("lab", spec);
+    monitor.metadata.namespace = Some("iot".into());
+    monitor.metadata.uid = Some("0000-uid".into());
+    monitor.metadata.generation = Some(1);
+    monitor
+}
+
+/// What the dereference step finds when every Secret the spec names exists with the keys it
+/// names.
+pub fn present(monitor: &IotMonitor) -> Dereferenced {
+    let external_credentials = monitor.spec.influxdb.external.as_ref().map(|e| {
+        ReferencedSecret::Keys(BTreeSet::from([
+            e.username_key.clone(),
+            e.password_key.clone(),
+        ]))
+    });
+    Dereferenced {
+        external_credentials,
+    }
+}
+
+/// The validated model of a spec that must be valid.
+pub fn model(spec_yaml: &str) -> ValidatedMonitor {
+    let monitor = monitor(spec_yaml);
+    validate(&monitor, &present(&monitor)).expect("valid spec")
+}
+
+/// A synced cache holding `objects` (typed by their `kind`), as the watches would after their
+/// first list. Every kind is cached, also those with no object yet.
+pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache {
+    ChildCache::listed(objects)
+}
+
+/// A reconcile context whose client talks to a fresh mock API server, with the monitor of
+/// `spec_yaml` stored there (so status writes find it).
+pub fn context_with(spec_yaml: &str) -> (Arc<Context>, MockApi, IotMonitor) {
+    let (client, api) = MockApi::start();
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    let reporter = Reporter {
+        controller: "iot-operator-test".into(),
+        instance: None,
+    };
+    let monitor = monitor(spec_yaml);
+    api.put(
+        MONITOR_PATH,
+        serde_json::to_value(&monitor).expect("monitor json"),
+    );
+    (
+        Arc::new(Context::new(client, metrics, reporter)),
+        api,
+        monitor,
+    )
+}
+
+/// Where the mock API server keeps the monitor of [`context_with`].
+pub const MONITOR_PATH: &str = "/apis/iot.operator.dev/v1alpha1/namespaces/iot/iotmonitors/lab";
