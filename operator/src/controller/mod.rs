@@ -5,23 +5,25 @@
 //! Children are garbage-collected through owner references, so deletion needs no finalizer;
 //! the data volume and its credentials carry no owner reference unless the spec asks for it.
 
-pub mod apply;
-pub mod context;
+// Public: what the binary, the load-test tool and the end-to-end tests use (`run`, `Context`,
+// `WatchScope`, and resolving a monitor as the controller does). The rest is internal.
+mod apply;
+mod context;
 pub mod dereference;
 pub mod desired;
-pub mod diagnose;
-pub mod events;
+mod diagnose;
+mod events;
 #[cfg(test)]
 mod fixtures;
-pub mod hash;
+mod hash;
 #[cfg(test)]
 mod mock_api;
 #[cfg(test)]
 mod reconcile_tests;
-pub mod scope;
-pub mod status;
+mod scope;
+mod status;
 pub mod validate;
-pub mod watches;
+mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;

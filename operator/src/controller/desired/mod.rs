@@ -1,17 +1,17 @@
 //! [`ValidatedMonitor`](super::validate::ValidatedMonitor) → Kubernetes objects (pure). One
 //! module per component; [`DesiredObjects`] gathers everything one IotMonitor should have.
 
-pub mod aqi_ingestor;
-pub mod autoscaling;
-pub mod coap_server;
-pub mod grafana;
+pub(crate) mod aqi_ingestor;
+pub(crate) mod autoscaling;
+pub(crate) mod coap_server;
+pub(crate) mod grafana;
 pub mod influxdb;
-pub mod labels;
-pub mod network;
+pub(crate) mod labels;
+pub(crate) mod network;
 pub mod pod;
-pub mod secrets;
-pub mod simulator;
-pub mod template;
+pub(crate) mod secrets;
+pub(crate) mod simulator;
+pub(crate) mod template;
 mod workload;
 
 #[cfg(test)]
