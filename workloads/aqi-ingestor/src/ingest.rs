@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::means::{self, Reading};
 use crate::record::Record;
 use crate::region::{self, Region};
+use crate::sink::Batch;
 use crate::snapshot::Item;
 use crate::timestamp::{self, EpochSeconds};
 use crate::transform::{self, Feed, RecordValues, ValueStats};
@@ -249,8 +250,13 @@ impl<'w> Ingest<'w> {
         }
     }
 
+    /// The watermarks, to tell them which readings were stored.
+    pub fn watermarks(&mut self) -> &mut Watermarks {
+        self.watermarks
+    }
+
     /// Decides on every record of `block` and appends the lines of the new ones to `out`.
-    pub fn admit(&mut self, block: &Prepared, out: &mut String) {
+    pub fn admit(&mut self, block: &Prepared, out: &mut Batch) {
         let mut start = 0;
         for e in &block.entries {
             let line = &block.lines[start..e.line_end];
@@ -266,9 +272,11 @@ impl<'w> Ingest<'w> {
                     Admission::New => {
                         self.stats.values.add(&e.values);
                         if line.is_empty() {
+                            // Nothing to store, now or later.
+                            self.watermarks.settled(e.sensor);
                             RecordOutcome::NoValues
                         } else {
-                            out.push_str(line);
+                            out.push(line, e.sensor);
                             if let Some(w) = &e.window {
                                 let (from, to) = (w.tags.0 as usize, w.tags.1 as usize);
                                 self.readings.push(Reading {
@@ -316,10 +324,10 @@ mod tests {
         p.feed(body.as_bytes(), |item| prepared.push(item, &how))
             .expect("valid body");
         p.finish().expect("complete body");
-        let mut out = String::new();
+        let mut out = Batch::default();
         let mut ingest = Ingest::new(w);
         ingest.admit(&prepared, &mut out);
-        (ingest.stats, out, ingest.readings)
+        (ingest.stats, out.body().to_owned(), ingest.readings)
     }
 
     #[test]
@@ -411,7 +419,7 @@ mod tests {
         assert_eq!(stats.lines(), 3);
         assert_eq!(stats.total_records(), 9);
 
-        w.commit();
+        w.commit_all();
         let (stats, out) = ingest(&mut w, &body);
         assert_eq!(stats.records(New), 0, "second run writes nothing: {out}");
         assert_eq!(stats.records(NotNewer), 5);

@@ -6,10 +6,13 @@
 //!   `--threads` above 1 by worker threads side by side ([`crate::windows`]); their results are
 //!   joined and admitted in body order, so the outcome is the same with any number of threads.
 //! - Batches are written as the body streams in, so memory does not grow with the snapshot.
-//! - A batch that cannot be written (after the retry policy) ends the poll: the watermarks
-//!   forget what the poll admitted, so the next poll offers the same readings again. Batches
-//!   that did get through are simply written again then; InfluxDB keeps one point per series
-//!   and time, so nothing is duplicated.
+//! - A batch that InfluxDB does not take (after the retry policy: 5xx, 429, no answer,
+//!   credentials refused) ends the poll: the watermarks forget what the poll admitted, so the
+//!   next poll offers the same readings again. Batches that did get through are simply written
+//!   again then; InfluxDB keeps one point per series and time, so nothing is duplicated.
+//! - A batch too large for InfluxDB (413) is written in halves (see [`crate::sink`]).
+//! - The watermarks advance only for readings InfluxDB stored: a sensor with a reading it
+//!   refused keeps its watermark (see [`crate::watermark`]).
 //! - A bad body (invalid JSON, trailing junk, cut off) or a broken download ends the parsing;
 //!   the records before the fault are real readings and are written, and once they are, the
 //!   watermarks advance for them. The snapshot's validators are not remembered, so the next poll
@@ -19,13 +22,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use iot_common::verdict::dropped_points;
-
 use crate::fetch::{Fetch, FetchError, Fetcher};
 use crate::ingest::{Ingest, PollStats, Preparation, Prepared};
 use crate::means::Reading;
 use crate::region::Region;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Batch, Sink, SinkError};
 use crate::snapshot::{BodyError, Item};
 use crate::timestamp::EpochSeconds;
 use crate::transform::Feed;
@@ -205,8 +206,7 @@ impl Poller {
         let mut in_flight: VecDeque<Job> = VecDeque::new();
         let mut eof = false;
         let mut ingest = Ingest::new(&mut self.watermarks);
-        let mut batch = String::new();
-        let mut batched = 0u64; // lines in `batch`
+        let mut batch = Batch::default();
         let threshold = self.config.batch_lines.max(1) as u64;
 
         let body: Result<(), PollError> = loop {
@@ -246,15 +246,12 @@ impl Poller {
                     Err(e) => break Err(PollError::Worker(e.to_string())),
                 },
             };
-            let before = ingest.stats.lines();
             ingest.admit(&block, &mut batch);
-            batched += ingest.stats.lines() - before;
             if let Err(e) = result {
                 break Err(e.into());
             }
-            if batched >= threshold {
-                let flushed = flush(&mut self.sink, &mut batch, batched, report).await;
-                batched = 0;
+            if batch.lines() as u64 >= threshold {
+                let flushed = flush(&mut self.sink, &mut batch, ingest.watermarks(), report).await;
                 if let Err(e) = flushed {
                     report.stats = ingest.stats;
                     report.bytes = download.bytes();
@@ -271,7 +268,7 @@ impl Poller {
                 "windows parsed again after a wrong guess of a record start"
             );
         }
-        let write = flush(&mut self.sink, &mut batch, batched, report).await;
+        let write = flush(&mut self.sink, &mut batch, ingest.watermarks(), report).await;
         report.stats = ingest.stats;
         let readings = ingest.readings;
         report.bytes = download.bytes();
@@ -281,8 +278,8 @@ impl Poller {
             report.error = Some(e.into());
             return;
         }
-        // Everything admitted is stored now (or refused for good), whatever became of the rest
-        // of the body.
+        // Everything admitted is written now: the watermarks advance past what InfluxDB stored,
+        // whatever became of the rest of the body.
         self.watermarks.commit();
         report.readings = readings;
 
@@ -310,36 +307,48 @@ impl Poller {
     }
 }
 
-/// Writes `batch` (`lines` lines). A batch InfluxDB refuses for good (a field type conflict, a
-/// cardinality limit: "partial write") does not end the poll: InfluxDB has stored the points it
-/// could, sending the rest again cannot change its mind, and stopping here would keep every later
-/// batch of every later poll from being written. Those points are counted as rejected. Any other
-/// failure (InfluxDB away, credentials refused) ends the poll so that it is all offered again.
+/// Writes `batch` and tells `marks` which of its readings InfluxDB stored. Lines InfluxDB
+/// refuses for good (a field type conflict, a cardinality limit: "partial write"; a single line
+/// still too large) do not end the poll: sending them again now cannot change its mind, and
+/// stopping here would keep every later batch of every later poll from being written. They are
+/// counted as rejected, and their sensors' watermarks stay where they were. Any other failure
+/// (InfluxDB away or overloaded after the retries, credentials refused) ends the poll so that it
+/// is all offered again.
 pub(crate) async fn flush(
     sink: &mut Sink,
-    batch: &mut String,
-    lines: u64,
+    batch: &mut Batch,
+    marks: &mut Watermarks,
     report: &mut PollReport,
 ) -> Result<(), SinkError> {
-    match sink.write(batch).await {
-        Ok(()) => {
-            report.written += lines;
-            Ok(())
-        }
-        Err(SinkError::Influx(e)) if e.kind() == "rejected" && !e.is_retryable() => {
-            let rejected = dropped_points(&e.to_string()).unwrap_or(lines).min(lines);
-            tracing::error!(
-                error = %e,
-                rejected,
-                "InfluxDB refused points for good; they will not be offered again"
-            );
-            report.written += lines - rejected;
-            report.rejected += rejected;
+    let lines = batch.lines();
+    let written = sink.write(batch).await;
+    let written = match written {
+        Ok(written) => written,
+        Err(e) => {
             batch.clear();
-            Ok(())
+            return Err(e);
         }
-        Err(e) => Err(e),
+    };
+    // The refused ranges are in line order.
+    let mut refused = written.refused.iter().peekable();
+    for (line, &sensor) in batch.sensors().iter().enumerate() {
+        while refused.next_if(|r| r.end <= line).is_some() {}
+        if !refused.peek().is_some_and(|r| r.contains(&line)) {
+            marks.settled(sensor);
+        }
     }
+    batch.clear();
+    let rejected = written.refused_lines();
+    if let Some(e) = &written.last_refusal {
+        tracing::error!(
+            error = %e,
+            rejected,
+            "InfluxDB refused points for good; they are offered again only when a poll sees them again"
+        );
+    }
+    report.written += (lines - rejected) as u64;
+    report.rejected += rejected as u64;
+    Ok(())
 }
 
 /// Now plus the tolerated clock skew, as a record time.

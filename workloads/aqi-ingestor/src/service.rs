@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::means::Windows;
 use crate::poll::{self, PollOutcome, PollReport, Poller};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Batch, Sink, SinkError};
 use crate::timestamp::EpochSeconds;
 use crate::watermark::{Admission, Watermarks};
 
@@ -204,31 +204,29 @@ impl Means {
         // Scratch report for the shared flush (it counts written and rejected lines).
         let mut flushed = PollReport::default();
         marks.abort();
-        let mut batch = String::new();
-        let mut lines = 0u64;
-        let threshold = self.batch_lines.max(1) as u64;
+        let mut batch = Batch::default();
+        let threshold = self.batch_lines.max(1);
         for (sensor, time) in self.windows.complete() {
             if marks.stored(sensor).is_some_and(|t| t >= time) {
                 continue;
             }
-            let Some(indexed) = self.windows.append_line(&mut batch, sensor) else {
+            let Some(indexed) = self.windows.append_line(batch.body_mut(), sensor) else {
                 continue;
             };
+            batch.end_line(sensor);
             // Not yet stored (checked above) and once per sensor: always new.
             let admitted = marks.admit(sensor, time);
             debug_assert_eq!(admitted, Admission::New);
-            lines += 1;
             out.without_index += u64::from(!indexed);
-            if lines >= threshold {
-                if let Err(e) = poll::flush(&mut self.sink, &mut batch, lines, &mut flushed).await {
-                    marks.abort();
-                    out.error = Some(e);
-                    return out;
-                }
-                lines = 0;
+            if batch.lines() >= threshold
+                && let Err(e) = poll::flush(&mut self.sink, &mut batch, marks, &mut flushed).await
+            {
+                marks.abort();
+                out.error = Some(e);
+                return out;
             }
         }
-        if let Err(e) = poll::flush(&mut self.sink, &mut batch, lines, &mut flushed).await {
+        if let Err(e) = poll::flush(&mut self.sink, &mut batch, marks, &mut flushed).await {
             marks.abort();
             out.error = Some(e);
             return out;

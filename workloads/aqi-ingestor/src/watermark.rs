@@ -4,14 +4,19 @@
 //! that was stored *before this poll*. Comparing against the pre-poll watermark (not a running
 //! maximum) is what lets a snapshot that holds several readings of one sensor, in any order,
 //! write every one of them; remembering what this poll has already admitted is what keeps an
-//! exact repeat (the v1 endpoints repeat pushes) from being written twice. After the poll's
-//! writes have all succeeded, [`Watermarks::commit`] advances the watermark to the newest reading
-//! admitted; after a failed write, [`Watermarks::abort`] forgets the poll, so the next one
-//! tries the same readings again (InfluxDB stores a point with the same series and time once,
-//! so the retry cannot duplicate what did get through).
+//! exact repeat (the v1 endpoints repeat pushes) from being written twice.
 //!
-//! Memory: 16 bytes per sensor in a hash map (about 20 with the table's slack), plus 16 per
-//! reading of sensors that appear more than once in one snapshot, for the length of the poll.
+//! A watermark advances only past readings InfluxDB stored: each reading admitted is pending
+//! until [`Watermarks::settled`] says it was stored (or had nothing to store). At the end of a
+//! poll, [`Watermarks::commit`] advances the watermark of each sensor whose every admitted reading
+//! was settled to the newest of them; a sensor with a reading that InfluxDB refused, or that was
+//! never written, keeps its watermark, so the next poll that sees the reading offers it again.
+//! After a failed write, [`Watermarks::abort`] forgets the poll, so the next one tries the same
+//! readings again (InfluxDB stores a point with the same series and time once, so the retry
+//! cannot duplicate what did get through).
+//!
+//! Memory: one small hash map entry per sensor, plus one set entry per reading of sensors that
+//! appear more than once in one snapshot, for the length of the poll.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
@@ -25,6 +30,8 @@ struct Entry {
     stored: EpochSeconds,
     /// Newest reading admitted in the current poll.
     this_poll: EpochSeconds,
+    /// Readings admitted in the current poll that are not known to be stored yet.
+    pending: u32,
 }
 
 /// The verdict on one reading.
@@ -84,6 +91,7 @@ impl Watermarks {
                 v.insert(Entry {
                     stored: 0,
                     this_poll: time,
+                    pending: 1,
                 });
                 return Admission::New;
             }
@@ -95,6 +103,7 @@ impl Watermarks {
         match e.this_poll {
             0 => {
                 e.this_poll = time;
+                e.pending += 1;
                 Admission::New
             }
             seen if seen == time => Admission::Duplicate,
@@ -105,6 +114,7 @@ impl Watermarks {
                 self.repeats.insert((sensor, seen));
                 if self.repeats.insert((sensor, time)) {
                     e.this_poll = seen.max(time);
+                    e.pending += 1;
                     Admission::New
                 } else {
                     Admission::Duplicate
@@ -113,12 +123,25 @@ impl Watermarks {
         }
     }
 
-    /// The poll's writes succeeded: every admitted reading is now stored.
-    pub fn commit(&mut self) {
-        for e in self.sensors.values_mut() {
-            e.stored = e.stored.max(e.this_poll);
-            e.this_poll = 0;
+    /// One reading of `sensor` admitted in this poll is stored, or has nothing to store.
+    pub fn settled(&mut self, sensor: u64) {
+        if let Some(e) = self.sensors.get_mut(&sensor) {
+            e.pending = e.pending.saturating_sub(1);
         }
+    }
+
+    /// The poll is over: each sensor whose admitted readings are all settled advances to the
+    /// newest of them; the others keep the watermark they had, so that a reading InfluxDB did
+    /// not store is not taken for stored.
+    pub fn commit(&mut self) {
+        self.sensors.retain(|_, e| {
+            if e.pending == 0 {
+                e.stored = e.stored.max(e.this_poll);
+            }
+            e.this_poll = 0;
+            e.pending = 0;
+            e.stored != 0
+        });
         self.end_poll();
     }
 
@@ -126,9 +149,19 @@ impl Watermarks {
     pub fn abort(&mut self) {
         self.sensors.retain(|_, e| {
             e.this_poll = 0;
+            e.pending = 0;
             e.stored != 0
         });
         self.end_poll();
+    }
+
+    /// As if every reading admitted in this poll was stored, then [`Watermarks::commit`].
+    #[cfg(test)]
+    pub(crate) fn commit_all(&mut self) {
+        for e in self.sensors.values_mut() {
+            e.pending = 0;
+        }
+        self.commit();
     }
 
     fn end_poll(&mut self) {
@@ -153,7 +186,7 @@ mod tests {
         let mut w = Watermarks::new();
         assert_eq!(w.admit(1, T), New);
         assert_eq!(w.stored(1), None, "not stored before commit");
-        w.commit();
+        w.commit_all();
         assert_eq!(w.stored(1), Some(T));
     }
 
@@ -164,7 +197,7 @@ mod tests {
         for &(s, t) in &snapshot {
             assert_eq!(w.admit(s, t), New);
         }
-        w.commit();
+        w.commit_all();
         for &(s, t) in &snapshot {
             assert_eq!(w.admit(s, t), NotNewer, "{s} {t}");
         }
@@ -178,7 +211,7 @@ mod tests {
             let want = if t > T { New } else { NotNewer };
             assert_eq!(w.admit(7, t), want, "{t}");
         }
-        w.commit();
+        w.commit_all();
         assert_eq!(w.stored(7), Some(T + 30));
     }
 
@@ -221,11 +254,66 @@ mod tests {
         let mut w = Watermarks::new();
         assert_eq!(w.admit(1, T), New);
         assert_eq!(w.admit(1, T + 1), New);
-        w.commit();
+        w.commit_all();
         assert_eq!(w.admit(1, T + 2), New);
         assert_eq!(w.admit(1, T + 3), New);
         assert_eq!(w.admit(1, T + 2), Duplicate);
-        w.commit();
+        w.commit_all();
         assert_eq!(w.stored(1), Some(T + 3));
+    }
+
+    #[test]
+    fn a_watermark_does_not_advance_past_a_refused_or_unavailable_batch() {
+        let mut w = Watermarks::new();
+        w.seed(1, T);
+        w.seed(2, T);
+        // Sensor 1: its older reading is stored, its newer one refused (or never written).
+        assert_eq!(w.admit(1, T + 10), New);
+        assert_eq!(w.admit(1, T + 20), New);
+        // Sensor 2: its one reading refused. Sensor 3: new, and its reading stored.
+        assert_eq!(w.admit(2, T + 10), New);
+        assert_eq!(w.admit(3, T + 10), New);
+        w.settled(1);
+        w.settled(3);
+        w.commit();
+        assert_eq!(w.stored(1), Some(T), "one of its readings is not stored");
+        assert_eq!(w.stored(2), Some(T));
+        assert_eq!(w.stored(3), Some(T + 10));
+        assert_eq!(w.admit(1, T + 20), New, "offered again");
+        assert_eq!(
+            w.admit(1, T + 10),
+            New,
+            "offered again, as InfluxDB may not hold it"
+        );
+        assert_eq!(w.admit(2, T + 10), New);
+        assert_eq!(w.admit(3, T + 10), NotNewer);
+
+        // A batch that InfluxDB did not take ends the poll: nothing advances, even what the
+        // poll had stored before.
+        w.settled(1);
+        w.abort();
+        assert_eq!(w.stored(1), Some(T));
+        assert_eq!(w.stored(2), Some(T));
+        assert_eq!(w.admit(2, T + 10), New);
+
+        // Once every reading is stored, the watermark advances to the newest.
+        assert_eq!(w.admit(1, T + 20), New);
+        assert_eq!(w.admit(1, T + 10), New);
+        w.settled(1);
+        w.settled(1);
+        w.settled(2);
+        w.commit();
+        assert_eq!(w.stored(1), Some(T + 20));
+        assert_eq!(w.stored(2), Some(T + 10));
+    }
+
+    #[test]
+    fn a_new_sensor_whose_reading_is_not_stored_is_not_kept() {
+        let mut w = Watermarks::new();
+        assert_eq!(w.admit(5, T), New);
+        w.commit();
+        assert_eq!(w.stored(5), None);
+        assert!(w.is_empty());
+        assert_eq!(w.admit(5, T), New);
     }
 }

@@ -60,6 +60,23 @@ impl Verdict {
     }
 }
 
+/// Whether the same write, after a pause, can succeed: InfluxDB (or a proxy in front of it)
+/// unreachable, failing (5xx) or asking to slow down (429), or the database not created yet.
+/// Refused credentials leave the points [`Verdict::Unavailable`] too, but a pause does not heal
+/// them: a person does.
+pub fn retry_soon(e: &WriteError) -> bool {
+    match e {
+        WriteError::Rejected { status, .. } => {
+            matches!(
+                *status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::NOT_FOUND
+            )
+        }
+        WriteError::Unreachable { .. } | WriteError::Server { .. } => true,
+        WriteError::Auth { .. } | WriteError::Query(_) | WriteError::Decode(_) => false,
+    }
+}
+
 fn is_partial(body: &str) -> bool {
     body.contains("partial write")
 }
@@ -154,6 +171,26 @@ mod tests {
             body: String::new(),
         };
         assert_eq!(Verdict::of(Err(&auth), 5), Verdict::Unavailable);
+    }
+
+    #[test]
+    fn overload_and_outages_are_retried_soon_credentials_and_bad_data_are_not() {
+        for status in [StatusCode::TOO_MANY_REQUESTS, StatusCode::NOT_FOUND] {
+            assert!(retry_soon(&rejected(status, "")), "{status}");
+        }
+        let down = WriteError::Server {
+            status: StatusCode::BAD_GATEWAY,
+            body: String::new(),
+        };
+        assert!(retry_soon(&down));
+        for status in [StatusCode::BAD_REQUEST, StatusCode::PAYLOAD_TOO_LARGE] {
+            assert!(!retry_soon(&rejected(status, "")), "{status}");
+        }
+        let auth = WriteError::Auth {
+            status: StatusCode::FORBIDDEN,
+            body: String::new(),
+        };
+        assert!(!retry_soon(&auth));
     }
 
     #[test]
