@@ -15,6 +15,8 @@ use iot_testkit::influx::InfluxServer;
 
 const TEMPERATURE: &str = "/sensors/dht/temperature";
 const HUMIDITY: &str = "/sensors/dht/humidity";
+/// How long to listen on for a second answer once every request is answered.
+const QUIET: Duration = Duration::from_millis(300);
 
 fn reading(mid: u16, query: &[&str], value: &str) -> Vec<u8> {
     request(
@@ -31,10 +33,24 @@ fn reading(mid: u16, query: &[&str], value: &str) -> Vec<u8> {
 
 /// Every answer that arrives until the client has heard nothing for `quiet`, by message ID.
 fn answers(client: &RawClient, quiet: Duration) -> HashMap<u16, Vec<Packet>> {
+    answers_of(client, 0, quiet)
+}
+
+/// Answers by message ID: until `expected` requests are answered (10 s at most between two
+/// answers), then until nothing came for `quiet`, to see any request answered twice.
+fn answers_of(client: &RawClient, expected: usize, quiet: Duration) -> HashMap<u16, Vec<Packet>> {
     let mut by_mid: HashMap<u16, Vec<Packet>> = HashMap::new();
-    while let Some(bytes) = client.recv_within(quiet) {
+    let mut wait = if expected == 0 {
+        quiet
+    } else {
+        Duration::from_secs(10)
+    };
+    while let Some(bytes) = client.recv_within(wait) {
         let p = Packet::from_bytes(&bytes).expect("answer is CoAP");
         by_mid.entry(p.header.message_id).or_default().push(p);
+        if by_mid.len() >= expected {
+            wait = quiet;
+        }
     }
     by_mid
 }
@@ -214,9 +230,9 @@ async fn a_flood_of_new_places_past_influxdbs_limit_costs_a_well_behaved_sensor_
     for mid in sensor_mids {
         sensor.send(&sensor_reading(mid));
     }
-    let mut sensor_answers = answers(&sensor, Duration::from_secs(3));
+    let mut sensor_answers = answers_of(&sensor, usize::from(SENSOR) - 1, QUIET);
     sensor_answers.entry(0).or_default().insert(0, first);
-    let mut flood_answers = answers(&flood, Duration::from_millis(500));
+    let mut flood_answers = answers_of(&flood, usize::from(FLOOD) - LIMIT, QUIET);
     for p in first_answers {
         flood_answers
             .entry(p.header.message_id)
@@ -300,7 +316,7 @@ async fn readings_older_than_the_retention_are_refused_and_the_others_stored_onc
             }
         };
         send_all();
-        let got = answers(&client, Duration::from_secs(2));
+        let got = answers_of(&client, usize::from(READINGS), QUIET);
         assert_eq!(got.len(), usize::from(READINGS), "round {round}");
         for (mid, answers) in &got {
             assert_eq!(
@@ -321,7 +337,7 @@ async fn readings_older_than_the_retention_are_refused_and_the_others_stored_onc
 
         // Retransmitted (the answers were lost): the same answers, nothing stored again.
         send_all();
-        let again = answers(&client, Duration::from_secs(2));
+        let again = answers_of(&client, usize::from(READINGS), QUIET);
         assert_eq!(again.len(), usize::from(READINGS));
         for (mid, answers) in &again {
             let ok = code(&answers[0]) == ResponseType::Changed;
