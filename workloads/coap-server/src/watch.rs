@@ -9,8 +9,8 @@ use iot_common::{InfluxClient, Shutdown, WriteError};
 use crate::{KnownTags, MAX_TAGS_READ};
 
 /// Creates the database once InfluxDB answers (not on every write, as the reference server did),
-/// reads the tag values it holds, and keeps the readiness flag current with a ping every few
-/// seconds.
+/// reads the tag values it holds into `tags`, and keeps `ready` current with a ping every few
+/// seconds, until `stop` is triggered.
 pub async fn watch_influx(
     client: InfluxClient,
     mut create_database: bool,
