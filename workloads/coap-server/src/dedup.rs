@@ -20,10 +20,10 @@ use hashbrown::DefaultHashBuilder;
 use hashbrown::hash_table::{Entry, HashTable};
 
 /// RFC 7252 §4.8.2.
-pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+pub(crate) const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Being written; a retransmission is ignored, the answer follows when the write ends.
     Pending,
     Stored,
@@ -33,7 +33,7 @@ pub enum Outcome {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seen {
+pub(crate) enum Seen {
     New,
     Duplicate(Outcome),
 }
@@ -41,7 +41,7 @@ pub enum Seen {
 /// Identifies one exchange: a hash of (peer, message ID), a hash of the datagram, and a hash of
 /// the peer's address (without the port: one host is one source, whatever its ports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExchangeId {
+pub(crate) struct ExchangeId {
     key: u64,
     fingerprint: u64,
     source: u64,
@@ -64,7 +64,7 @@ struct Source {
     order: VecDeque<(u64, u64)>,
 }
 
-pub struct DedupCache {
+pub(crate) struct DedupCache {
     /// foldhash, seeded per process: a few nanoseconds per datagram where SipHash took tens.
     hasher: DefaultHashBuilder,
     slots: HashTable<Slot>,
@@ -81,7 +81,7 @@ pub struct DedupCache {
 
 impl DedupCache {
     /// Remembers up to `capacity` exchanges, at most `per_source` of them from one source.
-    pub fn new(capacity: usize, per_source: usize, lifetime: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, per_source: usize, lifetime: Duration) -> Self {
         let capacity = capacity.max(1);
         DedupCache {
             hasher: DefaultHashBuilder::default(),
@@ -96,7 +96,7 @@ impl DedupCache {
         }
     }
 
-    pub fn id(&self, peer: SocketAddr, message_id: u16, datagram: &[u8]) -> ExchangeId {
+    pub(crate) fn id(&self, peer: SocketAddr, message_id: u16, datagram: &[u8]) -> ExchangeId {
         ExchangeId {
             key: self.hasher.hash_one((peer, message_id)),
             fingerprint: self.hasher.hash_one(datagram),
@@ -105,7 +105,7 @@ impl DedupCache {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
@@ -114,7 +114,7 @@ impl DedupCache {
     }
 
     /// Looks the exchange up; a new one is recorded as pending.
-    pub fn check(&mut self, id: ExchangeId) -> Seen {
+    pub(crate) fn check(&mut self, id: ExchangeId) -> Seen {
         let now = self.now();
         self.expire(now);
         self.next_seq += 1;
@@ -177,7 +177,7 @@ impl DedupCache {
     }
 
     /// Records how a pending exchange ended.
-    pub fn complete(&mut self, id: ExchangeId, outcome: Outcome) {
+    pub(crate) fn complete(&mut self, id: ExchangeId, outcome: Outcome) {
         if let Some(slot) = self.slots.find_mut(id.key, |s| s.key == id.key)
             && slot.fingerprint == id.fingerprint
         {

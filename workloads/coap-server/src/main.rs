@@ -1,29 +1,15 @@
-//! coap-server: takes DHT sensor readings over CoAP (UDP) and stores them in InfluxDB 1.x.
-//!
-//! A confirmable reading is acknowledged (2.04 Changed) only once InfluxDB has it; while
-//! InfluxDB cannot take it the answer is 5.03 Service Unavailable with Max-Age, so a client
-//! knows to send it again and nothing is lost silently; one InfluxDB refuses for good gets 4.00,
-//! so the client does not send it again.
-
-mod cardinality;
-mod dedup;
-mod metrics;
-mod ratelimit;
-mod resource;
-mod server;
+//! coap-server's binary: reads its flags, wires the [`coap_server::Server`] to InfluxDB and the
+//! HTTP side port, and shuts down on SIGTERM once the queued readings are written.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use iot_common::batch::WriterMetrics;
+use coap_server::{Config, Server};
 use iot_common::http::{self, Readiness};
 use iot_common::logging::{self, LogArgs};
 use iot_common::runtime::{self, Threads};
-use iot_common::{
-    BatchConfig, BatchWriter, InfluxArgs, InfluxClient, RetryPolicy, Shutdown, WriteError, udp,
-};
+use iot_common::{BatchConfig, InfluxArgs, InfluxClient, RetryPolicy, Shutdown};
 use prometheus_client::registry::Registry;
 
 #[derive(Parser, Debug)]
@@ -145,11 +131,8 @@ struct Args {
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
-    #[error("cannot bind UDP {addr}: {source}")]
-    BindUdp {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    BindUdp(#[from] coap_server::BindError),
     #[error(transparent)]
     BindHttp(#[from] http::BindError),
     #[error("cannot build the InfluxDB client: {0}")]
@@ -171,49 +154,18 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let bind_error = |source| Error::BindUdp {
-        addr: args.bind,
-        source,
-    };
-    let socket = udp::bind(args.bind, UDP_BUFFERS).map_err(bind_error)?;
-    let udp_addr = socket.local_addr().unwrap_or(args.bind);
-    let datagrams = udp::Datagrams::new(socket).map_err(bind_error)?;
     let client = InfluxClient::new(&args.influx, &args.influx_db)?;
-
-    let mut registry = Registry::default();
-    let metrics = metrics::Metrics::new(&mut registry);
-    let writer_metrics = WriterMetrics::new(&mut registry);
-    let ready = Readiness::default();
-
-    let shared = server::Shared::new(
-        datagrams,
-        dedup::DedupCache::new(
-            args.dedup_capacity,
-            args.dedup_per_source,
-            dedup::EXCHANGE_LIFETIME,
-        ),
-        cardinality::NewTags::new(
-            args.new_tags_per_server,
-            args.new_tags_per_source,
-            args.new_tags_per_server.saturating_add(MAX_TAGS_READ),
-        ),
-        metrics,
-        server::Settings {
-            default_place: args.default_place.clone(),
-            retry_after_secs: args.retry_after_seconds,
-            retention_ms: args.retention.0,
-            rate_limit: args.rate_limit,
-            rate_burst: if args.rate_burst == 0 {
-                args.rate_limit
-            } else {
-                args.rate_burst
-            },
-        },
-        ready.clone(),
-    );
-    let writer = BatchWriter::spawn(
-        client.clone(),
-        BatchConfig {
+    let config = Config {
+        default_place: args.default_place,
+        retry_after_secs: args.retry_after_seconds,
+        retention_ms: args.retention.0,
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
+        dedup_capacity: args.dedup_capacity,
+        dedup_per_source: args.dedup_per_source,
+        new_tags_per_server: args.new_tags_per_server,
+        new_tags_per_source: args.new_tags_per_source,
+        batch: BatchConfig {
             max_points: args.batch_size as usize,
             linger: Duration::from_millis(args.batch_linger_ms),
             fixed_linger: args.batch_fixed_linger,
@@ -221,41 +173,37 @@ async fn run(args: Args) -> Result<(), Error> {
             queue_capacity: args.queue_capacity,
             retry: RetryPolicy::interactive(),
         },
-        writer_metrics,
-        server::on_written(shared.clone()),
-    );
+    };
+    let mut registry = Registry::default();
+    let ready = Readiness::default();
+    let server = Server::bind(
+        args.bind,
+        client.clone(),
+        config,
+        &mut registry,
+        ready.clone(),
+    )?;
 
     // Set once the queued readings are written, after the signal stopped the CoAP side.
     let stopped = Shutdown::new();
     let side_port = http::spawn(args.http_addr, registry, ready.clone(), stopped.wait()).await?;
-    let watcher = tokio::spawn(watch_influx(
+    let watcher = tokio::spawn(coap_server::watch_influx(
         client,
         args.create_database,
-        shared.clone(),
+        server.known_tags(),
         ready,
         stopped.clone(),
     ));
     tracing::info!(
-        coap = %udp_addr,
+        coap = %server.local_addr(),
         http = %side_port.addr,
         influx = %args.influx.influx_url,
         database = %args.influx_db,
         "coap-server listening"
     );
 
-    server::serve(shared, &writer, iot_common::shutdown::signal()).await;
-
-    // Stop taking readings, then write and answer what is queued before exiting.
-    tracing::info!(within_s = args.drain_seconds, "flushing queued readings");
-    if !writer
-        .close_within(Duration::from_secs(args.drain_seconds))
-        .await
-    {
-        tracing::warn!(
-            within_s = args.drain_seconds,
-            "queued readings not all written in time; left unanswered"
-        );
-    }
+    let drain = Duration::from_secs(args.drain_seconds);
+    server.run(iot_common::shutdown::signal(), drain).await;
     stopped.trigger();
     // Not awaited: a ping to a hung InfluxDB would hold the exit up to its timeout.
     watcher.abort();
@@ -297,100 +245,6 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
         Some(ms) if ms > 0 => Ok(Retention(Some(ms))),
         _ => Err(format!("'{text}' is out of range")),
     }
-}
-
-/// Large buffers: a burst of readings must not overflow the kernel's default receive buffer,
-/// or the clients' retransmissions (seconds later) would throttle them.
-const UDP_BUFFERS: udp::Buffers = udp::Buffers {
-    recv: 8 << 20,
-    send: 8 << 20,
-};
-
-/// Creates the database once InfluxDB answers (not on every write, as the reference server did),
-/// reads the tag values it holds, and keeps the readiness flag current with a ping every few
-/// seconds.
-async fn watch_influx(
-    client: InfluxClient,
-    mut create_database: bool,
-    shared: Arc<server::Shared>,
-    ready: Readiness,
-    stop: Shutdown,
-) {
-    let mut attempt = 0;
-    let mut tags_known = false;
-    loop {
-        let up = client.ping().await;
-        if up && create_database {
-            match client.create_database().await {
-                Ok(()) => {
-                    tracing::info!(database = client.database(), "database ready");
-                    create_database = false;
-                }
-                Err(e) if !e.is_retryable() => {
-                    tracing::warn!(error = %e, "cannot create the database; assuming it exists");
-                    create_database = false;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot create the database yet"),
-            }
-        }
-        if up && !create_database && !tags_known {
-            match learn_tags(&client, &shared).await {
-                Ok(n) => {
-                    tracing::info!(values = n, "tag values of the database read");
-                    tags_known = true;
-                }
-                Err(e) if !e.is_retryable() => {
-                    tracing::warn!(error = %e, "cannot read the database's tag values; all count as new");
-                    tags_known = true;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the database's tag values yet"),
-            }
-        }
-        if up != ready.get() {
-            if up {
-                tracing::info!(url = client.url(), "InfluxDB answers");
-            } else {
-                tracing::warn!(url = client.url(), "InfluxDB does not answer");
-            }
-        }
-        ready.set(up && !create_database && tags_known);
-        attempt = if up { 0 } else { attempt + 1 };
-        let pause = if up || attempt > 5 {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_millis(200 << attempt)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            () = stop.wait() => return,
-        }
-    }
-}
-
-/// Tag values read from the database at most; InfluxDB's own limit keeps them fewer.
-const MAX_TAGS_READ: usize = 500_000;
-
-/// Tells the server the `place` and `sensor` values the database holds, so that only values it
-/// does not hold count as new. Returns how many it read.
-async fn learn_tags(client: &InfluxClient, shared: &server::Shared) -> Result<usize, WriteError> {
-    let results = client
-        .query(r#"SHOW TAG VALUES WITH KEY IN ("place", "sensor")"#)
-        .await?;
-    let pairs = results
-        .iter()
-        .flat_map(|r| &r.series)
-        .flat_map(|s| &s.values)
-        .filter_map(|row| Some((row.first()?.as_str()?, row.get(1)?.as_str()?)))
-        .take(MAX_TAGS_READ);
-    let (mut places, mut sensors) = (Vec::new(), Vec::new());
-    for (key, value) in pairs {
-        match key {
-            "place" => places.push(value),
-            _ => sensors.push(value),
-        }
-    }
-    shared.learn_tags(places.iter().copied(), sensors.iter().copied());
-    Ok(places.len() + sensors.len())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use iot_common::coap::{self, Message};
 
 /// What the server does with a request.
 #[derive(Debug, PartialEq)]
-pub enum Action<'a> {
+pub(crate) enum Action<'a> {
     /// Store the reading; answer 2.04 once it is in InfluxDB (5.03 if it cannot be).
     Store(Reading<'a>),
     /// Answer at once.
@@ -20,13 +20,13 @@ pub enum Action<'a> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Measurement {
+pub(crate) enum Measurement {
     Temperature,
     Humidity,
 }
 
 impl Measurement {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Measurement::Temperature => "temperature",
             Measurement::Humidity => "humidity",
@@ -51,18 +51,18 @@ impl Measurement {
 
 /// A reading; its tags are borrowed from the request's datagram.
 #[derive(Debug, PartialEq)]
-pub struct Reading<'a> {
-    pub measurement: Measurement,
-    pub value: f64,
-    pub place: &'a str,
-    pub sensor: Option<&'a str>,
+pub(crate) struct Reading<'a> {
+    pub(crate) measurement: Measurement,
+    pub(crate) value: f64,
+    pub(crate) place: &'a str,
+    pub(crate) sensor: Option<&'a str>,
     /// The sensor's own time of the reading (`ts=`), if it sent one.
-    pub taken_at_ms: Option<i64>,
+    pub(crate) taken_at_ms: Option<i64>,
 }
 
 impl Reading<'_> {
     /// The payload of its 2.04 answer.
-    pub fn stored(&self) -> Stored {
+    pub(crate) fn stored(&self) -> Stored {
         Stored {
             measurement: self.measurement,
             value: self.value,
@@ -73,7 +73,7 @@ impl Reading<'_> {
 /// The payload of a 2.04 answer, in the reference server's words; written straight into the
 /// answer datagram (`Display`), so a pending answer holds no text.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Stored {
+pub(crate) struct Stored {
     measurement: Measurement,
     value: f64,
 }
@@ -90,12 +90,12 @@ impl std::fmt::Display for Stored {
 }
 
 #[derive(Debug, PartialEq)]
-pub struct Reply {
-    pub code: ResponseType,
-    pub payload: String,
-    pub content_format: Option<ContentFormat>,
+pub(crate) struct Reply {
+    pub(crate) code: ResponseType,
+    pub(crate) payload: String,
+    pub(crate) content_format: Option<ContentFormat>,
     /// Why a request was refused, as a metrics label.
-    pub reason: Option<&'static str>,
+    pub(crate) reason: Option<&'static str>,
 }
 
 impl Reply {
@@ -109,7 +109,7 @@ impl Reply {
     }
 }
 
-pub const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\";ct=0;title=\"DHT temperature (°C), POST a number\",\
+pub(crate) const WELL_KNOWN_CORE: &str = "</sensors/dht/temperature>;rt=\"temperature\";ct=0;title=\"DHT temperature (°C), POST a number\",\
 </sensors/dht/humidity>;rt=\"humidity\";ct=0;title=\"DHT relative humidity (%), POST a number\"";
 
 /// Options this server understands; an unknown critical (odd-numbered) option is refused with
@@ -120,14 +120,14 @@ const MAX_TAG_LEN: usize = 64;
 
 /// The server's clock and the database's retention, to check a sensor's own `ts=`.
 #[derive(Clone, Copy, Debug)]
-pub struct Clock {
+pub(crate) struct Clock {
     /// Unix milliseconds.
-    pub now_ms: i64,
+    pub(crate) now_ms: i64,
     /// How long the database keeps points, when it does not keep them forever.
-    pub retention_ms: Option<i64>,
+    pub(crate) retention_ms: Option<i64>,
 }
 
-pub fn handle<'a>(req: &Message<'a>, default_place: &'a str, clock: Clock) -> Action<'a> {
+pub(crate) fn handle<'a>(req: &Message<'a>, default_place: &'a str, clock: Clock) -> Action<'a> {
     let MessageClass::Request(method) = req.class else {
         return Reply::error(
             ResponseType::BadRequest,

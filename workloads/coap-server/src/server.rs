@@ -19,7 +19,7 @@ use crate::resource::{self, Action, Clock, Reading, Reply};
 
 mod answer;
 
-pub use self::answer::{PendingAnswer, on_written};
+pub(crate) use self::answer::{PendingAnswer, on_written};
 use self::answer::{To, Token, answer_duplicate, send_reply, send_reset, send_unavailable};
 
 /// Receive buffers per system call: up to this many datagrams, or bursts coalesced by the
@@ -27,19 +27,19 @@ use self::answer::{To, Token, answer_duplicate, send_reply, send_reset, send_una
 const RECV_BATCH: usize = 32;
 
 #[derive(Clone, Debug)]
-pub struct Settings {
-    pub default_place: String,
+pub(crate) struct Settings {
+    pub(crate) default_place: String,
     /// Max-Age of a 5.03 answer: when the client should try again, in seconds.
-    pub retry_after_secs: u32,
+    pub(crate) retry_after_secs: u32,
     /// How long the database keeps points, when it does not keep them forever.
-    pub retention_ms: Option<i64>,
+    pub(crate) retention_ms: Option<i64>,
     /// Requests per second per source address (0: no limit), and how many at once.
-    pub rate_limit: u32,
-    pub rate_burst: u32,
+    pub(crate) rate_limit: u32,
+    pub(crate) rate_burst: u32,
 }
 
 /// State shared by the receive loop and the writer's completion callback.
-pub struct Shared {
+pub(crate) struct Shared {
     datagrams: Datagrams,
     /// Answers waiting to go out together: those of one received batch, or of one written one.
     outbox: Mutex<Outbox>,
@@ -56,7 +56,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
+    pub(crate) fn new(
         datagrams: Datagrams,
         dedup: DedupCache,
         mut new_tags: NewTags,
@@ -83,7 +83,7 @@ impl Shared {
     }
 
     /// The tag values the database holds already, so that they do not count as new.
-    pub fn learn_tags<'v>(
+    pub(crate) fn learn_tags<'v>(
         &self,
         places: impl IntoIterator<Item = &'v str>,
         sensors: impl IntoIterator<Item = &'v str>,
@@ -169,7 +169,7 @@ fn rand_u16() -> u16 {
 }
 
 /// The receive loop; returns when `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     writer: &BatchWriter<PendingAnswer>,
     shutdown: impl std::future::Future<Output = ()>,

@@ -1,4 +1,4 @@
-//! Batching in front of [`InfluxClient`] as a group commit: a point that finds InfluxDB idle is
+//! Batching in front of a [`Sink`] ([`InfluxClient`] in production) as a group commit: a point that finds InfluxDB idle is
 //! written at once; points that arrive while writes are in flight gather, and go out together
 //! when a write ends (or the batch is full). At most `max_in_flight` writes are in flight, so a
 //! busy InfluxDB gets fewer, larger requests instead of more of them. While InfluxDB keeps up, a
@@ -19,7 +19,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+/// A batch's body as a [`Sink`] gets it: a shared slice of the batch's lines.
+pub use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,6 +32,31 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::influx::{InfluxClient, WriteError};
 use crate::retry::RetryPolicy;
 use crate::verdict::Verdict;
+
+/// Where the writer's batches go: InfluxDB in production, an in-memory fake in tests. A generic
+/// parameter of [`BatchWriter::spawn`] rather than a trait object, so each batch's write is a
+/// direct call whose future is not boxed.
+pub trait Sink: Clone + Send + Sync + 'static {
+    /// Writes one body of line protocol (whole lines, nanosecond timestamps), trying again as
+    /// `policy` allows while the failure is one that can heal. Its error is read as InfluxDB's
+    /// answer would be ([`Verdict::of`]): a "partial write" makes the writer write the batch
+    /// again in halves.
+    fn write_batch(
+        &self,
+        body: Bytes,
+        policy: &RetryPolicy,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+impl Sink for InfluxClient {
+    fn write_batch(
+        &self,
+        body: Bytes,
+        policy: &RetryPolicy,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send {
+        self.write_with_retry(body, policy)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct BatchConfig {
@@ -138,14 +164,15 @@ pub struct BatchWriter<T> {
 }
 
 impl<T: Send + 'static> BatchWriter<T> {
-    pub fn spawn(
-        client: InfluxClient,
+    /// Starts the writer task, which writes to `sink`; must be called within a Tokio runtime.
+    pub fn spawn<S: Sink>(
+        sink: S,
         config: BatchConfig,
         metrics: WriterMetrics,
         on_written: OnWritten<T>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let task = tokio::spawn(run(client, config, metrics, on_written, rx));
+        let task = tokio::spawn(run(sink, config, metrics, on_written, rx));
         BatchWriter { tx, task }
     }
 
@@ -233,8 +260,8 @@ fn write_now(c: &BatchConfig, m: Moment) -> bool {
 }
 
 /// The writer task's state: the batch being gathered and the writes in flight.
-struct Batcher<T> {
-    client: InfluxClient,
+struct Batcher<T, S> {
+    sink: S,
     config: BatchConfig,
     metrics: WriterMetrics,
     on_written: OnWritten<T>,
@@ -247,15 +274,15 @@ struct Batcher<T> {
     since: Option<Instant>,
 }
 
-async fn run<T: Send + 'static>(
-    client: InfluxClient,
+async fn run<T: Send + 'static, S: Sink>(
+    sink: S,
     config: BatchConfig,
     metrics: WriterMetrics,
     on_written: OnWritten<T>,
     mut rx: mpsc::Receiver<Msg<T>>,
 ) {
     let mut b = Batcher {
-        client,
+        sink,
         config,
         metrics,
         on_written,
@@ -310,7 +337,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-impl<T: Send + 'static> Batcher<T> {
+impl<T: Send + 'static, S: Sink> Batcher<T, S> {
     fn moment(&self, write_ended: bool) -> Moment {
         Moment {
             points: self.ctxs.len(),
@@ -370,7 +397,7 @@ impl<T: Send + 'static> Batcher<T> {
         let body = Bytes::from(std::mem::take(&mut self.body));
         self.since = None;
         let job = Job {
-            client: self.client.clone(),
+            sink: self.sink.clone(),
             policy: self.config.retry.clone(),
             metrics: self.metrics.clone(),
             on_written: self.on_written.clone(),
@@ -412,14 +439,14 @@ impl<T> Part<T> {
 }
 
 /// What one batch's write needs.
-struct Job<T> {
-    client: InfluxClient,
+struct Job<T, S> {
+    sink: S,
     policy: RetryPolicy,
     metrics: WriterMetrics,
     on_written: OnWritten<T>,
 }
 
-impl<T> Job<T> {
+impl<T, S: Sink> Job<T, S> {
     /// Writes `whole`, and the parts of it InfluxDB stored in part again, until every point's
     /// fate is known; hands each point to `on_written` once.
     async fn write(&self, body: Bytes, whole: Part<T>) {
@@ -437,8 +464,8 @@ impl<T> Job<T> {
             let n = part.len() as u64;
             let end = part.ends.last().copied().unwrap_or(part.start);
             let result = self
-                .client
-                .write_with_retry(body.slice(part.start..end), &self.policy)
+                .sink
+                .write_batch(body.slice(part.start..end), &self.policy)
                 .await;
             let verdict = Verdict::of(result.as_ref().map(|_| ()), n);
             let e = match &result {
@@ -525,6 +552,55 @@ mod tests {
         assert!(write_now(&c, at(100, 0, 1, false)));
         assert!(write_now(&c, at(3, 10, 1, false)));
         assert!(write_now(&config(0, false), at(1, 0, 1, false)), "linger 0");
+    }
+
+    /// Stores every line but those containing "bad", which it drops as InfluxDB drops points in
+    /// a partial write; counts its writes.
+    #[derive(Clone, Default)]
+    struct Picky(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Sink for Picky {
+        async fn write_batch(&self, body: Bytes, _: &RetryPolicy) -> Result<(), WriteError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let text = String::from_utf8_lossy(&body);
+            let dropped = text.lines().filter(|l| l.contains("bad")).count();
+            if dropped == 0 {
+                return Ok(());
+            }
+            Err(WriteError::Rejected {
+                status: reqwest::StatusCode::BAD_REQUEST,
+                body: format!("partial write: bad dropped={dropped}"),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_stored_in_part_hands_each_point_back_once_with_its_fate() {
+        let sink = Picky::default();
+        let fates = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = fates.clone();
+        let on_written: OnWritten<usize> =
+            Arc::new(move |ctxs: Vec<usize>, written: Written<'_>| {
+                let mut seen = seen.lock().unwrap();
+                seen.extend(ctxs.into_iter().map(|i| (i, written.is_stored())));
+            });
+        let config = BatchConfig {
+            linger: Duration::from_secs(3600),
+            fixed_linger: true,
+            ..config(0, true)
+        };
+        let writer = BatchWriter::spawn(sink.clone(), config, WriterMetrics::default(), on_written);
+        for i in 0..16 {
+            let line = if i == 5 { "bad 1\n" } else { "good 1\n" };
+            writer.submit(line.into(), i).await.unwrap();
+        }
+        writer.flush().await.unwrap();
+        let mut fates = fates.lock().unwrap().clone();
+        fates.sort_unstable();
+        let want: Vec<(usize, bool)> = (0..16).map(|i| (i, i != 5)).collect();
+        assert_eq!(fates, want);
+        // The whole batch, then two halves at each of four levels.
+        assert_eq!(sink.0.load(std::sync::atomic::Ordering::Relaxed), 1 + 2 * 4);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub mod load_progress;
 pub use shutdown::Shutdown;
 
 #[cfg(feature = "influx")]
-pub use batch::{BatchConfig, BatchWriter, SubmitError};
+pub use batch::{BatchConfig, BatchWriter, Sink, SubmitError};
 #[cfg(feature = "influx")]
 pub use influx::{InfluxArgs, InfluxClient, QueryResult, Series, WriteError};
 #[cfg(feature = "influx")]

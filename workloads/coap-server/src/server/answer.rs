@@ -26,7 +26,7 @@ pub(crate) const AMPLIFICATION: usize = 3;
 
 /// A request's token: at most 8 bytes (RFC 7252 §5.3.1; `Message::parse` refuses longer ones), so
 /// it is kept inline.
-pub type Token = SmallVec<[u8; 8]>;
+pub(crate) type Token = SmallVec<[u8; 8]>;
 
 /// Whom an answer goes to, and what it answers.
 #[derive(Clone, Copy)]
@@ -40,7 +40,7 @@ pub(super) struct To<'t> {
 }
 
 /// What the writer needs to answer a reading once its batch is written; nothing on the heap.
-pub struct PendingAnswer {
+pub(crate) struct PendingAnswer {
     pub(super) peer: SocketAddr,
     pub(super) exchange: ExchangeId,
     pub(super) confirmable: bool,
@@ -172,7 +172,7 @@ pub(super) fn answer_duplicate(shared: &Shared, to: To<'_>, reading: &Reading, o
 }
 
 /// The writer's completion callback: answers readings that share a fate, together.
-pub fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
+pub(crate) fn on_written(shared: Arc<Shared>) -> OnWritten<PendingAnswer> {
     Arc::new(move |answers: Vec<PendingAnswer>, written: Written<'_>| {
         let outcome = match written {
             Written::Stored => {
