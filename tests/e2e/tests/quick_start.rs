@@ -127,6 +127,11 @@ impl Shell {
             .env("IOT_CLUSTER_DIR", &self.state)
             .env_remove("KUBECONFIG")
             .env_remove("IOT_REAL_NODE");
+        // Under `make test` the test inherits make's variables, and a make started with them
+        // counts as recursive and prints "Entering/Leaving directory" on stdout.
+        for var in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"] {
+            command.env_remove(var);
+        }
         if let Some(kubeconfig) = &self.kubeconfig {
             command.env("KUBECONFIG", kubeconfig);
         }
@@ -152,6 +157,8 @@ impl Drop for Shell {
                 .arg("cluster-down")
                 .current_dir(repo_dir())
                 .env("IOT_CLUSTER_DIR", &self.state)
+                .env_remove("MAKEFLAGS")
+                .env_remove("MAKELEVEL")
                 .status();
         }
     }
