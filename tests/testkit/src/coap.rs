@@ -87,6 +87,21 @@ pub fn post(mid: u16, path: &str, payload: &str) -> Packet {
     )
 }
 
+/// The datagram of a confirmable temperature reading `value` with the query `query`
+/// (`["place=desk", "ts=…"]`), as a sensor sends it.
+pub fn temperature_reading(mid: u16, query: &[&str], value: &str) -> Vec<u8> {
+    request(
+        MessageType::Confirmable,
+        RequestType::Post,
+        mid,
+        "/sensors/dht/temperature",
+        query,
+        value.as_bytes(),
+    )
+    .to_bytes()
+    .expect("encodable")
+}
+
 pub fn code(p: &Packet) -> ResponseType {
     match p.header.code {
         MessageClass::Response(c) => c,

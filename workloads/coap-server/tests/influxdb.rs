@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coap_lite::{CoapOption, MessageType, Packet, RequestType, ResponseType};
 use common::CoapServer;
-use iot_testkit::coap::{RawClient, code, post, request, text};
+use iot_testkit::coap::{RawClient, code, post, request, temperature_reading, text};
 use iot_testkit::influx::InfluxServer;
 
 const TEMPERATURE: &str = "/sensors/dht/temperature";
@@ -19,16 +19,7 @@ const HUMIDITY: &str = "/sensors/dht/humidity";
 const QUIET: Duration = Duration::from_millis(300);
 
 fn reading(mid: u16, query: &[&str], value: &str) -> Vec<u8> {
-    request(
-        MessageType::Confirmable,
-        RequestType::Post,
-        mid,
-        TEMPERATURE,
-        query,
-        value.as_bytes(),
-    )
-    .to_bytes()
-    .expect("encodable")
+    temperature_reading(mid, query, value)
 }
 
 /// Every answer that arrives until the client has heard nothing for `quiet`, by message ID.

@@ -9,21 +9,12 @@ use std::time::Duration;
 use coap_lite::{MessageType, RequestType, ResponseType};
 use coap_server::Config;
 use in_process::{InProcess, config, family_sum, metric};
-use iot_testkit::coap::{RawClient, code, request, text};
+use iot_testkit::coap::{RawClient, code, request, temperature_reading, text};
 
 const TEMPERATURE: &str = "/sensors/dht/temperature";
 
 fn reading(mid: u16, query: &[&str], value: &str) -> Vec<u8> {
-    request(
-        MessageType::Confirmable,
-        RequestType::Post,
-        mid,
-        TEMPERATURE,
-        query,
-        value.as_bytes(),
-    )
-    .to_bytes()
-    .expect("encodable")
+    temperature_reading(mid, query, value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
