@@ -8,7 +8,8 @@
 //! [`batch`] (batching writer), [`retry`] (back-off) and [`verdict`] (what a write's result
 //! means for its points). With `load-progress`: the
 //! [`load_progress`] line that `sensor-sim load --json` prints and the operator reads. With
-//! `coap`: [`coap`] messages, read and written without a copy per option.
+//! `coap`: [`coap`] messages, read and written without a copy per option. With `dtls`: [`dtls`]
+//! sessions (DTLS 1.2, pre-shared keys, by OpenSSL) over those datagrams.
 
 pub mod http;
 pub mod logging;
@@ -23,6 +24,8 @@ pub mod udp;
 pub mod batch;
 #[cfg(feature = "coap")]
 pub mod coap;
+#[cfg(feature = "dtls")]
+pub mod dtls;
 #[cfg(feature = "influx")]
 pub mod influx;
 #[cfg(feature = "influx")]
