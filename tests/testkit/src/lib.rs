@@ -8,6 +8,7 @@ pub mod bins;
 pub mod cluster;
 pub mod coap;
 pub mod dashboards;
+pub mod dtls;
 pub mod influx;
 pub mod leftovers;
 pub mod ports;

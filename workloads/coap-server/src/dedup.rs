@@ -104,6 +104,17 @@ impl DedupCache {
         }
     }
 
+    /// An exchange of a registered device: keyed by its name instead of its address, and its
+    /// budget is the device's own.
+    pub(crate) fn device_id(&self, device: &str, message_id: u16, datagram: &[u8]) -> ExchangeId {
+        // The tag keeps a device's keys apart from any address's.
+        ExchangeId {
+            key: self.hasher.hash_one(("device", device, message_id)),
+            fingerprint: self.hasher.hash_one(datagram),
+            source: self.hasher.hash_one(("device", device)),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.slots.len()

@@ -11,9 +11,12 @@
 
 mod cardinality;
 mod dedup;
+pub mod defaults;
+pub mod devices;
 mod metrics;
 mod ratelimit;
 mod resource;
+mod secure;
 mod server;
 mod watch;
 
@@ -26,6 +29,8 @@ use iot_common::http::Readiness;
 use iot_common::{BatchConfig, BatchWriter, Sink, udp};
 use prometheus_client::registry::Registry;
 
+pub use self::devices::{Device, Devices};
+pub use self::secure::{Limits as DtlsLimits, SetupError};
 pub use self::watch::watch_influx;
 
 /// What the server is told at start: the binary's flags, read.
@@ -52,42 +57,88 @@ pub struct Config {
     pub new_tags_per_source: u32,
     /// How readings are gathered into writes.
     pub batch: BatchConfig,
+    /// Whether plaintext CoAP (`coap://`) is open. With DTLS on, only a registered device may
+    /// write, so plaintext, where anyone may, is closed unless asked for.
+    pub plaintext: bool,
+    /// CoAP over DTLS (`coaps://`) for registered devices, if on.
+    pub dtls: Option<DtlsConfig>,
 }
 
-/// The binary's defaults, so that a test states only what it is about.
+/// `coaps://`: where, for whom, and how much state it may keep.
+#[derive(Clone)]
+pub struct DtlsConfig {
+    /// UDP address to take DTLS on (port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// The registered devices; replace its registry to add, re-key or revoke them.
+    pub devices: Devices,
+    pub limits: DtlsLimits,
+}
+
+impl std::fmt::Debug for DtlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The registry holds keys: only their number is shown.
+        f.debug_struct("DtlsConfig")
+            .field("addr", &self.addr)
+            .field("devices", &self.devices.current().len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The binary's defaults ([`defaults`]), so that a test states only what it is about.
 impl Default for Config {
     fn default() -> Self {
         Config {
-            default_place: "room1".into(),
-            retry_after_secs: 5,
+            default_place: defaults::DEFAULT_PLACE.into(),
+            retry_after_secs: defaults::RETRY_AFTER_SECONDS,
             retention_ms: None,
-            rate_limit: 0,
-            rate_burst: 0,
-            dedup_capacity: 100_000,
-            dedup_per_source: 10_000,
-            new_tags_per_server: 50_000,
-            new_tags_per_source: 10_000,
+            rate_limit: defaults::RATE_LIMIT,
+            rate_burst: defaults::RATE_BURST,
+            dedup_capacity: defaults::DEDUP_CAPACITY,
+            dedup_per_source: defaults::DEDUP_PER_SOURCE,
+            new_tags_per_server: defaults::NEW_TAGS_PER_SERVER,
+            new_tags_per_source: defaults::NEW_TAGS_PER_SOURCE,
             batch: BatchConfig {
-                queue_capacity: 50_000,
+                max_points: defaults::BATCH_SIZE as usize,
+                max_in_flight: defaults::BATCH_IN_FLIGHT as usize,
+                linger: Duration::from_millis(defaults::BATCH_LINGER_MS),
+                queue_capacity: defaults::QUEUE_CAPACITY,
                 ..BatchConfig::default()
             },
+            plaintext: true,
+            dtls: None,
         }
     }
 }
 
-/// The UDP socket could not be bound.
+/// The server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind UDP {addr}: {source}")]
-pub struct BindError {
-    addr: SocketAddr,
-    source: std::io::Error,
+pub enum BindError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Dtls(#[from] SetupError),
+    #[error("nothing to listen on: plaintext CoAP is closed and DTLS is off")]
+    NothingOpen,
 }
 
 /// A bound server with its writer running; [`Server::run`] takes requests.
 pub struct Server {
     shared: Arc<server::Shared>,
     writer: BatchWriter<server::PendingAnswer>,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    dtls_addr: Option<SocketAddr>,
+}
+
+/// Binds a UDP socket with the server's buffers; the socket and the address it got.
+fn bind_udp(addr: SocketAddr) -> Result<(udp::Datagrams, SocketAddr), BindError> {
+    let bind_error = |source| BindError::Bind { addr, source };
+    let socket = udp::bind(addr, UDP_BUFFERS).map_err(bind_error)?;
+    let bound = socket.local_addr().unwrap_or(addr);
+    Ok((udp::Datagrams::new(socket).map_err(bind_error)?, bound))
 }
 
 /// Large buffers: a burst of readings must not overflow the kernel's default receive buffer,
@@ -101,9 +152,11 @@ const UDP_BUFFERS: udp::Buffers = udp::Buffers {
 const MAX_TAGS_READ: usize = 500_000;
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free one) and starts the batch writer on `sink`. Its metrics
-    /// go to `registry`; `ready` follows the writes' outcomes (set once one is stored, cleared
-    /// while the sink is unreachable). Must be called within a Tokio runtime.
+    /// Binds `addr` for plaintext CoAP (port 0 picks a free one; not bound when
+    /// `config.plaintext` is false) and `config.dtls`'s address for DTLS, and starts the batch
+    /// writer on `sink`. Its metrics go to `registry`; `ready` follows the writes' outcomes (set
+    /// once one is stored, cleared while the sink is unreachable). Must be called within a
+    /// Tokio runtime.
     pub fn bind<S: Sink>(
         addr: SocketAddr,
         sink: S,
@@ -111,14 +164,30 @@ impl Server {
         registry: &mut Registry,
         ready: Readiness,
     ) -> Result<Server, BindError> {
-        let bind_error = |source| BindError { addr, source };
-        let socket = udp::bind(addr, UDP_BUFFERS).map_err(bind_error)?;
-        let addr = socket.local_addr().unwrap_or(addr);
-        let datagrams = udp::Datagrams::new(socket).map_err(bind_error)?;
         let metrics = metrics::Metrics::new(registry);
+        let (datagrams, addr) = match config.plaintext {
+            true => bind_udp(addr).map(|(d, a)| (Some(d), Some(a)))?,
+            false => (None, None),
+        };
+        let (secure, dtls_addr) = match &config.dtls {
+            Some(dtls) => {
+                let (datagrams, bound) = bind_udp(dtls.addr)?;
+                let sessions =
+                    secure::Sessions::new(dtls.devices.clone(), dtls.limits, metrics.clone())?;
+                (
+                    Some(server::SecureSide::new(datagrams, sessions)),
+                    Some(bound),
+                )
+            }
+            None => (None, None),
+        };
+        if datagrams.is_none() && secure.is_none() {
+            return Err(BindError::NothingOpen);
+        }
         let writer_metrics = WriterMetrics::new(registry);
         let shared = server::Shared::new(
             datagrams,
+            secure,
             dedup::DedupCache::new(
                 config.dedup_capacity,
                 config.dedup_per_source,
@@ -153,12 +222,18 @@ impl Server {
             shared,
             writer,
             addr,
+            dtls_addr,
         })
     }
 
-    /// The address it takes CoAP on.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The address it takes plaintext CoAP on, unless plaintext is closed.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// The address it takes DTLS on, if on.
+    pub fn dtls_addr(&self) -> Option<SocketAddr> {
+        self.dtls_addr
     }
 
     /// A handle that tells the server which tag values the database holds already.

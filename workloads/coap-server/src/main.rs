@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use coap_server::{Config, Server};
+use coap_server::{Config, Devices, DtlsConfig, DtlsLimits, Server, defaults, devices};
 use iot_common::http::{self, Readiness};
 use iot_common::logging::{self, LogArgs};
 use iot_common::runtime::{self, Threads};
@@ -25,13 +25,48 @@ Optional query: ?place=room2&sensor=dht-7 (tags; place defaults to --default-pla
 A confirmable reading is answered 2.04 only once InfluxDB has stored it, 4.00 if InfluxDB \
 refused it for good, 5.03 with Max-Age while InfluxDB cannot take it, and a retransmitted \
 request is answered again without being stored twice.\n\n\
-Example:  coap-client-notls -m post -e 25.5 coap://127.0.0.1/sensors/dht/temperature",
+Devices: with --devices-file, registered devices send over DTLS 1.2 with a pre-shared key \
+(coaps://, port 5684): the PSK identity is the device's name, its readings are stored with \
+sensor=<name> and its registered place, and a query that says otherwise gets 4.03. Plaintext \
+coap:// is then closed unless --plaintext true.\n\n\
+Examples:\n  \
+coap-client-notls -m post -e 25.5 coap://127.0.0.1/sensors/dht/temperature\n  \
+coap-server --devices-file devices.txt --plaintext true --bind 127.0.0.1:5683\n  \
+coap-client-openssl -u dht-1 -k <key> -m post -e 25.5 coaps://127.0.0.1/sensors/dht/temperature",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
 struct Args {
-    /// UDP address to receive CoAP on.
-    #[arg(long, env = "COAP_BIND", default_value = "0.0.0.0:5683")]
+    /// UDP address to receive plaintext CoAP (coap://) on, when it is open (see --plaintext).
+    #[arg(long, env = "COAP_BIND", default_value = defaults::BIND)]
     bind: SocketAddr,
+
+    /// Registered devices, one per line: `NAME PLACE KEY` (blank-separated; `#` starts a
+    /// comment). Turns DTLS on. The file is looked at every 2 s: devices added, re-keyed or
+    /// removed take effect without a restart (a removed device's sessions end at once).
+    #[arg(long, env = "DEVICES_FILE")]
+    devices_file: Option<std::path::PathBuf>,
+
+    /// UDP address to receive CoAP over DTLS (coaps://) on, when devices are registered.
+    #[arg(long, env = "COAP_DTLS_BIND", default_value = defaults::DTLS_BIND)]
+    dtls_bind: SocketAddr,
+
+    /// Whether plaintext coap://, where anyone may write, is open. Default: open without
+    /// devices, closed with them.
+    #[arg(long, env = "COAP_PLAINTEXT")]
+    plaintext: Option<bool>,
+
+    /// Established DTLS sessions kept at most (a few KB each).
+    #[arg(long, env = "DTLS_MAX_SESSIONS", default_value_t = DtlsLimits::default().sessions)]
+    dtls_max_sessions: usize,
+
+    /// DTLS handshakes in progress at most (past the stateless cookie exchange).
+    #[arg(long, env = "DTLS_MAX_HANDSHAKES", default_value_t = DtlsLimits::default().handshakes)]
+    dtls_max_handshakes: usize,
+
+    /// Seconds a DTLS session may stay idle before it is dropped (the device then handshakes
+    /// again).
+    #[arg(long, env = "DTLS_SESSION_IDLE_SECONDS", default_value_t = DtlsLimits::default().session_idle.as_secs())]
+    dtls_session_idle_seconds: u64,
 
     #[command(flatten)]
     influx: InfluxArgs,
@@ -51,20 +86,20 @@ struct Args {
     create_database: bool,
 
     /// Readings per InfluxDB write request, at most.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "BATCH_SIZE", default_value_t = defaults::BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_size: u32,
 
     /// InfluxDB write requests in flight at the same time, at most. Readings that arrive while
     /// this many writes are in flight gather and go out as one write when one of them ends, so
     /// batches grow with the load by themselves and InfluxDB never has more requests at once.
-    #[arg(long, env = "BATCH_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, env = "BATCH_IN_FLIGHT", default_value_t = defaults::BATCH_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=64))]
     batch_in_flight: u32,
 
     /// Upper bound, in milliseconds, on how long readings gather while a write slot is free but
     /// other writes are in flight (a write ending or a full batch sends them sooner). 0, the
     /// default, uses a free slot at once. A reading that finds no write in flight is always
     /// written at once, unless --batch-fixed-linger.
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0)]
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = defaults::BATCH_LINGER_MS)]
     batch_linger_ms: u64,
 
     /// Make every batch wait the whole linger (or until full), even when InfluxDB is idle: the
@@ -73,52 +108,52 @@ struct Args {
     batch_fixed_linger: bool,
 
     /// Readings that may wait for a batch; beyond that new readings get 5.03 at once.
-    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 50_000)]
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = defaults::QUEUE_CAPACITY)]
     queue_capacity: usize,
 
     /// Upper bound, in seconds, on writing what is queued after SIGTERM. Readings not written by
     /// then are not answered (their senders send them again, to another replica) and never
     /// counted as stored. Set the pod's terminationGracePeriodSeconds a few seconds above it.
-    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = defaults::DRAIN_SECONDS)]
     drain_seconds: u64,
 
     /// Max-Age of a 5.03 answer: when clients should send the reading again, in seconds.
-    #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = 5)]
+    #[arg(long, env = "RETRY_AFTER_SECONDS", default_value_t = defaults::RETRY_AFTER_SECONDS)]
     retry_after_seconds: u32,
 
     /// Place tag of readings that do not name one (`?place=`).
-    #[arg(long, env = "DEFAULT_PLACE", default_value = "room1")]
+    #[arg(long, env = "DEFAULT_PLACE", default_value = defaults::DEFAULT_PLACE)]
     default_place: String,
 
     /// Requests per second taken from one source address (IP); beyond that its datagrams are
     /// dropped unanswered and counted (`coap_rate_limited_total`). 0, the default, sets no
     /// limit: readings from many sensors behind one address (NAT, a load test) come at any rate.
-    #[arg(long, env = "RATE_LIMIT", default_value_t = 0)]
+    #[arg(long, env = "RATE_LIMIT", default_value_t = defaults::RATE_LIMIT)]
     rate_limit: u32,
 
     /// Requests one source address may send at once, above its rate (0: one second's worth).
-    #[arg(long, env = "RATE_BURST", default_value_t = 0)]
+    #[arg(long, env = "RATE_BURST", default_value_t = defaults::RATE_BURST)]
     rate_burst: u32,
 
     /// Exchanges remembered to recognise retransmissions (about 100 bytes each).
-    #[arg(long, env = "DEDUP_CAPACITY", default_value_t = 100_000)]
+    #[arg(long, env = "DEDUP_CAPACITY", default_value_t = defaults::DEDUP_CAPACITY)]
     dedup_capacity: usize,
 
     /// Exchanges remembered per source address, at most: a source beyond it forgets its own
     /// oldest, so a flood from one source cannot push out the exchanges of others.
-    #[arg(long, env = "DEDUP_PER_SOURCE", default_value_t = 10_000)]
+    #[arg(long, env = "DEDUP_PER_SOURCE", default_value_t = defaults::DEDUP_PER_SOURCE)]
     dedup_per_source: usize,
 
     /// New `place` and `sensor` values this server takes from anonymous senders, from all of
     /// them together; beyond that a reading with a new value gets 4.03 and nothing is stored.
     /// Values already in the database (read at start-up) are not new. Keep it well below
     /// InfluxDB's `max-values-per-tag`, which once reached refuses new values to everyone.
-    #[arg(long, env = "NEW_TAGS_PER_SERVER", default_value_t = 50_000)]
+    #[arg(long, env = "NEW_TAGS_PER_SERVER", default_value_t = defaults::NEW_TAGS_PER_SERVER)]
     new_tags_per_server: usize,
 
     /// New `place` and `sensor` values one source address (IP) may bring, at most. A load
     /// generator brings one sensor per request in flight from one address.
-    #[arg(long, env = "NEW_TAGS_PER_SOURCE", default_value_t = 10_000)]
+    #[arg(long, env = "NEW_TAGS_PER_SOURCE", default_value_t = defaults::NEW_TAGS_PER_SOURCE)]
     new_tags_per_source: u32,
 
     /// HTTP address for /metrics, /healthz and /readyz.
@@ -137,6 +172,8 @@ enum Error {
     BindHttp(#[from] http::BindError),
     #[error("cannot build the InfluxDB client: {0}")]
     Client(#[from] iot_common::influx::HttpError),
+    #[error(transparent)]
+    Devices(#[from] devices::FileError),
 }
 
 fn main() -> std::process::ExitCode {
@@ -155,7 +192,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> Result<(), Error> {
     let client = InfluxClient::new(&args.influx, &args.influx_db)?;
-    let config = Config {
+    let mut config = Config {
         default_place: args.default_place,
         retry_after_secs: args.retry_after_seconds,
         retention_ms: args.retention.0,
@@ -173,7 +210,28 @@ async fn run(args: Args) -> Result<(), Error> {
             queue_capacity: args.queue_capacity,
             retry: RetryPolicy::interactive(),
         },
+        plaintext: args.plaintext.unwrap_or(args.devices_file.is_none()),
+        dtls: None,
     };
+    let mut follow = None;
+    if let Some(path) = &args.devices_file {
+        let devices = Devices::new(devices::read_file(path)?);
+        tracing::info!(path = %path.display(), devices = devices.current().len(), "devices registered");
+        follow = Some(tokio::spawn(devices::follow_file(
+            path.clone(),
+            devices.clone(),
+        )));
+        config.dtls = Some(DtlsConfig {
+            addr: args.dtls_bind,
+            devices,
+            limits: DtlsLimits {
+                sessions: args.dtls_max_sessions,
+                handshakes: args.dtls_max_handshakes,
+                session_idle: Duration::from_secs(args.dtls_session_idle_seconds),
+                ..DtlsLimits::default()
+            },
+        });
+    }
     let mut registry = Registry::default();
     let ready = Readiness::default();
     let server = Server::bind(
@@ -195,7 +253,8 @@ async fn run(args: Args) -> Result<(), Error> {
         stopped.clone(),
     ));
     tracing::info!(
-        coap = %server.local_addr(),
+        coap = ?server.local_addr(),
+        coaps = ?server.dtls_addr(),
         http = %side_port.addr,
         influx = %args.influx.influx_url,
         database = %args.influx_db,
@@ -208,6 +267,9 @@ async fn run(args: Args) -> Result<(), Error> {
     // Not awaited: a ping to a hung InfluxDB would hold the exit up to its timeout.
     watcher.abort();
     let _ = watcher.await;
+    if let Some(follow) = follow {
+        follow.abort();
+    }
     side_port.join().await;
     tracing::info!("coap-server stopped");
     Ok(())

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +38,21 @@ iot_common::metric_set! {
         pub(crate) unamplified: Family<Reason, Counter>,
         /// Datagrams dropped by the per-source rate limit
         pub(crate) rate_limited: Counter,
+        /// DTLS handshakes past the cookie exchange, by outcome (ok, failed, over_limit)
+        #[metric("dtls_handshakes")]
+        pub(crate) dtls_handshakes: Family<Reason, Counter>,
+        /// ClientHellos answered with a stateless HelloVerifyRequest (or dropped)
+        #[metric("dtls_hello_verify")]
+        pub(crate) dtls_hello_verify: Counter,
+        /// Established DTLS sessions
+        #[metric("dtls_sessions")]
+        pub(crate) dtls_sessions: Gauge,
+        /// DTLS handshakes in progress (past the cookie exchange)
+        #[metric("dtls_handshakes_in_progress")]
+        pub(crate) dtls_handshakes_in_progress: Gauge,
+        /// Requests over DTLS refused because their query contradicts the device registry
+        #[metric("device_tags_refused")]
+        pub(crate) device_tags_refused: Counter,
     }
 }
 
@@ -58,6 +74,12 @@ impl Metrics {
     pub(crate) fn unamplified(&self, how: &'static str) {
         self.unamplified
             .get_or_create(&Reason { reason: how })
+            .inc();
+    }
+
+    pub(crate) fn handshake(&self, outcome: &'static str) {
+        self.dtls_handshakes
+            .get_or_create(&Reason { reason: outcome })
             .inc();
     }
 

@@ -13,9 +13,11 @@ use iot_common::{BatchWriter, Line, SubmitError};
 
 use crate::cardinality::NewTags;
 use crate::dedup::{DedupCache, Outcome, Seen};
+use crate::devices::Device;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::resource::{self, Action, Clock, Reading, Reply};
+use crate::secure::Sessions;
 
 mod answer;
 
@@ -38,11 +40,51 @@ pub(crate) struct Settings {
     pub(crate) rate_burst: u32,
 }
 
-/// State shared by the receive loop and the writer's completion callback.
+/// Where an answer goes: a peer's address, and whether through its DTLS session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) addr: SocketAddr,
+    pub(crate) secure: bool,
+}
+
+impl Route {
+    fn plain(addr: SocketAddr) -> Route {
+        Route {
+            addr,
+            secure: false,
+        }
+    }
+}
+
+/// The DTLS socket and its sessions.
+pub(crate) struct SecureSide {
+    pub(crate) datagrams: Datagrams,
+    pub(crate) sessions: Mutex<Sessions>,
+    /// Answers to devices, sealed by their sessions at the next flush.
+    pending: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
+    /// Sealed datagrams waiting to go out together. Locked after `sessions`, never before.
+    outbox: Mutex<Outbox>,
+}
+
+impl SecureSide {
+    pub(crate) fn new(datagrams: Datagrams, sessions: Sessions) -> Self {
+        SecureSide {
+            datagrams,
+            sessions: Mutex::new(sessions),
+            pending: Mutex::new(Vec::new()),
+            outbox: Mutex::new(Outbox::default()),
+        }
+    }
+}
+
+/// State shared by the receive loops and the writer's completion callback.
 pub(crate) struct Shared {
-    datagrams: Datagrams,
+    /// Plaintext CoAP, unless it is closed.
+    datagrams: Option<Datagrams>,
     /// Answers waiting to go out together: those of one received batch, or of one written one.
     outbox: Mutex<Outbox>,
+    /// `coaps://`, when devices are registered.
+    secure: Option<SecureSide>,
     dedup: Mutex<DedupCache>,
     /// New tag values from anonymous senders, counted.
     new_tags: Mutex<NewTags>,
@@ -56,8 +98,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        datagrams: Datagrams,
+        datagrams: Option<Datagrams>,
+        secure: Option<SecureSide>,
         dedup: DedupCache,
         mut new_tags: NewTags,
         metrics: Metrics,
@@ -68,6 +112,7 @@ impl Shared {
         Arc::new(Shared {
             datagrams,
             outbox: Mutex::new(Outbox::default()),
+            secure,
             dedup: Mutex::new(dedup),
             new_tags: Mutex::new(new_tags),
             metrics,
@@ -114,18 +159,48 @@ impl Shared {
     }
 
     /// Queues an answer; [`Shared::flush`] sends it with the others of its batch.
-    fn send(&self, bytes: Vec<u8>, peer: SocketAddr) {
-        lock(&self.outbox).push(peer, bytes);
+    fn send(&self, bytes: Vec<u8>, peer: Route) {
+        if peer.secure {
+            lock(&self.secure_side().pending).push((peer.addr, bytes));
+        } else {
+            lock(&self.outbox).push(peer.addr, bytes);
+        }
+    }
+
+    fn secure_side(&self) -> &SecureSide {
+        // A secure route only comes from the secure side's receive loop.
+        self.secure
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a DTLS answer without a DTLS side"))
     }
 
     /// Sends the queued answers. Never waits (so holding the lock meanwhile is brief): a full
     /// socket buffer drops answers, and the client's retransmission then gets its answer from
     /// the dedup cache.
     fn flush(&self) {
-        let mut outbox = lock(&self.outbox);
-        if !outbox.is_empty() {
-            let dropped = self.datagrams.try_send(&mut outbox);
-            self.metrics.send_errors.inc_by(dropped as u64);
+        if let Some(datagrams) = &self.datagrams {
+            let mut outbox = lock(&self.outbox);
+            if !outbox.is_empty() {
+                let dropped = datagrams.try_send(&mut outbox);
+                self.metrics.send_errors.inc_by(dropped as u64);
+            }
+        }
+        if let Some(secure) = &self.secure {
+            let pending = std::mem::take(&mut *lock(&secure.pending));
+            let mut sessions = lock(&secure.sessions);
+            let mut outbox = lock(&secure.outbox);
+            for (peer, message) in pending {
+                if !sessions.seal(peer, &message, &mut outbox) {
+                    // Its session ended since the request came; it will handshake again and
+                    // retransmit, and the dedup cache answers.
+                    self.metrics.send_errors.inc();
+                }
+            }
+            drop(sessions);
+            if !outbox.is_empty() {
+                let dropped = secure.datagrams.try_send(&mut outbox);
+                self.metrics.send_errors.inc_by(dropped as u64);
+            }
         }
     }
 
@@ -168,23 +243,40 @@ fn rand_u16() -> u16 {
         & 0xffff) as u16
 }
 
-/// The receive loop; returns when `shutdown` resolves.
+/// The receive loops, plaintext and DTLS, whichever are open; returns when `shutdown` resolves.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     writer: &BatchWriter<PendingAnswer>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let plain = async {
+        match &shared.datagrams {
+            Some(datagrams) => serve_plain(&shared, datagrams, writer).await,
+            None => std::future::pending().await,
+        }
+    };
+    let secure = async {
+        match &shared.secure {
+            Some(side) => serve_secure(&shared, side, writer).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = plain => {}
+        () = secure => {}
+        () = shutdown => {}
+    }
+}
+
+/// Plaintext CoAP: every datagram is a message from an anonymous sender.
+async fn serve_plain(shared: &Shared, datagrams: &Datagrams, writer: &BatchWriter<PendingAnswer>) {
     let mut inbox = Inbox::new(RECV_BATCH);
     let mut limit = RateLimit::new(shared.settings.rate_limit, shared.settings.rate_burst);
-    tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            r = shared.datagrams.recv(&mut inbox) => if let Err(e) = r {
-                // ICMP errors from earlier sends surface here on some systems; keep going.
-                tracing::debug!(error = %e, "receive failed");
-                continue;
-            },
-            _ = &mut shutdown => return,
+        if let Err(e) = datagrams.recv(&mut inbox).await {
+            // ICMP errors from earlier sends surface here on some systems; keep going.
+            tracing::debug!(error = %e, "receive failed");
+            continue;
         }
         for (datagram, peer) in inbox.datagrams() {
             shared.metrics.received.inc();
@@ -195,7 +287,48 @@ pub(crate) async fn serve(
                 shared.metrics.rate_limited.inc();
                 continue;
             }
-            handle_datagram(&shared, writer, datagram, peer);
+            handle_datagram(shared, writer, datagram, Route::plain(peer), None);
+        }
+        shared.flush();
+    }
+}
+
+/// DTLS: datagrams go through their peer's session; the CoAP messages of an established one
+/// come from its device.
+async fn serve_secure(shared: &Shared, side: &SecureSide, writer: &BatchWriter<PendingAnswer>) {
+    let mut inbox = Inbox::new(RECV_BATCH);
+    let mut limit = RateLimit::new(shared.settings.rate_limit, shared.settings.rate_burst);
+    let mut received = Vec::new();
+    loop {
+        if let Err(e) = side.datagrams.recv(&mut inbox).await {
+            tracing::debug!(error = %e, "receive failed");
+            continue;
+        }
+        let now = std::time::Instant::now();
+        {
+            let mut sessions = lock(&side.sessions);
+            let mut outbox = lock(&side.outbox);
+            for (datagram, peer) in inbox.datagrams() {
+                shared.metrics.received.inc();
+                if let Some(limit) = &mut limit
+                    && !limit.allow(peer.ip())
+                {
+                    shared.metrics.rate_limited.inc();
+                    continue;
+                }
+                if let Some(r) = sessions.receive(peer, datagram, now, &mut outbox) {
+                    received.push((peer, r));
+                }
+            }
+        }
+        for (peer, r) in received.drain(..) {
+            let route = Route {
+                addr: peer,
+                secure: true,
+            };
+            for message in &r.messages {
+                handle_datagram(shared, writer, message, route, Some(&r.device));
+            }
         }
         shared.flush();
     }
@@ -205,7 +338,8 @@ fn handle_datagram(
     shared: &Shared,
     writer: &BatchWriter<PendingAnswer>,
     datagram: &[u8],
-    peer: SocketAddr,
+    peer: Route,
+    device: Option<&Device>,
 ) {
     // RFC 7252 §3: shorter than a header, or another version: silently ignored.
     if datagram.len() < 4 || datagram[0] >> 6 != 1 {
@@ -217,7 +351,7 @@ fn handle_datagram(
     let message = match Message::parse(datagram) {
         Ok(m) => m,
         Err(e) => {
-            tracing::trace!(error = %e, %peer, "malformed message");
+            tracing::trace!(error = %e, peer = %peer.addr, "malformed message");
             // §4.2: a confirmable message with a format error is rejected with RST; anything
             // else malformed is silently ignored.
             shared.metrics.malformed("format");
@@ -236,7 +370,9 @@ fn handle_datagram(
             // A "CoAP ping" (§4.3): answered with RST.
             send_reset(shared, mid, peer);
         }
-        (_, MessageClass::Request(_)) => handle_request(shared, writer, &message, datagram, peer),
+        (_, MessageClass::Request(_)) => {
+            handle_request(shared, writer, &message, datagram, peer, device)
+        }
         (t, _) => {
             shared.metrics.malformed("not_a_request");
             if t == MessageType::Confirmable {
@@ -251,7 +387,8 @@ fn handle_request(
     writer: &BatchWriter<PendingAnswer>,
     req: &Message<'_>,
     datagram: &[u8],
-    peer: SocketAddr,
+    peer: Route,
+    device: Option<&Device>,
 ) {
     let confirmable = req.kind == MessageType::Confirmable;
     let mid = req.message_id;
@@ -266,8 +403,10 @@ fn handle_request(
         now_ms: unix_ms(),
         retention_ms: shared.settings.retention_ms,
     };
-    let action = resource::handle(req, &shared.settings.default_place, clock);
-    let reading = match action {
+    // A device's readings default to its registered place.
+    let default_place = device.map_or(shared.settings.default_place.as_str(), |d| &d.place);
+    let action = resource::handle(req, default_place, clock);
+    let mut reading = match action {
         Action::Reply(reply) => {
             if let Some(reason) = reply.reason {
                 shared.metrics.reject(reason);
@@ -277,8 +416,16 @@ fn handle_request(
         }
         Action::Store(reading) => reading,
     };
-    let admitted = lock(&shared.new_tags).admit(peer.ip(), reading.place, reading.sensor);
-    if let Err(refusal) = admitted {
+    if let Some(device) = device {
+        if let Err(reply) = as_device(&mut reading, device) {
+            shared.metrics.device_tags_refused.inc();
+            shared.metrics.reject("device_tags");
+            send_reply(shared, to, &reply);
+            return;
+        }
+    } else if let Err(refusal) =
+        lock(&shared.new_tags).admit(peer.addr.ip(), reading.place, reading.sensor)
+    {
         shared.metrics.reject(refusal.reason());
         let reply = Reply {
             code: coap_lite::ResponseType::Forbidden,
@@ -291,7 +438,12 @@ fn handle_request(
     }
     let exchange = {
         let mut dedup = shared.dedup();
-        let id = dedup.id(peer, mid, datagram);
+        let id = match device {
+            // A device's exchanges are its own whatever its address: a retransmission after a
+            // new handshake (a new port) is still recognised.
+            Some(d) => dedup.device_id(&d.name, mid, datagram),
+            None => dedup.id(peer.addr, mid, datagram),
+        };
         match dedup.check(id) {
             Seen::New => id,
             Seen::Duplicate(outcome) => {
@@ -329,6 +481,26 @@ fn handle_request(
             send_unavailable(shared, to);
         }
     }
+}
+
+/// Holds a device's reading to its registry entry: the query may repeat the device's own
+/// `sensor` and `place` but not contradict them (4.03, nothing stored); the reading is stored
+/// as the device.
+fn as_device<'r>(reading: &mut Reading<'r>, device: &'r Device) -> Result<(), Reply> {
+    let forged_sensor = reading.sensor.is_some_and(|s| s != &*device.name);
+    if forged_sensor || reading.place != &*device.place {
+        return Err(Reply {
+            code: coap_lite::ResponseType::Forbidden,
+            payload: format!(
+                "device {} writes as sensor={} place={} only",
+                device.name, device.name, device.place
+            ),
+            content_format: Some(coap_lite::ContentFormat::TextPlain),
+            reason: Some("device_tags"),
+        });
+    }
+    reading.sensor = Some(&device.name);
+    Ok(())
 }
 
 fn to_line(r: &Reading, ts: i64) -> String {

@@ -141,10 +141,13 @@ pub fn listen(session: &mut Session) -> Result<Listen, ErrorStack> {
         BIO_ADDR_free(addr);
         r
     };
+    // OpenSSL's error queue is per thread: what `DTLSv1_listen` left in it (a record that was
+    // not a ClientHello, say) would be read as the error of the next session's call.
+    let errors = ErrorStack::get();
     match outcome {
         1 => Ok(Listen::Verified),
         0 => Ok(Listen::NotYet),
-        _ => Err(ErrorStack::get()),
+        _ => Err(errors),
     }
 }
 
@@ -288,7 +291,11 @@ mod tests {
         let n = client.ssl_read(&mut buf).expect("read answer");
         assert_eq!(&buf[..n], b"2.04");
         let suite = server.ssl().current_cipher().map(|c| c.name());
-        assert_eq!(suite, Some("PSK-AES128-CCM8"), "the mandatory suite comes first");
+        assert_eq!(
+            suite,
+            Some("PSK-AES128-CCM8"),
+            "the mandatory suite comes first"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! list) is refused with RST instead. A confirmable request gets the whole answer.
 
 use std::fmt::Display;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use coap_lite::{ContentFormat, MessageClass, MessageType, ResponseType};
@@ -17,7 +16,7 @@ use iot_common::coap::{self, Encoder, option};
 use iot_common::verdict::refusal_reason;
 use smallvec::SmallVec;
 
-use super::Shared;
+use super::{Route, Shared};
 use crate::dedup::{ExchangeId, Outcome};
 use crate::resource::{Reading, Reply, Stored};
 
@@ -31,7 +30,7 @@ pub(crate) type Token = SmallVec<[u8; 8]>;
 /// Whom an answer goes to, and what it answers.
 #[derive(Clone, Copy)]
 pub(super) struct To<'t> {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: Route,
     pub(super) confirmable: bool,
     pub(super) message_id: u16,
     pub(super) token: &'t [u8],
@@ -41,7 +40,7 @@ pub(super) struct To<'t> {
 
 /// What the writer needs to answer a reading once its batch is written; nothing on the heap.
 pub(crate) struct PendingAnswer {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: Route,
     pub(super) exchange: ExchangeId,
     pub(super) confirmable: bool,
     pub(super) message_id: u16,
@@ -62,7 +61,7 @@ impl PendingAnswer {
     }
 }
 
-pub(super) fn send_reset(shared: &Shared, mid: u16, peer: SocketAddr) {
+pub(super) fn send_reset(shared: &Shared, mid: u16, peer: Route) {
     shared.send(coap::empty(MessageType::Reset, mid), peer);
 }
 

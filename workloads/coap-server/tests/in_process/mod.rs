@@ -115,8 +115,10 @@ impl Sink for FakeSink {
 
 /// A server in this process, on a free loopback port.
 pub struct InProcess {
-    /// Where it takes CoAP.
+    /// Where it takes plaintext CoAP (port 0 when plaintext is closed).
     pub coap: SocketAddr,
+    /// Where it takes DTLS, when on.
+    pub coaps: Option<SocketAddr>,
     pub sink: FakeSink,
     registry: Registry,
     stop: Shutdown,
@@ -149,11 +151,15 @@ impl InProcess {
             Readiness::default(),
         )
         .expect("bind a loopback port");
-        let coap = server.local_addr();
+        let coap = server
+            .local_addr()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let coaps = server.dtls_addr();
         let stop = Shutdown::new();
         let task = tokio::spawn(server.run(stop.wait(), Duration::from_secs(10)));
         InProcess {
             coap,
+            coaps,
             sink,
             registry,
             stop,
