@@ -2,7 +2,9 @@
 # Installs the Debian packages the tests, the benchmarks and `make run` need, and only those that
 # are missing: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
 # operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's
-# coap-client, the independent CoAP peer of the interoperability test), openssl, curl, iproute2
+# coap-client-notls and coap-client-openssl, the independent CoAP and CoAP-over-DTLS peers of the
+# interoperability tests), libssl-dev and pkg-config (the DTLS side links the system's OpenSSL),
+# openssl, curl, iproute2
 # (ss, ip), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks); umoci, skopeo,
 # busybox-static, binutils and runc for `make images` (images/build.sh) and for running the images
 # in tests; and for the local cluster's real node: containerd and runc (the container runtime),
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[packages] %s\n' "$*" >&2; }
 
-packages=(influxdb influxdb-client libcoap3-bin openssl curl iproute2 python3 time
+packages=(influxdb influxdb-client libcoap3-bin libssl-dev pkg-config openssl curl iproute2 python3 time
   umoci skopeo busybox-static binutils runc
   containerd containernetworking-plugins iptables socat util-linux)
 missing=()
