@@ -178,6 +178,28 @@ pub fn parse_file(text: &str) -> Result<Registry, Vec<String>> {
     }
 }
 
+/// Builds the registry from two maps of the same device names: their keys (a Secret's data)
+/// and their places (a ConfigMap's data). A device needs both; one that is incomplete or
+/// invalid is left out and reported, so one bad entry does not revoke everyone.
+pub fn from_maps<'m>(
+    keys: impl IntoIterator<Item = (&'m str, &'m [u8])>,
+    places: &HashMap<String, String>,
+) -> (Registry, Vec<String>) {
+    let mut devices = Vec::new();
+    let mut problems = Vec::new();
+    for (name, key) in keys {
+        let Some(place) = places.get(name) else {
+            problems.push(format!("device '{name}' has a key but no place yet"));
+            continue;
+        };
+        match Device::new(name, place, key) {
+            Ok(d) => devices.push(d),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    (Registry::new(devices), problems)
+}
+
 /// A devices file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -264,6 +286,24 @@ mod tests {
         assert!(errors[1].contains("line 2") && errors[1].contains("name"));
         assert!(errors[2].contains("line 3") && errors[2].contains("5 bytes"));
         assert!(errors[3].contains("line 4") && errors[3].contains("place"));
+    }
+
+    #[test]
+    fn a_device_needs_a_key_and_a_place() {
+        let places: HashMap<String, String> = [("a", "kitchen"), ("c", "lab")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let keys: [(&str, &[u8]); 3] = [
+            ("a", KEY.as_bytes()),
+            ("b", KEY.as_bytes()),
+            ("c", b"short"),
+        ];
+        let (registry, problems) = from_maps(keys, &places);
+        assert_eq!(registry.len(), 1);
+        assert_eq!(&*registry.get(b"a").expect("a").place, "kitchen");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("'b' has a key but no place"));
+        assert!(problems[1].contains("'c'") && problems[1].contains("5 bytes"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod cardinality;
 mod dedup;
 pub mod defaults;
 pub mod devices;
+pub mod kube_devices;
 mod metrics;
 mod ratelimit;
 mod resource;

@@ -46,6 +46,16 @@ struct Args {
     #[arg(long, env = "DEVICES_FILE")]
     devices_file: Option<std::path::PathBuf>,
 
+    /// In a cluster: the name of the Secret (device name → key) and the ConfigMap (device name
+    /// → place) that hold the registry, in this pod's namespace. Turns DTLS on. Changes take
+    /// effect within seconds (they are watched). The operator sets it to `<monitor>-devices`.
+    #[arg(long, env = "DEVICES_FROM", conflicts_with = "devices_file")]
+    devices_from: Option<String>,
+
+    /// The namespace of --devices-from (default: the pod's own, from its service account).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+
     /// UDP address to receive CoAP over DTLS (coaps://) on, when devices are registered.
     #[arg(long, env = "COAP_DTLS_BIND", default_value = defaults::DTLS_BIND)]
     dtls_bind: SocketAddr,
@@ -210,7 +220,9 @@ async fn run(args: Args) -> Result<(), Error> {
             queue_capacity: args.queue_capacity,
             retry: RetryPolicy::interactive(),
         },
-        plaintext: args.plaintext.unwrap_or(args.devices_file.is_none()),
+        plaintext: args
+            .plaintext
+            .unwrap_or(args.devices_file.is_none() && args.devices_from.is_none()),
         dtls: None,
     };
     let mut follow = None;
