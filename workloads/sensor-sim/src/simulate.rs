@@ -25,10 +25,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Sensor `i` sits at place `i mod places` and is called `dht-<i+1>`.
+    /// Sensor `i` sits at place `i mod places` and is called `sim-<i+1>`.
     pub fn sensor(&self, i: u32) -> (String, String) {
         let place = self.places[i as usize % self.places.len()].clone();
-        (place, format!("dht-{}", i + 1))
+        (place, format!("sim-{}", i + 1))
     }
 }
 
@@ -121,8 +121,8 @@ mod tests {
             seed: 1,
         };
         let got: Vec<_> = (0..5).map(|i| plan.sensor(i)).collect();
-        assert_eq!(got[0], ("kitchen".into(), "dht-1".into()));
-        assert_eq!(got[1], ("lab".into(), "dht-2".into()));
-        assert_eq!(got[4], ("kitchen".into(), "dht-5".into()));
+        assert_eq!(got[0], ("kitchen".into(), "sim-1".into()));
+        assert_eq!(got[1], ("lab".into(), "sim-2".into()));
+        assert_eq!(got[4], ("kitchen".into(), "sim-5".into()));
     }
 }
