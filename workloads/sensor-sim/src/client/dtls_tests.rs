@@ -226,6 +226,15 @@ fn post(value: f64) -> Request {
     deliver::reading(TEMPERATURE, value, Vec::new(), 1_764_000_000_000)
 }
 
+/// A client of `server` over DTLS as `dtls` says, and its stats.
+async fn client_of(server: SocketAddr, dtls: Option<Dtls>) -> (Client, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let client = Client::connect(server, TIMERS, stats.clone(), dtls)
+        .await
+        .unwrap();
+    (client, stats)
+}
+
 /// Bounds a test's time, whatever goes wrong.
 async fn within<T>(secs: u64, test: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), test)
@@ -237,15 +246,7 @@ async fn within<T>(secs: u64, test: impl std::future::Future<Output = T>) -> T {
 async fn readings_over_dtls_are_acknowledged_after_one_handshake() {
     within(20, async {
         let server = ScriptedServer::start(&[("sim-1", KEY)], None).await;
-        let stats = Arc::new(Stats::default());
-        let client = Client::connect(
-            server.addr,
-            TIMERS,
-            stats.clone(),
-            device("sim-1", given(KEY)),
-        )
-        .await
-        .unwrap();
+        let (client, stats) = client_of(server.addr, device("sim-1", given(KEY))).await;
         for value in [21.0, 21.5, 22.0] {
             let answer = client.request(post(value)).await.unwrap();
             assert_eq!(answer.code, ResponseType::Changed);
@@ -268,15 +269,7 @@ async fn readings_over_dtls_are_acknowledged_after_one_handshake() {
 async fn a_wrong_key_fails_the_request_with_a_typed_error_in_bounded_time() {
     within(20, async {
         let server = ScriptedServer::start(&[("sim-1", KEY)], None).await;
-        let stats = Arc::new(Stats::default());
-        let client = Client::connect(
-            server.addr,
-            TIMERS,
-            stats.clone(),
-            device("sim-1", given(OTHER_KEY)),
-        )
-        .await
-        .unwrap();
+        let (client, stats) = client_of(server.addr, device("sim-1", given(OTHER_KEY))).await;
         let started = Instant::now();
         let outcome = client.request(post(21.0)).await;
         // The server answers the ClientHello, then drops the Finished that the wrong key
@@ -306,10 +299,7 @@ async fn a_wrong_key_fails_the_request_with_a_typed_error_in_bounded_time() {
 async fn an_unknown_identity_is_refused_with_an_alert() {
     within(20, async {
         let server = ScriptedServer::start(&[("sim-1", KEY)], None).await;
-        let stats = Arc::new(Stats::default());
-        let client = Client::connect(server.addr, TIMERS, stats, device("sim-9", given(KEY)))
-            .await
-            .unwrap();
+        let (client, stats) = client_of(server.addr, device("sim-9", given(KEY))).await;
         let started = Instant::now();
         match client.request(post(21.0)).await {
             Err(ExchangeError::Handshake(HandshakeError::Alert(reason))) => {
@@ -319,6 +309,10 @@ async fn an_unknown_identity_is_refused_with_an_alert() {
         }
         // An alert ends an attempt at once: no waiting for the handshake's time bound.
         assert!(started.elapsed() < QUICK.timeout, "{:?}", started.elapsed());
+        assert_eq!(
+            (stats.handshakes.get(), stats.handshake_failures.get()),
+            (0, 2)
+        );
     })
     .await;
 }
@@ -423,11 +417,8 @@ async fn a_key_file_rotated_on_disk_is_used_from_the_next_handshake() {
         let write_key = |key: &str| std::fs::write(keys.path().join("sim-1"), format!("{key}\n"));
         write_key(KEY).unwrap();
         let server = ScriptedServer::start(&[("sim-1", KEY)], None).await;
-        let stats = Arc::new(Stats::default());
         let dir = KeySource::Dir(keys.path().to_path_buf());
-        let client = Client::connect(server.addr, TIMERS, stats.clone(), device("sim-1", dir))
-            .await
-            .unwrap();
+        let (client, stats) = client_of(server.addr, device("sim-1", dir)).await;
         assert!(client.request(post(21.0)).await.is_ok());
         // The key is rotated: kubelet rewrites the file, the server knows only the new key
         // and has no session any more.
@@ -453,14 +444,11 @@ async fn a_sensor_whose_key_file_is_missing_waits_for_it() {
     within(20, async {
         let keys = tempfile::tempdir().unwrap();
         let server = ScriptedServer::start(&[("sim-1", KEY)], None).await;
-        let stats = Arc::new(Stats::default());
         let mut patient = device("sim-1", KeySource::Dir(keys.path().to_path_buf()));
         if let Some(d) = patient.as_mut() {
             d.policy.attempts = 100;
         }
-        let client = Client::connect(server.addr, TIMERS, stats.clone(), patient)
-            .await
-            .unwrap();
+        let (client, stats) = client_of(server.addr, patient).await;
         let sent = tokio::spawn(async move { client.request(post(21.0)).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         std::fs::write(keys.path().join("sim-1"), KEY).unwrap();
@@ -540,16 +528,13 @@ async fn the_handshake_and_a_post_work_against_libcoaps_coap_server() {
     let server = libcoap_server(KEY);
     within(30, async {
         let addr: SocketAddr = ([127, 0, 0, 1], server.dtls_port).into();
-        let stats = Arc::new(Stats::default());
         // If the server is not listening yet, OpenSSL sends its ClientHello again after 1 s.
         let mut patient = device("sim-1", given(KEY));
         if let Some(d) = patient.as_mut() {
             d.policy.timeout = Duration::from_secs(5);
             d.policy.attempts = 4;
         }
-        let client = Client::connect(addr, TIMERS, stats.clone(), patient)
-            .await
-            .unwrap();
+        let (client, stats) = client_of(addr, patient).await;
         // `-d` lets a POST create the resource (2.01), and later ones change it (2.04).
         let first = client.request(post(21.0)).await.unwrap();
         assert_eq!(first.code, ResponseType::Created, "{first:?}");

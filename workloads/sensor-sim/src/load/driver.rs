@@ -211,6 +211,15 @@ mod tests {
     use coap_lite::ResponseType;
 
     fn run(count: u64, window: u32, rate: Option<f64>) -> Arc<Run> {
+        run_of(count, window, rate, None)
+    }
+
+    fn run_of(
+        count: u64,
+        window: u32,
+        rate: Option<f64>,
+        devices: Option<Vec<client::Credentials>>,
+    ) -> Arc<Run> {
         let (_, stop) = watch::channel(false);
         Arc::new(Run {
             plan: LoadPlan {
@@ -223,7 +232,7 @@ mod tests {
                 drain: Duration::from_secs(60),
                 place: "bench".into(),
                 json: false,
-                devices: None,
+                devices,
             },
             stats: Arc::new(Stats::default()),
             next: AtomicU64::new(0),
@@ -274,23 +283,11 @@ mod tests {
 
     #[test]
     fn over_dtls_readings_carry_only_their_time() {
-        let plain = run(1, 1, None);
-        let mut plan = plain.plan.clone();
-        plan.devices = Some(vec![client::Credentials {
+        let device = client::Credentials {
             identity: "sim-1".into(),
             key: client::KeySource::Given("0123456789abcdef".into()),
-        }]);
-        let (_, stop) = watch::channel(false);
-        let dtls = Arc::new(Run {
-            plan,
-            stats: Arc::new(Stats::default()),
-            next: AtomicU64::new(0),
-            issued: Arc::new(AtomicU64::new(0)),
-            latency: Arc::new(Mutex::new(Latency::default())),
-            started: Instant::now(),
-            send_until: None,
-            stop,
-        });
+        };
+        let dtls = run_of(1, 1, None, Some(vec![device]));
         let request = sent(Window::new(dtls, 0).next(0, None));
         assert_eq!(request.query.len(), 1);
         assert!(request.query[0].starts_with("ts="), "{:?}", request.query);
