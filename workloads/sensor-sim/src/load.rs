@@ -183,11 +183,35 @@ pub enum DevicesError {
         found: usize,
         sockets: u32,
     },
+    #[error("device {identity}: {source}")]
+    Key {
+        identity: String,
+        source: client::HandshakeError,
+    },
 }
 
 /// The device of each socket over DTLS, or `None` to send in plain: the first `sockets` key
-/// files of `keys_dir` in sorted order, or one `identity` and `key` for every socket.
+/// files of `keys_dir` in sorted order, or one `identity` and `key` for every socket. Every
+/// key is checked now: a load run with a key that cannot work would only time out.
 pub fn devices(
+    keys_dir: Option<PathBuf>,
+    identity: Option<String>,
+    key: Option<String>,
+    sockets: u32,
+) -> Result<Option<Vec<Credentials>>, DevicesError> {
+    let Some(devices) = listed(keys_dir, identity, key, sockets)? else {
+        return Ok(None);
+    };
+    for device in &devices {
+        device.check().map_err(|source| DevicesError::Key {
+            identity: device.identity.clone(),
+            source,
+        })?;
+    }
+    Ok(Some(devices))
+}
+
+fn listed(
     keys_dir: Option<PathBuf>,
     identity: Option<String>,
     key: Option<String>,
@@ -343,6 +367,14 @@ mod tests {
         assert_eq!(one.len(), 3);
         assert!(one.iter().all(|d| d.identity == "sim-1"));
         assert!(devices(None, None, None, 3).unwrap().is_none());
+        // A key that cannot work stops the run before it starts.
+        let short = devices(None, Some("sim-1".into()), Some("short".into()), 1);
+        assert!(matches!(short, Err(DevicesError::Key { .. })), "{short:?}");
+        std::fs::write(dir.path().join("a"), "").unwrap();
+        assert!(matches!(
+            devices(keys(), None, None, 1),
+            Err(DevicesError::Key { .. })
+        ));
     }
 
     #[test]

@@ -45,6 +45,11 @@ const MAX_KEY: usize = 256;
 const MAX_IDENTITY: usize = 128;
 
 impl Credentials {
+    /// Whether the identity and its key, as they are now, can be used.
+    pub fn check(&self) -> Result<(), HandshakeError> {
+        self.key().map(|_| ())
+    }
+
     /// The key as it is now: given, or read from its file less one trailing newline.
     fn key(&self) -> Result<Vec<u8>, HandshakeError> {
         let identity = &self.identity;
