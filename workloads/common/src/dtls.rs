@@ -288,7 +288,11 @@ mod tests {
         let n = client.ssl_read(&mut buf).expect("read answer");
         assert_eq!(&buf[..n], b"2.04");
         let suite = server.ssl().current_cipher().map(|c| c.name());
-        assert_eq!(suite, Some("PSK-AES128-CCM8"), "the mandatory suite comes first");
+        assert_eq!(
+            suite,
+            Some("PSK-AES128-CCM8"),
+            "the mandatory suite comes first"
+        );
     }
 
     #[test]
