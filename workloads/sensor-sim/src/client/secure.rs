@@ -413,7 +413,7 @@ impl Secure {
         if self.reported.as_ref() == Some(&error) {
             tracing::debug!(identity = %self.identity(), %error, retry_in = ?pause, "DTLS handshake failed again");
         } else {
-            tracing::warn!(identity = %self.identity(), %error, retry_in = ?pause, "DTLS handshake failed; retrying (logged once while it keeps failing so)");
+            tracing::warn!(identity = %self.identity(), %error, retry_in = ?pause, "DTLS handshake failed; retrying with back-off (the same failure again is logged at debug level)");
             self.reported = Some(error.clone());
         }
         Handshake::Failed {
