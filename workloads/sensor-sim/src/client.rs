@@ -6,6 +6,13 @@
 //! Requests come either from [`Client::request`] callers (a channel and a task each) or from a
 //! [`Driver`] run inside the endpoint's own loop ([`drive`]), which is how the load generator
 //! keeps thousands of requests in flight at a few microseconds each.
+//!
+//! An endpoint may speak DTLS with a pre-shared key instead of plain UDP ([`Dtls`], RFC 7252
+//! §9.1): it handshakes before its first request, seals each message into one record, and when
+//! the session looks dead (a fatal alert, or an exchange at its second retransmission with
+//! nothing heard from the server since it was sent: a replaced server that knows no session
+//! drops our records without a word) it handshakes again and sends its outstanding exchanges
+//! over the new session with their message IDs, so the server's deduplication still knows them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +26,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::stats::Stats;
+
+#[cfg(test)]
+mod dtls_tests;
+mod secure;
+
+pub use secure::{Credentials, Dtls, HandshakeError, HandshakePolicy, KeySource, identities_in};
+use secure::{Handshake, Read, Secure};
+
+/// The retransmission of an exchange at which, with nothing heard from the server since the
+/// exchange was sent, a DTLS session is taken for dead.
+const DEAD_AT_RETRANSMISSION: u32 = 2;
 
 /// RFC 7252 §4.8 transmission parameters.
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +94,8 @@ pub enum ExchangeError {
     Closed,
     #[error("cannot encode the request: {0}")]
     Encode(String),
+    #[error("no DTLS session: {0}")]
+    Handshake(HandshakeError),
 }
 
 struct Cmd {
@@ -89,13 +109,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Binds an ephemeral local port and talks to `server`.
+    /// Binds an ephemeral local port and talks to `server`, over DTLS if `dtls` is given.
     pub async fn connect(
         server: SocketAddr,
         params: Transmission,
         stats: Arc<Stats>,
+        dtls: Option<Dtls>,
     ) -> std::io::Result<Client> {
-        let endpoint = Endpoint::bind(server, params, stats, None).await?;
+        let endpoint = Endpoint::bind(server, params, stats, None, dtls).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(endpoint.run(Some(rx)));
         Ok(Client { tx })
@@ -113,14 +134,16 @@ impl Client {
 }
 
 /// Runs the requests of `driver` on an endpoint of its own (an ephemeral local port talking to
-/// `server`) until every slot of the driver is [`Step::Done`] and its last exchange has ended.
+/// `server`, over DTLS if `dtls` is given) until every slot of the driver is [`Step::Done`] and
+/// its last exchange has ended.
 pub async fn drive(
     server: SocketAddr,
     params: Transmission,
     stats: Arc<Stats>,
     driver: Box<dyn Driver>,
+    dtls: Option<Dtls>,
 ) -> std::io::Result<()> {
-    Endpoint::bind(server, params, stats, Some(driver))
+    Endpoint::bind(server, params, stats, Some(driver), dtls)
         .await?
         .run(None)
         .await;
@@ -159,6 +182,8 @@ enum Timer {
     Exchange(u16),
     /// A driver slot's wake-up.
     Wake(usize),
+    /// The DTLS handshake's: a retransmission of its flight, its deadline, or the next attempt.
+    Link,
 }
 
 /// Large receive buffer: a server answering a whole batch at once sends a burst of datagrams.
@@ -174,10 +199,14 @@ struct Exchange {
     timeout: Duration,
     /// Set once an empty ACK arrived: the answer comes separately, stop retransmitting.
     acked: bool,
-    /// The armed timer (retransmission, or the wait for a separate answer); `None` only while
-    /// its expiry is being handled.
+    /// The armed timer (retransmission, or the wait for a separate answer); `None` while its
+    /// expiry is being handled, and while the exchange waits for a DTLS session.
     timer: Option<delay_queue::Key>,
     waiter: Waiter,
+    /// Whether the message went out at least once (over DTLS, it waits for a session).
+    on_wire: bool,
+    /// [`Endpoint::heard`] when the message last went out.
+    heard_then: u64,
 }
 
 /// Requests started per turn of the endpoint's loop at most, so that answers and timers are
@@ -207,6 +236,13 @@ struct Endpoint {
     driver: Option<Box<dyn Driver>>,
     /// Driver slots not yet done.
     live_slots: usize,
+    /// The DTLS session, when the endpoint speaks DTLS.
+    secure: Option<Secure>,
+    /// The handshake's timer ([`Timer::Link`]), while one is armed.
+    link_timer: Option<delay_queue::Key>,
+    /// Messages received over DTLS so far: an exchange that saw this unchanged between its
+    /// transmission and its second retransmission heard nothing at all from the server.
+    heard: u64,
 }
 
 impl Endpoint {
@@ -215,6 +251,7 @@ impl Endpoint {
         params: Transmission,
         stats: Arc<Stats>,
         driver: Option<Box<dyn Driver>>,
+        dtls: Option<Dtls>,
     ) -> std::io::Result<Self> {
         let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
         socket.connect(server).await?;
@@ -233,6 +270,9 @@ impl Endpoint {
             timers: DelayQueue::new(),
             live_slots: driver.as_ref().map_or(0, |d| d.slots()),
             driver,
+            secure: dtls.map(Secure::new),
+            link_timer: None,
+            heard: 0,
         })
     }
 
@@ -250,6 +290,7 @@ impl Endpoint {
                 self.datagrams.send(&mut self.outbox).await;
             }
             if rx.is_none() && self.live_slots == 0 && self.exchanges.is_empty() {
+                self.close().await;
                 return;
             }
             tokio::select! {
@@ -266,9 +307,15 @@ impl Endpoint {
                     _ => rx = None,
                 },
                 r = self.datagrams.recv(&mut inbox) => match r {
-                    Ok(()) => {
+                    // One test per batch: the plain path stays as it was.
+                    Ok(()) if self.secure.is_none() => {
                         for (datagram, _) in inbox.datagrams() {
                             self.on_datagram(datagram);
+                        }
+                    }
+                    Ok(()) => {
+                        for (datagram, _) in inbox.datagrams() {
+                            self.on_record(datagram);
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "recv failed"),
@@ -278,6 +325,7 @@ impl Endpoint {
                     match expired.into_inner() {
                         Timer::Exchange(mid) => self.on_timeout(mid),
                         Timer::Wake(slot) => self.ask_driver(slot, None),
+                        Timer::Link => self.on_link_timer(),
                     }
                 }
             }
@@ -315,9 +363,13 @@ impl Endpoint {
             }
         };
         let timeout = self.params.initial_timeout();
-        self.send(datagram.clone());
         self.stats.sent.inc();
-        let timer = Some(self.timers.insert(Timer::Exchange(mid), timeout));
+        let on_wire = self.secure.as_ref().is_none_or(|s| s.is_up());
+        // Without a session the message goes out, and its timer starts, once there is one.
+        let timer = on_wire.then(|| {
+            self.send(datagram.clone());
+            self.timers.insert(Timer::Exchange(mid), timeout)
+        });
         self.by_token.insert(token, mid);
         self.exchanges.insert(
             mid,
@@ -329,13 +381,178 @@ impl Endpoint {
                 acked: false,
                 timer,
                 waiter,
+                on_wire,
+                heard_then: self.heard,
             },
         );
+        if !on_wire {
+            self.arm_link_timer();
+        }
     }
 
-    /// Queues a datagram for the end of this turn of the loop.
+    /// Queues a datagram for the end of this turn of the loop (over DTLS, its record; with no
+    /// session, nothing: what matters is sent again once there is one).
     fn send(&mut self, datagram: Vec<u8>) {
-        self.outbox.push(self.server, datagram);
+        match &mut self.secure {
+            None => self.outbox.push(self.server, datagram),
+            Some(secure) => {
+                if !secure.seal(&datagram) {
+                    tracing::debug!(identity = %secure.identity(), "message not sealed");
+                }
+                self.flush_link();
+            }
+        }
+    }
+
+    /// Moves the datagrams OpenSSL wrote to the outbox.
+    fn flush_link(&mut self) {
+        if let Some(secure) = &mut self.secure {
+            for datagram in secure.outgoing() {
+                self.outbox.push(self.server, datagram);
+            }
+        }
+    }
+
+    /// Arms [`Timer::Link`] for when the DTLS link needs attention next: the handshake's
+    /// retransmission or deadline, or, with no session, the next attempt (which starts only if
+    /// exchanges wait for it). Disarms it while a session is up.
+    fn arm_link_timer(&mut self) {
+        let Some(secure) = &self.secure else {
+            return;
+        };
+        let at = secure
+            .retry_at()
+            .or_else(|| secure.handshake_timer(Instant::now()));
+        match (at, &self.link_timer) {
+            (Some(at), Some(key)) => self.timers.reset_at(key, at.into()),
+            (Some(at), None) => {
+                self.link_timer = Some(self.timers.insert_at(Timer::Link, at.into()))
+            }
+            (None, Some(key)) => {
+                self.timers.remove(key);
+                self.link_timer = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// [`Timer::Link`] fired: start a handshake for the waiting exchanges, or let the one
+    /// under way retransmit or end.
+    fn on_link_timer(&mut self) {
+        self.link_timer = None;
+        let Some(secure) = &mut self.secure else {
+            return;
+        };
+        let now = Instant::now();
+        let step = match secure.retry_at() {
+            Some(_) if self.exchanges.is_empty() => return,
+            Some(at) if at > now => {
+                self.arm_link_timer();
+                return;
+            }
+            Some(_) => secure.begin(now),
+            None => secure.on_timer(now),
+        };
+        self.after_handshake(step);
+    }
+
+    /// Acts on where the handshake stands: sends what OpenSSL wrote, and with a new session
+    /// the outstanding exchanges; after a failure that uses up the attempts, fails the
+    /// exchanges that wait.
+    fn after_handshake(&mut self, step: Handshake) {
+        self.flush_link();
+        match step {
+            Handshake::Pending => {}
+            Handshake::Established => {
+                self.stats.handshakes.inc();
+                self.resume();
+            }
+            Handshake::Failed { error, give_up } => {
+                self.stats.handshake_failures.inc();
+                if give_up {
+                    let waiting: Vec<u16> = self.exchanges.keys().copied().collect();
+                    for mid in waiting {
+                        self.finish(mid, Err(ExchangeError::Handshake(error.clone())));
+                    }
+                }
+            }
+        }
+        self.arm_link_timer();
+    }
+
+    /// Sends every outstanding exchange over the new session, with its message ID and token,
+    /// and starts its timer again where it was.
+    fn resume(&mut self) {
+        let Some(secure) = &mut self.secure else {
+            return;
+        };
+        for (&mid, ex) in &mut self.exchanges {
+            if !secure.seal(&ex.datagram) {
+                tracing::debug!(identity = %secure.identity(), "message not sealed");
+            }
+            if ex.on_wire {
+                self.stats.retransmitted.inc();
+            }
+            ex.on_wire = true;
+            // A separate answer promised over the old session will not come over this one.
+            ex.acked = false;
+            ex.heard_then = self.heard;
+            if let Some(timer) = ex.timer.take() {
+                self.timers.remove(&timer);
+            }
+            ex.timer = Some(self.timers.insert(Timer::Exchange(mid), ex.timeout));
+        }
+        self.flush_link();
+    }
+
+    /// The session looks dead: its exchanges stop their timers and wait for the next one,
+    /// whose handshake starts at once.
+    fn session_dead(&mut self, why: &str) {
+        let Some(secure) = &mut self.secure else {
+            return;
+        };
+        secure.drop_session(Instant::now(), why);
+        for ex in self.exchanges.values_mut() {
+            if let Some(timer) = ex.timer.take() {
+                self.timers.remove(&timer);
+            }
+        }
+        self.arm_link_timer();
+    }
+
+    /// A datagram over DTLS: a step of the handshake, or records with CoAP messages.
+    fn on_record(&mut self, datagram: &[u8]) {
+        let Some(secure) = &mut self.secure else {
+            return;
+        };
+        if let Some(step) = secure.on_datagram(datagram, Instant::now()) {
+            self.after_handshake(step);
+        }
+        // Room for any message a server sends to a client that sends at most MAX_MESSAGE.
+        let mut buf = [0u8; 2 * MAX_MESSAGE];
+        while let Some(secure) = &mut self.secure {
+            match secure.read(&mut buf) {
+                Read::Message(n) => {
+                    self.heard += 1;
+                    self.on_datagram(&buf[..n]);
+                }
+                Read::Done => break,
+                Read::Dead(why) => {
+                    self.session_dead(&why);
+                    break;
+                }
+            }
+        }
+        self.flush_link();
+    }
+
+    /// Ends a DTLS session with close_notify, so that the server forgets it at once.
+    async fn close(&mut self) {
+        if let Some(secure) = &mut self.secure {
+            secure.close();
+            self.flush_link();
+            self.datagrams.send(&mut self.outbox).await;
+        }
     }
 
     /// The timer of exchange `mid` fired (the queue has already let go of it).
@@ -353,6 +570,14 @@ impl Endpoint {
         }
         ex.retransmits += 1;
         ex.timeout *= 2;
+        if self.secure.is_some()
+            && ex.retransmits == DEAD_AT_RETRANSMISSION
+            && ex.heard_then == self.heard
+        {
+            // This retransmission goes over the next session, with the other exchanges.
+            self.session_dead("no answer at all to a second retransmission");
+            return;
+        }
         ex.timer = Some(self.timers.insert(Timer::Exchange(mid), ex.timeout));
         let datagram = ex.datagram.clone();
         self.stats.retransmitted.inc();
@@ -539,7 +764,9 @@ mod tests {
     ) -> (Client, Arc<Stats>, tokio::task::JoinHandle<Vec<Packet>>) {
         let (addr, received) = scripted_server(script).await;
         let stats = Arc::new(Stats::default());
-        let client = Client::connect(addr, FAST, stats.clone()).await.unwrap();
+        let client = Client::connect(addr, FAST, stats.clone(), None)
+            .await
+            .unwrap();
         (client, stats, received)
     }
 
@@ -648,7 +875,7 @@ mod tests {
             left: vec![2; 3],
             answers: answers.clone(),
         };
-        drive(addr, FAST, stats.clone(), Box::new(driver))
+        drive(addr, FAST, stats.clone(), Box::new(driver), None)
             .await
             .unwrap();
         assert_eq!(answers.load(std::sync::atomic::Ordering::Relaxed), 6);

@@ -5,6 +5,7 @@
 //! follow a run (`iot-loadtest` reads them from the pod's log).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use iot_common::load_progress::{Percentiles, Progress};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::client::{self, Transmission};
+use crate::client::{self, Credentials, Dtls, HandshakePolicy, KeySource, Transmission};
 use crate::stats::Stats;
 
 mod driver;
@@ -33,6 +34,8 @@ pub struct LoadPlan {
     pub place: String,
     /// Progress lines as JSON instead of text.
     pub json: bool,
+    /// Speak DTLS: socket j is the device `devices[j]`.
+    pub devices: Option<Vec<Credentials>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +47,8 @@ pub struct Summary {
     pub retransmissions: u64,
     pub unavailable: u64,
     pub timeouts: u64,
+    pub handshakes: u64,
+    pub handshakes_failed: u64,
     pub elapsed_secs: f64,
     pub acked_per_sec: f64,
     pub latency_ms_p50: f64,
@@ -64,6 +69,12 @@ impl Summary {
             self.unavailable,
             self.timeouts
         );
+        if self.handshakes + self.handshakes_failed > 0 {
+            println!(
+                "DTLS handshakes {} done, {} failed",
+                self.handshakes, self.handshakes_failed
+            );
+        }
         println!(
             "{:.0} acked readings/s over {:.2} s; ack latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             self.acked_per_sec,
@@ -95,6 +106,7 @@ pub async fn run(
     };
     let progress = tokio::spawn(progress(meter.clone()));
     let (server, sockets, json) = (plan.server, plan.sockets, plan.json);
+    let devices = plan.devices.clone();
     let run = Arc::new(driver::Run {
         send_until: plan.duration.map(|d| started + d),
         plan,
@@ -108,11 +120,19 @@ pub async fn run(
     let mut endpoints = Vec::new();
     for socket in 0..sockets {
         let window = Box::new(driver::Window::new(run.clone(), socket));
+        let dtls = devices
+            .as_ref()
+            .and_then(|d| d.get(socket as usize))
+            .map(|c| Dtls {
+                credentials: c.clone(),
+                policy: HandshakePolicy::default(),
+            });
         endpoints.push(tokio::spawn(client::drive(
             server,
             params,
             stats.clone(),
             window,
+            dtls,
         )));
     }
     let mut result = Ok(());
@@ -142,6 +162,8 @@ pub async fn run(
         retransmissions: stats.retransmitted.get(),
         unavailable: stats.unavailable.get(),
         timeouts: stats.timeouts.get(),
+        handshakes: stats.handshakes.get(),
+        handshakes_failed: stats.handshake_failures.get(),
         elapsed_secs: elapsed,
         acked_per_sec: acked as f64 / elapsed.max(1e-9),
         latency_ms_p50: ms(0.50),
@@ -149,6 +171,80 @@ pub async fn run(
         latency_ms_p99: ms(0.99),
         latency_ms_max: latency.max() as f64 / 1000.0,
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevicesError {
+    #[error("cannot list the key files of {dir}: {source}")]
+    List { dir: String, source: std::io::Error },
+    #[error("{dir} holds {found} key files; --sockets {sockets} needs one a socket")]
+    TooFew {
+        dir: String,
+        found: usize,
+        sockets: u32,
+    },
+    #[error("device {identity}: {source}")]
+    Key {
+        identity: String,
+        source: client::HandshakeError,
+    },
+}
+
+/// The device of each socket over DTLS, or `None` to send in plain: the first `sockets` key
+/// files of `keys_dir` in sorted order, or one `identity` and `key` for every socket. Every
+/// key is checked now: a load run with a key that cannot work would only time out.
+pub fn devices(
+    keys_dir: Option<PathBuf>,
+    identity: Option<String>,
+    key: Option<String>,
+    sockets: u32,
+) -> Result<Option<Vec<Credentials>>, DevicesError> {
+    let Some(devices) = listed(keys_dir, identity, key, sockets)? else {
+        return Ok(None);
+    };
+    for device in &devices {
+        device.check().map_err(|source| DevicesError::Key {
+            identity: device.identity.clone(),
+            source,
+        })?;
+    }
+    Ok(Some(devices))
+}
+
+fn listed(
+    keys_dir: Option<PathBuf>,
+    identity: Option<String>,
+    key: Option<String>,
+    sockets: u32,
+) -> Result<Option<Vec<Credentials>>, DevicesError> {
+    if let (Some(identity), Some(key)) = (identity, key) {
+        let device = Credentials {
+            identity,
+            key: KeySource::Given(key),
+        };
+        return Ok(Some(vec![device; sockets as usize]));
+    }
+    let Some(dir) = keys_dir else {
+        return Ok(None);
+    };
+    let shown = dir.display().to_string();
+    let mut names = client::identities_in(&dir).map_err(|source| DevicesError::List {
+        dir: shown.clone(),
+        source,
+    })?;
+    if names.len() < sockets as usize {
+        return Err(DevicesError::TooFew {
+            dir: shown,
+            found: names.len(),
+            sockets,
+        });
+    }
+    names.truncate(sockets as usize);
+    let devices = names.into_iter().map(|identity| Credentials {
+        identity,
+        key: KeySource::Dir(dir.clone()),
+    });
+    Ok(Some(devices.collect()))
 }
 
 /// Acknowledgement latency: over the whole run, and since the last progress line.
@@ -250,6 +346,35 @@ mod tests {
             started: Instant::now(),
             json: true,
         }
+    }
+
+    #[test]
+    fn over_dtls_socket_j_is_the_jth_key_file_and_too_few_files_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b", "c", "a"] {
+            std::fs::write(dir.path().join(name), "0123456789abcdef").unwrap();
+        }
+        let keys = || Some(dir.path().to_path_buf());
+        let got = devices(keys(), None, None, 2).unwrap().unwrap();
+        let names: Vec<&str> = got.iter().map(|d| d.identity.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(matches!(
+            devices(keys(), None, None, 4),
+            Err(DevicesError::TooFew { found: 3, .. })
+        ));
+        let one = devices(None, Some("sim-1".into()), Some("k".repeat(16)), 3);
+        let one = one.unwrap().unwrap();
+        assert_eq!(one.len(), 3);
+        assert!(one.iter().all(|d| d.identity == "sim-1"));
+        assert!(devices(None, None, None, 3).unwrap().is_none());
+        // A key that cannot work stops the run before it starts.
+        let short = devices(None, Some("sim-1".into()), Some("short".into()), 1);
+        assert!(matches!(short, Err(DevicesError::Key { .. })), "{short:?}");
+        std::fs::write(dir.path().join("a"), "").unwrap();
+        assert!(matches!(
+            devices(keys(), None, None, 1),
+            Err(DevicesError::Key { .. })
+        ));
     }
 
     #[test]

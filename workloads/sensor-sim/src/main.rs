@@ -9,6 +9,7 @@ mod simulate;
 mod stats;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +31,18 @@ Without a subcommand it simulates --sensors sensors spread over --places, each s
 temperature and a humidity reading every --interval seconds, as confirmable POSTs to \
 /sensors/dht/temperature and /sensors/dht/humidity. Each reading is retransmitted as RFC 7252 \
 says until the server acknowledges it; a 5.03 answer is honoured by waiting its Max-Age.\n\n\
+With --keys-dir the sensors speak CoAP over DTLS 1.2 with pre-shared keys (RFC 7252 §9, \
+coaps://, the server's port 5684): sensor sim-<i> is the device of that name, its key the \
+file of that name in the directory, read again at every handshake (a rotated key is used \
+from the next one). The readings then carry no place= or sensor=: the server knows the \
+device's.\n\n\
 `sensor-sim load` is the load generator: see `sensor-sim load --help`.",
     after_help = "Every flag can also be set by the environment variable shown in brackets.\n\n\
 Examples:\n  sensor-sim --server 127.0.0.1:5683 --sensors 4 --places kitchen,lab --interval 5\n  \
+sensor-sim --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sensors 4\n  \
 sensor-sim load --server 127.0.0.1:5683 --count 100000 --sockets 8 --window 32\n  \
-sensor-sim load --server 127.0.0.1:5683 --duration 10 --sockets 1 --window 64"
+sensor-sim load --server 127.0.0.1:5683 --duration 10 --sockets 1 --window 64\n  \
+sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sockets 4 --count 10000"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +75,12 @@ struct Cli {
 enum Mode {
     /// Send readings as fast as the server takes them (or at --rate) and report throughput and
     /// acknowledgement latency. Exits 2 when any reading was not stored.
+    #[command(
+        after_help = "Over DTLS (coaps://, the server's port 5684) each socket is a device:\n  \
+sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sockets 4 --count 10000\n  \
+SIM_KEY=$(cat key) sensor-sim load --server 127.0.0.1:5684 --identity sim-1 --count 100\n\
+The summary then says how many DTLS handshakes were done and how many failed."
+    )]
     Load(LoadArgs),
 }
 
@@ -96,6 +110,12 @@ struct SimulateArgs {
     /// Seed of the simulated values (the same seed gives the same readings).
     #[arg(long, env = "SIM_SEED", default_value_t = 1)]
     seed: u64,
+
+    /// Speak DTLS with pre-shared keys: sensor sim-<i> uses identity sim-<i> and the key in
+    /// the file DIR/sim-<i> (a mounted Secret), read at every handshake. A sensor whose file is
+    /// missing waits for it; the others go on. --server then points at port 5684.
+    #[arg(long, env = "SIM_KEYS_DIR", value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -134,6 +154,26 @@ struct LoadArgs {
     /// second and a last one with "done": true) as one JSON object per line.
     #[arg(long)]
     json: bool,
+
+    /// Speak DTLS with pre-shared keys: socket j is the device whose identity is the j-th file
+    /// name of DIR in sorted order (hidden entries left out), its key that file's content. DIR
+    /// needs at least --sockets files. Readings then carry no place= or sensor=.
+    #[arg(
+        long,
+        env = "SIM_KEYS_DIR",
+        value_name = "DIR",
+        conflicts_with = "identity"
+    )]
+    keys_dir: Option<PathBuf>,
+
+    /// Speak DTLS as this one identity on every socket, with --key.
+    #[arg(long, env = "SIM_IDENTITY", requires = "key")]
+    identity: Option<String>,
+
+    /// The pre-shared key of --identity: a printable string of at least 16 bytes, whose bytes
+    /// are the key (as libcoap's `coap-client -u NAME -k KEY` takes it).
+    #[arg(long, env = "SIM_KEY", hide_env_values = true, requires = "identity")]
+    key: Option<String>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -218,8 +258,9 @@ async fn run_simulation(
         interval: Duration::from_secs_f64(args.interval_seconds),
         rounds: args.rounds,
         seed: args.seed,
+        keys_dir: args.keys_dir,
     };
-    tracing::info!(%server, sensors = plan.sensors, places = ?plan.places, interval = ?plan.interval, "simulating DHT sensors");
+    tracing::info!(%server, sensors = plan.sensors, places = ?plan.places, interval = ?plan.interval, dtls = plan.keys_dir.is_some(), "simulating DHT sensors");
     if let Err(e) = simulate::run(plan, params, stats.clone(), ready, stop).await {
         tracing::error!(error = %e, "cannot open a client socket");
         return ExitCode::FAILURE;
@@ -244,6 +285,13 @@ async fn run_load(
         tracing::error!("a load run needs a bound: --count and/or --duration");
         return ExitCode::FAILURE;
     }
+    let devices = match load::devices(args.keys_dir, args.identity, args.key, args.sockets) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "no devices for the sockets");
+            return ExitCode::FAILURE;
+        }
+    };
     let plan = load::LoadPlan {
         server,
         sockets: args.sockets,
@@ -254,8 +302,9 @@ async fn run_load(
         drain: Duration::from_secs_f64(args.drain.max(0.0)),
         place: args.place,
         json: args.json,
+        devices,
     };
-    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, sockets = plan.sockets, window = plan.window, "load run");
+    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, sockets = plan.sockets, window = plan.window, dtls = plan.devices.is_some(), "load run");
     let summary = match load::run(plan, params, stats, stop).await {
         Ok(s) => s,
         Err(e) => {

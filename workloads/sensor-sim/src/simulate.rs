@@ -1,14 +1,16 @@
 //! Simulation mode: N DHT sensors spread over places, each sending temperature and humidity
-//! every interval, as the reference deployment's sensors did.
+//! every interval, as the reference deployment's sensors did. With a directory of keys each
+//! sensor is a device speaking DTLS under its own name.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use iot_common::http::Readiness;
 use tokio::sync::watch;
 
-use crate::client::{Client, Transmission};
+use crate::client::{Client, Credentials, Dtls, HandshakePolicy, KeySource, Transmission};
 use crate::deliver::{self, HUMIDITY, TEMPERATURE};
 use crate::model::Dht;
 use crate::stats::Stats;
@@ -22,13 +24,35 @@ pub struct Plan {
     /// Rounds per sensor before exiting; 0 runs until stopped.
     pub rounds: u64,
     pub seed: u64,
+    /// Speak DTLS: sensor `sim-<i+1>` is the identity whose key is the file of that name here.
+    pub keys_dir: Option<PathBuf>,
 }
 
 impl Plan {
-    /// Sensor `i` sits at place `i mod places` and is called `dht-<i+1>`.
+    /// Sensor `i` sits at place `i mod places` and is called `sim-<i+1>`.
     pub fn sensor(&self, i: u32) -> (String, String) {
         let place = self.places[i as usize % self.places.len()].clone();
-        (place, format!("dht-{}", i + 1))
+        (place, format!("sim-{}", i + 1))
+    }
+
+    /// How sensor `name` talks to the server: over DTLS as the device `name`, or in plain.
+    fn dtls(&self, name: &str) -> Option<Dtls> {
+        self.keys_dir.as_ref().map(|dir| Dtls {
+            credentials: Credentials {
+                identity: name.to_string(),
+                key: KeySource::Dir(dir.clone()),
+            },
+            policy: HandshakePolicy::default(),
+        })
+    }
+
+    /// The query of sensor `name`'s readings: over DTLS none, since the server knows a
+    /// device's place and name from its identity.
+    fn query(&self, place: &str, name: &str) -> Vec<String> {
+        match self.keys_dir {
+            Some(_) => Vec::new(),
+            None => vec![format!("place={place}"), format!("sensor={name}")],
+        }
     }
 }
 
@@ -41,8 +65,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut tasks = Vec::new();
     for i in 0..plan.sensors {
-        let client = Client::connect(plan.server, params, stats.clone()).await?;
         let (place, sensor) = plan.sensor(i);
+        let client =
+            Client::connect(plan.server, params, stats.clone(), plan.dtls(&sensor)).await?;
         let (plan, stats, ready, stop) = (plan.clone(), stats.clone(), ready.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             sensor_loop(client, plan, i, place, sensor, stats, ready, stop).await
@@ -67,7 +92,7 @@ async fn sensor_loop(
 ) {
     let mut dht = Dht::new(plan.seed.wrapping_add(u64::from(index)));
     let mut clock = deliver::SensorClock::default();
-    let query = vec![format!("place={place}"), format!("sensor={sensor}")];
+    let query = plan.query(&place, &sensor);
     // Spread the sensors over the interval instead of sending in lock-step.
     let offset = plan
         .interval
@@ -119,10 +144,31 @@ mod tests {
             interval: Duration::from_secs(5),
             rounds: 0,
             seed: 1,
+            keys_dir: None,
         };
         let got: Vec<_> = (0..5).map(|i| plan.sensor(i)).collect();
-        assert_eq!(got[0], ("kitchen".into(), "dht-1".into()));
-        assert_eq!(got[1], ("lab".into(), "dht-2".into()));
-        assert_eq!(got[4], ("kitchen".into(), "dht-5".into()));
+        assert_eq!(got[0], ("kitchen".into(), "sim-1".into()));
+        assert_eq!(got[1], ("lab".into(), "sim-2".into()));
+        assert_eq!(got[4], ("kitchen".into(), "sim-5".into()));
+        assert_eq!(plan.query("lab", "sim-2"), ["place=lab", "sensor=sim-2"]);
+    }
+
+    #[test]
+    fn over_dtls_a_sensor_is_the_device_of_its_name_and_sends_no_tags() {
+        let plan = Plan {
+            server: ([127, 0, 0, 1], 5684).into(),
+            sensors: 2,
+            places: vec!["lab".into()],
+            interval: Duration::from_secs(5),
+            rounds: 0,
+            seed: 1,
+            keys_dir: Some("/keys".into()),
+        };
+        let dtls = plan.dtls("sim-2").unwrap();
+        assert_eq!(dtls.credentials.identity, "sim-2");
+        assert!(
+            matches!(dtls.credentials.key, KeySource::Dir(d) if d == std::path::Path::new("/keys"))
+        );
+        assert!(plan.query("lab", "sim-2").is_empty());
     }
 }

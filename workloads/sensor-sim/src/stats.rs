@@ -23,5 +23,9 @@ iot_common::metric_set! {
         pub failed: Counter,
         /// Datagrams received that are not CoAP
         pub malformed: Counter,
+        /// DTLS handshakes completed
+        pub handshakes: Counter,
+        /// DTLS handshakes that failed (no key, an alert from the server, no answer in time)
+        pub handshake_failures: Counter,
     }
 }

@@ -69,13 +69,27 @@ impl Window {
     pub fn new(run: Arc<Run>, socket: u32) -> Self {
         let slots = (0..run.plan.window)
             .map(|w| {
-                // Fixed width: requests of one size go out together (see `udp::Datagrams`).
-                let sensor = format!("load-{socket:03}-{w:05}");
+                let (sensor, query) = match &run.plan.devices {
+                    // The server knows a device's place and name from its identity.
+                    Some(devices) => {
+                        let device = devices.get(socket as usize);
+                        (
+                            device.map_or_else(String::new, |d| d.identity.clone()),
+                            Vec::new(),
+                        )
+                    }
+                    None => {
+                        // Fixed width: requests of one size go out together (`udp::Datagrams`).
+                        let sensor = format!("load-{socket:03}-{w:05}");
+                        let query = vec![
+                            format!("place={}", run.plan.place),
+                            format!("sensor={sensor}"),
+                        ];
+                        (sensor, query)
+                    }
+                };
                 Slot {
-                    query: vec![
-                        format!("place={}", run.plan.place),
-                        format!("sensor={sensor}"),
-                    ],
+                    query,
                     sensor,
                     clock: SensorClock::default(),
                     state: State::Idle,
@@ -197,6 +211,15 @@ mod tests {
     use coap_lite::ResponseType;
 
     fn run(count: u64, window: u32, rate: Option<f64>) -> Arc<Run> {
+        run_of(count, window, rate, None)
+    }
+
+    fn run_of(
+        count: u64,
+        window: u32,
+        rate: Option<f64>,
+        devices: Option<Vec<client::Credentials>>,
+    ) -> Arc<Run> {
         let (_, stop) = watch::channel(false);
         Arc::new(Run {
             plan: LoadPlan {
@@ -209,6 +232,7 @@ mod tests {
                 drain: Duration::from_secs(60),
                 place: "bench".into(),
                 json: false,
+                devices,
             },
             stats: Arc::new(Stats::default()),
             next: AtomicU64::new(0),
@@ -255,6 +279,18 @@ mod tests {
         assert_eq!(run.issued.load(Ordering::Relaxed), 3);
         assert_eq!(run.stats.acked.get(), 3);
         assert_eq!(run.latency.lock().unwrap().total.len(), 3);
+    }
+
+    #[test]
+    fn over_dtls_readings_carry_only_their_time() {
+        let device = client::Credentials {
+            identity: "sim-1".into(),
+            key: client::KeySource::Given("0123456789abcdef".into()),
+        };
+        let dtls = run_of(1, 1, None, Some(vec![device]));
+        let request = sent(Window::new(dtls, 0).next(0, None));
+        assert_eq!(request.query.len(), 1);
+        assert!(request.query[0].starts_with("ts="), "{:?}", request.query);
     }
 
     #[test]
