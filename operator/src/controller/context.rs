@@ -1,15 +1,14 @@
-//! What every reconcile shares: the client, metrics, the Event recorder, the memo of our own
-//! writes, the cache of the children, and the failure counts behind the retry backoff.
+//! What every reconcile shares: the client, metrics, the Event recorder, what the operator
+//! knows of its children (`known_state`), and the failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
-use super::apply::WriteMemo;
-use super::watches::ChildCache;
+use super::known_state::KnownState;
 use crate::metrics::Metrics;
 
 /// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
@@ -20,10 +19,8 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub(super) memo: Arc<WriteMemo>,
-    /// The stores of the running controller's watches; replaced by each run (a new leader
-    /// term), so a stopped watch's frozen store is never read.
-    children: RwLock<ChildCache>,
+    /// The write memo and the children's cache.
+    pub(super) known: KnownState,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -34,21 +31,8 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            memo: Arc::default(),
-            children: RwLock::default(),
+            known: KnownState::default(),
             failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cache of the children (empty before the controller runs: every read then goes to
-    /// the API server).
-    pub fn children(&self) -> ChildCache {
-        self.children.read().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    pub(super) fn set_children(&self, cache: ChildCache) {
-        if let Ok(mut children) = self.children.write() {
-            *children = cache;
         }
     }
 

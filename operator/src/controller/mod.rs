@@ -16,6 +16,7 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod hash;
+mod known_state;
 #[cfg(test)]
 mod mock_api;
 #[cfg(test)]
@@ -154,8 +155,9 @@ pub async fn reconcile_monitor(
     }
 
     let desired = desired::build(&model);
-    let cache = ctx.children();
-    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo, &cache);
+    let cache = ctx.known.cache();
+    let memo = ctx.known.memo();
+    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, memo, &cache);
     let mut applied = applier.apply_all(desired).await?;
     let now = now();
     applied.influxdb_trouble =
@@ -245,7 +247,7 @@ pub async fn run(
     let client = &ctx.client;
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    let mut watches = Watches::new(children, ctx.memo.clone());
+    let mut watches = Watches::new(children, ctx.known.memo().clone());
     let deployments = watches.watch(scope.api::<Deployment>(client));
     let stateful_sets = watches.watch(scope.api::<StatefulSet>(client));
     let services = watches.watch(scope.api::<Service>(client));
@@ -254,7 +256,7 @@ pub async fn run(
     let policies = watches.watch(scope.api::<NetworkPolicy>(client));
     let secrets = watches.watch(scope.api::<Secret>(client));
     let claims = watches.watch(scope.api::<PersistentVolumeClaim>(client));
-    ctx.set_children(watches.into_cache());
+    ctx.known.set_cache(watches.into_cache());
 
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.

@@ -148,23 +148,6 @@ pub fn turned_bad<'a>(
     }
 }
 
-/// A fingerprint of an HPA's conditions (type, status, reason), for the watch filter that wakes
-/// the owner when they change but not on every metrics update.
-pub fn conditions_key(hpa: &HorizontalPodAutoscaler) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    for c in hpa
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        (&c.type_, &c.status, &c.reason).hash(&mut h);
-    }
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus;
@@ -395,17 +378,5 @@ mod tests {
         assert_eq!(turned_bad(Some(&bad), Some(&other)), Some(&other));
         assert_eq!(turned_bad(Some(&bad), Some(&good)), None);
         assert_eq!(turned_bad(None, None), None);
-    }
-
-    #[test]
-    fn the_conditions_key_ignores_messages_and_metrics() {
-        let mut a = healthy("a", 2);
-        let b = healthy("a", 3);
-        assert_eq!(conditions_key(&a), conditions_key(&b));
-        if let Some(s) = a.status.as_mut() {
-            s.current_replicas = Some(3);
-        }
-        assert_eq!(conditions_key(&a), conditions_key(&b));
-        assert_ne!(conditions_key(&no_metrics("a")), conditions_key(&b));
     }
 }

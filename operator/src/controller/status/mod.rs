@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 mod autoscaling;
 mod patch;
 
-pub use self::autoscaling::{AUTOSCALING, conditions_key, turned_bad};
+pub use self::autoscaling::{AUTOSCALING, turned_bad};
 pub use self::patch::{StatusError, patch_status};
 use super::apply::Applied;
 use super::validate::{InfluxMode, ValidatedMonitor};
