@@ -15,10 +15,12 @@ use crate::metrics::Metrics;
 const BASE_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// What every reconcile shares; one per operator process, built by `main` (or a test) and
+/// handed to [`run`](super::run).
 pub struct Context {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub(crate) client: Client,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) recorder: Recorder,
     /// The write memo and the children's cache.
     pub(super) known: KnownState,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
@@ -26,6 +28,8 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context whose API requests go through `client`, whose reconciles are counted in
+    /// `metrics`, and whose Events name `reporter` as their source.
     pub fn new(client: Client, metrics: Arc<Metrics>, reporter: Reporter) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -56,7 +60,7 @@ impl Context {
 
 /// Exponential backoff: 5 s, 10 s, 20 s … capped at 5 minutes. Errors only the user can fix
 /// wait for a change of the IotMonitor (or the periodic resync).
-pub fn backoff(failures: u32, needs_user_action: bool) -> Duration {
+pub(super) fn backoff(failures: u32, needs_user_action: bool) -> Duration {
     if needs_user_action {
         return MAX_BACKOFF;
     }

@@ -42,7 +42,8 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, predicates, wat
 use kube::{Resource, ResourceExt};
 
 use self::apply::{Applier, ApplyError};
-pub use self::context::{Context, backoff};
+pub use self::context::Context;
+use self::context::backoff;
 use self::dereference::DereferenceError;
 use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
 pub use self::scope::WatchScope;
@@ -66,7 +67,7 @@ const NOT_READY_RECHECK: Duration = Duration::from_secs(30);
 
 /// A failed reconcile: the error of the step that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Dereference(#[from] DereferenceError),
     #[error("invalid spec: {0}")]
@@ -79,7 +80,7 @@ pub enum ReconcileError {
 
 impl ReconcileError {
     /// CamelCase, fixed set: safe as a metric label, an Event reason and a condition reason.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             Self::Dereference(e) => e.category(),
             Self::InvalidSpec(e) => e.category(),
@@ -89,7 +90,7 @@ impl ReconcileError {
     }
 
     /// Errors a retry cannot fix: the user must change something first.
-    pub fn needs_user_action(&self) -> bool {
+    pub(crate) fn needs_user_action(&self) -> bool {
         matches!(self, Self::InvalidSpec(_))
     }
 }
@@ -137,7 +138,7 @@ fn now() -> Time {
 }
 
 /// One pass of the pipeline over one IotMonitor.
-pub async fn reconcile_monitor(
+pub(crate) async fn reconcile_monitor(
     monitor: &IotMonitor,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
@@ -231,11 +232,11 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
 /// it drains in hash order, not oldest first: with few slots and a steady stream of triggers the
 /// same monitors win again and again (starvation). With the triggers filtered (`watches`) the set
 /// drains; more slots mostly queue at the API server and cost memory (a connection each).
-pub const CONCURRENCY: u16 = 16;
+pub(crate) const CONCURRENCY: u16 = 16;
 
 /// Bursts of events about one monitor (its children appearing one by one, a rollout's status
 /// steps) become one reconcile: each request waits this long for more.
-pub const DEBOUNCE: Duration = Duration::from_secs(1);
+pub(crate) const DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Runs the controller until `shutdown` resolves. `scope` limits every watch (and so the RBAC
 /// the operator needs) to one namespace, or not.
