@@ -67,6 +67,7 @@ pub(crate) enum Decision {
     ReadFirst(ReadReason),
 }
 
+/// Why nothing needs to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SkipReason {
     /// It is at the very version we wrote or checked.
@@ -88,6 +89,7 @@ impl SkipReason {
     }
 }
 
+/// Why the apply is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteReason {
     /// The synced cache has never seen it and we never wrote it: created without a read (a
@@ -112,6 +114,7 @@ impl WriteReason {
     }
 }
 
+/// Why what is known does not settle it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadReason {
     /// The cache cannot tell: the kind is not cached, or not listed yet.
