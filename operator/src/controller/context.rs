@@ -1,54 +1,42 @@
-//! What every reconcile shares: the client, metrics, the Event recorder, the memo of our own
-//! writes, the cache of the children, and the failure counts behind the retry backoff.
+//! What every reconcile shares: the client, metrics, the Event recorder, what the operator
+//! knows of its children (`known_state`), and the failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
-use super::apply::WriteMemo;
-use super::watches::ChildCache;
+use super::known_state::KnownState;
 use crate::metrics::Metrics;
 
 /// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// What every reconcile shares; one per operator process, built by `main` (or a test) and
+/// handed to [`run`](super::run).
 pub struct Context {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-    pub(super) memo: Arc<WriteMemo>,
-    /// The stores of the running controller's watches; replaced by each run (a new leader
-    /// term), so a stopped watch's frozen store is never read.
-    children: RwLock<ChildCache>,
+    pub(crate) client: Client,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) recorder: Recorder,
+    /// The write memo and the children's cache.
+    pub(super) known: KnownState,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
+    /// A context whose API requests go through `client`, whose reconciles are counted in
+    /// `metrics`, and whose Events name `reporter` as their source.
     pub fn new(client: Client, metrics: Arc<Metrics>, reporter: Reporter) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            memo: Arc::default(),
-            children: RwLock::default(),
+            known: KnownState::default(),
             failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cache of the children (empty before the controller runs: every read then goes to
-    /// the API server).
-    pub fn children(&self) -> ChildCache {
-        self.children.read().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    pub(super) fn set_children(&self, cache: ChildCache) {
-        if let Ok(mut children) = self.children.write() {
-            *children = cache;
         }
     }
 
@@ -72,7 +60,7 @@ impl Context {
 
 /// Exponential backoff: 5 s, 10 s, 20 s … capped at 5 minutes. Errors only the user can fix
 /// wait for a change of the IotMonitor (or the periodic resync).
-pub fn backoff(failures: u32, needs_user_action: bool) -> Duration {
+pub(super) fn backoff(failures: u32, needs_user_action: bool) -> Duration {
     if needs_user_action {
         return MAX_BACKOFF;
     }

@@ -5,15 +5,20 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use super::context::Context;
 use super::dereference::{Dereferenced, ReferencedSecret};
+use super::known_state::{Cached, ChildCache, Feed, WriteMemo};
 use super::mock_api::MockApi;
 use super::validate::{ValidatedMonitor, validate};
-use super::watches::ChildCache;
 use crate::crd::IotMonitor;
 use crate::metrics::Metrics;
 
@@ -51,7 +56,28 @@ pub fn model(spec_yaml: &str) -> ValidatedMonitor {
 /// A synced cache holding `objects` (typed by their `kind`), as the watches would after their
 /// first list. Every kind is cached, also those with no object yet.
 pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache {
-    ChildCache::listed(objects)
+    let objects: Vec<&Value> = objects.into_iter().collect();
+    let mut cache = ChildCache::default();
+    list_into::<Deployment>(&mut cache, &objects);
+    list_into::<StatefulSet>(&mut cache, &objects);
+    list_into::<Service>(&mut cache, &objects);
+    list_into::<ConfigMap>(&mut cache, &objects);
+    list_into::<HorizontalPodAutoscaler>(&mut cache, &objects);
+    list_into::<NetworkPolicy>(&mut cache, &objects);
+    list_into::<Secret>(&mut cache, &objects);
+    list_into::<PersistentVolumeClaim>(&mut cache, &objects);
+    cache
+}
+
+/// Feeds the `objects` of kind `K` into a new store of `cache` as a watch's first list.
+fn list_into<K: Cached>(cache: &mut ChildCache, objects: &[&Value]) {
+    let mut feed = Feed::<K>::new(cache, Arc::new(WriteMemo::default()));
+    feed.take(watcher::Event::Init);
+    for object in objects.iter().filter(|o| o["kind"] == K::KIND) {
+        let object: K = serde_json::from_value((*object).clone()).expect("a typed child");
+        feed.take(watcher::Event::InitApply(object));
+    }
+    feed.take(watcher::Event::InitDone);
 }
 
 /// A reconcile context whose client talks to a fresh mock API server, with the monitor of

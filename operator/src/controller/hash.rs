@@ -1,19 +1,24 @@
-//! A short content hash of configuration, stable across Rust releases (std's `DefaultHasher`
-//! is not guaranteed to be), so pods roll and objects are re-applied only when their content
-//! changes, also after the operator is upgraded.
+//! Every hash the controller takes, in two kinds that must not be mixed up:
+//!
+//! - **Content hashes** ([`content_hash`]) are written into objects (the applied-hash and
+//!   config-hash annotations), so they are stable across Rust releases (std's `DefaultHasher`
+//!   is not guaranteed to be): pods roll and objects are re-applied only when their content
+//!   changes, also after the operator is upgraded.
+//! - **In-memory hashes** ([`hash_of`]) only key or compare what one process holds (the write
+//!   memo's keys, the watch filter's fingerprints), so std's fast hasher serves.
 
-use std::hash::Hasher;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use fnv::FnvHasher;
 
 /// FNV-1a (64 bit) over the parts, each ended by a NUL byte so that `["ab", "c"]` and
 /// `["a", "bc"]` differ; 16 hex digits.
-pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn content_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     hex(content_hash_value(parts))
 }
 
 /// The number behind `content_hash`, for memory that only compares it.
-pub fn content_hash_value<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+pub(crate) fn content_hash_value<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
     let mut hasher = FnvHasher::default();
     for part in parts {
         hasher.write(part.as_bytes());
@@ -23,8 +28,15 @@ pub fn content_hash_value<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
 }
 
 /// How a content hash is written in annotations: 16 hex digits.
-pub fn hex(hash: u64) -> String {
+pub(crate) fn hex(hash: u64) -> String {
     format!("{hash:016x}")
+}
+
+/// An in-memory hash of `value`: never written anywhere, so it may change between releases.
+pub(crate) fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]

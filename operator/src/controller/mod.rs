@@ -16,6 +16,7 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod hash;
+mod known_state;
 #[cfg(test)]
 mod mock_api;
 #[cfg(test)]
@@ -41,7 +42,8 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, predicates, wat
 use kube::{Resource, ResourceExt};
 
 use self::apply::{Applier, ApplyError};
-pub use self::context::{Context, backoff};
+pub use self::context::Context;
+use self::context::backoff;
 use self::dereference::DereferenceError;
 use self::desired::labels::{INSTANCE, MANAGED_BY, MANAGER};
 pub use self::scope::WatchScope;
@@ -65,7 +67,7 @@ const NOT_READY_RECHECK: Duration = Duration::from_secs(30);
 
 /// A failed reconcile: the error of the step that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error(transparent)]
     Dereference(#[from] DereferenceError),
     #[error("invalid spec: {0}")]
@@ -78,7 +80,7 @@ pub enum ReconcileError {
 
 impl ReconcileError {
     /// CamelCase, fixed set: safe as a metric label, an Event reason and a condition reason.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             Self::Dereference(e) => e.category(),
             Self::InvalidSpec(e) => e.category(),
@@ -88,7 +90,7 @@ impl ReconcileError {
     }
 
     /// Errors a retry cannot fix: the user must change something first.
-    pub fn needs_user_action(&self) -> bool {
+    pub(crate) fn needs_user_action(&self) -> bool {
         matches!(self, Self::InvalidSpec(_))
     }
 }
@@ -136,7 +138,7 @@ fn now() -> Time {
 }
 
 /// One pass of the pipeline over one IotMonitor.
-pub async fn reconcile_monitor(
+pub(crate) async fn reconcile_monitor(
     monitor: &IotMonitor,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
@@ -154,8 +156,9 @@ pub async fn reconcile_monitor(
     }
 
     let desired = desired::build(&model);
-    let cache = ctx.children();
-    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, &ctx.memo, &cache);
+    let cache = ctx.known.cache();
+    let memo = ctx.known.memo();
+    let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, memo, &cache);
     let mut applied = applier.apply_all(desired).await?;
     let now = now();
     applied.influxdb_trouble =
@@ -229,11 +232,11 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
 /// it drains in hash order, not oldest first: with few slots and a steady stream of triggers the
 /// same monitors win again and again (starvation). With the triggers filtered (`watches`) the set
 /// drains; more slots mostly queue at the API server and cost memory (a connection each).
-pub const CONCURRENCY: u16 = 16;
+pub(crate) const CONCURRENCY: u16 = 16;
 
 /// Bursts of events about one monitor (its children appearing one by one, a rollout's status
 /// steps) become one reconcile: each request waits this long for more.
-pub const DEBOUNCE: Duration = Duration::from_secs(1);
+pub(crate) const DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Runs the controller until `shutdown` resolves. `scope` limits every watch (and so the RBAC
 /// the operator needs) to one namespace, or not.
@@ -245,7 +248,7 @@ pub async fn run(
     let client = &ctx.client;
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    let mut watches = Watches::new(children, ctx.memo.clone());
+    let mut watches = Watches::new(children, ctx.known.memo().clone());
     let deployments = watches.watch(scope.api::<Deployment>(client));
     let stateful_sets = watches.watch(scope.api::<StatefulSet>(client));
     let services = watches.watch(scope.api::<Service>(client));
@@ -254,7 +257,7 @@ pub async fn run(
     let policies = watches.watch(scope.api::<NetworkPolicy>(client));
     let secrets = watches.watch(scope.api::<Secret>(client));
     let claims = watches.watch(scope.api::<PersistentVolumeClaim>(client));
-    ctx.set_children(watches.into_cache());
+    ctx.known.set_cache(watches.into_cache());
 
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.

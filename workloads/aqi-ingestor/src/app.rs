@@ -25,24 +25,34 @@ const READINESS_PERIOD: Duration = Duration::from_secs(5);
 /// Longest pause between start-up attempts while InfluxDB is away.
 const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Why the ingestor stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The InfluxDB settings do not make a client.
     #[error("cannot build the InfluxDB client: {0}")]
     Client(#[from] iot_common::influx::HttpError),
+    /// A source does not make a fetcher.
     #[error(transparent)]
     Fetcher(#[from] FetchError),
+    /// The side port (metrics and health) could not be bound.
     #[error(transparent)]
     BindHttp(#[from] http::BindError),
+    /// InfluxDB refused what start-up needs of it, for good.
     #[error("InfluxDB is not usable: {0}")]
     Startup(#[source] WriteError),
+    /// A single run (`--once`, `--dry-run`) ended without success.
     #[error("the poll ended {}", .0.as_str())]
     PollFailed(PollOutcome),
+    /// A single run could not write the 24-hour means it computed.
     #[error("writing the computed 24-hour means failed")]
     MeansFailed,
+    /// The sources given cannot be used (none, or one that does not parse).
     #[error("{0}")]
     Sources(String),
 }
 
+/// Runs the ingestor as `cli` says until a signal stops it, or polls once with `--once` or
+/// `--dry-run`.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
     let shutdown = Shutdown::on_signal();
     let mut registry = Registry::default();

@@ -12,11 +12,11 @@ use crate::fetch::Source;
 use crate::region::Region;
 
 /// Sensor.Community's data API.
-pub const API_URL: &str = "https://data.sensor.community";
+pub(crate) const API_URL: &str = "https://data.sensor.community";
 
 /// A source as named on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceArg {
+pub(crate) enum SourceArg {
     /// Sensor.Community's 24-hour file, `data.24h.json`.
     Daily24h,
     /// Sensor.Community's 5-minute data: `data.json`, or the filter API for a region.
@@ -44,23 +44,23 @@ impl FromStr for SourceArg {
 /// At most one form of region.
 #[derive(Args, Debug, Clone, Default)]
 #[group(multiple = false)]
-pub struct RegionArgs {
+pub(crate) struct RegionArgs {
     /// Only sensors in these countries: comma-separated codes as the feed writes them, such as
     /// GB,IE.
     #[arg(long, env = "AQI_REGION_COUNTRIES", value_parser = Region::countries)]
-    pub region_countries: Option<Region>,
+    pub(crate) region_countries: Option<Region>,
 
     /// Only sensors in this box: SOUTH,WEST,NORTH,EAST in degrees, such as 49.9,-8.2,60.9,1.8.
     #[arg(long, env = "AQI_REGION_BOX", value_parser = Region::bounding_box, allow_hyphen_values = true)]
-    pub region_box: Option<Region>,
+    pub(crate) region_box: Option<Region>,
 
     /// Only sensors within a radius of a centre: LATITUDE,LONGITUDE,KM, such as 51.5,-0.12,50.
     #[arg(long, env = "AQI_REGION_AREA", value_parser = Region::area, allow_hyphen_values = true)]
-    pub region_area: Option<Region>,
+    pub(crate) region_area: Option<Region>,
 }
 
 impl RegionArgs {
-    pub fn region(&self) -> Option<Region> {
+    pub(crate) fn region(&self) -> Option<Region> {
         self.region_countries
             .clone()
             .or_else(|| self.region_box.clone())
@@ -85,65 +85,66 @@ Offline:  aqi-ingestor --source snapshot.json --dry-run   prints the line protoc
 write, one line per reading, and exits; it needs no InfluxDB.",
     after_help = "Every flag can also be set by the environment variable shown in brackets."
 )]
+/// The command line, each flag with an environment fallback.
 pub struct Cli {
     #[command(flatten)]
-    pub influx: InfluxArgs,
+    pub(crate) influx: InfluxArgs,
 
     /// InfluxDB database the readings go to.
     #[arg(long, env = "INFLUX_DB", default_value = "aqi")]
-    pub influx_db: String,
+    pub(crate) influx_db: String,
 
     /// Create the database at start-up (turn off when the InfluxDB user may not create one).
     #[arg(long, env = "CREATE_DATABASE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub create_database: bool,
+    pub(crate) create_database: bool,
 
     /// Where 24-hour means come from (what DAQI is defined on): `24h` (Sensor.Community's
     /// data.24h.json), any http(s) URL or a file path of the same format; or `5min` (none: the
     /// index is computed from 5-minute readings only).
     #[arg(long, env = "AQI_SOURCE", default_value = "24h")]
-    pub source: SourceArg,
+    pub(crate) source: SourceArg,
 
     /// 5-minute readings, stored and turned into our own 24-hour means when the 24-hour source
     /// is empty, failing or stale (or absent): `5min` (Sensor.Community's data.json, or its
     /// filter API for the region), any http(s) URL or file path, `none`, or `auto` (`5min` when
     /// --source is 24h or 5min, none for a custom URL or file).
     #[arg(long, env = "AQI_READINGS_SOURCE", default_value = "auto")]
-    pub readings_source: SourceArg,
+    pub(crate) readings_source: SourceArg,
 
     /// The 24-hour source is stale (and computed means are written instead) when its newest
     /// record is older than this many seconds.
     #[arg(long, env = "AQI_MAX_UPSTREAM_AGE_SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_upstream_age_seconds: u64,
+    pub(crate) max_upstream_age_seconds: u64,
 
     /// Base URL of Sensor.Community's API, for `24h` and `5min`.
     #[arg(long, env = "AQI_API_URL", default_value = API_URL)]
-    pub api_url: String,
+    pub(crate) api_url: String,
 
     #[command(flatten)]
-    pub region: RegionArgs,
+    pub(crate) region: RegionArgs,
 
     /// Seconds between polls. Sensor.Community regenerates its files every few minutes and asks
     /// clients to poll every 5 minutes or slower: polling faster only downloads the same file
     /// again (the seed's 10 s fetched a multi-megabyte file 30 times per change).
     #[arg(long, env = "AQI_POLL_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub poll_seconds: u64,
+    pub(crate) poll_seconds: u64,
 
     /// Timeout of one snapshot download, in seconds (connecting takes at most 10 of them).
     #[arg(long, env = "AQI_FETCH_TIMEOUT_SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub fetch_timeout_seconds: u64,
+    pub(crate) fetch_timeout_seconds: u64,
 
     /// Readings per InfluxDB write request (a request holds at least this many, except the last).
     #[arg(long, env = "AQI_BATCH_LINES", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub batch_lines: u64,
+    pub(crate) batch_lines: u64,
 
     /// How far ahead of this machine's clock a reading's time may be, in seconds; later ones are
     /// skipped so that one wrong timestamp cannot hold back a sensor's real readings.
     #[arg(long, env = "AQI_MAX_CLOCK_SKEW_SECONDS", default_value_t = 3600)]
-    pub max_clock_skew_seconds: u64,
+    pub(crate) max_clock_skew_seconds: u64,
 
     /// Threads that parse and transform a snapshot. 1 parses it in order; more parse windows
     /// of it side by side (the result is the same). 0, the default, means one per CPU this
@@ -151,22 +152,23 @@ pub struct Cli {
     /// a second thread costs no more memory than it saves time (docs/benchmarks.md).
     #[arg(long, env = "AQI_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=64))]
-    pub threads: u64,
+    pub(crate) threads: u64,
 
     /// Print the line protocol that would be written to stdout instead of writing it; needs no
     /// InfluxDB (and starts with no watermarks). With a file source it polls once and exits, as
     /// `--once` does.
     #[arg(long, env = "AQI_DRY_RUN")]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// Poll once and exit: status 0 when the poll succeeded, 1 otherwise. No HTTP side port.
     #[arg(long, env = "AQI_ONCE")]
-    pub once: bool,
+    pub(crate) once: bool,
 
     /// HTTP address for /metrics, /healthz and /readyz (ready when InfluxDB answers).
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9090")]
-    pub http_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
 
+    /// Log format and colours.
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -174,7 +176,7 @@ pub struct Cli {
 impl Cli {
     /// Whether to poll once and exit: `--once`, or a dry run of a file (offline use, where
     /// polling the same file again would only print nothing every few minutes).
-    pub fn runs_once(&self) -> bool {
+    pub(crate) fn runs_once(&self) -> bool {
         let files_only = || {
             let sources = [self.daily_source(), self.readings_source()];
             sources
@@ -185,7 +187,7 @@ impl Cli {
     }
 
     /// The 24-hour means source, if any.
-    pub fn daily_source(&self) -> Result<Option<Source>, String> {
+    pub(crate) fn daily_source(&self) -> Result<Option<Source>, String> {
         match &self.source {
             SourceArg::Daily24h => Ok(Some(Source::Url(format!(
                 "{}/static/v2/data.24h.json",
@@ -198,7 +200,7 @@ impl Cli {
     }
 
     /// The 5-minute readings source, if any.
-    pub fn readings_source(&self) -> Result<Option<Source>, String> {
+    pub(crate) fn readings_source(&self) -> Result<Option<Source>, String> {
         let five_min = || {
             let base = self.api_base();
             Source::Url(match self.region.region() {
@@ -219,7 +221,7 @@ impl Cli {
         }
     }
 
-    pub fn region(&self) -> Option<Arc<Region>> {
+    pub(crate) fn region(&self) -> Option<Arc<Region>> {
         self.region.region().map(Arc::new)
     }
 
@@ -228,7 +230,7 @@ impl Cli {
     }
 
     /// `--threads`, with 0 resolved.
-    pub fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         match usize::try_from(self.threads) {
             Ok(0) | Err(_) => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())

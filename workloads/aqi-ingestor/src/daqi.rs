@@ -18,7 +18,7 @@ const PM10_UPPER: [u32; 9] = [16, 33, 50, 58, 66, 75, 83, 91, 100];
 
 /// The pollutants DAQI defines a band table for (of those Sensor.Community reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pollutant {
+pub(crate) enum Pollutant {
     /// PM2.5, Sensor.Community value type `P2`.
     Pm25,
     /// PM10, Sensor.Community value type `P1`.
@@ -36,7 +36,7 @@ impl Pollutant {
 
 /// The DAQI index (1–10) of a 24-hour mean concentration in µg/m³, or `None` when the value is
 /// negative or not finite (no band is defined for it).
-pub fn index(pollutant: Pollutant, concentration: f64) -> Option<u8> {
+pub(crate) fn index(pollutant: Pollutant, concentration: f64) -> Option<u8> {
     if !concentration.is_finite() || concentration < 0.0 {
         return None;
     }
@@ -53,12 +53,12 @@ pub fn index(pollutant: Pollutant, concentration: f64) -> Option<u8> {
 }
 
 /// PM2.5 index (`P2`).
-pub fn pm25(concentration: f64) -> Option<u8> {
+pub(crate) fn pm25(concentration: f64) -> Option<u8> {
     index(Pollutant::Pm25, concentration)
 }
 
 /// PM10 index (`P1`).
-pub fn pm10(concentration: f64) -> Option<u8> {
+pub(crate) fn pm10(concentration: f64) -> Option<u8> {
     index(Pollutant::Pm10, concentration)
 }
 

@@ -25,12 +25,12 @@ use std::io::Read as _;
 use tokio::sync::mpsc;
 
 /// The 24-hour means: what DAQI is defined on.
-pub const URL_24H: &str = "https://data.sensor.community/static/v2/data.24h.json";
+pub(crate) const URL_24H: &str = "https://data.sensor.community/static/v2/data.24h.json";
 /// The 5-minute means, one record per sensor.
-pub const URL_5MIN: &str = "https://data.sensor.community/static/v2/data.json";
+pub(crate) const URL_5MIN: &str = "https://data.sensor.community/static/v2/data.json";
 
 /// Identifies the ingestor to the data provider, as Sensor.Community asks of API clients.
-pub const USER_AGENT: &str = concat!(
+pub(crate) const USER_AGENT: &str = concat!(
     "iot-operator-aqi-ingestor/",
     env!("CARGO_PKG_VERSION"),
     " (+",
@@ -45,7 +45,9 @@ const FILE_CHUNK: usize = 256 * 1024;
 /// Where snapshots come from: `24h`, `5min`, an `http(s)://` URL or a file path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
+    /// Fetched over HTTP(S), conditionally (ETag, Last-Modified).
     Url(String),
+    /// Read from a file, whenever its modification time changed.
     File(PathBuf),
 }
 
@@ -78,24 +80,31 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// Why a snapshot could not be fetched (each says what and where).
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // the fields are what the messages show
 pub enum FetchError {
+    /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The request got no answer.
     #[error("GET {url} failed: {source}")]
     Request {
         url: String,
         #[source]
         source: reqwest::Error,
     },
+    /// The answer was neither 200 nor 304.
     #[error("GET {url} answered {status}")]
     Status { url: String, status: StatusCode },
+    /// The body broke off.
     #[error("reading the body of {url} failed: {source}")]
     Body {
         url: String,
         #[source]
         source: reqwest::Error,
     },
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     File {
         path: PathBuf,
@@ -106,7 +115,7 @@ pub enum FetchError {
 
 /// What identifies the version of a snapshot that was processed last.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Validators {
+pub(crate) struct Validators {
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
     file: Option<(u64, Option<SystemTime>)>,
@@ -133,7 +142,7 @@ impl Validators {
 
 /// The result of starting a poll's fetch.
 #[derive(Debug)]
-pub enum Fetch {
+pub(crate) enum Fetch {
     /// The snapshot is the one processed last: nothing to do.
     NotModified,
     Body(Box<Download>),
@@ -141,7 +150,7 @@ pub enum Fetch {
 
 /// A snapshot body being received.
 #[derive(Debug)]
-pub struct Download {
+pub(crate) struct Download {
     inner: Inner,
     validators: Validators,
     bytes: u64,
@@ -183,7 +192,7 @@ fn read_ahead(mut file: std::fs::File) -> mpsc::Receiver<std::io::Result<Vec<u8>
 
 impl Download {
     /// Appends the next piece of the body to `buf`; `false` at its end.
-    pub async fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, FetchError> {
+    pub(crate) async fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, FetchError> {
         let before = buf.len();
         match &mut self.inner {
             Inner::Http { url, response } => {
@@ -211,12 +220,12 @@ impl Download {
     }
 
     /// Body bytes received so far (after decompression).
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// What to remember once this body has been processed completely.
-    pub fn validators(&self) -> &Validators {
+    pub(crate) fn validators(&self) -> &Validators {
         &self.validators
     }
 }
@@ -230,6 +239,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
+    /// A fetcher of `source` whose requests give up after `timeout`.
     pub fn new(source: Source, timeout: Duration) -> Result<Self, FetchError> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -244,12 +254,8 @@ impl Fetcher {
         })
     }
 
-    pub fn source(&self) -> &Source {
-        &self.source
-    }
-
     /// Starts fetching the snapshot, unless it is the one processed last.
-    pub async fn start(&self) -> Result<Fetch, FetchError> {
+    pub(crate) async fn start(&self) -> Result<Fetch, FetchError> {
         match &self.source {
             Source::Url(url) => self.start_http(url).await,
             Source::File(path) => self.start_file(path).await,
@@ -257,7 +263,7 @@ impl Fetcher {
     }
 
     /// Remembers the version of a snapshot that has been processed completely.
-    pub fn processed(&mut self, validators: &Validators) {
+    pub(crate) fn processed(&mut self, validators: &Validators) {
         self.last = validators.clone();
     }
 

@@ -21,7 +21,7 @@ use crate::windows::WINDOW;
 
 /// What became of a record. Stable names: they are metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordOutcome {
+pub(crate) enum RecordOutcome {
     /// New, and written as a line.
     New,
     /// Not later than the newest stored reading of its sensor.
@@ -42,7 +42,7 @@ pub enum RecordOutcome {
 }
 
 impl RecordOutcome {
-    pub const ALL: [RecordOutcome; 8] = [
+    pub(crate) const ALL: [RecordOutcome; 8] = [
         RecordOutcome::New,
         RecordOutcome::NotNewer,
         RecordOutcome::Duplicate,
@@ -53,7 +53,7 @@ impl RecordOutcome {
         RecordOutcome::OutsideRegion,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RecordOutcome::New => "new",
             RecordOutcome::NotNewer => "not_newer",
@@ -66,7 +66,7 @@ impl RecordOutcome {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -75,37 +75,39 @@ impl RecordOutcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PollStats {
     /// Records by [`RecordOutcome::index`].
-    pub records: [u64; RecordOutcome::ALL.len()],
+    pub(crate) records: [u64; RecordOutcome::ALL.len()],
     /// Values of the new records (including those with no valid value).
-    pub values: ValueStats,
+    pub(crate) values: ValueStats,
     /// The newest time of any record in the snapshot (in the region, not in the future),
     /// new or not: how current the source is. 0 when it had none.
-    pub newest: EpochSeconds,
+    pub(crate) newest: EpochSeconds,
 }
 
 impl PollStats {
-    pub fn records(&self, outcome: RecordOutcome) -> u64 {
+    pub(crate) fn records(&self, outcome: RecordOutcome) -> u64 {
         self.records[outcome.index()]
     }
 
+    /// Records in the snapshot, whatever became of them.
     pub fn total_records(&self) -> u64 {
         self.records.iter().sum()
     }
 
     /// Lines produced: one per new record.
-    pub fn lines(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn lines(&self) -> u64 {
         self.records(RecordOutcome::New)
     }
 }
 
 /// How the records of a poll are prepared: the same for every window of it.
 #[derive(Clone, Debug, Default)]
-pub struct Preparation {
+pub(crate) struct Preparation {
     /// The latest record time accepted (now plus the tolerated clock skew); later ones are
     /// [`RecordOutcome::Future`].
-    pub latest: EpochSeconds,
-    pub feed: Feed,
-    pub region: Option<Arc<Region>>,
+    pub(crate) latest: EpochSeconds,
+    pub(crate) feed: Feed,
+    pub(crate) region: Option<Arc<Region>>,
 }
 
 /// What the 24-hour window needs of a reading (readings feed, outdoor, with PM).
@@ -135,7 +137,7 @@ struct Entry {
 
 /// Records of one slice of a snapshot, prepared in order.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     lines: String,
     /// Tags of the records that go into a window.
     tags: String,
@@ -158,7 +160,7 @@ impl Default for Prepared {
 
 impl Prepared {
     /// Prepares one parsed item.
-    pub fn push(&mut self, item: Item<'_>, how: &Preparation) {
+    pub(crate) fn push(&mut self, item: Item<'_>, how: &Preparation) {
         let mut entry = Entry {
             sensor: 0,
             time: 0,
@@ -217,14 +219,6 @@ impl Prepared {
             });
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Offsets in a prepared block stay far below 4 GiB (see [`crate::windows::WINDOW`]).
@@ -234,15 +228,15 @@ fn to_u32(n: usize) -> u32 {
 
 /// The sequential part of a poll: the watermarks' verdict on prepared records, in snapshot
 /// order, and the lines of the new ones.
-pub struct Ingest<'w> {
+pub(crate) struct Ingest<'w> {
     watermarks: &'w mut Watermarks,
-    pub stats: PollStats,
+    pub(crate) stats: PollStats,
     /// The new readings a 24-hour window takes once they are stored.
-    pub readings: Vec<Reading>,
+    pub(crate) readings: Vec<Reading>,
 }
 
 impl<'w> Ingest<'w> {
-    pub fn new(watermarks: &'w mut Watermarks) -> Self {
+    pub(crate) fn new(watermarks: &'w mut Watermarks) -> Self {
         Ingest {
             watermarks,
             stats: PollStats::default(),
@@ -251,12 +245,12 @@ impl<'w> Ingest<'w> {
     }
 
     /// The watermarks, to tell them which readings were stored.
-    pub fn watermarks(&mut self) -> &mut Watermarks {
+    pub(crate) fn watermarks(&mut self) -> &mut Watermarks {
         self.watermarks
     }
 
     /// Decides on every record of `block` and appends the lines of the new ones to `out`.
-    pub fn admit(&mut self, block: &Prepared, out: &mut Batch) {
+    pub(crate) fn admit(&mut self, block: &Prepared, out: &mut Batch) {
         let mut start = 0;
         for e in &block.entries {
             let line = &block.lines[start..e.line_end];

@@ -2,27 +2,33 @@
 //! PM10 and PM2.5, and writes every reading that is new to InfluxDB 1.x.
 //!
 //! The pipeline of one poll, one module per step:
-//! [`fetch`] (conditional GET or file) → [`snapshot`] (incremental parse into borrowed
-//! [`record`]s) → [`ingest`] (timestamp, [`watermark`] admission) → [`transform`] (validation in
-//! [`values`], banding in [`daqi`], line protocol) → [`sink`] (InfluxDB or stdout), driven by
-//! [`poll`]; [`store`] reads the watermarks back at start-up and [`app`] runs the loop.
+//! [`fetch`] (conditional GET or file) → `snapshot` (incremental parse into borrowed
+//! `record`s) → `ingest` (timestamp, [`watermark`] admission) → `transform` (validation in
+//! `values`, banding in `daqi`, line protocol) → [`sink`] (InfluxDB or stdout), driven by
+//! [`poll`]; `store` reads the watermarks back at start-up and [`app`] runs the loop.
+//!
+//! Public is what another crate uses: [`app::run`] and [`cli::Cli`] for the binary, and a
+//! [`poll::Poller`] put together by hand (with [`timestamp`] to write expected times) for the
+//! integration tests in `tests/`. The rest is private to the crate.
+
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod cli;
-pub mod daqi;
+mod daqi;
 pub mod fetch;
-pub mod ingest;
-pub mod means;
-pub mod metrics;
+mod ingest;
+mod means;
+mod metrics;
 pub mod poll;
-pub mod record;
-pub mod region;
-pub mod service;
+mod record;
+mod region;
+mod service;
 pub mod sink;
-pub mod snapshot;
-pub mod store;
+mod snapshot;
+mod store;
 pub mod timestamp;
-pub mod transform;
-pub mod values;
+mod transform;
+mod values;
 pub mod watermark;
-pub mod windows;
+mod windows;

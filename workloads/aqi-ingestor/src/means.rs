@@ -28,55 +28,55 @@ use crate::transform::MEASUREMENT;
 mod window;
 
 use window::Window;
-pub use window::{Mean, PollutantMean};
+#[cfg(test)]
+use window::{Mean, PollutantMean};
 
 /// Hours in a window.
-pub const HOURS: u32 = 24;
+pub(crate) const HOURS: u32 = 24;
 /// Hours that must hold a reading for an index: 75 % of 24.
-pub const MIN_HOURS: u32 = 18;
-/// Most sensors tracked at once; the rest of a larger network is not (counted in
-/// [`Windows::untracked`]). InfluxDB's default `max-values-per-tag` (100,000) caps a deployment
-/// below this anyway.
-pub const MAX_SENSORS: usize = 100_000;
+pub(crate) const MIN_HOURS: u32 = 18;
+/// Most sensors tracked at once; the readings of the rest of a larger network are passed over.
+/// InfluxDB's default `max-values-per-tag` (100,000) caps a deployment below this anyway.
+pub(crate) const MAX_SENSORS: usize = 100_000;
 
 /// A value in µg/m³ as hundredths, rounded half up (values are non-negative and validated).
-pub fn centi(x: f64) -> Option<u32> {
+pub(crate) fn centi(x: f64) -> Option<u32> {
     let c = (x * 100.0).round();
     (c.is_finite() && (0.0..=f64::from(u32::MAX)).contains(&c)).then_some(c as u32)
 }
 
 /// One admitted outdoor reading with at least one PM value, as the window takes it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Reading {
-    pub sensor: u64,
-    pub time: EpochSeconds,
+pub(crate) struct Reading {
+    pub(crate) sensor: u64,
+    pub(crate) time: EpochSeconds,
     /// Hundredths of µg/m³.
-    pub pm10: Option<u32>,
-    pub pm25: Option<u32>,
-    pub coords: Option<(f64, f64)>,
+    pub(crate) pm10: Option<u32>,
+    pub(crate) pm25: Option<u32>,
+    pub(crate) coords: Option<(f64, f64)>,
     /// The series tags, escaped, as in the readings' line: `,sensor_id=1,location_id=2,…`.
-    pub tags: Box<str>,
+    pub(crate) tags: Box<str>,
 }
 
 /// One hour of a sensor's stored readings, as InfluxDB sums them.
 #[derive(Clone, Debug)]
-pub struct StoredHour<'a> {
-    pub sensor: u64,
+pub(crate) struct StoredHour<'a> {
+    pub(crate) sensor: u64,
     /// Escaped series tags, as in [`Reading::tags`].
-    pub tags: &'a str,
-    pub coords: Option<(f64, f64)>,
+    pub(crate) tags: &'a str,
+    pub(crate) coords: Option<(f64, f64)>,
     /// The sensor's newest stored reading; hours outside the window ending there are ignored.
-    pub newest: EpochSeconds,
+    pub(crate) newest: EpochSeconds,
     /// Hours since the epoch.
-    pub hour: u32,
+    pub(crate) hour: u32,
     /// (sum in hundredths of µg/m³, count).
-    pub pm10: Option<(u32, u16)>,
-    pub pm25: Option<(u32, u16)>,
+    pub(crate) pm10: Option<(u32, u16)>,
+    pub(crate) pm25: Option<(u32, u16)>,
 }
 
 /// Every tracked sensor's window.
 #[derive(Debug)]
-pub struct Windows {
+pub(crate) struct Windows {
     /// Boxed: a table grows by doubling, and its empty slots then cost 16 bytes, not 340.
     sensors: HashMap<u64, Box<Window>, foldhash::fast::RandomState>,
     /// The newest reading of any sensor: the clock windows age by (wall-clock time would
@@ -85,7 +85,6 @@ pub struct Windows {
     /// Means are written only for windows that start at or after this hour: before it, the
     /// readings were not rebuilt from InfluxDB after a restart, so the window would be partial.
     complete_from_hour: u32,
-    untracked: u64,
 }
 
 impl Default for Windows {
@@ -95,35 +94,25 @@ impl Default for Windows {
 }
 
 impl Windows {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Windows {
             sensors: HashMap::default(),
             latest: 0,
             complete_from_hour: 0,
-            untracked: 0,
         }
     }
 
     /// Means are complete only for windows starting at `hour` or later (see the field).
-    pub fn set_complete_from_hour(&mut self, hour: u32) {
+    pub(crate) fn set_complete_from_hour(&mut self, hour: u32) {
         self.complete_from_hour = hour;
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sensors.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sensors.is_empty()
-    }
-
-    /// Readings of new sensors that were not tracked because [`MAX_SENSORS`] were.
-    pub fn untracked(&self) -> u64 {
-        self.untracked
-    }
-
     /// Bytes the windows hold (table slots, the windows and their tags), for the gauge.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let slot = std::mem::size_of::<(u64, Box<Window>)>() + 1;
         let window = std::mem::size_of::<Window>();
         self.sensors.capacity() * slot
@@ -136,7 +125,6 @@ impl Windows {
 
     fn window(&mut self, sensor: u64, tags: &str) -> Option<&mut Window> {
         if !self.sensors.contains_key(&sensor) && self.sensors.len() >= MAX_SENSORS {
-            self.untracked += 1;
             return None;
         }
         let w = self
@@ -147,7 +135,7 @@ impl Windows {
     }
 
     /// Adds a reading that was stored (it is in InfluxDB, or printed in a dry run).
-    pub fn add(&mut self, r: &Reading) {
+    pub(crate) fn add(&mut self, r: &Reading) {
         self.latest = self.latest.max(r.time);
         let Some(w) = self.window(r.sensor, &r.tags) else {
             return;
@@ -167,7 +155,7 @@ impl Windows {
     }
 
     /// Adds one stored hour of a sensor, as summed by InfluxDB, when rebuilding after a restart.
-    pub fn add_stored_hour(&mut self, h: &StoredHour<'_>) {
+    pub(crate) fn add_stored_hour(&mut self, h: &StoredHour<'_>) {
         self.latest = self.latest.max(h.newest);
         let Some(w) = self.window(h.sensor, h.tags) else {
             return;
@@ -185,7 +173,7 @@ impl Windows {
     }
 
     /// Forgets sensors whose newest reading left the day that ends with the network's newest.
-    pub fn evict(&mut self) {
+    pub(crate) fn evict(&mut self) {
         let latest_hour = self.latest / 3600;
         self.sensors
             .retain(|_, w| w.newest_hour() + HOURS > latest_hour);
@@ -195,12 +183,13 @@ impl Windows {
     }
 
     /// The mean of `sensor` at its newest reading.
-    pub fn mean(&self, sensor: u64) -> Option<(EpochSeconds, Mean)> {
+    #[cfg(test)]
+    pub(crate) fn mean(&self, sensor: u64) -> Option<(EpochSeconds, Mean)> {
         self.sensors.get(&sensor).map(|w| (w.newest, w.mean()))
     }
 
     /// Sensors whose window is complete, in id order, with their newest reading's time.
-    pub fn complete(&self) -> Vec<(u64, EpochSeconds)> {
+    pub(crate) fn complete(&self) -> Vec<(u64, EpochSeconds)> {
         let mut out: Vec<(u64, EpochSeconds)> = self
             .sensors
             .iter()
@@ -216,7 +205,7 @@ impl Windows {
     /// ```text
     /// air_quality,sensor_id=1,… P1=12.34,P2=5.67,aqi_pm10=1i,aqi_pm25=1i,aqi=1i,coverage=0.9583,latitude=51.5,longitude=-0.12,origin="computed" <T>
     /// ```
-    pub fn append_line(&self, out: &mut String, sensor: u64) -> Option<bool> {
+    pub(crate) fn append_line(&self, out: &mut String, sensor: u64) -> Option<bool> {
         let w = self.sensors.get(&sensor)?;
         let mean = w.mean();
         if mean.pm10.is_none() && mean.pm25.is_none() {
@@ -271,7 +260,7 @@ impl Windows {
 }
 
 /// `hours / 24` in ten-thousandths, rounded half up: 18 → 7500, 19 → 7917, 24 → 10000.
-pub fn coverage_ten_thousandths(hours: u32) -> u32 {
+pub(crate) fn coverage_ten_thousandths(hours: u32) -> u32 {
     (hours * 10_000 + HOURS / 2) / HOURS
 }
 

@@ -33,7 +33,7 @@ struct FeedOutcome {
 
 iot_common::metric_set! {
     #[derive(Clone)]
-    pub struct Metrics in "aqi" {
+    pub(crate) struct Metrics in "aqi" {
         /// Polls of the source, by outcome
         polls: Family<Outcome, Counter>,
         /// Snapshot records processed, by outcome (new = written as a reading)
@@ -79,7 +79,7 @@ iot_common::metric_set! {
 }
 
 impl Metrics {
-    pub fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = Metrics::default();
         m.register_in(registry);
         for feed in [Feed::Daily, Feed::Readings] {
@@ -117,7 +117,7 @@ impl Metrics {
     }
 
     /// Everything a cycle of polls did.
-    pub fn record_cycle(&self, cycle: &CycleReport, service: &Service) {
+    pub(crate) fn record_cycle(&self, cycle: &CycleReport, service: &Service) {
         for report in &cycle.polls {
             self.record_poll(report);
         }
@@ -137,16 +137,6 @@ impl Metrics {
         }
         self.sensors
             .set(i64::try_from(service.tracked_sensors()).unwrap_or(i64::MAX));
-    }
-
-    /// One poll (as a cycle of one).
-    pub fn record(&self, report: &PollReport, tracked_sensors: usize) {
-        self.record_poll(report);
-        if report.outcome.is_success() {
-            self.set_last_success();
-        }
-        self.sensors
-            .set(i64::try_from(tracked_sensors).unwrap_or(i64::MAX));
     }
 
     fn set_last_success(&self) {
@@ -201,7 +191,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_report_shows_up_in_the_exposition() {
+    fn a_poll_report_shows_up_in_the_exposition() {
         let mut registry = Registry::default();
         let m = Metrics::new(&mut registry);
         let mut report = PollReport {
@@ -212,7 +202,7 @@ mod tests {
         };
         report.stats.records[RecordOutcome::New.index()] = 3;
         report.stats.values.skipped[SkipReason::Nan.index()] = 2;
-        m.record(&report, 42);
+        m.record_poll(&report);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         for want in [
@@ -223,10 +213,8 @@ mod tests {
             r#"aqi_values_skipped_total{reason="out_of_range"} 0"#,
             "aqi_readings_written_total 3",
             "aqi_downloaded_bytes_total 1000",
-            "aqi_tracked_sensors 42",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
-        assert!(!text.contains("aqi_last_success_timestamp_seconds 0\n"));
     }
 }

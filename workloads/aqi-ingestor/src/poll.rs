@@ -3,7 +3,7 @@
 //!
 //! The rules that keep it correct when things go wrong:
 //! - The body is cut into windows that are parsed and prepared in order, or with
-//!   `--threads` above 1 by worker threads side by side ([`crate::windows`]); their results are
+//!   `--threads` above 1 by worker threads side by side (`windows`); their results are
 //!   joined and admitted in body order, so the outcome is the same with any number of threads.
 //! - Batches are written as the body streams in, so memory does not grow with the snapshot.
 //! - A batch that InfluxDB does not take (after the retry policy: 5xx, 429, no answer,
@@ -22,12 +22,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+// Public: a poll's report holds them.
+pub use crate::ingest::PollStats;
+pub use crate::snapshot::BodyError;
+
 use crate::fetch::{Fetch, FetchError, Fetcher};
-use crate::ingest::{Ingest, PollStats, Preparation, Prepared};
+use crate::ingest::{Ingest, Preparation, Prepared};
 use crate::means::Reading;
 use crate::region::Region;
 use crate::sink::{Batch, Sink, SinkError};
-use crate::snapshot::{BodyError, Item};
+use crate::snapshot::Item;
 use crate::timestamp::EpochSeconds;
 use crate::transform::Feed;
 use crate::watermark::Watermarks;
@@ -52,12 +56,12 @@ pub enum PollOutcome {
     /// InfluxDB did not take a batch; the poll's readings are offered again next time.
     WriteError,
     /// There were new readings, and InfluxDB refused every one of them for good (see
-    /// [`flush`]): a schema or limit problem for a person to look at.
+    /// `flush`): a schema or limit problem for a person to look at.
     Rejected,
 }
 
 impl PollOutcome {
-    pub const ALL: [PollOutcome; 8] = [
+    pub(crate) const ALL: [PollOutcome; 8] = [
         PollOutcome::Written,
         PollOutcome::NoNew,
         PollOutcome::Empty,
@@ -68,7 +72,7 @@ impl PollOutcome {
         PollOutcome::Rejected,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PollOutcome::Written => "written",
             PollOutcome::NoNew => "no_new",
@@ -82,7 +86,7 @@ impl PollOutcome {
     }
 
     /// The ingestor is up to date with the source after this poll.
-    pub fn is_success(self) -> bool {
+    pub(crate) fn is_success(self) -> bool {
         matches!(
             self,
             PollOutcome::Written
@@ -93,14 +97,19 @@ impl PollOutcome {
     }
 }
 
+/// Why a poll did not store all of its snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
+    /// The snapshot could not be fetched.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// The snapshot is not one (the records before the fault were still written).
     #[error("bad snapshot body: {0}")]
     Body(#[from] BodyError),
+    /// A batch was not stored.
     #[error("writing a batch failed: {0}")]
     Write(#[from] SinkError),
+    /// A parsing thread ended without its result.
     #[error("a parsing thread was stopped: {0}")]
     Worker(String),
 }
@@ -108,19 +117,22 @@ pub enum PollError {
 /// Everything a poll did, for metrics and logs.
 #[derive(Debug, Default)]
 pub struct PollReport {
-    pub feed: Feed,
+    pub(crate) feed: Feed,
+    /// How the poll ended.
     pub outcome: PollOutcome,
+    /// The records of the snapshot, by what became of them.
     pub stats: PollStats,
     /// Lines the sink accepted.
     pub written: u64,
-    /// Lines InfluxDB refused for good (see [`flush`]).
+    /// Lines InfluxDB refused for good (see `flush`).
     pub rejected: u64,
     /// Body bytes received (after decompression).
     pub bytes: u64,
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
+    /// What went wrong, if anything did.
     pub error: Option<PollError>,
     /// The new readings stored by this poll that a 24-hour window takes (readings feed).
-    pub readings: Vec<Reading>,
+    pub(crate) readings: Vec<Reading>,
 }
 
 /// A window being parsed on a worker, or (one thread) waiting to be parsed in order.
@@ -129,18 +141,19 @@ enum Job {
     InOrder(Window),
 }
 
+/// How snapshots are polled; the default suits the 24-hour means feed.
 #[derive(Clone, Debug)]
 pub struct PollConfig {
     /// Lines per write request (a batch is written once it has at least this many).
-    pub batch_lines: usize,
+    pub(crate) batch_lines: usize,
     /// How far ahead of the local clock a record's time may be.
-    pub max_clock_skew: Duration,
+    pub(crate) max_clock_skew: Duration,
     /// Threads that parse and transform windows of a snapshot at once; 1 parses in order.
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// What the source holds: 24-hour means or 5-minute readings.
-    pub feed: Feed,
+    pub(crate) feed: Feed,
     /// Records outside it are skipped.
-    pub region: Option<Arc<Region>>,
+    pub(crate) region: Option<Arc<Region>>,
 }
 
 impl Default for PollConfig {
@@ -158,13 +171,19 @@ impl Default for PollConfig {
 /// The ingestor's state between polls.
 #[derive(Debug)]
 pub struct Poller {
+    /// Where the snapshots come from.
     pub fetcher: Fetcher,
+    /// The newest reading stored of each sensor: only newer ones are written.
     pub watermarks: Watermarks,
+    /// Where the readings go.
     pub sink: Sink,
+    /// How the snapshots are read.
     pub config: PollConfig,
 }
 
 impl Poller {
+    /// Fetches the snapshot, unless it is the one processed last, and writes every reading in
+    /// it that is newer than its sensor's watermark.
     pub async fn poll(&mut self) -> PollReport {
         let started = Instant::now();
         let mut report = PollReport {

@@ -15,66 +15,66 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 /// One record of a snapshot: one sensor's reading (a set of values) at one time.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     #[serde(default, borrow)]
-    pub timestamp: Option<Text<'a>>,
+    pub(crate) timestamp: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub location: Option<Location<'a>>,
+    pub(crate) location: Option<Location<'a>>,
     #[serde(default, borrow)]
-    pub sensor: Option<Sensor<'a>>,
+    pub(crate) sensor: Option<Sensor<'a>>,
     #[serde(default, borrow)]
-    pub sensordatavalues: Vec<DataValue<'a>>,
+    pub(crate) sensordatavalues: Vec<DataValue<'a>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct Location<'a> {
+pub(crate) struct Location<'a> {
     /// Shared by all sensors of one node.
     #[serde(default, borrow)]
-    pub id: Scalar<'a>,
+    pub(crate) id: Scalar<'a>,
     #[serde(default, borrow)]
-    pub latitude: Scalar<'a>,
+    pub(crate) latitude: Scalar<'a>,
     #[serde(default, borrow)]
-    pub longitude: Scalar<'a>,
+    pub(crate) longitude: Scalar<'a>,
     #[serde(default, borrow)]
-    pub country: Option<Text<'a>>,
+    pub(crate) country: Option<Text<'a>>,
     /// 1 for sensors inside a building; missing in older data (then outdoor).
     #[serde(default, borrow)]
-    pub indoor: Scalar<'a>,
+    pub(crate) indoor: Scalar<'a>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct Sensor<'a> {
+pub(crate) struct Sensor<'a> {
     #[serde(default, borrow)]
-    pub id: Scalar<'a>,
+    pub(crate) id: Scalar<'a>,
     #[serde(default, borrow)]
-    pub sensor_type: Option<SensorType<'a>>,
+    pub(crate) sensor_type: Option<SensorType<'a>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct SensorType<'a> {
+pub(crate) struct SensorType<'a> {
     #[serde(default, borrow)]
-    pub name: Option<Text<'a>>,
+    pub(crate) name: Option<Text<'a>>,
 }
 
 /// One measured quantity of a record, e.g. `{"value": "12.35", "value_type": "P1"}`.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct DataValue<'a> {
+pub(crate) struct DataValue<'a> {
     #[serde(default, borrow)]
-    pub value_type: Option<Text<'a>>,
+    pub(crate) value_type: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub value: Scalar<'a>,
+    pub(crate) value: Scalar<'a>,
 }
 
 impl Record<'_> {
-    pub fn sensor_id(&self) -> Option<u64> {
+    pub(crate) fn sensor_id(&self) -> Option<u64> {
         self.sensor.as_ref().and_then(|s| s.id.as_u64())
     }
 
-    pub fn timestamp(&self) -> Option<&str> {
+    pub(crate) fn timestamp(&self) -> Option<&str> {
         self.timestamp.as_ref().map(Text::as_str)
     }
 
-    pub fn sensor_type(&self) -> &str {
+    pub(crate) fn sensor_type(&self) -> &str {
         self.sensor
             .as_ref()
             .and_then(|s| s.sensor_type.as_ref())
@@ -82,19 +82,19 @@ impl Record<'_> {
             .map_or("", Text::as_str)
     }
 
-    pub fn country(&self) -> &str {
+    pub(crate) fn country(&self) -> &str {
         self.location
             .as_ref()
             .and_then(|l| l.country.as_ref())
             .map_or("", Text::as_str)
     }
 
-    pub fn location_id(&self) -> Option<u64> {
+    pub(crate) fn location_id(&self) -> Option<u64> {
         self.location.as_ref().and_then(|l| l.id.as_u64())
     }
 
     /// `indoor` is 0/1 in the feed; `true` and `"1"` are read the same way.
-    pub fn is_indoor(&self) -> bool {
+    pub(crate) fn is_indoor(&self) -> bool {
         self.location.as_ref().is_some_and(|l| match &l.indoor {
             Scalar::UInt(n) => *n != 0,
             Scalar::Int(n) => *n != 0,
@@ -112,10 +112,10 @@ impl Record<'_> {
 /// borrows), so `Option<Cow<str>>` would allocate once per string; this type borrows in every
 /// position.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, str>);
+pub(crate) struct Text<'a>(pub Cow<'a, str>);
 
 impl Text<'_> {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -146,7 +146,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// (`101968.66`), and occasionally as `null`, `""` or `"nan"`. Objects and arrays in a scalar
 /// position are consumed and reported as [`Scalar::Other`] instead of failing the record.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     /// The key was absent.
     #[default]
     Missing,
@@ -162,7 +162,7 @@ pub enum Scalar<'a> {
 
 impl Scalar<'_> {
     /// An identifier: a non-negative integer, given as a number or as a decimal string.
-    pub fn as_u64(&self) -> Option<u64> {
+    pub(crate) fn as_u64(&self) -> Option<u64> {
         match self {
             Scalar::UInt(n) => Some(*n),
             Scalar::Int(n) => u64::try_from(*n).ok(),

@@ -5,14 +5,14 @@
 //! is downloaded. And every record of every source is checked against it locally, so that a
 //! file, a custom URL or the 24-hour file (which has no filter) obey the same region.
 
-pub use iot_common::region::Region;
+pub(crate) use iot_common::region::Region;
 
 use crate::record::Record;
 use crate::values;
 
 /// Whether a record lies in the region. Box and area need the record's coordinates (a record
 /// without valid ones lies nowhere); countries need its country code.
-pub fn contains(region: &Region, record: &Record<'_>) -> bool {
+pub(crate) fn contains(region: &Region, record: &Record<'_>) -> bool {
     match region {
         Region::Countries(_) => region.contains_sensor(record.country().trim(), None),
         _ => coordinates(record).is_some_and(|(lat, lon)| region.contains_point(lat, lon)),
@@ -20,7 +20,7 @@ pub fn contains(region: &Region, record: &Record<'_>) -> bool {
 }
 
 /// A record's valid coordinates.
-pub fn coordinates(record: &Record<'_>) -> Option<(f64, f64)> {
+pub(crate) fn coordinates(record: &Record<'_>) -> Option<(f64, f64)> {
     let l = record.location.as_ref()?;
     let lat = values::coordinate(&l.latitude, 90.0).ok()?;
     let lon = values::coordinate(&l.longitude, 180.0).ok()?;

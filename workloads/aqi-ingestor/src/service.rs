@@ -24,12 +24,12 @@ use crate::watermark::{Admission, Watermarks};
 
 /// Our own means: the windows and where their points go.
 #[derive(Debug)]
-pub struct Means {
-    pub windows: Windows,
+pub(crate) struct Means {
+    pub(crate) windows: Windows,
     /// Watermarks of `air_quality` when there is no upstream feed (else that poller's).
-    pub watermarks: Watermarks,
-    pub sink: Sink,
-    pub batch_lines: usize,
+    pub(crate) watermarks: Watermarks,
+    pub(crate) sink: Sink,
+    pub(crate) batch_lines: usize,
 }
 
 /// What the upstream file's last polls said.
@@ -71,7 +71,7 @@ impl Upstream {
 
 /// Whether the upstream 24-hour file gives the index, and if not, why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamState {
+pub(crate) enum UpstreamState {
     Usable,
     Empty,
     Failing,
@@ -81,7 +81,7 @@ pub enum UpstreamState {
 }
 
 impl UpstreamState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UpstreamState::Usable => "usable",
             UpstreamState::Empty => "empty",
@@ -94,45 +94,45 @@ impl UpstreamState {
 
 /// What writing the computed means did.
 #[derive(Debug, Default)]
-pub struct MeansReport {
+pub(crate) struct MeansReport {
     /// Mean points written (or refused for good).
-    pub written: u64,
+    pub(crate) written: u64,
     /// Of those, points without an index (below 75 % coverage).
-    pub without_index: u64,
-    pub rejected: u64,
-    pub error: Option<SinkError>,
+    pub(crate) without_index: u64,
+    pub(crate) rejected: u64,
+    pub(crate) error: Option<SinkError>,
 }
 
 /// Everything one cycle did.
 #[derive(Debug)]
-pub struct CycleReport {
-    pub polls: Vec<PollReport>,
-    pub upstream: UpstreamState,
+pub(crate) struct CycleReport {
+    pub(crate) polls: Vec<PollReport>,
+    pub(crate) upstream: UpstreamState,
     /// `None` when no means were due (upstream usable, or no readings feed).
-    pub means: Option<MeansReport>,
+    pub(crate) means: Option<MeansReport>,
 }
 
 impl CycleReport {
     /// Every poll and the means write succeeded.
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         self.polls.iter().all(|p| p.outcome.is_success())
             && self.means.as_ref().is_none_or(|m| m.error.is_none())
     }
 }
 
 #[derive(Debug)]
-pub struct Service {
+pub(crate) struct Service {
     /// The 24-hour means feed.
-    pub daily: Option<Poller>,
+    pub(crate) daily: Option<Poller>,
     /// The 5-minute readings feed; with it come [`Means`].
-    pub readings: Option<Poller>,
-    pub means: Option<Means>,
-    pub max_upstream_age: Duration,
+    pub(crate) readings: Option<Poller>,
+    pub(crate) means: Option<Means>,
+    pub(crate) max_upstream_age: Duration,
     upstream: Upstream,
 }
 
 impl Service {
-    pub fn new(
+    pub(crate) fn new(
         daily: Option<Poller>,
         readings: Option<Poller>,
         means: Option<Means>,
@@ -148,12 +148,12 @@ impl Service {
     }
 
     /// Sensors with a watermark, over both feeds.
-    pub fn tracked_sensors(&self) -> usize {
+    pub(crate) fn tracked_sensors(&self) -> usize {
         let len = |p: &Option<Poller>| p.as_ref().map_or(0, |p| p.watermarks.len());
         len(&self.daily) + len(&self.readings)
     }
 
-    pub async fn cycle(&mut self) -> CycleReport {
+    pub(crate) async fn cycle(&mut self) -> CycleReport {
         let mut polls = Vec::with_capacity(2);
         if let Some(p) = &mut self.readings {
             let mut report = p.poll().await;
@@ -199,7 +199,7 @@ impl Service {
 impl Means {
     /// Writes the mean of every sensor whose newest reading is later than its newest stored
     /// mean (upstream or computed), in sensor order.
-    pub async fn write(&mut self, marks: &mut Watermarks) -> MeansReport {
+    pub(crate) async fn write(&mut self, marks: &mut Watermarks) -> MeansReport {
         let mut out = MeansReport::default();
         // Scratch report for the shared flush (it counts written and rejected lines).
         let mut flushed = PollReport::default();

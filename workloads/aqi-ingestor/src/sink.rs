@@ -22,28 +22,21 @@ use iot_common::verdict::{self, Verdict};
 use iot_common::{InfluxClient, RetryPolicy, WriteError};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+/// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// InfluxDB did not take it.
     #[error(transparent)]
     Influx(#[from] WriteError),
+    /// The dry run's output could not be written.
     #[error("cannot write the dry-run output: {0}")]
     Output(#[from] std::io::Error),
-}
-
-impl SinkError {
-    /// A stable, low-cardinality name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkError::Influx(e) => e.kind(),
-            SinkError::Output(_) => "output",
-        }
-    }
 }
 
 /// Lines waiting to be written, with the sensor of each: the watermarks advance only for the
 /// readings InfluxDB stored.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     body: String,
     /// Where each line ends in `body`.
     ends: Vec<usize>,
@@ -52,7 +45,7 @@ pub struct Batch {
 
 impl Batch {
     /// Appends one newline-terminated line of `sensor`.
-    pub fn push(&mut self, line: &str, sensor: u64) {
+    pub(crate) fn push(&mut self, line: &str, sensor: u64) {
         self.body.push_str(line);
         self.end_line(sensor);
     }
@@ -68,11 +61,11 @@ impl Batch {
         self.sensors.push(sensor);
     }
 
-    pub fn lines(&self) -> usize {
+    pub(crate) fn lines(&self) -> usize {
         self.ends.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
@@ -96,10 +89,10 @@ impl Batch {
 /// What became of a batch that did not end in an error: every line is stored but those in
 /// `refused` (ranges of line numbers, in order).
 #[derive(Debug, Default)]
-pub struct Written {
-    pub refused: Vec<Range<usize>>,
+pub(crate) struct Written {
+    pub(crate) refused: Vec<Range<usize>>,
     /// InfluxDB's answer to the last refused part, for the log.
-    pub last_refusal: Option<WriteError>,
+    pub(crate) last_refusal: Option<WriteError>,
 }
 
 impl Written {
@@ -112,7 +105,10 @@ impl Written {
 /// Bytes handed to a dry run's output at a time.
 const OUTPUT_PIECE: usize = 256 * 1024;
 
+/// Where the readings go.
 pub enum Sink {
+    /// InfluxDB, through `client`, each write retried as `retry` says.
+    #[allow(missing_docs)] // the variant says what they are
     Influx {
         client: InfluxClient,
         retry: RetryPolicy,
@@ -131,14 +127,14 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         Sink::Output(Box::new(tokio::io::stdout()))
     }
 
     /// Writes `batch`; says which lines InfluxDB refused for good. An error means InfluxDB did
     /// not take (all of) it and the rest was not tried: none of it counts as stored. The batch's
     /// sensors are left for the caller to read; its body may be gone, so the caller clears it.
-    pub async fn write(&mut self, batch: &mut Batch) -> Result<Written, SinkError> {
+    pub(crate) async fn write(&mut self, batch: &mut Batch) -> Result<Written, SinkError> {
         if batch.is_empty() {
             return Ok(Written::default());
         }

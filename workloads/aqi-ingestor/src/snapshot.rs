@@ -21,83 +21,95 @@ mod scan;
 pub(crate) use scan::{SliceEnd, State, finish, guess_record_start, scan_slice};
 
 /// A record larger than this cannot be real (they are under 2 KiB) and is not buffered further.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
+pub(crate) const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// What the parser hands to its caller.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // records are the rule; boxing would allocate for each
-pub enum Item<'a> {
+pub(crate) enum Item<'a> {
     Record(Record<'a>),
     /// Valid JSON in a record position that is not a record.
     Malformed(serde_json::Error),
 }
 
+/// Why a body is not a snapshot; `offset` is in bytes from the start of the body.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // the fields are what the messages show
 pub enum BodyError {
+    /// Nothing at all.
     #[error("the body is empty")]
     Empty,
+    /// Neither an array nor an object.
     #[error("the body is not a JSON array or object (starts with {found:?})")]
     NotJson { found: String },
+    /// Not text.
     #[error("the body is not UTF-8 (invalid byte at {offset})")]
     Utf8 { offset: u64 },
+    /// A record that is not JSON.
     #[error("invalid JSON in the record at byte {offset}: {source}")]
     Syntax {
         offset: u64,
         #[source]
         source: serde_json::Error,
     },
+    /// Records not separated as an array's are.
     #[error("expected ',' or ']' after the record ending at byte {offset}, found {found:?}")]
     Separator { offset: u64, found: char },
+    /// More after the snapshot ended.
     #[error("unexpected data after the end of the snapshot at byte {offset} ({found:?})")]
     TrailingData { offset: u64, found: String },
+    /// The snapshot broke off.
     #[error("the body ends inside the snapshot (truncated after {offset} bytes)")]
     Truncated { offset: u64 },
+    /// A record larger than `MAX_RECORD_BYTES`: too large to be real.
     #[error("a record at byte {offset} is larger than {MAX_RECORD_BYTES} bytes")]
     RecordTooLarge { offset: u64 },
 }
 
+/// The scanner driven one chunk at a time, on one thread: the tests' way in. The ingestor scans
+/// windows of the body in parallel instead (`windows`), with the same scanner.
+#[cfg(test)]
 #[derive(Debug)]
-pub struct SnapshotParser {
+pub(crate) struct SnapshotParser {
     buf: Vec<u8>,
     /// Bytes of `buf` already consumed.
     pos: usize,
     /// Bytes drained from the front of `buf` so far, for error offsets.
     base: u64,
     state: State,
-    items: u64,
 }
 
+#[cfg(test)]
 impl Default for SnapshotParser {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(test)]
 impl SnapshotParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SnapshotParser {
             buf: Vec::new(),
             pos: 0,
             base: 0,
             state: State::Start,
-            items: 0,
         }
     }
 
-    /// Records and malformed items delivered so far.
-    pub fn items(&self) -> u64 {
-        self.items
-    }
-
     /// Appends `chunk` and delivers every record it completes.
-    pub fn feed(&mut self, chunk: &[u8], on_item: impl FnMut(Item<'_>)) -> Result<(), BodyError> {
+    pub(crate) fn feed(
+        &mut self,
+        chunk: &[u8],
+        on_item: impl FnMut(Item<'_>),
+    ) -> Result<(), BodyError> {
         self.input().extend_from_slice(chunk);
         self.parse_input(on_item)
     }
 
     /// The input buffer, for a reader to append the next bytes to directly (saving the copy
     /// `feed` makes); call [`SnapshotParser::parse_input`] after appending.
-    pub fn input(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn input(&mut self) -> &mut Vec<u8> {
         if self.pos > 0 {
             // Only the unfinished record (if any) is left to keep.
             self.buf.drain(..self.pos);
@@ -108,7 +120,10 @@ impl SnapshotParser {
     }
 
     /// Delivers every record the input buffer completes, one by one, on this thread.
-    pub fn parse_input(&mut self, mut on_item: impl FnMut(Item<'_>)) -> Result<(), BodyError> {
+    pub(crate) fn parse_input(
+        &mut self,
+        mut on_item: impl FnMut(Item<'_>),
+    ) -> Result<(), BodyError> {
         let (end, result) = scan_slice(
             &self.buf,
             self.pos..self.buf.len(),
@@ -122,7 +137,7 @@ impl SnapshotParser {
     }
 
     /// Ends the body: fails unless it held one complete snapshot.
-    pub fn finish(&self) -> Result<(), BodyError> {
+    pub(crate) fn finish(&self) -> Result<(), BodyError> {
         finish(
             self.state,
             &self.buf[self.pos..],
@@ -133,7 +148,6 @@ impl SnapshotParser {
     fn advance(&mut self, to: SliceEnd) {
         self.pos = to.pos;
         self.state = to.state;
-        self.items += to.items;
     }
 
     fn check_incomplete(&self) -> Result<(), BodyError> {
@@ -282,12 +296,13 @@ mod tests {
     fn memory_stays_at_one_record_plus_one_chunk() {
         let one = rec(1);
         let mut p = SnapshotParser::new();
+        let mut items = 0;
         p.feed(b"[", |_| {}).expect("start");
         for _ in 0..1000 {
-            p.feed(one.as_bytes(), |_| {}).expect("record");
+            p.feed(one.as_bytes(), |_| items += 1).expect("record");
             p.feed(b",", |_| {}).expect("comma");
         }
-        assert_eq!(p.items(), 1000);
+        assert_eq!(items, 1000);
         assert!(
             p.buf.capacity() < 4 * one.len() + 64,
             "{}",

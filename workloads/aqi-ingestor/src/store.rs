@@ -19,7 +19,7 @@ use crate::watermark::Watermarks;
 
 /// Reads the newest stored point of every sensor in `measurement` into `watermarks`; returns
 /// how many sensors InfluxDB knows.
-pub async fn load_watermarks(
+pub(crate) async fn load_watermarks(
     client: &InfluxClient,
     measurement: &str,
     watermarks: &mut Watermarks,
@@ -70,7 +70,7 @@ pub async fn load_watermarks(
 /// sensor); sums of values with at most two decimals, as the feed sends them, come back exactly
 /// as the live window formed them. Hours holding a reading of an indoor sensor are left out, as
 /// they are live, and so are sensors outside the region. Returns the sensors rebuilt.
-pub async fn load_windows(
+pub(crate) async fn load_windows(
     client: &InfluxClient,
     readings: &Watermarks,
     region: Option<&Region>,

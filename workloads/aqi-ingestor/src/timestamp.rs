@@ -9,13 +9,13 @@ pub type EpochSeconds = u32;
 
 /// Earliest accepted year. Sensor.Community started in 2015; a reading from before 2000 is a
 /// clock error, not data.
-pub const MIN_YEAR: u32 = 2000;
+pub(crate) const MIN_YEAR: u32 = 2000;
 /// Latest accepted year (the last whole year `EpochSeconds` can hold).
-pub const MAX_YEAR: u32 = 2105;
+pub(crate) const MAX_YEAR: u32 = 2105;
 
 /// Parses `YYYY-MM-DD HH:MM:SS` (also accepting `T` as the separator and a trailing `Z`, which
 /// mean the same). Returns `None` for anything else, including impossible dates such as
-/// February 30th and years outside [`MIN_YEAR`]..=[`MAX_YEAR`].
+/// February 30th and years outside `MIN_YEAR..=MAX_YEAR`.
 pub fn parse(s: &str) -> Option<EpochSeconds> {
     let b = s.as_bytes();
     let b = match b {

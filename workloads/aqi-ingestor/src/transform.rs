@@ -25,13 +25,13 @@ use crate::timestamp::{self, EpochSeconds};
 use crate::values::{self, RESERVED_FIELDS, SkipReason};
 
 /// 24-hour means and their index.
-pub const MEASUREMENT: &str = "air_quality";
+pub(crate) const MEASUREMENT: &str = "air_quality";
 /// 5-minute readings (no index).
-pub const READINGS_MEASUREMENT: &str = "air_quality_5min";
+pub(crate) const READINGS_MEASUREMENT: &str = "air_quality_5min";
 
 /// What a snapshot holds, and so where its records go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Feed {
+pub(crate) enum Feed {
     /// 24-hour means (`data.24h.json`, or any source given as such): `air_quality`, indexed.
     #[default]
     Daily,
@@ -41,14 +41,14 @@ pub enum Feed {
 
 impl Feed {
     /// A stable name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Feed::Daily => "daily",
             Feed::Readings => "readings",
         }
     }
 
-    pub fn measurement(self) -> &'static str {
+    pub(crate) fn measurement(self) -> &'static str {
         match self {
             Feed::Daily => MEASUREMENT,
             Feed::Readings => READINGS_MEASUREMENT,
@@ -58,23 +58,23 @@ impl Feed {
 
 /// The valid values of a record that the 24-hour window needs (see [`crate::means`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Extract {
+pub(crate) struct Extract {
     /// PM10 (`P1`) and PM2.5 (`P2`), µg/m³.
-    pub pm10: Option<f64>,
-    pub pm25: Option<f64>,
-    pub coords: Option<(f64, f64)>,
-    pub indoor: bool,
+    pub(crate) pm10: Option<f64>,
+    pub(crate) pm25: Option<f64>,
+    pub(crate) coords: Option<(f64, f64)>,
+    pub(crate) indoor: bool,
 }
 
 /// What became of the values of one record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RecordValues {
+pub(crate) struct RecordValues {
     /// Values skipped, indexed by [`SkipReason::index`] (saturating: a record has a handful).
-    pub skipped: [u8; SkipReason::ALL.len()],
+    pub(crate) skipped: [u8; SkipReason::ALL.len()],
     /// Values written as fields (coordinates and indices not included); 0 means no line.
-    pub written: u8,
+    pub(crate) written: u8,
     /// A PM value got no index because the sensor is indoors.
-    pub indoor_without_aqi: bool,
+    pub(crate) indoor_without_aqi: bool,
 }
 
 impl RecordValues {
@@ -83,28 +83,29 @@ impl RecordValues {
         *n = n.saturating_add(1);
     }
 
-    pub fn skipped(&self, reason: SkipReason) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn skipped(&self, reason: SkipReason) -> u8 {
         self.skipped[reason.index()]
     }
 }
 
 /// Per-value outcomes, summed over a poll.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ValueStats {
+pub(crate) struct ValueStats {
     /// Values skipped, indexed by [`SkipReason::index`].
-    pub skipped: [u64; SkipReason::ALL.len()],
+    pub(crate) skipped: [u64; SkipReason::ALL.len()],
     /// Values written as fields (coordinates and indices not included).
-    pub written: u64,
+    pub(crate) written: u64,
     /// Records with a PM value that got no index because the sensor is indoors.
-    pub indoor_without_aqi: u64,
+    pub(crate) indoor_without_aqi: u64,
 }
 
 impl ValueStats {
-    pub fn skipped(&self, reason: SkipReason) -> u64 {
+    pub(crate) fn skipped(&self, reason: SkipReason) -> u64 {
         self.skipped[reason.index()]
     }
 
-    pub fn add(&mut self, record: &RecordValues) {
+    pub(crate) fn add(&mut self, record: &RecordValues) {
         for (total, n) in self.skipped.iter_mut().zip(record.skipped) {
             *total += u64::from(n);
         }
@@ -126,7 +127,7 @@ fn tags<'b>(line: Line<'b>, record: &Record<'_>, sensor_id: u64) -> Line<'b> {
 }
 
 /// Appends the escaped tags of a record (`,sensor_id=1,location_id=2,…`) to `out`.
-pub fn append_tags(out: &mut String, record: &Record<'_>, sensor_id: u64) {
+pub(crate) fn append_tags(out: &mut String, record: &Record<'_>, sensor_id: u64) {
     // A line of no measurement and no field: only its tags stay in the buffer.
     let _ = tags(Line::new(out, ""), record, sensor_id);
 }
@@ -134,7 +135,7 @@ pub fn append_tags(out: &mut String, record: &Record<'_>, sensor_id: u64) {
 /// Appends the line of `record` (whose sensor id and time the caller has already parsed) to
 /// `out`. When the record has no valid value (`written == 0` in the result) nothing is
 /// appended: coordinates alone are not a reading.
-pub fn append_line(
+pub(crate) fn append_line(
     out: &mut String,
     record: &Record<'_>,
     sensor_id: u64,

@@ -8,7 +8,7 @@ use crate::record::Scalar;
 
 /// Why a value (or a location coordinate) was not written. Stable names: they are metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SkipReason {
+pub(crate) enum SkipReason {
     /// Missing, `null` or `""`.
     Empty,
     /// Not a number: `"unknown"`, `true`, an object...
@@ -28,7 +28,7 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub(crate) const ALL: [SkipReason; 7] = [
         SkipReason::Empty,
         SkipReason::NonNumeric,
         SkipReason::Nan,
@@ -38,7 +38,7 @@ impl SkipReason {
         SkipReason::InvalidName,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SkipReason::Empty => "empty",
             SkipReason::NonNumeric => "non_numeric",
@@ -50,13 +50,13 @@ impl SkipReason {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 /// Field names the ingestor writes itself; a value type may not take them.
-pub const RESERVED_FIELDS: [&str; 8] = [
+pub(crate) const RESERVED_FIELDS: [&str; 8] = [
     "aqi",
     "aqi_pm10",
     "aqi_pm25",
@@ -68,7 +68,7 @@ pub const RESERVED_FIELDS: [&str; 8] = [
 ];
 
 /// The numeric content of a scalar: `"12.35"`, `12.35` or `" 12.35 "` alike.
-pub fn number(value: &Scalar<'_>) -> Result<f64, SkipReason> {
+pub(crate) fn number(value: &Scalar<'_>) -> Result<f64, SkipReason> {
     let x = match value {
         Scalar::Missing | Scalar::Null => return Err(SkipReason::Empty),
         Scalar::Float(f) => *f,
@@ -93,16 +93,16 @@ pub fn number(value: &Scalar<'_>) -> Result<f64, SkipReason> {
 
 /// The valid range of a quantity.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Range {
+pub(crate) struct Range {
     /// Inclusive lower bound. Values below are [`SkipReason::Negative`] when it is 0, else
     /// [`SkipReason::OutOfRange`].
-    pub min: f64,
-    pub max: Upper,
+    pub(crate) min: f64,
+    pub(crate) max: Upper,
 }
 
 /// The upper bound of a [`Range`]; values beyond are [`SkipReason::OutOfRange`].
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Upper {
+pub(crate) enum Upper {
     /// Valid values are below this (a saturation code sits at or above it).
     Below(f64),
     /// Valid values are at most this.
@@ -121,7 +121,7 @@ const NON_NEGATIVE: Range = Range {
 
 /// The range of a Sensor.Community value type. Unknown types keep any finite value: the feed
 /// grows new sensors, and an unknown quantity may well be negative.
-pub fn range_of(value_type: &str) -> Range {
+pub(crate) fn range_of(value_type: &str) -> Range {
     match value_type {
         // PM2.5 and PM1: SDS011 reports 999.9 for PM2.5 when its fan fails; the official map
         // drops PM2.5 ≥ 900. PM1 is a part of PM2.5, so the same ceiling holds.
@@ -165,7 +165,7 @@ pub fn range_of(value_type: &str) -> Range {
 }
 
 /// A value of `value_type`, or why it is skipped.
-pub fn validate(value_type: &str, value: &Scalar<'_>) -> Result<f64, SkipReason> {
+pub(crate) fn validate(value_type: &str, value: &Scalar<'_>) -> Result<f64, SkipReason> {
     let x = number(value)?;
     check_range(range_of(value_type), x)
 }
@@ -189,7 +189,7 @@ fn check_range(range: Range, x: f64) -> Result<f64, SkipReason> {
 }
 
 /// A latitude (±90°) or longitude (±180°).
-pub fn coordinate(value: &Scalar<'_>, limit: f64) -> Result<f64, SkipReason> {
+pub(crate) fn coordinate(value: &Scalar<'_>, limit: f64) -> Result<f64, SkipReason> {
     let x = number(value)?;
     if x.abs() > limit {
         return Err(SkipReason::OutOfRange);

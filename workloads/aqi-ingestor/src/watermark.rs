@@ -7,11 +7,11 @@
 //! exact repeat (the v1 endpoints repeat pushes) from being written twice.
 //!
 //! A watermark advances only past readings InfluxDB stored: each reading admitted is pending
-//! until [`Watermarks::settled`] says it was stored (or had nothing to store). At the end of a
-//! poll, [`Watermarks::commit`] advances the watermark of each sensor whose every admitted reading
+//! until `Watermarks::settled` says it was stored (or had nothing to store). At the end of a
+//! poll, `Watermarks::commit` advances the watermark of each sensor whose every admitted reading
 //! was settled to the newest of them; a sensor with a reading that InfluxDB refused, or that was
 //! never written, keeps its watermark, so the next poll that sees the reading offers it again.
-//! After a failed write, [`Watermarks::abort`] forgets the poll, so the next one tries the same
+//! After a failed write, `Watermarks::abort` forgets the poll, so the next one tries the same
 //! readings again (InfluxDB stores a point with the same series and time once, so the retry
 //! cannot duplicate what did get through).
 //!
@@ -36,7 +36,7 @@ struct Entry {
 
 /// The verdict on one reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Later than anything stored for the sensor, and the first time this poll sees it.
     New,
     /// Not later than the newest reading stored for the sensor before this poll.
@@ -49,6 +49,7 @@ pub enum Admission {
 /// step of a poll), still seeded at random per process, so colliding ids cannot be prepared.
 type Hasher = foldhash::fast::RandomState;
 
+/// The newest reading stored of each sensor, and the readings admitted by the poll under way.
 #[derive(Debug, Default)]
 pub struct Watermarks {
     sensors: HashMap<u64, Entry, Hasher>,
@@ -57,12 +58,13 @@ pub struct Watermarks {
 }
 
 impl Watermarks {
+    /// No sensor known yet: every reading is new.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Records that InfluxDB already holds a reading of `sensor` at `time` (start-up).
-    pub fn seed(&mut self, sensor: u64, time: EpochSeconds) {
+    pub(crate) fn seed(&mut self, sensor: u64, time: EpochSeconds) {
         let e = self.sensors.entry(sensor).or_default();
         e.stored = e.stored.max(time);
     }
@@ -76,16 +78,17 @@ impl Watermarks {
     }
 
     /// Sensors with a committed watermark or a reading admitted in this poll.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sensors.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.sensors.is_empty()
     }
 
     /// Decides whether a reading is new, and if it is, remembers it as admitted in this poll.
-    pub fn admit(&mut self, sensor: u64, time: EpochSeconds) -> Admission {
+    pub(crate) fn admit(&mut self, sensor: u64, time: EpochSeconds) -> Admission {
         let e = match self.sensors.entry(sensor) {
             MapEntry::Vacant(v) => {
                 v.insert(Entry {
@@ -124,7 +127,7 @@ impl Watermarks {
     }
 
     /// One reading of `sensor` admitted in this poll is stored, or has nothing to store.
-    pub fn settled(&mut self, sensor: u64) {
+    pub(crate) fn settled(&mut self, sensor: u64) {
         if let Some(e) = self.sensors.get_mut(&sensor) {
             e.pending = e.pending.saturating_sub(1);
         }
@@ -133,7 +136,7 @@ impl Watermarks {
     /// The poll is over: each sensor whose admitted readings are all settled advances to the
     /// newest of them; the others keep the watermark they had, so that a reading InfluxDB did
     /// not store is not taken for stored.
-    pub fn commit(&mut self) {
+    pub(crate) fn commit(&mut self) {
         self.sensors.retain(|_, e| {
             if e.pending == 0 {
                 e.stored = e.stored.max(e.this_poll);
@@ -146,7 +149,7 @@ impl Watermarks {
     }
 
     /// The poll failed to write: forget what it admitted.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         self.sensors.retain(|_, e| {
             e.this_poll = 0;
             e.pending = 0;
@@ -155,7 +158,7 @@ impl Watermarks {
         self.end_poll();
     }
 
-    /// As if every reading admitted in this poll was stored, then [`Watermarks::commit`].
+    /// As if every reading admitted in this poll was stored, then `Watermarks::commit`.
     #[cfg(test)]
     pub(crate) fn commit_all(&mut self) {
         for e in self.sensors.values_mut() {

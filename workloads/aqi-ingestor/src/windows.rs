@@ -21,30 +21,20 @@ use crate::snapshot::{self, BodyError, Item, MAX_RECORD_BYTES, SliceEnd, State};
 /// flight (one per thread, plus one) is held with its prepared lines, so this is what another
 /// thread costs in memory; a quarter of a megabyte still holds hundreds of records, enough to
 /// keep the per-window costs (a task, a cut, a join) out of sight.
-pub const WINDOW: usize = 256 * 1024;
+pub(crate) const WINDOW: usize = 256 * 1024;
 
 /// How far before the end of the buffered bytes the cut is looked for: a few records' worth.
 const CUT_SEARCH: usize = 16 * 1024;
 
 /// A piece of a body that starts, presumably, at a record.
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     bytes: Vec<u8>,
     /// Offset of `bytes[0]` in the body.
     base: u64,
     /// The state the parse of this window starts in: `Start` for the first, otherwise the state
     /// before a record of the body's kind (array or bare objects).
     start: State,
-}
-
-impl Window {
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 /// The kind of container the body is, from its first bytes.
@@ -57,7 +47,7 @@ enum Kind {
 
 /// Cuts a body, as it arrives, into [`Window`]s.
 #[derive(Debug)]
-pub struct Cutter {
+pub(crate) struct Cutter {
     buf: Vec<u8>,
     base: u64,
     size: usize,
@@ -68,7 +58,7 @@ pub struct Cutter {
 impl Cutter {
     /// Windows of at least `size` bytes, cut once that much has arrived (tests use tiny sizes
     /// to cut often).
-    pub fn new(size: usize) -> Self {
+    pub(crate) fn new(size: usize) -> Self {
         Cutter {
             buf: Vec::new(),
             base: 0,
@@ -79,12 +69,12 @@ impl Cutter {
     }
 
     /// The buffer to append the body's next bytes to.
-    pub fn input(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn input(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }
 
     /// The next window, if enough of the body is there (everything left once `eof`).
-    pub fn next(&mut self, eof: bool) -> Option<Window> {
+    pub(crate) fn next(&mut self, eof: bool) -> Option<Window> {
         if self.buf.is_empty() {
             return None;
         }
@@ -140,7 +130,7 @@ fn kind_of(buf: &[u8]) -> Kind {
 
 /// A window after a worker parsed it.
 #[derive(Debug)]
-pub struct Parsed<B> {
+pub(crate) struct Parsed<B> {
     window: Window,
     block: B,
     end: SliceEnd,
@@ -148,7 +138,7 @@ pub struct Parsed<B> {
 }
 
 /// Parses one window, turning each item into part of a block with `work` (on a worker thread).
-pub fn parse<B, W>(window: Window, work: &W) -> Parsed<B>
+pub(crate) fn parse<B, W>(window: Window, work: &W) -> Parsed<B>
 where
     B: Default,
     W: Fn(Item<'_>, &mut B),
@@ -171,14 +161,13 @@ where
 
 /// Joins parsed windows in body order, checking each worker's assumption (see the module docs).
 #[derive(Debug)]
-pub struct Joiner {
+pub(crate) struct Joiner {
     /// Bytes of the previous window that its parse did not consume (an unfinished record).
     carry: Vec<u8>,
     carry_base: u64,
     state: State,
     /// Body bytes seen so far.
     end: u64,
-    items: u64,
     reparsed: u64,
 }
 
@@ -189,31 +178,25 @@ impl Default for Joiner {
 }
 
 impl Joiner {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Joiner {
             carry: Vec::new(),
             carry_base: 0,
             state: State::Start,
             end: 0,
-            items: 0,
             reparsed: 0,
         }
     }
 
-    /// Records and malformed items delivered so far.
-    pub fn items(&self) -> u64 {
-        self.items
-    }
-
     /// Windows whose worker result was discarded because a guess was wrong.
-    pub fn reparsed(&self) -> u64 {
+    pub(crate) fn reparsed(&self) -> u64 {
         self.reparsed
     }
 
     /// Takes the next window's result (windows must come in body order) and returns its block,
     /// which holds exactly what a sequential parse would have delivered for these bytes, and
     /// whether the body is still valid after them.
-    pub fn accept<B, W>(&mut self, parsed: Parsed<B>, work: &W) -> (B, Result<(), BodyError>)
+    pub(crate) fn accept<B, W>(&mut self, parsed: Parsed<B>, work: &W) -> (B, Result<(), BodyError>)
     where
         B: Default,
         W: Fn(Item<'_>, &mut B),
@@ -235,7 +218,11 @@ impl Joiner {
     /// Parses the next window (in body order) from where the body really is: the previous
     /// window's unfinished tail followed by this window. No guess is involved: this is the
     /// sequential parse, and what [`Joiner::accept`] falls back to when a guess was wrong.
-    pub fn parse_in_order<B, W>(&mut self, window: Window, work: &W) -> (B, Result<(), BodyError>)
+    pub(crate) fn parse_in_order<B, W>(
+        &mut self,
+        window: Window,
+        work: &W,
+    ) -> (B, Result<(), BodyError>)
     where
         B: Default,
         W: Fn(Item<'_>, &mut B),
@@ -268,7 +255,6 @@ impl Joiner {
         end: SliceEnd,
         result: Result<(), BodyError>,
     ) -> (B, Result<(), BodyError>) {
-        self.items += end.items;
         self.state = end.state;
         self.carry_base = base + end.pos as u64;
         self.carry = bytes[end.pos..].to_vec();
@@ -282,7 +268,7 @@ impl Joiner {
     }
 
     /// Ends the body: fails unless it held one complete snapshot.
-    pub fn finish(&self) -> Result<(), BodyError> {
+    pub(crate) fn finish(&self) -> Result<(), BodyError> {
         snapshot::finish(self.state, &self.carry, self.end)
     }
 }

@@ -1,11 +1,14 @@
 //! The credentials Secret is created, never applied: see `desired::secrets`.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::{Applier, ApplyError};
 use crate::controller::desired::secrets::{Credentials, random_password};
+use crate::controller::known_state::{MemoKey, Seen};
 
 impl Applier<'_> {
     /// Creates the credentials Secret when absent and adds missing keys; existing values are
@@ -16,24 +19,13 @@ impl Applier<'_> {
     ) -> Result<(), ApplyError> {
         let api = self.api::<Secret>();
         let name = credentials.secret.metadata.name.clone().unwrap_or_default();
-        // The cache holds key names only; a complete cached Secret needs no read.
-        let cached = self.cache.get::<Secret>(self.namespace, &name);
-        if cached.is_some_and(|s| {
-            let data = s.data.unwrap_or_default();
-            credentials.missing(&data, String::new).is_empty()
-        }) {
-            return Ok(());
-        }
-        let key = self.memo_key::<Secret>(&name);
-        let existing = if self.surely_new::<Secret>(&name, key) {
-            None
-        } else {
-            api.get_opt(&name)
-                .await
-                .map_err(|source| ApplyError::Read {
-                    what: format!("Secret {name}"),
-                    source,
-                })?
+        let key = MemoKey::child::<Secret>(self.namespace, &name);
+        let existing = match self.cache.seen::<Secret>(self.namespace, &name) {
+            // The cache holds key names only; a complete cached Secret needs no read.
+            Seen::Cached(cached) if has_every_key(credentials, &cached) => return Ok(()),
+            // As for an applied child: never seen, never written, so created without a read.
+            Seen::Absent if self.memo.get(key).is_none() => None,
+            _ => self.read::<Secret>(&name).await?,
         };
         match existing {
             None => {
@@ -42,7 +34,7 @@ impl Applier<'_> {
                     Ok(created) => {
                         tracing::info!(name, "created the credentials Secret");
                         // Its values are never compared, so no hash (0): the memo only records
-                        // that it exists (see `surely_new`).
+                        // that it exists (what is known absent but remembered is read).
                         self.memo.remember(key, 0, &created.metadata);
                         self.metrics.record_write("Secret", "create");
                         self.count_write();
@@ -82,4 +74,11 @@ impl Applier<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `secret` has every key of `credentials`, whatever their values.
+fn has_every_key(credentials: &Credentials, secret: &Secret) -> bool {
+    let none = BTreeMap::new();
+    let keys = secret.data.as_ref().unwrap_or(&none);
+    credentials.missing(keys, String::new).is_empty()
 }

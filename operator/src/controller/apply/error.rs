@@ -3,7 +3,7 @@
 use crate::error::concise;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     #[error("cannot apply {kind} {name}: {}", concise(.source))]
     Apply {
         kind: &'static str,
@@ -33,7 +33,7 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// CamelCase, fixed set: safe as a metric label and as a condition reason.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self {
             Self::Apply { .. } => "ApplyFailed",
             Self::Delete { .. } => "DeleteFailed",

@@ -1,20 +1,11 @@
 //! Server-side apply of the desired objects under one field manager, in a deliberate order,
 //! then deletion of the children the spec no longer wants.
 //!
-//! A no-op reconcile writes nothing: each object carries the hash of what we last applied
-//! (`iot.operator.dev/applied-hash`), and an object whose hash matches and whose live state
-//! still contains everything we want is left alone. Where the API server normalizes what we
-//! sent (quantities, fields a cluster does not support) the live object never contains it
-//! verbatim, so we also remember the resourceVersion our own last write produced: if nobody
-//! has touched the object since, there is nothing to correct.
-//!
-//! Reads come from the watches' cache (`watches::ChildCache`): a cached child at a
-//! resourceVersion we wrote or already checked needs no request at all; any other version is
-//! read once from the API server, compared, and remembered when it holds what we want. A child
-//! the synced cache has never seen, and that we never wrote, is created without a read.
+//! Whether a child needs a write, or a read first, is not decided here: `known_state::decide`
+//! says, from the write memo and the watches' cache, and this step performs the read and the
+//! write it asks for. So a reconcile with nothing to change sends no request at all.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use k8s_openapi::NamespaceResourceScope;
@@ -25,68 +16,40 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 mod credentials;
-mod drift;
 mod error;
 #[cfg(test)]
 mod tests;
 
-pub use self::drift::{MemoKey, WriteMemo, is_subset};
-pub use self::error::ApplyError;
+pub(crate) use self::error::ApplyError;
 use super::desired::DesiredObjects;
 use super::desired::labels::children_selector;
 use super::diagnose::ContainerTrouble;
-use super::hash::{content_hash_value, hex};
+use super::known_state::{Cached, ChildCache, Decision, MemoKey, Seen, Wanted, WriteMemo, decide};
 use super::validate::ValidatedMonitor;
-use super::watches::{Cached, ChildCache};
 use crate::constants::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
-/// Hash of the applied configuration, on every applied object.
-pub const APPLIED_HASH: &str = "iot.operator.dev/applied-hash";
-
-/// What every child kind the operator applies is: a namespaced typed object it can serialise
-/// for server-side apply and read back.
-pub trait Child:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + k8s_openapi::Resource
-    + Clone
-    + Serialize
-    + DeserializeOwned
-    + Debug
-{
-}
-
-impl<K> Child for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-{
-}
-
 /// The live state of what was applied, for the status step. Objects read from the cache are
-/// pruned copies (no pod templates: see `watches::Cached::prune`), which is all the status needs.
+/// pruned copies (no pod templates: see `known_state::Cached::prune`), which is all the status
+/// needs.
 #[derive(Debug, Default)]
-pub struct Applied {
-    pub stateful_sets: Vec<StatefulSet>,
-    pub deployments: Vec<Deployment>,
-    pub services: Vec<Service>,
-    pub autoscalers: Vec<HorizontalPodAutoscaler>,
+pub(crate) struct Applied {
+    pub(crate) stateful_sets: Vec<StatefulSet>,
+    pub(crate) deployments: Vec<Deployment>,
+    pub(crate) services: Vec<Service>,
+    pub(crate) autoscalers: Vec<HorizontalPodAutoscaler>,
     /// Objects created, patched or deleted by this reconcile.
-    pub writes: u32,
-    pub deleted: Vec<String>,
+    pub(crate) writes: u32,
+    pub(crate) deleted: Vec<String>,
     /// Why the InfluxDB pod does not start, when its StatefulSet has stalled (read after the
     /// apply: `diagnose`).
-    pub influxdb_trouble: Option<ContainerTrouble>,
+    pub(crate) influxdb_trouble: Option<ContainerTrouble>,
 }
 
-pub struct Applier<'a> {
+/// Applies one monitor's desired objects, asking the known state what each needs.
+pub(crate) struct Applier<'a> {
     client: Client,
     namespace: &'a str,
     instance: &'a str,
@@ -102,7 +65,7 @@ pub struct Applier<'a> {
 impl<'a> Applier<'a> {
     /// Applies into the namespace of `model`, for the IotMonitor it was validated from,
     /// reading children from `cache` where it holds them.
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         model: &'a ValidatedMonitor,
         metrics: &'a Metrics,
@@ -133,7 +96,10 @@ impl<'a> Applier<'a> {
     /// credentials, configuration, claims, Services, and the NetworkPolicy before InfluxDB
     /// starts), then the workloads, then their autoscalers. A first reconcile so waits for the
     /// API server three times, not once per kind.
-    pub async fn apply_all(mut self, desired: DesiredObjects) -> Result<Applied, ApplyError> {
+    pub(crate) async fn apply_all(
+        mut self,
+        desired: DesiredObjects,
+    ) -> Result<Applied, ApplyError> {
         // Destructured without `..`: a new kind of child fails to compile here until it is
         // applied (and, where owned, cleaned up).
         let DesiredObjects {
@@ -214,102 +180,57 @@ impl<'a> Applier<'a> {
         Ok(live)
     }
 
-    /// The live object, and whether it had to be written.
-    async fn apply<K>(&self, desired: &K) -> Result<(K, bool), ApplyError>
-    where
-        K: Cached,
-    {
+    /// The live object, and whether it had to be written: the read and the write that
+    /// `known_state::decide` asks for.
+    async fn apply<K: Cached>(&self, desired: &K) -> Result<(K, bool), ApplyError> {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = desired.meta().name.clone().unwrap_or_default();
-        let hash_value = content_hash_value([serde_json::to_string(desired)
-            .map_err(|e| ApplyError::Serialize(kind, e))?
-            .as_str()]);
-        let hash = hex(hash_value);
-        let mut desired = desired.clone();
-        desired
-            .meta_mut()
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(APPLIED_HASH.to_owned(), hash.clone());
-        let desired_json =
-            serde_json::to_value(&desired).map_err(|e| ApplyError::Serialize(kind, e))?;
-        let key = self.memo_key::<K>(&name);
+        let serialize_error = |e| ApplyError::Serialize(kind, e);
+        let (desired, wanted) = Wanted::mark(desired).map_err(serialize_error)?;
+        let key = MemoKey::child::<K>(self.namespace, &name);
 
-        // The cached copy at a resourceVersion we wrote or checked ourselves: nothing changed
-        // since, so no read at all. Any other version (someone's edit, a status update) is
-        // read in full and compared below.
-        if let Some(cached) = self.cache.get::<K>(self.namespace, &name)
-            && applied_hash(&cached) == Some(&hash)
-        {
-            if self.memo.known_good(key, hash_value, cached.meta()) {
-                return Ok((cached, false));
-            }
-            // Only the status moved (a rollout's progress): the spec is the one we know, and
-            // the metadata can be compared right here.
-            if K::GENERATION_TRACKS_SPEC
-                && self.memo.spec_known_good(key, hash_value, cached.meta())
-                && is_subset(&desired_json["metadata"], &meta_json(kind, &cached)?)
-            {
-                self.memo.remember(key, hash_value, cached.meta());
-                return Ok((cached, false));
-            }
-            // The cache keeps all we applied (an HPA after the controller's status writes, a
-            // claim once bound): compared right here.
-            if K::CACHE_KEEPS_APPLIED {
-                let cached_json =
-                    serde_json::to_value(&cached).map_err(|e| ApplyError::Serialize(kind, e))?;
-                if is_subset(&desired_json, &cached_json) {
-                    self.memo.remember(key, hash_value, cached.meta());
-                    return Ok((cached, false));
-                }
-            }
+        let mut seen = self.cache.seen::<K>(self.namespace, &name);
+        let mut decision =
+            decide(&wanted, self.memo.get(key).as_ref(), &seen).map_err(serialize_error)?;
+        if let Decision::ReadFirst(reason) = decision {
+            tracing::debug!(kind, name, ?reason, "reading");
+            seen = Seen::Read(self.read::<K>(&name).await?);
+            decision =
+                decide(&wanted, self.memo.get(key).as_ref(), &seen).map_err(serialize_error)?;
         }
-        let api = self.api::<K>();
-        let read_error = |source| ApplyError::Read {
-            what: format!("{kind} {name}"),
-            source,
-        };
-        // A first reconcile creates its children without reading them first.
-        let live = if self.surely_new::<K>(&name, key) {
-            None
-        } else {
-            api.get_opt(&name).await.map_err(read_error)?
-        };
-        if let Some(live) = live {
-            if applied_hash(&live) == Some(&hash) {
-                if self.memo.known_good(key, hash_value, live.meta()) {
-                    return Ok((live, false));
+        let reason = match (decision, seen.into_object()) {
+            (Decision::Skip(reason), Some(live)) => {
+                if reason.is_news_to_memo() {
+                    self.memo.remember(key, wanted.hash(), live.meta());
                 }
-                let live_json =
-                    serde_json::to_value(&live).map_err(|e| ApplyError::Serialize(kind, e))?;
-                if is_subset(&desired_json, &live_json) {
-                    self.memo.remember(key, hash_value, live.meta());
-                    return Ok((live, false));
-                }
+                return Ok((live, false));
             }
-            tracing::info!(kind, name, "correcting drift or applying a change");
-        } else {
-            tracing::info!(kind, name, "creating");
-        }
+            (Decision::Write(reason), _) => reason.as_str(),
+            // Not after a read (`decide` promises it, its table checks it); a write is safe.
+            (Decision::ReadFirst(_) | Decision::Skip(_), _) => "applying",
+        };
+        tracing::info!(kind, name, "{reason}");
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let applied = api
+        let applied = self
+            .api::<K>()
             .patch(&name, &params, &Patch::Apply(&desired))
             .await
             .map_err(|source| ApplyError::Apply { kind, name, source })?;
         self.metrics.record_write(kind, "apply");
-        self.memo.remember(key, hash_value, applied.meta());
+        self.memo.remember(key, wanted.hash(), applied.meta());
         Ok((applied, true))
     }
 
-    fn memo_key<K: Cached>(&self, name: &str) -> MemoKey {
-        MemoKey::child::<K>(self.namespace, name)
-    }
-
-    /// The synced watch has never seen the child and we never wrote it (`key`: its memo key):
-    /// it does not exist. (What we wrote before may not have reached the watch yet, or was
-    /// deleted since: read.)
-    fn surely_new<K: Cached>(&self, name: &str, key: MemoKey) -> bool {
-        self.cache.knows_absent::<K>(self.namespace, name) && !self.memo.knows(key)
+    /// The child of kind `K` named `name`, from the API server: `None` if there is none.
+    async fn read<K: Cached>(&self, name: &str) -> Result<Option<K>, ApplyError> {
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        self.api::<K>()
+            .get_opt(name)
+            .await
+            .map_err(|source| ApplyError::Read {
+                what: format!("{kind} {name}"),
+                source,
+            })
     }
 
     /// Deletes our children of kind `K` that are not in `wanted`: selected by our labels and
@@ -359,14 +280,6 @@ impl<'a> Applier<'a> {
             })?;
         Ok(listed.items.into_iter().map(|c| c.metadata).collect())
     }
-}
-
-fn meta_json<K: Resource>(kind: &'static str, object: &K) -> Result<serde_json::Value, ApplyError> {
-    serde_json::to_value(object.meta()).map_err(|e| ApplyError::Serialize(kind, e))
-}
-
-fn applied_hash<K: Resource>(object: &K) -> Option<&String> {
-    object.meta().annotations.as_ref()?.get(APPLIED_HASH)
 }
 
 fn names<K: Resource>(objects: &[K]) -> BTreeSet<String> {

@@ -1,6 +1,8 @@
 //! The apply step against an in-memory API server: the order of the writes, no write when
 //! nothing changed, drift repaired, and only our own unwanted children deleted.
 
+use std::sync::Arc;
+
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -8,6 +10,7 @@ use super::*;
 use crate::controller::desired;
 use crate::controller::fixtures::cache_of;
 use crate::controller::fixtures::model;
+use crate::controller::known_state::Feed;
 use crate::controller::mock_api::MockApi;
 
 const NS: &str = "/namespaces/iot";
@@ -25,7 +28,7 @@ struct Fixture {
     client: Client,
     api: MockApi,
     metrics: Metrics,
-    memo: WriteMemo,
+    memo: Arc<WriteMemo>,
     /// Empty: every read goes to the API server, as before the watches have synced.
     cache: ChildCache,
 }
@@ -37,7 +40,7 @@ impl Fixture {
             client,
             api,
             metrics: Metrics::register(&mut Registry::default()),
-            memo: WriteMemo::default(),
+            memo: Arc::default(),
             cache: ChildCache::default(),
         }
     }
@@ -528,10 +531,9 @@ async fn a_child_the_watch_saw_deleted_is_created_again_without_a_read() {
     let gone = f.api.remove(&service).expect("applied");
     f.sync_cache();
     let gone: Service = serde_json::from_value(gone).expect("a Service");
-    crate::controller::watches::forget_deleted(
-        &f.memo,
-        &kube::runtime::watcher::Event::Delete(gone),
-    );
+    // As the Service watch passes the deletion on.
+    Feed::<Service>::new(&mut ChildCache::default(), f.memo.clone())
+        .take(kube::runtime::watcher::Event::Delete(gone));
     assert_eq!(
         f.memo.len(),
         known - 1,

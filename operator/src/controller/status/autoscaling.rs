@@ -12,16 +12,16 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-pub const AUTOSCALING: &str = "Autoscaling";
+pub(crate) const AUTOSCALING: &str = "Autoscaling";
 
 /// A new HPA has no metrics until metrics-server has two points of its pods (~40 s on the local
 /// control plane, longer with a 60 s resolution): "metrics unavailable" that young is `Unknown`,
 /// not a failure worth a Warning.
-pub const METRICS_GRACE_SECONDS: i64 = 120;
+pub(crate) const METRICS_GRACE_SECONDS: i64 = 120;
 
 /// How well the autoscalers work, worst first so that `max` picks the one to report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Health {
+pub(crate) enum Health {
     /// Scaling and metrics work (possibly held at a replica limit).
     Active,
     /// No HPA has reported conditions yet (just created).
@@ -31,7 +31,7 @@ pub enum Health {
 }
 
 impl Health {
-    pub fn status(self) -> &'static str {
+    pub(crate) fn status(self) -> &'static str {
         match self {
             Self::Active => "True",
             Self::Pending => "Unknown",
@@ -42,10 +42,10 @@ impl Health {
 
 /// The condition to set, before its transition time is decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AutoscalingState {
-    pub health: Health,
-    pub reason: String,
-    pub message: String,
+pub(crate) struct AutoscalingState {
+    pub(crate) health: Health,
+    pub(crate) reason: String,
+    pub(crate) message: String,
 }
 
 fn hpa_condition<'a>(
@@ -117,7 +117,10 @@ fn one(hpa: &HorizontalPodAutoscaler, now: &Time) -> (Health, String, String) {
 /// The `Autoscaling` condition for `autoscalers`, or `None` when there are none. The worst
 /// HPA gives status and reason; the message lists every HPA in that state.
 /// A young HPA without metrics is `Pending` (see [`METRICS_GRACE_SECONDS`]).
-pub fn state(autoscalers: &[HorizontalPodAutoscaler], now: &Time) -> Option<AutoscalingState> {
+pub(crate) fn state(
+    autoscalers: &[HorizontalPodAutoscaler],
+    now: &Time,
+) -> Option<AutoscalingState> {
     let each: Vec<_> = autoscalers.iter().map(|h| one(h, now)).collect();
     let worst = each.iter().map(|(h, _, _)| *h).max()?;
     let mut reason = None;
@@ -137,7 +140,7 @@ pub fn state(autoscalers: &[HorizontalPodAutoscaler], now: &Time) -> Option<Auto
 
 /// The Warning to publish when the condition turned bad: it is now `False`, and before it was
 /// absent, not `False`, or `False` for another reason.
-pub fn turned_bad<'a>(
+pub(crate) fn turned_bad<'a>(
     before: Option<&Condition>,
     now: Option<&'a Condition>,
 ) -> Option<&'a Condition> {
@@ -146,23 +149,6 @@ pub fn turned_bad<'a>(
         Some(b) if b.status == "False" && b.reason == now.reason => None,
         _ => Some(now),
     }
-}
-
-/// A fingerprint of an HPA's conditions (type, status, reason), for the watch filter that wakes
-/// the owner when they change but not on every metrics update.
-pub fn conditions_key(hpa: &HorizontalPodAutoscaler) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    for c in hpa
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        (&c.type_, &c.status, &c.reason).hash(&mut h);
-    }
-    h.finish()
 }
 
 #[cfg(test)]
@@ -395,17 +381,5 @@ mod tests {
         assert_eq!(turned_bad(Some(&bad), Some(&other)), Some(&other));
         assert_eq!(turned_bad(Some(&bad), Some(&good)), None);
         assert_eq!(turned_bad(None, None), None);
-    }
-
-    #[test]
-    fn the_conditions_key_ignores_messages_and_metrics() {
-        let mut a = healthy("a", 2);
-        let b = healthy("a", 3);
-        assert_eq!(conditions_key(&a), conditions_key(&b));
-        if let Some(s) = a.status.as_mut() {
-            s.current_replicas = Some(3);
-        }
-        assert_eq!(conditions_key(&a), conditions_key(&b));
-        assert_ne!(conditions_key(&no_metrics("a")), conditions_key(&b));
     }
 }

@@ -9,16 +9,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 mod autoscaling;
 mod patch;
 
-pub use self::autoscaling::{AUTOSCALING, conditions_key, turned_bad};
-pub use self::patch::{StatusError, patch_status};
+pub(crate) use self::autoscaling::{AUTOSCALING, turned_bad};
+pub(crate) use self::patch::{StatusError, patch_status};
 use super::apply::Applied;
 use super::validate::{InfluxMode, ValidatedMonitor};
 use crate::constants::GRAFANA_PORT;
 use crate::crd::{ComponentStatus, ComponentsStatus, EndpointsStatus, IotMonitorStatus};
 
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const PROGRESSING: &str = "Progressing";
+pub(crate) const DEGRADED: &str = "Degraded";
 
 /// One condition to set; `status` true means "True".
 struct Cond<'a> {
@@ -145,7 +145,7 @@ fn tolerance_supported(applied: &Applied) -> bool {
 }
 
 /// The status after a successful apply.
-pub fn reconciled(
+pub(crate) fn reconciled(
     model: &ValidatedMonitor,
     applied: &Applied,
     previous: Option<&IotMonitorStatus>,
@@ -295,7 +295,7 @@ pub fn reconciled(
 }
 
 /// The status after a failed reconcile: `Degraded` with the error; the rest is kept.
-pub fn failed(
+pub(crate) fn failed(
     previous: Option<&IotMonitorStatus>,
     generation: Option<i64>,
     reason: &str,
@@ -327,7 +327,7 @@ pub fn failed(
 }
 
 /// The status while `spec.paused` is true.
-pub fn paused(
+pub(crate) fn paused(
     previous: Option<&IotMonitorStatus>,
     generation: Option<i64>,
     now: Time,

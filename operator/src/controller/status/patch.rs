@@ -11,16 +11,16 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot update the IotMonitor status: {}", concise(.0))]
-pub struct StatusError(#[source] pub kube::Error);
+pub(crate) struct StatusError(#[source] pub(crate) kube::Error);
 
 impl StatusError {
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         "StatusUpdateFailed"
     }
 }
 
 /// Writes `status` unless the monitor already has it: an idle reconcile writes nothing.
-pub async fn patch_status(
+pub(crate) async fn patch_status(
     client: &Client,
     metrics: &Metrics,
     monitor: &IotMonitor,

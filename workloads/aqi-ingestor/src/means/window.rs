@@ -92,45 +92,45 @@ impl Acc {
 
 /// The 24-hour mean of one pollutant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PollutantMean {
+pub(crate) struct PollutantMean {
     /// Hundredths of µg/m³, rounded half up.
-    pub centi: u64,
+    pub(crate) centi: u64,
     /// Hours of the 24 that hold a reading.
-    pub hours: u32,
+    pub(crate) hours: u32,
 }
 
 impl PollutantMean {
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         self.centi as f64 / 100.0
     }
 
-    pub fn has_index(&self) -> bool {
+    pub(crate) fn has_index(&self) -> bool {
         self.hours >= MIN_HOURS
     }
 }
 
 /// A sensor's 24-hour means at its newest reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mean {
-    pub pm10: Option<PollutantMean>,
-    pub pm25: Option<PollutantMean>,
+pub(crate) struct Mean {
+    pub(crate) pm10: Option<PollutantMean>,
+    pub(crate) pm25: Option<PollutantMean>,
 }
 
 impl Mean {
-    pub fn aqi_pm10(&self) -> Option<u8> {
+    pub(crate) fn aqi_pm10(&self) -> Option<u8> {
         self.pm10
             .filter(PollutantMean::has_index)
             .and_then(|m| daqi::pm10(m.value()))
     }
 
-    pub fn aqi_pm25(&self) -> Option<u8> {
+    pub(crate) fn aqi_pm25(&self) -> Option<u8> {
         self.pm25
             .filter(PollutantMean::has_index)
             .and_then(|m| daqi::pm25(m.value()))
     }
 
     /// Hours covered by the better-covered pollutant.
-    pub fn hours(&self) -> u32 {
+    pub(crate) fn hours(&self) -> u32 {
         let h = |m: Option<PollutantMean>| m.map_or(0, |m| m.hours);
         h(self.pm10).max(h(self.pm25))
     }

@@ -29,7 +29,6 @@ struct Scan<'a> {
     state: State,
     /// Offset of `text` in the body, for error messages.
     base: u64,
-    items: u64,
 }
 
 impl<'a> Scan<'a> {
@@ -135,7 +134,6 @@ impl<'a> Scan<'a> {
         let error = match stream.next() {
             Some(Ok(record)) => {
                 self.pos = start + stream.byte_offset();
-                self.items += 1;
                 on_item(Item::Record(record));
                 return Ok(true);
             }
@@ -157,7 +155,6 @@ impl<'a> Scan<'a> {
                     }
                     Some(Ok(_)) => {
                         self.pos = start + skip.byte_offset();
-                        self.items += 1;
                         on_item(Item::Malformed(error));
                         Ok(true)
                     }
@@ -198,9 +195,8 @@ impl<'a> Scan<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SliceEnd {
     /// Position in the buffer after the last byte consumed.
-    pub pos: usize,
-    pub state: State,
-    pub items: u64,
+    pub(crate) pos: usize,
+    pub(crate) state: State,
 }
 
 /// Parses `input[range]` from `state`. The slice is checked to be UTF-8 in one go (a slice
@@ -228,7 +224,6 @@ pub(crate) fn scan_slice<'a>(
         pos: 0,
         state,
         base: base + from as u64,
-        items: 0,
     };
     let mut result = scan.run(on_item);
     if let (Ok(()), Some(at)) = (&result, invalid_at) {
@@ -239,7 +234,6 @@ pub(crate) fn scan_slice<'a>(
     let end = SliceEnd {
         pos: from + scan.pos,
         state: scan.state,
-        items: scan.items,
     };
     (end, result)
 }

@@ -1,13 +1,14 @@
-//! Which watch events wake the owner, what the cache keeps, and a cache filled from objects
-//! for the apply step's tests.
+//! Which changes of each kind wake the owner (through the change filter, as the watches see
+//! them), and what the cache keeps of each kind.
 
 use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::{Value, json};
+use kube::runtime::watcher;
+use serde_json::json;
 
 use super::*;
-use crate::controller::fixtures::cache_of;
+use crate::controller::known_state::changes::ChangeFilter;
+use crate::controller::known_state::decide::APPLIED_HASH;
 
 fn meta(name: &str, uid: &str, rv: &str) -> ObjectMeta {
     ObjectMeta {
@@ -36,14 +37,6 @@ fn rolling(ready: i32) -> DeploymentStatus {
         ready_replicas: Some(ready),
         ..DeploymentStatus::default()
     }
-}
-
-#[test]
-fn a_first_sighting_wakes_the_owner_and_a_repeat_does_not() {
-    let mut filter = ChangeFilter::new(Deployment::fingerprint);
-    let d = deployment("1", rolling(0));
-    assert!(filter.admit(watcher::Event::Apply(d.clone())).is_some());
-    assert!(filter.admit(watcher::Event::Apply(d)).is_none());
 }
 
 #[test]
@@ -76,22 +69,8 @@ fn a_spec_or_annotation_change_wakes_the_owner() {
     assert!(filter.admit(watcher::Event::Apply(edited)).is_some());
     let mut annotated = deployment("3", rolling(1));
     annotated.metadata.generation = Some(2);
-    annotated.metadata.annotations = Some([(APPLIED.into(), "other".into())].into());
+    annotated.metadata.annotations = Some([(APPLIED_HASH.into(), "other".into())].into());
     assert!(filter.admit(watcher::Event::Apply(annotated)).is_some());
-}
-
-const APPLIED: &str = crate::controller::apply::APPLIED_HASH;
-
-#[test]
-fn a_deletion_always_wakes_the_owner() {
-    let mut filter = ChangeFilter::new(Deployment::fingerprint);
-    let d = deployment("1", rolling(1));
-    filter.admit(watcher::Event::Apply(d.clone()));
-    assert!(filter.admit(watcher::Event::Delete(d.clone())).is_some());
-    // Created again under the same name: a new object, seen for the first time.
-    let mut again = d;
-    again.metadata.uid = Some("d-2".into());
-    assert!(filter.admit(watcher::Event::Apply(again)).is_some());
 }
 
 #[test]
@@ -197,30 +176,6 @@ fn kinds_without_status_churn_wake_the_owner_on_every_change() {
 }
 
 #[test]
-fn a_relist_repeats_nothing_unchanged_and_forgets_what_is_gone() {
-    let cm = |name: &str, uid: &str| ConfigMap {
-        metadata: meta(name, uid, "1"),
-        ..ConfigMap::default()
-    };
-    let mut filter = ChangeFilter::new(ConfigMap::fingerprint);
-    filter.admit(watcher::Event::Apply(cm("a", "1")));
-    filter.admit(watcher::Event::Apply(cm("b", "2")));
-    filter.admit(watcher::Event::Init);
-    assert!(
-        filter
-            .admit(watcher::Event::InitApply(cm("a", "1")))
-            .is_none()
-    );
-    filter.admit(watcher::Event::InitDone);
-    assert_eq!(
-        filter.seen.len(),
-        1,
-        "b was deleted while the watch was down"
-    );
-    assert!(filter.admit(watcher::Event::Apply(cm("b", "2"))).is_some());
-}
-
-#[test]
 fn the_cache_keeps_no_pod_template_config_content_or_credential() {
     let mut d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "x", "managedFields": [{"manager": "m"}]},
@@ -253,54 +208,4 @@ fn the_cache_keeps_no_pod_template_config_content_or_credential() {
     let data = secret.data.expect("keys kept");
     assert_eq!(data.keys().collect::<Vec<_>>(), ["password"]);
     assert!(data["password"].0.is_empty(), "no value kept");
-}
-
-fn service(namespace: &str, name: &str, instance: &str) -> Value {
-    json!({
-        "kind": "Service",
-        "metadata": {
-            "name": name, "namespace": namespace, "uid": format!("u-{name}"),
-            "resourceVersion": "7", "generation": 1,
-            "labels": {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": "iot-operator"},
-            "annotations": {APPLIED: "h"},
-            "ownerReferences": [{"apiVersion": "iot.operator.dev/v1alpha1", "kind": "IotMonitor",
-                                 "name": instance, "uid": "m-1", "controller": true}],
-        },
-        "spec": {"ports": [{"name": "coap", "port": 5683, "protocol": "UDP"}], "clusterIP": "198.19.64.9"},
-    })
-}
-
-#[test]
-fn a_cached_child_reads_back_as_the_pruned_object_it_was() {
-    let object = service("iot", "lab-coap", "lab");
-    let cache = cache_of([&object]);
-    let mut want: Service = serde_json::from_value(object).expect("service");
-    want.prune();
-    assert_eq!(cache.get::<Service>("iot", "lab-coap"), Some(want));
-    assert_eq!(cache.get::<Service>("other", "lab-coap"), None);
-    assert!(!cache.knows_absent::<Service>("iot", "lab-coap"));
-    assert!(cache.knows_absent::<Service>("iot", "lab-grafana"));
-}
-
-#[test]
-fn a_monitors_children_are_listed_by_its_instance_in_its_namespace() {
-    let objects = [
-        service("iot", "lab-coap", "lab"),
-        service("iot", "lab-grafana", "lab"),
-        service("iot", "lab2-coap", "lab2"),
-        service("dev", "lab-coap", "lab"),
-    ];
-    let cache = cache_of(&objects);
-    let mut names: Vec<String> = cache
-        .list::<Service>("iot", "lab")
-        .expect("services are cached")
-        .into_iter()
-        .map(|s| s.metadata.name.expect("named"))
-        .collect();
-    names.sort();
-    assert_eq!(names, ["lab-coap", "lab-grafana"]);
-    assert_eq!(
-        cache.list::<Service>("iot", "nobody").map(|l| l.len()),
-        Some(0)
-    );
 }

@@ -12,14 +12,16 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use kube::runtime::reflector::Lookup;
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::super::apply::Child;
 use crate::controller::desired::labels::INSTANCE;
 
-pub struct Packed<K> {
+/// One cached child, packed.
+pub(crate) struct Packed<K> {
     name: Box<str>,
     namespace: Option<Box<str>>,
     /// The monitor the child belongs to (its `app.kubernetes.io/instance` label).
@@ -32,12 +34,12 @@ pub struct Packed<K> {
 
 /// Packs the children of one kind, against the JSON of the first one it packed.
 #[derive(Default)]
-pub struct Packer {
+pub(super) struct Packer {
     dictionary: Option<Arc<[u8]>>,
 }
 
 impl Packer {
-    pub fn pack<K: Child>(&mut self, object: &K) -> Packed<K> {
+    pub(super) fn pack<K: Resource + Serialize>(&mut self, object: &K) -> Packed<K> {
         let meta = object.meta();
         // A k8s-openapi object always serialises (its maps have string keys); if it did not,
         // unpacking fails and the reader falls back to the API server.
@@ -58,7 +60,10 @@ impl Packer {
     }
 
     /// The watch event with its objects packed, for the store's writer.
-    pub fn event<K: Child>(&mut self, event: &watcher::Event<K>) -> watcher::Event<Packed<K>> {
+    pub(super) fn event<K: Resource + Serialize>(
+        &mut self,
+        event: &watcher::Event<K>,
+    ) -> watcher::Event<Packed<K>> {
         match event {
             watcher::Event::Apply(o) => watcher::Event::Apply(self.pack(o)),
             watcher::Event::Delete(o) => watcher::Event::Delete(self.pack(o)),
@@ -69,9 +74,9 @@ impl Packer {
     }
 }
 
-impl<K: Child> Packed<K> {
+impl<K: DeserializeOwned> Packed<K> {
     /// The object as it was packed; `None` only if it could not be packed.
-    pub fn unpack(&self) -> Option<K> {
+    pub(super) fn unpack(&self) -> Option<K> {
         let json = lz4_flex::block::decompress_size_prepended_with_dict(
             &self.compressed,
             &self.dictionary,
@@ -79,21 +84,23 @@ impl<K: Child> Packed<K> {
         .ok()?;
         serde_json::from_slice(&json).ok()
     }
+}
 
+impl<K> Packed<K> {
     /// Bytes the packed object holds on the heap (its compressed JSON and names).
     #[cfg(test)]
-    pub fn heap_bytes(&self) -> usize {
+    fn heap_bytes(&self) -> usize {
         self.compressed.len()
             + self.name.len()
             + self.namespace.as_ref().map_or(0, |n| n.len())
             + self.instance.as_ref().map_or(0, |i| i.len())
     }
 
-    pub fn namespace(&self) -> Option<&str> {
+    pub(super) fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
     }
 
-    pub fn instance(&self) -> Option<&str> {
+    pub(super) fn instance(&self) -> Option<&str> {
         self.instance.as_deref()
     }
 }
@@ -123,7 +130,7 @@ impl<K> std::fmt::Debug for Packed<K> {
 }
 
 /// The store keys a packed child by kind, namespace and name, as it would the object.
-impl<K: Child> Lookup for Packed<K> {
+impl<K: Resource<DynamicType = ()>> Lookup for Packed<K> {
     type DynamicType = ();
 
     fn kind(dt: &()) -> Cow<'_, str> {
