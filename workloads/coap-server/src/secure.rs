@@ -71,6 +71,8 @@ struct Peer {
     session: Session,
     state: State,
     last_seen: Instant,
+    /// Whether its record buffers were given back since it last received.
+    buffers_freed: bool,
 }
 
 /// What one received datagram yielded: CoAP messages from an established device.
@@ -255,6 +257,7 @@ impl Sessions {
             return None;
         };
         p.last_seen = now;
+        p.buffers_freed = false;
         p.session.get_mut().feed(datagram);
         match &p.state {
             State::Handshake { .. } => {
@@ -304,6 +307,7 @@ impl Sessions {
         if !matches!(p.state, State::Established(_)) || p.session.ssl_write(message).is_err() {
             return false;
         }
+        p.buffers_freed = false;
         send_all(&mut p.session, peer, out);
         true
     }
@@ -357,6 +361,7 @@ impl Sessions {
                 session,
                 state: State::Handshake { since: now },
                 last_seen: now,
+                buffers_freed: false,
             },
         );
         if result.is_ok() {
@@ -435,9 +440,9 @@ impl Sessions {
             .set(self.established_count() as i64);
     }
 
-    /// Once a second: drops stale handshakes and idle sessions, and sessions of devices the
-    /// registry no longer holds as they were.
-    fn maintain(&mut self, now: Instant) {
+    /// Once a second (called on every datagram and by a timer): drops stale handshakes and idle
+    /// sessions, and sessions of devices the registry no longer holds as they were.
+    pub(crate) fn maintain(&mut self, now: Instant) {
         let generation = self.devices.generation();
         let changed = generation != self.generation;
         if !changed && now.duration_since(self.last_sweep) < Duration::from_secs(1) {
@@ -447,6 +452,16 @@ impl Sessions {
         self.generation = generation;
         let registry = self.devices.current();
         let limits = self.limits;
+        for p in self.peers.values_mut() {
+            // A session quiet for a second gives back its record buffers (most of its memory);
+            // a busy one keeps them rather than making them again for every datagram.
+            if matches!(p.state, State::Established(_))
+                && !p.buffers_freed
+                && now.duration_since(p.last_seen) >= Duration::from_secs(1)
+            {
+                p.buffers_freed = dtls::free_buffers(p.session.ssl());
+            }
+        }
         let stale: Vec<SocketAddr> = self
             .peers
             .iter()

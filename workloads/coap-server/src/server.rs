@@ -299,10 +299,20 @@ async fn serve_secure(shared: &Shared, side: &SecureSide, writer: &BatchWriter<P
     let mut inbox = Inbox::new(RECV_BATCH);
     let mut limit = RateLimit::new(shared.settings.rate_limit, shared.settings.rate_burst);
     let mut received = Vec::new();
+    // Sessions are looked after even while no datagram comes: a revoked device's session ends,
+    // idle ones give back their buffers.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        if let Err(e) = side.datagrams.recv(&mut inbox).await {
-            tracing::debug!(error = %e, "receive failed");
-            continue;
+        tokio::select! {
+            r = side.datagrams.recv(&mut inbox) => if let Err(e) = r {
+                tracing::debug!(error = %e, "receive failed");
+                continue;
+            },
+            _ = tick.tick() => {
+                lock(&side.sessions).maintain(std::time::Instant::now());
+                continue;
+            }
         }
         let now = std::time::Instant::now();
         {
