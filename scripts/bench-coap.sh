@@ -9,11 +9,12 @@
 # table goes to stdout and, between its markers, into docs/benchmarks.md.
 #
 #   BENCH_WINDOWS ("1 64 1024")  BENCH_SECONDS (10, per run)  BENCH_SOCKETS (1)
-#   BENCH_MODES ("adaptive l0k4 linger20 fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
+#   BENCH_MODES ("adaptive dtls l0k4 linger20 fixed20")  SERVER_THREADS (coap-server runtime threads, default 2)
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)
 #   BENCH_BEFORE_BIN (a directory with another build's coap-server and sensor-sim, e.g. of an
 #   earlier commit: each mode then runs with it as well, right after, in rows marked "before")
-# Modes: adaptive = the server's defaults; linger20 = adaptive with BATCH_LINGER_MS=20 (what the
+# Modes: adaptive = the server's defaults; dtls = the same over DTLS 1.2 with a pre-shared key
+# (coaps://, plaintext closed, one registered device per window: its place); linger20 = adaptive with BATCH_LINGER_MS=20 (what the
 # operator's default spec sets); fixed20 = --batch-linger-ms 20 --batch-fixed-linger, the fixed
 # linger the server had before adaptive batching; lLkK = --batch-linger-ms L --batch-in-flight K.
 set -euo pipefail
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/influxd.sh
 . scripts/lib/influxd.sh
 WINDOWS=${BENCH_WINDOWS:-1 64 1024}; SECONDS_PER_RUN=${BENCH_SECONDS:-10}
-SOCKETS=${BENCH_SOCKETS:-1}; MODES=${BENCH_MODES:-adaptive l0k4 linger20 fixed20}
+SOCKETS=${BENCH_SOCKETS:-1}; MODES=${BENCH_MODES:-adaptive dtls l0k4 linger20 fixed20}
 DOC=${BENCH_DOC-docs/benchmarks.md}
 say() { printf '[bench-coap] %s\n' "$*" >&2; }
 
@@ -41,7 +42,7 @@ trap cleanup EXIT
 
 mode_flags() {
   case $1 in
-    adaptive) ;;
+    adaptive | dtls) ;;
     linger20) echo "--batch-linger-ms 20" ;;
     fixed20) echo "--batch-linger-ms 20 --batch-fixed-linger" ;;
     l[0-9]*k[0-9]*) # lLkK: linger L ms, K writes in flight (for exploring the two knobs)
@@ -69,7 +70,8 @@ failed=0
 runs=()
 for mode in $MODES; do
   runs+=("$mode:$BIN")
-  [ -n "${BENCH_BEFORE_BIN:-}" ] && runs+=("$mode:$(cd "$BENCH_BEFORE_BIN" && pwd):before")
+  # An earlier build may have no DTLS side.
+  [ -n "${BENCH_BEFORE_BIN:-}" ] && [ "$mode" != dtls ] && runs+=("$mode:$(cd "$BENCH_BEFORE_BIN" && pwd):before")
 done
 n_run=0
 for run in "${runs[@]}"; do
@@ -78,15 +80,31 @@ for run in "${runs[@]}"; do
   label=$mode${tag:+ ($tag)}
   port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   http=127.0.0.1:$(free_port)
+  secure=()
+  if [ "$mode" = dtls ]; then
+    # One device per window, named after the window's place, so each run's points are its own.
+    key=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
+    for w in warmup $WINDOWS; do
+      p=bench-$n_run-$mode-w$w; [ "$w" = warmup ] && p=warmup-$n_run
+      printf '%s %s %s\n' "$p" "$p" "$key"
+    done >"$RUN/devices-$n_run.txt"
+    port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    secure=(--devices-file "$RUN/devices-$n_run.txt" --dtls-bind "127.0.0.1:$port")
+  fi
+  # as_sender PLACE: sensor-sim's flags to send as PLACE (a device over DTLS, or a query tag).
+  as_sender() {
+    if [ "$mode" = dtls ]; then echo "--identity $1 --key $key"; else echo "--place $1"; fi
+  }
   # shellcheck disable=SC2046
   RUST_LOG=warn TOKIO_WORKER_THREADS=${SERVER_THREADS:-2} "$bin/coap-server" --bind "127.0.0.1:$port" \
     --http-addr "$http" --influx-url "$INFLUX_URL" --queue-capacity 200000 $(mode_flags "$mode") \
-    >"$RUN/server-$mode${tag:+-$tag}.log" 2>&1 &
+    "${secure[@]}" >"$RUN/server-$mode${tag:+-$tag}.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do influx_query "$INFLUX_URL" '' 'SHOW DATABASES' | grep -q '"dht"' && break; sleep 0.1; done
   # A short warm-up (connections to InfluxDB, its first shard), not measured.
+  # shellcheck disable=SC2046
   RUST_LOG=warn "$bin/sensor-sim" load --server "127.0.0.1:$port" --duration 1 --sockets 1 --window 16 \
-    --place warmup --json >/dev/null
+    $(as_sender "warmup-$n_run") --json >/dev/null
   for w in $WINDOWS; do
     place="bench-$n_run-$mode${tag:+-$tag}-w$w" # a mode may run twice: each run its own points
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -95,9 +113,10 @@ for run in "${runs[@]}"; do
     before=$(batch_totals "$http")
     steal0=$(steal_ticks)
     rc=0
+    # shellcheck disable=SC2046
     RUST_LOG=warn /usr/bin/time -o "$RUN/$place.time" -f '%U %S %M' "$bin/sensor-sim" load \
       --server "127.0.0.1:$port" --duration "$SECONDS_PER_RUN" --sockets "$SOCKETS" --window "$w" \
-      --place "$place" --drain 60 --json >"$RUN/$place.json" || rc=$?
+      $(as_sender "$place") --drain 60 --json >"$RUN/$place.json" || rc=$?
     cpu_server=$(awk -v a="$cpu_server" -v b="$(cpu_secs "$server")" 'BEGIN {printf "%.1f", b - a}')
     cpu_influx=$(awk -v a="$cpu_influx" -v b="$(cpu_secs "$INFLUX_PID")" 'BEGIN {printf "%.1f", b - a}')
     after=$(batch_totals "$http")

@@ -47,6 +47,9 @@ iot_common::metric_set! {
         /// Established DTLS sessions
         #[metric("dtls_sessions")]
         pub(crate) dtls_sessions: Gauge,
+        /// DTLS sessions dropped to make room for a new one (the least recently active)
+        #[metric("dtls_sessions_evicted")]
+        pub(crate) dtls_sessions_evicted: Counter,
         /// DTLS handshakes in progress (past the cookie exchange)
         #[metric("dtls_handshakes_in_progress")]
         pub(crate) dtls_handshakes_in_progress: Gauge,

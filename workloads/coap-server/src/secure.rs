@@ -28,7 +28,9 @@ use crate::metrics::Metrics;
 /// How much DTLS state the server keeps, at most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Established sessions, from all devices.
+    /// Established sessions, from all devices; when full, a new one replaces the one quiet the
+    /// longest. Each costs about 35 KB with OpenSSL 3.0 (docs/benchmarks.md), most of it a
+    /// handshake buffer OpenSSL keeps for DTLS retransmissions.
     pub sessions: usize,
     /// Sessions of one device: a device that takes a new address (NAT rebinding, a restart)
     /// replaces its oldest session beyond this.
@@ -47,7 +49,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            sessions: 20_000,
+            sessions: 2_000,
             sessions_per_device: 4,
             handshakes: 1_024,
             handshakes_per_ip: 16,
@@ -398,8 +400,18 @@ impl Sessions {
             self.remove(oldest);
         }
         if self.established_count() > self.limits.sessions {
-            self.metrics.handshake("over_limit");
-            self.remove(peer);
+            // Full: the session quiet the longest goes (its device handshakes again when it
+            // next sends), so memory stays bounded and active devices keep theirs.
+            let quietest = self
+                .peers
+                .iter()
+                .filter(|(a, p)| **a != peer && matches!(p.state, State::Established(_)))
+                .min_by_key(|(_, p)| p.last_seen)
+                .map(|(&a, _)| a);
+            if let Some(quietest) = quietest {
+                self.metrics.dtls_sessions_evicted.inc();
+                self.remove(quietest);
+            }
         }
         self.metrics
             .dtls_sessions

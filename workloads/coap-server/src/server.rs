@@ -72,7 +72,7 @@ impl SecureSide {
             datagrams,
             sessions: Mutex::new(sessions),
             pending: Mutex::new(Vec::new()),
-            outbox: Mutex::new(Outbox::default()),
+            outbox: Mutex::new(Outbox::ordered()),
         }
     }
 }

@@ -393,6 +393,52 @@ async fn sessions_are_bounded_per_device_and_in_all() {
         }
     });
     assert_eq!(metric(&server.metrics(), "coap_dtls_sessions"), 2);
-    let _ = HandshakeError::TimedOut;
+    assert!(server.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_table_makes_room_by_dropping_the_quietest() {
+    let devices = Devices::new(registry(&format!("{}dht-3 hall {KEY_1}\n", two_devices())));
+    let limits = DtlsLimits {
+        sessions: 2,
+        ..DtlsLimits::default()
+    };
+    let server = secure_server_with(&devices, limits, FakeSink::default());
+    tokio::task::block_in_place(|| {
+        let mut one = connect(&server, "dht-1", KEY_1);
+        let mut two = connect(&server, "dht-2", KEY_2);
+        // dht-2 is active, dht-1 quiet; dht-3 arrives and dht-1 makes room.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            code(&two.exchange(&reading(1, &[], "11.0"))),
+            ResponseType::Changed
+        );
+        let mut three = connect(&server, "dht-3", KEY_1);
+        let short = Duration::from_secs(1);
+        assert!(
+            one.exchange_within(&reading(2, &[], "11.1"), short)
+                .is_none(),
+            "evicted"
+        );
+        assert!(
+            two.exchange_within(&reading(3, &[], "11.2"), short)
+                .is_some()
+        );
+        assert!(
+            three
+                .exchange_within(&reading(4, &[], "11.3"), short)
+                .is_some()
+        );
+        // The evicted device handshakes again and is served.
+        let mut again = connect(&server, "dht-1", KEY_1);
+        assert_eq!(
+            code(&again.exchange(&reading(5, &[], "11.4"))),
+            ResponseType::Changed
+        );
+        let _ = HandshakeError::TimedOut;
+    });
+    let metrics = server.metrics();
+    assert_eq!(metric(&metrics, "coap_dtls_sessions"), 2);
+    assert_eq!(metric(&metrics, "coap_dtls_sessions_evicted_total"), 2);
     assert!(server.stop().await);
 }

@@ -259,7 +259,12 @@ impl Endpoint {
         Ok(Endpoint {
             datagrams,
             server,
-            outbox: Outbox::default(),
+            // DTLS records must arrive about in order (the server's replay window).
+            outbox: if dtls.is_some() {
+                Outbox::ordered()
+            } else {
+                Outbox::default()
+            },
             params,
             stats,
             // §4.4: start at a random message ID and token.

@@ -133,9 +133,20 @@ impl Inbox {
 #[derive(Default)]
 pub struct Outbox {
     queued: Vec<(SocketAddr, Vec<u8>)>,
+    keep_order: bool,
 }
 
 impl Outbox {
+    /// An outbox that sends each peer's datagrams in the order they were pushed, batching only
+    /// runs of one size. DTLS needs it: a record more than 64 behind the newest one seen falls
+    /// out of the receiver's replay window and is dropped as a replay (RFC 6347 §4.1.2.6).
+    pub fn ordered() -> Self {
+        Outbox {
+            queued: Vec::new(),
+            keep_order: true,
+        }
+    }
+
     pub fn push(&mut self, peer: SocketAddr, datagram: Vec<u8>) {
         self.queued.push((peer, datagram));
     }
@@ -146,11 +157,18 @@ impl Outbox {
 
     /// Empties the outbox into batches: datagrams to one peer, by size, largest first, so that
     /// each run of one size (and one shorter datagram after it, which GSO allows as the last)
-    /// is one batch of at most `max_segments` datagrams. Order between datagrams is not kept;
-    /// UDP does not promise it either. The outbox keeps its allocation for the next turn.
+    /// is one batch of at most `max_segments` datagrams. Order between datagrams is not kept
+    /// (UDP does not promise it either), unless the outbox is [`Outbox::ordered`]: then each
+    /// peer's datagrams keep their order and only consecutive runs of one size are batched.
+    /// The outbox keeps its allocation for the next turn.
     fn drain(&mut self, max_segments: usize) -> Vec<Batch> {
         let mut queued = std::mem::take(&mut self.queued);
-        queued.sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then(b.len().cmp(&a.len())));
+        if self.keep_order {
+            // Stable: the order within one peer stays.
+            queued.sort_by(|(pa, _), (pb, _)| pa.cmp(pb));
+        } else {
+            queued.sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then(b.len().cmp(&a.len())));
+        }
         let mut batches = Vec::new();
         let mut rest = &queued[..];
         while let Some(((peer, first), _)) = rest.split_first() {
@@ -239,6 +257,24 @@ mod tests {
             vec![(1, Some(40), 238), (1, None, 38), (2, None, 40)]
         );
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn an_ordered_outbox_keeps_each_peers_order() {
+        let mut o = Outbox::ordered();
+        for (peer, size) in [(1, 40), (2, 10), (1, 40), (1, 50), (1, 38), (1, 50)] {
+            o.push(addr(peer), vec![0; size]);
+        }
+        // peer 1: 40, 40 together; 50 then the shorter 38; 50 alone. Then peer 2.
+        assert_eq!(
+            plan(&mut o, 64),
+            vec![
+                (1, Some(40), 80),
+                (1, Some(50), 88),
+                (1, None, 50),
+                (2, None, 10)
+            ]
+        );
     }
 
     #[test]
