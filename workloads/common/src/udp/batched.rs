@@ -165,7 +165,7 @@ impl Outbox {
         let mut queued = std::mem::take(&mut self.queued);
         if self.keep_order {
             // Stable: the order within one peer stays.
-            queued.sort_by(|(pa, _), (pb, _)| pa.cmp(pb));
+            queued.sort_by_key(|(peer, _)| *peer);
         } else {
             queued.sort_unstable_by(|(pa, a), (pb, b)| pa.cmp(pb).then(b.len().cmp(&a.len())));
         }
