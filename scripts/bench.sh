@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark; figures and commands are recorded in docs/benchmarks.md.
-# BENCH_ONLY="coap aqi operator" picks some of them (default: all).
+# BENCH_ONLY="coap dtls aqi operator" picks some of them (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-only=" ${BENCH_ONLY:-coap aqi operator} "
+only=" ${BENCH_ONLY:-coap dtls aqi operator} "
 if [[ $only == *" coap "* ]]; then
   echo "== CoAP ingest (scripts/bench-coap.sh)"
   scripts/bench-coap.sh
+fi
+if [[ $only == *" dtls "* ]]; then
+  echo; echo "== DTLS handshakes and sessions (scripts/bench-dtls.sh)"
+  scripts/bench-dtls.sh
 fi
 if [[ $only == *" aqi "* ]] && [ -x scripts/bench-aqi.sh ]; then
   echo; echo "== AQI processing (scripts/bench-aqi.sh)"
