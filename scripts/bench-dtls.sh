@@ -8,7 +8,7 @@
 #      BENCH_DEVICES registered devices;
 #   3. what sessions cost: its RSS with one established session per device (BENCH_DEVICES of
 #      them, held open by the client, the session table raised to hold them all), and the bytes
-#      per idle session; then the same fleet against the default table (2,000 sessions, the
+#      per idle session; then the same fleet against the default table (1,000 sessions, the
 #      quietest evicted when full), whose RSS stays bounded.
 # The table goes to stdout and, between its markers, into docs/benchmarks.md.
 #
@@ -117,7 +117,7 @@ table=$(
   echo "| $DEVICES registered devices | $rss_fleet |"
   echo "| $DEVICES registered devices, ${all_held:-0} established sessions at once (one per device, --dtls-max-sessions $DEVICES) | **$all_sessions** |"
   echo "| per idle session | $per_session bytes |"
-  echo "| the same fleet, default table (2,000 sessions, the quietest evicted) | $rss_sessions |"
+  echo "| the same fleet, default table (1,000 sessions, the quietest evicted) | $rss_sessions |"
 )
 echo "$table"
 write_doc_table "$DOC" bench-dtls "$table"

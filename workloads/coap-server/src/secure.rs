@@ -29,8 +29,9 @@ use crate::metrics::Metrics;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Established sessions, from all devices; when full, a new one replaces the one quiet the
-    /// longest. Each costs about 35 KB with OpenSSL 3.0 (docs/benchmarks.md), most of it a
-    /// handshake buffer OpenSSL keeps for DTLS retransmissions.
+    /// longest. Each costs about 35–45 KB with OpenSSL 3.0 (docs/benchmarks.md), most of it a
+    /// handshake buffer OpenSSL keeps for DTLS retransmissions: 1,000 fit the pod's default
+    /// 128 MiB limit with room for the write queue.
     pub sessions: usize,
     /// Sessions of one device: a device that takes a new address (NAT rebinding, a restart)
     /// replaces its oldest session beyond this.
@@ -49,7 +50,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            sessions: 2_000,
+            sessions: 1_000,
             sessions_per_device: 4,
             handshakes: 1_024,
             handshakes_per_ip: 16,
