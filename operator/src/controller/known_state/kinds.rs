@@ -10,9 +10,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service,
+    ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::reflector::Store;
@@ -142,7 +143,8 @@ impl Cached for ConfigMap {
 impl Cached for Secret {
     cached!(secrets);
 
-    /// Only the names of the keys are needed (to add missing ones): no credential is kept.
+    /// Only the names of the keys are needed (to add missing ones, and to see a device's key
+    /// deleted or left over): no credential or device key is kept.
     fn prune(&mut self) {
         self.metadata.managed_fields = None;
         self.string_data = None;
@@ -168,6 +170,21 @@ impl Cached for NetworkPolicy {
 
 impl Cached for PersistentVolumeClaim {
     cached!(claims);
+    const CACHE_KEEPS_APPLIED: bool = true;
+}
+
+impl Cached for ServiceAccount {
+    cached!(service_accounts);
+    const CACHE_KEEPS_APPLIED: bool = true;
+}
+
+impl Cached for Role {
+    cached!(roles);
+    const CACHE_KEEPS_APPLIED: bool = true;
+}
+
+impl Cached for RoleBinding {
+    cached!(role_bindings);
     const CACHE_KEEPS_APPLIED: bool = true;
 }
 
