@@ -158,34 +158,24 @@ impl Cached for Secret {
     }
 }
 
-impl Cached for Service {
-    cached!(services);
-    const CACHE_KEEPS_APPLIED: bool = true;
+/// Kinds without status churn, whose cached copy (all but the managed fields) keeps everything
+/// the operator applies: compared right in the cache, every change wakes the owner.
+macro_rules! cached_whole {
+    ($($kind:ty => $field:ident),+ $(,)?) => {
+        $(impl Cached for $kind {
+            cached!($field);
+            const CACHE_KEEPS_APPLIED: bool = true;
+        })+
+    };
 }
 
-impl Cached for NetworkPolicy {
-    cached!(network_policies);
-    const CACHE_KEEPS_APPLIED: bool = true;
-}
-
-impl Cached for PersistentVolumeClaim {
-    cached!(claims);
-    const CACHE_KEEPS_APPLIED: bool = true;
-}
-
-impl Cached for ServiceAccount {
-    cached!(service_accounts);
-    const CACHE_KEEPS_APPLIED: bool = true;
-}
-
-impl Cached for Role {
-    cached!(roles);
-    const CACHE_KEEPS_APPLIED: bool = true;
-}
-
-impl Cached for RoleBinding {
-    cached!(role_bindings);
-    const CACHE_KEEPS_APPLIED: bool = true;
+cached_whole! {
+    Service => services,
+    NetworkPolicy => network_policies,
+    PersistentVolumeClaim => claims,
+    ServiceAccount => service_accounts,
+    Role => roles,
+    RoleBinding => role_bindings,
 }
 
 #[cfg(test)]
