@@ -74,7 +74,8 @@ kind-up: ## kind cluster + images + metrics-server + operator (Helm) + examples/
 	@echo
 	@echo "Grafana: http://localhost:3000 (anonymous viewer; admin password:"
 	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-credentials -o jsonpath='{.data.grafana-admin-password}' | base64 -d)"
-	@echo "CoAP:    coap://localhost:5683 (UDP)"
+	@echo "CoAP:    coaps://localhost:5684 (UDP, DTLS; device desk's key:"
+	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-devices -o jsonpath='{.data.desk}' | base64 -d)"
 
 kind-down: ## delete the kind cluster made by kind-up
 	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -48,7 +48,7 @@ if ! kubectl wait --for=condition=Ready --timeout=180s -n "$ns" "iotmonitor/$nam
   say "not Ready after 180 s; the operator's log ends with:"; tail -n 20 "$state/logs/operator.log" >&2
 fi
 kubectl get iotmonitors -A >&2
-kubectl get statefulsets,deployments,services,hpa,pvc,configmaps,secrets,networkpolicies \
+kubectl get statefulsets,deployments,services,hpa,pvc,configmaps,secrets,networkpolicies,serviceaccounts,roles,rolebindings \
   -n "$ns" -l app.kubernetes.io/managed-by=iot-operator >&2
 # ---- end of operator steps -----------------------------------------------------------------------
 

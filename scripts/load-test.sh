@@ -58,14 +58,15 @@ op_pid=$!
 
 real="nodeSelector: {iot-operator.dev/node: real}, tolerations: [{key: iot-operator.dev/real-node, operator: Exists, effect: NoSchedule}]"
 influx_image=$(images/build.sh --ref influxdb)
-# spec.autoscaling is left out: its defaults are the reference policy.
+# spec.autoscaling is left out: its defaults are the reference policy. Plain CoAP is opened: the
+# load is plain CoAP.
 kubectl apply -n "$ns" -f - >&2 <<YAML
 apiVersion: iot.operator.dev/v1alpha1
 kind: IotMonitor
 metadata: {name: lab}
 spec:
   influxdb: {image: $influx_image, storage: {size: 256Mi, storageClassName: local-path}, $real}
-  coap: {resources: {cpuRequest: $COAP_CPU_REQUEST}, $real}
+  coap: {plaintext: true, resources: {cpuRequest: $COAP_CPU_REQUEST}, $real}
   simulator: {enabled: false, $real}
   aqi: {enabled: false}
 YAML

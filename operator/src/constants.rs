@@ -30,6 +30,8 @@ pub const INFLUX_PORT: i32 = 8086;
 pub const GRAFANA_PORT: i32 = 3000;
 /// UDP port the CoAP server binds in its container, and the Service's default port (IANA's).
 pub const COAP_PORT: i32 = 5683;
+/// UDP port of CoAP over DTLS (`coaps://`, RFC 7252 §12.7), in the container and on the Service.
+pub const COAPS_PORT: i32 = 5684;
 
 /// UID of the `nonroot` user our workload images run as (images/images.conf).
 pub const WORKLOAD_UID: i64 = 65532;

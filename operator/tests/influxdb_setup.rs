@@ -2,7 +2,8 @@
 //! installs): users, grants, databases and retention converge, and running it again with a
 //! changed password (a restart after the Secret changed) converges too. Then the contract: the
 //! environment the operator builds for the workloads drives the real binaries, with the
-//! non-admin writer, into the databases the script made.
+//! non-admin writer, into the databases the script made, the simulator's sensors speaking DTLS
+//! as the devices the operator registers.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -207,8 +208,12 @@ async fn setup_creates_users_databases_and_retention_and_is_idempotent() {
     assert!(policies.contains("autogen 0s"), "INF retention: {policies}");
 }
 
+/// The namespace of the test's monitor, for the pod's own fields (the downward API).
+const NAMESPACE: &str = "iot";
+
 /// The container's environment as a process environment: Secret references resolved from
-/// `secrets`, then `overrides` (addresses that differ outside a cluster) applied.
+/// `secrets`, the pod's namespace from [`NAMESPACE`], then `overrides` (addresses that differ
+/// outside a cluster) applied.
 fn process_env(
     container: &Container,
     secrets: &BTreeMap<&str, &str>,
@@ -218,6 +223,11 @@ fn process_env(
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),
+            (None, Some(from)) if from.field_ref.is_some() => {
+                let path = from.field_ref.as_ref().map(|f| f.field_path.as_str());
+                assert_eq!(path, Some("metadata.namespace"), "{}", var.name);
+                NAMESPACE.to_owned()
+            }
             (None, Some(from)) => {
                 let key = from
                     .secret_key_ref
@@ -263,7 +273,7 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
     drop(run_setup(&server, dir.path(), "writer-pw", "INF"));
 
     let mut monitor = IotMonitor::new("lab", Default::default());
-    monitor.metadata.namespace = Some("iot".into());
+    monitor.metadata.namespace = Some(NAMESPACE.into());
     monitor.metadata.uid = Some("uid".into());
     let model = validate::validate(&monitor, &Default::default()).expect("spec: {} is valid");
     let objects = desired::build(&model);
@@ -271,21 +281,47 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
         ("influxdb-writer-username", "iot_writer"),
         ("influxdb-writer-password", "writer-pw"),
     ]);
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp port");
-    let coap = udp.local_addr().expect("addr").to_string();
-    drop(udp);
+    let udp_port = || {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp port");
+        udp.local_addr().expect("addr").to_string()
+    };
+    let (coap, coaps) = (udp_port(), udp_port());
+    // The registry the operator keeps in the Secret and the ConfigMap `lab-devices`, as the
+    // files the binaries take outside a cluster: a devices file for coap-server, a key file
+    // per sensor for the simulator (the Secret volume's layout).
+    let registry = &objects.devices;
+    let places = registry.places.data.clone().expect("places");
+    let keys_dir = dir.path().join("device-keys");
+    std::fs::create_dir(&keys_dir).expect("keys dir");
+    let mut devices_file = String::new();
+    for name in &registry.names {
+        let key = format!("test-key-of-{name}-0123456789");
+        std::fs::write(keys_dir.join(name), &key).expect("key file");
+        devices_file.push_str(&format!("{name} {} {key}\n", places[name]));
+    }
+    let devices_path = dir.path().join("devices");
+    std::fs::write(&devices_path, devices_file).expect("devices file");
 
+    let coap_env = process_env(
+        container(&objects, "lab-coap-server"),
+        &secrets,
+        &[
+            ("INFLUX_URL", server.url()),
+            ("COAP_BIND", coap),
+            ("COAP_DTLS_BIND", coaps.clone()),
+            ("HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("LOG_FORMAT", "plain".into()),
+        ],
+    );
+    assert!(
+        coap_env.contains(&("DEVICES_FROM".into(), "lab-devices".into())),
+        "coap-server follows the registry's objects: {coap_env:?}"
+    );
     let mut coap_server = Command::new(workspace_bin("coap-server"))
-        .envs(process_env(
-            container(&objects, "lab-coap-server"),
-            &secrets,
-            &[
-                ("INFLUX_URL", server.url()),
-                ("COAP_BIND", coap.clone()),
-                ("HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
-                ("LOG_FORMAT", "plain".into()),
-            ],
-        ))
+        .envs(coap_env)
+        // Outside a cluster, the same registry from a file.
+        .env_remove("DEVICES_FROM")
+        .env("DEVICES_FILE", &devices_path)
         .stdin(Stdio::null())
         .spawn()
         .expect("start coap-server");
@@ -294,7 +330,8 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
             container(&objects, "lab-sensor-sim"),
             &secrets,
             &[
-                ("COAP_SERVER", coap.clone()),
+                ("COAP_SERVER", coaps),
+                ("SIM_KEYS_DIR", keys_dir.display().to_string()),
                 ("HTTP_ADDR", format!("127.0.0.1:{}", free_port())),
                 ("SIM_INTERVAL_SECONDS", "0.05".into()),
             ],

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use prometheus_client::registry::Registry;
@@ -66,6 +69,9 @@ pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache 
     list_into::<NetworkPolicy>(&mut cache, &objects);
     list_into::<Secret>(&mut cache, &objects);
     list_into::<PersistentVolumeClaim>(&mut cache, &objects);
+    list_into::<ServiceAccount>(&mut cache, &objects);
+    list_into::<Role>(&mut cache, &objects);
+    list_into::<RoleBinding>(&mut cache, &objects);
     cache
 }
 

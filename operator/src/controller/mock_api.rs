@@ -123,6 +123,10 @@ impl MockApi {
             path: path.clone(),
             query: query.clone(),
         };
+        let merge = request
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes() == b"application/merge-patch+json");
         let refused = call.is_write() && lock(&self.refused).contains(&call.target().0);
         lock(&self.calls).push(call);
         if refused {
@@ -156,6 +160,7 @@ impl MockApi {
                     (StatusCode::CREATED, store(&mut objects, key, body))
                 }
             }
+            Method::PATCH if merge => merge_patch(&mut objects, &path, body),
             Method::PATCH => patch(&mut objects, &path, body),
             Method::DELETE => match objects.remove(&path) {
                 Some(_) => status(StatusCode::OK, "", &path),
@@ -197,8 +202,8 @@ fn store(objects: &mut Objects, key: String, mut object: Value) -> Value {
     object
 }
 
-/// Apply patches replace the object (one field manager owns everything in these tests); merge
-/// patches (the credentials Secret's added keys) merge; `/status` writes the status only.
+/// Apply patches replace the object (one field manager owns everything in these tests);
+/// `/status` writes the status only.
 fn patch(objects: &mut Objects, path: &str, body: Value) -> (StatusCode, Value) {
     if let Some(parent) = path.strip_suffix("/status") {
         let Some(mut object) = objects.get(parent).cloned() else {
@@ -207,20 +212,48 @@ fn patch(objects: &mut Objects, path: &str, body: Value) -> (StatusCode, Value) 
         object["status"] = body["status"].clone();
         return (StatusCode::OK, store(objects, parent.to_owned(), object));
     }
-    let merged = match (objects.get(path), body.get("stringData")) {
-        (Some(existing), Some(added)) => {
-            let mut object = existing.clone();
-            if let (Some(data), Some(added)) = (
-                object["data"].as_object_mut(),
-                base64_values(added).as_object(),
-            ) {
-                data.extend(added.clone());
-            }
-            object
-        }
-        _ => body,
+    (StatusCode::OK, store(objects, path.to_owned(), body))
+}
+
+/// A JSON merge patch (RFC 7386), as the Secrets' keys are written: a `null` removes a field,
+/// a `metadata.resourceVersion` must be the stored one (else 409), and `stringData` goes into
+/// `data` as the API server writes it.
+fn merge_patch(objects: &mut Objects, path: &str, body: Value) -> (StatusCode, Value) {
+    let Some(mut object) = objects.get(path).cloned() else {
+        return not_found(path);
     };
-    (StatusCode::OK, store(objects, path.to_owned(), merged))
+    let expected = body["metadata"]["resourceVersion"].as_str();
+    if expected.is_some_and(|v| object["metadata"]["resourceVersion"].as_str() != Some(v)) {
+        return status(StatusCode::CONFLICT, "Conflict", path);
+    }
+    merge(&mut object, &body);
+    if let Some(added) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
+        let data = &mut object["data"];
+        if !data.is_object() {
+            *data = json!({});
+        }
+        merge(data, &base64_values(&added));
+    }
+    (StatusCode::OK, store(objects, path.to_owned(), object))
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        match (value, target.as_object_mut()) {
+            (Value::Null, Some(map)) => {
+                map.remove(key);
+            }
+            (value, Some(map)) => merge(map.entry(key.clone()).or_insert(Value::Null), value),
+            (_, None) => {}
+        }
+    }
 }
 
 fn base64_values(map: &Value) -> Value {

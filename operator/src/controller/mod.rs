@@ -32,8 +32,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::EventType;
@@ -173,6 +176,9 @@ pub(crate) async fn reconcile_monitor(
         }
         events::publish(ctx, monitor, EventType::Normal, "Reconciled", note).await;
     }
+    for (reason, note) in events::device_key_events(&applied.device_keys) {
+        events::publish(ctx, monitor, EventType::Normal, reason, note).await;
+    }
     let now_autoscaling = autoscaling(Some(&status));
     if let Some(bad) = turned_bad(autoscaling(monitor.status.as_ref()), now_autoscaling) {
         let note = format!("the autoscalers cannot scale: {}", bad.message);
@@ -257,6 +263,9 @@ pub async fn run(
     let policies = watches.watch(scope.api::<NetworkPolicy>(client));
     let secrets = watches.watch(scope.api::<Secret>(client));
     let claims = watches.watch(scope.api::<PersistentVolumeClaim>(client));
+    let service_accounts = watches.watch(scope.api::<ServiceAccount>(client));
+    let roles = watches.watch(scope.api::<Role>(client));
+    let role_bindings = watches.watch(scope.api::<RoleBinding>(client));
     ctx.known.set_cache(watches.into_cache());
 
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
@@ -275,7 +284,12 @@ pub async fn run(
         .owns_stream(config_maps)
         .owns_stream(autoscalers)
         .owns_stream(policies)
-        // The Secret and the claim may have no owner reference (they outlive the monitor).
+        .owns_stream(service_accounts)
+        .owns_stream(roles)
+        .owns_stream(role_bindings)
+        // The credentials Secret and the claim may have no owner reference (they outlive the
+        // monitor). Every change of the devices Secret wakes its monitor too: a key deleted
+        // there is rotated.
         .watches_stream(secrets, owner_by_label)
         .watches_stream(claims, owner_by_label)
         .with_config(

@@ -150,3 +150,124 @@ async fn a_status_only_change_writes_the_status_and_no_child() {
         .expect("third reconcile");
     assert_eq!(api.writes(), Vec::<(String, String)>::new());
 }
+
+const DEVICES_PATH: &str = "/api/v1/namespaces/iot/secrets/lab-devices";
+const WITH_DOOR: &str = "{coap: {devices: [{name: door, place: hall}]}}";
+
+/// The stored device keys (base64), by device.
+fn device_keys(api: &MockApi) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let secret = api.get(DEVICES_PATH).expect("the devices Secret");
+    serde_json::from_value(secret["data"].clone()).expect("keys")
+}
+
+/// `(reason, note)` of every Event published so far.
+fn events(api: &MockApi) -> Vec<(String, String)> {
+    api.objects()
+        .into_iter()
+        .filter(|o| o["kind"] == "Event")
+        .map(|e| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&e["reason"]), text(&e["note"]))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deleted_device_key_is_rotated_and_told_in_an_event() {
+    let (ctx, api, monitor) = context_with(WITH_DOOR);
+    reconcile_monitor(&monitor, &ctx)
+        .await
+        .expect("first reconcile");
+    let before = device_keys(&api);
+    assert_eq!(before.len(), 5, "door and the simulator's four");
+
+    // `kubectl edit secret lab-devices`, door's key deleted.
+    let mut secret = api.get(DEVICES_PATH).expect("stored");
+    secret["data"].as_object_mut().expect("data").remove("door");
+    api.put(DEVICES_PATH, secret);
+    reconcile_monitor(&stored(&api), &ctx)
+        .await
+        .expect("second reconcile");
+
+    let after = device_keys(&api);
+    assert_ne!(after["door"], before["door"], "a new key");
+    for name in ["sim-1", "sim-2", "sim-3", "sim-4"] {
+        assert_eq!(after[name], before[name], "{name} keeps its key");
+    }
+    assert!(
+        events(&api).contains(&(
+            "DeviceKeyRotated".to_owned(),
+            "key of device door rotated".to_owned()
+        )),
+        "{:?}",
+        events(&api)
+    );
+    assert_eq!(stored(&api).status.and_then(|s| s.devices), Some(5));
+}
+
+#[tokio::test]
+async fn device_keys_are_never_regenerated_by_later_reconciles() {
+    let (ctx, api, monitor) = context_with(WITH_DOOR);
+    reconcile_monitor(&monitor, &ctx)
+        .await
+        .expect("first reconcile");
+    let before = device_keys(&api);
+
+    // Nothing changed, then a spec change elsewhere, then one more device.
+    reconcile_monitor(&stored(&api), &ctx).await.expect("again");
+    let mut changed = stored(&api);
+    changed.spec.coap.batch.size += 1;
+    changed.metadata.generation = Some(2);
+    reconcile_monitor(&changed, &ctx)
+        .await
+        .expect("a spec change");
+    changed.spec.coap.devices.push(crate::crd::DeviceSpec {
+        name: "oven".into(),
+        place: "kitchen".into(),
+    });
+    changed.metadata.generation = Some(3);
+    reconcile_monitor(&changed, &ctx)
+        .await
+        .expect("a new device");
+
+    let after = device_keys(&api);
+    assert!(after.contains_key("oven"));
+    for (name, key) in &before {
+        assert_eq!(&after[name], key, "{name}'s key was regenerated");
+    }
+    assert!(
+        !events(&api)
+            .iter()
+            .any(|(reason, _)| reason == "DeviceKeyRotated"),
+        "a new device is no rotation: {:?}",
+        events(&api)
+    );
+}
+
+#[tokio::test]
+async fn a_device_removed_from_the_spec_is_revoked_and_told_in_an_event() {
+    let (ctx, api, monitor) = context_with(WITH_DOOR);
+    reconcile_monitor(&monitor, &ctx)
+        .await
+        .expect("first reconcile");
+    let mut changed = stored(&api);
+    changed.spec.coap.devices.clear();
+    changed.metadata.generation = Some(2);
+    reconcile_monitor(&changed, &ctx)
+        .await
+        .expect("door removed");
+
+    assert!(!device_keys(&api).contains_key("door"));
+    let places = api
+        .get("/api/v1/namespaces/iot/configmaps/lab-devices")
+        .expect("the devices ConfigMap");
+    assert!(places["data"].get("door").is_none(), "{places}");
+    assert!(
+        events(&api).contains(&(
+            "DevicesRevoked".to_owned(),
+            "1 device(s) revoked, their keys removed: door".to_owned()
+        )),
+        "{:?}",
+        events(&api)
+    );
+}

@@ -43,7 +43,8 @@ pub use self::workloads::*;
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every component is available"),
     printcolumn(name = "InfluxDB", type_ = "string", json_path = ".status.components.influxdb.summary", description = "InfluxDB: ready/desired, or External; why its pod does not start when it has stalled"),
     printcolumn(name = "Grafana", type_ = "string", json_path = ".status.endpoints.grafana", description = "Where Grafana answers"),
-    printcolumn(name = "CoAP", type_ = "string", json_path = ".status.endpoints.coap", description = "Where sensors send CoAP readings"),
+    printcolumn(name = "CoAP", type_ = "string", json_path = ".status.endpoints.coap", description = "Where registered devices send CoAP readings over DTLS"),
+    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.devices", description = "Devices with a key (spec.coap.devices and the simulator's sensors)"),
     printcolumn(name = "Autoscaling", type_ = "string", json_path = ".status.conditions[?(@.type==\"Autoscaling\")].reason", description = "Why the autoscalers scale or not: the reason of the Autoscaling condition"),
     printcolumn(name = "AQI", type_ = "string", json_path = ".status.components.aqiIngestor.summary", description = "Air-quality ingestor: ready/desired, or Disabled"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

@@ -20,6 +20,10 @@ pub struct IotMonitorStatus {
     /// Where to reach the stack.
     #[serde(default)]
     pub endpoints: EndpointsStatus,
+    /// Devices with a key in the Secret `<monitor>-devices`, the simulator's included: those
+    /// coap-server accepts over DTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<i32>,
 }
 
 /// Replicas of each component.
@@ -63,7 +67,10 @@ pub struct EndpointsStatus {
     /// Grafana URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grafana: Option<String>,
-    /// CoAP address sensors send to.
+    /// The address registered devices send to: CoAP over DTLS (`coaps://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coap: Option<String>,
+    /// The address of plain CoAP, with `spec.coap.plaintext` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coap_plaintext: Option<String>,
 }

@@ -76,7 +76,13 @@ impl Default for GrafanaSpec {
 /// The CoAP ingest server.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.nodePort) || self.serviceType != 'ClusterIP'", "message": "coap.nodePort needs serviceType NodePort or LoadBalancer"}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.nodePort) || self.serviceType != 'ClusterIP'", "message": "coap.nodePort needs serviceType NodePort or LoadBalancer"},
+    {"rule": "!has(self.dtlsNodePort) || self.serviceType != 'ClusterIP'", "message": "coap.dtlsNodePort needs serviceType NodePort or LoadBalancer"},
+    {"rule": "!has(self.nodePort) || self.plaintext", "message": "coap.nodePort is the node port of plaintext CoAP, which is off: set coap.dtlsNodePort for coaps://, or coap.plaintext: true"},
+    {"rule": "!has(self.nodePort) || !has(self.dtlsNodePort) || self.nodePort != self.dtlsNodePort", "message": "coap.nodePort and coap.dtlsNodePort must differ"},
+    {"rule": "!self.plaintext || self.port != 5684", "message": "coap.port 5684 is the port of coaps://; give plaintext CoAP another one (5683 is its own)"}
+]))]
 pub struct CoapSpec {
     /// Container image; `ghcr.io/iot-operator/coap-server:<operator version>` when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,15 +93,32 @@ pub struct CoapSpec {
     /// Where the pods may run.
     #[serde(flatten)]
     pub scheduling: SchedulingSpec,
-    /// UDP port of the CoAP Service.
+    /// Devices that may send readings over DTLS (`coaps://`, UDP 5684), each with its own
+    /// pre-shared key. The operator generates a key per device into the Secret
+    /// `<monitor>-devices` (read one with `kubectl get secret <monitor>-devices -o
+    /// jsonpath='{.data.<name>}' | base64 -d`); deleting a key there rotates it, removing a
+    /// device here revokes it. The simulator's sensors are registered as `sim-1`, `sim-2`, ...
+    /// besides these.
+    #[schemars(length(max = 5000))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub devices: Vec<DeviceSpec>,
+    /// Also accept plain, unauthenticated CoAP on `port`, from anyone who can reach it. Off,
+    /// only registered devices can write, over DTLS.
+    pub plaintext: bool,
+    /// UDP port of plain CoAP on the Service, with `plaintext` on (coaps:// is always 5684).
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// How the CoAP Service is exposed.
     pub service_type: ServiceType,
-    /// Fixed node port (30000-32767) with serviceType NodePort or LoadBalancer.
+    /// Fixed node port (30000-32767) of plain CoAP, with `plaintext` on and serviceType
+    /// NodePort or LoadBalancer.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
+    /// Fixed node port (30000-32767) of coaps:// with serviceType NodePort or LoadBalancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub dtls_node_port: Option<i32>,
     /// Replica bounds of the CoAP server autoscaler.
     pub replicas: ReplicaBounds,
     /// How readings are batched into InfluxDB writes.
@@ -118,14 +141,31 @@ impl Default for CoapSpec {
             image: None,
             resources: CoapResources::default(),
             scheduling: SchedulingSpec::default(),
+            devices: Vec::new(),
+            plaintext: false,
             port: COAP_PORT,
             service_type: ServiceType::ClusterIP,
             node_port: None,
+            dtls_node_port: None,
             replicas: ReplicaBounds::default(),
             batch: BatchSpec::default(),
             rate_limit_per_source: DEFAULT_COAP_RATE_LIMIT_PER_SOURCE,
         }
     }
+}
+
+/// A device allowed to send over DTLS.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Its name (a DNS label): its PSK identity, the name of its key in the Secret
+    /// `<monitor>-devices`, and the `sensor` tag of its readings. `sim-<n>` up to
+    /// `simulator.sensors` are the simulator's while it is enabled.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The `place` tag of its readings, whatever its requests say (letters, digits, `.`, `_`
+    /// and `-`).
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9._-]+$"))]
+    pub place: String,
 }
 
 /// Write batching of the CoAP server.

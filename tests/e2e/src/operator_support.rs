@@ -16,8 +16,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
@@ -305,5 +308,8 @@ pub async fn versions(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, St
     collect!(PersistentVolumeClaim);
     collect!(HorizontalPodAutoscaler);
     collect!(NetworkPolicy);
+    collect!(ServiceAccount);
+    collect!(Role);
+    collect!(RoleBinding);
     Ok(out)
 }

@@ -6,7 +6,8 @@
 //! user would: per-second rows, the HPAs' replicas stepping out, pod CPU from metrics-server.
 //! It then stops the run as Ctrl-C would, and the CSV and the plot are still written. A second
 //! test runs the CoAP target: the sensor-sim Job is created as built and removed at the end
-//! (kwok runs no containers, so the load itself is tested on the real node).
+//! (kwok runs no containers, so the load itself is tested on the real node); a monitor whose
+//! plain CoAP is closed is refused before anything is created.
 //! Needs `make cluster-up`.
 
 use iot_e2e::operator_support;
@@ -34,6 +35,7 @@ kind: IotMonitor
 metadata: {name: lab}
 spec:
   aqi: {enabled: false}
+  coap: {plaintext: true}          # the CoAP load is plain CoAP
   autoscaling:
     maxReplicas: 3
     cooldownSeconds: 10
@@ -290,5 +292,33 @@ async fn the_coap_target_creates_the_sensor_sim_job_and_removes_it() -> Result<(
             .collect::<Vec<_>>()
     );
     ensure!(report.csv.exists() && report.png.exists() && report.svg.exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_coap_target_refuses_a_monitor_without_plain_coap() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    install_crd(&cluster).await?;
+    let ns = cluster.namespace("loadtest-dtls-only").await?;
+    // No operator needed: the tool reads the monitor and resolves it itself.
+    cluster
+        .apply_yaml(Some(ns.name()), operator_support::MINIMAL)
+        .await?;
+    let mut args = LoadtestArgs::new("lab", Target::Coap, out_dir("dtls-only"));
+    args.namespace = Some(ns.name().to_owned());
+    let (_stop_tx, stop) = watch::channel(false);
+    let error = iot_loadtest::run(cluster.client(), &args, stop)
+        .await
+        .expect_err("plain CoAP is closed");
+    ensure!(
+        matches!(error, iot_loadtest::LoadtestError::PlaintextClosed(ref name) if name == "lab"),
+        "{error}"
+    );
+    ensure!(error.to_string().contains("plaintext"), "{error}");
+    let jobs: Api<Job> = Api::namespaced(cluster.client(), ns.name());
+    ensure!(
+        jobs.list(&ListParams::default()).await?.items.is_empty(),
+        "no Job created"
+    );
     Ok(())
 }

@@ -105,7 +105,7 @@ async fn the_examples_converge_and_an_update_is_applied() -> Result<()> {
         "{endpoints:?}"
     );
     ensure!(
-        endpoints.coap.as_deref() == Some("coap://<node>:30683"),
+        endpoints.coap.as_deref() == Some("coaps://<node>:30684"),
         "{endpoints:?}"
     );
     let sim = stack.api::<Deployment>().get("lab-sensor-sim").await?;

@@ -71,6 +71,32 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("{simulator: {places: []}}", "should have at least 1 items"),
     (
+        "{coap: {devices: [{name: Door, place: hall}]}}",
+        "should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+    ),
+    (
+        "{coap: {devices: [{name: door, place: 'the hall'}]}}",
+        "should match '^[A-Za-z0-9._-]+$'",
+    ),
+    // Server-side apply refuses a map list with a key twice before validation does (a create
+    // or an update would answer "Duplicate value").
+    (
+        "{coap: {devices: [{name: door, place: a}, {name: door, place: b}]}}",
+        "duplicate entries for key [name=\"door\"]",
+    ),
+    (
+        "{coap: {serviceType: NodePort, nodePort: 30683}}",
+        "coap.nodePort is the node port of plaintext CoAP, which is off",
+    ),
+    (
+        "{coap: {plaintext: true, port: 5684}}",
+        "coap.port 5684 is the port of coaps://",
+    ),
+    (
+        "{coap: {dtlsNodePort: 30684}}",
+        "coap.dtlsNodePort needs serviceType NodePort or LoadBalancer",
+    ),
+    (
         "{simulator: {sensors: 0}}",
         "should be greater than or equal to 1",
     ),

@@ -55,7 +55,7 @@ fn monitor_yaml() -> Result<String> {
     Ok(real_node::monitor_yaml(
         "",
         &format!(
-            "  coap: {{resources: {{cpuRequest: 10m}}, {on_real_node}}}
+            "  coap: {{plaintext: true, resources: {{cpuRequest: 10m}}, {on_real_node}}}
   simulator: {{enabled: false, {on_real_node}}}
   aqi: {{enabled: false}}
   autoscaling:

@@ -80,7 +80,8 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
     // 1. The simulator pod's readings reach InfluxDB through the coap-server Service.
     influx.wait_count_above("dht", "temperature", "", 0).await?;
 
-    // 2. libcoap's coap-client on this machine, through the CoAP NodePort.
+    // 2. libcoap's coap-client on this machine, through plain CoAP's NodePort (open in this
+    // monitor; coaps:// from the host is a test of its own).
     let node_port = coap_node_port(&cluster, ns.name()).await?;
     let url = format!(
         "coap://{}:{node_port}/sensors/dht/temperature?place=from-the-host",
@@ -278,7 +279,7 @@ fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
     Ok(real_node::monitor_yaml(
         "retention: INF",
         &format!(
-            "  coap: {{serviceType: NodePort, {on_real_node}}}
+            "  coap: {{serviceType: NodePort, plaintext: true, {on_real_node}}}
   simulator: {{enabled: true, sensors: {sensors}, intervalSeconds: 1, {on_real_node}}}
   aqi: {{enabled: true, source: \"{snapshot_url}\", pollSeconds: 30, {on_real_node}}}
 "
@@ -379,8 +380,12 @@ async fn coap_node_port(cluster: &Cluster, ns: &str) -> Result<i32> {
         .await?
         .spec
         .and_then(|s| s.ports)
-        .and_then(|p| p.into_iter().find_map(|p| p.node_port))
-        .context("the CoAP Service has no nodePort")
+        .and_then(|p| {
+            p.into_iter()
+                .find(|p| p.name.as_deref() == Some("coap"))
+                .and_then(|p| p.node_port)
+        })
+        .context("the CoAP Service has no nodePort for plain CoAP")
 }
 
 async fn coap_client_post(url: &str, value: &str) -> Result<String> {

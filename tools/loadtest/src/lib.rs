@@ -70,6 +70,12 @@ pub enum LoadtestError {
     /// The IotMonitor (its name first) does not validate as the operator validates it.
     #[error("IotMonitor {0} cannot be load-tested as it is: {1}")]
     Invalid(String, #[source] InvalidSpec),
+    /// `--target coap` on an IotMonitor (its name) whose plain CoAP is closed: the load is
+    /// plain CoAP.
+    #[error(
+        "IotMonitor {0} takes no plain CoAP (spec.coap.plaintext is false), and the CoAP load is plain CoAP: open it for the test with kubectl patch iotmonitor {0} --type merge -p '{{\"spec\":{{\"coap\":{{\"plaintext\":true}}}}}}'"
+    )]
+    PlaintextClosed(String),
     /// What the IotMonitor (its name first) refers to cannot be read.
     #[error("IotMonitor {0}: {1}")]
     Dereference(

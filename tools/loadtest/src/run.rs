@@ -83,6 +83,9 @@ pub async fn run(
     let load_deadline = started + plan.load_for;
     let load = match args.target {
         Target::Coap => {
+            if !model.coap.plaintext {
+                return Err(LoadtestError::PlaintextClosed(name.clone()));
+            }
             let load_sim = load_simulator(&monitor, &refs)
                 .map_err(|e| LoadtestError::Invalid(name.clone(), e))?;
             let params = coap_job::JobParams {
@@ -271,6 +274,9 @@ fn progress_printer() -> impl FnMut(&str) {
 fn load_simulator(monitor: &IotMonitor, refs: &Dereferenced) -> Result<LoadSim, InvalidSpec> {
     let mut with_simulator = monitor.clone();
     with_simulator.spec.simulator.enabled = true;
+    // Devices may be named as the simulator's sensors while it is off; its image and
+    // scheduling do not depend on them.
+    with_simulator.spec.coap.devices.clear();
     // With the simulator enabled, a valid spec always resolves one; the fallback is this
     // operator version's default image, scheduled anywhere.
     Ok(validate(&with_simulator, refs)?.simulator.map_or_else(

@@ -18,10 +18,12 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 
 mod credentials;
+mod devices;
 mod error;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::devices::KeyEvents;
 pub(crate) use self::error::ApplyError;
 use super::desired::DesiredObjects;
 use super::desired::labels::children_selector;
@@ -46,6 +48,8 @@ pub(crate) struct Applied {
     /// Why the InfluxDB pod does not start, when its StatefulSet has stalled (read after the
     /// apply: `diagnose`).
     pub(crate) influxdb_trouble: Option<ContainerTrouble>,
+    /// Keys rotated and devices revoked by this reconcile.
+    pub(crate) device_keys: KeyEvents,
 }
 
 /// Applies one monitor's desired objects, asking the known state what each needs.
@@ -93,9 +97,10 @@ impl<'a> Applier<'a> {
     }
 
     /// Applies everything in three waves, each at once: what the pods read or reach (the
-    /// credentials, configuration, claims, Services, and the NetworkPolicy before InfluxDB
-    /// starts), then the workloads, then their autoscalers. A first reconcile so waits for the
-    /// API server three times, not once per kind.
+    /// credentials, the device registry, configuration, claims, Services, the NetworkPolicy
+    /// before InfluxDB starts, coap-server's account and Role), then the workloads, then their
+    /// autoscalers. A first reconcile so waits for the API server three times, not once per
+    /// kind.
     pub(crate) async fn apply_all(
         mut self,
         desired: DesiredObjects,
@@ -104,6 +109,7 @@ impl<'a> Applier<'a> {
         // applied (and, where owned, cleaned up).
         let DesiredObjects {
             credentials,
+            devices,
             config_maps,
             persistent_volume_claims,
             services,
@@ -111,15 +117,36 @@ impl<'a> Applier<'a> {
             deployments,
             autoscalers,
             network_policies,
+            service_accounts,
+            roles,
+            role_bindings,
         } = desired;
 
-        let ((), config_map_names, _, live_services, policy_names) = futures::try_join!(
+        let (
+            (),
+            (device_keys, device_places),
+            mut config_map_names,
+            _,
+            live_services,
+            policy_names,
+            _,
+            _,
+        ) = futures::try_join!(
             self.ensure_credentials(&credentials),
+            self.apply_devices(&devices),
             self.apply_each(&config_maps),
             self.apply_each(&persistent_volume_claims),
             self.apply_live(&services),
             self.apply_each(&network_policies),
+            self.apply_each(&service_accounts),
+            // The binding after its Role: binding a Role the API server cannot find yet is
+            // refused (it checks that the operator holds what the Role grants).
+            async {
+                self.apply_each(&roles).await?;
+                self.apply_each(&role_bindings).await
+            },
         )?;
+        config_map_names.extend(device_places);
         let (live_stateful_sets, live_deployments) = futures::try_join!(
             self.apply_live(&stateful_sets),
             self.apply_live(&deployments)
@@ -138,7 +165,9 @@ impl<'a> Applier<'a> {
             .await?;
         self.delete_unwanted::<ConfigMap>(&config_map_names).await?;
         // PersistentVolumeClaims and the credentials Secret are never deleted here: they hold
-        // data, and go with the IotMonitor only through their owner reference.
+        // data, and go with the IotMonitor only through their owner reference. The devices
+        // Secret, the ServiceAccount, Role and RoleBinding are wanted as long as the monitor
+        // exists, and go with it the same way.
 
         Ok(Applied {
             stateful_sets: live_stateful_sets,
@@ -148,6 +177,7 @@ impl<'a> Applier<'a> {
             writes: self.writes.into_inner(),
             deleted: self.deleted,
             influxdb_trouble: None,
+            device_keys,
         })
     }
 

@@ -1,14 +1,16 @@
-//! The CoAP ingest server: a Deployment (autoscaled) and its UDP Service.
+//! The CoAP ingest server: a Deployment (autoscaled) and its UDP Service. It speaks CoAP over
+//! DTLS to the devices of the registry (`devices`), which it follows through the API server
+//! under its own service account (`access`); plain CoAP only when the spec turns it on.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ContainerPort, Service};
+use k8s_openapi::api::core::v1::Service;
 
 use super::labels::Component;
-use super::network::exposed_service;
-use super::pod::{env, influx_writer_env, workload_container};
+use super::network::{exposed_service, service_port};
+use super::pod::{env, field_env, influx_writer_env, udp_port, workload_container};
 use super::template::PodTemplateBuilder;
 use super::workload::{Rollout, deployment};
-use crate::constants::{COAP_PORT, WORKLOAD_UID};
+use crate::constants::{COAP_PORT, COAPS_PORT, WORKLOAD_UID};
 use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 use crate::crd::ServiceType;
 
@@ -39,27 +41,34 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
     }
     env_vars.push(env("DRAIN_SECONDS", DRAIN_SECONDS.to_string()));
     env_vars.push(env("RATE_LIMIT", coap.rate_limit_per_source.to_string()));
-    let coap_port = ContainerPort {
-        name: Some("coap".into()),
-        container_port: COAP_PORT,
-        protocol: Some("UDP".into()),
-        ..ContainerPort::default()
-    };
-    let container = workload_container(
-        "coap-server",
-        &coap.image,
-        &coap.resources,
-        vec![coap_port],
-        env_vars,
-    );
+    env_vars.extend([
+        env("COAP_DTLS_BIND", format!("0.0.0.0:{COAPS_PORT}")),
+        env("COAP_PLAINTEXT", coap.plaintext.to_string()),
+        env("DEVICES_FROM", model.names.devices.clone()),
+        // The registry is in the pod's own namespace; said outright rather than left to the
+        // token's, so a test or a debugger running the binary elsewhere reads the same.
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+    ]);
+    let mut ports = vec![udp_port("coaps", COAPS_PORT)];
+    if coap.plaintext {
+        ports.push(udp_port("coap", COAP_PORT));
+    }
+    let container =
+        workload_container("coap-server", &coap.image, &coap.resources, ports, env_vars);
     let replicas = model.autoscaling.is_none().then_some(coap.replicas.min);
+    let mut service_ports = vec![service_port(
+        ("coaps", "UDP", COAPS_PORT),
+        coap.dtls_node_port,
+    )];
+    if coap.plaintext {
+        service_ports.push(service_port(("coap", "UDP", coap.port), coap.node_port));
+    }
     let mut service = exposed_service(
         model,
         &model.names.coap_server,
         Component::CoapServer,
         coap.service_type,
-        coap.node_port,
-        ("coap", "UDP", coap.port),
+        service_ports,
     );
     if let Some(spec) = service.spec.as_mut()
         && coap.service_type != ServiceType::ClusterIP
@@ -85,6 +94,7 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
                 vec![container],
             )
             .termination_grace_period_seconds(DRAIN_SECONDS + DRAIN_MARGIN_SECONDS)
+            .service_account(&model.names.coap_server)
             .build(),
         ),
     }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use serde_json::json;
 
 use super::labels::{Component, owned_meta};
-use super::network::exposed_service;
+use super::network::{exposed_service, service_port};
 use super::pod::{
     container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
 };
@@ -53,8 +53,10 @@ pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
         &model.names.grafana,
         Component::Grafana,
         model.grafana.service_type,
-        model.grafana.node_port,
-        ("http", "TCP", GRAFANA_PORT),
+        vec![service_port(
+            ("http", "TCP", GRAFANA_PORT),
+            model.grafana.node_port,
+        )],
     );
     // Each replica keeps its sessions in its own SQLite: a logged-in user must keep reaching the
     // same replica when the HPA adds or removes one (anonymous viewers need nothing).

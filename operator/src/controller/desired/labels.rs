@@ -23,6 +23,8 @@ pub const CONFIG_HASH: &str = "iot.operator.dev/config-hash";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Credentials,
+    /// The device registry (keys and places) coap-server follows.
+    Devices,
     Influxdb,
     Grafana,
     CoapServer,
@@ -34,6 +36,7 @@ impl Component {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Credentials => "credentials",
+            Self::Devices => "devices",
             Self::Influxdb => "influxdb",
             Self::Grafana => "grafana",
             Self::CoapServer => "coap-server",

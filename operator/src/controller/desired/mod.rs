@@ -1,9 +1,11 @@
 //! [`ValidatedMonitor`](super::validate::ValidatedMonitor) → Kubernetes objects (pure). One
 //! module per component; [`DesiredObjects`] gathers everything one IotMonitor should have.
 
+pub(crate) mod access;
 pub(crate) mod aqi_ingestor;
 pub(crate) mod autoscaling;
 pub(crate) mod coap_server;
+pub(crate) mod devices;
 pub(crate) mod grafana;
 pub mod influxdb;
 pub(crate) mod labels;
@@ -19,8 +21,9 @@ mod tests;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use crate::controller::validate::ValidatedMonitor;
 
@@ -30,6 +33,8 @@ use crate::controller::validate::ValidatedMonitor;
 pub struct DesiredObjects {
     /// Created once, never overwritten (see [`secrets`]).
     pub credentials: secrets::Credentials,
+    /// The device registry: its Secret of keys is written as [`devices`] says, never applied.
+    pub devices: devices::DeviceRegistry,
     pub config_maps: Vec<ConfigMap>,
     pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
     pub services: Vec<Service>,
@@ -37,6 +42,9 @@ pub struct DesiredObjects {
     pub deployments: Vec<Deployment>,
     pub autoscalers: Vec<HorizontalPodAutoscaler>,
     pub network_policies: Vec<NetworkPolicy>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub roles: Vec<Role>,
+    pub role_bindings: Vec<RoleBinding>,
 }
 
 pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
@@ -58,8 +66,10 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
     let mut services: Vec<Service> = influx.service.into_iter().chain(influx.headless).collect();
     services.extend([grafana.service, coap.service]);
 
+    let access = access::build(model);
     DesiredObjects {
         credentials: secrets::build(model),
+        devices: devices::build(model),
         config_maps,
         persistent_volume_claims: influx.data.into_iter().collect(),
         services,
@@ -67,5 +77,8 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
         deployments,
         autoscalers,
         network_policies: network::influx_policy(model).into_iter().collect(),
+        service_accounts: vec![access.service_account],
+        roles: vec![access.role],
+        role_bindings: vec![access.role_binding],
     }
 }

@@ -14,15 +14,29 @@ use crate::constants::INFLUX_PORT;
 use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 use crate::crd::ServiceType;
 
-/// A Service of the requested type with one port `(name, protocol, port)` whose target is the
-/// container port of the same name.
+/// A Service port `(name, protocol, port)` whose target is the container port of the same
+/// name, on `node_port` of every node if the Service is exposed there and one is given.
+pub fn service_port(
+    (port_name, protocol, port): (&str, &str, i32),
+    node_port: Option<i32>,
+) -> ServicePort {
+    ServicePort {
+        name: Some(port_name.to_owned()),
+        port,
+        protocol: Some(protocol.to_owned()),
+        target_port: Some(IntOrString::String(port_name.to_owned())),
+        node_port,
+        ..ServicePort::default()
+    }
+}
+
+/// A Service of the requested type with `ports` (see [`service_port`]).
 pub fn exposed_service(
     model: &ValidatedMonitor,
     name: &str,
     component: Component,
     service_type: ServiceType,
-    node_port: Option<i32>,
-    (port_name, protocol, port): (&str, &str, i32),
+    ports: Vec<ServicePort>,
 ) -> Service {
     let type_ = match service_type {
         ServiceType::ClusterIP => "ClusterIP",
@@ -34,14 +48,7 @@ pub fn exposed_service(
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             selector: Some(selector(model, component)),
-            ports: Some(vec![ServicePort {
-                name: Some(port_name.to_owned()),
-                port,
-                protocol: Some(protocol.to_owned()),
-                target_port: Some(IntOrString::String(port_name.to_owned())),
-                node_port,
-                ..ServicePort::default()
-            }]),
+            ports: Some(ports),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PodSecurityContext, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -87,6 +87,21 @@ pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// A variable from the pod's own fields (the downward API), such as `metadata.namespace`.
+pub fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 /// What a workload needs to write into `database`: the URL, the database, whether it may
 /// create it, and the writer's credentials from their Secret.
 pub fn influx_writer_env(influx: &Influx, database: &str) -> Vec<EnvVar> {
@@ -120,10 +135,18 @@ pub fn http_probe(path: &str, port: &str, period_seconds: i32, failure_threshold
 }
 
 pub fn tcp_port(name: &str, port: i32) -> ContainerPort {
+    container_port(name, "TCP", port)
+}
+
+pub fn udp_port(name: &str, port: i32) -> ContainerPort {
+    container_port(name, "UDP", port)
+}
+
+fn container_port(name: &str, protocol: &str, port: i32) -> ContainerPort {
     ContainerPort {
         name: Some(name.to_owned()),
         container_port: port,
-        protocol: Some("TCP".into()),
+        protocol: Some(protocol.to_owned()),
         ..ContainerPort::default()
     }
 }

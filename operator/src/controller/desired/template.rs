@@ -1,7 +1,8 @@
 //! The pod-template skeleton every component shares: the selector and labels, the `restricted`
-//! pod security context, no service-account token (no pod of the stack talks to the API
-//! server), and the component's scheduling from the spec (nodeSelector, tolerations, affinity).
-//! Components add their containers, volumes and annotations.
+//! pod security context, no service-account token (unless the component talks to the API
+//! server: only coap-server, which follows the device registry), and the component's
+//! scheduling from the spec (nodeSelector, tolerations, affinity). Components add their
+//! containers, volumes and annotations.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ pub struct PodTemplateBuilder<'a> {
     volumes: Vec<Volume>,
     config_hash: Option<String>,
     termination_grace_period_seconds: Option<i64>,
+    service_account: Option<String>,
 }
 
 impl<'a> PodTemplateBuilder<'a> {
@@ -50,6 +52,7 @@ impl<'a> PodTemplateBuilder<'a> {
             volumes: Vec::new(),
             config_hash: None,
             termination_grace_period_seconds: None,
+            service_account: None,
         }
     }
 
@@ -66,6 +69,13 @@ impl<'a> PodTemplateBuilder<'a> {
 
     pub fn termination_grace_period_seconds(mut self, seconds: i64) -> Self {
         self.termination_grace_period_seconds = Some(seconds);
+        self
+    }
+
+    /// The pods run as service account `name`, with its token mounted: for pods that talk to
+    /// the API server. Every other pod has no token at all.
+    pub fn service_account(mut self, name: &str) -> Self {
+        self.service_account = Some(name.to_owned());
         self
     }
 
@@ -93,7 +103,8 @@ impl<'a> PodTemplateBuilder<'a> {
                     security_context: Some(pod_security(self.uid)),
                     containers: self.containers,
                     volumes: (!self.volumes.is_empty()).then_some(self.volumes),
-                    automount_service_account_token: Some(false),
+                    automount_service_account_token: Some(self.service_account.is_some()),
+                    service_account_name: self.service_account,
                     termination_grace_period_seconds: self.termination_grace_period_seconds,
                     // Empty stays absent, so that a spec without scheduling applies no field.
                     node_selector: (!node_selector.is_empty()).then(|| node_selector.clone()),

@@ -8,8 +8,11 @@ use futures::FutureExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Serialize;
@@ -78,6 +81,9 @@ pub(crate) struct ChildCache {
     pub(super) network_policies: Option<Store<Packed<NetworkPolicy>>>,
     pub(super) secrets: Option<Store<Packed<Secret>>>,
     pub(super) claims: Option<Store<Packed<PersistentVolumeClaim>>>,
+    pub(super) service_accounts: Option<Store<Packed<ServiceAccount>>>,
+    pub(super) roles: Option<Store<Packed<Role>>>,
+    pub(super) role_bindings: Option<Store<Packed<RoleBinding>>>,
 }
 
 /// What is known of one child in the cluster: what the cache shows, or what a read returned.

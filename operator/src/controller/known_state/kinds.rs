@@ -10,9 +10,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service,
+    ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::reflector::Store;
@@ -142,7 +143,8 @@ impl Cached for ConfigMap {
 impl Cached for Secret {
     cached!(secrets);
 
-    /// Only the names of the keys are needed (to add missing ones): no credential is kept.
+    /// Only the names of the keys are needed (to add missing ones, and to see a device's key
+    /// deleted or left over): no credential or device key is kept.
     fn prune(&mut self) {
         self.metadata.managed_fields = None;
         self.string_data = None;
@@ -156,19 +158,24 @@ impl Cached for Secret {
     }
 }
 
-impl Cached for Service {
-    cached!(services);
-    const CACHE_KEEPS_APPLIED: bool = true;
+/// Kinds without status churn, whose cached copy (all but the managed fields) keeps everything
+/// the operator applies: compared right in the cache, every change wakes the owner.
+macro_rules! cached_whole {
+    ($($kind:ty => $field:ident),+ $(,)?) => {
+        $(impl Cached for $kind {
+            cached!($field);
+            const CACHE_KEEPS_APPLIED: bool = true;
+        })+
+    };
 }
 
-impl Cached for NetworkPolicy {
-    cached!(network_policies);
-    const CACHE_KEEPS_APPLIED: bool = true;
-}
-
-impl Cached for PersistentVolumeClaim {
-    cached!(claims);
-    const CACHE_KEEPS_APPLIED: bool = true;
+cached_whole! {
+    Service => services,
+    NetworkPolicy => network_policies,
+    PersistentVolumeClaim => claims,
+    ServiceAccount => service_accounts,
+    Role => roles,
+    RoleBinding => role_bindings,
 }
 
 #[cfg(test)]

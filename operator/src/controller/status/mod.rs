@@ -13,7 +13,6 @@ pub(crate) use self::autoscaling::{AUTOSCALING, turned_bad};
 pub(crate) use self::patch::{StatusError, patch_status};
 use super::apply::Applied;
 use super::validate::{InfluxMode, ValidatedMonitor};
-use crate::constants::GRAFANA_PORT;
 use crate::crd::{ComponentStatus, ComponentsStatus, EndpointsStatus, IotMonitorStatus};
 
 pub(crate) const READY: &str = "Ready";
@@ -107,12 +106,23 @@ fn find<'a, K: kube::Resource>(objects: &'a [K], name: &str) -> Option<&'a K> {
         .find(|o| o.meta().name.as_deref() == Some(name))
 }
 
-/// Where a Service can be reached, as a person would type it.
-fn endpoint(scheme: &str, service: Option<&Service>, namespace: &str, port: i32) -> Option<String> {
+/// Where the port named `port_name` of a Service can be reached, as a person would type it;
+/// `None` if it has no such port.
+fn endpoint(
+    scheme: &str,
+    service: Option<&Service>,
+    namespace: &str,
+    port_name: &str,
+) -> Option<String> {
     let service = service?;
     let name = service.metadata.name.as_deref()?;
     let spec = service.spec.as_ref()?;
-    let node_port = spec.ports.iter().flatten().next().and_then(|p| p.node_port);
+    let service_port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(port_name))?;
+    let (port, node_port) = (service_port.port, service_port.node_port);
     match spec.type_.as_deref() {
         Some("LoadBalancer") => {
             let ingress = service
@@ -254,6 +264,7 @@ pub(crate) fn reconciled(
         &now,
     );
 
+    let coap_service = find(&applied.services, &names.coap_server);
     match autoscaling::state(&applied.autoscalers, &now) {
         Some(state) => put(
             &mut conditions,
@@ -282,15 +293,12 @@ pub(crate) fn reconciled(
                 "http",
                 find(&applied.services, &names.grafana),
                 &model.namespace,
-                GRAFANA_PORT,
+                "http",
             ),
-            coap: endpoint(
-                "coap",
-                find(&applied.services, &names.coap_server),
-                &model.namespace,
-                model.coap.port,
-            ),
+            coap: endpoint("coaps", coap_service, &model.namespace, "coaps"),
+            coap_plaintext: endpoint("coap", coap_service, &model.namespace, "coap"),
         },
+        devices: Some(i32::try_from(model.devices().count()).unwrap_or(i32::MAX)),
     }
 }
 

@@ -70,7 +70,7 @@ fn all_ready_children_make_the_monitor_ready() {
     );
     assert_eq!(
         status.endpoints.coap.as_deref(),
-        Some("coap://lab-coap-server.iot.svc:5683")
+        Some("coaps://lab-coap-server.iot.svc:5684")
     );
 }
 
@@ -129,6 +129,7 @@ fn node_port_endpoints_name_the_port() {
         spec: Some(ServiceSpec {
             type_: Some("NodePort".into()),
             ports: Some(vec![ServicePort {
+                name: Some("http".into()),
                 port: 3000,
                 node_port: Some(30300),
                 ..Default::default()
@@ -138,9 +139,44 @@ fn node_port_endpoints_name_the_port() {
         ..Default::default()
     };
     assert_eq!(
-        endpoint("http", Some(&svc), "ns", 3000).as_deref(),
+        endpoint("http", Some(&svc), "ns", "http").as_deref(),
         Some("http://<node>:30300")
     );
+    assert_eq!(endpoint("http", Some(&svc), "ns", "other"), None);
+}
+
+#[test]
+fn the_coap_endpoint_is_coaps_and_plain_coap_shows_only_when_open() {
+    let m = model("{}");
+    let status = reconciled(&m, &applied(&m, 1), None, Some(1), time(100));
+    assert_eq!(
+        status.endpoints.coap.as_deref(),
+        Some("coaps://lab-coap-server.iot.svc:5684")
+    );
+    assert_eq!(status.endpoints.coap_plaintext, None);
+
+    let m = model(
+        "{coap: {plaintext: true, serviceType: NodePort, nodePort: 30683, dtlsNodePort: 30684}}",
+    );
+    let status = reconciled(&m, &applied(&m, 1), None, Some(1), time(100));
+    assert_eq!(
+        status.endpoints.coap.as_deref(),
+        Some("coaps://<node>:30684")
+    );
+    assert_eq!(
+        status.endpoints.coap_plaintext.as_deref(),
+        Some("coap://<node>:30683")
+    );
+}
+
+#[test]
+fn the_devices_are_counted_with_the_simulators() {
+    let m = model("{coap: {devices: [{name: door, place: hall}]}, simulator: {sensors: 3}}");
+    let status = reconciled(&m, &applied(&m, 1), None, Some(1), time(100));
+    assert_eq!(status.devices, Some(4));
+    let m = model("{simulator: {enabled: false}}");
+    let status = reconciled(&m, &applied(&m, 1), None, Some(1), time(100));
+    assert_eq!(status.devices, Some(0));
 }
 
 #[test]

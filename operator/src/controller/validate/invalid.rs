@@ -1,6 +1,7 @@
 //! Why a spec cannot be turned into objects. One variant per reason, so callers and tests
 //! match on the reason; the message says what to change.
 
+use super::MAX_REGISTRY_BYTES;
 use crate::constants::MAX_NAME_LEN;
 
 /// Why a spec cannot be resolved; each message says what to change.
@@ -26,8 +27,36 @@ pub enum InvalidSpec {
         min: i32,
         max: i32,
     },
-    #[error("{component}.nodePort needs serviceType NodePort or LoadBalancer")]
-    NodePortWithoutExposure { component: &'static str },
+    #[error("{field} needs serviceType NodePort or LoadBalancer")]
+    NodePortWithoutExposure { field: &'static str },
+    #[error(
+        "coap.nodePort is the node port of plaintext CoAP, which is off: set coap.dtlsNodePort for coaps://, or coap.plaintext: true"
+    )]
+    NodePortWithoutPlaintext,
+    #[error("coap.nodePort and coap.dtlsNodePort are both {port}; they must differ")]
+    SameNodePorts { port: i32 },
+    #[error(
+        "coap.port {port} is the port of coaps://; give plaintext CoAP another one (5683 is its own)"
+    )]
+    PlaintextOnCoapsPort { port: i32 },
+    #[error(
+        "coap.devices entry {name:?} is not a DNS label: 1-63 of a-z, 0-9 and '-', beginning and ending with a letter or digit"
+    )]
+    BadDeviceName { name: String },
+    #[error(
+        "coap.devices entry {name:?} has place {place:?}; a place is 1-64 of A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
+    BadDevicePlace { name: String, place: String },
+    #[error("coap.devices lists {name:?} more than once; device names are unique")]
+    DuplicateDevice { name: String },
+    #[error(
+        "coap.devices entry {name:?} is the name of one of the simulator's {sensors} sensors (sim-1 to sim-{sensors}); rename the device, or lower simulator.sensors or disable the simulator"
+    )]
+    DeviceNameOfSimulator { name: String, sensors: i32 },
+    #[error(
+        "the device registry would hold {bytes} bytes of names and places ({devices} devices, the simulator's included); a ConfigMap holds at most {MAX_REGISTRY_BYTES}: register fewer devices, or use shorter names and places"
+    )]
+    RegistryTooLarge { devices: usize, bytes: usize },
     #[error("influxdb.databases.dht and influxdb.databases.aqi must differ")]
     SameDatabases,
     #[error("simulator.places needs at least one place, such as room1")]

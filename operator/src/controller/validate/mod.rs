@@ -6,6 +6,8 @@
 mod invalid;
 mod model;
 
+use std::collections::BTreeSet;
+
 use kube::Resource;
 
 pub use self::invalid::InvalidSpec;
@@ -13,10 +15,13 @@ pub use self::model::*;
 use super::dereference::{Dereferenced, ReferencedSecret};
 
 use crate::constants::{
-    AQI_INGESTOR_IMAGE, COAP_SERVER_IMAGE, IMAGE_REPOSITORY, INFLUX_PORT, MAX_NAME_LEN,
+    AQI_INGESTOR_IMAGE, COAP_SERVER_IMAGE, COAPS_PORT, IMAGE_REPOSITORY, INFLUX_PORT, MAX_NAME_LEN,
     SENSOR_SIM_IMAGE, WORKLOAD_VERSION,
 };
-use crate::crd::{AqiSpec, IotMonitor, RegionSpec, ReplicaBounds, ServiceType, SimulatorSpec};
+use crate::crd::{
+    AqiSpec, CoapSpec, DeviceSpec, IotMonitor, RegionSpec, ReplicaBounds, ServiceType,
+    SimulatorSpec,
+};
 
 /// Resolves an IotMonitor, and what its spec refers to, into the model the builders use.
 pub fn validate(
@@ -68,24 +73,19 @@ pub fn validate(
         replicas: bounds("grafana", &spec.grafana.replicas, default_bounds)?,
         anonymous_viewer: spec.grafana.anonymous_viewer,
         service_type: spec.grafana.service_type,
-        node_port: node_port("grafana", spec.grafana.service_type, spec.grafana.node_port)?,
-    };
-    let coap = Coap {
-        image: image_or_default(spec.coap.image.as_deref(), COAP_SERVER_IMAGE),
-        resources: (&spec.coap.resources).into(),
-        scheduling: spec.coap.scheduling.clone(),
-        port: spec.coap.port,
-        service_type: spec.coap.service_type,
-        node_port: node_port("coap", spec.coap.service_type, spec.coap.node_port)?,
-        replicas: bounds("coap", &spec.coap.replicas, default_bounds)?,
-        batch: spec.coap.batch.clone(),
-        rate_limit_per_source: spec.coap.rate_limit_per_source,
+        node_port: node_port(
+            "grafana.nodePort",
+            spec.grafana.service_type,
+            spec.grafana.node_port,
+        )?,
     };
     let simulator = spec
         .simulator
         .enabled
         .then(|| resolve_simulator(&spec.simulator))
         .transpose()?;
+    let coap = resolve_coap(&spec.coap, default_bounds, simulator.as_ref())?;
+    check_registry_size(&coap, simulator.as_ref())?;
     let aqi = spec
         .aqi
         .enabled
@@ -140,17 +140,139 @@ fn bounds(
     Ok(resolved)
 }
 
+/// `port`, the node port of `field`, if the Service is exposed on the nodes at all.
 fn node_port(
-    component: &'static str,
+    field: &'static str,
     service_type: ServiceType,
     port: Option<i32>,
 ) -> Result<Option<i32>, InvalidSpec> {
     match (service_type, port) {
-        (ServiceType::ClusterIP, Some(_)) => {
-            Err(InvalidSpec::NodePortWithoutExposure { component })
-        }
+        (ServiceType::ClusterIP, Some(_)) => Err(InvalidSpec::NodePortWithoutExposure { field }),
         (_, port) => Ok(port),
     }
+}
+
+fn resolve_coap(
+    spec: &CoapSpec,
+    default_bounds: Replicas,
+    simulator: Option<&Simulator>,
+) -> Result<Coap, InvalidSpec> {
+    let plain_node_port = node_port("coap.nodePort", spec.service_type, spec.node_port)?;
+    let dtls_node_port = node_port("coap.dtlsNodePort", spec.service_type, spec.dtls_node_port)?;
+    if plain_node_port.is_some() && !spec.plaintext {
+        return Err(InvalidSpec::NodePortWithoutPlaintext);
+    }
+    if let (Some(port), Some(dtls)) = (plain_node_port, dtls_node_port)
+        && port == dtls
+    {
+        return Err(InvalidSpec::SameNodePorts { port });
+    }
+    if spec.plaintext && spec.port == COAPS_PORT {
+        return Err(InvalidSpec::PlaintextOnCoapsPort { port: spec.port });
+    }
+    Ok(Coap {
+        image: image_or_default(spec.image.as_deref(), COAP_SERVER_IMAGE),
+        resources: (&spec.resources).into(),
+        scheduling: spec.scheduling.clone(),
+        port: spec.port,
+        service_type: spec.service_type,
+        node_port: plain_node_port,
+        dtls_node_port,
+        plaintext: spec.plaintext,
+        devices: resolve_devices(&spec.devices, simulator)?,
+        replicas: bounds("coap", &spec.replicas, default_bounds)?,
+        batch: spec.batch.clone(),
+        rate_limit_per_source: spec.rate_limit_per_source,
+    })
+}
+
+/// The user's devices, checked as the CRD's schema checks them (for objects it did not see),
+/// and against the names of the simulator's sensors, which no schema can see.
+fn resolve_devices(
+    devices: &[DeviceSpec],
+    simulator: Option<&Simulator>,
+) -> Result<Vec<Device>, InvalidSpec> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(devices.len());
+    for DeviceSpec { name, place } in devices {
+        if !is_dns_label(name) {
+            return Err(InvalidSpec::BadDeviceName { name: name.clone() });
+        }
+        if !is_place(place) {
+            return Err(InvalidSpec::BadDevicePlace {
+                name: name.clone(),
+                place: place.clone(),
+            });
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(InvalidSpec::DuplicateDevice { name: name.clone() });
+        }
+        if let Some(sim) = simulator
+            && is_simulated(name, sim.sensors)
+        {
+            return Err(InvalidSpec::DeviceNameOfSimulator {
+                name: name.clone(),
+                sensors: sim.sensors,
+            });
+        }
+        out.push(Device {
+            name: name.clone(),
+            place: place.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// `name` is one of the simulator's `sensors` sensors' (by its number, not a search: the
+/// lists may hold thousands each).
+fn is_simulated(name: &str, sensors: i32) -> bool {
+    let number = name
+        .strip_prefix("sim-")
+        .and_then(|n| n.parse::<i32>().ok());
+    // Spelled as the simulator spells it: `sim-01` is not sensor 1.
+    number.is_some_and(|n| (1..=sensors).contains(&n) && simulated_device_name(n - 1) == name)
+}
+
+/// The most data (names and places, in bytes) the ConfigMap of places may hold: the API
+/// server's limit of a ConfigMap. The Secret of keys stays below it within the CRD's bounds (a
+/// key is shorter than a place can be).
+pub(crate) const MAX_REGISTRY_BYTES: usize = 1024 * 1024;
+
+/// The CRD bounds each list, but the user's devices and the simulator's sensors together, with
+/// long places, can exceed what a ConfigMap holds; refused here rather than failing the apply.
+fn check_registry_size(coap: &Coap, simulator: Option<&Simulator>) -> Result<(), InvalidSpec> {
+    let simulated = simulator.map(|s| s.devices.as_slice()).unwrap_or_default();
+    let all = coap.devices.iter().chain(simulated);
+    let bytes: usize = all.clone().map(|d| d.name.len() + d.place.len()).sum();
+    if bytes > MAX_REGISTRY_BYTES {
+        return Err(InvalidSpec::RegistryTooLarge {
+            devices: all.count(),
+            bytes,
+        });
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters: the CRD's pattern for a device name.
+fn is_dns_label(s: &str) -> bool {
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            bytes.len() <= 63
+                && edge(first)
+                && edge(last)
+                && bytes.iter().all(|&b| edge(b) || b == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// 1-64 of `[A-Za-z0-9._-]`: the CRD's pattern for a place, and coap-server's for a tag.
+fn is_place(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn resolve_influx(
@@ -242,6 +364,13 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
     if let Some(bad) = spec.places.iter().find(|p| p.contains(',')) {
         return Err(InvalidSpec::PlaceWithComma { place: bad.clone() });
     }
+    let devices = (0..spec.sensors)
+        .zip(spec.places.iter().cycle())
+        .map(|(i, place)| Device {
+            name: simulated_device_name(i),
+            place: place.clone(),
+        })
+        .collect();
     Ok(Simulator {
         image: image_or_default(spec.image.as_deref(), SENSOR_SIM_IMAGE),
         resources: (&spec.resources).into(),
@@ -249,6 +378,7 @@ fn resolve_simulator(spec: &SimulatorSpec) -> Result<Simulator, InvalidSpec> {
         sensors: spec.sensors,
         places: spec.places.clone(),
         interval_seconds: spec.interval_seconds,
+        devices,
     })
 }
 

@@ -19,7 +19,10 @@ pub struct Names {
     pub grafana: String,
     pub grafana_datasources: String,
     pub grafana_dashboards: String,
+    /// The coap-server Deployment and Service, and its ServiceAccount, Role and RoleBinding.
     pub coap_server: String,
+    /// The device registry: the Secret of keys and the ConfigMap of places.
+    pub devices: String,
     pub simulator: String,
     pub aqi_ingestor: String,
 }
@@ -38,6 +41,7 @@ impl Names {
             grafana_datasources: n("grafana-datasources"),
             grafana_dashboards: n("grafana-dashboards"),
             coap_server: n("coap-server"),
+            devices: n("devices"),
             simulator: n("sensor-sim"),
             aqi_ingestor: n("aqi-ingestor"),
         }
@@ -116,15 +120,35 @@ pub struct Grafana {
     pub node_port: Option<i32>,
 }
 
+/// A device registered with coap-server: its name is its PSK identity and the name of its key
+/// in the devices Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    pub place: String,
+}
+
+/// The name simulated sensor `index` (from 0) has as a device: sensor-sim's own naming.
+pub fn simulated_device_name(index: i32) -> String {
+    format!("sim-{}", index + 1)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Coap {
     pub image: String,
     pub resources: ResourcesSpec,
     /// Where the pods may run (nodeSelector, tolerations, affinity).
     pub scheduling: SchedulingSpec,
+    /// The Service port of plain CoAP; only with `plaintext`.
     pub port: i32,
     pub service_type: ServiceType,
+    /// Of plain CoAP; only with `plaintext`.
     pub node_port: Option<i32>,
+    pub dtls_node_port: Option<i32>,
+    /// Plain CoAP is accepted too (on `port`), not only DTLS.
+    pub plaintext: bool,
+    /// The user's devices, in the spec's order; the simulator's are in [`Simulator::devices`].
+    pub devices: Vec<Device>,
     pub replicas: Replicas,
     pub batch: BatchSpec,
     pub rate_limit_per_source: i64,
@@ -139,6 +163,9 @@ pub struct Simulator {
     pub sensors: i32,
     pub places: Vec<String>,
     pub interval_seconds: i32,
+    /// Its sensors as devices: sensor `i` is `sim-<i+1>` at `places[i % places.len()]`, as
+    /// sensor-sim names and places them.
+    pub devices: Vec<Device>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,4 +195,12 @@ pub struct ValidatedMonitor {
     pub aqi: Option<Aqi>,
     /// `None` when autoscaling is off: components then run `replicas.min` pods.
     pub autoscaling: Option<ScalePolicy>,
+}
+
+impl ValidatedMonitor {
+    /// Every device coap-server accepts: the user's, then the simulator's.
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        let simulated = self.simulator.iter().flat_map(|s| &s.devices);
+        self.coap.devices.iter().chain(simulated)
+    }
 }

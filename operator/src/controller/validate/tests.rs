@@ -69,7 +69,9 @@ fn a_node_port_needs_an_exposed_service() {
     let err = check("{coap: {nodePort: 30683}}").expect_err("ClusterIP with a node port");
     assert_eq!(
         err,
-        InvalidSpec::NodePortWithoutExposure { component: "coap" }
+        InvalidSpec::NodePortWithoutExposure {
+            field: "coap.nodePort"
+        }
     );
 }
 
@@ -141,4 +143,129 @@ fn long_names_are_rejected() {
     let err = validate(&m, &Dereferenced::default()).expect_err("41 characters");
     assert_eq!(err, InvalidSpec::NameTooLong { len: 41 });
     assert_eq!(err.category(), "InvalidSpec");
+}
+
+#[test]
+fn an_empty_spec_runs_the_simulator_over_dtls_only() {
+    let m = model("{}");
+    assert!(!m.coap.plaintext);
+    assert!(m.coap.devices.is_empty());
+    let names: Vec<_> = m
+        .devices()
+        .map(|d| (d.name.as_str(), d.place.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("sim-1", "room1"),
+            ("sim-2", "room1"),
+            ("sim-3", "room1"),
+            ("sim-4", "room1")
+        ]
+    );
+}
+
+#[test]
+fn simulated_sensors_are_spread_over_the_places_as_sensor_sim_does() {
+    let m = model("{simulator: {sensors: 3, places: [a, b]}}");
+    let places: Vec<_> = m.devices().map(|d| d.place.as_str()).collect();
+    assert_eq!(places, ["a", "b", "a"]);
+}
+
+#[test]
+fn a_device_may_not_take_a_simulated_sensors_name() {
+    let err = check("{coap: {devices: [{name: sim-2, place: hall}]}}").expect_err("sim-2");
+    assert_eq!(
+        err,
+        InvalidSpec::DeviceNameOfSimulator {
+            name: "sim-2".into(),
+            sensors: 4
+        }
+    );
+    assert!(err.to_string().contains("rename the device"), "{err}");
+    // Beyond the sensors, not the simulator's; without the simulator, no one's.
+    for free in [
+        "{coap: {devices: [{name: sim-5, place: hall}]}}",
+        "{coap: {devices: [{name: sim-01, place: hall}]}}",
+        "{coap: {devices: [{name: sim-2, place: hall}]}, simulator: {enabled: false}}",
+    ] {
+        assert!(check(free).is_ok(), "{free}");
+    }
+}
+
+#[test]
+fn device_names_are_unique_dns_labels_and_places_are_tags() {
+    let dup = check("{coap: {devices: [{name: a, place: x}, {name: a, place: y}]}}");
+    assert_eq!(dup, Err(InvalidSpec::DuplicateDevice { name: "a".into() }));
+    for bad in ["Door", "-door", "door-", "do_or", "", &"d".repeat(64)] {
+        let spec = format!("{{coap: {{devices: [{{name: '{bad}', place: x}}]}}}}");
+        assert_eq!(
+            check(&spec),
+            Err(InvalidSpec::BadDeviceName { name: bad.into() }),
+            "{bad:?}"
+        );
+    }
+    assert!(
+        check(&format!(
+            "{{coap: {{devices: [{{name: '{}', place: x}}]}}}}",
+            "d".repeat(63)
+        ))
+        .is_ok()
+    );
+    let place = check("{coap: {devices: [{name: door, place: 'the hall'}]}}");
+    assert_eq!(
+        place,
+        Err(InvalidSpec::BadDevicePlace {
+            name: "door".into(),
+            place: "the hall".into()
+        })
+    );
+}
+
+#[test]
+fn plain_coaps_node_port_and_port_need_plaintext_on() {
+    assert_eq!(
+        check("{coap: {serviceType: NodePort, nodePort: 30683}}"),
+        Err(InvalidSpec::NodePortWithoutPlaintext)
+    );
+    assert!(check("{coap: {serviceType: NodePort, plaintext: true, nodePort: 30683}}").is_ok());
+    assert_eq!(
+        check("{coap: {plaintext: true, port: 5684}}"),
+        Err(InvalidSpec::PlaintextOnCoapsPort { port: 5684 })
+    );
+    // Closed, the plain port is not used: any number will do.
+    assert!(check("{coap: {port: 5684}}").is_ok());
+    assert_eq!(
+        check(
+            "{coap: {serviceType: NodePort, plaintext: true, nodePort: 30683, dtlsNodePort: 30683}}"
+        ),
+        Err(InvalidSpec::SameNodePorts { port: 30683 })
+    );
+    assert_eq!(
+        check("{coap: {dtlsNodePort: 30684}}"),
+        Err(InvalidSpec::NodePortWithoutExposure {
+            field: "coap.dtlsNodePort"
+        })
+    );
+}
+
+#[test]
+fn a_registry_larger_than_a_configmap_is_refused() {
+    // 10,000 sensors at a 63-character place: about 720 kB; 3,000 devices with the longest
+    // names and places add about 380 kB.
+    let place = "p".repeat(63);
+    let devices: Vec<String> = (0..3000)
+        .map(|i| format!("{{name: {:0>63}, place: {}}}", i, "q".repeat(64)))
+        .collect();
+    let spec = format!(
+        "{{coap: {{devices: [{}]}}, simulator: {{sensors: 10000, places: [{place}]}}}}",
+        devices.join(", ")
+    );
+    let err = check(&spec).expect_err("too large");
+    assert!(
+        matches!(err, InvalidSpec::RegistryTooLarge { devices: 13000, .. }),
+        "{err}"
+    );
+    let fewer = spec.replace("sensors: 10000", "sensors: 100");
+    assert!(check(&fewer).is_ok());
 }

@@ -222,7 +222,7 @@ fn no_configmap_contains_a_secret() {
 
 #[test]
 fn workloads_get_the_contract_env() {
-    let objects = desired("{coap: {port: 5684, batch: {size: 50}}, simulator: {places: [a, b]}}");
+    let objects = desired("{coap: {batch: {size: 50}}, simulator: {places: [a, b]}}");
     let coap = container(&objects, "lab-coap-server");
     assert_eq!(
         env_value(coap, "INFLUX_URL").as_deref(),
@@ -470,13 +470,17 @@ fn an_exposed_coap_service_keeps_the_senders_address() {
 #[test]
 fn node_ports_are_set_on_exposed_services() {
     let objects = desired(
-        "{grafana: {serviceType: NodePort, nodePort: 30300}, coap: {serviceType: NodePort, nodePort: 30683}}",
+        "{grafana: {serviceType: NodePort, nodePort: 30300}, coap: {serviceType: NodePort, plaintext: true, nodePort: 30683, dtlsNodePort: 30684}}",
     );
     let svc = serde_json::to_value(&objects.services).expect("json");
     assert_eq!(svc[2]["spec"]["type"], "NodePort");
     assert_eq!(svc[2]["spec"]["ports"][0]["nodePort"], 30300);
-    assert_eq!(svc[3]["spec"]["ports"][0]["protocol"], "UDP");
-    assert_eq!(svc[3]["spec"]["ports"][0]["nodePort"], 30683);
+    let coap = &svc[3]["spec"]["ports"];
+    assert_eq!(coap[0]["name"], "coaps");
+    assert_eq!(coap[0]["protocol"], "UDP");
+    assert_eq!(coap[0]["nodePort"], 30684);
+    assert_eq!(coap[1]["name"], "coap");
+    assert_eq!(coap[1]["nodePort"], 30683);
 }
 
 #[test]
@@ -497,6 +501,7 @@ fn grafana_sessions_stick_to_one_replica_and_coap_is_spread() {
 }
 
 mod dashboards;
+mod devices;
 mod scheduling;
 
 #[test]
@@ -527,7 +532,18 @@ fn every_pod_template_shares_the_skeleton() {
         }
         assert_eq!(labels["app.kubernetes.io/managed-by"], "iot-operator");
         let pod = template.spec.as_ref().expect("pod spec");
-        assert_eq!(pod.automount_service_account_token, Some(false), "{name:?}");
+        // Only coap-server talks to the API server (it follows the device registry).
+        let talks_to_the_api = name.as_deref() == Some("lab-coap-server");
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(talks_to_the_api),
+            "{name:?}"
+        );
+        assert_eq!(
+            pod.service_account_name.is_some(),
+            talks_to_the_api,
+            "{name:?}"
+        );
         assert!(pod.security_context.is_some(), "{name:?}");
     }
 }

@@ -13,6 +13,8 @@ use crate::controller::fixtures::model;
 use crate::controller::known_state::Feed;
 use crate::controller::mock_api::MockApi;
 
+mod devices;
+
 const NS: &str = "/namespaces/iot";
 
 fn path(group_version: &str, resource: &str, name: &str) -> String {
@@ -79,7 +81,14 @@ fn resources(writes: &[(String, String)]) -> Vec<&str> {
 /// The wave a kind is applied in: what pods read or reach, the workloads, their autoscalers.
 fn wave(resource: &str) -> u8 {
     match resource {
-        "secrets" | "configmaps" | "persistentvolumeclaims" | "services" | "networkpolicies" => 1,
+        "secrets"
+        | "configmaps"
+        | "persistentvolumeclaims"
+        | "services"
+        | "networkpolicies"
+        | "serviceaccounts"
+        | "roles"
+        | "rolebindings" => 1,
         "statefulsets" | "deployments" => 2,
         "horizontalpodautoscalers" => 3,
         other => panic!("not a child kind: {other}"),
@@ -104,6 +113,7 @@ async fn a_first_apply_writes_what_pods_read_before_the_pods() {
             "configmaps",
             "configmaps",
             "configmaps",
+            "configmaps",
             "deployments",
             "deployments",
             "deployments",
@@ -112,7 +122,11 @@ async fn a_first_apply_writes_what_pods_read_before_the_pods() {
             "horizontalpodautoscalers",
             "networkpolicies",
             "persistentvolumeclaims",
+            "rolebindings",
+            "roles",
             "secrets",
+            "secrets",
+            "serviceaccounts",
             "services",
             "services",
             "services",
@@ -276,7 +290,7 @@ async fn existing_credentials_are_kept_and_only_missing_keys_added() {
         .api
         .calls()
         .into_iter()
-        .filter(|c| c.is_write() && c.target().0 == "secrets")
+        .filter(|c| c.is_write() && c.target() == ("secrets".into(), "lab-credentials".into()))
         .collect();
     assert_eq!(secret_writes.len(), 1);
     assert_eq!(secret_writes[0].method, http::Method::PATCH);
@@ -455,6 +469,9 @@ async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
     );
 }
 
+/// The children of `spec: {}`.
+const CHILDREN: usize = 22;
+
 fn reads(api: &MockApi) -> Vec<(String, String)> {
     api.calls()
         .into_iter()
@@ -469,8 +486,8 @@ async fn a_first_apply_with_a_synced_cache_creates_without_reading() {
     f.sync_cache(); // the watches have listed: nothing of this monitor exists
     let applied = f.apply("{}").await;
     assert_eq!(reads(&f.api), Vec::new(), "no GET before a create");
-    assert_eq!(f.take_writes().len(), 17);
-    assert_eq!(applied.writes, 17);
+    assert_eq!(f.take_writes().len(), CHILDREN);
+    assert_eq!(applied.writes as usize, CHILDREN);
 }
 
 #[tokio::test]
@@ -481,7 +498,7 @@ async fn what_we_created_is_read_not_created_again_while_the_watch_lags() {
     f.take_writes();
     // The cache has not seen the new children yet: the memo knows we wrote them.
     let applied = f.apply("{}").await;
-    assert_eq!(reads(&f.api).len(), 17, "each child read once");
+    assert_eq!(reads(&f.api).len(), CHILDREN, "each child read once");
     assert_eq!(f.take_writes(), Vec::<(String, String)>::new());
     assert_eq!(applied.writes, 0);
 }
