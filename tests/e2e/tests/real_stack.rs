@@ -2,10 +2,11 @@
 //! operator's own image as a pod on the real node. It reconciles an IotMonitor whose InfluxDB,
 //! CoAP server, simulator and AQI ingestor run as real containers in a namespace that enforces
 //! the `restricted` Pod Security Standard; Grafana goes to a kwok node, as its image cannot be had
-//! on this machine. Then data flows through every path, and four faults lose nothing.
+//! on this machine. Then data flows through every path, and four faults lose nothing. CoAP is
+//! the default: DTLS only, for devices with keys the operator issues; plain CoAP is closed.
 //!
 //! Needs the images in the real node's containerd (`images/build.sh --load`, which `make test`
-//! runs) and libcoap's coap-client on this machine.
+//! runs) and libcoap's coap-client-openssl on this machine.
 
 use iot_e2e::operator_support;
 
@@ -80,21 +81,48 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
     // 1. The simulator pod's readings reach InfluxDB through the coap-server Service.
     influx.wait_count_above("dht", "temperature", "", 0).await?;
 
-    // 2. libcoap's coap-client on this machine, through plain CoAP's NodePort (open in this
-    // monitor; coaps:// from the host is a test of its own).
-    let node_port = coap_node_port(&cluster, ns.name()).await?;
-    let url = format!(
-        "coap://{}:{node_port}/sensors/dht/temperature?place=from-the-host",
+    // 2. libcoap's DTLS client on this machine, as the device host-1 with the key the operator
+    // issued, through the coaps:// NodePort. Plain CoAP is closed: the Service has no port for it.
+    let (node_port, plain_port) = coap_node_ports(&cluster, ns.name()).await?;
+    ensure!(plain_port.is_none(), "plain CoAP is open on the Service");
+    let coaps = format!(
+        "coaps://{}:{node_port}/sensors/dht/temperature",
         node.address
     );
-    let answer = coap_client_post(&url, "21.5").await?;
+    let key = device_key(&cluster, ns.name(), "host-1").await?;
+    let answer = coaps_post(&coaps, "host-1", &key, "21.5").await?;
     ensure!(
         answer.contains("saved successfully"),
-        "coap-client: {answer}"
+        "coap-client-openssl: {answer}"
     );
     influx
-        .wait_count_above("dht", "temperature", "place = 'from-the-host'", 0)
+        .wait_count_above(
+            "dht",
+            "temperature",
+            "place = 'from-the-host' AND sensor = 'host-1'",
+            0,
+        )
         .await?;
+    // A wrong key and a forged tag store nothing.
+    let wrong = coaps_post(&coaps, "host-1", "not-the-key-0123456789", "66.6").await?;
+    ensure!(!wrong.contains("saved"), "a wrong key was taken: {wrong}");
+    let forged = coaps_post(&format!("{coaps}?sensor=sim-1"), "host-1", &key, "66.7").await?;
+    ensure!(forged.contains("4.03"), "a forged sensor tag: {forged}");
+    ensure!(
+        influx
+            .count("dht", "temperature", "value", "value > 66")
+            .await?
+            == 0,
+        "a refused reading was stored"
+    );
+
+    // Devices added, re-keyed and removed take effect without a restart of coap-server.
+    let restarts_before_devices = restart_counts(&cluster, ns.name()).await?;
+    devices_take_effect_without_a_restart(&cluster, ns.name(), &monitors, &coaps).await?;
+    ensure!(
+        restart_counts(&cluster, ns.name()).await? == restarts_before_devices,
+        "a pod restarted while devices changed"
+    );
 
     // 3. The AQI ingestor stores exactly what the same ingestor computes from the snapshot here.
     let expected = dry_run_points(&snapshot_url).await?;
@@ -271,6 +299,10 @@ async fn operator_pod_name(cluster: &Cluster, ns: &str) -> Option<String> {
         .and_then(|p| p.metadata.name)
 }
 
+/// The devices the test registers: one on this machine, two for the load Job of the first fault.
+const DEVICES: &str = "{name: host-1, place: from-the-host}, {name: fault-1, place: fault-coap}, \
+    {name: fault-2, place: fault-coap}";
+
 /// The IotMonitor: everything but Grafana on the real node, with the locally built InfluxDB image,
 /// a real volume, the CoAP Service as a NodePort, and the AQI snapshot from this machine. The
 /// snapshot's records are from 2019: with the default 30-day retention InfluxDB drops them.
@@ -279,7 +311,7 @@ fn monitor_yaml(snapshot_url: &str, sensors: u32) -> Result<String> {
     Ok(real_node::monitor_yaml(
         "retention: INF",
         &format!(
-            "  coap: {{serviceType: NodePort, plaintext: true, {on_real_node}}}
+            "  coap: {{serviceType: NodePort, devices: [{DEVICES}], {on_real_node}}}
   simulator: {{enabled: true, sensors: {sensors}, intervalSeconds: 1, {on_real_node}}}
   aqi: {{enabled: true, source: \"{snapshot_url}\", pollSeconds: 30, {on_real_node}}}
 "
@@ -374,37 +406,163 @@ async fn replace_pod(cluster: &Cluster, ns: &str, component: &str) -> Result<Str
     Ok(name)
 }
 
-async fn coap_node_port(cluster: &Cluster, ns: &str) -> Result<i32> {
-    Api::<Service>::namespaced(cluster.client(), ns)
+/// The CoAP Service's node ports: coaps://, and plain CoAP's if it is open.
+async fn coap_node_ports(cluster: &Cluster, ns: &str) -> Result<(i32, Option<i32>)> {
+    let ports = Api::<Service>::namespaced(cluster.client(), ns)
         .get("lab-coap-server")
         .await?
         .spec
         .and_then(|s| s.ports)
-        .and_then(|p| {
-            p.into_iter()
-                .find(|p| p.name.as_deref() == Some("coap"))
-                .and_then(|p| p.node_port)
-        })
-        .context("the CoAP Service has no nodePort for plain CoAP")
+        .unwrap_or_default();
+    let node_port = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| p.node_port)
+    };
+    let coaps = node_port("coaps").context("the CoAP Service has no nodePort for coaps")?;
+    Ok((coaps, node_port("coap")))
 }
 
-async fn coap_client_post(url: &str, value: &str) -> Result<String> {
-    let coap_client = "/usr/bin/coap-client-notls";
+/// A device's key as the operator issued it, from the Secret `lab-devices`.
+async fn device_key(cluster: &Cluster, ns: &str, device: &str) -> Result<String> {
+    let secret = Api::<Secret>::namespaced(cluster.client(), ns)
+        .get("lab-devices")
+        .await?;
+    let key = secret
+        .data
+        .and_then(|d| d.get(device).cloned())
+        .with_context(|| format!("no key for {device} in lab-devices"))?;
+    Ok(String::from_utf8(key.0)?)
+}
+
+/// libcoap's DTLS client posts `value` to `url` as `identity` with `key`; what it printed (its
+/// exit status is not the answer's: it exits 0 on a 4.xx too).
+async fn coaps_post(url: &str, identity: &str, key: &str, value: &str) -> Result<String> {
+    let coap_client = "/usr/bin/coap-client-openssl";
     ensure!(
         std::path::Path::new(coap_client).exists(),
-        "libcoap's coap-client is missing: run `make deps` (Debian package libcoap3-bin)"
+        "libcoap's coap-client-openssl is missing: run `make deps` (Debian package libcoap3-bin)"
     );
     let out = tokio::process::Command::new(coap_client)
-        .args(["-B", "10", "-m", "post", "-e", value, url])
+        .args([
+            "-B", "5", "-u", identity, "-k", key, "-m", "post", "-e", value, url,
+        ])
         .output()
         .await?;
-    ensure!(out.status.success(), "coap-client {url}: {out:?}");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
-/// A `sensor-sim load` Job in the cluster sends a bounded series of readings to the coap-server
-/// Service; the coap-server pod is deleted while it runs. Every reading it saw acknowledged must
-/// be in InfluxDB, once.
+/// How long a device change takes to reach coap-server: a device added to the spec can send
+/// with its new key; a key deleted from the Secret is replaced, the old one refused and the new
+/// one taken; a device removed from the spec is refused, within 60 s.
+async fn devices_take_effect_without_a_restart(
+    cluster: &Cluster,
+    ns: &str,
+    monitors: &Api<IotMonitor>,
+    coaps: &str,
+) -> Result<()> {
+    let set_devices = |extra: &'static str| async move {
+        let devices: Value = serde_yaml::from_str(&format!("[{DEVICES}{extra}]"))?;
+        monitors
+            .patch(
+                "lab",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"coap": {"devices": devices}}})),
+            )
+            .await?;
+        anyhow::Ok(())
+    };
+    let sends = |identity: &'static str, key: String| async move {
+        let answer = coaps_post(coaps, identity, &key, "20.0")
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.contains("saved successfully") {
+            Ok(())
+        } else {
+            Err(format!("not taken yet: {answer}"))
+        }
+    };
+    let refused = |identity: &'static str, key: String| async move {
+        let answer = coaps_post(coaps, identity, &key, "20.0")
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.contains("saved") {
+            Err(format!("still taken: {answer}"))
+        } else {
+            Ok(())
+        }
+    };
+
+    // Added.
+    let started = Instant::now();
+    set_devices(", {name: late-1, place: late}").await?;
+    let key = wait_for("late-1's key", default_timeout(), || async {
+        device_key(cluster, ns, "late-1")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    wait_for("late-1 to be taken", Duration::from_secs(60), || {
+        sends("late-1", key.clone())
+    })
+    .await?;
+    let added = started.elapsed();
+
+    // Re-keyed: its key deleted from the Secret.
+    let started = Instant::now();
+    Api::<Secret>::namespaced(cluster.client(), ns)
+        .patch(
+            "lab-devices",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"late-1": null}})),
+        )
+        .await?;
+    let rotated = wait_for("late-1's new key", default_timeout(), || async {
+        match device_key(cluster, ns, "late-1").await {
+            Ok(k) if k != key => Ok(k),
+            Ok(_) => Err("the old key".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    wait_for(
+        "late-1's new key to be taken",
+        Duration::from_secs(60),
+        || sends("late-1", rotated.clone()),
+    )
+    .await?;
+    refused("late-1", key.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("the old key of late-1: {e}"))?;
+    let rekeyed = started.elapsed();
+
+    // Removed.
+    let started = Instant::now();
+    set_devices("").await?;
+    wait_for("late-1 to be refused", Duration::from_secs(60), || {
+        refused("late-1", rotated.clone())
+    })
+    .await?;
+    let revoked = started.elapsed();
+    eprintln!(
+        "device changes took effect without a restart: added {:.1} s, re-keyed {:.1} s, \
+         removed {:.1} s",
+        added.as_secs_f64(),
+        rekeyed.as_secs_f64(),
+        revoked.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A `sensor-sim load` Job in the cluster sends a bounded series of readings over DTLS, as the
+/// devices fault-1 and fault-2 (their keys mounted from the operator's Secret), to the coap-server
+/// Service; the coap-server pod is deleted while it runs, and the devices handshake again with
+/// the new one. Every reading it saw acknowledged must be in InfluxDB, once.
 async fn fault_coap_server_pod(cluster: &Cluster, ns: &str, influx: &Influx) -> Result<()> {
     const PLACE: &str = "fault-coap";
     let job = format!(
@@ -417,13 +575,17 @@ spec:
     metadata: {{labels: {{app: fault-coap}}}}
     spec:
       restartPolicy: Never
-{scheduling}      securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+{scheduling}      securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      volumes:
+      - name: keys
+        secret: {{secretName: lab-devices, defaultMode: 0440, items: [{{key: fault-1, path: fault-1}}, {{key: fault-2, path: fault-2}}]}}
       containers:
       - name: load
         image: {image}
         imagePullPolicy: Never
-        args: [load, --server, 'lab-coap-server:5683', --count, '400', --rate, '20', --sockets, '2',
-               --window, '4', --place, {PLACE}, --json, --http-addr, '127.0.0.1:9090']
+        args: [load, --server, 'lab-coap-server:5684', --keys-dir, /keys, --count, '400', --rate, '20',
+               --sockets, '2', --window, '4', --json, --http-addr, '127.0.0.1:9090']
+        volumeMounts: [{{name: keys, mountPath: /keys, readOnly: true}}]
         securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
 ",
         scheduling = real_node::scheduling_yaml(6),

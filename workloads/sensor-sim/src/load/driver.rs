@@ -31,15 +31,20 @@ pub(super) struct Run {
 pub(super) struct Window {
     run: Arc<Run>,
     slots: Vec<Slot>,
+    /// Over DTLS all slots are one device, so one sensor: its readings take their times from one
+    /// clock, strictly increasing, so that no two land on the same point.
+    device_clock: SensorClock,
 }
 
 struct Slot {
     sensor: String,
     query: Vec<String>,
     clock: SensorClock,
-    /// Whether its readings carry `ts=`. A load device over DTLS sends the whole window as one
-    /// sensor, thousands of readings a millisecond: millisecond times would make them overwrite
-    /// each other's points, so the server's own (unique, nanosecond) times are used instead.
+    /// Whether its readings carry `ts=` (a reading sent again then lands on the same point, so a
+    /// retransmission to a new coap-server pod is not stored twice). Not for a load device over
+    /// DTLS without `--rate`: it sends the whole window as one sensor, thousands of readings a
+    /// millisecond, whose millisecond times would run ahead of the clock; the server's own
+    /// (unique, nanosecond) times are used instead.
     timestamped: bool,
     state: State,
 }
@@ -100,12 +105,16 @@ impl Window {
                     query,
                     sensor,
                     clock: SensorClock::default(),
-                    timestamped: run.plan.devices.is_none(),
+                    timestamped: run.plan.devices.is_none() || run.plan.rate.is_some(),
                     state: State::Idle,
                 }
             })
             .collect();
-        Window { run, slots }
+        Window {
+            run,
+            slots,
+            device_clock: SensorClock::default(),
+        }
     }
 
     /// The next reading's index, or `None` once the run's bound or the stop signal is reached.
@@ -126,9 +135,13 @@ impl Window {
         let value = 20.0 + (i % 100) as f64 / 10.0;
         let deadline = run.send_until.map_or(now, |t| t.max(now)) + run.plan.drain;
         let s = &mut self.slots[slot];
+        let taken_at_ms = match run.plan.devices {
+            Some(_) => self.device_clock.now(),
+            None => s.clock.now(),
+        };
         let reading = Reading {
             value,
-            taken_at_ms: s.clock.now(),
+            taken_at_ms,
             first_sent: now,
             deadline,
         };
@@ -288,6 +301,28 @@ mod tests {
         assert_eq!(run.issued.load(Ordering::Relaxed), 3);
         assert_eq!(run.stats.acked.get(), 3);
         assert_eq!(run.latency.lock().unwrap().total.len(), 3);
+    }
+
+    #[test]
+    fn over_dtls_with_a_rate_the_windows_readings_take_one_clock() {
+        let device = client::Credentials {
+            identity: "fault-1".into(),
+            key: client::KeySource::Given("0123456789abcdef".into()),
+        };
+        let dtls = run_of(3, 3, Some(1e9), Some(vec![device]));
+        let mut w = Window::new(dtls, 0);
+        let times: Vec<i64> = (0..3)
+            .map(|slot| {
+                let request = sent(w.next(slot, None));
+                assert_eq!(request.query.len(), 1, "{:?}", request.query);
+                request.query[0]
+                    .strip_prefix("ts=")
+                    .expect("ts=")
+                    .parse()
+                    .expect("a number")
+            })
+            .collect();
+        assert!(times[0] < times[1] && times[1] < times[2], "{times:?}");
     }
 
     #[test]
