@@ -279,18 +279,25 @@ async fn serve_plain(shared: &Shared, datagrams: &Datagrams, writer: &BatchWrite
             continue;
         }
         for (datagram, peer) in inbox.datagrams() {
-            shared.metrics.received.inc();
-            if let Some(limit) = &mut limit
-                && !limit.allow(peer.ip())
-            {
-                // Dropped without an answer: an answer is what a forged source is after.
-                shared.metrics.rate_limited.inc();
-                continue;
+            if admit(shared, &mut limit, peer) {
+                handle_datagram(shared, writer, datagram, Route::plain(peer), None);
             }
-            handle_datagram(shared, writer, datagram, Route::plain(peer), None);
         }
         shared.flush();
     }
+}
+
+/// Counts a received datagram; false when the per-source rate limit drops it, unanswered: an
+/// answer is what a forged source is after.
+fn admit(shared: &Shared, limit: &mut Option<RateLimit>, peer: SocketAddr) -> bool {
+    shared.metrics.received.inc();
+    if let Some(limit) = limit
+        && !limit.allow(peer.ip())
+    {
+        shared.metrics.rate_limited.inc();
+        return false;
+    }
+    true
 }
 
 /// DTLS: datagrams go through their peer's session; the CoAP messages of an established one
@@ -319,11 +326,7 @@ async fn serve_secure(shared: &Shared, side: &SecureSide, writer: &BatchWriter<P
             let mut sessions = lock(&side.sessions);
             let mut outbox = lock(&side.outbox);
             for (datagram, peer) in inbox.datagrams() {
-                shared.metrics.received.inc();
-                if let Some(limit) = &mut limit
-                    && !limit.allow(peer.ip())
-                {
-                    shared.metrics.rate_limited.inc();
+                if !admit(shared, &mut limit, peer) {
                     continue;
                 }
                 if let Some(r) = sessions.receive(peer, datagram, now, &mut outbox) {
