@@ -13,8 +13,12 @@
 //! nothing heard from the server since it was sent: a replaced server that knows no session
 //! drops our records without a word) it handshakes again and sends its outstanding exchanges
 //! over the new session with their message IDs, so the server's deduplication still knows them.
+//!
+//! With [`SourcePort::PerExchange`] an endpoint moves to a new socket (a new source port, and
+//! over DTLS a new session, since DTLS 1.2 binds a session to the address) for every exchange,
+//! as a sensor behind a NAT that rebinds it does. It then runs one exchange at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +73,18 @@ impl Transmission {
     }
 }
 
+/// Which source port an endpoint's exchanges come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourcePort {
+    /// One socket for the endpoint's whole life.
+    #[default]
+    Kept,
+    /// A new socket for every exchange; the old one is closed once its exchange has ended
+    /// (answered or given up), so the endpoint holds one socket at a time. A load balancer
+    /// that keeps a UDP flow on one backend (kube-proxy's conntrack) sees a new flow each time.
+    PerExchange,
+}
+
 #[derive(Clone, Debug)]
 pub struct Request {
     pub method: RequestType,
@@ -116,7 +132,7 @@ impl Client {
         stats: Arc<Stats>,
         dtls: Option<Dtls>,
     ) -> std::io::Result<Client> {
-        let endpoint = Endpoint::bind(server, params, stats, None, dtls).await?;
+        let endpoint = Endpoint::bind(server, params, stats, None, dtls, SourcePort::Kept).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(endpoint.run(Some(rx)));
         Ok(Client { tx })
@@ -134,16 +150,17 @@ impl Client {
 }
 
 /// Runs the requests of `driver` on an endpoint of its own (an ephemeral local port talking to
-/// `server`, over DTLS if `dtls` is given) until every slot of the driver is [`Step::Done`] and
-/// its last exchange has ended.
+/// `server`, over DTLS if `dtls` is given, moving to a new port as `ports` says) until every
+/// slot of the driver is [`Step::Done`] and its last exchange has ended.
 pub async fn drive(
     server: SocketAddr,
     params: Transmission,
     stats: Arc<Stats>,
     driver: Box<dyn Driver>,
     dtls: Option<Dtls>,
+    ports: SourcePort,
 ) -> std::io::Result<()> {
-    Endpoint::bind(server, params, stats, Some(driver), dtls)
+    Endpoint::bind(server, params, stats, Some(driver), dtls, ports)
         .await?
         .run(None)
         .await;
@@ -243,6 +260,12 @@ struct Endpoint {
     /// Messages received over DTLS so far: an exchange that saw this unchanged between its
     /// transmission and its second retransmission heard nothing at all from the server.
     heard: u64,
+    ports: SourcePort,
+    /// With [`SourcePort::PerExchange`]: the socket's exchange has ended; the loop moves to a
+    /// new socket at its next turn, once what is queued for this one has gone out.
+    retiring: bool,
+    /// With [`SourcePort::PerExchange`]: exchanges waiting for a socket of their own.
+    deferred: VecDeque<(Request, Waiter)>,
 }
 
 impl Endpoint {
@@ -252,10 +275,10 @@ impl Endpoint {
         stats: Arc<Stats>,
         driver: Option<Box<dyn Driver>>,
         dtls: Option<Dtls>,
+        ports: SourcePort,
     ) -> std::io::Result<Self> {
-        let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
-        socket.connect(server).await?;
-        let datagrams = Datagrams::new(socket)?;
+        let datagrams = open(server).await?;
+        stats.source_ports.inc();
         Ok(Endpoint {
             datagrams,
             server,
@@ -278,6 +301,9 @@ impl Endpoint {
             secure: dtls.map(Secure::new),
             link_timer: None,
             heard: 0,
+            ports,
+            retiring: false,
+            deferred: VecDeque::new(),
         })
     }
 
@@ -294,9 +320,18 @@ impl Endpoint {
                 // send; the retransmission timers cover the loss either way.
                 self.datagrams.send(&mut self.outbox).await;
             }
-            if rx.is_none() && self.live_slots == 0 && self.exchanges.is_empty() {
+            if rx.is_none()
+                && self.live_slots == 0
+                && self.exchanges.is_empty()
+                && self.deferred.is_empty()
+            {
                 self.close().await;
                 return;
+            }
+            if self.retiring {
+                self.move_to_new_socket().await;
+                // What the exchanges started there queued goes out first.
+                continue;
             }
             tokio::select! {
                 cmd = recv(&mut rx), if rx.is_some() => match (cmd, &mut rx) {
@@ -352,6 +387,10 @@ impl Endpoint {
     }
 
     fn start(&mut self, request: Request, waiter: Waiter) {
+        if self.ports == SourcePort::PerExchange && (self.retiring || !self.exchanges.is_empty()) {
+            self.deferred.push_back((request, waiter));
+            return;
+        }
         // Skip message IDs still in use (only possible with 65536 requests outstanding).
         let mut mid = self.next_mid;
         while self.exchanges.contains_key(&mid) {
@@ -551,6 +590,31 @@ impl Endpoint {
         self.flush_link();
     }
 
+    /// Closes the session of the socket whose exchange has ended and moves to a new socket,
+    /// where the exchanges that waited for one start. Should no socket be had (out of file
+    /// descriptors), the endpoint stays on the old one: a source port kept beats no reading.
+    async fn move_to_new_socket(&mut self) {
+        self.retiring = false;
+        self.close().await;
+        match open(self.server).await {
+            Ok(datagrams) => {
+                self.datagrams = datagrams;
+                self.stats.source_ports.inc();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open a new socket; keeping the old one"),
+        }
+        if let Some(secure) = &mut self.secure {
+            secure.forget(Instant::now());
+        }
+        if let Some(key) = self.link_timer.take() {
+            self.timers.remove(&key);
+        }
+        // Each starts or, behind the first, waits again for a socket of its own.
+        for (request, waiter) in std::mem::take(&mut self.deferred) {
+            self.start(request, waiter);
+        }
+    }
+
     /// Ends a DTLS session with close_notify, so that the server forgets it at once.
     async fn close(&mut self) {
         if let Some(secure) = &mut self.secure {
@@ -595,6 +659,9 @@ impl Endpoint {
             if let Some(timer) = ex.timer {
                 self.timers.remove(&timer);
             }
+            // Set before the waiter hears of it: an exchange it starts at once waits for the
+            // new socket.
+            self.retiring |= self.ports == SourcePort::PerExchange && self.exchanges.is_empty();
             self.tell(ex.waiter, result);
         }
     }
@@ -656,6 +723,13 @@ impl Endpoint {
             _ => {}
         }
     }
+}
+
+/// A socket on an ephemeral local port, connected to `server`.
+async fn open(server: SocketAddr) -> std::io::Result<Datagrams> {
+    let socket = udp::bind(udp::any_local_for(server), UDP_BUFFERS)?;
+    socket.connect(server).await?;
+    Datagrams::new(socket)
 }
 
 /// The next command, or `None` once every [`Client`] is gone (or there is no channel).
@@ -744,6 +818,21 @@ mod tests {
     async fn scripted_server(
         script: impl Fn(usize, &Packet) -> Vec<Vec<u8>> + Send + 'static,
     ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Packet>>) {
+        let (addr, received) = recording_server(script).await;
+        let packets = tokio::spawn(async move {
+            let got = received.await.unwrap();
+            got.into_iter().map(|(packet, _)| packet).collect()
+        });
+        (addr, packets)
+    }
+
+    /// A [`scripted_server`] that also keeps where each datagram came from.
+    async fn recording_server(
+        script: impl Fn(usize, &Packet) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<Vec<(Packet, SocketAddr)>>,
+    ) {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let received = tokio::spawn(async move {
@@ -756,11 +845,21 @@ mod tests {
                 for reply in script(got.len(), &packet) {
                     server.send_to(&reply, peer).await.unwrap();
                 }
-                got.push(packet);
+                got.push((packet, peer));
             }
             got
         });
         (addr, received)
+    }
+
+    /// Answers every request with a piggybacked 2.04.
+    fn changed(_: usize, req: &Packet) -> Vec<Vec<u8>> {
+        vec![answer(
+            req,
+            MessageType::Acknowledgement,
+            req.header.message_id,
+            MessageClass::Response(ResponseType::Changed),
+        )]
     }
 
     /// A [`scripted_server`], a client of it and the client's stats.
@@ -865,29 +964,59 @@ mod tests {
 
     #[tokio::test]
     async fn a_driver_runs_its_slots_to_the_end_without_a_retransmission() {
-        let (addr, server) = scripted_server(|_, req| {
-            vec![answer(
-                req,
-                MessageType::Acknowledgement,
-                req.header.message_id,
-                MessageClass::Response(ResponseType::Changed),
-            )]
-        })
-        .await;
+        let (addr, server) = scripted_server(changed).await;
         let stats = Arc::new(Stats::default());
         let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let driver = Twice {
             left: vec![2; 3],
             answers: answers.clone(),
         };
-        drive(addr, FAST, stats.clone(), Box::new(driver), None)
-            .await
-            .unwrap();
+        drive(
+            addr,
+            FAST,
+            stats.clone(),
+            Box::new(driver),
+            None,
+            SourcePort::Kept,
+        )
+        .await
+        .unwrap();
         assert_eq!(answers.load(std::sync::atomic::Ordering::Relaxed), 6);
         // The first requests go out at once: none waits for a retransmission timer.
         assert_eq!(stats.retransmitted.get(), 0);
         assert_eq!(stats.sent.get(), 6);
         assert_eq!(server.await.unwrap().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn with_a_new_port_per_exchange_each_exchange_has_a_socket_of_its_own() {
+        let (addr, server) = recording_server(changed).await;
+        let stats = Arc::new(Stats::default());
+        let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Three slots wanting to send at once: they take turns, one socket at a time.
+        let driver = Twice {
+            left: vec![2; 3],
+            answers: answers.clone(),
+        };
+        drive(
+            addr,
+            FAST,
+            stats.clone(),
+            Box::new(driver),
+            None,
+            SourcePort::PerExchange,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answers.load(std::sync::atomic::Ordering::Relaxed), 6);
+        assert_eq!(
+            (stats.retransmitted.get(), stats.source_ports.get()),
+            (0, 6)
+        );
+        let got = server.await.unwrap();
+        let ports: std::collections::HashSet<u16> =
+            got.iter().map(|(_, peer)| peer.port()).collect();
+        assert_eq!((got.len(), ports.len()), (6, 6), "{got:?}");
     }
 
     #[test]

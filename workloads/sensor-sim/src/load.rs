@@ -133,6 +133,7 @@ pub async fn run(
             stats.clone(),
             window,
             dtls,
+            client::SourcePort::Kept,
         )));
     }
     let mut result = Ok(());

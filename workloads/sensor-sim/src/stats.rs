@@ -27,5 +27,7 @@ iot_common::metric_set! {
         pub handshakes: Counter,
         /// DTLS handshakes that failed (no key, an alert from the server, no answer in time)
         pub handshake_failures: Counter,
+        /// UDP sockets (source ports) opened by the client endpoints
+        pub source_ports: Counter,
     }
 }

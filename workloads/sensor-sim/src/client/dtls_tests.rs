@@ -379,6 +379,7 @@ async fn after_a_server_restart_the_client_handshakes_again_and_every_reading_co
             stats.clone(),
             driver,
             device("sim-1", given(KEY)),
+            SourcePort::Kept,
         )
         .await
         .unwrap();

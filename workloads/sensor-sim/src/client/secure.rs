@@ -385,6 +385,15 @@ impl Secure {
         self.state = State::Down { retry_at: now };
     }
 
+    /// Forgets the session (ended with [`Self::close`]) when the endpoint moves to a new
+    /// socket: DTLS 1.2 binds a session to the address, so the next exchange handshakes anew.
+    /// A pause after failed handshakes still holds.
+    pub fn forget(&mut self, now: Instant) {
+        if !matches!(self.state, State::Down { .. }) {
+            self.state = State::Down { retry_at: now };
+        }
+    }
+
     /// Ends the session politely (close_notify, in [`Self::outgoing`]), so that the server
     /// can forget it at once.
     pub fn close(&mut self) {
