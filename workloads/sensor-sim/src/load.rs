@@ -1,5 +1,6 @@
 //! Load mode: as many readings as the server will take, bounded by a count and/or a duration,
-//! at a target rate or as fast as a window of outstanding requests allows. Prints a progress
+//! at a target rate or as fast as a window of outstanding requests allows, or as a fleet of
+//! devices each sending on its own schedule ([`Shape`]). Prints a progress
 //! line every second and a summary with latency percentiles at the end. With `--json` the
 //! progress lines are JSON objects ([`Progress`], shared with iot-loadtest), one per line on stderr, for programs that
 //! follow a run (`iot-loadtest` reads them from the pod's log).
@@ -15,7 +16,9 @@ use iot_common::load_progress::{Percentiles, Progress};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::client::{self, Credentials, Dtls, HandshakePolicy, KeySource, Transmission};
+use crate::client::{
+    self, Credentials, Dtls, HandshakePolicy, KeySource, SourcePort, Transmission,
+};
 use crate::stats::Stats;
 
 mod driver;
@@ -23,10 +26,7 @@ mod driver;
 #[derive(Clone, Debug)]
 pub struct LoadPlan {
     pub server: SocketAddr,
-    pub sockets: u32,
-    /// Requests outstanding per socket.
-    pub window: u32,
-    pub rate: Option<f64>,
+    pub shape: Shape,
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     /// After the sending phase, how long outstanding readings may still take.
@@ -36,6 +36,87 @@ pub struct LoadPlan {
     pub json: bool,
     /// Speak DTLS: socket j is the device `devices[j]`.
     pub devices: Option<Vec<Credentials>>,
+}
+
+/// How the readings are sent: from how many sockets, how many in flight on each, how they are
+/// paced, which slot sends which, and from which source ports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shape {
+    pub sockets: u32,
+    /// Requests outstanding per socket.
+    pub window: u32,
+    /// Readings per second over all sockets; `None`: as fast as the window allows. Reading `i`
+    /// is due `i / rate` seconds after the start.
+    pub rate: Option<f64>,
+    pub assignment: Assignment,
+    pub ports: SourcePort,
+}
+
+/// Which slot sends reading `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assignment {
+    /// The first slot that is free: the window stays full, whoever is slow.
+    FirstFree,
+    /// Slot `j` of `n` sends readings `j`, `j + n`, `j + 2n`, ...: with a rate, every slot is a
+    /// device with a schedule of its own, the devices spread evenly over one interval.
+    OwnSchedule,
+}
+
+/// The window of a socket unless said otherwise: enough to keep a server busy from a few.
+const DEFAULT_WINDOW: u32 = 32;
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("--interval must be between 0.001 and 86400 seconds, not {0}")]
+    Interval(f64),
+    #[error(
+        "--window {0} with --devices, --interval or --new-port-per-reading: a device sends one \
+         reading at a time"
+    )]
+    Window(u32),
+}
+
+impl Shape {
+    /// The shape the command line asks for. `devices` is `sockets` with a window of 1;
+    /// `interval` gives each socket its own schedule (the total rate is sockets / interval).
+    pub fn of(
+        sockets: u32,
+        devices: Option<u32>,
+        window: Option<u32>,
+        rate: Option<f64>,
+        interval: Option<f64>,
+        new_port_per_reading: bool,
+    ) -> Result<Self, ShapeError> {
+        let sockets = devices.unwrap_or(sockets);
+        let one_at_a_time = devices.is_some() || interval.is_some() || new_port_per_reading;
+        let window = match window {
+            Some(w) if one_at_a_time && w != 1 => return Err(ShapeError::Window(w)),
+            Some(w) => w,
+            None if one_at_a_time => 1,
+            None => DEFAULT_WINDOW,
+        };
+        let (rate, assignment) = match interval {
+            Some(s) if !(0.001..=86_400.0).contains(&s) => return Err(ShapeError::Interval(s)),
+            Some(s) => (Some(f64::from(sockets) / s), Assignment::OwnSchedule),
+            None => (rate.filter(|r| *r > 0.0), Assignment::FirstFree),
+        };
+        let ports = match new_port_per_reading {
+            true => SourcePort::PerExchange,
+            false => SourcePort::Kept,
+        };
+        Ok(Shape {
+            sockets,
+            window,
+            rate,
+            assignment,
+            ports,
+        })
+    }
+
+    /// Slots over all sockets.
+    fn slots(&self) -> u64 {
+        u64::from(self.sockets) * u64::from(self.window)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +130,8 @@ pub struct Summary {
     pub timeouts: u64,
     pub handshakes: u64,
     pub handshakes_failed: u64,
+    /// UDP sockets opened: one a socket, or one an exchange with --new-port-per-reading.
+    pub source_ports: u64,
     pub elapsed_secs: f64,
     pub acked_per_sec: f64,
     pub latency_ms_p50: f64,
@@ -75,6 +158,7 @@ impl Summary {
                 self.handshakes, self.handshakes_failed
             );
         }
+        println!("source ports {}", self.source_ports);
         println!(
             "{:.0} acked readings/s over {:.2} s; ack latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             self.acked_per_sec,
@@ -105,7 +189,7 @@ pub async fn run(
         json: plan.json,
     };
     let progress = tokio::spawn(progress(meter.clone()));
-    let (server, sockets, json) = (plan.server, plan.sockets, plan.json);
+    let (server, shape, json) = (plan.server, plan.shape, plan.json);
     let devices = plan.devices.clone();
     let run = Arc::new(driver::Run {
         send_until: plan.duration.map(|d| started + d),
@@ -118,7 +202,7 @@ pub async fn run(
         stop,
     });
     let mut endpoints = Vec::new();
-    for socket in 0..sockets {
+    for socket in 0..shape.sockets {
         let window = Box::new(driver::Window::new(run.clone(), socket));
         let dtls = devices
             .as_ref()
@@ -133,7 +217,7 @@ pub async fn run(
             stats.clone(),
             window,
             dtls,
-            client::SourcePort::Kept,
+            shape.ports,
         )));
     }
     let mut result = Ok(());
@@ -165,6 +249,7 @@ pub async fn run(
         timeouts: stats.timeouts.get(),
         handshakes: stats.handshakes.get(),
         handshakes_failed: stats.handshake_failures.get(),
+        source_ports: stats.source_ports.get(),
         elapsed_secs: elapsed,
         acked_per_sec: acked as f64 / elapsed.max(1e-9),
         latency_ms_p50: ms(0.50),
@@ -376,6 +461,53 @@ mod tests {
             devices(keys(), None, None, 1),
             Err(DevicesError::Key { .. })
         ));
+    }
+
+    #[test]
+    fn a_fleet_is_a_socket_a_device_one_reading_at_a_time_on_its_own_schedule() {
+        let fleet = Shape::of(8, Some(32), None, None, Some(2.0), true).unwrap();
+        let expected = Shape {
+            sockets: 32,
+            window: 1,
+            rate: Some(16.0),
+            assignment: Assignment::OwnSchedule,
+            ports: SourcePort::PerExchange,
+        };
+        assert_eq!(fleet, expected);
+        let paced = Shape::of(8, Some(32), None, Some(50.0), None, false).unwrap();
+        assert_eq!(
+            (paced.window, paced.rate, paced.assignment),
+            (1, Some(50.0), Assignment::FirstFree)
+        );
+        assert_eq!(
+            Shape::of(4, None, None, None, Some(1.0), false)
+                .unwrap()
+                .window,
+            1
+        );
+        assert_eq!(
+            Shape::of(4, None, Some(4), None, None, true),
+            Err(ShapeError::Window(4))
+        );
+        assert_eq!(
+            Shape::of(4, Some(2), None, None, Some(0.0), false),
+            Err(ShapeError::Interval(0.0))
+        );
+    }
+
+    #[test]
+    fn sockets_with_a_window_are_as_they_were() {
+        let shape = Shape::of(8, None, None, Some(100.0), None, false).unwrap();
+        let expected = Shape {
+            sockets: 8,
+            window: DEFAULT_WINDOW,
+            rate: Some(100.0),
+            assignment: Assignment::FirstFree,
+            ports: SourcePort::Kept,
+        };
+        assert_eq!(shape, expected);
+        let unpaced = Shape::of(2, None, Some(1024), Some(0.0), None, false).unwrap();
+        assert_eq!((unpaced.window, unpaced.rate), (1024, None));
     }
 
     #[test]

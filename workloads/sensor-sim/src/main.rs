@@ -42,7 +42,8 @@ Examples:\n  sensor-sim --server 127.0.0.1:5683 --sensors 4 --places kitchen,lab
 sensor-sim --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sensors 4\n  \
 sensor-sim load --server 127.0.0.1:5683 --count 100000 --sockets 8 --window 32\n  \
 sensor-sim load --server 127.0.0.1:5683 --duration 10 --sockets 1 --window 64\n  \
-sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sockets 4 --count 10000"
+sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sockets 4 --count 10000\n  \
+sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --devices 32 --interval 1 --duration 60"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,14 +74,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Mode {
-    /// Send readings as fast as the server takes them (or at --rate) and report throughput and
-    /// acknowledgement latency. Exits 2 when any reading was not stored.
-    #[command(
-        after_help = "Over DTLS (coaps://, the server's port 5684) each socket is a device:\n  \
-sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sockets 4 --count 10000\n  \
-SIM_KEY=$(cat key) sensor-sim load --server 127.0.0.1:5684 --identity sim-1 --count 100\n\
-The summary then says how many DTLS handshakes were done and how many failed."
-    )]
+    /// Send readings as fast as the server takes them (or at --rate, or as a fleet of devices
+    /// each on its own --interval) and report throughput and acknowledgement latency. Exits 2
+    /// when any reading was not stored.
+    #[command(after_help = LOAD_HELP)]
     Load(LoadArgs),
 }
 
@@ -118,6 +115,25 @@ struct SimulateArgs {
     keys_dir: Option<PathBuf>,
 }
 
+const LOAD_HELP: &str = "\
+Two shapes of load:
+  a few sockets, each with a window of requests in flight (a gateway, a benchmark):
+    sensor-sim load --server 127.0.0.1:5683 --sockets 8 --window 32 --count 100000
+  a fleet of devices, each with its own socket (and identity over DTLS) and schedule:
+    sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --devices 32 \\
+      --interval 1 --duration 60
+  Device j of N sends one reading every --interval seconds, the first at j/N of an interval,
+  one at a time; one that falls behind sends its next as soon as its last is answered.
+  Add --new-port-per-reading for a new source port (over DTLS, a new handshake) per reading,
+  as NAT rebinding does to sensors on the internet: each reading is a new UDP flow, which a
+  load balancer such as kube-proxy may send to another server.
+
+Over DTLS (coaps://, the server's port 5684) each socket is a device:
+  sensor-sim load --server 127.0.0.1:5684 --keys-dir /etc/sensor-keys --sockets 4 --count 10000
+  SIM_KEY=$(cat key) sensor-sim load --server 127.0.0.1:5684 --identity sim-1 --count 100
+The summary then says how many DTLS handshakes were done and how many failed, and how many
+source ports were used.";
+
 #[derive(ClapArgs, Debug)]
 struct LoadArgs {
     /// Readings to send in all (the run ends when all are stored or given up).
@@ -129,7 +145,7 @@ struct LoadArgs {
     duration: Option<f64>,
 
     /// Target readings per second over all sockets (default: as fast as the window allows).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "interval")]
     rate: Option<f64>,
 
     /// UDP sockets (client endpoints) to send from; each is one peer to the server.
@@ -138,9 +154,28 @@ struct LoadArgs {
 
     /// Confirmable requests outstanding per socket, held constant: each answer sends the next
     /// reading at once (unless --rate paces them). `--sockets 1 --window 1` is one sequential
-    /// sensor; `--sockets 1 --window 1024` a gateway with 1024 readings in flight.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    window: u32,
+    /// sensor; `--sockets 1 --window 1024` a gateway with 1024 readings in flight. Default 32;
+    /// 1 with --devices, --interval or --new-port-per-reading.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    window: Option<u32>,
+
+    /// A fleet of N devices: N sockets, each one device sending one reading at a time (over
+    /// DTLS, the first N key files of --keys-dir). Instead of --sockets and --window.
+    #[arg(long, value_name = "N", conflicts_with_all = ["sockets", "window"], value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    devices: Option<u32>,
+
+    /// Seconds between two readings of one device (socket), each device on its own schedule,
+    /// spread over the interval so that they do not send in lock-step. Instead of --rate: the
+    /// total rate is devices / interval.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "window")]
+    interval: Option<f64>,
+
+    /// Every reading from a new source port: a new UDP socket (over DTLS, a new handshake,
+    /// since DTLS 1.2 binds a session to the address), the old one closed once its exchange has
+    /// ended. A reading sent again (after a 5.03, or no answer) takes a new one too. One reading
+    /// at a time per socket (--window 1).
+    #[arg(long, conflicts_with = "window")]
+    new_port_per_reading: bool,
 
     /// Seconds a reading may still take after the sending phase before it counts as failed.
     #[arg(long, default_value_t = 60.0)]
@@ -157,7 +192,7 @@ struct LoadArgs {
 
     /// Speak DTLS with pre-shared keys: socket j is the device whose identity is the j-th file
     /// name of DIR in sorted order (hidden entries left out), its key that file's content. DIR
-    /// needs at least --sockets files. Readings then carry no place= or sensor=.
+    /// needs at least --sockets (--devices) files. Readings then carry no place= or sensor=.
     #[arg(
         long,
         env = "SIM_KEYS_DIR",
@@ -285,7 +320,21 @@ async fn run_load(
         tracing::error!("a load run needs a bound: --count and/or --duration");
         return ExitCode::FAILURE;
     }
-    let devices = match load::devices(args.keys_dir, args.identity, args.key, args.sockets) {
+    let shape = match load::Shape::of(
+        args.sockets,
+        args.devices,
+        args.window,
+        args.rate,
+        args.interval,
+        args.new_port_per_reading,
+    ) {
+        Ok(shape) => shape,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let devices = match load::devices(args.keys_dir, args.identity, args.key, shape.sockets) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "no devices for the sockets");
@@ -294,9 +343,7 @@ async fn run_load(
     };
     let plan = load::LoadPlan {
         server,
-        sockets: args.sockets,
-        window: args.window,
-        rate: args.rate.filter(|r| *r > 0.0),
+        shape,
         count: args.count,
         duration: args.duration.map(Duration::from_secs_f64),
         drain: Duration::from_secs_f64(args.drain.max(0.0)),
@@ -304,7 +351,7 @@ async fn run_load(
         json: args.json,
         devices,
     };
-    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.rate, sockets = plan.sockets, window = plan.window, dtls = plan.devices.is_some(), "load run");
+    tracing::info!(%server, ?plan.count, ?plan.duration, ?plan.shape, dtls = plan.devices.is_some(), "load run");
     let summary = match load::run(plan, params, stats, stop).await {
         Ok(s) => s,
         Err(e) => {
@@ -332,4 +379,65 @@ async fn resolve(server: &str) -> std::io::Result<SocketAddr> {
         .await?
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        let line = ["sensor-sim", "load"].iter().chain(args);
+        match Cli::try_parse_from(line)?.mode {
+            Some(Mode::Load(args)) => Ok(args),
+            None => panic!("not the load mode"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_fleet_is_asked_for_with_devices_interval_and_new_ports() {
+        let fleet = [
+            "--devices",
+            "32",
+            "--interval",
+            "1",
+            "--new-port-per-reading",
+            "--duration",
+            "60",
+        ];
+        let args = load(&fleet).unwrap();
+        assert_eq!(
+            (args.devices, args.interval, args.new_port_per_reading),
+            (Some(32), Some(1.0), true)
+        );
+        let old = load(&["--sockets", "4", "--window", "16", "--rate", "100"]).unwrap();
+        assert_eq!(
+            (old.sockets, old.window, old.rate),
+            (4, Some(16), Some(100.0))
+        );
+    }
+
+    #[test]
+    fn fleet_flags_and_window_flags_do_not_mix() {
+        let clashes: [&[&str]; 4] = [
+            &["--devices", "4", "--sockets", "4"],
+            &["--devices", "4", "--window", "2"],
+            &["--interval", "1", "--rate", "5"],
+            &["--new-port-per-reading", "--window", "2"],
+        ];
+        for clash in clashes {
+            let err = load(clash).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{clash:?}"
+            );
+        }
+    }
 }

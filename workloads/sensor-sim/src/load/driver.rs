@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Latency, LoadPlan};
+use super::{Assignment, Latency, LoadPlan};
 use crate::client::{self, ExchangeError, Request, Response, Step};
 use crate::deliver::{self, Next, SensorClock, TEMPERATURE};
 use crate::stats::Stats;
@@ -18,7 +18,7 @@ use crate::stats::Stats;
 pub(super) struct Run {
     pub plan: LoadPlan,
     pub stats: Arc<Stats>,
-    /// The index of the next reading, over all sockets.
+    /// The index of the next reading, over all sockets ([`Assignment::FirstFree`]).
     pub next: AtomicU64,
     pub issued: Arc<AtomicU64>,
     pub latency: Arc<Mutex<Latency>>,
@@ -46,6 +46,8 @@ struct Slot {
     /// millisecond, whose millisecond times would run ahead of the clock; the server's own
     /// (unique, nanosecond) times are used instead.
     timestamped: bool,
+    /// The index of its next reading ([`Assignment::OwnSchedule`]).
+    own_next: u64,
     state: State,
 }
 
@@ -78,9 +80,10 @@ impl Slot {
 }
 
 impl Window {
-    /// Slots `0..plan.window` of socket `socket`.
+    /// Slots `0..window` of socket `socket`.
     pub fn new(run: Arc<Run>, socket: u32) -> Self {
-        let slots = (0..run.plan.window)
+        let window = run.plan.shape.window;
+        let slots = (0..window)
             .map(|w| {
                 let (sensor, query) = match &run.plan.devices {
                     // The server knows a device's place and name from its identity.
@@ -105,7 +108,8 @@ impl Window {
                     query,
                     sensor,
                     clock: SensorClock::default(),
-                    timestamped: run.plan.devices.is_none() || run.plan.rate.is_some(),
+                    timestamped: run.plan.devices.is_none() || run.plan.shape.rate.is_some(),
+                    own_next: u64::from(socket) * u64::from(window) + u64::from(w),
                     state: State::Idle,
                 }
             })
@@ -117,14 +121,31 @@ impl Window {
         }
     }
 
-    /// The next reading's index, or `None` once the run's bound or the stop signal is reached.
-    fn take_index(&self) -> Option<u64> {
+    /// The index of `slot`'s next reading, or `None` once the run's bound or the stop signal
+    /// is reached.
+    fn take_index(&mut self, slot: usize) -> Option<u64> {
         let run = &self.run;
-        let i = run.next.fetch_add(1, Ordering::Relaxed);
+        let i = match run.plan.shape.assignment {
+            Assignment::FirstFree => run.next.fetch_add(1, Ordering::Relaxed),
+            Assignment::OwnSchedule => {
+                let s = &mut self.slots[slot];
+                let i = s.own_next;
+                s.own_next += run.plan.shape.slots();
+                i
+            }
+        };
         let ended = run.plan.count.is_some_and(|n| i >= n)
-            || run.send_until.is_some_and(|t| Instant::now() >= t)
+            || run
+                .send_until
+                .is_some_and(|t| Instant::now() >= t || self.due(i).is_some_and(|d| d >= t))
             || *run.stop.borrow();
         (!ended).then_some(i)
+    }
+
+    /// When reading `i` is due, if the readings are paced.
+    fn due(&self, i: u64) -> Option<Instant> {
+        let rate = self.run.plan.shape.rate?;
+        Some(self.run.started + Duration::from_secs_f64(i as f64 / rate))
     }
 
     /// Builds reading `i` of `slot` and sends it.
@@ -211,16 +232,13 @@ impl client::Driver for Window {
                 State::Idle | State::Sending(_) => {}
             }
         }
-        let Some(i) = self.take_index() else {
+        let Some(i) = self.take_index(slot) else {
             return Step::Done;
         };
-        if let Some(rate) = self.run.plan.rate {
-            // Reading i is due at i / rate seconds after the start.
-            let due = self.run.started + Duration::from_secs_f64(i as f64 / rate);
-            if due > Instant::now() {
-                self.slots[slot].state = State::Paced(i);
-                return Step::WakeAt(due);
-            }
+        // A reading past due (a slow answer) goes at once: the rate holds while it can.
+        if let Some(due) = self.due(i).filter(|d| *d > Instant::now()) {
+            self.slots[slot].state = State::Paced(i);
+            return Step::WakeAt(due);
         }
         self.send_reading(slot, i)
     }
@@ -230,6 +248,7 @@ impl client::Driver for Window {
 mod tests {
     use super::*;
     use crate::client::Driver;
+    use crate::load::Shape;
     use coap_lite::ResponseType;
 
     fn run(count: u64, window: u32, rate: Option<f64>) -> Arc<Run> {
@@ -242,15 +261,30 @@ mod tests {
         rate: Option<f64>,
         devices: Option<Vec<client::Credentials>>,
     ) -> Arc<Run> {
+        let shape = Shape {
+            sockets: 1,
+            window,
+            rate,
+            assignment: Assignment::FirstFree,
+            ports: client::SourcePort::Kept,
+        };
+        run_shaped(shape, Some(count), None, devices)
+    }
+
+    fn run_shaped(
+        shape: Shape,
+        count: Option<u64>,
+        duration: Option<Duration>,
+        devices: Option<Vec<client::Credentials>>,
+    ) -> Arc<Run> {
         let (_, stop) = watch::channel(false);
+        let started = Instant::now();
         Arc::new(Run {
             plan: LoadPlan {
                 server: ([127, 0, 0, 1], 5683).into(),
-                sockets: 1,
-                window,
-                rate,
-                count: Some(count),
-                duration: None,
+                shape,
+                count,
+                duration,
                 drain: Duration::from_secs(60),
                 place: "bench".into(),
                 json: false,
@@ -260,8 +294,8 @@ mod tests {
             next: AtomicU64::new(0),
             issued: Arc::new(AtomicU64::new(0)),
             latency: Arc::new(Mutex::new(Latency::default())),
-            started: Instant::now(),
-            send_until: None,
+            started,
+            send_until: duration.map(|d| started + d),
             stop,
         })
     }
@@ -384,5 +418,53 @@ mod tests {
         }
         sent(w.next(1, None));
         assert_eq!(run.issued.load(Ordering::Relaxed), 2);
+    }
+
+    /// The time a slot is told to wake at.
+    fn woken_at(step: Step) -> Instant {
+        match step {
+            Step::WakeAt(at) => at,
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn on_its_own_schedule_device_j_of_n_starts_at_j_over_n_of_an_interval() {
+        // Four devices, one reading a second each: device 2 is due at 0.5 s, then 1.5 s.
+        let shape = Shape::of(8, Some(4), None, None, Some(1.0), false).unwrap();
+        let run = run_shaped(shape, None, Some(Duration::from_secs(2)), None);
+        let mut device = Window::new(run.clone(), 2);
+        let first = woken_at(device.next(0, None));
+        assert_eq!(first, run.started + Duration::from_millis(500));
+        sent(device.next(0, None));
+        let second = woken_at(device.next(0, answer(ResponseType::Changed, None)));
+        assert_eq!(second, run.started + Duration::from_millis(1500));
+        sent(device.next(0, None));
+        // Its third would be due at 2.5 s, past the sending phase.
+        assert!(matches!(
+            device.next(0, answer(ResponseType::Changed, None)),
+            Step::Done
+        ));
+        assert_eq!(run.issued.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn on_own_schedules_a_count_is_shared_evenly_however_fast_each_device_is() {
+        // 3 devices, 7 readings: devices 0 sends readings 0, 3 and 6; the others two each,
+        // even when device 0 is answered long before the others are asked.
+        let shape = Shape::of(8, Some(3), None, None, Some(0.001), false).unwrap();
+        let run = run_shaped(shape, Some(7), None, None);
+        std::thread::sleep(Duration::from_millis(5));
+        let mut windows: Vec<Window> = (0..3).map(|d| Window::new(run.clone(), d)).collect();
+        let mut sent_by = [0; 3];
+        for (d, w) in windows.iter_mut().enumerate() {
+            let mut step = w.next(0, None);
+            while let Step::Send(_) = step {
+                sent_by[d] += 1;
+                step = w.next(0, answer(ResponseType::Changed, None));
+            }
+            assert!(matches!(step, Step::Done), "{step:?}");
+        }
+        assert_eq!(sent_by, [3, 2, 2]);
     }
 }
