@@ -22,6 +22,8 @@ use crate::client::{
 use crate::stats::Stats;
 
 mod driver;
+#[cfg(test)]
+mod fleet_tests;
 
 #[derive(Clone, Debug)]
 pub struct LoadPlan {
