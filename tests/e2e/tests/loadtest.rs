@@ -35,7 +35,7 @@ kind: IotMonitor
 metadata: {name: lab}
 spec:
   aqi: {enabled: false}
-  coap: {plaintext: true}          # the CoAP load is plain CoAP
+  coap: {plaintext: true}          # the CoAP Job's test sends plain CoAP
   autoscaling:
     maxReplicas: 3
     cooldownSeconds: 10
@@ -244,6 +244,8 @@ async fn the_coap_target_creates_the_sensor_sim_job_and_removes_it() -> Result<(
     let mut args = LoadtestArgs::new("lab", Target::Coap, out_dir("coap-job"));
     args.namespace = Some(ns.name().to_owned());
     args.duration = Some(20.0);
+    // The plaintext Job: the DTLS one waits for the operator to key its devices first.
+    args.plaintext = true;
     let (_stop_tx, stop) = watch::channel(false);
     let client = cluster.client();
     let running = tokio::spawn(async move { iot_loadtest::run(client, &args, stop).await });
@@ -296,7 +298,7 @@ async fn the_coap_target_creates_the_sensor_sim_job_and_removes_it() -> Result<(
 }
 
 #[tokio::test]
-async fn the_coap_target_refuses_a_monitor_without_plain_coap() -> Result<()> {
+async fn the_plaintext_coap_target_refuses_a_monitor_without_plain_coap() -> Result<()> {
     let cluster = Cluster::connect().await?;
     install_crd(&cluster).await?;
     let ns = cluster.namespace("loadtest-dtls-only").await?;
@@ -306,6 +308,7 @@ async fn the_coap_target_refuses_a_monitor_without_plain_coap() -> Result<()> {
         .await?;
     let mut args = LoadtestArgs::new("lab", Target::Coap, out_dir("dtls-only"));
     args.namespace = Some(ns.name().to_owned());
+    args.plaintext = true;
     let (_stop_tx, stop) = watch::channel(false);
     let error = iot_loadtest::run(cluster.client(), &args, stop)
         .await

@@ -1,5 +1,7 @@
 //! CoAP load: sensor-sim's load mode as a Job in the monitor's namespace, sending to the
-//! coap-server Service. The Job is built by a pure function; the command creates it, follows
+//! coap-server Service: a fleet of devices over DTLS, their keys mounted from the monitor's
+//! devices Secret, or in plaintext a few sockets with a window each. The Job is built by a pure
+//! function; the command creates it, follows
 //! its pod's log (`sensor-sim load --json` prints a JSON progress line a second), and deletes
 //! it at the end. A Job left behind by a killed command still ends (activeDeadlineSeconds)
 //! and goes away (ttlSecondsAfterFinished).
@@ -12,7 +14,8 @@ use futures::{AsyncBufReadExt, TryStreamExt};
 use iot_common::load_progress::Progress;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Container, EnvVar, KeyToPath, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +27,7 @@ use iot_operator::constants::WORKLOAD_UID;
 use iot_operator::controller::desired::pod::{container_security, pod_security};
 use iot_operator::crd::SchedulingSpec;
 
+use super::devices::LoadDevices;
 use super::meter::LoadMeter;
 use super::profile::CoapProfile;
 
@@ -31,6 +35,22 @@ use super::profile::CoapProfile;
 pub const COMPONENT: &str = "loadtest";
 /// Seconds a reading may still take after the sending phase (sensor-sim's `--drain`).
 pub const DRAIN_SECONDS: u64 = 10;
+/// Where the load pod finds its devices' keys, one file a device.
+const KEYS_DIR: &str = "/var/run/iot/devices";
+
+/// How the Job's sensor-sim sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoapLoad {
+    /// Plaintext CoAP: the profile's sockets, each with its window, paced at its rate.
+    Plaintext,
+    /// Devices over DTLS, each with its own key, socket and schedule (the profile's rate spread
+    /// over them), their keys from the monitor's devices Secret.
+    Devices {
+        devices: LoadDevices,
+        /// Every reading from a new source port, so a new flow for kube-proxy.
+        new_port_per_reading: bool,
+    },
+}
 
 /// Everything the Job depends on.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +62,7 @@ pub struct JobParams {
     pub image: String,
     /// `host:port` of the coap-server Service.
     pub server: String,
+    pub load: CoapLoad,
     pub profile: CoapProfile,
     /// How long to send (the profile's duration, cut to `--duration`).
     pub send_for: Duration,
@@ -66,22 +87,36 @@ pub fn job(p: &JobParams) -> Job {
         ),
     ]);
     let send = p.send_for.as_secs_f64();
-    let args = [
-        "load".to_owned(),
-        "--json".to_owned(),
-        "--duration".to_owned(),
-        format!("{send:.1}"),
-        "--rate".to_owned(),
-        p.profile.rate.to_string(),
-        "--sockets".to_owned(),
-        p.profile.sockets.to_string(),
-        "--window".to_owned(),
-        p.profile.window.to_string(),
-        "--drain".to_owned(),
-        DRAIN_SECONDS.to_string(),
-        "--place".to_owned(),
-        COMPONENT.to_owned(),
-    ];
+    let mut args = vec!["load".to_owned(), "--json".to_owned()];
+    let mut flag = |name: &str, value: Option<String>| {
+        args.push(format!("--{name}"));
+        args.extend(value);
+    };
+    flag("duration", Some(format!("{send:.1}")));
+    match &p.load {
+        CoapLoad::Plaintext => {
+            flag("rate", Some(p.profile.rate.to_string()));
+            flag("sockets", Some(p.profile.sockets.to_string()));
+            flag("window", Some(p.profile.window.to_string()));
+            flag("drain", Some(DRAIN_SECONDS.to_string()));
+            flag("place", Some(COMPONENT.to_owned()));
+        }
+        CoapLoad::Devices {
+            devices,
+            new_port_per_reading,
+        } => {
+            let n = devices.names.len();
+            flag("devices", Some(n.to_string()));
+            // The profile's rate over all devices: each sends one reading every n / rate s.
+            flag("interval", Some((n as f64 / p.profile.rate).to_string()));
+            if *new_port_per_reading {
+                flag("new-port-per-reading", None);
+            }
+            flag("keys-dir", Some(KEYS_DIR.to_owned()));
+            flag("drain", Some(DRAIN_SECONDS.to_string()));
+        }
+    }
+    let (volumes, mounts) = keys_volume(&p.load);
     let env = |name: &str, value: &str| EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -97,7 +132,7 @@ pub fn job(p: &JobParams) -> Job {
         name: "sensor-sim".into(),
         image: Some(p.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args.to_vec()),
+        args: Some(args),
         env: Some(vec![env("COAP_SERVER", &p.server), env("RUST_LOG", "warn")]),
         resources: Some(ResourceRequirements {
             requests: Some(quantities("100m", "32Mi")),
@@ -108,6 +143,7 @@ pub fn job(p: &JobParams) -> Job {
             ..ResourceRequirements::default()
         }),
         security_context: Some(container_security()),
+        volume_mounts: mounts,
         ..Container::default()
     };
     // Sending, the drain, and a minute to pull the image and start.
@@ -133,6 +169,7 @@ pub fn job(p: &JobParams) -> Job {
                     security_context: Some(pod_security(WORKLOAD_UID)),
                     automount_service_account_token: Some(false),
                     containers: vec![container],
+                    volumes,
                     node_selector: (!p.scheduling.node_selector.is_empty())
                         .then(|| p.scheduling.node_selector.clone()),
                     tolerations: (!p.scheduling.tolerations.is_empty())
@@ -145,6 +182,41 @@ pub fn job(p: &JobParams) -> Job {
         }),
         status: None,
     }
+}
+
+/// The devices' keys, exactly those of the load's devices, read-only; the pod does not start
+/// without them (`optional: false`). Readable by the pod's group only (its fsGroup).
+fn keys_volume(load: &CoapLoad) -> (Option<Vec<Volume>>, Option<Vec<VolumeMount>>) {
+    let CoapLoad::Devices { devices, .. } = load else {
+        return (None, None);
+    };
+    let items = devices
+        .names
+        .iter()
+        .map(|name| KeyToPath {
+            key: name.clone(),
+            path: name.clone(),
+            ..KeyToPath::default()
+        })
+        .collect();
+    let volume = Volume {
+        name: "devices".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(devices.secret.clone()),
+            items: Some(items),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: "devices".into(),
+        mount_path: KEYS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (Some(vec![volume]), Some(vec![mount]))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +349,7 @@ mod tests {
             instance: "lab".into(),
             image: "ghcr.io/iot-operator/sensor-sim:0.1.0".into(),
             server: "lab-coap-server:5683".into(),
+            load: CoapLoad::Plaintext,
             profile: CoapProfile {
                 rate: 1500.0,
                 duration: Duration::from_secs(300),
@@ -286,6 +359,17 @@ mod tests {
             },
             send_for: Duration::from_secs(120),
             scheduling: SchedulingSpec::default(),
+        }
+    }
+
+    fn fleet(count: u32, new_port_per_reading: bool) -> JobParams {
+        JobParams {
+            server: "lab-coap-server:5684".into(),
+            load: CoapLoad::Devices {
+                devices: LoadDevices::new("lab", "lab-devices", count),
+                new_port_per_reading,
+            },
+            ..params()
         }
     }
 
@@ -301,7 +385,72 @@ mod tests {
     }
 
     #[test]
-    fn the_job_runs_sensor_sim_load_against_the_coap_service() {
+    fn over_dtls_the_job_runs_a_fleet_of_devices_at_the_profiles_rate() {
+        let j = job(&fleet(32, true));
+        let args = container(&j).args.as_ref().unwrap().join(" ");
+        // 1500 readings/s over 32 devices: one each every 32 / 1500 s.
+        assert_eq!(
+            args,
+            "load --json --duration 120.0 --devices 32 --interval 0.021333333333333333 \
+             --new-port-per-reading --keys-dir /var/run/iot/devices --drain 10"
+        );
+        let kept = job(&fleet(4, false));
+        let args = container(&kept).args.as_ref().unwrap();
+        assert!(
+            !args.contains(&"--new-port-per-reading".to_owned()),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn over_dtls_the_pod_mounts_exactly_the_load_devices_keys_read_only() {
+        let j = job(&fleet(3, true));
+        let pod = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volumes = pod.volumes.as_ref().unwrap();
+        assert_eq!(volumes.len(), 1);
+        let secret = volumes[0].secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("lab-devices"));
+        assert_eq!(secret.optional, Some(false));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let items: Vec<(&str, &str)> = secret
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| (i.key.as_str(), i.path.as_str()))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("load-1", "load-1"),
+                ("load-2", "load-2"),
+                ("load-3", "load-3")
+            ]
+        );
+        let mounts = container(&j).volume_mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(
+            (mounts[0].name.as_str(), mounts[0].mount_path.as_str()),
+            ("devices", "/var/run/iot/devices")
+        );
+        assert_eq!(mounts[0].read_only, Some(true));
+        let env = container(&j).env.as_ref().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "COAP_SERVER"
+                    && e.value.as_deref() == Some("lab-coap-server:5684"))
+        );
+    }
+
+    #[test]
+    fn in_plaintext_the_pod_mounts_no_keys() {
+        let j = job(&params());
+        let pod = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.volumes.is_none() && container(&j).volume_mounts.is_none());
+    }
+
+    #[test]
+    fn in_plaintext_the_job_runs_the_profiles_sockets_and_window() {
         let j = job(&params());
         let c = container(&j);
         assert_eq!(

@@ -3,7 +3,7 @@
 //! draws `DIR/timeline.png` and `.svg`. docs/loadtest.md is the manual.
 //!
 //! The parts: [`profile`] and [`schedule`] (what load, pure), [`http_load`] and `coap_job`
-//! (the two loads), [`meter`] (what the load did), `sampler` (what the cluster did),
+//! (the two loads), [`devices`] (the CoAP load's devices in the monitor), [`meter`] (what the load did), `sampler` (what the cluster did),
 //! [`recorder`] and [`timeline`] (the CSV), [`plot`], `progress`. This module wires them.
 //! Public are the modules another crate uses (this binary, `tests/loadtest_http.rs`, the e2e
 //! tests) or whose types a public signature names; the rest is this crate's own.
@@ -20,6 +20,7 @@
 
 pub mod args;
 mod coap_job;
+pub mod devices;
 pub mod http_load;
 pub mod meter;
 pub mod plot;
@@ -70,10 +71,9 @@ pub enum LoadtestError {
     /// The IotMonitor (its name first) does not validate as the operator validates it.
     #[error("IotMonitor {0} cannot be load-tested as it is: {1}")]
     Invalid(String, #[source] InvalidSpec),
-    /// `--target coap` on an IotMonitor (its name) whose plain CoAP is closed: the load is
-    /// plain CoAP.
+    /// `--plaintext` on an IotMonitor (its name) whose plain CoAP is closed.
     #[error(
-        "IotMonitor {0} takes no plain CoAP (spec.coap.plaintext is false), and the CoAP load is plain CoAP: open it for the test with kubectl patch iotmonitor {0} --type merge -p '{{\"spec\":{{\"coap\":{{\"plaintext\":true}}}}}}'"
+        "IotMonitor {0} takes no plain CoAP (spec.coap.plaintext is false): leave out --plaintext to load it over DTLS, or open plain CoAP for the test with kubectl patch iotmonitor {0} --type merge -p '{{\"spec\":{{\"coap\":{{\"plaintext\":true}}}}}}'"
     )]
     PlaintextClosed(String),
     /// What the IotMonitor (its name first) refers to cannot be read.
@@ -97,6 +97,12 @@ pub enum LoadtestError {
     /// The plot cannot be drawn or written.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
+    /// The CoAP load's devices cannot be added to the monitor, or got no keys.
+    #[error(transparent)]
+    Devices(#[from] devices::DevicesError),
+    /// Ctrl-C before the load started (while waiting for the devices' keys).
+    #[error("interrupted before the load started")]
+    Interrupted,
 }
 
 /// What a finished run reports.
@@ -225,6 +231,7 @@ pub fn main(args: LoadtestArgs) -> ExitCode {
                 );
                 report.exit_code()
             }
+            Err(LoadtestError::Interrupted) => ExitCode::from(130),
             Err(e) => {
                 tracing::error!("{e}");
                 ExitCode::FAILURE

@@ -1,14 +1,18 @@
-//! One load test from start to end: resolve the monitor and the profile, start the recorder and
-//! the load, stop both, remove what was created, draw the plot, judge the thresholds.
+//! One load test from start to end: resolve the monitor and the profile, give the CoAP load its
+//! devices, start the recorder and the load, stop both, remove what was created, draw the plot,
+//! judge the thresholds.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::api::Api;
 use rand::Rng;
 use tokio::sync::watch;
 
+use super::coap_job::CoapLoad;
+use super::devices::{self, DevicesError, LoadDevices};
 use super::meter::{self, LoadMeter};
 use super::profile::{self, Profile};
 use super::recorder::{self, Bounds};
@@ -16,7 +20,7 @@ use super::{
     LoadtestArgs, LoadtestError, Report, Target, coap_job, http_load, plan, plot, progress,
     sampler, schedule,
 };
-use iot_operator::constants::GRAFANA_PORT;
+use iot_operator::constants::{COAPS_PORT, GRAFANA_PORT};
 use iot_operator::controller::dereference::{Dereferenced, dereference};
 use iot_operator::controller::validate::{InvalidSpec, ValidatedMonitor, validate};
 use iot_operator::crd::{IotMonitor, SchedulingSpec};
@@ -72,6 +76,35 @@ pub async fn run(
     std::fs::create_dir_all(&args.out).map_err(|e| LoadtestError::Output(args.out.clone(), e))?;
     let csv = args.out.join("timeline.csv");
     let (png, svg) = (args.out.join("timeline.png"), args.out.join("timeline.svg"));
+    let job = match args.target {
+        Target::Coap => Some(job_params(
+            args,
+            &namespace,
+            &monitor,
+            &refs,
+            &model,
+            &profile,
+            plan.load_for,
+        )?),
+        Target::Grafana | Target::None => None,
+    };
+
+    // Before the recording starts: the time the operator takes to key the devices is no part
+    // of the timeline.
+    let load_devices = job.as_ref().and_then(|job| match &job.load {
+        CoapLoad::Devices { devices, .. } => Some(devices.clone()),
+        CoapLoad::Plaintext => None,
+    });
+    if let Some(d) = &load_devices {
+        devices::add(&client, &namespace, d).await?;
+        if let Err(e) = devices::wait_for_keys(&client, &namespace, d, stop.clone()).await {
+            remove_devices(&client, &namespace, d).await;
+            return Err(match e {
+                DevicesError::Interrupted => LoadtestError::Interrupted,
+                e => e.into(),
+            });
+        }
+    }
 
     let component = args.plot_component().as_label();
     let started = Instant::now();
@@ -81,26 +114,8 @@ pub async fn run(
     let (done_tx, done) = watch::channel(None::<Instant>);
     let mut job_name = None;
     let load_deadline = started + plan.load_for;
-    let load = match args.target {
-        Target::Coap => {
-            if !model.coap.plaintext {
-                return Err(LoadtestError::PlaintextClosed(name.clone()));
-            }
-            let load_sim = load_simulator(&monitor, &refs)
-                .map_err(|e| LoadtestError::Invalid(name.clone(), e))?;
-            let params = coap_job::JobParams {
-                name: format!("{name}-loadtest-{}", suffix()),
-                namespace: namespace.clone(),
-                instance: name.clone(),
-                image: match &args.image {
-                    Some(image) => image.clone(),
-                    None => load_sim.image.clone(),
-                },
-                server: format!("{}:{}", model.names.coap_server, model.coap.port),
-                profile: profile.coap.clone(),
-                send_for: plan.load_for,
-                scheduling: load_sim.scheduling.clone(),
-            };
+    let load = match (job, args.target) {
+        (Some(params), _) => {
             job_name = Some(params.name.clone());
             let (client, meter, stop) = (client.clone(), meter.clone(), load_stop.clone());
             let deadline = started + plan.record_for;
@@ -110,7 +125,7 @@ pub async fn run(
                 outcome.map(|o| format!("{o:?}")).map_err(|e| e.to_string())
             })
         }
-        Target::Grafana => {
+        (None, Target::Grafana) => {
             let load = http_load::HttpLoad {
                 base_url: grafana_url(args, &model, &namespace),
                 paths: profile.grafana.paths.clone(),
@@ -127,7 +142,8 @@ pub async fn run(
                 Ok(format!("{outcome:?}"))
             })
         }
-        Target::None => tokio::spawn(async move {
+        // A CoAP target always has its Job.
+        (None, Target::None | Target::Coap) => tokio::spawn(async move {
             drop(done_tx);
             Ok("no load (recording only)".to_owned())
         }),
@@ -203,6 +219,9 @@ pub async fn run(
             Err(_) => tracing::warn!(%job, "deleting the load Job timed out; it ends by itself"),
         }
     }
+    if let Some(d) = &load_devices {
+        remove_devices(&client, &namespace, d).await;
+    }
     let max_replicas = sampler.hpa(component).map(|h| h.spec.max_replicas);
     sampler.stop();
     let (rows, ended) = recorded.map_err(|e| LoadtestError::Output(csv.clone(), e))?;
@@ -255,6 +274,22 @@ pub async fn run(
     })
 }
 
+/// Takes the load's devices out of the monitor again; a failure is said with what to do, and
+/// does not hide the run's result.
+async fn remove_devices(client: &kube::Client, namespace: &str, d: &LoadDevices) {
+    let removed = tokio::time::timeout(
+        Duration::from_secs(30),
+        devices::remove(client, namespace, d),
+    )
+    .await;
+    let error = match removed {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 30 s".to_owned(),
+    };
+    tracing::warn!(monitor = %d.monitor, %error, field_manager = devices::FIELD_MANAGER, "the load devices are still in spec.coap.devices; the next run removes them at its end, or apply the monitor with no fields under that field manager (docs/loadtest.md)");
+}
+
 /// The progress line: redrawn in place at a terminal, every 10 s into a log otherwise.
 fn progress_printer() -> impl FnMut(&str) {
     let terminal = std::io::stderr().is_terminal();
@@ -267,6 +302,47 @@ fn progress_printer() -> impl FnMut(&str) {
         }
         count += 1;
     }
+}
+
+/// The CoAP load Job: a fleet of devices over DTLS, or with `--plaintext` the profile's sockets
+/// to the plaintext port. Pure but for the Job's random name.
+fn job_params(
+    args: &LoadtestArgs,
+    namespace: &str,
+    monitor: &IotMonitor,
+    refs: &Dereferenced,
+    model: &ValidatedMonitor,
+    profile: &Profile,
+    send_for: Duration,
+) -> Result<coap_job::JobParams, LoadtestError> {
+    let name = monitor.name_any();
+    let sim = load_simulator(monitor, refs).map_err(|e| LoadtestError::Invalid(name.clone(), e))?;
+    let service = &model.names.coap_server;
+    let (server, load) = match args.plaintext {
+        true if !model.coap.plaintext => return Err(LoadtestError::PlaintextClosed(name)),
+        true => (
+            format!("{service}:{}", model.coap.port),
+            CoapLoad::Plaintext,
+        ),
+        false => (
+            format!("{service}:{COAPS_PORT}"),
+            CoapLoad::Devices {
+                devices: LoadDevices::new(&name, &model.names.devices, args.devices),
+                new_port_per_reading: args.new_port_per_reading,
+            },
+        ),
+    };
+    Ok(coap_job::JobParams {
+        name: format!("{name}-loadtest-{}", suffix()),
+        namespace: namespace.to_owned(),
+        instance: name,
+        image: args.image.clone().unwrap_or(sim.image),
+        server,
+        load,
+        profile: profile.coap.clone(),
+        send_for,
+        scheduling: sim.scheduling,
+    })
 }
 
 /// The sensor-sim image and scheduling the monitor's simulator would have (enabled or not),
