@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Writes docs/autoscaling.md (to stdout) from a `make load-test` timeline.csv: the coap-server
 # HPA's steps, the CPU it saw, beside the reference report's Figure 3.8.
-# Usage: scripts/autoscaling-doc.sh TIMELINE.CSV RATE LOAD_SECONDS CPU_REQUEST
+# Usage: scripts/autoscaling-doc.sh TIMELINE.CSV RATE LOAD_SECONDS CPU_REQUEST [DEVICES]
 set -euo pipefail
-csv=$1 rate=$2 load_s=$3 request=$4
+csv=$1 rate=$2 load_s=$3 request=$4 devices=${5:-32}
 
 # Per second: the coap-server HPA's desired replicas, and the mean CPU % of its Ready pods.
 per_second=$(awk -F, 'NR > 1 && $5 != "" {
@@ -46,9 +46,11 @@ by \`iot-loadtest\` ([loadtest.md](loadtest.md)). This page is written by that c
 - **Target**: coap-server in real containers on the local cluster's real node, with a CPU
   request of $request (small, so that a modest load on this 2-core machine is well above 60 % of
   it; CPU % is of the request, as the HPA reads it), InfluxDB beside it.
-- **Load**: sensor-sim's load mode as a Job on the real node, $rate readings/s for $load_s s
-  over 4 UDP sockets, then no load; the recording went on until the HPA was back at one replica
-  (\`--until-scaled-in\`).
+- **Load**: sensor-sim's load mode as a Job on the real node: $devices devices over DTLS
+  (\`iot-loadtest --devices $devices\`), $rate readings/s in all for $load_s s, each device on its
+  own schedule and each reading from a new source port (a new DTLS handshake, a new UDP flow),
+  then no load; the recording went on until the HPA was back at one replica
+  (\`--until-scaled-in\`). [How the load is generated](#how-the-load-is-generated).
 - **Recorded**: ${length} s, one row per pod per second (HPA desired/current replicas, pod state,
   CPU from metrics.k8s.io, memory, readings sent/acknowledged, latency).
 
@@ -74,11 +76,9 @@ $steps
   to ~40 s for a new pod's first rate.
 - The load stopped at about ${load_s} s; the first step in came at ${first_in} s (the 900 s
   hold after CPU fell below 42 %).
-- At most ${busy} coap-server pod(s) were above 42 % at the same second of the load. The load
-  Job's 4 UDP sockets are 4 flows, and each flow stays on the pod the Service's conntrack entry
-  first chose: pods added later get no share of flows that already exist, so CPU per pod does
-  not fall as the reference's did. The HPA acts on the average over the pods (which falls), so
-  it scales all the same; a load of many short-lived sensors (new flows) would spread.
+- At most ${busy} coap-server pod(s) were above 42 % at the same second of the load. Every
+  reading was a new UDP flow, which kube-proxy places on one of the pods ready at that moment,
+  so a pod the HPA added could take readings from when it was ready.
 - The closest two steps were ${min_gap} s apart (cooldown 150 s; the HPA decides at its sync
   period, so a recorded gap may be a few seconds off). At most $max replicas (maximum 5).
 
@@ -86,11 +86,11 @@ $steps
 
 The reference describes its figure so: one instance at the start of the test quickly reached its
 processing capacity; the group launched more instances, and CPU fell after each joined the
-service; once demand calmed and CPU fell below 42 %, the excess instances were removed. The
-replica steps show the same shape here; CPU per pod differs, and so does the method:
+service; once demand calmed and CPU fell below 42 %, the excess instances were removed. Set the
+plot beside that; the method differs:
 
-- The reference balanced HTTP requests over its instances; here a few long-lived UDP flows stay
-  where they started (above), so the first pod keeps the load and the added ones idle.
+- The reference balanced HTTP requests over its instances with a load balancer; here kube-proxy
+  places each new UDP flow on a pod, and every reading is a new flow (below).
 - The reference loaded Grafana over HTTP through a load balancer (Artillery's phases of 1–2 new
   users/s); here the load is CoAP readings to coap-server, since no Grafana image can be had on
   these machines. The policy is the same, and so is what is measured: CPU per replica against
@@ -98,6 +98,24 @@ replica steps show the same shape here; CPU per pod differs, and so does the met
 - The reference plotted the instances' CPU from the cloud provider's API and instance states;
   here CPU comes from metrics.k8s.io (metrics-server, 10 s resolution), which is what the HPA
   decides on, so the plot shows the HPA's own input.
+
+## How the load is generated
+
+\`iot-loadtest\` adds devices \`load-1..$devices\` to the monitor's \`spec.coap.devices\` (a server-side
+apply under its own field manager), waits until the operator has their keys in the Secret
+\`lab-devices\`, and runs \`sensor-sim load --devices $devices --interval <devices/rate>
+--new-port-per-reading\` as a Job with exactly those keys mounted; it removes the devices at the
+end ([loadtest.md](loadtest.md)). Each device sends one reading every devices/rate seconds, the
+devices spread over that interval.
+
+Why a new port per reading: the Service's UDP traffic goes through kube-proxy, which keeps each
+flow (source address and port) on the pod its first datagram was sent to. A few long-lived
+flows therefore stay on the first pod while the pods the HPA adds idle. A device that takes a
+new source port for each reading, as a sensor on the internet does when its NAT's mapping
+expires between readings, is a new flow each time, and each new flow is placed among the pods
+ready then. Over DTLS a new port is also a new session (DTLS 1.2 binds a session to the
+address), so every reading costs a handshake, which the acknowledgement latency and the
+server's CPU include.
 
 ## The same against Grafana, on kind
 

@@ -7,7 +7,8 @@
 # recorded timeline (LOAD_TEST_OUT/timeline.csv; the plot is copied to docs/autoscaling/). About 30 minutes; bounded
 # by LOAD_SECONDS + SETTLE_SECONDS + 2 min. Not part of `make test`.
 #
-# Knobs: LOAD_SECONDS (480), SETTLE_SECONDS (1500), LOAD_RATE readings/s (100), COAP_CPU_REQUEST
+# Knobs: LOAD_SECONDS (480), SETTLE_SECONDS (1500), LOAD_RATE readings/s (100), LOAD_DEVICES (32:
+# devices over DTLS, each reading from a new source port, so that it spreads over the pods), COAP_CPU_REQUEST
 # (10m: small, so a modest load on this 2-core machine is well above 60 % of it),
 # LOAD_TEST_OUT (target/load-test), IOT_CLUSTER_DIR (.run/load-test-cluster; a running cluster
 # there is reused and left running, one started here is stopped at the end).
@@ -19,6 +20,7 @@ say() { printf '[load-test %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 LOAD_SECONDS=${LOAD_SECONDS:-480}
 SETTLE_SECONDS=${SETTLE_SECONDS:-1500}
 LOAD_RATE=${LOAD_RATE:-100}
+LOAD_DEVICES=${LOAD_DEVICES:-32}
 COAP_CPU_REQUEST=${COAP_CPU_REQUEST:-10m}
 OUT=${LOAD_TEST_OUT:-$repo/target/load-test}
 export IOT_CLUSTER_DIR=${IOT_CLUSTER_DIR:-$repo/.run/load-test-cluster}
@@ -58,15 +60,15 @@ op_pid=$!
 
 real="nodeSelector: {iot-operator.dev/node: real}, tolerations: [{key: iot-operator.dev/real-node, operator: Exists, effect: NoSchedule}]"
 influx_image=$(images/build.sh --ref influxdb)
-# spec.autoscaling is left out: its defaults are the reference policy. Plain CoAP is opened: the
-# load is plain CoAP.
+# spec.autoscaling is left out: its defaults are the reference policy. Plain CoAP stays closed:
+# the load is devices over DTLS.
 kubectl apply -n "$ns" -f - >&2 <<YAML
 apiVersion: iot.operator.dev/v1alpha1
 kind: IotMonitor
 metadata: {name: lab}
 spec:
   influxdb: {image: $influx_image, storage: {size: 256Mi, storageClassName: local-path}, $real}
-  coap: {plaintext: true, resources: {cpuRequest: $COAP_CPU_REQUEST}, $real}
+  coap: {resources: {cpuRequest: $COAP_CPU_REQUEST}, $real}
   simulator: {enabled: false, $real}
   aqi: {enabled: false}
 YAML
@@ -77,15 +79,17 @@ kubectl get iotmon -n "$ns" >&2
 profile=$(mktemp)
 printf 'coap:\n  rate: %s\n  durationSeconds: %s\n  sockets: 4\n  window: 4\n' \
   "$LOAD_RATE" "$LOAD_SECONDS" >"$profile"
-say "load: $LOAD_RATE readings/s for $LOAD_SECONDS s, then recording until back at 1 replica (at most $SETTLE_SECONDS s)"
+say "load: $LOAD_RATE readings/s from $LOAD_DEVICES devices for $LOAD_SECONDS s, then recording until back at 1 replica (at most $SETTLE_SECONDS s)"
 rc=0
 "$loadtest_bin" --monitor lab --namespace "$ns" --target coap --profile "$profile" \
-  --duration "$LOAD_SECONDS" --settle "$SETTLE_SECONDS" --until-scaled-in --out "$OUT" || rc=$?
+  --devices "$LOAD_DEVICES" --duration "$LOAD_SECONDS" --settle "$SETTLE_SECONDS" \
+  --until-scaled-in --out "$OUT" || rc=$?
 rm -f "$profile"
 say "iot-loadtest exit status $rc (2: a latency threshold missed; the timeline is still written)"
 [ -s "$OUT/timeline.csv" ] || { say "no timeline recorded"; exit 1; }
 
 mkdir -p docs/autoscaling
 cp "$OUT/timeline.png" "$OUT/timeline.svg" docs/autoscaling/
-scripts/autoscaling-doc.sh "$OUT/timeline.csv" "$LOAD_RATE" "$LOAD_SECONDS" "$COAP_CPU_REQUEST" >docs/autoscaling.md
+scripts/autoscaling-doc.sh "$OUT/timeline.csv" "$LOAD_RATE" "$LOAD_SECONDS" "$COAP_CPU_REQUEST" \
+  "$LOAD_DEVICES" >docs/autoscaling.md
 say "wrote docs/autoscaling.md and docs/autoscaling/timeline.{png,svg} (the CSV: $OUT/timeline.csv)"
