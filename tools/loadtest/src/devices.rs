@@ -147,23 +147,29 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER)
 }
 
+/// Applies `patch` to the monitor with [`apply_params`].
+async fn apply(
+    client: &kube::Client,
+    namespace: &str,
+    monitor: &str,
+    patch: Value,
+) -> Result<(), kube::Error> {
+    monitors(client, namespace)
+        .patch(monitor, &apply_params(), &Patch::Apply(patch))
+        .await
+        .map(drop)
+}
+
 /// Adds the devices to the monitor.
 pub async fn add(
     client: &kube::Client,
     namespace: &str,
     devices: &LoadDevices,
 ) -> Result<(), DevicesError> {
-    monitors(client, namespace)
-        .patch(
-            &devices.monitor,
-            &apply_params(),
-            &Patch::Apply(devices.add_patch()),
-        )
+    let monitor = devices.monitor.clone();
+    apply(client, namespace, &monitor, devices.add_patch())
         .await
-        .map_err(|source| DevicesError::Add {
-            monitor: devices.monitor.clone(),
-            source,
-        })?;
+        .map_err(|source| DevicesError::Add { monitor, source })?;
     tracing::info!(monitor = %devices.monitor, devices = devices.names.len(), field_manager = FIELD_MANAGER, "load devices added to spec.coap.devices");
     Ok(())
 }
@@ -174,17 +180,10 @@ pub async fn remove(
     namespace: &str,
     devices: &LoadDevices,
 ) -> Result<(), DevicesError> {
-    monitors(client, namespace)
-        .patch(
-            &devices.monitor,
-            &apply_params(),
-            &Patch::Apply(devices.release_patch()),
-        )
+    let monitor = devices.monitor.clone();
+    apply(client, namespace, &monitor, devices.release_patch())
         .await
-        .map_err(|source| DevicesError::Remove {
-            monitor: devices.monitor.clone(),
-            source,
-        })?;
+        .map_err(|source| DevicesError::Remove { monitor, source })?;
     tracing::info!(monitor = %devices.monitor, "load devices removed from spec.coap.devices");
     Ok(())
 }

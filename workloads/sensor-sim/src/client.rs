@@ -962,26 +962,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_driver_runs_its_slots_to_the_end_without_a_retransmission() {
-        let (addr, server) = scripted_server(changed).await;
+    /// Runs [`Twice`] over three slots against `addr`, taking source ports as `ports` says; the
+    /// answers it saw and the stats.
+    async fn three_slots_twice(addr: SocketAddr, ports: SourcePort) -> (usize, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let driver = Twice {
             left: vec![2; 3],
             answers: answers.clone(),
         };
-        drive(
-            addr,
-            FAST,
-            stats.clone(),
-            Box::new(driver),
-            None,
-            SourcePort::Kept,
-        )
-        .await
-        .unwrap();
-        assert_eq!(answers.load(std::sync::atomic::Ordering::Relaxed), 6);
+        drive(addr, FAST, stats.clone(), Box::new(driver), None, ports)
+            .await
+            .unwrap();
+        (answers.load(std::sync::atomic::Ordering::Relaxed), stats)
+    }
+
+    #[tokio::test]
+    async fn a_driver_runs_its_slots_to_the_end_without_a_retransmission() {
+        let (addr, server) = scripted_server(changed).await;
+        let (answers, stats) = three_slots_twice(addr, SourcePort::Kept).await;
+        assert_eq!(answers, 6);
         // The first requests go out at once: none waits for a retransmission timer.
         assert_eq!(stats.retransmitted.get(), 0);
         assert_eq!(stats.sent.get(), 6);
@@ -991,24 +991,9 @@ mod tests {
     #[tokio::test]
     async fn with_a_new_port_per_exchange_each_exchange_has_a_socket_of_its_own() {
         let (addr, server) = recording_server(changed).await;
-        let stats = Arc::new(Stats::default());
-        let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Three slots wanting to send at once: they take turns, one socket at a time.
-        let driver = Twice {
-            left: vec![2; 3],
-            answers: answers.clone(),
-        };
-        drive(
-            addr,
-            FAST,
-            stats.clone(),
-            Box::new(driver),
-            None,
-            SourcePort::PerExchange,
-        )
-        .await
-        .unwrap();
-        assert_eq!(answers.load(std::sync::atomic::Ordering::Relaxed), 6);
+        let (answers, stats) = three_slots_twice(addr, SourcePort::PerExchange).await;
+        assert_eq!(answers, 6);
         assert_eq!(
             (stats.retransmitted.get(), stats.source_ports.get()),
             (0, 6)
