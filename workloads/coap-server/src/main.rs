@@ -228,13 +228,29 @@ async fn run(args: Args) -> Result<(), Error> {
         dtls: None,
     };
     let mut follow = None;
-    if let Some(path) = &args.devices_file {
+    let devices = if let Some(path) = &args.devices_file {
         let devices = Devices::new(devices::read_file(path)?);
         tracing::info!(path = %path.display(), devices = devices.current().len(), "devices registered");
         follow = Some(tokio::spawn(devices::follow_file(
             path.clone(),
             devices.clone(),
         )));
+        Some(devices)
+    } else if let Some(name) = &args.devices_from {
+        // Nobody is admitted until the registry has been read.
+        let devices = Devices::default();
+        let (name, namespace, registry) = (name.clone(), args.namespace.clone(), devices.clone());
+        follow = Some(tokio::spawn(async move {
+            if let Err(e) = coap_server::kube_devices::follow_kube(name, namespace, registry).await
+            {
+                tracing::error!(error = %e, "device registry not followed; no device is admitted");
+            }
+        }));
+        Some(devices)
+    } else {
+        None
+    };
+    if let Some(devices) = devices {
         config.dtls = Some(DtlsConfig {
             addr: args.dtls_bind,
             devices,
