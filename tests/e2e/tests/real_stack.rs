@@ -578,7 +578,7 @@ spec:
 {scheduling}      securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
       volumes:
       - name: keys
-        secret: {{secretName: lab-devices, defaultMode: 0440, items: [{{key: fault-1, path: fault-1}}, {{key: fault-2, path: fault-2}}]}}
+        secret: {{secretName: lab-devices, defaultMode: 288, items: [{{key: fault-1, path: fault-1}}, {{key: fault-2, path: fault-2}}]}}
       containers:
       - name: load
         image: {image}
