@@ -14,46 +14,62 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
 use iot_testkit::dtls::DtlsClient;
 
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(5);
 
+#[derive(Parser)]
+#[command(about = "DTLS-PSK handshakes against a CoAP server, for scripts/bench-dtls.sh")]
+struct Args {
+    /// The server's DTLS address (host:port).
+    #[arg(long, global = true, default_value = "127.0.0.1:5684")]
+    server: SocketAddr,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Full handshakes, each from a new port, as fast as the threads go.
+    Rate {
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// One session per device of a devices file (`NAME PLACE KEY`), held until killed.
+    Hold {
+        #[arg(long)]
+        devices_file: String,
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let number = |name: &str, default: u64| -> u64 {
-        flag(name).map_or(default, |v| v.parse().expect("a number"))
-    };
-    let server: SocketAddr = flag("--server")
-        .expect("--server ADDR")
-        .parse()
-        .expect("--server is host:port");
-    match args.first().map(String::as_str) {
-        Some("rate") => {
-            let identity = flag("--identity").expect("--identity NAME");
-            let key = flag("--key").expect("--key KEY");
-            rate(
-                server,
-                &identity,
-                key.as_bytes(),
-                Duration::from_secs(number("--seconds", 5)),
-                number("--threads", 2) as usize,
-            );
-        }
-        Some("hold") => {
-            let file = flag("--devices-file").expect("--devices-file F");
-            hold(server, &file, number("--sessions", 10_000) as usize);
-        }
-        _ => {
-            eprintln!(
-                "usage: dtls_handshakes rate|hold --server ADDR ... (see the source's header)"
-            );
-            std::process::exit(2);
-        }
+    let args = Args::parse();
+    match args.mode {
+        Mode::Rate {
+            identity,
+            key,
+            seconds,
+            threads,
+        } => rate(
+            args.server,
+            &identity,
+            key.as_bytes(),
+            Duration::from_secs(seconds),
+            threads,
+        ),
+        Mode::Hold {
+            devices_file,
+            sessions,
+        } => hold(args.server, &devices_file, sessions),
     }
 }
 

@@ -78,45 +78,43 @@ enum Change {
 }
 
 impl Sources {
-    /// Takes one watch event; whether the registry should be published again. A relist starts
-    /// empty (an object deleted meanwhile sends no event) and publishes once, at its end.
+    /// Takes one watch event; whether the registry should be published again.
     fn apply(&mut self, change: Change) -> bool {
-        use watcher::Event;
         match change {
-            Change::Keys(Event::Apply(s)) => {
-                self.keys = secret_keys(s);
-                true
-            }
-            Change::Keys(Event::InitApply(s)) => {
-                self.keys = secret_keys(s);
-                false
-            }
-            Change::Keys(Event::Delete(_)) => {
-                self.keys.clear();
-                true
-            }
-            Change::Keys(Event::Init) => {
-                self.keys.clear();
-                false
-            }
-            Change::Places(Event::Apply(m)) => {
-                self.places = m.data.unwrap_or_default().into_iter().collect();
-                true
-            }
-            Change::Places(Event::InitApply(m)) => {
-                self.places = m.data.unwrap_or_default().into_iter().collect();
-                false
-            }
-            Change::Places(Event::Delete(_)) => {
-                self.places.clear();
-                true
-            }
-            Change::Places(Event::Init) => {
-                self.places.clear();
-                false
-            }
-            Change::Keys(Event::InitDone) | Change::Places(Event::InitDone) => true,
+            Change::Keys(event) => update(&mut self.keys, event, secret_keys),
+            Change::Places(event) => update(&mut self.places, event, |m: ConfigMap| {
+                m.data.unwrap_or_default().into_iter().collect()
+            }),
         }
+    }
+}
+
+/// Takes one watch event of one object into `map`, its content; whether to publish. A relist
+/// starts empty (an object deleted meanwhile sends no event) and publishes once, at its end.
+fn update<K, V>(
+    map: &mut HashMap<String, V>,
+    event: watcher::Event<K>,
+    content: impl FnOnce(K) -> HashMap<String, V>,
+) -> bool {
+    use watcher::Event;
+    match event {
+        Event::Apply(object) => {
+            *map = content(object);
+            true
+        }
+        Event::InitApply(object) => {
+            *map = content(object);
+            false
+        }
+        Event::Delete(_) => {
+            map.clear();
+            true
+        }
+        Event::Init => {
+            map.clear();
+            false
+        }
+        Event::InitDone => true,
     }
 }
 
