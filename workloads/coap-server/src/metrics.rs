@@ -47,6 +47,10 @@ iot_common::metric_set! {
         /// Established DTLS sessions
         #[metric("dtls_sessions")]
         pub(crate) dtls_sessions: Gauge,
+        /// Answers to devices dropped because their session ended before the answer was ready
+        /// (the device handshakes again, retransmits, and the dedup cache answers)
+        #[metric("dtls_answers_without_session")]
+        pub(crate) dtls_answers_without_session: Counter,
         /// DTLS sessions dropped to make room for a new one (the least recently active)
         #[metric("dtls_sessions_evicted")]
         pub(crate) dtls_sessions_evicted: Counter,

@@ -191,9 +191,7 @@ impl Shared {
             let mut outbox = lock(&secure.outbox);
             for (peer, message) in pending {
                 if !sessions.seal(peer, &message, &mut outbox) {
-                    // Its session ended since the request came; it will handshake again and
-                    // retransmit, and the dedup cache answers.
-                    self.metrics.send_errors.inc();
+                    self.metrics.dtls_answers_without_session.inc();
                 }
             }
             drop(sessions);
