@@ -39,7 +39,9 @@ step "tests"
 # Test binaries run side by side in lanes: most tests wait on the cluster (HPA windows, pods
 # starting), so one binary after another left the machine idle for most of the run. Each lane
 # is one `cargo test` (cargo holds its build lock only while it builds); a lane's binaries run in
-# order, and its output lines carry the lane's name. The order that matters:
+# order, and its output lines carry the lane's name. Every lane selects the whole workspace and
+# names its test targets: `-p`/`--exclude` would resolve the dependencies' features differently
+# from the build step, and each lane would build them again. The order that matters:
 #   1. the two binaries that install the chart's cluster-wide operator (it would reconcile every
 #      other test's monitors) run while nothing else uses the cluster, beside the tests that need
 #      no cluster at all;
@@ -69,33 +71,49 @@ wait_lanes() {
   done
   lanes=()
 }
-e2e() { # e2e [--lib] TEST...: those iot-e2e test binaries, in order
+tests() { # tests [--lib|--bins] TEST...: those test targets of the workspace, in order
   local args=() t
   for t in "$@"; do
-    if [ "$t" = --lib ]; then args+=(--lib); else args+=(--test "$t"); fi
+    case $t in --lib | --bins) args+=("$t") ;; *) args+=(--test "$t") ;; esac
   done
-  cargo test -p iot-e2e --no-fail-fast "${args[@]}" -- --test-threads="$THREADS"
+  cargo test --workspace --no-fail-fast "${args[@]}" -- --test-threads="$THREADS"
 }
-# Every iot-e2e test binary not named above, so a new one cannot be left out.
+local_tests() { # every unit test, every other crate's integration tests, then the doc tests
+  local code=0
+  tests --lib --bins "${other_tests[@]}" || code=1
+  cargo test --workspace --doc || code=1
+  return "$code"
+}
+# Every test target not named above, so a new one cannot be left out: iot-e2e's (they need the
+# cluster) and the other crates' (they need none).
 named=" ${CLUSTER_WIDE[*]} ${LONG_LANES[*]} ${ALONE[*]} "
 other_e2e=()
-for f in tests/e2e/tests/*.rs; do
-  t=$(basename "$f" .rs)
-  [[ "$named" == *" $t "* ]] || other_e2e+=("$t")
-done
+other_tests=()
+while read -r package target; do
+  if [ "$package" = iot-e2e ]; then
+    [[ "$named" == *" $target "* ]] || other_e2e+=("$target")
+  else
+    other_tests+=("$target")
+  fi
+done < <(cargo metadata --format-version 1 --no-deps | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "test" in t["kind"]:
+            print(p["name"], t["name"])')
 
-lane local cargo test --workspace --exclude iot-e2e --no-fail-fast -- --test-threads="$THREADS"
+lane local local_tests
 # Phase 1 on the cluster: the cluster-wide operators, alone on it.
-lane cluster-wide e2e "${CLUSTER_WIDE[@]}"
+lane cluster-wide tests "${CLUSTER_WIDE[@]}"
 cluster_wide_pid=${lanes[1]%%:*}
 wait "$cluster_wide_pid" || { echo "lane cluster-wide failed" >&2; rc=1; }
 lanes=("${lanes[0]}")
 # Phase 2: everything else on the cluster.
 for l in "${LONG_LANES[@]}"; do
   # shellcheck disable=SC2086 # the names are words
-  lane "${l%% *}" e2e $l
+  lane "${l%% *}" tests $l
 done
-lane e2e e2e --lib "${other_e2e[@]}"
+lane e2e tests "${other_e2e[@]}"
 wait_lanes
 
 step "control plane down"
@@ -103,7 +121,7 @@ down
 trap - EXIT
 
 step "the README's operator quick start (make dev, kubectl get iotmon, make cluster-down)"
-cargo test -p iot-e2e --test quick_start || rc=$?
+cargo test --workspace --test quick_start || rc=$?
 
 step "done in $(( $(date +%s) - t0 )) s (exit $rc)"
 exit "$rc"
