@@ -72,7 +72,7 @@ kind-up: ## kind cluster + images + metrics-server + operator (Helm) + examples/
 	kubectl --context $(KIND_CONTEXT) wait iotmonitor/lab --for=condition=Ready --timeout=10m
 	@kubectl --context $(KIND_CONTEXT) get iotmonitor lab
 	@echo
-	@echo "Grafana: http://localhost:3000 (anonymous viewer; admin password:"
+	@echo "Grafana: http://localhost:3000 (anonymous viewer, as examples/iotmonitor.yaml asks; admin password:"
 	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-credentials -o jsonpath='{.data.grafana-admin-password}' | base64 -d)"
 	@echo "CoAP:    coaps://localhost:5684 (UDP, DTLS; device desk's key:"
 	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-devices -o jsonpath='{.data.desk}' | base64 -d)"

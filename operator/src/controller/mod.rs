@@ -53,10 +53,11 @@ pub use self::scope::WatchScope;
 use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
 use self::watches::Watches;
+use crate::constants::{EXTERNAL_CREDENTIALS_LABEL, OPT_IN_VALUE};
 use crate::crd::{IotMonitor, IotMonitorStatus};
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
-/// (the user's external credentials Secret).
+/// (the keys of the user's external credentials Secret).
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Re-check while the `Autoscaling` condition is not true. The HPAs' condition changes wake the
@@ -268,6 +269,13 @@ pub async fn run(
     let role_bindings = watches.watch(scope.api::<RoleBinding>(client));
     ctx.known.set_cache(watches.into_cache());
 
+    // The user's Secrets that opt in as external credentials: labelling one, or taking the label
+    // off, wakes the monitors that name it at once rather than at the next resync. Only the
+    // labelled ones are watched; nothing of them is kept.
+    let opted_in =
+        watcher::Config::default().labels(&format!("{EXTERNAL_CREDENTIALS_LABEL}={OPT_IN_VALUE}"));
+    let external_secrets = watcher(scope.api::<Secret>(client), opted_in).touched_objects();
+
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.
     let (monitors, writer) = reflector::store();
@@ -277,6 +285,7 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
 
+    let naming = monitors.clone();
     Controller::for_stream(monitor_changes, monitors)
         .owns_stream(deployments)
         .owns_stream(stateful_sets)
@@ -292,6 +301,10 @@ pub async fn run(
         // there is rotated.
         .watches_stream(secrets, owner_by_label)
         .watches_stream(claims, owner_by_label)
+        .watches_stream(external_secrets, move |secret| {
+            let monitors = naming.state();
+            dereference::monitors_naming(monitors.iter().map(|m| m.as_ref()), &secret)
+        })
         .with_config(
             ControllerConfig::default()
                 .concurrency(CONCURRENCY)

@@ -2,7 +2,9 @@
 //! match on the reason; the message says what to change.
 
 use super::MAX_REGISTRY_BYTES;
-use crate::constants::MAX_NAME_LEN;
+use crate::constants::{
+    EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, MAX_NAME_LEN, OPT_IN_VALUE,
+};
 
 /// Why a spec cannot be resolved; each message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,10 +69,29 @@ pub enum InvalidSpec {
         "Secret {secret} with the external InfluxDB credentials does not exist; create it or fix spec.influxdb.external.credentialsSecret"
     )]
     CredentialsSecretMissing { secret: String },
+    #[error(
+        "Secret {secret} does not allow its use as external InfluxDB credentials, so no pod gets it (the workloads would send its values to spec.influxdb.external.url); if it is meant for that, its owner opts in: kubectl label secret {secret} -n {namespace} {EXTERNAL_CREDENTIALS_LABEL}={OPT_IN_VALUE}"
+    )]
+    CredentialsSecretNotOptedIn { secret: String, namespace: String },
+    #[error(
+        "Secret {secret} may be sent only to {allowed} (its annotation {EXTERNAL_URL_ANNOTATION}), not to {url}; fix spec.influxdb.external.url, or the annotation if the Secret's owner agrees"
+    )]
+    CredentialsUrlNotAllowed {
+        secret: String,
+        allowed: String,
+        url: String,
+    },
     #[error("aqi.region needs exactly one of countries, box or area")]
     RegionNotOneForm,
-    #[error("Secret {secret} with the external InfluxDB credentials has no key {key:?}")]
-    CredentialsKeyMissing { secret: String, key: String },
+    #[error(
+        "Secret {secret} with the external InfluxDB credentials has no key {}, so no pod gets it; add the key (kubectl edit secret {secret} -n {namespace}), or name the key that holds the value in spec.influxdb.external.usernameKey or passwordKey",
+        .keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(" and no key ")
+    )]
+    CredentialsKeyMissing {
+        secret: String,
+        namespace: String,
+        keys: Vec<String>,
+    },
 }
 
 impl InvalidSpec {
@@ -80,6 +101,10 @@ impl InvalidSpec {
         match self {
             Self::CredentialsSecretMissing { .. } | Self::CredentialsKeyMissing { .. } => {
                 "MissingCredentials"
+            }
+            // Not a spec error either: the Secret's owner decides.
+            Self::CredentialsSecretNotOptedIn { .. } | Self::CredentialsUrlNotAllowed { .. } => {
+                "CredentialsNotAllowed"
             }
             _ => "InvalidSpec",
         }
