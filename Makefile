@@ -28,7 +28,7 @@ lint-tools: ## actionlint (Go module proxy, ~15 s) and cargo-deny (cargo install
 lint: lint-tools ## rustfmt, clippy (warnings are errors), cargo-deny (licenses, bans, sources: deny.toml), actionlint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(LINT_BIN)/cargo-deny check licenses bans sources
+	$(LINT_BIN)/cargo-deny check --hide-inclusion-graph licenses bans sources
 	$(LINT_BIN)/actionlint
 
 unit-test: ## every crate's unit tests (no cluster, no InfluxDB, no images): what the release workflow runs
