@@ -332,9 +332,10 @@ fn resolve_influx(
     })
 }
 
-/// The external credentials Secret must exist, opt in ([`crate::constants::EXTERNAL_CREDENTIALS_LABEL`]), allow
-/// this URL if it names one, and hold both keys: otherwise no pod is built on it, neither one that
-/// would send a Secret its owner never meant for this, nor one with half the credentials.
+/// The external credentials Secret must exist, opt in
+/// ([`crate::constants::EXTERNAL_CREDENTIALS_LABEL`]), allow this URL if it names one, and hold
+/// both keys: otherwise no pod is built on it, neither one that would send a Secret its owner
+/// never meant for this, nor one with half the credentials.
 fn check_credentials(
     creds: &SecretCredentials,
     found: Option<&ReferencedSecret>,
