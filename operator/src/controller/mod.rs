@@ -25,6 +25,7 @@ mod scope;
 mod status;
 pub mod validate;
 mod watches;
+mod withdraw;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,7 +152,30 @@ pub(crate) async fn reconcile_monitor(
         return Ok(Action::await_change());
     }
     let refs = dereference::dereference(&ctx.client, monitor).await?;
-    let model = validate::validate(monitor, &refs)?;
+    let model = match validate::validate(monitor, &refs) {
+        Ok(model) => model,
+        Err(invalid) => {
+            if let Some(secret) = invalid.withdrawn_secret() {
+                let deleted =
+                    withdraw::delete_readers(&ctx.client, &ctx.metrics, monitor, secret).await?;
+                if !deleted.is_empty() {
+                    let note = format!(
+                        "Secret {secret} no longer allows its use: deleted {} (built again once it does)",
+                        deleted.join(", ")
+                    );
+                    events::publish(
+                        ctx,
+                        monitor,
+                        EventType::Warning,
+                        "CredentialsWithdrawn",
+                        note,
+                    )
+                    .await;
+                }
+            }
+            return Err(invalid.into());
+        }
+    };
     let generation = monitor.metadata.generation;
     if model.paused {
         let status = status::paused(monitor.status.as_ref(), generation, now());

@@ -379,3 +379,58 @@ async fn a_secret_that_does_not_opt_in_reaches_no_pod_and_the_status_says_how_to
         "the values are never copied"
     );
 }
+
+#[tokio::test]
+async fn taking_the_opt_in_off_deletes_the_workloads_that_read_the_secret() {
+    let (ctx, api, monitor) = context_with(EXTERNAL);
+    let opted_in = json!({"iot.operator.dev/allow-external-influxdb": "true"});
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(opted_in, &["username", "password"]),
+    );
+    reconcile(Arc::new(monitor), ctx.clone())
+        .await
+        .expect("opted in");
+    let mut before = children_naming_ext(&api);
+    before.sort();
+    assert_eq!(
+        before,
+        [
+            "\"Deployment\"/\"lab-aqi-ingestor\"",
+            "\"Deployment\"/\"lab-coap-server\"",
+            "\"Deployment\"/\"lab-grafana\""
+        ],
+        "the stack reads the Secret"
+    );
+
+    // The owner takes the label off: the readers go, the rest of the stack stays.
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(json!({}), &["username", "password"]),
+    );
+    api.clear_calls();
+    let error = reconcile(Arc::new(stored(&api)), ctx)
+        .await
+        .expect_err("no longer opted in");
+    assert_eq!(error.category(), "CredentialsNotAllowed");
+    assert_eq!(children_naming_ext(&api), Vec::<String>::new());
+    let deleted: Vec<_> = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == http::Method::DELETE)
+        .map(|c| c.target())
+        .collect();
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert!(
+        api.objects()
+            .iter()
+            .any(|o| o["kind"] == "Service" && o["metadata"]["name"] == "lab-grafana"),
+        "only the workloads that read the Secret go"
+    );
+    assert!(
+        api.writes()
+            .iter()
+            .any(|(resource, _)| resource == "events"),
+        "an Event says what was deleted"
+    );
+}

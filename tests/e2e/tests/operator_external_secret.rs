@@ -1,7 +1,8 @@
 //! No Secret leaves through the spec: someone who may create IotMonitors but may not read
 //! Secrets names a Secret as the external InfluxDB's credentials. Until the Secret's owner opts
 //! in, nothing of the stack carries it, and the status tells the author what the owner must add;
-//! an opted-in Secret without both keys is refused too. Only then do the workloads read it.
+//! an opted-in Secret without both keys is refused too. Only then do the workloads read it, and
+//! when the owner takes the opt-in off again, those workloads go.
 //! Against the real API server with RBAC; the pods stay on kwok nodes (nothing is sent anywhere).
 
 use iot_e2e::operator_support;
@@ -147,6 +148,45 @@ async fn a_monitor_author_who_cannot_read_secrets_cannot_make_the_stack_carry_on
         carriers.copies.is_empty(),
         "the password copied into {:?}",
         carriers.copies
+    );
+    let readers = carriers.naming.len();
+
+    // The owner takes the label off again: the workloads that read it go (the rest stays), and
+    // the status says why. Taking the label off wakes the monitor too.
+    secrets
+        .patch(
+            "ext",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {LABEL: null}}})),
+        )
+        .await?;
+    wait_degraded(&monitors, "CredentialsNotAllowed").await?;
+    let left = wait_for(
+        "no workload reading the Secret",
+        default_timeout(),
+        || async {
+            let carriers = carriers_of_ext(&admin, ns)
+                .await
+                .map_err(|e| e.to_string())?;
+            let readers: Vec<_> = carriers
+                .naming
+                .iter()
+                .filter(|c| !c.starts_with("Pod/"))
+                .collect();
+            match readers.is_empty() {
+                true => Ok(carriers.workloads),
+                false => Err(format!("still reading: {readers:?}")),
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        left >= 1,
+        "the simulator, which never reads the Secret, stays ({left} workloads)"
+    );
+    ensure!(
+        readers >= 2,
+        "{readers} carriers before the opt-in was taken off"
     );
     operator.stop().await
 }

@@ -95,6 +95,16 @@ pub enum InvalidSpec {
 }
 
 impl InvalidSpec {
+    /// The external credentials Secret whose owner does not (or no longer) allow this use: the
+    /// workloads that read it must go, not only wait for a fix.
+    pub fn withdrawn_secret(&self) -> Option<&str> {
+        match self {
+            Self::CredentialsSecretNotOptedIn { secret, .. }
+            | Self::CredentialsUrlNotAllowed { secret, .. } => Some(secret),
+            _ => None,
+        }
+    }
+
     /// The stable category (metric label, Event and condition reason): a missing credential is
     /// told apart from a spec that contradicts itself, since the fix is elsewhere.
     pub fn category(&self) -> &'static str {
