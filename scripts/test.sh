@@ -12,6 +12,12 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "actionlint (.github/workflows)"
+# A small Go build the first time (cached in ~/.cache/iot-operator); cargo-deny, which costs minutes
+# of compiling, runs in `make lint` only.
+scripts/lint-tools.sh actionlint
+"$(scripts/lint-tools.sh --print)/actionlint"
+
 step "build"
 cargo build --workspace --all-targets
 
