@@ -42,3 +42,11 @@ pub const INFLUX_UID: i64 = 1000;
 
 /// The one field manager of every write the operator makes (children and status).
 pub const FIELD_MANAGER: &str = "iot-operator";
+
+/// The label that hands a ConfigMap of Grafana alert rules to a monitor: its value is the
+/// monitor's name (docs/alerts.md).
+pub const ALERT_RULES_LABEL: &str = "iot.operator.dev/alert-rules";
+
+/// The uids of the provisioned InfluxDB datasources; the dashboards and alert rules name them.
+pub const DHT_DATASOURCE_UID: &str = "iot-dht";
+pub const AQI_DATASOURCE_UID: &str = "iot-aqi";

@@ -2,11 +2,13 @@
 //! knows of its children (`known_state`), and the failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 
 use super::known_state::KnownState;
 use crate::metrics::Metrics;
@@ -25,6 +27,9 @@ pub struct Context {
     pub(super) known: KnownState,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The ConfigMaps labelled `iot.operator.dev/alert-rules`, kept by their watch; unset until
+    /// the controller runs.
+    rule_maps: RwLock<Option<Store<ConfigMap>>>,
 }
 
 impl Context {
@@ -37,6 +42,18 @@ impl Context {
             metrics,
             known: KnownState::default(),
             failures: Mutex::new(HashMap::new()),
+            rule_maps: RwLock::new(None),
+        }
+    }
+
+    /// The store of the labelled alert-rule ConfigMaps (a cheap clone of a shared reader).
+    pub(super) fn rule_maps(&self) -> Option<Store<ConfigMap>> {
+        self.rule_maps.read().ok().and_then(|s| s.clone())
+    }
+
+    pub(super) fn set_rule_maps(&self, store: Store<ConfigMap>) {
+        if let Ok(mut current) = self.rule_maps.write() {
+            *current = Some(store);
         }
     }
 

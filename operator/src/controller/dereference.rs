@@ -1,20 +1,30 @@
 //! The first step of the pipeline: read what the spec refers to, before validating, so that
-//! validation stays pure. Today that is the Secret with the external InfluxDB credentials:
-//! only the names of its keys are kept, never the values.
+//! validation stays pure: the Secret with the external InfluxDB credentials and the Secrets of
+//! the alert contact points (only the names of their keys are kept, never the values), and the
+//! ConfigMaps of alert rules labelled for the monitor (from the watch's store: no request).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
+use crate::constants::ALERT_RULES_LABEL;
 use crate::crd::IotMonitor;
 use crate::error::concise;
+
+/// A ConfigMap's data: key → content.
+pub type ConfigMapData = BTreeMap<String, String>;
 
 /// What the spec refers to, as found in the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dereferenced {
     /// The external credentials Secret; `None` when the spec names none.
     pub external_credentials: Option<ReferencedSecret>,
+    /// Every Secret a contact point of `spec.alerts` names, by name.
+    pub contact_point_secrets: BTreeMap<String, ReferencedSecret>,
+    /// The ConfigMaps labelled `iot.operator.dev/alert-rules: <monitor>`, by name.
+    pub alert_rule_config_maps: BTreeMap<String, ConfigMapData>,
 }
 
 /// A Secret the spec names.
@@ -44,17 +54,70 @@ impl DereferenceError {
     }
 }
 
-/// Reads every object the spec of `monitor` refers to.
+/// Reads every object the spec of `monitor` refers to; the labelled rule ConfigMaps come from
+/// `rule_maps`, the watch's store (none while it is not running, as in unit tests).
 pub async fn dereference(
     client: &Client,
     monitor: &IotMonitor,
+    rule_maps: Option<&Store<ConfigMap>>,
 ) -> Result<Dereferenced, DereferenceError> {
-    let Some(external) = &monitor.spec.influxdb.external else {
-        return Ok(Dereferenced::default());
-    };
     let namespace = monitor.namespace().unwrap_or_default();
-    let name = &external.credentials_secret;
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let external_credentials = match &monitor.spec.influxdb.external {
+        Some(external) => Some(read_secret(&api, &external.credentials_secret).await?),
+        None => None,
+    };
+    let mut contact_point_secrets = BTreeMap::new();
+    if monitor.spec.alerts.enabled {
+        for name in contact_point_secret_names(monitor) {
+            let found = read_secret(&api, name).await?;
+            contact_point_secrets.insert(name.to_owned(), found);
+        }
+    }
+    let alert_rule_config_maps = match rule_maps {
+        Some(store) if monitor.spec.alerts.enabled => labelled_rule_maps(
+            store.state().iter().map(|cm| cm.as_ref()),
+            &namespace,
+            &monitor.name_any(),
+        ),
+        _ => BTreeMap::new(),
+    };
+    Ok(Dereferenced {
+        external_credentials,
+        contact_point_secrets,
+        alert_rule_config_maps,
+    })
+}
+
+/// The Secrets the contact points name, each once.
+fn contact_point_secret_names(monitor: &IotMonitor) -> BTreeSet<&str> {
+    monitor
+        .spec
+        .alerts
+        .contact_points
+        .iter()
+        .filter_map(|c| {
+            let webhook = c.webhook.as_ref().map(|w| &w.url_secret);
+            webhook.or(c.slack.as_ref().map(|s| &s.url_secret))
+        })
+        .map(|r| r.name.as_str())
+        .collect()
+}
+
+/// The data of the ConfigMaps of `namespace` labelled for monitor `name`.
+pub(crate) fn labelled_rule_maps<'a>(
+    config_maps: impl Iterator<Item = &'a ConfigMap>,
+    namespace: &str,
+    name: &str,
+) -> BTreeMap<String, ConfigMapData> {
+    config_maps
+        .filter(|cm| cm.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|cm| cm.labels().get(ALERT_RULES_LABEL).map(String::as_str) == Some(name))
+        .map(|cm| (cm.name_any(), cm.data.clone().unwrap_or_default()))
+        .collect()
+}
+
+async fn read_secret(api: &Api<Secret>, name: &str) -> Result<ReferencedSecret, DereferenceError> {
     let secret = api
         .get_opt(name)
         .await
@@ -62,13 +125,10 @@ pub async fn dereference(
             what: format!("Secret {name}"),
             source,
         })?;
-    let found = match secret {
+    Ok(match secret {
         None => ReferencedSecret::Missing,
         Some(secret) => {
             ReferencedSecret::Keys(secret.data.unwrap_or_default().into_keys().collect())
         }
-    };
-    Ok(Dereferenced {
-        external_credentials: Some(found),
     })
 }

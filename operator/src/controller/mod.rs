@@ -53,6 +53,7 @@ pub use self::scope::WatchScope;
 use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
 use self::watches::Watches;
+use crate::constants::ALERT_RULES_LABEL;
 use crate::crd::{IotMonitor, IotMonitorStatus};
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
@@ -149,7 +150,8 @@ pub(crate) async fn reconcile_monitor(
         // The garbage collector removes the owned children.
         return Ok(Action::await_change());
     }
-    let refs = dereference::dereference(&ctx.client, monitor).await?;
+    let rule_maps = ctx.rule_maps();
+    let refs = dereference::dereference(&ctx.client, monitor, rule_maps.as_ref()).await?;
     let model = validate::validate(monitor, &refs)?;
     let generation = monitor.metadata.generation;
     if model.paused {
@@ -234,6 +236,13 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     Some(ObjectRef::new(&instance).within(&namespace))
 }
 
+/// The IotMonitor a labelled alert-rule ConfigMap names.
+fn monitor_of_rule_map(config_map: ConfigMap) -> Option<ObjectRef<IotMonitor>> {
+    let monitor = config_map.labels().get(ALERT_RULES_LABEL)?.clone();
+    let namespace = config_map.metadata.namespace?;
+    Some(ObjectRef::new(&monitor).within(&namespace))
+}
+
 /// Reconciles at once. While every slot is busy kube-runtime holds the other requests in a set
 /// it drains in hash order, not oldest first: with few slots and a steady stream of triggers the
 /// same monitors win again and again (starvation). With the triggers filtered (`watches`) the set
@@ -268,6 +277,18 @@ pub async fn run(
     let role_bindings = watches.watch(scope.api::<RoleBinding>(client));
     ctx.known.set_cache(watches.into_cache());
 
+    // The users' alert-rule ConfigMaps: not ours (no managed-by label), found by their own
+    // label, whose value names the monitor they belong to. A change wakes that monitor.
+    let (rule_maps, rule_writer) = reflector::store();
+    let rule_map_changes = watcher(
+        scope.api::<ConfigMap>(client),
+        watcher::Config::default().labels(ALERT_RULES_LABEL),
+    )
+    .modify(|cm| cm.metadata.managed_fields = None)
+    .reflect(rule_writer)
+    .touched_objects();
+    ctx.set_rule_maps(rule_maps);
+
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.
     let (monitors, writer) = reflector::store();
@@ -292,6 +313,7 @@ pub async fn run(
         // there is rotated.
         .watches_stream(secrets, owner_by_label)
         .watches_stream(claims, owner_by_label)
+        .watches_stream(rule_map_changes, monitor_of_rule_map)
         .with_config(
             ControllerConfig::default()
                 .concurrency(CONCURRENCY)

@@ -2,6 +2,7 @@
 //! module per component; [`DesiredObjects`] gathers everything one IotMonitor should have.
 
 pub(crate) mod access;
+pub mod alerts;
 pub(crate) mod aqi_ingestor;
 pub(crate) mod autoscaling;
 pub(crate) mod coap_server;
@@ -62,6 +63,7 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
 
     let mut config_maps: Vec<ConfigMap> = influx.setup.into_iter().collect();
     config_maps.extend([grafana.provisioning, grafana.dashboards]);
+    config_maps.extend(grafana.alerting);
 
     let mut services: Vec<Service> = influx.service.into_iter().chain(influx.headless).collect();
     services.extend([grafana.service, coap.service]);

@@ -71,6 +71,39 @@ pub enum InvalidSpec {
     RegionNotOneForm,
     #[error("Secret {secret} with the external InfluxDB credentials has no key {key:?}")]
     CredentialsKeyMissing { secret: String, key: String },
+    #[error(
+        "alerts.{field} is {value:?}; use a whole number of seconds, minutes or hours, such as 90s, 10m or 2h"
+    )]
+    BadAlertDuration { field: &'static str, value: String },
+    #[error("alerts.{field}.min must be below alerts.{field}.max")]
+    AlertRangeCrossed { field: &'static str },
+    #[error("alerts.contactPoints entry {name:?} needs exactly one of email, webhook or slack")]
+    ContactPointTargets { name: String },
+    #[error("alerts.contactPoints lists {name:?} more than once; contact point names are unique")]
+    DuplicateContactPoint { name: String },
+    #[error(
+        "Secret {secret} named by alerts.contactPoints entry {contact_point:?} does not exist; create it in the monitor's namespace (Grafana keeps its last alerting configuration until then)"
+    )]
+    ContactPointSecretMissing {
+        contact_point: String,
+        secret: String,
+    },
+    #[error(
+        "Secret {secret} named by alerts.contactPoints entry {contact_point:?} has no key {key:?}"
+    )]
+    ContactPointKeyMissing {
+        contact_point: String,
+        secret: String,
+        key: String,
+    },
+    #[error(
+        "ConfigMap {config_map} (labelled iot.operator.dev/alert-rules) key {key:?} is not a Grafana alert rule file: {reason}"
+    )]
+    BadRuleFile {
+        config_map: String,
+        key: String,
+        reason: String,
+    },
 }
 
 impl InvalidSpec {
@@ -78,9 +111,11 @@ impl InvalidSpec {
     /// told apart from a spec that contradicts itself, since the fix is elsewhere.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::CredentialsSecretMissing { .. } | Self::CredentialsKeyMissing { .. } => {
-                "MissingCredentials"
-            }
+            Self::CredentialsSecretMissing { .. }
+            | Self::CredentialsKeyMissing { .. }
+            | Self::ContactPointSecretMissing { .. }
+            | Self::ContactPointKeyMissing { .. } => "MissingCredentials",
+            Self::BadRuleFile { .. } => "InvalidAlertRules",
             _ => "InvalidSpec",
         }
     }

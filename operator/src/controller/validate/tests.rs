@@ -95,6 +95,7 @@ fn a_missing_external_credentials_secret_is_named() {
     let monitor = monitor(EXTERNAL);
     let refs = Dereferenced {
         external_credentials: Some(ReferencedSecret::Missing),
+        ..Dereferenced::default()
     };
     let err = validate(&monitor, &refs).expect_err("no Secret");
     assert_eq!(
@@ -117,6 +118,7 @@ fn a_missing_key_in_the_credentials_secret_is_named() {
     let monitor = monitor(EXTERNAL);
     let refs = Dereferenced {
         external_credentials: Some(ReferencedSecret::Keys(BTreeSet::from(["username".into()]))),
+        ..Dereferenced::default()
     };
     let err = validate(&monitor, &refs).expect_err("no password key");
     assert_eq!(
