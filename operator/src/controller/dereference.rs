@@ -25,6 +25,9 @@ pub struct Dereferenced {
     pub contact_point_secrets: BTreeMap<String, ReferencedSecret>,
     /// The ConfigMaps labelled `iot.operator.dev/alert-rules: <monitor>`, by name.
     pub alert_rule_config_maps: BTreeMap<String, ConfigMapData>,
+    /// The cluster serves the Prometheus operator's ServiceMonitor and PrometheusRule kinds
+    /// (as last found by discovery: `prometheus_crds`).
+    pub prometheus_operator: bool,
 }
 
 /// A Secret the spec names.
@@ -55,11 +58,13 @@ impl DereferenceError {
 }
 
 /// Reads every object the spec of `monitor` refers to; the labelled rule ConfigMaps come from
-/// `rule_maps`, the watch's store (none while it is not running, as in unit tests).
+/// `rule_maps`, the watch's store (none while it is not running, as in unit tests), and
+/// whether the Prometheus operator's kinds exist from the last discovery.
 pub async fn dereference(
     client: &Client,
     monitor: &IotMonitor,
     rule_maps: Option<&Store<ConfigMap>>,
+    prometheus_operator: bool,
 ) -> Result<Dereferenced, DereferenceError> {
     let namespace = monitor.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -86,6 +91,7 @@ pub async fn dereference(
         external_credentials,
         contact_point_secrets,
         alert_rule_config_maps,
+        prometheus_operator,
     })
 }
 
@@ -131,4 +137,20 @@ async fn read_secret(api: &Api<Secret>, name: &str) -> Result<ReferencedSecret, 
             ReferencedSecret::Keys(secret.data.unwrap_or_default().into_keys().collect())
         }
     })
+}
+
+/// Whether the API server serves both Prometheus operator kinds the operator creates. Discovery
+/// needs no RBAC beyond what every authenticated client has.
+pub async fn prometheus_operator_present(client: &Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources("monitoring.coreos.com/v1")
+        .await
+    {
+        Ok(list) => {
+            let has = |name: &str| list.resources.iter().any(|r| r.name == name);
+            Ok(has("servicemonitors") && has("prometheusrules"))
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -77,6 +77,7 @@ pub fn present(monitor: &IotMonitor) -> Dereferenced {
         external_credentials,
         contact_point_secrets,
         alert_rule_config_maps: BTreeMap::new(),
+        prometheus_operator: false,
     }
 }
 

@@ -151,7 +151,13 @@ pub(crate) async fn reconcile_monitor(
         return Ok(Action::await_change());
     }
     let rule_maps = ctx.rule_maps();
-    let refs = dereference::dereference(&ctx.client, monitor, rule_maps.as_ref()).await?;
+    let refs = dereference::dereference(
+        &ctx.client,
+        monitor,
+        rule_maps.as_ref(),
+        ctx.prometheus_operator(),
+    )
+    .await?;
     let model = validate::validate(monitor, &refs)?;
     let generation = monitor.metadata.generation;
     if model.paused {
@@ -165,6 +171,15 @@ pub(crate) async fn reconcile_monitor(
     let memo = ctx.known.memo();
     let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, memo, &cache);
     let mut applied = applier.apply_all(desired).await?;
+    let monitoring = desired::prometheus::build(&model);
+    applied.writes += apply::monitoring::apply(
+        &ctx.client,
+        &model,
+        monitoring.as_ref(),
+        &ctx.monitoring_memo,
+        &ctx.metrics,
+    )
+    .await?;
     let now = now();
     applied.influxdb_trouble =
         diagnose::influxdb_trouble(&ctx.client, &model, &applied.stateful_sets, &now).await;
@@ -289,6 +304,21 @@ pub async fn run(
     .touched_objects();
     ctx.set_rule_maps(rule_maps);
 
+    // The Prometheus path: whether the cluster has the Prometheus operator's kinds, known
+    // before the first reconcile and re-checked periodically; a change re-reconciles every
+    // monitor, so their ServiceMonitor and PrometheusRule appear when the CRDs do.
+    let (prometheus_changed, prometheus_changes) = futures::channel::mpsc::channel(1);
+    let discovery = ctx.prometheus_discovery.map(|every| {
+        tokio::spawn(watch_prometheus_operator(
+            ctx.clone(),
+            every,
+            prometheus_changed,
+        ))
+    });
+    if discovery.is_some() {
+        check_prometheus_operator(&ctx).await;
+    }
+
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.
     let (monitors, writer) = reflector::store();
@@ -314,6 +344,7 @@ pub async fn run(
         .watches_stream(secrets, owner_by_label)
         .watches_stream(claims, owner_by_label)
         .watches_stream(rule_map_changes, monitor_of_rule_map)
+        .reconcile_all_on(prometheus_changes)
         .with_config(
             ControllerConfig::default()
                 .concurrency(CONCURRENCY)
@@ -328,4 +359,41 @@ pub async fn run(
             }
         })
         .await;
+    if let Some(discovery) = discovery {
+        discovery.abort();
+    }
+}
+
+/// Asks discovery once; true when the answer changed. An error keeps the last answer.
+async fn check_prometheus_operator(ctx: &Context) -> bool {
+    match dereference::prometheus_operator_present(&ctx.client).await {
+        Ok(present) => {
+            let changed = ctx.set_prometheus_operator(present);
+            if changed {
+                tracing::info!(
+                    present,
+                    "the Prometheus operator's ServiceMonitor and PrometheusRule kinds"
+                );
+            }
+            changed
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot ask discovery for monitoring.coreos.com/v1");
+            false
+        }
+    }
+}
+
+/// Re-checks periodically; a change wakes every monitor through `changed`.
+async fn watch_prometheus_operator(
+    ctx: Arc<Context>,
+    every: Duration,
+    mut changed: futures::channel::mpsc::Sender<()>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if check_prometheus_operator(&ctx).await && changed.try_send(()).is_err() {
+            // Full: a wake-up is already pending, which is all that is needed.
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod influxdb;
 pub(crate) mod labels;
 pub(crate) mod network;
 pub mod pod;
+pub mod prometheus;
 pub(crate) mod secrets;
 pub(crate) mod simulator;
 pub(crate) mod template;
@@ -67,6 +68,9 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
 
     let mut services: Vec<Service> = influx.service.into_iter().chain(influx.headless).collect();
     services.extend([grafana.service, coap.service]);
+    // The Prometheus path's headless Service; its ServiceMonitor and PrometheusRule are
+    // dynamic objects, applied apart (`apply::monitoring`).
+    services.extend(prometheus::build(model).map(|m| m.metrics_service));
 
     let access = access::build(model);
     DesiredObjects {

@@ -112,6 +112,7 @@ pub fn validate(
         aqi,
         autoscaling,
         alerts,
+        prometheus_operator: refs.prometheus_operator,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct Names {
     pub devices: String,
     pub simulator: String,
     pub aqi_ingestor: String,
+    /// The Prometheus path: the metrics Service and the ServiceMonitor.
+    pub metrics: String,
 }
 
 impl Names {
@@ -49,6 +51,7 @@ impl Names {
             devices: n("devices"),
             simulator: n("sensor-sim"),
             aqi_ingestor: n("aqi-ingestor"),
+            metrics: n("metrics"),
         }
     }
 }
@@ -257,6 +260,8 @@ pub struct ValidatedMonitor {
     pub autoscaling: Option<ScalePolicy>,
     /// `None` when alerting is off.
     pub alerts: Option<Alerts>,
+    /// The cluster has the Prometheus operator's ServiceMonitor and PrometheusRule kinds.
+    pub prometheus_operator: bool,
 }
 
 impl ValidatedMonitor {
