@@ -248,9 +248,8 @@ mod tests {
             exprs[1],
             (
                 "AqiIngestorStale",
-                format!(
-                    r#"time() - max(aqi_last_success_timestamp_seconds{{namespace="iot",service="lab-metrics"}}) > 7200"#
-                )
+                r#"time() - max(aqi_last_success_timestamp_seconds{namespace="iot",service="lab-metrics"}) > 7200"#
+                    .to_owned()
             )
         );
         let built = build(&m).expect("built");
