@@ -93,9 +93,11 @@ impl ReconcileError {
         }
     }
 
-    /// Errors a retry cannot fix: the user must change something first.
+    /// Errors a retry cannot fix: the user must change the spec first. A missing Secret is
+    /// not one of them: creating it is a change the operator does not watch (the user's Secrets
+    /// carry none of its labels), so it is looked for again with the usual backoff.
     pub(crate) fn needs_user_action(&self) -> bool {
-        matches!(self, Self::InvalidSpec(_))
+        matches!(self, Self::InvalidSpec(e) if e.category() != "MissingCredentials")
     }
 }
 

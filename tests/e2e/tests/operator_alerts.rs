@@ -1,7 +1,8 @@
 //! Alerting on the real control plane: the alerting ConfigMap and Grafana's mount, a contact
 //! point naming a missing Secret (or key) held back with a condition that says so while
-//! Grafana keeps its last configuration, and the users' labelled rule ConfigMaps copied in,
-//! or refused with a condition when Grafana could not read them.
+//! Grafana keeps its last configuration (and applied once the key exists, with no spec change),
+//! and the users' labelled rule ConfigMaps copied in, or refused with a condition when Grafana
+//! could not read them.
 
 use iot_e2e::operator_support;
 
@@ -93,13 +94,23 @@ async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists()
     ensure!(message.contains("does not exist"), "{message}");
     // Nothing of the new configuration reached Grafana: neither file nor pod template.
     let held = deployments.get("lab-grafana").await?;
+    // Its generation counts changes of its spec (the Deployment controller's status updates
+    // leave it).
     ensure!(
-        held.metadata.resource_version == grafana.metadata.resource_version,
-        "Grafana's Deployment was written"
+        held.metadata.generation == grafana.metadata.generation,
+        "Grafana's Deployment was written: {:?} -> {:?}",
+        grafana.metadata.generation,
+        held.metadata.generation
     );
-    ensure!(secret_env(&held, "ALERT_CONTACT_0_URL").is_none());
+    ensure!(
+        secret_env(&held, "ALERT_CONTACT_0_URL").is_none(),
+        "the contact point's variable reached Grafana"
+    );
     let alerting_now = maps.get("lab-grafana-alerting").await?;
-    ensure!(alerting_now.metadata.resource_version == alerting.metadata.resource_version);
+    ensure!(
+        alerting_now.metadata.resource_version == alerting.metadata.resource_version,
+        "the alerting ConfigMap was written"
+    );
 
     // The Secret without the key: the key is named.
     stack
@@ -109,19 +120,16 @@ async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists()
             "apiVersion: v1\nkind: Secret\nmetadata: {name: alert-urls}\nstringData: {other: x}\n",
         )
         .await?;
-    // The user's Secret is not watched: a spec change (or the 5-minute resync) looks again.
+    // A spec change looks again at once.
     let mut hook_later = hook.clone();
     hook_later["alerts"]["silentAfter"] = "11m".into();
     patch_spec(&stack.monitors, hook_later).await?;
     let (_, message) = wait_degraded(&stack.monitors, "has no key \"ops\"").await?;
     ensure!(message.contains("alert-urls"), "{message}");
+    let held = deployments.get("lab-grafana").await?;
     ensure!(
-        deployments
-            .get("lab-grafana")
-            .await?
-            .metadata
-            .resource_version
-            == grafana.metadata.resource_version
+        held.metadata.generation == grafana.metadata.generation,
+        "Grafana's Deployment was written while the key was missing"
     );
 
     // With the key, Grafana gets the contact point, its URL from the Secret alone.
@@ -135,16 +143,19 @@ async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists()
             ),
         )
         .await?;
-    let mut hook_fixed = hook;
-    hook_fixed["alerts"]["silentAfter"] = "12m".into();
-    patch_spec(&stack.monitors, hook_fixed).await?;
+    // The user's Secret is not watched: without a spec change the retry backoff finds the key.
+    let notifications = wait_for("the contact point applied", default_timeout(), || async {
+        let cm = maps
+            .get("lab-grafana-alerting")
+            .await
+            .map_err(|e| e.to_string())?;
+        let data = cm.data.unwrap_or_default();
+        data.get("iot-notifications.yaml")
+            .cloned()
+            .ok_or_else(|| format!("{:?}", data.keys().collect::<Vec<_>>()))
+    })
+    .await?;
     wait_ready(&stack.monitors, "lab").await?;
-    let alerting = maps.get("lab-grafana-alerting").await?;
-    let data = alerting.data.clone().unwrap_or_default();
-    let notifications = data
-        .get("iot-notifications.yaml")
-        .cloned()
-        .unwrap_or_default();
     ensure!(
         notifications.contains("$ALERT_CONTACT_0_URL"),
         "{notifications}"
@@ -228,7 +239,10 @@ async fn labelled_rule_config_maps_reach_grafana_and_bad_ones_are_refused() -> R
     ensure!(reason == "InvalidAlertRules", "{reason}: {message}");
     ensure!(message.contains("datasourceUid"), "{message}");
     let now = maps.get("lab-grafana-alerting").await?;
-    ensure!(now.metadata.resource_version == copied.metadata.resource_version);
+    ensure!(
+        now.metadata.resource_version == copied.metadata.resource_version,
+        "the alerting ConfigMap was written with a refused file"
+    );
 
     // Deleted: its rules leave Grafana.
     maps.delete("team-rules", &Default::default()).await?;
