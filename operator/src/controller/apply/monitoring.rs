@@ -134,3 +134,64 @@ async fn apply_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::controller::desired::prometheus;
+    use crate::controller::fixtures::model;
+    use crate::controller::mock_api::MockApi;
+
+    fn with_crds(spec: &str) -> ValidatedMonitor {
+        let mut m = model(spec);
+        m.prometheus_operator = true;
+        m
+    }
+
+    async fn run(client: &Client, m: &ValidatedMonitor, memo: &MonitoringMemo) -> u32 {
+        let metrics = Metrics::register(&mut Registry::default());
+        let monitoring = prometheus::build(m);
+        apply(client, m, monitoring.as_ref(), memo, &metrics)
+            .await
+            .expect("applied")
+    }
+
+    #[tokio::test]
+    async fn applied_once_then_nothing_sent_until_it_changes() {
+        let (client, api) = MockApi::start();
+        let memo = MonitoringMemo::default();
+        let m = with_crds("{}");
+        assert_eq!(run(&client, &m, &memo).await, 2);
+        let paths: Vec<(String, String)> = api.writes();
+        assert_eq!(
+            paths,
+            [
+                ("servicemonitors".to_owned(), "lab-metrics".to_owned()),
+                ("prometheusrules".to_owned(), "lab-alerts".to_owned())
+            ]
+        );
+        api.clear_calls();
+        assert_eq!(run(&client, &m, &memo).await, 0);
+        assert!(api.calls().is_empty(), "{:?}", api.calls());
+        // Alerting off: the rule is deleted, once.
+        let off = with_crds("alerts: {enabled: false}");
+        assert_eq!(run(&client, &off, &memo).await, 1);
+        assert_eq!(
+            api.writes(),
+            [("prometheusrules".to_owned(), "lab-alerts".to_owned())]
+        );
+        api.clear_calls();
+        assert_eq!(run(&client, &off, &memo).await, 0);
+        assert!(api.calls().is_empty(), "{:?}", api.calls());
+    }
+
+    #[tokio::test]
+    async fn without_the_crds_nothing_is_sent() {
+        let (client, api) = MockApi::start();
+        let memo = MonitoringMemo::default();
+        assert_eq!(run(&client, &model("{}"), &memo).await, 0);
+        assert!(api.calls().is_empty());
+    }
+}
