@@ -79,8 +79,10 @@ pub fn built_in(model: &ValidatedMonitor) -> Vec<(&'static str, Vec<BuiltIn>)> {
     groups
 }
 
-/// `AND "sensor" =~ /^(a|b)$/` naming the registered devices, or nothing: without devices
-/// (plain CoAP only) every place/sensor pair seen is watched.
+/// `AND "sensor" =~ /^(a|b)\z/` naming the registered devices, or nothing: without devices
+/// (plain CoAP only) every place/sensor pair seen is watched. `\z` (end of text in Go's
+/// regular expressions, which InfluxDB uses) rather than `$`: Grafana expands `$NAME` in
+/// provisioned queries, and a query without `$` cannot be touched by it.
 fn device_filter(model: &ValidatedMonitor) -> String {
     let names: Vec<&str> = model.devices().map(|d| d.name.as_str()).collect();
     if names.is_empty() || names.len() > MAX_NAMED_DEVICES {
@@ -88,7 +90,7 @@ fn device_filter(model: &ValidatedMonitor) -> String {
     }
     // Device names are DNS labels: nothing in them is special in a regular expression but
     // `-`, which is literal outside brackets.
-    format!(r#" AND "sensor" =~ /^({})$/"#, names.join("|"))
+    format!(r#" AND "sensor" =~ /^({})\z/"#, names.join("|"))
 }
 
 const BY_SENSOR: &str = r#"GROUP BY "place","sensor""#;
