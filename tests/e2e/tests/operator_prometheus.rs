@@ -3,8 +3,9 @@
 //! module, cached by tests/cluster/build.sh) are installed, the operator notices by itself and
 //! creates the ServiceMonitor and PrometheusRule, which the API server accepts against the
 //! CRDs' schemas; alerting off takes the PrometheusRule away; the CRDs removed, the stack
-//! stays Ready. The PrometheusRule's expressions (and the chart's) parse with Prometheus'
-//! own parser (`promql-check`, built by the same script).
+//! stays Ready. The chart's own ServiceMonitor and PrometheusRule are accepted too. The
+//! PrometheusRule's expressions (and the chart's) parse with Prometheus' own parser
+//! (`promql-check`, built by the same script).
 
 use iot_e2e::operator_support;
 
@@ -20,7 +21,7 @@ use iot_operator::controller::desired::prometheus::{
 };
 use iot_operator::controller::validate::validate;
 use iot_operator::crd::IotMonitor;
-use iot_testkit::cluster::{default_timeout, repo_dir, wait_for};
+use iot_testkit::cluster::{default_timeout, repo_dir, run, wait_for};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -207,6 +208,29 @@ async fn service_monitor_and_prometheus_rule_exist_only_with_their_crds() -> Res
             "{alerts:?}"
         );
         wait_ready(&monitors, "lab").await?;
+
+        // The chart's own ServiceMonitor and PrometheusRule, rendered as Helm renders them on a
+        // cluster serving these kinds, are accepted by the API server too.
+        let chart = repo_dir().join("charts/iot-operator");
+        let rendered = run(cluster.helm().args([
+            "template",
+            "rel",
+            &chart.to_string_lossy(),
+            "--namespace",
+            ns.name(),
+            "--api-versions",
+            "monitoring.coreos.com/v1/ServiceMonitor",
+            "--show-only",
+            "templates/monitoring.yaml",
+        ]))
+        .await?;
+        let applied = cluster.apply_yaml(Some(ns.name()), &rendered).await?;
+        let mut kinds: Vec<String> = applied
+            .iter()
+            .filter_map(|o| o.types.as_ref().map(|t| t.kind.clone()))
+            .collect();
+        kinds.sort();
+        ensure!(kinds == ["PrometheusRule", "ServiceMonitor"], "{kinds:?}");
 
         // Alerting off: the PrometheusRule goes, the ServiceMonitor stays.
         monitors
