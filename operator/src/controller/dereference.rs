@@ -21,7 +21,7 @@ pub type ConfigMapData = BTreeMap<String, String>;
 pub struct Dereferenced {
     /// The external credentials Secret; `None` when the spec names none.
     pub external_credentials: Option<ReferencedSecret>,
-    /// Every Secret a contact point of `spec.alerts` names, by name.
+    /// Every Secret a contact point of `spec.alerts`, or its `smtp`, names, by name.
     pub contact_point_secrets: BTreeMap<String, ReferencedSecret>,
     /// The ConfigMaps labelled `iot.operator.dev/alert-rules: <monitor>`, by name.
     pub alert_rule_config_maps: BTreeMap<String, ConfigMapData>,
@@ -95,11 +95,14 @@ pub async fn dereference(
     })
 }
 
-/// The Secrets the contact points name, each once.
+/// The Secrets the contact points and the mail server name, each once.
 fn contact_point_secret_names(monitor: &IotMonitor) -> BTreeSet<&str> {
-    monitor
-        .spec
-        .alerts
+    let alerts = &monitor.spec.alerts;
+    let smtp = alerts
+        .smtp
+        .as_ref()
+        .and_then(|s| s.credentials_secret.as_deref());
+    alerts
         .contact_points
         .iter()
         .filter_map(|c| {
@@ -107,6 +110,7 @@ fn contact_point_secret_names(monitor: &IotMonitor) -> BTreeSet<&str> {
             webhook.or(c.slack.as_ref().map(|s| &s.url_secret))
         })
         .map(|r| r.name.as_str())
+        .chain(smtp)
         .collect()
 }
 

@@ -60,6 +60,10 @@ pub fn present(monitor: &IotMonitor) -> Dereferenced {
                 ReferencedSecret::Keys(BTreeSet::from([r.key.clone()])),
             )
         })
+        .chain(monitor.spec.alerts.smtp.iter().filter_map(|s| {
+            let keys = BTreeSet::from([s.user_key.clone(), s.password_key.clone()]);
+            Some((s.credentials_secret.clone()?, ReferencedSecret::Keys(keys)))
+        }))
         .fold(
             BTreeMap::new(),
             |mut all: BTreeMap<String, ReferencedSecret>, (name, keys)| {

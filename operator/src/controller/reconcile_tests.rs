@@ -276,7 +276,7 @@ async fn a_device_removed_from_the_spec_is_revoked_and_told_in_an_event() {
 fn a_missing_secret_is_looked_for_again_soon() {
     use super::validate::InvalidSpec;
     let missing = ReconcileError::InvalidSpec(InvalidSpec::ContactPointSecretMissing {
-        contact_point: "ops".into(),
+        named_by: "alerts.contactPoints entry \"ops\"".into(),
         secret: "alert-urls".into(),
     });
     assert!(!missing.needs_user_action());

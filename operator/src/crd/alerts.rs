@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.temperature.min < self.temperature.max", "message": "alerts.temperature.min must be below alerts.temperature.max"},
     {"rule": "self.humidity.min < self.humidity.max", "message": "alerts.humidity.min must be below alerts.humidity.max"},
-    {"rule": "self.contactPoints.all(c, self.contactPoints.exists_one(d, d.name == c.name))", "message": "alerts.contactPoints names must be unique"}
+    {"rule": "self.contactPoints.all(c, self.contactPoints.exists_one(d, d.name == c.name))", "message": "alerts.contactPoints names must be unique"},
+    {"rule": "has(self.smtp) || !self.contactPoints.exists(c, has(c.email))", "message": "an email contact point needs alerts.smtp, the mail server Grafana sends through"}
 ]))]
 pub struct AlertsSpec {
     /// Provision the built-in rules, the contact points and the notification policy.
@@ -46,6 +47,9 @@ pub struct AlertsSpec {
     /// come from Secrets; none in the spec.
     #[schemars(length(max = 16))]
     pub contact_points: Vec<ContactPointSpec>,
+    /// The mail server Grafana sends email notifications through; email contact points need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
 }
 
 impl Default for AlertsSpec {
@@ -66,6 +70,7 @@ impl Default for AlertsSpec {
             aqi_stale_after: "1h".into(),
             ingest_failure_percent: 5,
             contact_points: Vec::new(),
+            smtp: None,
         }
     }
 }
@@ -138,4 +143,37 @@ pub struct SecretKeyRef {
     /// The key in its data.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
+}
+
+/// The SMTP server of Grafana's email notifications.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpSpec {
+    /// `host:port` of the server, such as `smtp.example.org:587` (STARTTLS where it offers it).
+    #[schemars(length(min = 3, max = 253), pattern(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"))]
+    pub host: String,
+    /// The sender address of the notifications.
+    #[schemars(length(min = 3, max = 254))]
+    pub from_address: String,
+    /// A Secret in the monitor's namespace with the server's user and password; none for a
+    /// relay that needs no login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+    /// The key of the user in `credentialsSecret`.
+    #[serde(default = "default_user_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub user_key: String,
+    /// The key of the password in `credentialsSecret`.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+fn default_user_key() -> String {
+    "username".into()
+}
+
+fn default_password_key() -> String {
+    "password".into()
 }

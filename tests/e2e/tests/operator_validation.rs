@@ -83,6 +83,10 @@ const INVALID: &[(&str, &str)] = &[
         "alerts.temperature.min must be below alerts.temperature.max",
     ),
     (
+        "{alerts: {contactPoints: [{name: ops, email: {addresses: [ops@example.org]}}]}}",
+        "an email contact point needs alerts.smtp",
+    ),
+    (
         "{alerts: {contactPoints: [{name: ops}]}}",
         "a contact point needs exactly one of email, webhook or slack",
     ),

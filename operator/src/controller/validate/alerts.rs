@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 
 use super::alerting_schema::{Allowed, check_file};
 use super::invalid::InvalidSpec;
-use super::model::{Alerts, ContactPoint, ContactPointKind, RuleDuration, UserRuleFile};
+use super::model::{Alerts, ContactPoint, ContactPointKind, RuleDuration, Smtp, UserRuleFile};
 use crate::constants::{AQI_DATASOURCE_UID, DHT_DATASOURCE_UID};
 use crate::controller::dereference::{Dereferenced, ReferencedSecret};
-use crate::crd::{AlertsSpec, ContactPointSpec, RangeSpec, SecretKeyRef};
+use crate::crd::{AlertsSpec, ContactPointSpec, RangeSpec, SecretKeyRef, SmtpSpec};
 
 /// Built-in rules' uids begin with this; the user's may not, so the two never collide.
 pub const BUILT_IN_UID_PREFIX: &str = "iot-";
@@ -24,6 +24,18 @@ pub(super) fn resolve(spec: &AlertsSpec, refs: &Dereferenced) -> Result<Alerts, 
         }
         contact_points.push(resolve_contact_point(point, refs)?);
     }
+    let smtp = spec
+        .smtp
+        .as_ref()
+        .map(|smtp| resolve_smtp(smtp, refs))
+        .transpose()?;
+    if smtp.is_none()
+        && let Some(point) = spec.contact_points.iter().find(|c| c.email.is_some())
+    {
+        return Err(InvalidSpec::EmailWithoutSmtp {
+            name: point.name.clone(),
+        });
+    }
     Ok(Alerts {
         silent_after: duration("silentAfter", &spec.silent_after)?,
         stuck_after: duration("stuckAfter", &spec.stuck_after)?,
@@ -33,6 +45,7 @@ pub(super) fn resolve(spec: &AlertsSpec, refs: &Dereferenced) -> Result<Alerts, 
         aqi_band: spec.aqi_band,
         ingest_failure_percent: spec.ingest_failure_percent,
         contact_points,
+        smtp,
         user_rules: user_rules(refs)?,
     })
 }
@@ -74,15 +87,16 @@ fn resolve_contact_point(
     point: &ContactPointSpec,
     refs: &Dereferenced,
 ) -> Result<ContactPoint, InvalidSpec> {
+    let named_by = format!("alerts.contactPoints entry {:?}", point.name);
     let kind = match (&point.email, &point.webhook, &point.slack) {
         (Some(email), None, None) => ContactPointKind::Email {
             addresses: email.addresses.clone(),
         },
         (None, Some(webhook), None) => ContactPointKind::Webhook {
-            url: secret_key(&point.name, &webhook.url_secret, refs)?,
+            url: secret_key(&named_by, &webhook.url_secret, refs)?,
         },
         (None, None, Some(slack)) => ContactPointKind::Slack {
-            url: secret_key(&point.name, &slack.url_secret, refs)?,
+            url: secret_key(&named_by, &slack.url_secret, refs)?,
             recipient: slack.recipient.clone(),
         },
         _ => {
@@ -97,10 +111,30 @@ fn resolve_contact_point(
     })
 }
 
+fn resolve_smtp(spec: &SmtpSpec, refs: &Dereferenced) -> Result<Smtp, InvalidSpec> {
+    let login = match &spec.credentials_secret {
+        None => None,
+        Some(secret) => {
+            let key = |key: &str| SecretKeyRef {
+                name: secret.clone(),
+                key: key.to_owned(),
+            };
+            let user = secret_key("alerts.smtp", &key(&spec.user_key), refs)?;
+            let password = secret_key("alerts.smtp", &key(&spec.password_key), refs)?;
+            Some((user, password))
+        }
+    };
+    Ok(Smtp {
+        host: spec.host.clone(),
+        from_address: spec.from_address.clone(),
+        login,
+    })
+}
+
 /// The Secret must exist with the key: Grafana would otherwise start with an empty URL, or
 /// not at all (a missing Secret keeps its pod from starting).
 fn secret_key(
-    contact_point: &str,
+    named_by: &str,
     reference: &SecretKeyRef,
     refs: &Dereferenced,
 ) -> Result<SecretKeyRef, InvalidSpec> {
@@ -109,13 +143,13 @@ fn secret_key(
             Ok(reference.clone())
         }
         Some(ReferencedSecret::Keys(_)) => Err(InvalidSpec::ContactPointKeyMissing {
-            contact_point: contact_point.to_owned(),
+            named_by: named_by.to_owned(),
             secret: reference.name.clone(),
             key: reference.key.clone(),
         }),
         // Not read means not found: never build a pod on a Secret nobody has seen.
         Some(ReferencedSecret::Missing) | None => Err(InvalidSpec::ContactPointSecretMissing {
-            contact_point: contact_point.to_owned(),
+            named_by: named_by.to_owned(),
             secret: reference.name.clone(),
         }),
     }
@@ -229,7 +263,7 @@ mod tests {
         assert_eq!(
             missing,
             InvalidSpec::ContactPointSecretMissing {
-                contact_point: "ops".into(),
+                named_by: "alerts.contactPoints entry \"ops\"".into(),
                 secret: "hooks".into()
             }
         );
@@ -241,16 +275,39 @@ mod tests {
     }
 
     #[test]
+    fn email_needs_a_mail_server_whose_login_exists() {
+        let mail = "contactPoints: [{name: m, email: {addresses: [a@b.c]}}]";
+        assert!(matches!(
+            resolve(&spec(mail), &Dereferenced::default()),
+            Err(InvalidSpec::EmailWithoutSmtp { .. })
+        ));
+        let with_smtp = spec(&format!(
+            "{mail}\nsmtp: {{host: 'mx.example.org:25', fromAddress: a@b.c, credentialsSecret: mail}}"
+        ));
+        let err = resolve(&with_smtp, &Dereferenced::default()).expect_err("no Secret");
+        assert!(err.to_string().contains("alerts.smtp"), "{err}");
+        let refs = Dereferenced {
+            contact_point_secrets: BTreeMap::from([(
+                "mail".into(),
+                ReferencedSecret::Keys(BTreeSet::from(["username".into(), "password".into()])),
+            )]),
+            ..Dereferenced::default()
+        };
+        let ok = resolve(&with_smtp, &refs).expect("resolved");
+        assert!(ok.smtp.and_then(|s| s.login).is_some());
+    }
+
+    #[test]
     fn a_contact_point_has_exactly_one_target_and_a_unique_name() {
         let both = spec(
-            "contactPoints: [{name: x, email: {addresses: [a@b.c]}, webhook: {urlSecret: {name: hooks, key: ops}}}]",
+            "contactPoints: [{name: x, email: {addresses: [a@b.c]}, webhook: {urlSecret: {name: hooks, key: ops}}}]\nsmtp: {host: 'mx:25', fromAddress: a@b.c}",
         );
         assert!(matches!(
             resolve(&both, &with_secret(&["ops"])),
             Err(InvalidSpec::ContactPointTargets { .. })
         ));
         let twice = spec(
-            "contactPoints: [{name: x, email: {addresses: [a@b.c]}}, {name: x, email: {addresses: [d@e.f]}}]",
+            "contactPoints: [{name: x, email: {addresses: [a@b.c]}}, {name: x, email: {addresses: [d@e.f]}}]\nsmtp: {host: 'mx:25', fromAddress: a@b.c}",
         );
         assert!(matches!(
             resolve(&twice, &Dereferenced::default()),

@@ -82,20 +82,23 @@ pub enum InvalidSpec {
     #[error("alerts.contactPoints lists {name:?} more than once; contact point names are unique")]
     DuplicateContactPoint { name: String },
     #[error(
-        "Secret {secret} named by alerts.contactPoints entry {contact_point:?} does not exist; create it in the monitor's namespace (Grafana keeps its last alerting configuration until then)"
+        "Secret {secret} named by {named_by} does not exist; create it in the monitor's namespace (Grafana keeps its last alerting configuration until then)"
     )]
     ContactPointSecretMissing {
-        contact_point: String,
+        /// The field that names it: `alerts.contactPoints entry "ops"`, `alerts.smtp`.
+        named_by: String,
         secret: String,
     },
-    #[error(
-        "Secret {secret} named by alerts.contactPoints entry {contact_point:?} has no key {key:?}"
-    )]
+    #[error("Secret {secret} named by {named_by} has no key {key:?}")]
     ContactPointKeyMissing {
-        contact_point: String,
+        named_by: String,
         secret: String,
         key: String,
     },
+    #[error(
+        "alerts.contactPoints entry {name:?} sends email: set alerts.smtp, the mail server Grafana sends through"
+    )]
+    EmailWithoutSmtp { name: String },
     #[error(
         "ConfigMap {config_map} (labelled iot.operator.dev/alert-rules) key {key:?} is not a Grafana alert rule file: {reason}"
     )]

@@ -228,6 +228,15 @@ pub struct UserRuleFile {
     pub content: String,
 }
 
+/// Grafana's mail server, its login (if any) from a Secret whose keys exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    pub host: String,
+    pub from_address: String,
+    /// The user and the password, each a key of a Secret.
+    pub login: Option<(SecretKeyRef, SecretKeyRef)>,
+}
+
 /// The built-in rules' thresholds, the contact points and the user's rule files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alerts {
@@ -239,6 +248,7 @@ pub struct Alerts {
     pub aqi_band: i32,
     pub ingest_failure_percent: i32,
     pub contact_points: Vec<ContactPoint>,
+    pub smtp: Option<Smtp>,
     pub user_rules: Vec<UserRuleFile>,
 }
 

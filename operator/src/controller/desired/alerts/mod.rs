@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar};
 
 use super::labels::{Component, owned_meta};
-use super::pod::env_from_secret;
+use super::pod::{env as var, env_from_secret};
 use crate::controller::validate::{Alerts, ValidatedMonitor};
 
 /// Where Grafana reads alerting provisioning files.
@@ -51,11 +51,28 @@ pub fn user_file_name(config_map: &str, key: &str) -> String {
     format!("user.{config_map}.{key}")
 }
 
-/// The environment Grafana needs for the contact points: each `$VAR` from its Secret key.
+/// The environment Grafana needs for the contact points: each `$VAR` from its Secret key, and
+/// the mail server (`GF_SMTP_*`, its login from a Secret).
 pub fn env(alerts: &Alerts) -> Vec<EnvVar> {
-    notifications::secret_refs(alerts)
+    let mut vars: Vec<EnvVar> = notifications::secret_refs(alerts)
         .map(|(var, r)| env_from_secret(&var, &r.name, &r.key))
-        .collect()
+        .collect();
+    if let Some(smtp) = &alerts.smtp {
+        vars.extend([
+            var("GF_SMTP_ENABLED", "true"),
+            var("GF_SMTP_HOST", smtp.host.clone()),
+            var("GF_SMTP_FROM_ADDRESS", smtp.from_address.clone()),
+        ]);
+        if let Some((user, password)) = &smtp.login {
+            vars.push(env_from_secret("GF_SMTP_USER", &user.name, &user.key));
+            vars.push(env_from_secret(
+                "GF_SMTP_PASSWORD",
+                &password.name,
+                &password.key,
+            ));
+        }
+    }
+    vars
 }
 
 fn to_yaml(value: &serde_json::Value) -> String {

@@ -178,6 +178,7 @@ fn alerting_off_provisions_nothing_and_mounts_nothing() {
 
 const CONTACTS: &str = r##"
 alerts:
+  smtp: {host: "mail.example.org:587", fromAddress: alerts@example.org, credentialsSecret: mail}
   contactPoints:
     - {name: mail, email: {addresses: [ops@example.org, lab@example.org]}}
     - {name: hook, webhook: {urlSecret: {name: alert-urls, key: hook}}}
@@ -230,6 +231,24 @@ fn contact_points_are_provisioned_with_urls_from_the_environment() {
         Some(&("alert-urls".to_owned(), "slack".to_owned()))
     );
     assert!(!env.contains_key("ALERT_CONTACT_0_URL"), "email has no URL");
+    // Email goes through the spec's mail server, logging in with the Secret's keys.
+    assert_eq!(
+        env.get("GF_SMTP_PASSWORD"),
+        Some(&("mail".to_owned(), "password".to_owned()))
+    );
+    let plain = |name: &str| {
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(plain("GF_SMTP_ENABLED").as_deref(), Some("true"));
+    assert_eq!(
+        plain("GF_SMTP_HOST").as_deref(),
+        Some("mail.example.org:587")
+    );
     let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
     assert!(mounts.iter().any(|v| v.mount_path == ALERTING_DIR));
 }
