@@ -248,7 +248,7 @@ fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment
         tmp_volume,
     ];
     if let Some(alerting) = &model.alerts {
-        // The contact points' URLs, as `$VAR`s of the provisioning file (see `alerts`).
+        // The contact points' URLs (the provisioning file's `$VAR`s) and the mail server.
         container
             .env
             .get_or_insert_default()
