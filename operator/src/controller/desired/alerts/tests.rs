@@ -289,3 +289,36 @@ fn user_rule_files_are_copied_and_roll_grafana_when_they_change() {
     };
     assert_ne!(hash(&before), hash(&after));
 }
+
+#[test]
+fn the_alerting_config_map_fits_with_the_most_named_devices() {
+    use super::rules::MAX_NAMED_DEVICES;
+    // The longest device names (63 characters) the queries still name one by one.
+    let devices: Vec<String> = (0..MAX_NAMED_DEVICES)
+        .map(|i| format!("{{name: d{i:0>62}, place: p}}"))
+        .collect();
+    let m = model(&format!(
+        "simulator: {{enabled: false}}\ncoap: {{devices: [{}]}}",
+        devices.join(", ")
+    ));
+    let cm = config_map(&m).expect("alerting");
+    let bytes: usize = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    println!("alerting ConfigMap with {MAX_NAMED_DEVICES} named devices: {bytes} bytes");
+    assert!(
+        bytes < 1024 * 1024,
+        "{bytes} bytes: over a ConfigMap's 1 MiB"
+    );
+    let default = config_map(&model("{}")).expect("alerting");
+    let bytes: usize = default
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    println!("alerting ConfigMap of spec {{}}: {bytes} bytes");
+}
