@@ -434,3 +434,15 @@ async fn taking_the_opt_in_off_deletes_the_workloads_that_read_the_secret() {
         "an Event says what was deleted"
     );
 }
+
+#[test]
+fn a_missing_secret_is_looked_for_again_soon() {
+    use super::validate::InvalidSpec;
+    let missing = ReconcileError::InvalidSpec(InvalidSpec::ContactPointSecretMissing {
+        named_by: "alerts.contactPoints entry \"ops\"".into(),
+        secret: "alert-urls".into(),
+    });
+    assert!(!missing.needs_user_action());
+    let contradiction = ReconcileError::InvalidSpec(InvalidSpec::SameDatabases);
+    assert!(contradiction.needs_user_action());
+}
