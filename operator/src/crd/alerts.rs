@@ -118,7 +118,8 @@ pub struct EmailSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSpec {
-    /// The key of a Secret in the monitor's namespace holding the URL (it may carry a token).
+    /// The key of a Secret in the monitor's namespace holding the URL (it may carry a token);
+    /// the Secret must carry the label `iot.operator.dev/allow-alerting: "true"`.
     pub url_secret: SecretKeyRef,
 }
 
@@ -126,7 +127,8 @@ pub struct WebhookSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SlackSpec {
-    /// The key of a Secret in the monitor's namespace holding the incoming-webhook URL.
+    /// The key of a Secret in the monitor's namespace holding the incoming-webhook URL; the
+    /// Secret must carry the label `iot.operator.dev/allow-alerting: "true"`.
     pub url_secret: SecretKeyRef,
     /// The channel, where the webhook may post to several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +136,9 @@ pub struct SlackSpec {
     pub recipient: Option<String>,
 }
 
-/// A key of a Secret in the monitor's namespace.
+/// A key of a Secret in the monitor's namespace. It is used only if the Secret carries the
+/// label `iot.operator.dev/allow-alerting: "true"` (its owner's consent to Grafana sending its
+/// value where the spec says).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SecretKeyRef {
     /// The Secret's name.
@@ -156,7 +160,9 @@ pub struct SmtpSpec {
     #[schemars(length(min = 3, max = 254))]
     pub from_address: String,
     /// A Secret in the monitor's namespace with the server's user and password; none for a
-    /// relay that needs no login.
+    /// relay that needs no login. It is used only if it carries the label
+    /// `iot.operator.dev/allow-alerting: "true"` (its owner's consent to Grafana sending the
+    /// login to `host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,

@@ -1,6 +1,8 @@
 //! Alerting on the real control plane: the alerting ConfigMap and Grafana's mount, a contact
-//! point naming a missing Secret (or key) held back with a condition that says so while
-//! Grafana keeps its last configuration (and applied once the key exists, with no spec change),
+//! point naming a missing Secret (or key), or one that has not opted in, held back with a
+//! condition that says so while Grafana keeps its last configuration (and applied once the
+//! Secret opts in with the key, with no spec change; Grafana deleted when the opt-in is taken
+//! off, built again when it is back),
 //! and the users' labelled rule ConfigMaps copied in, or refused with a condition when Grafana
 //! could not read them.
 
@@ -9,12 +11,15 @@ use iot_e2e::operator_support;
 use anyhow::{Result, ensure};
 use iot_testkit::cluster::{default_timeout, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use operator_support::{Stack, condition, wait_ready};
 use serde_json::json;
 
 use iot_operator::crd::IotMonitor;
+
+/// The label by which a Secret's owner lets `spec.alerts` use it.
+const ALERTING_LABEL: &str = "iot.operator.dev/allow-alerting";
 
 const MONITOR: &str = "apiVersion: iot.operator.dev/v1alpha1
 kind: IotMonitor
@@ -71,7 +76,8 @@ fn files(cm: &ConfigMap) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists() -> Result<()> {
+async fn a_contact_point_without_its_opted_in_secret_holds_grafana_back_until_it_is_there()
+-> Result<()> {
     let stack = Stack::start("alerts-secret", MONITOR).await?;
     wait_ready(&stack.monitors, "lab").await?;
     let maps: Api<ConfigMap> = stack.api();
@@ -112,18 +118,46 @@ async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists()
         "the alerting ConfigMap was written"
     );
 
-    // The Secret without the key: the key is named.
+    // The Secret with the key but without its owner's opt-in: nothing of it reaches Grafana,
+    // and the condition gives the command that opts in.
+    let url = "http://198.18.0.9:9/hook";
+    let ns = stack.ns.name().to_owned();
+    let secrets: Api<Secret> = stack.api();
     stack
         .cluster
         .apply_yaml(
-            Some(stack.ns.name()),
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: alert-urls}\nstringData: {other: x}\n",
+            Some(&ns),
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: alert-urls}}\nstringData: {{ops: '{url}'}}\n"
+            ),
         )
         .await?;
-    // A spec change looks again at once.
+    // A spec change looks again at once (an unlabelled Secret is not watched).
     let mut hook_later = hook.clone();
     hook_later["alerts"]["silentAfter"] = "11m".into();
     patch_spec(&stack.monitors, hook_later).await?;
+    let command = format!("kubectl label secret alert-urls -n {ns} {ALERTING_LABEL}=true");
+    let (reason, message) = wait_degraded(&stack.monitors, &command).await?;
+    ensure!(reason == "CredentialsNotAllowed", "{reason}: {message}");
+    let held = deployments.get("lab-grafana").await?;
+    ensure!(
+        held.metadata.generation == grafana.metadata.generation,
+        "Grafana's Deployment was written while the Secret had not opted in"
+    );
+
+    // Opted in, but without the key (kept in `other` only): the key is named. Labelling wakes
+    // the monitor through the watch of labelled Secrets.
+    secrets
+        .patch(
+            "alert-urls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"labels": {ALERTING_LABEL: "true"}},
+                "data": {"ops": null},
+                "stringData": {"other": "x"},
+            })),
+        )
+        .await?;
     let (_, message) = wait_degraded(&stack.monitors, "has no key \"ops\"").await?;
     ensure!(message.contains("alert-urls"), "{message}");
     let held = deployments.get("lab-grafana").await?;
@@ -133,17 +167,14 @@ async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists()
     );
 
     // With the key, Grafana gets the contact point, its URL from the Secret alone.
-    let url = "http://198.18.0.9:9/hook";
-    stack
-        .cluster
-        .apply_yaml(
-            Some(stack.ns.name()),
-            &format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: alert-urls}}\nstringData: {{other: x, ops: '{url}'}}\n"
-            ),
+    secrets
+        .patch(
+            "alert-urls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"ops": url}})),
         )
         .await?;
-    // The user's Secret is not watched: without a spec change the retry backoff finds the key.
+    // The labelled Secret is watched: its change wakes the monitor without a spec change.
     let notifications = wait_for("the contact point applied", default_timeout(), || async {
         let cm = maps
             .get("lab-grafana-alerting")
@@ -172,6 +203,54 @@ async fn a_contact_point_without_its_secret_holds_grafana_back_until_it_exists()
     let from = secret_env(&grafana, "ALERT_CONTACT_0_URL");
     ensure!(
         from == Some(("alert-urls".to_owned(), "ops".to_owned())),
+        "{from:?}"
+    );
+
+    // The owner takes the opt-in off: Grafana, which reads the Secret, goes (no pod keeps
+    // sending its value), and the condition says how to opt in again.
+    secrets
+        .patch(
+            "alert-urls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {ALERTING_LABEL: null}}})),
+        )
+        .await?;
+    let (reason, _) = wait_degraded(&stack.monitors, &command).await?;
+    ensure!(reason == "CredentialsNotAllowed", "{reason}");
+    wait_for(
+        "Grafana's Deployment deleted",
+        default_timeout(),
+        || async {
+            match deployments.get_opt("lab-grafana").await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("still there".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
+    let coap = deployments.get_opt("lab-coap-server").await?;
+    ensure!(coap.is_some(), "only the reader of the Secret goes");
+
+    // Opted in again: Grafana is built anew with the contact point.
+    secrets
+        .patch(
+            "alert-urls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {ALERTING_LABEL: "true"}}})),
+        )
+        .await?;
+    // (Ready may still say True from before: Degraded is the condition the refusal set.)
+    let from = wait_for("Grafana built again", default_timeout(), || async {
+        match deployments.get_opt("lab-grafana").await {
+            Ok(Some(d)) => secret_env(&d, "ALERT_CONTACT_0_URL").ok_or("no variable".to_owned()),
+            Ok(None) => Err("not there".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    ensure!(
+        from == ("alert-urls".to_owned(), "ops".to_owned()),
         "{from:?}"
     );
     stack.stop().await
