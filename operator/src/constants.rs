@@ -50,8 +50,22 @@ pub const INFLUX_UID: i64 = 1000;
 pub const EXTERNAL_CREDENTIALS_LABEL: &str = "iot.operator.dev/allow-external-influxdb";
 /// Optional annotation on such a Secret: the one `spec.influxdb.external.url` it may be sent to.
 pub const EXTERNAL_URL_ANNOTATION: &str = "iot.operator.dev/external-influxdb-url";
-/// The value of [`EXTERNAL_CREDENTIALS_LABEL`] that opts in.
+/// Label a Secret must carry, with the value [`OPT_IN_VALUE`], before `spec.alerts` may use it
+/// (a contact point's `urlSecret`, `alerts.smtp.credentialsSecret`): Grafana sends those values
+/// to the webhook, Slack URL or mail server the spec names, so the same rule holds. A label of
+/// its own, not the external InfluxDB one: agreeing that a credential goes to an InfluxDB is not
+/// agreeing that it goes to any mail server or webhook.
+pub const ALERTING_SECRET_LABEL: &str = "iot.operator.dev/allow-alerting";
+/// The value of [`EXTERNAL_CREDENTIALS_LABEL`] and [`ALERTING_SECRET_LABEL`] that opts in.
 pub const OPT_IN_VALUE: &str = "true";
 
 /// The one field manager of every write the operator makes (children and status).
 pub const FIELD_MANAGER: &str = "iot-operator";
+
+/// The label that hands a ConfigMap of Grafana alert rules to a monitor: its value is the
+/// monitor's name (docs/alerts.md).
+pub const ALERT_RULES_LABEL: &str = "iot.operator.dev/alert-rules";
+
+/// The uids of the provisioned InfluxDB datasources; the dashboards and alert rules name them.
+pub const DHT_DATASOURCE_UID: &str = "iot-dht";
+pub const AQI_DATASOURCE_UID: &str = "iot-aqi";

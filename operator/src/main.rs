@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 use iot_common::http::{self, Readiness};
@@ -74,6 +75,11 @@ struct RunArgs {
     #[arg(long, env = "API_MAX_IN_FLIGHT", default_value_t = api_client::DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u16).range(1..))]
     api_max_in_flight: u16,
+    /// Seconds between two questions to discovery whether the cluster serves the Prometheus
+    /// operator's ServiceMonitor and PrometheusRule kinds (docs/alerts.md); 0 turns the
+    /// Prometheus path off.
+    #[arg(long, env = "PROMETHEUS_DISCOVERY_SECONDS", default_value_t = 60)]
+    prometheus_discovery_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -149,7 +155,12 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         controller: "iot-operator".into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), reporter));
+    let discovery = (args.prometheus_discovery_seconds > 0)
+        .then(|| Duration::from_secs(args.prometheus_discovery_seconds));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), reporter)
+            .with_prometheus_discovery(discovery),
+    );
 
     let outcome = if args.leader_election {
         leader::run_as_leader(

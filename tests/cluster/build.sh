@@ -155,4 +155,34 @@ else
   chmod 644 "$kwok_metrics.tmp" && mv "$kwok_metrics.tmp" "$kwok_metrics"
   log "kwok $KWOK_VERSION metrics-resource: $kwok_metrics"
 fi
+# The prometheus-operator's ServiceMonitor and PrometheusRule CRDs, for the tests of the operator's
+# Prometheus path: taken from the module (the Go module proxy is the one source this machine has).
+prom_crds="$BIN/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION-crds.yaml"
+if [ -s "$prom_crds" ]; then
+  log "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs: cached"
+else
+  po_dir=$(cd "$CACHE" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  for kind in servicemonitors prometheusrules; do
+    echo "---"; cat "$po_dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml"
+  done > "$prom_crds.tmp"
+  chmod 644 "$prom_crds.tmp" && mv "$prom_crds.tmp" "$prom_crds"
+  log "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs: $prom_crds"
+fi
+
+# promql-check: Prometheus' own PromQL parser over stdin (promql-check/main.go), in a wrapper module
+# like CoreDNS's; the source file is part of the stamp.
+build_promql_check() {
+  local v=$PROMETHEUS_VERSION w src="$here/promql-check/main.go" stamp="$BIN/.promql-check.source"
+  if [ -x "$BIN/promql-check" ] && cmp -s "$src" "$stamp" && [ "$(cat "$stamp.version" 2>/dev/null)" = "$v" ]; then
+    log "promql-check (prometheus $v): cached"; return; fi
+  w="$CACHE/src/promql-check-$v"; mkdir -p "$w"; cd "$w"
+  [ -f go.mod ] || go mod init local/promql-check >/dev/null 2>&1
+  cp "$src" main.go
+  go mod edit "-require=github.com/prometheus/prometheus@$v"
+  log "promql-check (prometheus $v): compiling"
+  with_heartbeat promql-check go build -trimpath -ldflags "-s -w" -o "$BIN/promql-check" .
+  cp "$src" "$stamp"; echo "$v" > "$stamp.version"
+  log "promql-check: $BIN/promql-check"
+}
+build_promql_check
 log "all binaries in $BIN"

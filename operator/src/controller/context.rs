@@ -2,18 +2,25 @@
 //! knows of its children (`known_state`), and the failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 
+use super::apply::monitoring::MonitoringMemo;
 use super::known_state::KnownState;
 use crate::metrics::Metrics;
 
 /// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often discovery is asked again whether the Prometheus operator's CRDs exist: they are
+/// installed rarely, and a minute's delay costs nothing.
+const PROMETHEUS_DISCOVERY: Duration = Duration::from_secs(60);
 
 /// What every reconcile shares; one per operator process, built by `main` (or a test) and
 /// handed to [`run`](super::run).
@@ -25,6 +32,16 @@ pub struct Context {
     pub(super) known: KnownState,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The ConfigMaps labelled `iot.operator.dev/alert-rules`, kept by their watch; unset until
+    /// the controller runs.
+    rule_maps: RwLock<Option<Store<ConfigMap>>>,
+    /// The cluster serves the Prometheus operator's kinds (discovery, re-checked periodically).
+    prometheus_operator: AtomicBool,
+    /// What this process last wrote of the ServiceMonitors and PrometheusRules.
+    pub(super) monitoring_memo: MonitoringMemo,
+    /// How often discovery is asked whether the Prometheus operator's kinds exist; `None`: never
+    /// (the Prometheus path off).
+    pub(super) prometheus_discovery: Option<Duration>,
 }
 
 impl Context {
@@ -37,6 +54,41 @@ impl Context {
             metrics,
             known: KnownState::default(),
             failures: Mutex::new(HashMap::new()),
+            rule_maps: RwLock::new(None),
+            prometheus_operator: AtomicBool::new(false),
+            monitoring_memo: MonitoringMemo::default(),
+            prometheus_discovery: Some(PROMETHEUS_DISCOVERY),
+        }
+    }
+
+    /// Asks discovery every `every` whether the Prometheus operator's kinds exist (default
+    /// every minute), or never with `None`.
+    pub fn with_prometheus_discovery(mut self, every: Option<Duration>) -> Self {
+        self.prometheus_discovery = every;
+        self
+    }
+
+    pub(super) fn prometheus_operator(&self) -> bool {
+        self.prometheus_operator.load(Ordering::Relaxed)
+    }
+
+    /// Records what discovery found; true when it changed.
+    pub(super) fn set_prometheus_operator(&self, present: bool) -> bool {
+        let changed = self.prometheus_operator.swap(present, Ordering::Relaxed) != present;
+        if changed {
+            self.monitoring_memo.clear();
+        }
+        changed
+    }
+
+    /// The store of the labelled alert-rule ConfigMaps (a cheap clone of a shared reader).
+    pub(super) fn rule_maps(&self) -> Option<Store<ConfigMap>> {
+        self.rule_maps.read().ok().and_then(|s| s.clone())
+    }
+
+    pub(super) fn set_rule_maps(&self, store: Store<ConfigMap>) {
+        if let Ok(mut current) = self.rule_maps.write() {
+            *current = Some(store);
         }
     }
 

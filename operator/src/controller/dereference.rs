@@ -1,54 +1,85 @@
 //! The first step of the pipeline: read what the spec refers to, before validating, so that
-//! validation stays pure. Today that is the Secret with the external InfluxDB credentials:
-//! only whether it opts in, the names of its keys and the URL it allows are kept, never the
-//! values.
+//! validation stays pure: the Secret with the external InfluxDB credentials and the Secrets of
+//! the alert contact points (only whether each opts in and, if it does, the names of its keys
+//! and the URL it allows are kept, never the values), and the ConfigMaps of alert rules
+//! labelled for the monitor (from the watch's store: no request).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::ObjectRef;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use crate::constants::{EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, OPT_IN_VALUE};
+use crate::constants::{
+    ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION,
+    OPT_IN_VALUE,
+};
 use crate::crd::IotMonitor;
 use crate::error::concise;
+
+/// A ConfigMap's data: key → content.
+pub type ConfigMapData = BTreeMap<String, String>;
 
 /// What the spec refers to, as found in the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dereferenced {
     /// The external credentials Secret; `None` when the spec names none.
     pub external_credentials: Option<ReferencedSecret>,
+    /// Every Secret a contact point of `spec.alerts`, or its `smtp`, names, by name.
+    pub contact_point_secrets: BTreeMap<String, ReferencedSecret>,
+    /// The ConfigMaps labelled `iot.operator.dev/alert-rules: <monitor>`, by name.
+    pub alert_rule_config_maps: BTreeMap<String, ConfigMapData>,
+    /// The cluster serves the Prometheus operator's ServiceMonitor and PrometheusRule kinds
+    /// (as last found by discovery: `prometheus_crds`).
+    pub prometheus_operator: bool,
 }
 
 /// A Secret the spec names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReferencedSecret {
     Missing,
-    /// It exists but does not carry [`EXTERNAL_CREDENTIALS_LABEL`]`=true`: its owner has not
-    /// agreed to its use, so nothing else of it is kept.
+    /// It exists but does not carry its [`SecretUse`]'s label with the value `true`: its owner
+    /// has not agreed to its use, so nothing else of it is kept.
     NotOptedIn,
     /// It exists and opts in.
     OptedIn {
         /// The names of its keys.
         keys: BTreeSet<String>,
-        /// The one URL it may be sent to ([`EXTERNAL_URL_ANNOTATION`]), if its owner named one.
+        /// The one URL it may be sent to ([`EXTERNAL_URL_ANNOTATION`]), if its owner named one
+        /// (external InfluxDB credentials only).
         url: Option<String>,
     },
 }
 
+/// What the spec wants a Secret for; each use has its own opt-in label, so consent to one is
+/// not consent to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretUse {
+    /// `spec.influxdb.external.credentialsSecret`: sent to the external InfluxDB.
+    ExternalInfluxdb,
+    /// A contact point's Secret or `spec.alerts.smtp.credentialsSecret`: sent by Grafana to a
+    /// webhook, Slack or mail server.
+    Alerting,
+}
+
+impl SecretUse {
+    /// The label (with value [`OPT_IN_VALUE`]) by which a Secret's owner allows this use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ExternalInfluxdb => EXTERNAL_CREDENTIALS_LABEL,
+            Self::Alerting => ALERTING_SECRET_LABEL,
+        }
+    }
+}
+
 impl ReferencedSecret {
-    /// What of `secret` the validate step may know: whether it opts in and, only if it does,
-    /// its key names and allowed URL.
-    pub fn of(secret: Option<&Secret>) -> Self {
+    /// What of `secret` the validate step may know for `purpose`: whether it opts in and, only
+    /// if it does, its key names and allowed URL.
+    pub fn of(secret: Option<&Secret>, purpose: SecretUse) -> Self {
         let Some(secret) = secret else {
             return Self::Missing;
         };
-        if secret
-            .labels()
-            .get(EXTERNAL_CREDENTIALS_LABEL)
-            .map(String::as_str)
-            != Some(OPT_IN_VALUE)
-        {
+        if secret.labels().get(purpose.label()).map(String::as_str) != Some(OPT_IN_VALUE) {
             return Self::NotOptedIn;
         }
         let mut keys: BTreeSet<String> = secret
@@ -58,10 +89,13 @@ impl ReferencedSecret {
             .collect();
         // stringData is write-only on the API server, but a client may hand such an object over.
         keys.extend(secret.string_data.iter().flat_map(|d| d.keys().cloned()));
-        Self::OptedIn {
-            keys,
-            url: secret.annotations().get(EXTERNAL_URL_ANNOTATION).cloned(),
-        }
+        let url = match purpose {
+            SecretUse::ExternalInfluxdb => {
+                secret.annotations().get(EXTERNAL_URL_ANNOTATION).cloned()
+            }
+            SecretUse::Alerting => None,
+        };
+        Self::OptedIn { keys, url }
     }
 }
 
@@ -84,17 +118,88 @@ impl DereferenceError {
     }
 }
 
-/// Reads every object the spec of `monitor` refers to.
+/// Reads every object the spec of `monitor` refers to; the labelled rule ConfigMaps come from
+/// `rule_maps`, the watch's store (none while it is not running, as in unit tests), and
+/// whether the Prometheus operator's kinds exist from the last discovery.
 pub async fn dereference(
     client: &Client,
     monitor: &IotMonitor,
+    rule_maps: Option<&Store<ConfigMap>>,
+    prometheus_operator: bool,
 ) -> Result<Dereferenced, DereferenceError> {
-    let Some(external) = &monitor.spec.influxdb.external else {
-        return Ok(Dereferenced::default());
-    };
     let namespace = monitor.namespace().unwrap_or_default();
-    let name = &external.credentials_secret;
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let external_credentials = match &monitor.spec.influxdb.external {
+        Some(external) => Some(
+            read_secret(
+                &api,
+                &external.credentials_secret,
+                SecretUse::ExternalInfluxdb,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let mut contact_point_secrets = BTreeMap::new();
+    if monitor.spec.alerts.enabled {
+        for name in contact_point_secret_names(monitor) {
+            let found = read_secret(&api, name, SecretUse::Alerting).await?;
+            contact_point_secrets.insert(name.to_owned(), found);
+        }
+    }
+    let alert_rule_config_maps = match rule_maps {
+        Some(store) if monitor.spec.alerts.enabled => labelled_rule_maps(
+            store.state().iter().map(|cm| cm.as_ref()),
+            &namespace,
+            &monitor.name_any(),
+        ),
+        _ => BTreeMap::new(),
+    };
+    Ok(Dereferenced {
+        external_credentials,
+        contact_point_secrets,
+        alert_rule_config_maps,
+        prometheus_operator,
+    })
+}
+
+/// The Secrets the contact points and the mail server name, each once.
+pub(crate) fn contact_point_secret_names(monitor: &IotMonitor) -> BTreeSet<&str> {
+    let alerts = &monitor.spec.alerts;
+    let smtp = alerts
+        .smtp
+        .as_ref()
+        .and_then(|s| s.credentials_secret.as_deref());
+    alerts
+        .contact_points
+        .iter()
+        .filter_map(|c| {
+            let webhook = c.webhook.as_ref().map(|w| &w.url_secret);
+            webhook.or(c.slack.as_ref().map(|s| &s.url_secret))
+        })
+        .map(|r| r.name.as_str())
+        .chain(smtp)
+        .collect()
+}
+
+/// The data of the ConfigMaps of `namespace` labelled for monitor `name`.
+pub(crate) fn labelled_rule_maps<'a>(
+    config_maps: impl Iterator<Item = &'a ConfigMap>,
+    namespace: &str,
+    name: &str,
+) -> BTreeMap<String, ConfigMapData> {
+    config_maps
+        .filter(|cm| cm.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|cm| cm.labels().get(ALERT_RULES_LABEL).map(String::as_str) == Some(name))
+        .map(|cm| (cm.name_any(), cm.data.clone().unwrap_or_default()))
+        .collect()
+}
+
+async fn read_secret(
+    api: &Api<Secret>,
+    name: &str,
+    purpose: SecretUse,
+) -> Result<ReferencedSecret, DereferenceError> {
     let secret = api
         .get_opt(name)
         .await
@@ -102,13 +207,11 @@ pub async fn dereference(
             what: format!("Secret {name}"),
             source,
         })?;
-    Ok(Dereferenced {
-        external_credentials: Some(ReferencedSecret::of(secret.as_ref())),
-    })
+    Ok(ReferencedSecret::of(secret.as_ref(), purpose))
 }
 
-/// The monitors among `monitors` that name `secret` as their external credentials: those a
-/// change of its opt-in must wake.
+/// The monitors among `monitors` that name `secret` (as external credentials, or, with alerts
+/// on, for a contact point or the mail server): those a change of its opt-in must wake.
 pub fn monitors_naming<'a>(
     monitors: impl IntoIterator<Item = &'a IotMonitor>,
     secret: &Secret,
@@ -119,14 +222,33 @@ pub fn monitors_naming<'a>(
         .into_iter()
         .filter(|m| m.namespace() == namespace)
         .filter(|m| {
-            m.spec
+            let external = m
+                .spec
                 .influxdb
                 .external
                 .as_ref()
-                .is_some_and(|e| e.credentials_secret == name)
+                .is_some_and(|e| e.credentials_secret == name);
+            external
+                || (m.spec.alerts.enabled && contact_point_secret_names(m).contains(name.as_str()))
         })
         .map(ObjectRef::from_obj)
         .collect()
+}
+
+/// Whether the API server serves both Prometheus operator kinds the operator creates. Discovery
+/// needs no RBAC beyond what every authenticated client has.
+pub async fn prometheus_operator_present(client: &Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources("monitoring.coreos.com/v1")
+        .await
+    {
+        Ok(list) => {
+            let has = |name: &str| list.resources.iter().any(|r| r.name == name);
+            Ok(has("servicemonitors") && has("prometheusrules"))
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +259,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+
+    const EXTERNAL: SecretUse = SecretUse::ExternalInfluxdb;
 
     fn secret(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Secret {
         let map = |pairs: &[(&str, &str)]| {
@@ -165,17 +289,20 @@ mod tests {
     #[test]
     fn a_secret_without_the_label_is_not_opted_in_and_nothing_of_it_is_kept() {
         assert_eq!(
-            ReferencedSecret::of(Some(&secret(&[], &[]))),
+            ReferencedSecret::of(Some(&secret(&[], &[])), EXTERNAL),
             ReferencedSecret::NotOptedIn
         );
         // Only the value `true` opts in; an annotation of the label's name does not.
         for value in ["false", "yes", "True", ""] {
             let s = secret(&[(EXTERNAL_CREDENTIALS_LABEL, value)], &[]);
-            assert_eq!(ReferencedSecret::of(Some(&s)), ReferencedSecret::NotOptedIn);
+            assert_eq!(
+                ReferencedSecret::of(Some(&s), EXTERNAL),
+                ReferencedSecret::NotOptedIn
+            );
         }
         let annotated = secret(&[], &[(EXTERNAL_CREDENTIALS_LABEL, "true")]);
         assert_eq!(
-            ReferencedSecret::of(Some(&annotated)),
+            ReferencedSecret::of(Some(&annotated), EXTERNAL),
             ReferencedSecret::NotOptedIn
         );
     }
@@ -187,13 +314,13 @@ mod tests {
             &[(EXTERNAL_URL_ANNOTATION, "https://influx.example:8086")],
         );
         assert_eq!(
-            ReferencedSecret::of(Some(&s)),
+            ReferencedSecret::of(Some(&s), EXTERNAL),
             ReferencedSecret::OptedIn {
                 keys: BTreeSet::from(["password".into(), "username".into()]),
                 url: Some("https://influx.example:8086".into()),
             }
         );
-        let found = format!("{:?}", ReferencedSecret::of(Some(&s)));
+        let found = format!("{:?}", ReferencedSecret::of(Some(&s), EXTERNAL));
         assert!(!found.contains("s3cret"), "no value is kept: {found}");
     }
 
@@ -216,6 +343,64 @@ mod tests {
 
     #[test]
     fn no_secret_is_missing() {
-        assert_eq!(ReferencedSecret::of(None), ReferencedSecret::Missing);
+        assert_eq!(
+            ReferencedSecret::of(None, EXTERNAL),
+            ReferencedSecret::Missing
+        );
+    }
+
+    #[test]
+    fn each_use_has_its_own_label() {
+        let external = secret(&[(EXTERNAL_CREDENTIALS_LABEL, "true")], &[]);
+        assert_eq!(
+            ReferencedSecret::of(Some(&external), SecretUse::Alerting),
+            ReferencedSecret::NotOptedIn,
+            "consent to InfluxDB is not consent to a mail server"
+        );
+        let alerting = secret(
+            &[(ALERTING_SECRET_LABEL, "true")],
+            &[(EXTERNAL_URL_ANNOTATION, "https://influx.example:8086")],
+        );
+        assert_eq!(
+            ReferencedSecret::of(Some(&alerting), EXTERNAL),
+            ReferencedSecret::NotOptedIn
+        );
+        assert_eq!(
+            ReferencedSecret::of(Some(&alerting), SecretUse::Alerting),
+            ReferencedSecret::OptedIn {
+                keys: BTreeSet::from(["password".into(), "username".into()]),
+                url: None,
+            }
+        );
+        for value in ["false", ""] {
+            let s = secret(&[(ALERTING_SECRET_LABEL, value)], &[]);
+            assert_eq!(
+                ReferencedSecret::of(Some(&s), SecretUse::Alerting),
+                ReferencedSecret::NotOptedIn
+            );
+        }
+    }
+
+    #[test]
+    fn an_alerting_secret_wakes_the_monitors_whose_contact_points_or_smtp_name_it() {
+        use crate::controller::fixtures::monitor;
+        let webhook = monitor(
+            "{alerts: {contactPoints: [{name: ops, webhook: {urlSecret: {name: ext, key: url}}}]}}",
+        );
+        let mut smtp = monitor(
+            "{alerts: {contactPoints: [{name: m, email: {addresses: [a@b.c]}}], smtp: {host: 'mx:25', fromAddress: a@b.c, credentialsSecret: ext}}}",
+        );
+        smtp.metadata.name = Some("lab2".into());
+        let mut off = monitor(
+            "{alerts: {enabled: false, contactPoints: [{name: ops, webhook: {urlSecret: {name: ext, key: url}}}]}}",
+        );
+        off.metadata.name = Some("lab3".into());
+        let mut s = secret(&[(ALERTING_SECRET_LABEL, "true")], &[]);
+        s.metadata.namespace = Some("iot".into());
+        let woken = monitors_naming([&webhook, &smtp, &off, &monitor("{}")], &s);
+        assert_eq!(
+            woken,
+            vec![ObjectRef::from_obj(&webhook), ObjectRef::from_obj(&smtp)]
+        );
     }
 }

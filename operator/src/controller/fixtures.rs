@@ -2,7 +2,7 @@
 //! of dereferencing it, its validated model, a synced child cache, and a context talking to the
 //! mock API server. One place, so no test module imports another's test code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -49,8 +49,41 @@ pub fn present(monitor: &IotMonitor) -> Dereferenced {
                 keys: BTreeSet::from([e.username_key.clone(), e.password_key.clone()]),
                 url: None,
             });
+    let opted_in = |keys| ReferencedSecret::OptedIn { keys, url: None };
+    let contact_point_secrets = monitor
+        .spec
+        .alerts
+        .contact_points
+        .iter()
+        .filter_map(|c| {
+            let webhook = c.webhook.as_ref().map(|w| &w.url_secret);
+            webhook.or(c.slack.as_ref().map(|s| &s.url_secret))
+        })
+        .map(|r| (r.name.clone(), opted_in(BTreeSet::from([r.key.clone()]))))
+        .chain(monitor.spec.alerts.smtp.iter().filter_map(|s| {
+            let keys = BTreeSet::from([s.user_key.clone(), s.password_key.clone()]);
+            Some((s.credentials_secret.clone()?, opted_in(keys)))
+        }))
+        .fold(
+            BTreeMap::new(),
+            |mut all: BTreeMap<String, ReferencedSecret>, (name, keys)| {
+                if let (
+                    Some(ReferencedSecret::OptedIn { keys: have, .. }),
+                    ReferencedSecret::OptedIn { keys: more, .. },
+                ) = (all.get_mut(&name), &keys)
+                {
+                    have.extend(more.iter().cloned());
+                } else {
+                    all.insert(name, keys);
+                }
+                all
+            },
+        );
     Dereferenced {
         external_credentials,
+        contact_point_secrets,
+        alert_rule_config_maps: BTreeMap::new(),
+        prometheus_operator: false,
     }
 }
 

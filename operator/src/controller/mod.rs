@@ -54,7 +54,9 @@ pub use self::scope::WatchScope;
 use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
 use self::watches::Watches;
-use crate::constants::{EXTERNAL_CREDENTIALS_LABEL, OPT_IN_VALUE};
+use crate::constants::{
+    ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, OPT_IN_VALUE,
+};
 use crate::crd::{IotMonitor, IotMonitorStatus};
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
@@ -94,9 +96,11 @@ impl ReconcileError {
         }
     }
 
-    /// Errors a retry cannot fix: the user must change something first.
+    /// Errors a retry cannot fix: the user must change the spec first. A missing Secret is
+    /// not one of them: creating it is a change the operator does not watch (the user's Secrets
+    /// carry none of its labels), so it is looked for again with the usual backoff.
     pub(crate) fn needs_user_action(&self) -> bool {
-        matches!(self, Self::InvalidSpec(_))
+        matches!(self, Self::InvalidSpec(e) if e.category() != "MissingCredentials")
     }
 }
 
@@ -151,7 +155,14 @@ pub(crate) async fn reconcile_monitor(
         // The garbage collector removes the owned children.
         return Ok(Action::await_change());
     }
-    let refs = dereference::dereference(&ctx.client, monitor).await?;
+    let rule_maps = ctx.rule_maps();
+    let refs = dereference::dereference(
+        &ctx.client,
+        monitor,
+        rule_maps.as_ref(),
+        ctx.prometheus_operator(),
+    )
+    .await?;
     let model = match validate::validate(monitor, &refs) {
         Ok(model) => model,
         Err(invalid) => {
@@ -188,6 +199,15 @@ pub(crate) async fn reconcile_monitor(
     let memo = ctx.known.memo();
     let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, memo, &cache);
     let mut applied = applier.apply_all(desired).await?;
+    let monitoring = desired::prometheus::build(&model);
+    applied.writes += apply::monitoring::apply(
+        &ctx.client,
+        &model,
+        monitoring.as_ref(),
+        &ctx.monitoring_memo,
+        &ctx.metrics,
+    )
+    .await?;
     let now = now();
     applied.influxdb_trouble =
         diagnose::influxdb_trouble(&ctx.client, &model, &applied.stateful_sets, &now).await;
@@ -259,6 +279,13 @@ fn owner_by_label<K: Resource>(child: K) -> Option<ObjectRef<IotMonitor>> {
     Some(ObjectRef::new(&instance).within(&namespace))
 }
 
+/// The IotMonitor a labelled alert-rule ConfigMap names.
+fn monitor_of_rule_map(config_map: ConfigMap) -> Option<ObjectRef<IotMonitor>> {
+    let monitor = config_map.labels().get(ALERT_RULES_LABEL)?.clone();
+    let namespace = config_map.metadata.namespace?;
+    Some(ObjectRef::new(&monitor).within(&namespace))
+}
+
 /// Reconciles at once. While every slot is busy kube-runtime holds the other requests in a set
 /// it drains in hash order, not oldest first: with few slots and a steady stream of triggers the
 /// same monitors win again and again (starvation). With the triggers filtered (`watches`) the set
@@ -293,12 +320,43 @@ pub async fn run(
     let role_bindings = watches.watch(scope.api::<RoleBinding>(client));
     ctx.known.set_cache(watches.into_cache());
 
-    // The user's Secrets that opt in as external credentials: labelling one, or taking the label
-    // off, wakes the monitors that name it at once rather than at the next resync. Only the
-    // labelled ones are watched; nothing of them is kept.
-    let opted_in =
-        watcher::Config::default().labels(&format!("{EXTERNAL_CREDENTIALS_LABEL}={OPT_IN_VALUE}"));
-    let external_secrets = watcher(scope.api::<Secret>(client), opted_in).touched_objects();
+    // The user's Secrets that opt in, as external credentials or for alerting: labelling one,
+    // or taking the label off, wakes the monitors that name it at once rather than at the next
+    // resync. Only the labelled ones are watched (one watch per label: a selector cannot say
+    // "either label"); nothing of them is kept.
+    let opted_in = |label: &str| {
+        let config = watcher::Config::default().labels(&format!("{label}={OPT_IN_VALUE}"));
+        watcher(scope.api::<Secret>(client), config).touched_objects()
+    };
+    let external_secrets = opted_in(EXTERNAL_CREDENTIALS_LABEL);
+    let alerting_secrets = opted_in(ALERTING_SECRET_LABEL);
+
+    // The users' alert-rule ConfigMaps: not ours (no managed-by label), found by their own
+    // label, whose value names the monitor they belong to. A change wakes that monitor.
+    let (rule_maps, rule_writer) = reflector::store();
+    let rule_map_changes = watcher(
+        scope.api::<ConfigMap>(client),
+        watcher::Config::default().labels(ALERT_RULES_LABEL),
+    )
+    .modify(|cm| cm.metadata.managed_fields = None)
+    .reflect(rule_writer)
+    .touched_objects();
+    ctx.set_rule_maps(rule_maps);
+
+    // The Prometheus path: whether the cluster has the Prometheus operator's kinds, known
+    // before the first reconcile and re-checked periodically; a change re-reconciles every
+    // monitor, so their ServiceMonitor and PrometheusRule appear when the CRDs do.
+    let (prometheus_changed, prometheus_changes) = futures::channel::mpsc::channel(1);
+    let discovery = ctx.prometheus_discovery.map(|every| {
+        tokio::spawn(watch_prometheus_operator(
+            ctx.clone(),
+            every,
+            prometheus_changed,
+        ))
+    });
+    if discovery.is_some() {
+        check_prometheus_operator(&ctx).await;
+    }
 
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.
@@ -310,6 +368,7 @@ pub async fn run(
         .predicate_filter(predicates::generation, PredicateConfig::default());
 
     let naming = monitors.clone();
+    let naming_alerting = monitors.clone();
     Controller::for_stream(monitor_changes, monitors)
         .owns_stream(deployments)
         .owns_stream(stateful_sets)
@@ -329,6 +388,12 @@ pub async fn run(
             let monitors = naming.state();
             dereference::monitors_naming(monitors.iter().map(|m| m.as_ref()), &secret)
         })
+        .watches_stream(alerting_secrets, move |secret| {
+            let monitors = naming_alerting.state();
+            dereference::monitors_naming(monitors.iter().map(|m| m.as_ref()), &secret)
+        })
+        .watches_stream(rule_map_changes, monitor_of_rule_map)
+        .reconcile_all_on(prometheus_changes)
         .with_config(
             ControllerConfig::default()
                 .concurrency(CONCURRENCY)
@@ -343,4 +408,41 @@ pub async fn run(
             }
         })
         .await;
+    if let Some(discovery) = discovery {
+        discovery.abort();
+    }
+}
+
+/// Asks discovery once; true when the answer changed. An error keeps the last answer.
+async fn check_prometheus_operator(ctx: &Context) -> bool {
+    match dereference::prometheus_operator_present(&ctx.client).await {
+        Ok(present) => {
+            let changed = ctx.set_prometheus_operator(present);
+            if changed {
+                tracing::info!(
+                    present,
+                    "the Prometheus operator's ServiceMonitor and PrometheusRule kinds"
+                );
+            }
+            changed
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot ask discovery for monitoring.coreos.com/v1");
+            false
+        }
+    }
+}
+
+/// Re-checks periodically; a change wakes every monitor through `changed`.
+async fn watch_prometheus_operator(
+    ctx: Arc<Context>,
+    every: Duration,
+    mut changed: futures::channel::mpsc::Sender<()>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if check_prometheus_operator(&ctx).await && changed.try_send(()).is_err() {
+            // Full: a wake-up is already pending, which is all that is needed.
+        }
+    }
 }

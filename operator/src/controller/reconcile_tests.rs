@@ -434,3 +434,112 @@ async fn taking_the_opt_in_off_deletes_the_workloads_that_read_the_secret() {
         "an Event says what was deleted"
     );
 }
+
+#[test]
+fn a_missing_secret_is_looked_for_again_soon() {
+    use super::validate::InvalidSpec;
+    let missing = ReconcileError::InvalidSpec(InvalidSpec::ContactPointSecretMissing {
+        named_by: "alerts.contactPoints entry \"ops\"".into(),
+        secret: "alert-urls".into(),
+    });
+    assert!(!missing.needs_user_action());
+    let contradiction = ReconcileError::InvalidSpec(InvalidSpec::SameDatabases);
+    assert!(contradiction.needs_user_action());
+}
+
+const ALERTING: &str = "{alerts: {contactPoints: [{name: ops, webhook: {urlSecret: {name: hooks, key: ops}}}]}, simulator: {enabled: false}}";
+const HOOKS_SECRET_PATH: &str = "/api/v1/namespaces/iot/secrets/hooks";
+
+/// The user's Secret `hooks` with the webhook URL under `ops` (base64 of `http://h`).
+fn hooks_secret(labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hooks", "namespace": "iot", "labels": labels},
+        "data": {"ops": "aHR0cDovL2g="},
+    })
+}
+
+/// Every child written so far that names the Secret `hooks`.
+fn children_naming_hooks(api: &MockApi) -> Vec<String> {
+    api.objects()
+        .iter()
+        .filter(|o| o["kind"] != "IotMonitor" && o["metadata"]["name"] != "hooks")
+        .filter(|o| o.to_string().contains("\"name\":\"hooks\""))
+        .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_contact_point_secret_is_used_only_while_it_opts_in_for_alerting() {
+    let (ctx, api, monitor) = context_with(ALERTING);
+    // Opted in for an external InfluxDB only: that is not consent to alerting.
+    api.put(
+        HOOKS_SECRET_PATH,
+        hooks_secret(json!({"iot.operator.dev/allow-external-influxdb": "true"})),
+    );
+    let error = reconcile(Arc::new(monitor), ctx.clone())
+        .await
+        .expect_err("not opted in");
+    assert_eq!(error.category(), "CredentialsNotAllowed");
+    assert!(
+        api.writes()
+            .iter()
+            .all(|(resource, _)| resource == "iotmonitors/status" || resource == "events"),
+        "no child is written: {:?}",
+        api.writes()
+    );
+    let degraded = condition(&stored(&api), status::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "CredentialsNotAllowed")
+    );
+    assert!(
+        degraded
+            .message
+            .contains("kubectl label secret hooks -n iot iot.operator.dev/allow-alerting=true"),
+        "{}",
+        degraded.message
+    );
+
+    // Opted in: Grafana, and only Grafana, reads it; its value is never copied.
+    api.put(
+        HOOKS_SECRET_PATH,
+        hooks_secret(json!({"iot.operator.dev/allow-alerting": "true"})),
+    );
+    reconcile(Arc::new(stored(&api)), ctx.clone())
+        .await
+        .expect("opted in");
+    assert_eq!(
+        children_naming_hooks(&api),
+        ["\"Deployment\"/\"lab-grafana\""]
+    );
+    assert!(
+        !api.objects()
+            .iter()
+            .filter(|o| o["metadata"]["name"] != "hooks")
+            .any(|o| o.to_string().contains("aHR0cDovL2g=")),
+        "the value is never copied"
+    );
+
+    // The label comes off: Grafana's Deployment goes, the rest of the stack stays.
+    api.put(HOOKS_SECRET_PATH, hooks_secret(json!({})));
+    api.clear_calls();
+    let error = reconcile(Arc::new(stored(&api)), ctx)
+        .await
+        .expect_err("no longer opted in");
+    assert_eq!(error.category(), "CredentialsNotAllowed");
+    assert_eq!(children_naming_hooks(&api), Vec::<String>::new());
+    let deleted: Vec<_> = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == http::Method::DELETE)
+        .map(|c| c.target())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(
+        api.objects()
+            .iter()
+            .any(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "lab-coap-server"),
+        "only the reader of the Secret goes"
+    );
+}

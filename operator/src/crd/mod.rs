@@ -8,6 +8,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+mod alerts;
 mod autoscaling;
 mod influxdb;
 mod region;
@@ -18,6 +19,7 @@ mod status;
 mod tests;
 mod workloads;
 
+pub use self::alerts::*;
 pub use self::autoscaling::*;
 pub use self::influxdb::*;
 pub use self::region::*;
@@ -72,6 +74,10 @@ pub struct IotMonitorSpec {
     /// Horizontal autoscaling policy shared by Grafana and the CoAP server.
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
+    /// Alert rules (a silent, stuck or out-of-range sensor, bad air, failing ingest) and who is
+    /// notified (docs/alerts.md).
+    #[serde(default)]
+    pub alerts: AlertsSpec,
 }
 
 /// The CRD as YAML, exactly as `iot-operator crd` prints it and `crds/iotmonitor.yaml` holds it.

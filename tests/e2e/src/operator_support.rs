@@ -78,7 +78,11 @@ pub fn context(
         controller: "iot-operator-e2e".into(),
         instance: instance.map(str::to_owned),
     };
-    let ctx = Arc::new(Context::new(client, metrics.clone(), reporter));
+    // The Prometheus operator's CRDs are cluster-wide: only the test of that path turns
+    // discovery on (`Operator::start_with_prometheus`), so tests running beside it never see
+    // them appear.
+    let ctx =
+        Arc::new(Context::new(client, metrics.clone(), reporter).with_prometheus_discovery(None));
     (ctx, metrics, registry)
 }
 
@@ -92,6 +96,23 @@ pub struct Operator {
 impl Operator {
     pub fn start(client: kube::Client, namespace: &str) -> Self {
         let (ctx, _, registry) = context(client, None);
+        Self::run(ctx, registry, namespace)
+    }
+
+    /// [`Operator::start`] asking discovery every `every` whether the Prometheus operator's
+    /// kinds exist.
+    pub fn start_with_prometheus(client: kube::Client, namespace: &str, every: Duration) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let reporter = Reporter {
+            controller: "iot-operator-e2e".into(),
+            instance: None,
+        };
+        let ctx = Context::new(client, metrics, reporter).with_prometheus_discovery(Some(every));
+        Self::run(Arc::new(ctx), registry, namespace)
+    }
+
+    fn run(ctx: Arc<Context>, registry: Registry, namespace: &str) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -71,6 +71,30 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("{simulator: {places: []}}", "should have at least 1 items"),
     (
+        "{alerts: {silentAfter: 10min}}",
+        "alerts.silentAfter must be a whole number of seconds, minutes or hours",
+    ),
+    (
+        "{alerts: {aqiBand: 11}}",
+        "should be less than or equal to 10",
+    ),
+    (
+        "{alerts: {temperature: {min: 50, max: 10}}}",
+        "alerts.temperature.min must be below alerts.temperature.max",
+    ),
+    (
+        "{alerts: {contactPoints: [{name: ops, email: {addresses: [ops@example.org]}}]}}",
+        "an email contact point needs alerts.smtp",
+    ),
+    (
+        "{alerts: {contactPoints: [{name: ops}]}}",
+        "a contact point needs exactly one of email, webhook or slack",
+    ),
+    (
+        "{alerts: {contactPoints: [{name: a, email: {addresses: [x@y.z]}}, {name: a, email: {addresses: [x@y.z]}}]}}",
+        "alerts.contactPoints names must be unique",
+    ),
+    (
         "{coap: {devices: [{name: Door, place: hall}]}}",
         "should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
     ),

@@ -48,7 +48,7 @@ pub async fn run(
             namespace: namespace.clone(),
             source,
         })?;
-    let refs = dereference(&client, &monitor)
+    let refs = dereference(&client, &monitor, None, false)
         .await
         .map_err(|e| LoadtestError::Dereference(name.clone(), e))?;
     let model = validate(&monitor, &refs).map_err(|e| LoadtestError::Invalid(name.clone(), e))?;

@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource};
 mod credentials;
 mod devices;
 mod error;
+pub(crate) mod monitoring;
 #[cfg(test)]
 mod tests;
 

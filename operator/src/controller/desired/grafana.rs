@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use serde_json::json;
 
+use super::alerts;
 use super::labels::{Component, owned_meta};
 use super::network::{exposed_service, service_port};
 use super::pod::{
@@ -25,8 +26,7 @@ use crate::controller::validate::ValidatedMonitor;
 /// `AQI_DATASOURCE_UID`.
 pub const DHT_DASHBOARD: &str = include_str!("../../../dashboards/dht.json");
 pub const AQI_DASHBOARD: &str = include_str!("../../../dashboards/aqi.json");
-pub const DHT_DATASOURCE_UID: &str = "iot-dht";
-pub const AQI_DATASOURCE_UID: &str = "iot-aqi";
+pub use crate::constants::{AQI_DATASOURCE_UID, DHT_DATASOURCE_UID};
 
 const PROVISIONING: &str = "/etc/grafana/provisioning";
 const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards/iot";
@@ -35,6 +35,8 @@ const DASHBOARDS_DIR: &str = "/etc/grafana/dashboards/iot";
 pub struct GrafanaObjects {
     pub provisioning: ConfigMap,
     pub dashboards: ConfigMap,
+    /// Alert rules, contact points and policy; `None` with alerting off.
+    pub alerting: Option<ConfigMap>,
     pub service: Service,
     pub deployment: Deployment,
 }
@@ -42,9 +44,12 @@ pub struct GrafanaObjects {
 pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
     let provisioning = provisioning_config_map(model);
     let dashboards = dashboards_config_map(model);
+    let alerting = alerts::config_map(model);
+    // Grafana reads provisioning files at start only: a changed file must roll the pods.
     let hash = content_hash(
-        [&provisioning, &dashboards]
+        [Some(&provisioning), Some(&dashboards), alerting.as_ref()]
             .into_iter()
+            .flatten()
             .flat_map(|cm| cm.data.iter().flat_map(|d| d.values()))
             .map(String::as_str),
     );
@@ -68,6 +73,7 @@ pub fn build(model: &ValidatedMonitor) -> GrafanaObjects {
         deployment: grafana_deployment(model, &hash),
         provisioning,
         dashboards,
+        alerting,
     }
 }
 
@@ -179,7 +185,7 @@ fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment
     let reader = &model.influx.reader;
     let (data_volume, data_mount) = scratch("data", "/var/lib/grafana");
     let (tmp_volume, tmp_mount) = scratch("tmp", "/tmp");
-    let container = Container {
+    let mut container = Container {
         name: "grafana".into(),
         image: Some(grafana.image.clone()),
         ports: Some(vec![tcp_port("http", GRAFANA_PORT)]),
@@ -226,7 +232,7 @@ fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment
         ]),
         ..Container::default()
     };
-    let volumes = vec![
+    let mut volumes = vec![
         config_volume(
             "datasources",
             &names.grafana_datasources,
@@ -241,6 +247,16 @@ fn grafana_deployment(model: &ValidatedMonitor, config_hash: &str) -> Deployment
         data_volume,
         tmp_volume,
     ];
+    if let Some(alerting) = &model.alerts {
+        // The contact points' URLs (the provisioning file's `$VAR`s) and the mail server.
+        container
+            .env
+            .get_or_insert_default()
+            .extend(alerts::env(alerting));
+        let mounts = container.volume_mounts.get_or_insert_default();
+        mounts.push(mount("alerting", alerts::ALERTING_DIR));
+        volumes.push(config_volume("alerting", &names.grafana_alerting, None));
+    }
     let pods = PodTemplateBuilder::new(
         model,
         Component::Grafana,

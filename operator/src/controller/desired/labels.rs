@@ -30,6 +30,8 @@ pub enum Component {
     CoapServer,
     Simulator,
     AqiIngestor,
+    /// The Prometheus path: the metrics Service, ServiceMonitor and PrometheusRule.
+    Metrics,
 }
 
 impl Component {
@@ -42,6 +44,7 @@ impl Component {
             Self::CoapServer => "coap-server",
             Self::Simulator => "sensor-sim",
             Self::AqiIngestor => "aqi-ingestor",
+            Self::Metrics => "metrics",
         }
     }
 }

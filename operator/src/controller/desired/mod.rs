@@ -2,6 +2,7 @@
 //! module per component; [`DesiredObjects`] gathers everything one IotMonitor should have.
 
 pub(crate) mod access;
+pub mod alerts;
 pub(crate) mod aqi_ingestor;
 pub(crate) mod autoscaling;
 pub(crate) mod coap_server;
@@ -11,6 +12,7 @@ pub mod influxdb;
 pub(crate) mod labels;
 pub(crate) mod network;
 pub mod pod;
+pub mod prometheus;
 pub(crate) mod secrets;
 pub(crate) mod simulator;
 pub(crate) mod template;
@@ -62,9 +64,13 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
 
     let mut config_maps: Vec<ConfigMap> = influx.setup.into_iter().collect();
     config_maps.extend([grafana.provisioning, grafana.dashboards]);
+    config_maps.extend(grafana.alerting);
 
     let mut services: Vec<Service> = influx.service.into_iter().chain(influx.headless).collect();
     services.extend([grafana.service, coap.service]);
+    // The Prometheus path's headless Service; its ServiceMonitor and PrometheusRule are
+    // dynamic objects, applied apart (`apply::monitoring`).
+    services.extend(prometheus::build(model).map(|m| m.metrics_service));
 
     let access = access::build(model);
     DesiredObjects {

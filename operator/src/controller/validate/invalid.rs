@@ -3,7 +3,8 @@
 
 use super::MAX_REGISTRY_BYTES;
 use crate::constants::{
-    EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, MAX_NAME_LEN, OPT_IN_VALUE,
+    ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, MAX_NAME_LEN,
+    OPT_IN_VALUE,
 };
 
 /// Why a spec cannot be resolved; each message says what to change.
@@ -92,15 +93,60 @@ pub enum InvalidSpec {
         namespace: String,
         keys: Vec<String>,
     },
+    #[error(
+        "alerts.{field} is {value:?}; use a whole number of seconds, minutes or hours, such as 90s, 10m or 2h"
+    )]
+    BadAlertDuration { field: &'static str, value: String },
+    #[error("alerts.{field}.min must be below alerts.{field}.max")]
+    AlertRangeCrossed { field: &'static str },
+    #[error("alerts.contactPoints entry {name:?} needs exactly one of email, webhook or slack")]
+    ContactPointTargets { name: String },
+    #[error("alerts.contactPoints lists {name:?} more than once; contact point names are unique")]
+    DuplicateContactPoint { name: String },
+    #[error(
+        "Secret {secret} named by {named_by} does not exist; create it in the monitor's namespace (Grafana keeps its last alerting configuration until then)"
+    )]
+    ContactPointSecretMissing {
+        /// The field that names it: `alerts.contactPoints entry "ops"`, `alerts.smtp`.
+        named_by: String,
+        secret: String,
+    },
+    #[error(
+        "Secret {secret} named by {named_by} does not allow its use for alerting, so Grafana does not get it (it would send its values to the webhook, Slack URL or mail server the spec names); if it is meant for that, its owner opts in: kubectl label secret {secret} -n {namespace} {ALERTING_SECRET_LABEL}={OPT_IN_VALUE}"
+    )]
+    ContactPointSecretNotOptedIn {
+        named_by: String,
+        secret: String,
+        namespace: String,
+    },
+    #[error("Secret {secret} named by {named_by} has no key {key:?}")]
+    ContactPointKeyMissing {
+        named_by: String,
+        secret: String,
+        key: String,
+    },
+    #[error(
+        "alerts.contactPoints entry {name:?} sends email: set alerts.smtp, the mail server Grafana sends through"
+    )]
+    EmailWithoutSmtp { name: String },
+    #[error(
+        "ConfigMap {config_map} (labelled iot.operator.dev/alert-rules) key {key:?} is not a Grafana alert rule file: {reason}"
+    )]
+    BadRuleFile {
+        config_map: String,
+        key: String,
+        reason: String,
+    },
 }
 
 impl InvalidSpec {
-    /// The external credentials Secret whose owner does not (or no longer) allow this use: the
-    /// workloads that read it must go, not only wait for a fix.
+    /// The Secret (external credentials, or one `spec.alerts` names) whose owner does not (or
+    /// no longer) allow this use: the workloads that read it must go, not only wait for a fix.
     pub fn withdrawn_secret(&self) -> Option<&str> {
         match self {
             Self::CredentialsSecretNotOptedIn { secret, .. }
-            | Self::CredentialsUrlNotAllowed { secret, .. } => Some(secret),
+            | Self::CredentialsUrlNotAllowed { secret, .. }
+            | Self::ContactPointSecretNotOptedIn { secret, .. } => Some(secret),
             _ => None,
         }
     }
@@ -109,13 +155,15 @@ impl InvalidSpec {
     /// told apart from a spec that contradicts itself, since the fix is elsewhere.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::CredentialsSecretMissing { .. } | Self::CredentialsKeyMissing { .. } => {
-                "MissingCredentials"
-            }
+            Self::CredentialsSecretMissing { .. }
+            | Self::CredentialsKeyMissing { .. }
+            | Self::ContactPointSecretMissing { .. }
+            | Self::ContactPointKeyMissing { .. } => "MissingCredentials",
             // Not a spec error either: the Secret's owner decides.
-            Self::CredentialsSecretNotOptedIn { .. } | Self::CredentialsUrlNotAllowed { .. } => {
-                "CredentialsNotAllowed"
-            }
+            Self::CredentialsSecretNotOptedIn { .. }
+            | Self::CredentialsUrlNotAllowed { .. }
+            | Self::ContactPointSecretNotOptedIn { .. } => "CredentialsNotAllowed",
+            Self::BadRuleFile { .. } => "InvalidAlertRules",
             _ => "InvalidSpec",
         }
     }

@@ -3,6 +3,8 @@
 //! and rejects what CEL cannot see, with a message that says what to fix. What the spec refers
 //! to (a Secret) was read before, by the dereference step, so this step stays pure.
 
+mod alerting_schema;
+mod alerts;
 mod invalid;
 mod model;
 
@@ -10,6 +12,7 @@ use std::collections::BTreeSet;
 
 use kube::Resource;
 
+pub use self::alerting_schema::{Allowed, EXPRESSION_UID, check_file, parse_duration};
 pub use self::invalid::InvalidSpec;
 pub use self::model::*;
 use super::dereference::{Dereferenced, ReferencedSecret};
@@ -91,6 +94,11 @@ pub fn validate(
         .enabled
         .then(|| resolve_aqi(&spec.aqi))
         .transpose()?;
+    let alerts = spec
+        .alerts
+        .enabled
+        .then(|| alerts::resolve(&spec.alerts, refs, &namespace))
+        .transpose()?;
 
     Ok(ValidatedMonitor {
         namespace,
@@ -103,6 +111,8 @@ pub fn validate(
         simulator,
         aqi,
         autoscaling,
+        alerts,
+        prometheus_operator: refs.prometheus_operator,
     })
 }
 

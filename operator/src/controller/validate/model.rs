@@ -5,7 +5,9 @@
 pub use iot_common::region::Region;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::crd::{BatchSpec, InfluxLimitsSpec, ResourcesSpec, SchedulingSpec, ServiceType};
+use crate::crd::{
+    BatchSpec, InfluxLimitsSpec, ResourcesSpec, SchedulingSpec, SecretKeyRef, ServiceType,
+};
 
 /// Names of every child, derived from the IotMonitor's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +21,16 @@ pub struct Names {
     pub grafana: String,
     pub grafana_datasources: String,
     pub grafana_dashboards: String,
+    /// Grafana's alert rules, contact points and notification policy.
+    pub grafana_alerting: String,
     /// The coap-server Deployment and Service, and its ServiceAccount, Role and RoleBinding.
     pub coap_server: String,
     /// The device registry: the Secret of keys and the ConfigMap of places.
     pub devices: String,
     pub simulator: String,
     pub aqi_ingestor: String,
+    /// The Prometheus path: the metrics Service and the ServiceMonitor.
+    pub metrics: String,
 }
 
 impl Names {
@@ -40,10 +46,12 @@ impl Names {
             grafana: n("grafana"),
             grafana_datasources: n("grafana-datasources"),
             grafana_dashboards: n("grafana-dashboards"),
+            grafana_alerting: n("grafana-alerting"),
             coap_server: n("coap-server"),
             devices: n("devices"),
             simulator: n("sensor-sim"),
             aqi_ingestor: n("aqi-ingestor"),
+            metrics: n("metrics"),
         }
     }
 }
@@ -179,6 +187,71 @@ pub struct Aqi {
     pub region: Option<Region>,
 }
 
+/// A duration of an alert rule: as the spec wrote it (`10m`; InfluxQL, Grafana and Prometheus
+/// read it alike) and in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDuration {
+    pub text: String,
+    pub seconds: u64,
+}
+
+/// Where a contact point sends, with the Secret keys its URL comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactPointKind {
+    Email {
+        addresses: Vec<String>,
+    },
+    Webhook {
+        url: SecretKeyRef,
+    },
+    Slack {
+        url: SecretKeyRef,
+        recipient: Option<String>,
+    },
+}
+
+/// A contact point, resolved: its Secret exists with the key it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactPoint {
+    pub name: String,
+    pub kind: ContactPointKind,
+}
+
+/// A file of alert rules from a ConfigMap the user labelled for this monitor: already parsed
+/// and checked against Grafana's schema, so Grafana never starts on a file it refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRuleFile {
+    /// The ConfigMap it came from.
+    pub config_map: String,
+    /// The key in that ConfigMap (a file name ending in .yaml, .yml or .json).
+    pub key: String,
+    pub content: String,
+}
+
+/// Grafana's mail server, its login (if any) from a Secret whose keys exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    pub host: String,
+    pub from_address: String,
+    /// The user and the password, each a key of a Secret.
+    pub login: Option<(SecretKeyRef, SecretKeyRef)>,
+}
+
+/// The built-in rules' thresholds, the contact points and the user's rule files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerts {
+    pub silent_after: RuleDuration,
+    pub stuck_after: RuleDuration,
+    pub aqi_stale_after: RuleDuration,
+    pub temperature: (f64, f64),
+    pub humidity: (f64, f64),
+    pub aqi_band: i32,
+    pub ingest_failure_percent: i32,
+    pub contact_points: Vec<ContactPoint>,
+    pub smtp: Option<Smtp>,
+    pub user_rules: Vec<UserRuleFile>,
+}
+
 /// The validated, resolved model of one IotMonitor: everything the desired builders and the
 /// status need, and nothing they would have to work out again.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +268,10 @@ pub struct ValidatedMonitor {
     pub aqi: Option<Aqi>,
     /// `None` when autoscaling is off: components then run `replicas.min` pods.
     pub autoscaling: Option<ScalePolicy>,
+    /// `None` when alerting is off.
+    pub alerts: Option<Alerts>,
+    /// The cluster has the Prometheus operator's ServiceMonitor and PrometheusRule kinds.
+    pub prometheus_operator: bool,
 }
 
 impl ValidatedMonitor {

@@ -93,6 +93,7 @@ fn a_missing_external_credentials_secret_is_named() {
     let monitor = monitor(EXTERNAL);
     let refs = Dereferenced {
         external_credentials: Some(ReferencedSecret::Missing),
+        ..Dereferenced::default()
     };
     let err = validate(&monitor, &refs).expect_err("no Secret");
     assert_eq!(
@@ -116,6 +117,7 @@ fn opted_in(keys: &[&str], url: Option<&str>) -> Dereferenced {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             url: url.map(str::to_owned),
         }),
+        ..Dereferenced::default()
     }
 }
 
@@ -148,6 +150,7 @@ fn a_secret_that_does_not_opt_in_is_refused_with_the_command_that_opts_in() {
     let monitor = monitor(EXTERNAL);
     let refs = Dereferenced {
         external_credentials: Some(ReferencedSecret::NotOptedIn),
+        ..Dereferenced::default()
     };
     let err = validate(&monitor, &refs).expect_err("not opted in");
     assert_eq!(

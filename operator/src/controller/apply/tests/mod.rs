@@ -114,6 +114,7 @@ async fn a_first_apply_writes_what_pods_read_before_the_pods() {
             "configmaps",
             "configmaps",
             "configmaps",
+            "configmaps",
             "deployments",
             "deployments",
             "deployments",
@@ -470,7 +471,7 @@ async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
 }
 
 /// The children of `spec: {}`.
-const CHILDREN: usize = 22;
+const CHILDREN: usize = 23;
 
 fn reads(api: &MockApi) -> Vec<(String, String)> {
     api.calls()
