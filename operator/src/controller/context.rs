@@ -2,13 +2,14 @@
 //! knows of its children (`known_state`), and the failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::known_state::KnownState;
+use super::validate::ApiServer;
 use crate::metrics::Metrics;
 
 /// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
@@ -25,6 +26,9 @@ pub struct Context {
     pub(super) known: KnownState,
     /// Consecutive failures per IotMonitor (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The API server's endpoints, read once when the controller starts (see
+    /// [`api_server`](super::api_server)); unset or `None`: not known.
+    api_server: OnceLock<Option<ApiServer>>,
 }
 
 impl Context {
@@ -37,7 +41,18 @@ impl Context {
             metrics,
             known: KnownState::default(),
             failures: Mutex::new(HashMap::new()),
+            api_server: OnceLock::new(),
         }
+    }
+
+    /// Records where the API server answers (once; later calls change nothing).
+    pub(super) fn set_api_server(&self, api_server: Option<ApiServer>) {
+        let _ = self.api_server.set(api_server);
+    }
+
+    /// Where the API server answers, if known.
+    pub(super) fn api_server(&self) -> Option<ApiServer> {
+        self.api_server.get().cloned().flatten()
     }
 
     /// One more consecutive failure of `key`; returns the count.

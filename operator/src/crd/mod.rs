@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod autoscaling;
 mod influxdb;
+mod network;
 mod region;
 mod resources;
 mod scheduling;
@@ -20,6 +21,7 @@ mod workloads;
 
 pub use self::autoscaling::*;
 pub use self::influxdb::*;
+pub use self::network::*;
 pub use self::region::*;
 pub use self::resources::*;
 pub use self::scheduling::SchedulingSpec;
@@ -72,6 +74,9 @@ pub struct IotMonitorSpec {
     /// Horizontal autoscaling policy shared by Grafana and the CoAP server.
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
+    /// The NetworkPolicies around the stack: deny by default, allow what the stack needs.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 /// The CRD as YAML, exactly as `iot-operator crd` prints it and `crds/iotmonitor.yaml` holds it.

@@ -30,6 +30,8 @@ pub enum Component {
     CoapServer,
     Simulator,
     AqiIngestor,
+    /// The NetworkPolicies that span several components.
+    Network,
 }
 
 impl Component {
@@ -42,6 +44,7 @@ impl Component {
             Self::CoapServer => "coap-server",
             Self::Simulator => "sensor-sim",
             Self::AqiIngestor => "aqi-ingestor",
+            Self::Network => "network-policy",
         }
     }
 }

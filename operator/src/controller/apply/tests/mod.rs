@@ -121,6 +121,13 @@ async fn a_first_apply_writes_what_pods_read_before_the_pods() {
             "horizontalpodautoscalers",
             "horizontalpodautoscalers",
             "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
             "persistentvolumeclaims",
             "rolebindings",
             "roles",
@@ -247,7 +254,8 @@ async fn only_our_own_unwanted_children_are_deleted_autoscalers_first() {
         [
             "horizontalpodautoscalers",
             "horizontalpodautoscalers",
-            "deployments"
+            "deployments",
+            "networkpolicies"
         ]
     );
     let mut deleted = applied.deleted.clone();
@@ -258,6 +266,7 @@ async fn only_our_own_unwanted_children_are_deleted_autoscalers_first() {
             "Deployment/lab-sensor-sim",
             "HorizontalPodAutoscaler/lab-coap-server",
             "HorizontalPodAutoscaler/lab-grafana",
+            "NetworkPolicy/lab-sensor-sim",
         ]
     );
     for (name, _) in &others {
@@ -470,7 +479,7 @@ async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
 }
 
 /// The children of `spec: {}`.
-const CHILDREN: usize = 22;
+const CHILDREN: usize = 29;
 
 fn reads(api: &MockApi) -> Vec<(String, String)> {
     api.calls()
