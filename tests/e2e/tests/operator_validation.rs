@@ -112,7 +112,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "{networkPolicy: {metricsNamespaceSelector: {team: 'not a value'}}}",
-        "label values must be empty or at most 63",
+        "should match",
     ),
     (
         "{networkPolicy: {metricsNamespaceSelector: {'-team.example/x': ops}}}",

@@ -303,10 +303,12 @@ impl Probe {
     }
 
     fn script(&self) -> String {
-        // busybox's nc, because its static wget crashes in a container (real_node.rs).
+        // busybox's nc, because its static wget crashes in a container (real_node.rs). Its input
+        // stays open a moment after the request: on a half-closed connection the test's own HTTP
+        // server (hyper) may close without answering.
         let mut script = String::from(
             "until [ -e /tmp/go ]; do sleep 0.2; done\n\
-             try() { printf 'GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' \"$3\" \"$1\" | nc -w 3 \"$1\" \"$2\" 2>/dev/null | head -n 1 | grep -q '^HTTP/'; }\n",
+             try() { { printf 'GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' \"$3\" \"$1\"; sleep 0.5; } | nc -w 3 \"$1\" \"$2\" 2>/dev/null | head -n 1 | grep -q '^HTTP/'; }\n",
         );
         for t in &self.targets {
             script.push_str(&format!(
@@ -333,6 +335,8 @@ spec:
     image: {BUSYBOX_IMAGE}
     imagePullPolicy: Never
     command: [sh, -c, {script:?}]
+    volumeMounts: [{{name: tmp, mountPath: /tmp}}]
+  volumes: [{{name: tmp, emptyDir: {{}}}}]
 "#,
             name = self.name,
             labels = self.labels,
@@ -350,8 +354,10 @@ async fn start_probe(cluster: &Cluster, probe: &Probe) -> Result<()> {
         &probe.namespace,
         &probe.name,
         "--",
-        "touch",
-        "/tmp/go",
+        // The image has busybox's shell, whose applets need no links in $PATH.
+        "sh",
+        "-c",
+        ": > /tmp/go",
     ]))
     .await?;
     Ok(())
@@ -391,8 +397,9 @@ async fn finished_counts(cluster: &Cluster, probe: &Probe) -> Result<BTreeMap<St
     Ok(counts)
 }
 
-/// An HTTP server on the host's address on the node's link, serving the AQI snapshot on every
-/// path, that counts the connections it accepts.
+/// An HTTP server on the host's address on the node's link, serving the AQI snapshot at
+/// `/data.24h.json` and a short answer elsewhere (the probes), that counts the connections it
+/// accepts.
 struct CountingServer {
     addr: SocketAddr,
     port: u16,
@@ -402,10 +409,15 @@ struct CountingServer {
 impl CountingServer {
     async fn snapshot(host: Ipv4Addr) -> Result<Self> {
         let body = std::fs::read(repo_dir().join(SNAPSHOT))?;
-        let app = axum::Router::new().fallback(move || {
-            let body = body.clone();
-            async move { ([("content-type", "application/json")], body) }
-        });
+        let app = axum::Router::new()
+            .route(
+                "/data.24h.json",
+                axum::routing::get(move || {
+                    let body = body.clone();
+                    async move { ([("content-type", "application/json")], body) }
+                }),
+            )
+            .fallback(|| async { "reached\n" });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from((host, 0))).await?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(AtomicU64::new(0));
