@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::constants::{COAP_PORT, COAPS_PORT, GRAFANA_PORT, INFLUX_PORT, WORKLOAD_HTTP_PORT};
 use crate::controller::desired::labels::{
-    Component, INSTANCE, NAME, owned_meta, selector, stack_selector,
+    Component, INSTANCE, MANAGED_BY, MANAGER, NAME, owned_meta, selector, stack_selector,
 };
 use crate::controller::validate::{
     ApiServer, CoapSources, InfluxMode, Network, ValidatedMonitor,
@@ -45,13 +45,22 @@ pub fn build(model: &ValidatedMonitor) -> Vec<NetworkPolicy> {
     policies
 }
 
+/// The pods the operator runs for the monitor. Not every pod with the stack's labels: a load
+/// test's Job carries them too (iot-loadtest), but not the operator's manager label, and is
+/// nobody's to fence.
+fn operator_pods(model: &ValidatedMonitor) -> LabelSelector {
+    let mut labels = stack_selector(model);
+    labels.insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
+    labels_selector(labels)
+}
+
 /// Every pod of the stack: nothing in, nothing out, unless another policy allows it.
 fn default_deny(model: &ValidatedMonitor) -> NetworkPolicy {
     policy(
         model,
         "default-deny",
         Component::Network,
-        labels_selector(stack_selector(model)),
+        operator_pods(model),
         Vec::new(),
         Vec::new(),
     )
@@ -66,7 +75,7 @@ fn dns(model: &ValidatedMonitor) -> NetworkPolicy {
         model,
         "dns",
         Component::Network,
-        labels_selector(stack_selector(model)),
+        operator_pods(model),
         Vec::new(),
         vec![egress(Vec::new(), ports)],
     )

@@ -73,11 +73,38 @@ fn the_default_spec_has_a_default_deny_and_one_allow_per_path() {
         json!({
             "podSelector": {"matchLabels": {
                 "app.kubernetes.io/instance": "lab",
+                "app.kubernetes.io/managed-by": "iot-operator",
                 "app.kubernetes.io/part-of": "iot-monitor"
             }},
             "policyTypes": ["Ingress", "Egress"]
         })
     );
+}
+
+#[test]
+fn the_default_deny_fences_every_pod_the_operator_runs_and_no_other() {
+    let objects = crate::controller::desired::build(&model("{}"));
+    let deny = spec(named(&objects.network_policies, "lab-default-deny"));
+    let wanted = deny["podSelector"]["matchLabels"].as_object().expect("labels").clone();
+    let templates = objects
+        .deployments
+        .iter()
+        .map(|d| d.spec.template.metadata.clone())
+        .chain(
+            objects
+                .stateful_sets
+                .iter()
+                .map(|s| s.spec.template.metadata.clone()),
+        );
+    let mut fenced = 0;
+    for meta in templates {
+        let labels = meta.and_then(|m| m.labels).expect("pod labels");
+        for (key, value) in &wanted {
+            assert_eq!(labels.get(key).map(String::as_str), value.as_str(), "{labels:?}");
+        }
+        fenced += 1;
+    }
+    assert_eq!(fenced, 5, "grafana, coap-server, simulator, ingestor, influxdb");
 }
 
 #[test]
