@@ -82,10 +82,26 @@ coap_pod=$(kubectl get pods -n "$NS" -l app.kubernetes.io/name=coap-server -o js
 kubectl get networkpolicies -n "$NS" -o name >"$RUN/policies.txt"
 say "monitor Ready; coap-server pod $coap_pod; $(wc -l <"$RUN/policies.txt") NetworkPolicies"
 
-node_rules() { nsenter --net="/run/netns/iot-node-$(cat "$IOT_CLUSTER_DIR/node/slot")" iptables-save -t filter; }
+# node_rules PATTERN: whether the node's filter table has a rule matching PATTERN (captured first:
+# with pipefail, grep -q closing the pipe early would fail the pipeline).
+node_rules() {
+  local rules
+  rules=$(nsenter --net="/run/netns/iot-node-$(cat "$IOT_CLUSTER_DIR/node/slot")" iptables-save -t filter)
+  grep -q -- "$1" <<<"$rules"
+}
 
-# load NAME: one load pod's JSON summary.
+# node_has_member IP: whether one of kube-router's ipsets in the node holds IP (a policy's peers).
+node_has_member() {
+  local sets
+  sets=$(nsenter --net="/run/netns/iot-node-$(cat "$IOT_CLUSTER_DIR/node/slot")" ipset list 2>/dev/null)
+  grep -qE "^${1//./\\.}( |$)" <<<"$sets"
+}
+
+# load NAME ENGINE: one load pod's JSON summary. The pod waits in an init container until the
+# engine (when on) has its address among the policies' peers, so the run measures the path in
+# its steady state; how long that took is printed on stderr ("admitted after").
 load() {
+  local ip t0 admit_ms
   kubectl apply -n "$NS" -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Pod
@@ -94,14 +110,46 @@ spec:
   nodeSelector: {iot-operator.dev/node: real}
   tolerations: [{key: iot-operator.dev/real-node, operator: Equal, value: "true", effect: NoSchedule}]
   restartPolicy: Never
+  volumes: [{name: gate, emptyDir: {}}]
+  initContainers:
+  - name: gate
+    image: localhost/iot-operator/busybox:1
+    imagePullPolicy: Never
+    command: [sh, -c, "until [ -e /gate/go ]; do sleep 0.1; done"]
+    volumeMounts: [{name: gate, mountPath: /gate}]
   containers:
   - name: load
     image: $sim_image
     imagePullPolicy: Never
     args: [load, --server, "lab-coap-server:5683", --duration, "$SECS", --sockets, "1", --window, "$WINDOW", --drain, "5", --json]
 YAML
+  ip=""
+  for _ in $(seq 1 600); do
+    ip=$(kubectl get pod -n "$NS" "$1" -o jsonpath='{.status.podIP}')
+    [ -n "$ip" ] && break
+    sleep 0.1
+  done
+  [ -n "$ip" ] || { say "$1 got no address"; return 1; }
+  t0=$(date +%s%N)
+  if [ "$2" = on ]; then
+    for _ in $(seq 1 600); do node_has_member "$ip" && break; sleep 0.1; done
+    node_has_member "$ip" || { say "kube-router never admitted $1 ($ip)"; return 1; }
+  fi
+  admit_ms=$((($(date +%s%N) - t0) / 1000000))
+  say "$1: admitted after $admit_ms ms (from its address)"
+  kubectl exec -n "$NS" "$1" -c gate -- sh -c ': > /gate/go'
   kubectl wait -n "$NS" --for=jsonpath='{.status.phase}'=Succeeded "pod/$1" --timeout=$((SECS + 120))s >/dev/null
-  kubectl logs -n "$NS" "$1" | grep '"latency_ms_max"' | grep -v '"done"' | tail -1
+  # The summary is the last multi-line JSON object on stdout (progress lines, on stderr, are
+  # one-line JSON).
+  printf '%s ' "$admit_ms"
+  kubectl logs -n "$NS" "$1" | python3 -c '
+import json, sys
+lines = sys.stdin.read().splitlines()
+start = max(i for i, l in enumerate(lines) if l == "{")
+end = next(i for i in range(start, len(lines)) if lines[i] == "}")
+# a progress line (stderr) may land inside it: the summary'"'"'s own lines are indented
+body = [l for l in lines[start + 1:end] if l.startswith("  ")]
+print(json.dumps(json.loads("{" + "\n".join(body) + "}")))'
 }
 
 rows=()
@@ -110,12 +158,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     tests/cluster/restart.sh network-policy "$engine" >/dev/null 2>>"$RUN/restart.log"
     if [ "$engine" = on ]; then
       # Policies in force for the coap-server pod before the load starts.
-      for _ in $(seq 1 300); do node_rules | grep -q "POD name:$coap_pod " && break; sleep 0.2; done
-      node_rules | grep -q "POD name:$coap_pod " || { say "kube-router made no chain for $coap_pod"; exit 1; }
+      for _ in $(seq 1 300); do node_rules "POD name:$coap_pod " && break; sleep 0.2; done
+      node_rules "POD name:$coap_pod " || { say "kube-router made no chain for $coap_pod"; exit 1; }
     else
-      ! node_rules | grep -q KUBE-ROUTER || { say "kube-router's rules are still there with the engine off"; exit 1; }
+      ! node_rules KUBE-ROUTER || { say "kube-router's rules are still there with the engine off"; exit 1; }
     fi
-    json=$(load "load-$engine-$r")
+    json=$(load "load-$engine-$r" "$engine")
     rows+=("$engine $r $json")
     say "round $r, engine $engine: $json"
   done
@@ -126,22 +174,23 @@ import json, statistics, sys
 args = sys.argv[1:]
 up_rounds = int(args[0]); sep = args.index("--")
 ups = [a.split() for a in args[1:sep]]
-rows = [a.split(" ", 2) for a in args[sep + 1:]]
+rows = [a.split(" ", 3) for a in args[sep + 1:]]
 up = {e: [int(ms) / 1000 for k, ms in ups if k == e] for e in ("0", "1")}
 print("| `up.sh` | runs (s) | median |")
 print("|---|---|---|")
 for e, name in (("0", "without the engine (`IOT_NETWORK_POLICY=0`)"), ("1", "with kube-router")):
     print(f"| {name} | {', '.join(f'{t:.1f}' for t in up[e])} | **{statistics.median(up[e]):.1f} s** |")
 print()
-print("| engine | round | acked readings/s | ack latency p50 / p99 / max | lost |")
-print("|---|---|---|---|---|")
+print("| engine | round | new pod admitted after | acked readings/s | ack latency p50 / p99 / max | retransmissions | lost |")
+print("|---|---|---|---|---|---|---|")
 p50 = {"on": [], "off": []}; p99 = {"on": [], "off": []}
-for engine, r, blob in rows:
+for engine, r, admit, blob in rows:
     s = json.loads(blob)
     p50[engine].append(s["latency_ms_p50"]); p99[engine].append(s["latency_ms_p99"])
     lost = s.get("failed", 0)
-    print(f"| {engine} | {r} | {s['acked_per_sec']:,.0f} | {s['latency_ms_p50']:.3f} / "
-          f"{s['latency_ms_p99']:.3f} / {s['latency_ms_max']:.1f} ms | {lost} |")
+    admitted = f"{int(admit) / 1000:.1f} s" if engine == "on" else "–"
+    print(f"| {engine} | {r} | {admitted} | {s['acked_per_sec']:,.0f} | {s['latency_ms_p50']:.3f} / "
+          f"{s['latency_ms_p99']:.3f} / {s['latency_ms_max']:.1f} ms | {s['retransmissions']} | {lost} |")
 on50, off50 = statistics.median(p50["on"]), statistics.median(p50["off"])
 on99, off99 = statistics.median(p99["on"]), statistics.median(p99["off"])
 print()

@@ -536,11 +536,16 @@ node_start_network_policy() {
 
 # node_stop_network_policy: stops kube-router and removes every rule and ipset it made, so the node
 # forwards as if it had never run (restart.sh network-policy off; the benchmark's side-by-side run).
+# (kube-router's own --cleanup-config panics here: it cleans its service proxy's IPVS state too.)
 node_stop_network_policy() {
+  local rules
   stop kube-router
   in_node iptables -t mangle -D PREROUTING "${HOST_IS_NODE_RULE[@]}" 2>/dev/null || true
-  in_node "$(readlink -f "$BIN/kube-router")" --cleanup-config >>"$LOGS/kube-router.cleanup.log" 2>&1 ||
-    node_say "WARNING: kube-router --cleanup-config failed (see $LOGS/kube-router.cleanup.log)"
+  # Its chains and every rule that names one; kube-proxy's rules are restored as they were.
+  rules=$(in_node iptables-save -t filter)
+  grep -vE 'KUBE-ROUTER-|KUBE-NWPLCY-|KUBE-POD-FW-' <<<"$rules" | in_node iptables-restore -T filter
+  # Only kube-router makes ipsets in the node's namespace.
+  in_node ipset destroy 2>/dev/null || true
 }
 
 # node_dns: the cluster DNS, a CoreDNS on the host end of the veth (where the pods' resolv.conf points,

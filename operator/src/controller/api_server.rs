@@ -18,7 +18,9 @@ pub async fn discover(client: &Client) -> Option<ApiServer> {
         Ok(list) => {
             let found = endpoints(&list.items);
             if found.addresses.is_empty() || found.ports.is_empty() {
-                tracing::warn!("the kubernetes Service has no endpoints: coap-server's NetworkPolicy allows TCP 443 and 6443 to any address");
+                tracing::warn!(
+                    "the kubernetes Service has no endpoints: coap-server's NetworkPolicy allows TCP 443 and 6443 to any address"
+                );
                 return None;
             }
             tracing::info!(addresses = ?found.addresses, ports = ?found.ports, "the API server's endpoints, for coap-server's NetworkPolicy");

@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CoapSource, SchedulingSpec};
 use super::{AqiResources, CoapResources, GrafanaResources, RegionSpec, SimulatorResources};
+use super::{CoapSource, SchedulingSpec};
 use crate::constants::{COAP_PORT, DEFAULT_GRAFANA_IMAGE};
 
 /// How a component's Service is exposed.

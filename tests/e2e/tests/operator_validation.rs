@@ -118,7 +118,10 @@ const INVALID: &[(&str, &str)] = &[
         "{networkPolicy: {metricsNamespaceSelector: {'-team.example/x': ops}}}",
         "label keys must be a name of at most 63",
     ),
-    ("{networkPolicy: {metricsNamespaceSelector: {}}}", "should have at least 1 properties"),
+    (
+        "{networkPolicy: {metricsNamespaceSelector: {}}}",
+        "should have at least 1 properties",
+    ),
     (
         "{coap: {allowedSources: [{podSelector: {'a/b/c': x}}]}}",
         "label keys must be a name of at most 63",
@@ -131,7 +134,10 @@ const INVALID: &[(&str, &str)] = &[
         "{coap: {allowedSources: [{cidr: 10.0.0.0/8, podSelector: {a: b}}]}}",
         "either a cidr or selectors",
     ),
-    ("{coap: {allowedSources: [{}]}}", "either a cidr or selectors"),
+    (
+        "{coap: {allowedSources: [{}]}}",
+        "either a cidr or selectors",
+    ),
     ("{unknownField: 1}", "unknownField"),
 ];
 

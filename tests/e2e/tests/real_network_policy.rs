@@ -92,27 +92,38 @@ async fn only_the_stacks_own_paths_pass_the_policies_on_the_real_node() -> Resul
     };
     let probes = [
         // No labels, in the monitor's namespace; it reaches the host, so its network works.
-        Probe::new(ns.name(), "stranger", "probe: stranger", vec![
-            ping("influxdb", &influx_ip),
-            upstream_target.clone(),
-        ]),
+        Probe::new(
+            ns.name(),
+            "stranger",
+            "probe: stranger",
+            vec![ping("influxdb", &influx_ip), upstream_target.clone()],
+        ),
         // coap-server's labels, copied into another namespace.
-        Probe::new(other.name(), "copycat", &stack("coap-server"), vec![
-            ping("influxdb", &influx_ip),
-            upstream_target.clone(),
-        ]),
+        Probe::new(
+            other.name(),
+            "copycat",
+            &stack("coap-server"),
+            vec![ping("influxdb", &influx_ip), upstream_target.clone()],
+        ),
         // Grafana's stand-in: reaches InfluxDB by name (DNS is open), and nothing else.
-        Probe::new(ns.name(), "grafana-stand-in", &stack("grafana"), vec![
-            influx_by_name.clone(),
-            upstream_target.clone(),
-        ]),
+        Probe::new(
+            ns.name(),
+            "grafana-stand-in",
+            &stack("grafana"),
+            vec![influx_by_name.clone(), upstream_target.clone()],
+        ),
         // The AQI ingestor's labels: its upstream and InfluxDB, nothing else.
-        Probe::new(ns.name(), "aqi-stand-in", &stack("aqi-ingestor"), vec![
-            upstream_target.clone(),
-            influx_by_name.clone(),
-            decoy_target.clone(),
-            coap_metrics.clone(),
-        ]),
+        Probe::new(
+            ns.name(),
+            "aqi-stand-in",
+            &stack("aqi-ingestor"),
+            vec![
+                upstream_target.clone(),
+                influx_by_name.clone(),
+                decoy_target.clone(),
+                coap_metrics.clone(),
+            ],
+        ),
     ];
     for probe in &probes {
         cluster
@@ -169,7 +180,10 @@ async fn only_the_stacks_own_paths_pass_the_policies_on_the_real_node() -> Resul
         "simulated readings in InfluxDB",
         default_timeout(),
         || async {
-            match influx.count("dht", "SELECT count(value) FROM temperature").await {
+            match influx
+                .count("dht", "SELECT count(value) FROM temperature")
+                .await
+            {
                 Ok(n) if n > 0 => Ok(n),
                 Ok(_) => Err("none yet".to_string()),
                 Err(e) => Err(e.to_string()),
@@ -181,7 +195,10 @@ async fn only_the_stacks_own_paths_pass_the_policies_on_the_real_node() -> Resul
         "the ingestor's points in InfluxDB",
         default_timeout(),
         || async {
-            match influx.count("aqi", "SELECT count(latitude) FROM air_quality").await {
+            match influx
+                .count("aqi", "SELECT count(latitude) FROM air_quality")
+                .await
+            {
                 Ok(n) if n > 0 => Ok(n),
                 Ok(_) => Err("none yet".to_string()),
                 Err(e) => Err(e.to_string()),
@@ -465,23 +482,19 @@ impl axum::serve::Listener for CountingListener {
 }
 
 async fn pod_of(cluster: &Cluster, ns: &str, component: &str) -> Result<String> {
-    wait_for(
-        &format!("a {component} pod"),
-        default_timeout(),
-        || async {
-            Api::<Pod>::namespaced(cluster.client(), ns)
-                .list(&ListParams::default().labels(&format!(
-                    "app.kubernetes.io/name={component},app.kubernetes.io/instance=lab"
-                )))
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .find(|p| p.metadata.deletion_timestamp.is_none())
-                .and_then(|p| p.metadata.name)
-                .ok_or_else(|| "none yet".to_string())
-        },
-    )
+    wait_for(&format!("a {component} pod"), default_timeout(), || async {
+        Api::<Pod>::namespaced(cluster.client(), ns)
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/name={component},app.kubernetes.io/instance=lab"
+            )))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+            .and_then(|p| p.metadata.name)
+            .ok_or_else(|| "none yet".to_string())
+    })
     .await
     .map_err(Into::into)
 }

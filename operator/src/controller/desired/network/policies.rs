@@ -18,9 +18,7 @@ use crate::constants::{COAP_PORT, COAPS_PORT, GRAFANA_PORT, INFLUX_PORT, WORKLOA
 use crate::controller::desired::labels::{
     Component, INSTANCE, MANAGED_BY, MANAGER, NAME, owned_meta, selector, stack_selector,
 };
-use crate::controller::validate::{
-    ApiServer, CoapSources, InfluxMode, Network, ValidatedMonitor,
-};
+use crate::controller::validate::{ApiServer, CoapSources, InfluxMode, Network, ValidatedMonitor};
 use crate::crd::CoapSource;
 
 /// The label every namespace carries with its own name (set by the API server).
@@ -148,7 +146,10 @@ fn influx_clients(model: &ValidatedMonitor) -> NetworkPolicy {
         ),
         InfluxMode::External => egress(
             Vec::new(),
-            vec![port("TCP", url_port(&model.influx.url).unwrap_or(INFLUX_PORT))],
+            vec![port(
+                "TCP",
+                url_port(&model.influx.url).unwrap_or(INFLUX_PORT),
+            )],
         ),
     };
     policy(
@@ -229,7 +230,10 @@ fn coap_source(model: &ValidatedMonitor, source: &CoapSource) -> NetworkPolicyPe
 fn api_server_egress(api_server: Option<&ApiServer>) -> NetworkPolicyEgressRule {
     match api_server {
         Some(api) if !api.addresses.is_empty() && !api.ports.is_empty() => egress(
-            api.addresses.iter().map(|a| ip_block(&host_cidr(a))).collect(),
+            api.addresses
+                .iter()
+                .map(|a| ip_block(&host_cidr(a)))
+                .collect(),
             api.ports.iter().map(|&p| port("TCP", p)).collect(),
         ),
         _ => egress(
@@ -305,7 +309,11 @@ pub fn upstream(source: &str) -> Upstream {
             port: uri
                 .port_u16()
                 .map(i32::from)
-                .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 }),
+                .unwrap_or(if uri.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                }),
         },
         None => Upstream {
             host: SENSOR_COMMUNITY.to_owned(),
@@ -392,7 +400,10 @@ fn policy(
     }
 }
 
-fn ingress(from: Vec<NetworkPolicyPeer>, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyIngressRule {
+fn ingress(
+    from: Vec<NetworkPolicyPeer>,
+    ports: Vec<NetworkPolicyPort>,
+) -> NetworkPolicyIngressRule {
     NetworkPolicyIngressRule {
         from: (!from.is_empty()).then_some(from),
         ports: Some(ports),

@@ -47,8 +47,16 @@ fn ports(ports: &[NetworkPolicyPort]) -> Vec<String> {
 
 fn every_peer(policy: &NetworkPolicy) -> Vec<NetworkPolicyPeer> {
     let spec = policy.spec.as_ref().expect("spec");
-    let from = spec.ingress.iter().flatten().flat_map(|r| r.from.iter().flatten());
-    let to = spec.egress.iter().flatten().flat_map(|r| r.to.iter().flatten());
+    let from = spec
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|r| r.from.iter().flatten());
+    let to = spec
+        .egress
+        .iter()
+        .flatten()
+        .flat_map(|r| r.to.iter().flatten());
     from.chain(to).cloned().collect()
 }
 
@@ -85,7 +93,10 @@ fn the_default_spec_has_a_default_deny_and_one_allow_per_path() {
 fn the_default_deny_fences_every_pod_the_operator_runs_and_no_other() {
     let objects = crate::controller::desired::build(&model("{}"));
     let deny = spec(named(&objects.network_policies, "lab-default-deny"));
-    let wanted = deny["podSelector"]["matchLabels"].as_object().expect("labels").clone();
+    let wanted = deny["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("labels")
+        .clone();
     let templates = objects
         .deployments
         .iter()
@@ -100,11 +111,18 @@ fn the_default_deny_fences_every_pod_the_operator_runs_and_no_other() {
     for meta in templates {
         let labels = meta.and_then(|m| m.labels).expect("pod labels");
         for (key, value) in &wanted {
-            assert_eq!(labels.get(key).map(String::as_str), value.as_str(), "{labels:?}");
+            assert_eq!(
+                labels.get(key).map(String::as_str),
+                value.as_str(),
+                "{labels:?}"
+            );
         }
         fenced += 1;
     }
-    assert_eq!(fenced, 5, "grafana, coap-server, simulator, ingestor, influxdb");
+    assert_eq!(
+        fenced, 5,
+        "grafana, coap-server, simulator, ingestor, influxdb"
+    );
 }
 
 #[test]
@@ -146,15 +164,25 @@ fn influxdb_takes_its_clients_only_and_only_on_its_port() {
         .as_array()
         .expect("peers")
         .iter()
-        .map(|p| p["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str().expect("name"))
+        .map(|p| {
+            p["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                .as_str()
+                .expect("name")
+        })
         .collect();
     assert_eq!(from, ["grafana", "coap-server", "aqi-ingestor"]);
-    assert_eq!(influx["ingress"][0]["ports"], json!([{"port": 8086, "protocol": "TCP"}]));
+    assert_eq!(
+        influx["ingress"][0]["ports"],
+        json!([{"port": 8086, "protocol": "TCP"}])
+    );
     assert_eq!(influx["policyTypes"], json!(["Ingress"]));
 
     let without_aqi = policies("{aqi: {enabled: false}}");
     let influx = spec(named(&without_aqi, "lab-influxdb"));
-    assert_eq!(influx["ingress"][0]["from"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        influx["ingress"][0]["from"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert!(!names(&without_aqi).contains(&"lab-aqi-ingestor".to_owned()));
 }
 
@@ -186,8 +214,17 @@ fn the_clients_may_reach_influxdb_pods_or_the_external_port() {
 fn coap_sources_follow_the_service_type_unless_listed() {
     let cluster_ip = policies("{}");
     let coap = named(&cluster_ip, "lab-coap-server");
-    let rule = &coap.spec.as_ref().expect("spec").ingress.as_ref().expect("ingress")[0];
-    assert_eq!(ports(rule.ports.as_deref().unwrap_or_default()), ["UDP/5684"]);
+    let rule = &coap
+        .spec
+        .as_ref()
+        .expect("spec")
+        .ingress
+        .as_ref()
+        .expect("ingress")[0];
+    assert_eq!(
+        ports(rule.ports.as_deref().unwrap_or_default()),
+        ["UDP/5684"]
+    );
     assert_eq!(
         spec(coap)["ingress"][0]["from"],
         json!([{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "iot"}}}])
@@ -215,8 +252,7 @@ fn coap_sources_follow_the_service_type_unless_listed() {
                "podSelector": {"matchLabels": {"role": "sensor"}}})
     );
     assert_eq!(
-        from[2]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
-        "sensor-sim",
+        from[2]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "sensor-sim",
         "the simulator may always send"
     );
 }
@@ -277,9 +313,18 @@ fn upstreams_of_every_kind_of_source() {
     };
     assert_eq!(upstream("24h"), up("data.sensor.community", 443));
     assert_eq!(upstream("5min"), up("data.sensor.community", 443));
-    assert_eq!(upstream("https://feed.example/x.json"), up("feed.example", 443));
-    assert_eq!(upstream("http://feed.example/x.json"), up("feed.example", 80));
-    assert_eq!(upstream("http://feed.example:8080/x"), up("feed.example", 8080));
+    assert_eq!(
+        upstream("https://feed.example/x.json"),
+        up("feed.example", 443)
+    );
+    assert_eq!(
+        upstream("http://feed.example/x.json"),
+        up("feed.example", 80)
+    );
+    assert_eq!(
+        upstream("http://feed.example:8080/x"),
+        up("feed.example", 8080)
+    );
     assert_eq!(upstream("http://[2001:db8::1]:81/x"), up("2001:db8::1", 81));
 }
 
