@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help deps packages control-plane build lint test load-test bench run images dockerfile cluster-up cluster-down dev kind-up kind-down crd clean
+.PHONY: help deps packages control-plane build lint lint-tools unit-test test load-test bench run images dockerfile cluster-up cluster-down dev kind-up kind-down crd clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,9 +20,19 @@ control-plane: ## build the local Kubernetes control plane from Go modules (firs
 build: ## build every crate (release)
 	$(CARGO) build --workspace --release
 
-lint: ## rustfmt and clippy, warnings are errors
+LINT_BIN := $(shell scripts/lint-tools.sh --print)
+
+lint-tools: ## actionlint (Go module proxy, ~15 s) and cargo-deny (cargo install, ~20 min the first time on 2 cores); idempotent
+	scripts/lint-tools.sh
+
+lint: lint-tools ## rustfmt, clippy (warnings are errors), cargo-deny (licenses, bans, sources: deny.toml), actionlint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(LINT_BIN)/cargo-deny check --hide-inclusion-graph licenses bans sources
+	$(LINT_BIN)/actionlint
+
+unit-test: ## every crate's unit tests (no cluster, no InfluxDB, no images): what the release workflow runs
+	$(CARGO) test --workspace --lib --bins
 
 test: deps ## install what is missing, start InfluxDB and the control plane, run every test, tear down
 	scripts/test.sh
@@ -72,7 +82,7 @@ kind-up: ## kind cluster + images + metrics-server + operator (Helm) + examples/
 	kubectl --context $(KIND_CONTEXT) wait iotmonitor/lab --for=condition=Ready --timeout=10m
 	@kubectl --context $(KIND_CONTEXT) get iotmonitor lab
 	@echo
-	@echo "Grafana: http://localhost:3000 (anonymous viewer; admin password:"
+	@echo "Grafana: http://localhost:3000 (anonymous viewer, as examples/iotmonitor.yaml asks; admin password:"
 	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-credentials -o jsonpath='{.data.grafana-admin-password}' | base64 -d)"
 	@echo "CoAP:    coaps://localhost:5684 (UDP, DTLS; device desk's key:"
 	@echo "  kubectl --context $(KIND_CONTEXT) get secret lab-devices -o jsonpath='{.data.desk}' | base64 -d)"

@@ -13,9 +13,12 @@ pub const COAP_SERVER_IMAGE: &str = "coap-server";
 pub const SENSOR_SIM_IMAGE: &str = "sensor-sim";
 pub const AQI_INGESTOR_IMAGE: &str = "aqi-ingestor";
 
-/// Default images of the third-party components.
-pub const DEFAULT_INFLUXDB_IMAGE: &str = "influxdb:1.8";
-pub const DEFAULT_GRAFANA_IMAGE: &str = "grafana/grafana:10.2.3";
+/// Default images of the third-party components: supported releases with no known critical CVE
+/// when chosen (docs/images.md says which and why). InfluxDB 1.13 is the current 1.x line (1.8
+/// is end of life); Grafana 12.4.4 is outside CVE-2024-1313's range and has the fixes of its
+/// 2026 security releases.
+pub const DEFAULT_INFLUXDB_IMAGE: &str = "influxdb:1.13.1";
+pub const DEFAULT_GRAFANA_IMAGE: &str = "grafana/grafana:12.4.4";
 
 /// Longest `metadata.name` accepted: child names append up to 13 characters (`-aqi-ingestor`)
 /// and the StatefulSet's pod name adds a controller-revision label that must stay below 63.
@@ -39,6 +42,16 @@ pub const WORKLOAD_UID: i64 = 65532;
 pub const GRAFANA_UID: i64 = 472;
 /// The official InfluxDB image's `influxdb` user.
 pub const INFLUX_UID: i64 = 1000;
+
+/// Label a Secret must carry, with the value [`OPT_IN_VALUE`], before an IotMonitor may use it
+/// as `spec.influxdb.external.credentialsSecret`: the workloads send those values to the URL the
+/// spec names, so whoever may write IotMonitors but not read Secrets could otherwise read any
+/// Secret of the namespace by naming it. The Secret's owner opts in, not the spec's author.
+pub const EXTERNAL_CREDENTIALS_LABEL: &str = "iot.operator.dev/allow-external-influxdb";
+/// Optional annotation on such a Secret: the one `spec.influxdb.external.url` it may be sent to.
+pub const EXTERNAL_URL_ANNOTATION: &str = "iot.operator.dev/external-influxdb-url";
+/// The value of [`EXTERNAL_CREDENTIALS_LABEL`] that opts in.
+pub const OPT_IN_VALUE: &str = "true";
 
 /// The one field manager of every write the operator makes (children and status).
 pub const FIELD_MANAGER: &str = "iot-operator";

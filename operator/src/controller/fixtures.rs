@@ -36,15 +36,19 @@ pub fn monitor(spec_yaml: &str) -> IotMonitor {
     monitor
 }
 
-/// What the dereference step finds when every Secret the spec names exists with the keys it
-/// names.
+/// What the dereference step finds when every Secret the spec names exists, opts in, and has
+/// the keys it names.
 pub fn present(monitor: &IotMonitor) -> Dereferenced {
-    let external_credentials = monitor.spec.influxdb.external.as_ref().map(|e| {
-        ReferencedSecret::Keys(BTreeSet::from([
-            e.username_key.clone(),
-            e.password_key.clone(),
-        ]))
-    });
+    let external_credentials =
+        monitor
+            .spec
+            .influxdb
+            .external
+            .as_ref()
+            .map(|e| ReferencedSecret::OptedIn {
+                keys: BTreeSet::from([e.username_key.clone(), e.password_key.clone()]),
+                url: None,
+            });
     Dereferenced {
         external_credentials,
     }

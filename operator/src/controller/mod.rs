@@ -26,6 +26,7 @@ mod scope;
 mod status;
 pub mod validate;
 mod watches;
+mod withdraw;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +55,11 @@ pub use self::scope::WatchScope;
 use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
 use self::watches::Watches;
+use crate::constants::{EXTERNAL_CREDENTIALS_LABEL, OPT_IN_VALUE};
 use crate::crd::{IotMonitor, IotMonitorStatus};
 
 /// Periodic re-check even when nothing changed: catches drift in objects we do not watch
-/// (the user's external credentials Secret).
+/// (the keys of the user's external credentials Secret).
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Re-check while the `Autoscaling` condition is not true. The HPAs' condition changes wake the
@@ -151,7 +153,30 @@ pub(crate) async fn reconcile_monitor(
         return Ok(Action::await_change());
     }
     let refs = dereference::dereference(&ctx.client, monitor).await?;
-    let model = validate::validate(monitor, &refs)?.with_api_server(ctx.api_server());
+    let model = match validate::validate(monitor, &refs) {
+        Ok(model) => model.with_api_server(ctx.api_server()),
+        Err(invalid) => {
+            if let Some(secret) = invalid.withdrawn_secret() {
+                let deleted =
+                    withdraw::delete_readers(&ctx.client, &ctx.metrics, monitor, secret).await?;
+                if !deleted.is_empty() {
+                    let note = format!(
+                        "Secret {secret} no longer allows its use: deleted {} (built again once it does)",
+                        deleted.join(", ")
+                    );
+                    events::publish(
+                        ctx,
+                        monitor,
+                        EventType::Warning,
+                        "CredentialsWithdrawn",
+                        note,
+                    )
+                    .await;
+                }
+            }
+            return Err(invalid.into());
+        }
+    };
     let generation = monitor.metadata.generation;
     if model.paused {
         let status = status::paused(monitor.status.as_ref(), generation, now());
@@ -270,6 +295,13 @@ pub async fn run(
     let role_bindings = watches.watch(scope.api::<RoleBinding>(client));
     ctx.known.set_cache(watches.into_cache());
 
+    // The user's Secrets that opt in as external credentials: labelling one, or taking the label
+    // off, wakes the monitors that name it at once rather than at the next resync. Only the
+    // labelled ones are watched; nothing of them is kept.
+    let opted_in =
+        watcher::Config::default().labels(&format!("{EXTERNAL_CREDENTIALS_LABEL}={OPT_IN_VALUE}"));
+    let external_secrets = watcher(scope.api::<Secret>(client), opted_in).touched_objects();
+
     // Our own status writes change the monitor too; only spec changes (generation) wake it.
     // Its managed fields (twice the rest of the object) are of no use here: not kept.
     let (monitors, writer) = reflector::store();
@@ -279,6 +311,7 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
 
+    let naming = monitors.clone();
     Controller::for_stream(monitor_changes, monitors)
         .owns_stream(deployments)
         .owns_stream(stateful_sets)
@@ -294,6 +327,10 @@ pub async fn run(
         // there is rotated.
         .watches_stream(secrets, owner_by_label)
         .watches_stream(claims, owner_by_label)
+        .watches_stream(external_secrets, move |secret| {
+            let monitors = naming.state();
+            dereference::monitors_naming(monitors.iter().map(|m| m.as_ref()), &secret)
+        })
         .with_config(
             ControllerConfig::default()
                 .concurrency(CONCURRENCY)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::fixtures::{MONITOR_PATH, context_with};
 use super::mock_api::MockApi;
@@ -269,5 +269,168 @@ async fn a_device_removed_from_the_spec_is_revoked_and_told_in_an_event() {
         )),
         "{:?}",
         events(&api)
+    );
+}
+
+const EXTERNAL: &str = "{influxdb: {external: {url: 'http://influx.example:8086', credentialsSecret: ext}}, simulator: {enabled: false}}";
+const EXTERNAL_SECRET_PATH: &str = "/api/v1/namespaces/iot/secrets/ext";
+
+/// The user's Secret `ext` as stored: `labels` on it, and `keys` with the value `s3cret`.
+fn external_secret(labels: Value, keys: &[&str]) -> Value {
+    let data: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| (k.to_string(), json!("czNjcmV0")))
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "ext", "namespace": "iot", "labels": labels},
+        "data": data,
+    })
+}
+
+/// Every object written so far that mentions the Secret `ext` by name (a pod template's env
+/// from it, a copy), apart from the monitor and its status.
+fn children_naming_ext(api: &MockApi) -> Vec<String> {
+    api.objects()
+        .iter()
+        .filter(|o| o["kind"] != "IotMonitor" && o["metadata"]["name"] != "ext")
+        .filter(|o| {
+            let text = o.to_string();
+            text.contains("\"name\":\"ext\"") || text.contains("czNjcmV0")
+        })
+        .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_secret_that_does_not_opt_in_reaches_no_pod_and_the_status_says_how_to_opt_in() {
+    let (ctx, api, monitor) = context_with(EXTERNAL);
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(json!({}), &["username", "password"]),
+    );
+    let monitor = Arc::new(monitor);
+    let error = reconcile(monitor.clone(), ctx.clone())
+        .await
+        .expect_err("not opted in");
+    assert_eq!(error.category(), "CredentialsNotAllowed");
+    assert!(
+        api.writes()
+            .iter()
+            .all(|(resource, _)| resource == "iotmonitors/status" || resource == "events"),
+        "no child is written: {:?}",
+        api.writes()
+    );
+    assert_eq!(children_naming_ext(&api), Vec::<String>::new());
+    let degraded = condition(&stored(&api), status::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "CredentialsNotAllowed")
+    );
+    assert!(
+        degraded.message.contains(
+            "kubectl label secret ext -n iot iot.operator.dev/allow-external-influxdb=true"
+        ),
+        "{}",
+        degraded.message
+    );
+
+    // Opted in but without the password: still no pod, and the status names the key.
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(
+            json!({"iot.operator.dev/allow-external-influxdb": "true"}),
+            &["username"],
+        ),
+    );
+    let error = reconcile(Arc::new(stored(&api)), ctx.clone())
+        .await
+        .expect_err("a key missing");
+    assert_eq!(error.category(), "MissingCredentials");
+    assert_eq!(children_naming_ext(&api), Vec::<String>::new());
+    let degraded = condition(&stored(&api), status::DEGRADED);
+    assert!(
+        degraded.message.contains("no key \"password\""),
+        "{}",
+        degraded.message
+    );
+
+    // Both keys: the workloads read it (and the check above could have failed).
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(
+            json!({"iot.operator.dev/allow-external-influxdb": "true"}),
+            &["username", "password"],
+        ),
+    );
+    reconcile(Arc::new(stored(&api)), ctx)
+        .await
+        .expect("opted in with both keys");
+    let naming = children_naming_ext(&api);
+    assert!(
+        naming.contains(&"\"Deployment\"/\"lab-coap-server\"".to_owned()),
+        "{naming:?}"
+    );
+    assert!(
+        !api.objects()
+            .iter()
+            .filter(|o| o["metadata"]["name"] != "ext")
+            .any(|o| o.to_string().contains("czNjcmV0")),
+        "the values are never copied"
+    );
+}
+
+#[tokio::test]
+async fn taking_the_opt_in_off_deletes_the_workloads_that_read_the_secret() {
+    let (ctx, api, monitor) = context_with(EXTERNAL);
+    let opted_in = json!({"iot.operator.dev/allow-external-influxdb": "true"});
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(opted_in, &["username", "password"]),
+    );
+    reconcile(Arc::new(monitor), ctx.clone())
+        .await
+        .expect("opted in");
+    let mut before = children_naming_ext(&api);
+    before.sort();
+    assert_eq!(
+        before,
+        [
+            "\"Deployment\"/\"lab-aqi-ingestor\"",
+            "\"Deployment\"/\"lab-coap-server\"",
+            "\"Deployment\"/\"lab-grafana\""
+        ],
+        "the stack reads the Secret"
+    );
+
+    // The owner takes the label off: the readers go, the rest of the stack stays.
+    api.put(
+        EXTERNAL_SECRET_PATH,
+        external_secret(json!({}), &["username", "password"]),
+    );
+    api.clear_calls();
+    let error = reconcile(Arc::new(stored(&api)), ctx)
+        .await
+        .expect_err("no longer opted in");
+    assert_eq!(error.category(), "CredentialsNotAllowed");
+    assert_eq!(children_naming_ext(&api), Vec::<String>::new());
+    let deleted: Vec<_> = api
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == http::Method::DELETE)
+        .map(|c| c.target())
+        .collect();
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert!(
+        api.objects()
+            .iter()
+            .any(|o| o["kind"] == "Service" && o["metadata"]["name"] == "lab-grafana"),
+        "only the workloads that read the Secret go"
+    );
+    assert!(
+        api.writes()
+            .iter()
+            .any(|(resource, _)| resource == "events"),
+        "an Event says what was deleted"
     );
 }

@@ -135,7 +135,10 @@ pub struct ExternalInfluxSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('http://') || self.startsWith('https://')", "message": "influxdb.external.url must start with http:// or https://"}]))]
     #[schemars(length(min = 8, max = 512))]
     pub url: String,
-    /// Secret in the IotMonitor's namespace holding the username and password.
+    /// Secret in the IotMonitor's namespace holding the username and password. It is used only if
+    /// it carries the label `iot.operator.dev/allow-external-influxdb: "true"` (its owner's consent
+    /// to its values being sent to `url`); the annotation `iot.operator.dev/external-influxdb-url`
+    /// on it, if set, is the only `url` it may be sent to.
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: String,
     /// Key of the username in the Secret.

@@ -12,6 +12,30 @@ fn empty_spec_deserializes_to_the_defaults() {
 }
 
 #[test]
+fn defaults_are_closed_and_current() {
+    let spec = IotMonitorSpec::default();
+    assert!(
+        !spec.grafana.anonymous_viewer,
+        "anonymous Grafana access is opt-in"
+    );
+    // InfluxDB's current 1.x line, not the end-of-life 1.8.
+    assert_eq!(spec.influxdb.image, "influxdb:1.13.1");
+    // Grafana 12: outside CVE-2024-1313 (9.5.0-9.5.17, 10.0.0-10.0.12, 10.1.0-10.1.8,
+    // 10.2.0-10.2.5, 10.3.0-10.3.4).
+    assert_eq!(spec.grafana.image, "grafana/grafana:12.4.4");
+    // The quick start turns anonymous access on, saying so, and names the same images.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/iotmonitor.yaml"
+    ))
+    .expect("example");
+    let quick_start: IotMonitor = serde_yaml::from_str(&example).expect("example parses");
+    assert!(quick_start.spec.grafana.anonymous_viewer);
+    assert_eq!(quick_start.spec.grafana.image, spec.grafana.image);
+    assert_eq!(quick_start.spec.influxdb.image, spec.influxdb.image);
+}
+
+#[test]
 fn checked_in_crd_matches_the_generated_one() {
     let generated = crd_yaml().expect("serialize crd");
     let checked_in = include_str!("../../../crds/iotmonitor.yaml");

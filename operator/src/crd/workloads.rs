@@ -49,7 +49,9 @@ pub struct GrafanaSpec {
     pub scheduling: SchedulingSpec,
     /// Replica bounds of the Grafana autoscaler.
     pub replicas: ReplicaBounds,
-    /// Let visitors see the dashboards without logging in (read-only Viewer role).
+    /// Let visitors see the dashboards without logging in (read-only Viewer role, which can query
+    /// every database through the datasource). Off by default: turn it on only where everyone who
+    /// can reach Grafana may see the data.
     pub anonymous_viewer: bool,
     /// How the Grafana Service is exposed.
     pub service_type: ServiceType,
@@ -66,7 +68,7 @@ impl Default for GrafanaSpec {
             resources: GrafanaResources::default(),
             scheduling: SchedulingSpec::default(),
             replicas: ReplicaBounds::default(),
-            anonymous_viewer: true,
+            anonymous_viewer: false,
             service_type: ServiceType::ClusterIP,
             node_port: None,
         }

@@ -244,8 +244,8 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
 }
 
 /// `helm install` of the chart with its default values, so the operator watches every namespace
-/// (no other test runs meanwhile: cargo runs one test binary at a time, and this one has one
-/// test), except that it runs on the real node. Returns the name of the operator's pod once it
+/// (no other test uses the cluster meanwhile: `make test` runs this binary in its cluster-wide
+/// phase, scripts/test.sh, and it has one test), except that it runs on the real node. Returns the name of the operator's pod once it
 /// runs there.
 async fn install_operator(cluster: &Cluster, ns: &str) -> Result<String> {
     let chart = repo_dir().join("charts/iot-operator");

@@ -135,6 +135,22 @@ impl Cluster {
         self.client.clone()
     }
 
+    /// A client that acts as `user`, through impersonation by this connection's admin: for tests of
+    /// what someone with fewer rights may and may not do. `user` has only what RBAC grants it.
+    pub async fn client_as(&self, user: &str) -> Result<Client, ClusterError> {
+        let unreachable = |reason: String| ClusterError::Unreachable {
+            path: self.kubeconfig.clone(),
+            reason,
+        };
+        let kubeconfig =
+            Kubeconfig::read_from(&self.kubeconfig).map_err(|e| unreachable(e.to_string()))?;
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        config.auth_info.impersonate = Some(user.to_owned());
+        Client::try_from(config).map_err(|e| unreachable(e.to_string()))
+    }
+
     /// The kubeconfig this connection uses.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

@@ -2,7 +2,9 @@
 //! match on the reason; the message says what to change.
 
 use super::MAX_REGISTRY_BYTES;
-use crate::constants::MAX_NAME_LEN;
+use crate::constants::{
+    EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, MAX_NAME_LEN, OPT_IN_VALUE,
+};
 
 /// Why a spec cannot be resolved; each message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,19 +69,52 @@ pub enum InvalidSpec {
         "Secret {secret} with the external InfluxDB credentials does not exist; create it or fix spec.influxdb.external.credentialsSecret"
     )]
     CredentialsSecretMissing { secret: String },
+    #[error(
+        "Secret {secret} does not allow its use as external InfluxDB credentials, so no pod gets it (the workloads would send its values to spec.influxdb.external.url); if it is meant for that, its owner opts in: kubectl label secret {secret} -n {namespace} {EXTERNAL_CREDENTIALS_LABEL}={OPT_IN_VALUE}"
+    )]
+    CredentialsSecretNotOptedIn { secret: String, namespace: String },
+    #[error(
+        "Secret {secret} may be sent only to {allowed} (its annotation {EXTERNAL_URL_ANNOTATION}), not to {url}; fix spec.influxdb.external.url, or the annotation if the Secret's owner agrees"
+    )]
+    CredentialsUrlNotAllowed {
+        secret: String,
+        allowed: String,
+        url: String,
+    },
     #[error("aqi.region needs exactly one of countries, box or area")]
     RegionNotOneForm,
-    #[error("Secret {secret} with the external InfluxDB credentials has no key {key:?}")]
-    CredentialsKeyMissing { secret: String, key: String },
+    #[error(
+        "Secret {secret} with the external InfluxDB credentials has no key {}, so no pod gets it; add the key (kubectl edit secret {secret} -n {namespace}), or name the key that holds the value in spec.influxdb.external.usernameKey or passwordKey",
+        .keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(" and no key ")
+    )]
+    CredentialsKeyMissing {
+        secret: String,
+        namespace: String,
+        keys: Vec<String>,
+    },
 }
 
 impl InvalidSpec {
+    /// The external credentials Secret whose owner does not (or no longer) allow this use: the
+    /// workloads that read it must go, not only wait for a fix.
+    pub fn withdrawn_secret(&self) -> Option<&str> {
+        match self {
+            Self::CredentialsSecretNotOptedIn { secret, .. }
+            | Self::CredentialsUrlNotAllowed { secret, .. } => Some(secret),
+            _ => None,
+        }
+    }
+
     /// The stable category (metric label, Event and condition reason): a missing credential is
     /// told apart from a spec that contradicts itself, since the fix is elsewhere.
     pub fn category(&self) -> &'static str {
         match self {
             Self::CredentialsSecretMissing { .. } | Self::CredentialsKeyMissing { .. } => {
                 "MissingCredentials"
+            }
+            // Not a spec error either: the Secret's owner decides.
+            Self::CredentialsSecretNotOptedIn { .. } | Self::CredentialsUrlNotAllowed { .. } => {
+                "CredentialsNotAllowed"
             }
             _ => "InvalidSpec",
         }

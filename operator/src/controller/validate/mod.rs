@@ -308,8 +308,8 @@ fn resolve_influx(
                 username_key: external.username_key.clone(),
                 password_key: external.password_key.clone(),
             };
-            check_credentials(&creds, refs.external_credentials.as_ref())?;
             let url = external.url.trim_end_matches('/').to_owned();
+            check_credentials(&creds, refs.external_credentials.as_ref(), namespace, &url)?;
             (InfluxMode::External, url, creds.clone(), creds)
         }
         None => {
@@ -343,27 +343,50 @@ fn resolve_influx(
     })
 }
 
-/// The external credentials Secret must exist with both keys, or every pod would fail to start
-/// with an error far from its cause.
+/// The external credentials Secret must exist, opt in
+/// ([`crate::constants::EXTERNAL_CREDENTIALS_LABEL`]), allow this URL if it names one, and hold
+/// both keys: otherwise no pod is built on it, neither one that would send a Secret its owner
+/// never meant for this, nor one with half the credentials.
 fn check_credentials(
     creds: &SecretCredentials,
     found: Option<&ReferencedSecret>,
+    namespace: &str,
+    url: &str,
 ) -> Result<(), InvalidSpec> {
     let secret = || creds.secret.clone();
-    let keys = match found {
-        Some(ReferencedSecret::Keys(keys)) => keys,
+    let (keys, allowed_url) = match found {
+        Some(ReferencedSecret::OptedIn { keys, url }) => (keys, url),
+        Some(ReferencedSecret::NotOptedIn) => {
+            return Err(InvalidSpec::CredentialsSecretNotOptedIn {
+                secret: secret(),
+                namespace: namespace.to_owned(),
+            });
+        }
         // Not read means not found: never build pods on a Secret nobody has seen.
         Some(ReferencedSecret::Missing) | None => {
             return Err(InvalidSpec::CredentialsSecretMissing { secret: secret() });
         }
     };
-    for key in [&creds.username_key, &creds.password_key] {
-        if !keys.contains(key) {
-            return Err(InvalidSpec::CredentialsKeyMissing {
-                secret: secret(),
-                key: key.clone(),
-            });
-        }
+    if let Some(allowed) = allowed_url
+        && allowed.trim_end_matches('/') != url
+    {
+        return Err(InvalidSpec::CredentialsUrlNotAllowed {
+            secret: secret(),
+            allowed: allowed.clone(),
+            url: url.to_owned(),
+        });
+    }
+    let missing: Vec<String> = [&creds.username_key, &creds.password_key]
+        .into_iter()
+        .filter(|key| !keys.contains(*key))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(InvalidSpec::CredentialsKeyMissing {
+            secret: secret(),
+            namespace: namespace.to_owned(),
+            keys: missing,
+        });
     }
     Ok(())
 }

@@ -1,7 +1,5 @@
 //! Validation: small YAML specs in, the model or the typed reason out.
 
-use std::collections::BTreeSet;
-
 use super::*;
 use crate::controller::fixtures::{model, monitor, present};
 
@@ -112,20 +110,93 @@ fn a_missing_external_credentials_secret_is_named() {
     ));
 }
 
+fn opted_in(keys: &[&str], url: Option<&str>) -> Dereferenced {
+    Dereferenced {
+        external_credentials: Some(ReferencedSecret::OptedIn {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            url: url.map(str::to_owned),
+        }),
+    }
+}
+
 #[test]
 fn a_missing_key_in_the_credentials_secret_is_named() {
     let monitor = monitor(EXTERNAL);
-    let refs = Dereferenced {
-        external_credentials: Some(ReferencedSecret::Keys(BTreeSet::from(["username".into()]))),
-    };
-    let err = validate(&monitor, &refs).expect_err("no password key");
+    let err = validate(&monitor, &opted_in(&["username"], None)).expect_err("no password key");
     assert_eq!(
         err,
         InvalidSpec::CredentialsKeyMissing {
             secret: "ext".into(),
-            key: "password".into()
+            namespace: "iot".into(),
+            keys: vec!["password".into()],
         }
     );
+    assert_eq!(err.category(), "MissingCredentials");
+    // Both missing: both named, so one fix is enough.
+    let err = validate(&monitor, &opted_in(&["user"], None)).expect_err("no keys");
+    let message = err.to_string();
+    assert!(
+        message.contains("no key \"username\" and no key \"password\"")
+            && message.contains("kubectl edit secret ext -n iot")
+            && message.contains("spec.influxdb.external.usernameKey"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_secret_that_does_not_opt_in_is_refused_with_the_command_that_opts_in() {
+    let monitor = monitor(EXTERNAL);
+    let refs = Dereferenced {
+        external_credentials: Some(ReferencedSecret::NotOptedIn),
+    };
+    let err = validate(&monitor, &refs).expect_err("not opted in");
+    assert_eq!(
+        err,
+        InvalidSpec::CredentialsSecretNotOptedIn {
+            secret: "ext".into(),
+            namespace: "iot".into()
+        }
+    );
+    assert_eq!(err.category(), "CredentialsNotAllowed");
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "kubectl label secret ext -n iot iot.operator.dev/allow-external-influxdb=true"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_secret_that_names_its_url_is_used_only_with_that_url() {
+    let monitor = monitor(EXTERNAL);
+    // The spec's trailing slash and the annotation's are both ignored.
+    let same = opted_in(
+        &["username", "password"],
+        Some("http://influx.example:8086/"),
+    );
+    assert_eq!(
+        validate(&monitor, &same)
+            .expect("same URL")
+            .influx
+            .writer
+            .secret,
+        "ext"
+    );
+    let other = opted_in(
+        &["username", "password"],
+        Some("https://influx.example:8086"),
+    );
+    let err = validate(&monitor, &other).expect_err("another URL");
+    assert_eq!(
+        err,
+        InvalidSpec::CredentialsUrlNotAllowed {
+            secret: "ext".into(),
+            allowed: "https://influx.example:8086".into(),
+            url: "http://influx.example:8086".into(),
+        }
+    );
+    assert_eq!(err.category(), "CredentialsNotAllowed");
 }
 
 #[test]

@@ -233,6 +233,27 @@ fn no_configmap_contains_a_secret() {
 }
 
 #[test]
+fn grafana_admits_anonymous_viewers_only_when_the_spec_asks() {
+    let closed = desired("{}");
+    let grafana = container(&closed, "lab-grafana");
+    assert_eq!(
+        env_value(grafana, "GF_AUTH_ANONYMOUS_ENABLED").as_deref(),
+        Some("false")
+    );
+    let open = desired("{grafana: {anonymousViewer: true}}");
+    let grafana = container(&open, "lab-grafana");
+    assert_eq!(
+        env_value(grafana, "GF_AUTH_ANONYMOUS_ENABLED").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        env_value(grafana, "GF_AUTH_ANONYMOUS_ORG_ROLE").as_deref(),
+        Some("Viewer"),
+        "anonymous visitors may only view"
+    );
+}
+
+#[test]
 fn workloads_get_the_contract_env() {
     let objects = desired("{coap: {batch: {size: 50}}, simulator: {places: [a, b]}}");
     let coap = container(&objects, "lab-coap-server");
