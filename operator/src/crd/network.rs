@@ -18,6 +18,7 @@ pub struct NetworkPolicySpec {
     /// Labels of the namespaces whose pods may read the workloads' metrics port (9090), such
     /// as `kubernetes.io/metadata.name: monitoring`; every label must match. Unset: no
     /// namespace may (the kubelet's probes come from the node, which policies never block).
+    /// With the Prometheus operator's ServiceMonitor, select Prometheus' namespace here.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": KEY_RULE, "message": KEY_MESSAGE}

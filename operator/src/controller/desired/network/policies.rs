@@ -18,7 +18,9 @@ use crate::constants::{COAP_PORT, COAPS_PORT, GRAFANA_PORT, INFLUX_PORT, WORKLOA
 use crate::controller::desired::labels::{
     Component, INSTANCE, MANAGED_BY, MANAGER, NAME, owned_meta, selector, stack_selector,
 };
-use crate::controller::validate::{ApiServer, CoapSources, InfluxMode, Network, ValidatedMonitor};
+use crate::controller::validate::{
+    ApiServer, CoapSources, ContactPointKind, InfluxMode, Network, ValidatedMonitor,
+};
 use crate::crd::CoapSource;
 
 /// The label every namespace carries with its own name (set by the API server).
@@ -80,7 +82,8 @@ fn dns(model: &ValidatedMonitor) -> NetworkPolicy {
 }
 
 /// Grafana's UI is for people, from wherever they reach the cluster (a port-forward, an
-/// Ingress controller in its own namespace): it asks for a login itself.
+/// Ingress controller in its own namespace): it asks for a login itself. Out, Grafana may reach
+/// its contact points (see [`contact_points_egress`]).
 fn grafana(model: &ValidatedMonitor) -> NetworkPolicy {
     policy(
         model,
@@ -88,8 +91,65 @@ fn grafana(model: &ValidatedMonitor) -> NetworkPolicy {
         Component::Grafana,
         component_selector(model, Component::Grafana),
         vec![ingress(Vec::new(), vec![port("TCP", GRAFANA_PORT)])],
-        Vec::new(),
+        contact_points_egress(model),
     )
+}
+
+/// Where Grafana sends notifications: HTTPS (443) on any address for webhook and Slack contact
+/// points, whose URLs live in Secrets the operator never reads (443 is Slack's port and the
+/// usual one of a webhook); the SMTP server's port for email ones, on its address alone when
+/// `smtp.host` names an IP. None without contact points.
+fn contact_points_egress(model: &ValidatedMonitor) -> Vec<NetworkPolicyEgressRule> {
+    let Some(alerts) = &model.alerts else {
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    let https = alerts.contact_points.iter().any(|c| {
+        matches!(
+            c.kind,
+            ContactPointKind::Webhook { .. } | ContactPointKind::Slack { .. }
+        )
+    });
+    if https {
+        rules.push(egress(Vec::new(), vec![port("TCP", CONTACT_POINT_PORT)]));
+    }
+    let email = alerts
+        .contact_points
+        .iter()
+        .any(|c| matches!(c.kind, ContactPointKind::Email { .. }));
+    if let (true, Some(smtp)) = (email, &alerts.smtp) {
+        let server = smtp_server(&smtp.host);
+        let to = match server.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![ip_block(&host_cidr(&ip.to_string()))],
+            Err(_) => Vec::new(),
+        };
+        rules.push(egress(to, vec![port("TCP", server.port)]));
+    }
+    rules
+}
+
+/// The port of webhook and Slack contact points (HTTPS).
+const CONTACT_POINT_PORT: i32 = 443;
+
+/// The SMTP port when `smtp.host` has none (the schema requires one; submission's port).
+const SMTP_PORT: i32 = 587;
+
+/// The host and port of `spec.alerts.smtp.host` (`host:port`).
+pub fn smtp_server(host_port: &str) -> Upstream {
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => Upstream {
+            host: host.to_owned(),
+            port: port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .map_or(SMTP_PORT, i32::from),
+        },
+        None => Upstream {
+            host: host_port.to_owned(),
+            port: SMTP_PORT,
+        },
+    }
 }
 
 /// The components that write to or read from InfluxDB.
@@ -280,7 +340,7 @@ fn aqi_ingestor(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
     ))
 }
 
-/// Where the AQI ingestor fetches from.
+/// Where the AQI ingestor fetches from, or Grafana's SMTP server.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Upstream {
     pub host: String,

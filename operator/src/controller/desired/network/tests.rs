@@ -3,7 +3,7 @@
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use serde_json::{Value, json};
 
-use super::policies::{NAMESPACE_NAME_LABEL, Upstream, build, upstream};
+use super::policies::{NAMESPACE_NAME_LABEL, Upstream, build, smtp_server, upstream};
 use crate::controller::fixtures::model;
 use crate::controller::validate::ApiServer;
 
@@ -352,4 +352,110 @@ fn dns_is_open_to_every_pod_on_port_53_only() {
         json!([{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}])
     );
     assert_eq!(dns["policyTypes"], json!(["Egress"]));
+}
+
+#[test]
+fn grafana_sends_nowhere_without_contact_points() {
+    for spec_yaml in [
+        "{}",
+        "{alerts: {enabled: false}}",
+        "{alerts: {smtp: {host: 'mx.example:25', fromAddress: a@b.c}}}",
+    ] {
+        let grafana = spec(named(&policies(spec_yaml), "lab-grafana"));
+        assert_eq!(grafana["policyTypes"], json!(["Ingress"]), "{spec_yaml}");
+        assert_eq!(grafana.get("egress"), None, "{spec_yaml}");
+    }
+}
+
+#[test]
+fn grafana_reaches_webhook_and_slack_contact_points_on_https() {
+    let all = policies(
+        "{alerts: {contactPoints: [
+            {name: hook, webhook: {urlSecret: {name: hooks, key: ops}}},
+            {name: chat, slack: {urlSecret: {name: hooks, key: slack}}}]}}",
+    );
+    let grafana = spec(named(&all, "lab-grafana"));
+    assert_eq!(grafana["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        grafana["egress"],
+        json!([{"ports": [{"port": 443, "protocol": "TCP"}]}])
+    );
+    // The UI stays open as before.
+    assert_eq!(
+        grafana["ingress"],
+        json!([{"ports": [{"port": 3000, "protocol": "TCP"}]}])
+    );
+}
+
+#[test]
+fn grafana_reaches_the_smtp_servers_port_for_email_contact_points() {
+    let by_name = spec(named(
+        &policies(
+            "{alerts: {contactPoints: [{name: mail, email: {addresses: [a@b.c]}}],
+                       smtp: {host: 'mx.example:2525', fromAddress: a@b.c}}}",
+        ),
+        "lab-grafana",
+    ));
+    assert_eq!(
+        by_name["egress"],
+        json!([{"ports": [{"port": 2525, "protocol": "TCP"}]}])
+    );
+
+    let by_address = spec(named(
+        &policies(
+            "{alerts: {contactPoints: [
+                {name: mail, email: {addresses: [a@b.c]}},
+                {name: hook, webhook: {urlSecret: {name: hooks, key: ops}}}],
+              smtp: {host: '198.19.4.25:25', fromAddress: a@b.c}}}",
+        ),
+        "lab-grafana",
+    ));
+    assert_eq!(
+        by_address["egress"],
+        json!([
+            {"ports": [{"port": 443, "protocol": "TCP"}]},
+            {"to": [{"ipBlock": {"cidr": "198.19.4.25/32"}}],
+             "ports": [{"port": 25, "protocol": "TCP"}]}
+        ])
+    );
+}
+
+#[test]
+fn smtp_hosts_split_into_host_and_port() {
+    let up = |host: &str, port| Upstream {
+        host: host.into(),
+        port,
+    };
+    assert_eq!(smtp_server("mx.example:25"), up("mx.example", 25));
+    assert_eq!(smtp_server("10.0.0.1:465"), up("10.0.0.1", 465));
+    // The schema requires a port; out of range or missing falls back to submission's.
+    assert_eq!(smtp_server("mx.example:99999"), up("mx.example", 587));
+    assert_eq!(smtp_server("mx.example"), up("mx.example", 587));
+}
+
+#[test]
+fn prometheus_scrapes_the_workloads_only_where_the_metrics_selector_lets_it() {
+    // The metrics Service's port is the workloads' 9090; the metrics policy is what lets a
+    // Prometheus in another namespace reach it, and only when the spec names that namespace.
+    let mut model = model("{}");
+    model.prometheus_operator = true;
+    assert!(!names(&build(&model)).contains(&"lab-metrics".to_owned()));
+    let mut model = crate::controller::fixtures::model(
+        "{networkPolicy: {metricsNamespaceSelector: {kubernetes.io/metadata.name: monitoring}}}",
+    );
+    model.prometheus_operator = true;
+    let all = build(&model);
+    let service = crate::controller::desired::prometheus::build(&model)
+        .expect("the Prometheus path")
+        .metrics_service;
+    let service_port = service.spec.expect("spec").ports.expect("ports")[0].port;
+    let metrics = spec(named(&all, "lab-metrics"));
+    assert_eq!(
+        metrics["ingress"][0]["ports"][0]["port"],
+        json!(service_port)
+    );
+    assert_eq!(
+        metrics["ingress"][0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
 }
