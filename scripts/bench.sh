@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark; figures and commands are recorded in docs/benchmarks.md.
-# BENCH_ONLY="coap dtls aqi operator" picks some of them (default: all).
+# BENCH_ONLY="coap dtls aqi operator netpol" picks some of them (default: all; netpol needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-only=" ${BENCH_ONLY:-coap dtls aqi operator} "
+only=" ${BENCH_ONLY:-coap dtls aqi operator netpol} "
 if [[ $only == *" coap "* ]]; then
   echo "== CoAP ingest (scripts/bench-coap.sh)"
   scripts/bench-coap.sh
@@ -21,4 +21,8 @@ fi
 if [[ $only == *" operator "* ]]; then
   echo; echo "== Operator at scale (scripts/bench-operator.sh)"
   scripts/bench-operator.sh
+fi
+if [[ $only == *" netpol "* ]]; then
+  echo; echo "== NetworkPolicies on the real node (scripts/bench-netpol.sh)"
+  scripts/bench-netpol.sh
 fi

@@ -9,8 +9,9 @@
 # busybox-static, binutils and runc for `make images` (images/build.sh) and for running the images
 # in tests; and for the local cluster's real node: containerd and runc (the container runtime),
 # containernetworking-plugins (bridge, host-local, portmap, loopback), iptables (kube-proxy),
-# socat (the node's path to the loopback-only API server), util-linux (nsenter); shellcheck, which
-# actionlint runs on the workflows' shell steps (`make test`, `make lint`).
+# socat (the node's path to the loopback-only API server), util-linux (nsenter), ipset (kube-router's
+# NetworkPolicy firewall on the real node); shellcheck, which actionlint runs on the workflows' shell
+# steps (`make test`, `make lint`).
 # The local Kubernetes control plane is built separately (tests/cluster/build.sh, `make
 # control-plane`): only the operator's tests, the operator benchmark and `make dev` need it.
 # Idempotent: a second run checks and prints, and changes nothing.
@@ -20,7 +21,7 @@ say() { printf '[packages] %s\n' "$*" >&2; }
 
 packages=(influxdb influxdb-client libcoap3-bin libssl-dev pkg-config openssl curl iproute2 python3 time
   umoci skopeo busybox-static binutils runc
-  containerd containernetworking-plugins iptables socat util-linux shellcheck)
+  containerd containernetworking-plugins iptables socat util-linux ipset shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,7 @@
 #   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
 #
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy,
-# kwok, helm, metrics-server, local-path-provisioner and CoreDNS (versions in versions.env).
+# kwok, helm, metrics-server, local-path-provisioner, CoreDNS and kube-router (versions in versions.env).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=versions.env
@@ -142,6 +142,11 @@ build_coredns() {
   log "coredns $v: $("$BIN/coredns" -version | head -1)"
 }
 build_coredns
+
+# The real node's NetworkPolicy engine: kube-router's firewall controller (iptables + ipset), started by
+# node.sh in the node's network namespace. The version stamp is the one its Makefile sets.
+go_install kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "$KUBE_ROUTER_VERSION" \
+  "$KUBE_ROUTER_VERSION" --version "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
 
 # kwok's definition of the kubelet's /metrics/resource endpoint (which metric names and labels, computed
 # from the emulated usage) ships inside its module; up.sh hands it to kwok. Taken from the module cache

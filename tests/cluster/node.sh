@@ -1,12 +1,14 @@
 # shellcheck shell=bash disable=SC2034 # (sourced by lib.sh; variables are used by up.sh and down.sh)
-# The real node: containerd + runc, CNI bridge, kubelet and kube-proxy, in a network namespace of its
+# The real node: containerd + runc, CNI bridge, kubelet, kube-proxy and kube-router's NetworkPolicy
+# firewall, in a network namespace of its
 # own, so that every iptables rule, bridge, veth and route of the node lives and dies with that
 # namespace, and several local clusters (one per state directory) can each have a real node at once.
 #
 #   host                                   network namespace iot-node-<slot>
 #   127.0.0.1: API server, etcd, kwok ...
 #   198.19.<slot>.254 (veth iotn<slot>) <-> eth0 198.19.<slot>.1 = the node's InternalIP
-#     socat 198.19.<slot>.254:<API port>       kubelet :10250, kube-proxy (iptables), containerd
+#     socat 198.19.<slot>.254:<API port>       kubelet :10250, kube-proxy (iptables), containerd,
+#                                              kube-router --run-firewall (NetworkPolicy: iptables, ipset)
 #       -> 127.0.0.1:<API port>                cni0 198.18.<slot>.1/24 -> pods 198.18.<slot>.0/24
 #   coredns 198.19.<slot>.254:53 (cluster DNS: names of Services and pods, nothing else)
 #   routes: 198.18.<slot>.0/24 and the Service range via 198.19.<slot>.1; 198.18.0.0/15 unreachable
@@ -40,6 +42,10 @@ CLUSTER_DOMAIN=cluster.local
 
 # real_node_enabled: the real node is on unless IOT_REAL_NODE=0.
 real_node_enabled() { [ "${IOT_REAL_NODE:-1}" != 0 ]; }
+# network_policy_enabled: the real node enforces NetworkPolicies unless IOT_NETWORK_POLICY=0.
+network_policy_enabled() { [ "${IOT_NETWORK_POLICY:-1}" != 0 ]; }
+# kube-router's health port, inside the node's network namespace (each node has its own).
+KUBE_ROUTER_HEALTH_PORT=20244
 
 # node_vars SLOT: every name and address of the node in that slot.
 node_vars() {
@@ -214,12 +220,12 @@ node_teardown_slot() {
   NODE_DIR=$saved_dir
 }
 
-# node_kubelet_pids: the kubelet and kube-proxy of this node (stopped before anything else).
+# node_kubelet_pids: the kubelet, kube-proxy and kube-router of this node (stopped before anything else).
 node_kubelet_pids() {
   local p exe
   for p in $(node_netns_pids); do
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
-    case ${exe% (deleted)} in */kubelet | */kube-proxy) echo "$p" ;; esac
+    case ${exe% (deleted)} in */kubelet | */kube-proxy | */kube-router) echo "$p" ;; esac
   done
 }
 
@@ -230,7 +236,7 @@ node_down() {
   local slot owner
   slot=$(node_recorded_slot) || { [ -d "$NODE_DIR" ] && node_unmount "$NODE_DIR"; return 0; }
   node_vars "$slot"
-  stop volume-modes local-path-provisioner coredns api-forward kube-proxy kubelet containerd
+  stop volume-modes local-path-provisioner coredns api-forward kube-router kube-proxy kubelet containerd
   owner=$(cat "$NODE_REGISTRY/node-$slot" 2>/dev/null || echo "$STATE")
   if [ "$owner" = "$STATE" ]; then
     node_say "removing the real node (slot $slot, network namespace $NODE_NETNS)"
@@ -249,6 +255,10 @@ node_check_prerequisites() {
   for t in containerd containerd-shim-runc-v2 runc ctr ip nsenter socat iptables ip6tables flock; do
     command -v "$t" >/dev/null || die "missing $t: run scripts/install-deps.sh (Debian: containerd runc socat iptables)"
   done
+  if network_policy_enabled; then
+    command -v ipset >/dev/null || die "missing ipset (kube-router's NetworkPolicy firewall): run scripts/install-packages.sh, or set IOT_NETWORK_POLICY=0"
+    [ -x "$BIN/kube-router" ] || die "missing $BIN/kube-router: run tests/cluster/build.sh, or set IOT_NETWORK_POLICY=0"
+  fi
   for t in bridge host-local portmap loopback; do
     [ -x "/usr/lib/cni/$t" ] || die "missing /usr/lib/cni/$t: run scripts/install-deps.sh (Debian: containernetworking-plugins)"
   done
@@ -429,6 +439,7 @@ node_certs() {
   leaf kube-proxy /CN=system:kube-proxy ca clientAuth
   leaf local-path-provisioner /CN=system:local-path-provisioner ca clientAuth
   leaf coredns /CN=system:coredns ca clientAuth
+  leaf kube-router /CN=system:kube-router ca clientAuth
 }
 
 # node_images: the pause image (every pod's sandbox) and the helper pods' busybox, built here
@@ -471,6 +482,7 @@ node_up() {
   node_kubelet_config
   kubeconfig "$NODE_DIR/kubelet.kubeconfig" kubelet "https://$NODE_HOST_IP:$API_PORT"
   kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" kube-proxy "https://$NODE_HOST_IP:$API_PORT"
+  kubeconfig "$NODE_DIR/kube-router.kubeconfig" kube-router "https://$NODE_HOST_IP:$API_PORT"
   local cg
   # The kubelet's cgroupRoot must exist in every hierarchy; it makes kubepods/ below it.
   for cg in /sys/fs/cgroup/*/; do
@@ -485,6 +497,7 @@ node_up() {
   # nothing else writes its endpoints.
   node_yaml | kc apply -f - >>"$LOGS/kubectl.log" 2>&1 ||
     { current=kubectl; die "applying the real node's objects failed (see $LOGS/kubectl.log)"; }
+  network_policy_enabled && node_start_network_policy
   node_dns
   mkdir -p "$NODE_DIR/volumes"
   start_exe local-path-provisioner "$(readlink -f "$BIN/local-path-provisioner")" start \
@@ -495,6 +508,44 @@ node_up() {
   # The default class's hostPath volumes, writable by the non-root pods that run here.
   start_exe volume-modes "$(readlink -f "$(command -v bash)")" "$here/volume-modes.sh" /tmp/hostpath_pv
   node_cgroup_adopt "$(pid_of volume-modes)"
+}
+
+# The host's packets, marked as kube-router marks what a policy admits (node_start_network_policy).
+HOST_IS_NODE_RULE=(-i eth0 -m comment --comment "iot-operator: the host is the node" -j MARK --set-xmark 0x10000/0x10000)
+
+# node_start_network_policy: kube-router's firewall controller alone (no routing, no service proxy, no
+# CNI: the bridge plugin and kube-proxy do those), enforcing NetworkPolicies with iptables and ipsets
+# in the node's namespace, where the pods' traffic crosses the bridge. Why kube-router and not
+# kube-network-policies: docs/control-plane.md. Also restart.sh network-policy on.
+node_start_network_policy() {
+  local started=$SECONDS
+  start_in_node kube-router "$(readlink -f "$BIN/kube-router")" \
+    --kubeconfig="$NODE_DIR/kube-router.kubeconfig" --hostname-override="$NODE_NAME" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --enable-ipv4=true --enable-ipv6=false --service-cluster-ip-range="$NODE_SERVICE_CIDR" \
+    --health-port="$KUBE_ROUTER_HEALTH_PORT" --metrics-port=0 --iptables-sync-period=5m
+  wait_for kube-router "/healthz ok" in_node curl -fsS --max-time 3 "http://127.0.0.1:$KUBE_ROUTER_HEALTH_PORT/healthz"
+  # This machine (the host end of the veth) is the node: the tests, the API server and CoreDNS live
+  # there. Kubernetes lets a node reach its own pods whatever the policies; kube-router knows the
+  # node only by a local source address, so the host's packets carry the mark its policy chains set
+  # on traffic they admit. Pods' own traffic is never marked here.
+  in_node iptables -t mangle -C PREROUTING "${HOST_IS_NODE_RULE[@]}" 2>/dev/null ||
+    in_node iptables -t mangle -A PREROUTING "${HOST_IS_NODE_RULE[@]}"
+  node_say "NetworkPolicy engine (kube-router $KUBE_ROUTER_VERSION) up in $((SECONDS - started)) s"
+}
+
+# node_stop_network_policy: stops kube-router and removes every rule and ipset it made, so the node
+# forwards as if it had never run (restart.sh network-policy off; the benchmark's side-by-side run).
+# (kube-router's own --cleanup-config panics here: it cleans its service proxy's IPVS state too.)
+node_stop_network_policy() {
+  local rules
+  stop kube-router
+  in_node iptables -t mangle -D PREROUTING "${HOST_IS_NODE_RULE[@]}" 2>/dev/null || true
+  # Its chains and every rule that names one; kube-proxy's rules are restored as they were.
+  rules=$(in_node iptables-save -t filter)
+  grep -vE 'KUBE-ROUTER-|KUBE-NWPLCY-|KUBE-POD-FW-' <<<"$rules" | in_node iptables-restore -T filter
+  # Only kube-router makes ipsets in the node's namespace.
+  in_node ipset destroy 2>/dev/null || true
 }
 
 # node_dns: the cluster DNS, a CoreDNS on the host end of the veth (where the pods' resolv.conf points,
@@ -560,6 +611,28 @@ metadata:
   name: system:coredns
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:kube-router
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, endpoints, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:kube-router
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}]
 ---
 apiVersion: v1
 kind: Namespace

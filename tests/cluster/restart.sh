@@ -3,6 +3,8 @@
 # node: the pods' containers keep running, and the new kubelet takes them over.
 #
 #   tests/cluster/restart.sh kubelet
+#   tests/cluster/restart.sh network-policy off|on   stop the NetworkPolicy engine and remove its rules,
+#                                                    or start it again (the benchmark's side-by-side run)
 #
 # Uses the same state directory as up.sh (IOT_CLUSTER_DIR) and waits until the node is Ready again.
 set -euo pipefail
@@ -22,8 +24,17 @@ kubelet)
   stop kubelet
   node_start_kubelet
   ;;
+network-policy)
+  slot=$(node_recorded_slot) || die "the cluster in $STATE has no real node"
+  node_vars "$slot"
+  case ${2:-} in
+  off) node_stop_network_policy ;;
+  on) pid_of kube-router >/dev/null || node_start_network_policy ;;
+  *) die "usage: $0 network-policy off|on" ;;
+  esac
+  ;;
 *)
-  echo "usage: $0 kubelet" >&2
+  echo "usage: $0 kubelet | network-policy off|on" >&2
   exit 2
   ;;
 esac

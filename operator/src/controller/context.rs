@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::apply::monitoring::MonitoringMemo;
 use super::known_state::KnownState;
+use super::validate::ApiServer;
 use crate::metrics::Metrics;
 
 /// First retry after a failure; doubled per consecutive failure up to `MAX_BACKOFF`.
@@ -42,6 +43,9 @@ pub struct Context {
     /// How often discovery is asked whether the Prometheus operator's kinds exist; `None`: never
     /// (the Prometheus path off).
     pub(super) prometheus_discovery: Option<Duration>,
+    /// The API server's endpoints, read once when the controller starts (see
+    /// [`api_server`](super::api_server)); unset or `None`: not known.
+    api_server: OnceLock<Option<ApiServer>>,
 }
 
 impl Context {
@@ -58,6 +62,7 @@ impl Context {
             prometheus_operator: AtomicBool::new(false),
             monitoring_memo: MonitoringMemo::default(),
             prometheus_discovery: Some(PROMETHEUS_DISCOVERY),
+            api_server: OnceLock::new(),
         }
     }
 
@@ -90,6 +95,16 @@ impl Context {
         if let Ok(mut current) = self.rule_maps.write() {
             *current = Some(store);
         }
+    }
+
+    /// Records where the API server answers (once; later calls change nothing).
+    pub(super) fn set_api_server(&self, api_server: Option<ApiServer>) {
+        let _ = self.api_server.set(api_server);
+    }
+
+    /// Where the API server answers, if known.
+    pub(super) fn api_server(&self) -> Option<ApiServer> {
+        self.api_server.get().cloned().flatten()
     }
 
     /// One more consecutive failure of `key`; returns the count.

@@ -7,6 +7,7 @@
 
 // Public: what the binary, the load-test tool and the end-to-end tests use (`run`, `Context`,
 // `WatchScope`, and resolving a monitor as the controller does). The rest is internal.
+mod api_server;
 mod apply;
 mod context;
 pub mod dereference;
@@ -164,7 +165,7 @@ pub(crate) async fn reconcile_monitor(
     )
     .await?;
     let model = match validate::validate(monitor, &refs) {
-        Ok(model) => model,
+        Ok(model) => model.with_api_server(ctx.api_server()),
         Err(invalid) => {
             if let Some(secret) = invalid.withdrawn_secret() {
                 let deleted =
@@ -304,6 +305,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = &ctx.client;
+    ctx.set_api_server(api_server::discover(client).await);
     // Only our own children are cached, not every Deployment of the cluster.
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
     let mut watches = Watches::new(children, ctx.known.memo().clone());

@@ -44,7 +44,8 @@ pub struct AlertsSpec {
     #[schemars(range(min = 1, max = 100))]
     pub ingest_failure_percent: i32,
     /// Who is notified of every firing alert: each contact point gets all of them. Their URLs
-    /// come from Secrets; none in the spec.
+    /// come from Secrets; none in the spec. With network policies on, Grafana may reach webhook
+    /// and Slack contact points on port 443 only, and the SMTP server on its port.
     #[schemars(length(max = 16))]
     pub contact_points: Vec<ContactPointSpec>,
     /// The mail server Grafana sends email notifications through; email contact points need it.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 mod alerts;
 mod autoscaling;
 mod influxdb;
+mod network;
 mod region;
 mod resources;
 mod scheduling;
@@ -22,6 +23,7 @@ mod workloads;
 pub use self::alerts::*;
 pub use self::autoscaling::*;
 pub use self::influxdb::*;
+pub use self::network::*;
 pub use self::region::*;
 pub use self::resources::*;
 pub use self::scheduling::SchedulingSpec;
@@ -78,6 +80,9 @@ pub struct IotMonitorSpec {
     /// notified (docs/alerts.md).
     #[serde(default)]
     pub alerts: AlertsSpec,
+    /// The NetworkPolicies around the stack: deny by default, allow what the stack needs.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 /// The CRD as YAML, exactly as `iot-operator crd` prints it and `crds/iotmonitor.yaml` holds it.

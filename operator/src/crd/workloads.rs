@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::SchedulingSpec;
 use super::{AqiResources, CoapResources, GrafanaResources, RegionSpec, SimulatorResources};
+use super::{CoapSource, SchedulingSpec};
 use crate::constants::{COAP_PORT, DEFAULT_GRAFANA_IMAGE};
 
 /// How a component's Service is exposed.
@@ -131,6 +131,12 @@ pub struct CoapSpec {
     /// address (NAT, a load test) share it. 0 sets no limit.
     #[schemars(range(min = 0, max = 10_000_000))]
     pub rate_limit_per_source: i64,
+    /// Who may send CoAP (with `networkPolicy.enabled`): address ranges and/or pods chosen by
+    /// namespace and pod labels. Unset: what `serviceType` implies, any address for NodePort
+    /// and LoadBalancer, the monitor's own namespace for ClusterIP. The simulator may always.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub allowed_sources: Option<Vec<CoapSource>>,
 }
 
 /// Readings per second one sensor address may send by default: far above any real sensor's
@@ -152,6 +158,7 @@ impl Default for CoapSpec {
             replicas: ReplicaBounds::default(),
             batch: BatchSpec::default(),
             rate_limit_per_source: DEFAULT_COAP_RATE_LIMIT_PER_SOURCE,
+            allowed_sources: None,
         }
     }
 }

@@ -129,6 +129,39 @@ const INVALID: &[(&str, &str)] = &[
         "cpuRequest must be a quantity",
     ),
     ("{grafana: {serviceType: Everywhere}}", "Unsupported value"),
+    // A label selector the API server would refuse in a NetworkPolicy is refused here already.
+    (
+        "{networkPolicy: {metricsNamespaceSelector: {'bad key!': x}}}",
+        "label keys must be a name of at most 63",
+    ),
+    (
+        "{networkPolicy: {metricsNamespaceSelector: {team: 'not a value'}}}",
+        "should match",
+    ),
+    (
+        "{networkPolicy: {metricsNamespaceSelector: {'-team.example/x': ops}}}",
+        "label keys must be a name of at most 63",
+    ),
+    (
+        "{networkPolicy: {metricsNamespaceSelector: {}}}",
+        "should have at least 1 properties",
+    ),
+    (
+        "{coap: {allowedSources: [{podSelector: {'a/b/c': x}}]}}",
+        "label keys must be a name of at most 63",
+    ),
+    (
+        "{coap: {allowedSources: [{cidr: 10.0.0.0/33}]}}",
+        "coap.allowedSources[].cidr must be an address range",
+    ),
+    (
+        "{coap: {allowedSources: [{cidr: 10.0.0.0/8, podSelector: {a: b}}]}}",
+        "either a cidr or selectors",
+    ),
+    (
+        "{coap: {allowedSources: [{}]}}",
+        "either a cidr or selectors",
+    ),
     ("{unknownField: 1}", "unknownField"),
 ];
 
@@ -171,6 +204,17 @@ async fn invalid_monitors_are_rejected_with_a_message_that_says_what_to_fix() ->
     let spec = &applied[0].data["spec"];
     anyhow::ensure!(spec["autoscaling"]["scaleIn"]["cpuPercent"] == 42, "{spec}");
     anyhow::ensure!(spec["aqi"]["source"] == "24h", "{spec}");
+    anyhow::ensure!(spec["networkPolicy"]["enabled"] == true, "{spec}");
+    // Valid selectors and ranges pass.
+    cluster
+        .apply_yaml(
+            Some(ns.name()),
+            "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {name: fenced}\n\
+             spec: {networkPolicy: {metricsNamespaceSelector: {kubernetes.io/metadata.name: monitoring, \
+             team: ''}}, coap: {allowedSources: [{cidr: 192.0.2.0/24}, {cidr: '2001:db8::/32'}, \
+             {namespaceSelector: {site: lab}, podSelector: {app.example.com/role: sensor}}]}}\n",
+        )
+        .await?;
     Ok(())
 }
 

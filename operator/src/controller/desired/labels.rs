@@ -32,6 +32,8 @@ pub enum Component {
     AqiIngestor,
     /// The Prometheus path: the metrics Service, ServiceMonitor and PrometheusRule.
     Metrics,
+    /// The NetworkPolicies that span several components.
+    Network,
 }
 
 impl Component {
@@ -45,6 +47,7 @@ impl Component {
             Self::Simulator => "sensor-sim",
             Self::AqiIngestor => "aqi-ingestor",
             Self::Metrics => "metrics",
+            Self::Network => "network-policy",
         }
     }
 }

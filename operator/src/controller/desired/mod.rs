@@ -82,7 +82,7 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
         stateful_sets: influx.stateful_set.into_iter().collect(),
         deployments,
         autoscalers,
-        network_policies: network::influx_policy(model).into_iter().collect(),
+        network_policies: network::policies::build(model),
         service_accounts: vec![access.service_account],
         roles: vec![access.role],
         role_bindings: vec![access.role_binding],

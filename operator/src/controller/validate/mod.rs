@@ -100,6 +100,16 @@ pub fn validate(
         .then(|| alerts::resolve(&spec.alerts, refs, &namespace))
         .transpose()?;
 
+    let network = spec.network_policy.enabled.then(|| Network {
+        metrics_namespaces: spec.network_policy.metrics_namespace_selector.clone(),
+        coap_sources: match (&spec.coap.allowed_sources, spec.coap.service_type) {
+            (Some(listed), _) => CoapSources::Listed(listed.clone()),
+            (None, ServiceType::ClusterIP) => CoapSources::OwnNamespace,
+            (None, ServiceType::NodePort | ServiceType::LoadBalancer) => CoapSources::Any,
+        },
+        api_server: None,
+    });
+
     Ok(ValidatedMonitor {
         namespace,
         names,
@@ -113,6 +123,7 @@ pub fn validate(
         autoscaling,
         alerts,
         prometheus_operator: refs.prometheus_operator,
+        network,
     })
 }
 

@@ -5,8 +5,11 @@
 pub use iot_common::region::Region;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use std::collections::BTreeMap;
+
 use crate::crd::{
-    BatchSpec, InfluxLimitsSpec, ResourcesSpec, SchedulingSpec, SecretKeyRef, ServiceType,
+    BatchSpec, CoapSource, InfluxLimitsSpec, ResourcesSpec, SchedulingSpec, SecretKeyRef,
+    ServiceType,
 };
 
 /// Names of every child, derived from the IotMonitor's name.
@@ -272,9 +275,51 @@ pub struct ValidatedMonitor {
     pub alerts: Option<Alerts>,
     /// The cluster has the Prometheus operator's ServiceMonitor and PrometheusRule kinds.
     pub prometheus_operator: bool,
+    /// `None` when `networkPolicy.enabled` is false: no NetworkPolicy is wanted.
+    pub network: Option<Network>,
+}
+
+/// What the NetworkPolicies allow beyond the stack's own paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    /// Namespaces (by their labels) whose pods may read the metrics ports; `None`: none may.
+    pub metrics_namespaces: Option<BTreeMap<String, String>>,
+    pub coap_sources: CoapSources,
+    /// Where the API server answers, as the operator found it at start; `None` when it could
+    /// not be read (then coap-server may reach any address on the usual API ports).
+    pub api_server: Option<ApiServer>,
+}
+
+/// Who may send CoAP besides the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoapSources {
+    /// Any address: the default of a NodePort or LoadBalancer Service.
+    Any,
+    /// Every pod of the monitor's namespace: the default of a ClusterIP Service.
+    OwnNamespace,
+    /// `coap.allowedSources` as given.
+    Listed(Vec<CoapSource>),
+}
+
+/// The API server's endpoints (the `kubernetes` Service's EndpointSlices in `default`): a
+/// NetworkPolicy sees the connection after the Service address is translated to one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiServer {
+    pub addresses: Vec<String>,
+    pub ports: Vec<i32>,
 }
 
 impl ValidatedMonitor {
+    /// The model with the API server's endpoints the operator found at start (they are not
+    /// part of the spec, so validation does not see them).
+    #[must_use]
+    pub fn with_api_server(mut self, api_server: Option<ApiServer>) -> Self {
+        if let Some(network) = &mut self.network {
+            network.api_server = api_server;
+        }
+        self
+    }
+
     /// Every device coap-server accepts: the user's, then the simulator's.
     pub fn devices(&self) -> impl Iterator<Item = &Device> {
         let simulated = self.simulator.iter().flat_map(|s| &s.devices);

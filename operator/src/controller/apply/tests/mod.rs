@@ -122,6 +122,13 @@ async fn a_first_apply_writes_what_pods_read_before_the_pods() {
             "horizontalpodautoscalers",
             "horizontalpodautoscalers",
             "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
+            "networkpolicies",
             "persistentvolumeclaims",
             "rolebindings",
             "roles",
@@ -248,7 +255,8 @@ async fn only_our_own_unwanted_children_are_deleted_autoscalers_first() {
         [
             "horizontalpodautoscalers",
             "horizontalpodautoscalers",
-            "deployments"
+            "deployments",
+            "networkpolicies"
         ]
     );
     let mut deleted = applied.deleted.clone();
@@ -259,6 +267,7 @@ async fn only_our_own_unwanted_children_are_deleted_autoscalers_first() {
             "Deployment/lab-sensor-sim",
             "HorizontalPodAutoscaler/lab-coap-server",
             "HorizontalPodAutoscaler/lab-grafana",
+            "NetworkPolicy/lab-sensor-sim",
         ]
     );
     for (name, _) in &others {
@@ -471,7 +480,7 @@ async fn a_rollouts_status_writes_need_no_read_while_the_generation_holds() {
 }
 
 /// The children of `spec: {}`.
-const CHILDREN: usize = 23;
+const CHILDREN: usize = 30;
 
 fn reads(api: &MockApi) -> Vec<(String, String)> {
     api.calls()

@@ -76,7 +76,19 @@ fn empty_spec_builds_the_whole_stack() {
         names(&objects.persistent_volume_claims),
         ["lab-influxdb-data"]
     );
-    assert_eq!(names(&objects.network_policies), ["lab-influxdb"]);
+    assert_eq!(
+        names(&objects.network_policies),
+        [
+            "lab-default-deny",
+            "lab-dns",
+            "lab-grafana",
+            "lab-influxdb",
+            "lab-influxdb-clients",
+            "lab-coap-server",
+            "lab-sensor-sim",
+            "lab-aqi-ingestor",
+        ]
+    );
     assert_eq!(
         names(&objects.services),
         [
@@ -304,7 +316,10 @@ fn external_influx_deploys_no_database() {
         desired("{influxdb: {external: {url: 'http://ext:8086', credentialsSecret: ext}}}");
     assert!(objects.stateful_sets.is_empty());
     assert!(objects.persistent_volume_claims.is_empty());
-    assert!(objects.network_policies.is_empty());
+    assert!(
+        !names(&objects.network_policies).contains(&"lab-influxdb".to_owned()),
+        "no InfluxDB pods to fence"
+    );
     let coap = container(&objects, "lab-coap-server");
     assert_eq!(env_value(coap, "CREATE_DATABASE").as_deref(), Some("true"));
     assert!(
