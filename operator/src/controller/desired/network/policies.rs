@@ -181,14 +181,9 @@ fn influx_ingress(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
     ))
 }
 
-/// Grafana, coap-server and the AQI ingestor may reach InfluxDB: its pods when the operator
-/// runs it, or the external URL's port on any address (its address may change behind a name).
-fn influx_clients(model: &ValidatedMonitor) -> NetworkPolicy {
-    let names = influx_clients_of(model)
-        .into_iter()
-        .map(|c| c.as_str().to_owned())
-        .collect();
-    let pods = LabelSelector {
+/// The monitor's pods whose component name is one of `names`.
+fn instance_pods_named(model: &ValidatedMonitor, names: Vec<String>) -> LabelSelector {
+    LabelSelector {
         match_labels: Some(BTreeMap::from([(
             INSTANCE.to_owned(),
             model.names.instance.clone(),
@@ -198,7 +193,17 @@ fn influx_clients(model: &ValidatedMonitor) -> NetworkPolicy {
             operator: "In".into(),
             values: Some(names),
         }]),
-    };
+    }
+}
+
+/// Grafana, coap-server and the AQI ingestor may reach InfluxDB: its pods when the operator
+/// runs it, or the external URL's port on any address (its address may change behind a name).
+fn influx_clients(model: &ValidatedMonitor) -> NetworkPolicy {
+    let names = influx_clients_of(model)
+        .into_iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let pods = instance_pods_named(model, names);
     let rule = match model.influx.mode {
         InfluxMode::Internal(_) => egress(
             vec![own_pods(model, Component::Influxdb)],
@@ -400,17 +405,7 @@ fn metrics(model: &ValidatedMonitor, network: &Network) -> Option<NetworkPolicy>
         Component::Simulator.as_str().to_owned(),
         Component::AqiIngestor.as_str().to_owned(),
     ];
-    let pods = LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            INSTANCE.to_owned(),
-            model.names.instance.clone(),
-        )])),
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: NAME.to_owned(),
-            operator: "In".into(),
-            values: Some(workloads),
-        }]),
-    };
+    let pods = instance_pods_named(model, workloads);
     let from = vec![NetworkPolicyPeer {
         namespace_selector: Some(labels_selector(namespaces.clone())),
         ..NetworkPolicyPeer::default()
