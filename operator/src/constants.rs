@@ -56,6 +56,10 @@ pub const EXTERNAL_URL_ANNOTATION: &str = "iot.operator.dev/external-influxdb-ur
 /// its own, not the external InfluxDB one: agreeing that a credential goes to an InfluxDB is not
 /// agreeing that it goes to any mail server or webhook.
 pub const ALERTING_SECRET_LABEL: &str = "iot.operator.dev/allow-alerting";
+/// Optional annotation on the Secret of `spec.alerts.smtp.credentialsSecret`: the one
+/// `host:port` the mail login may be sent to. (A webhook's or Slack's URL is itself in its
+/// Secret, so its owner already chose where it goes.)
+pub const SMTP_HOST_ANNOTATION: &str = "iot.operator.dev/smtp-host";
 /// The value of [`EXTERNAL_CREDENTIALS_LABEL`] and [`ALERTING_SECRET_LABEL`] that opts in.
 pub const OPT_IN_VALUE: &str = "true";
 

@@ -4,7 +4,7 @@
 use super::MAX_REGISTRY_BYTES;
 use crate::constants::{
     ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, MAX_NAME_LEN,
-    OPT_IN_VALUE,
+    OPT_IN_VALUE, SMTP_HOST_ANNOTATION,
 };
 
 /// Why a spec cannot be resolved; each message says what to change.
@@ -119,6 +119,14 @@ pub enum InvalidSpec {
         secret: String,
         namespace: String,
     },
+    #[error(
+        "Secret {secret} may be sent only to the mail server {allowed} (its annotation {SMTP_HOST_ANNOTATION}), not to {host}; fix spec.alerts.smtp.host, or the annotation if the Secret's owner agrees"
+    )]
+    SmtpHostNotAllowed {
+        secret: String,
+        allowed: String,
+        host: String,
+    },
     #[error("Secret {secret} named by {named_by} has no key {key:?}")]
     ContactPointKeyMissing {
         named_by: String,
@@ -146,7 +154,8 @@ impl InvalidSpec {
         match self {
             Self::CredentialsSecretNotOptedIn { secret, .. }
             | Self::CredentialsUrlNotAllowed { secret, .. }
-            | Self::ContactPointSecretNotOptedIn { secret, .. } => Some(secret),
+            | Self::ContactPointSecretNotOptedIn { secret, .. }
+            | Self::SmtpHostNotAllowed { secret, .. } => Some(secret),
             _ => None,
         }
     }
@@ -162,7 +171,8 @@ impl InvalidSpec {
             // Not a spec error either: the Secret's owner decides.
             Self::CredentialsSecretNotOptedIn { .. }
             | Self::CredentialsUrlNotAllowed { .. }
-            | Self::ContactPointSecretNotOptedIn { .. } => "CredentialsNotAllowed",
+            | Self::ContactPointSecretNotOptedIn { .. }
+            | Self::SmtpHostNotAllowed { .. } => "CredentialsNotAllowed",
             Self::BadRuleFile { .. } => "InvalidAlertRules",
             _ => "InvalidSpec",
         }
