@@ -44,8 +44,8 @@ pub struct AlertsSpec {
     #[schemars(range(min = 1, max = 100))]
     pub ingest_failure_percent: i32,
     /// Who is notified of every firing alert: each contact point gets all of them. Their URLs
-    /// come from Secrets; none in the spec. With network policies on, Grafana may reach webhook
-    /// and Slack contact points on port 443 only, and the SMTP server on its port.
+    /// come from Secrets; none in the spec. With network policies on, Grafana may reach webhooks
+    /// on their `port`, Slack on 443, and the SMTP server on its port.
     #[schemars(length(max = 16))]
     pub contact_points: Vec<ContactPointSpec>,
     /// The mail server Grafana sends email notifications through; email contact points need it.
@@ -122,6 +122,15 @@ pub struct WebhookSpec {
     /// The key of a Secret in the monitor's namespace holding the URL (it may carry a token);
     /// the Secret must carry the label `iot.operator.dev/allow-alerting: "true"`.
     pub url_secret: SecretKeyRef,
+    /// The TCP port of that URL. The operator never reads the URL, and with network policies
+    /// on Grafana may reach webhooks on this port only.
+    #[serde(default = "default_webhook_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn default_webhook_port() -> i32 {
+    443
 }
 
 /// A Slack contact point.

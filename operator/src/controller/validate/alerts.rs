@@ -101,6 +101,7 @@ fn resolve_contact_point(
         },
         (None, Some(webhook), None) => ContactPointKind::Webhook {
             url: secret_key(&named_by, &webhook.url_secret, refs, namespace)?,
+            port: webhook.port,
         },
         (None, None, Some(slack)) => ContactPointKind::Slack {
             url: secret_key(&named_by, &slack.url_secret, refs, namespace)?,

@@ -206,6 +206,8 @@ pub enum ContactPointKind {
     },
     Webhook {
         url: SecretKeyRef,
+        /// The URL's TCP port, as the spec says (the URL itself is never read).
+        port: i32,
     },
     Slack {
         url: SecretKeyRef,

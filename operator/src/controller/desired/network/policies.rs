@@ -95,23 +95,27 @@ fn grafana(model: &ValidatedMonitor) -> NetworkPolicy {
     )
 }
 
-/// Where Grafana sends notifications: HTTPS (443) on any address for webhook and Slack contact
-/// points, whose URLs live in Secrets the operator never reads (443 is Slack's port and the
-/// usual one of a webhook); the SMTP server's port for email ones, on its address alone when
-/// `smtp.host` names an IP. None without contact points.
+/// Where Grafana sends notifications: for webhook and Slack contact points, whose URLs live in
+/// Secrets the operator never reads, any address on the webhooks' `port`s (443 by default) and
+/// 443 (Slack's); the SMTP server's port for email ones, on its address alone when `smtp.host`
+/// names an IP. None without contact points.
 fn contact_points_egress(model: &ValidatedMonitor) -> Vec<NetworkPolicyEgressRule> {
     let Some(alerts) = &model.alerts else {
         return Vec::new();
     };
     let mut rules = Vec::new();
-    let https = alerts.contact_points.iter().any(|c| {
-        matches!(
-            c.kind,
-            ContactPointKind::Webhook { .. } | ContactPointKind::Slack { .. }
-        )
-    });
-    if https {
-        rules.push(egress(Vec::new(), vec![port("TCP", CONTACT_POINT_PORT)]));
+    let web_ports: std::collections::BTreeSet<i32> = alerts
+        .contact_points
+        .iter()
+        .filter_map(|c| match c.kind {
+            ContactPointKind::Webhook { port, .. } => Some(port),
+            ContactPointKind::Slack { .. } => Some(SLACK_PORT),
+            ContactPointKind::Email { .. } => None,
+        })
+        .collect();
+    if !web_ports.is_empty() {
+        let ports = web_ports.into_iter().map(|p| port("TCP", p)).collect();
+        rules.push(egress(Vec::new(), ports));
     }
     let email = alerts
         .contact_points
@@ -128,8 +132,8 @@ fn contact_points_egress(model: &ValidatedMonitor) -> Vec<NetworkPolicyEgressRul
     rules
 }
 
-/// The port of webhook and Slack contact points (HTTPS).
-const CONTACT_POINT_PORT: i32 = 443;
+/// The port of Slack's incoming webhooks (HTTPS).
+const SLACK_PORT: i32 = 443;
 
 /// The SMTP port when `smtp.host` has none (the schema requires one; submission's port).
 const SMTP_PORT: i32 = 587;

@@ -388,6 +388,22 @@ fn grafana_reaches_webhook_and_slack_contact_points_on_https() {
 }
 
 #[test]
+fn grafana_reaches_a_webhook_on_the_port_its_spec_names() {
+    let all = policies(
+        "{alerts: {contactPoints: [
+            {name: am, webhook: {urlSecret: {name: hooks, key: am}, port: 9093}},
+            {name: hook, webhook: {urlSecret: {name: hooks, key: ops}}},
+            {name: chat, slack: {urlSecret: {name: hooks, key: slack}}}]}}",
+    );
+    let grafana = spec(named(&all, "lab-grafana"));
+    // One rule, each port once.
+    assert_eq!(
+        grafana["egress"],
+        json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 9093, "protocol": "TCP"}]}])
+    );
+}
+
+#[test]
 fn grafana_reaches_the_smtp_servers_port_for_email_contact_points() {
     let by_name = spec(named(
         &policies(
