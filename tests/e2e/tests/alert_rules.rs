@@ -244,6 +244,20 @@ fn who(outcome: &Outcome) -> Vec<String> {
     w
 }
 
+/// A rule on a whole data set (no sensor or location) gives one instance: firing or quiet.
+fn assert_one_instance(outcome: &Outcome, fires: bool, db: &str) {
+    assert_eq!(
+        outcome.firing.len(),
+        usize::from(fires),
+        "{db}: {outcome:?}"
+    );
+    assert_eq!(
+        outcome.quiet.len(),
+        usize::from(!fires),
+        "{db}: {outcome:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_built_in_rule_fires_for_its_fixture_and_only_for_it() {
     let influx = InfluxServer::start().await;
@@ -332,16 +346,7 @@ async fn every_built_in_rule_fires_for_its_fixture_and_only_for_it() {
         let dbs = BTreeMap::from([("iot-aqi", db)]);
         let outcome = evaluate(&influx, stale, &dbs).await;
         report.push(format!("iot-aqi-ingestor-stale on {db}: {outcome:?}"));
-        assert_eq!(
-            outcome.firing.len(),
-            usize::from(fires),
-            "{db}: {outcome:?}"
-        );
-        assert_eq!(
-            outcome.quiet.len(),
-            usize::from(!fires),
-            "{db}: {outcome:?}"
-        );
+        assert_one_instance(&outcome, fires, db);
     }
 
     // SensorStuck's summary value (`E` from `D`) is the stuck reading.
@@ -443,16 +448,7 @@ async fn ingest_failing_fires_on_what_coap_server_reports() {
 
         let outcome = evaluate(&influx, ingest, &BTreeMap::from([("iot-dht", db)])).await;
         report.push(format!("iot-ingest-failing on {db}: {outcome:?}"));
-        assert_eq!(
-            outcome.firing.len(),
-            usize::from(fires),
-            "{db}: {outcome:?}"
-        );
-        assert_eq!(
-            outcome.quiet.len(),
-            usize::from(!fires),
-            "{db}: {outcome:?}"
-        );
+        assert_one_instance(&outcome, fires, db);
         server.process.stop().await;
     }
     // Reports of a server that received nothing: 0 %, quiet (InfluxQL divides by zero as 0).
