@@ -88,7 +88,7 @@ policy_exists() {
 
 # Names of the database's continuous queries that begin with ds_ (CSV rows: db,name,"query").
 queries_of() {
-  out=$(admin "SHOW CONTINUOUS QUERIES" -format csv)
+  out=$(admin_in "$1" "SHOW CONTINUOUS QUERIES" -format csv)
   printf '%s\n' "$out" | while IFS=, read -r qdb qname _; do
     case "$qdb/$qname" in "$1"/ds_*) echo "$qname" ;; esac
   done
