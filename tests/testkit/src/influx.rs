@@ -215,10 +215,15 @@ impl InfluxServer {
 
     /// Writes line protocol (nanosecond timestamps) into `db`'s default retention policy.
     pub async fn write(&self, db: &str, lines: &str) {
+        self.write_to(db, "", lines).await;
+    }
+
+    /// Writes line protocol into retention policy `rp` of `db` (`""`: the default one).
+    pub async fn write_to(&self, db: &str, rp: &str, lines: &str) {
         let mut req = self
             .http
             .post(format!("{}/write", self.url()))
-            .query(&[("db", db)])
+            .query(&[("db", db), ("rp", rp)])
             .body(lines.to_owned());
         if let Some((u, p)) = &self.auth {
             req = req.basic_auth(u, Some(p));
