@@ -38,9 +38,9 @@ fn duration_seconds(value: &str, units: &[(char, u64)]) -> Option<u64> {
 
 /// The shortest name of an interval (`60m` → `1h`), so equal intervals get one policy name.
 pub fn interval_name(seconds: u64) -> String {
-    if seconds % DAY == 0 {
+    if seconds.is_multiple_of(DAY) {
         format!("{}d", seconds / DAY)
-    } else if seconds % HOUR == 0 {
+    } else if seconds.is_multiple_of(HOUR) {
         format!("{}h", seconds / HOUR)
     } else {
         format!("{}m", seconds / MINUTE)
