@@ -296,4 +296,31 @@ mod tests {
         // The keep is the policy's, not the query's: changing it alters the policy only.
         assert_eq!(a, continuous_query("dht", &tier(5 * MIN, Some(DAY))).0);
     }
+
+    #[test]
+    fn retention_policies_list_raw_then_tiers_per_database_and_nothing_for_an_external_one() {
+        let model = crate::controller::fixtures::model(
+            "{influxdb: {databaseRetention: {aqi: INF}, downsampling: [{every: 1h, keep: 104w}]}}",
+        );
+        let listed: Vec<_> = retention_policies(&model.influx)
+            .into_iter()
+            .map(|p| (p.database, p.policy, p.duration_seconds, p.interval_seconds))
+            .collect();
+        let rp = |db: &str, policy: &str, duration, interval| {
+            (db.to_owned(), policy.to_owned(), duration, interval)
+        };
+        assert_eq!(
+            listed,
+            [
+                rp("dht", "autogen", Some(30 * DAY), None),
+                rp("dht", "ds_1h", Some(728 * DAY), Some(HOUR)),
+                rp("aqi", "autogen", None, None),
+                rp("aqi", "ds_1h", Some(728 * DAY), Some(HOUR)),
+            ]
+        );
+        let external = crate::controller::fixtures::model(
+            "{influxdb: {external: {url: 'http://influx:8086', credentialsSecret: creds}}}",
+        );
+        assert!(retention_policies(&external.influx).is_empty());
+    }
 }
