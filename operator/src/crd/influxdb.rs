@@ -3,14 +3,14 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::InfluxDbResources;
 use super::SchedulingSpec;
+use super::{DatabaseRetentionSpec, DownsamplingTier, InfluxDbResources};
 use crate::constants::DEFAULT_INFLUXDB_IMAGE;
 
 /// InfluxDB 1.x: deployed as a StatefulSet with HTTP authentication, or an external endpoint.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}, {"rule": "!has(self.external) || !has(self.downsampling) || size(self.downsampling) == 0", "message": "influxdb.downsampling needs the InfluxDB the operator deploys: it cannot set up tiers in an external one"}]))]
 pub struct InfluxDbSpec {
     /// Container image of InfluxDB 1.x (ignored with `external`).
     #[schemars(length(min = 1, max = 256))]
@@ -26,6 +26,16 @@ pub struct InfluxDbSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 'INF' || self.matches('^[1-9][0-9]{0,5}(h|d|w)$')", "message": "influxdb.retention must be INF or a whole number of hours, days or weeks, such as 30d"}]))]
     #[schemars(length(max = 16))]
     pub retention: String,
+    /// Raw retention per database, where it differs from `retention`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub database_retention: DatabaseRetentionSpec,
+    /// Downsampling tiers, finest first or in any order: each keeps the mean, min, max and count
+    /// of every field per series and interval, in both databases, for longer than the raw
+    /// points. Dashboards read the tier that suits their time range. None by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(t, self.exists_one(u, u.every == t.every))", "message": "influxdb.downsampling has two tiers with the same every; each interval is one tier"}]))]
+    pub downsampling: Vec<DownsamplingTier>,
     /// Database names, one per data set.
     pub databases: DatabasesSpec,
     /// How many series and tag values InfluxDB accepts before it refuses new ones: the bound on
@@ -45,6 +55,8 @@ impl Default for InfluxDbSpec {
             scheduling: SchedulingSpec::default(),
             storage: StorageSpec::default(),
             retention: "30d".into(),
+            database_retention: DatabaseRetentionSpec::default(),
+            downsampling: Vec::new(),
             databases: DatabasesSpec::default(),
             limits: InfluxLimitsSpec::default(),
             external: None,
@@ -157,4 +169,8 @@ fn default_username_key() -> String {
 
 fn default_password_key() -> String {
     "password".into()
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }

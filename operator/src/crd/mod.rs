@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod alerts;
 mod autoscaling;
+mod downsampling;
 mod influxdb;
 mod network;
 mod region;
@@ -22,6 +23,7 @@ mod workloads;
 
 pub use self::alerts::*;
 pub use self::autoscaling::*;
+pub use self::downsampling::*;
 pub use self::influxdb::*;
 pub use self::network::*;
 pub use self::region::*;

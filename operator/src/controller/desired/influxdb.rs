@@ -1,5 +1,5 @@
 //! InfluxDB 1.x: a one-replica StatefulSet with HTTP authentication, its data volume, Services
-//! and the setup sidecar that creates users, databases and the retention policy.
+//! and the setup sidecar that creates users, databases, retention and downsampling tiers.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::influxdb_plan;
 use super::labels::{Component, owned_meta, selector, unowned_meta};
 use super::pod::{
     container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
@@ -25,6 +26,9 @@ use crate::controller::validate::{InternalInflux, ValidatedMonitor};
 /// The idempotent setup script run by the sidecar; tested against a real influxd.
 pub const SETUP_SCRIPT: &str = include_str!("influxdb-setup.sh");
 const SETUP_KEY: &str = "setup.sh";
+/// The sidecar's plan ([`influxdb_plan::plan`]). Not part of the pod's config hash: the sidecar
+/// re-reads the mounted file and applies a change while InfluxDB keeps running.
+pub const PLAN_KEY: &str = "plan";
 const SETUP_DONE: &str = "/tmp/setup-done";
 const DATA_DIR: &str = "/var/lib/influxdb";
 
@@ -42,7 +46,7 @@ pub fn build(model: &ValidatedMonitor) -> InfluxObjects {
     match &model.influx.mode {
         crate::controller::validate::InfluxMode::External => InfluxObjects::default(),
         crate::controller::validate::InfluxMode::Internal(internal) => InfluxObjects {
-            setup: Some(setup_config_map(model)),
+            setup: Some(setup_config_map(model, internal)),
             data: Some(data_claim(model, internal)),
             service: Some(service(model, false)),
             headless: Some(service(model, true)),
@@ -51,13 +55,16 @@ pub fn build(model: &ValidatedMonitor) -> InfluxObjects {
     }
 }
 
-fn setup_config_map(model: &ValidatedMonitor) -> ConfigMap {
+fn setup_config_map(model: &ValidatedMonitor, internal: &InternalInflux) -> ConfigMap {
     ConfigMap {
         metadata: owned_meta(model, &model.names.influxdb_setup, Component::Influxdb),
-        data: Some(BTreeMap::from([(
-            SETUP_KEY.to_owned(),
-            SETUP_SCRIPT.to_owned(),
-        )])),
+        data: Some(BTreeMap::from([
+            (SETUP_KEY.to_owned(), SETUP_SCRIPT.to_owned()),
+            (
+                PLAN_KEY.to_owned(),
+                influxdb_plan::plan(&model.influx, &internal.retention),
+            ),
+        ])),
         ..ConfigMap::default()
     }
 }
@@ -182,11 +189,7 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
                 secret,
                 &influx.reader.password_key,
             ),
-            env(
-                "INFLUX_DATABASES",
-                format!("{} {}", influx.dht_db, influx.aqi_db),
-            ),
-            env("INFLUX_RETENTION", internal.retention.clone()),
+            env("SETUP_PLAN", format!("/setup/{PLAN_KEY}")),
             env("SETUP_DONE_FILE", SETUP_DONE),
         ]),
         resources: Some(resources(&crate::crd::ResourcesSpec {

@@ -62,6 +62,34 @@ pub enum InvalidSpec {
     RegistryTooLarge { devices: usize, bytes: usize },
     #[error("influxdb.databases.dht and influxdb.databases.aqi must differ")]
     SameDatabases,
+    #[error(
+        "{field} is {value:?}: use INF, or whole hours, days or weeks up to 5200w (100 years), such as 30d"
+    )]
+    BadRetention { field: String, value: String },
+    #[error(
+        "influxdb.downsampling[].every {value:?}: use whole minutes, hours or days from 1m to 7d, such as 5m"
+    )]
+    BadTierInterval { value: String },
+    #[error(
+        "influxdb.downsampling has {first:?} and {second:?}, the same interval twice; keep one of them"
+    )]
+    DuplicateTierInterval { first: String, second: String },
+    #[error(
+        "influxdb.downsampling tier every: {every} keeps its points {keep}, less than one interval; raise keep"
+    )]
+    TierKeepsLessThanItsInterval { every: String, keep: String },
+    #[error(
+        "influxdb.downsampling tier every: {every} needs two intervals of raw points (its continuous query reads them), but database {database} keeps raw points {retention}; shorten every or lengthen the retention"
+    )]
+    TierLongerThanRawRetention {
+        every: String,
+        database: String,
+        retention: String,
+    },
+    #[error(
+        "influxdb.downsampling needs the InfluxDB the operator deploys: remove influxdb.external or the tiers"
+    )]
+    DownsamplingWithExternal,
     #[error("simulator.places needs at least one place, such as room1")]
     NoPlaces,
     #[error("simulator.places entry {place:?} contains a comma; use one list entry per place")]

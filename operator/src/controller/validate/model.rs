@@ -95,8 +95,36 @@ pub struct InternalInflux {
     pub storage_size: String,
     pub storage_class_name: Option<String>,
     pub delete_with_monitor: bool,
-    pub retention: String,
+    /// How long each database keeps raw points, and the downsampling tiers.
+    pub retention: Retention,
     pub limits: InfluxLimitsSpec,
+}
+
+/// Raw retention per database (InfluxQL durations as the spec gave them, and in seconds;
+/// `None` is `INF`) and the downsampling tiers, finest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub dht: String,
+    pub dht_seconds: Option<u64>,
+    pub aqi: String,
+    pub aqi_seconds: Option<u64>,
+    pub tiers: Vec<Tier>,
+}
+
+/// One downsampling tier, in both databases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub every_seconds: u64,
+    /// `INF` or an InfluxQL duration, as the spec gave it.
+    pub keep: String,
+    pub keep_seconds: Option<u64>,
+}
+
+impl Tier {
+    /// The retention policy holding the tier: `ds_` and the interval's shortest name.
+    pub fn policy(&self) -> String {
+        format!("ds_{}", super::retention::interval_name(self.every_seconds))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
