@@ -108,6 +108,7 @@ pub fn validate(
             (None, ServiceType::NodePort | ServiceType::LoadBalancer) => CoapSources::Any,
         },
         api_server: None,
+        operator_namespace: None,
     });
 
     Ok(ValidatedMonitor {
@@ -331,6 +332,7 @@ fn resolve_influx(
                 storage_size: storage.size.clone(),
                 storage_class_name: storage.storage_class_name.clone(),
                 delete_with_monitor: storage.delete_with_monitor,
+                auto_grow_max: storage.auto_grow.as_ref().map(|g| g.max_size.clone()),
                 retention: spec.influxdb.retention.clone(),
                 limits: spec.influxdb.limits.clone(),
             };
