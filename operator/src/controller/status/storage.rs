@@ -35,7 +35,9 @@ pub(crate) fn set(
 ) {
     if model.influx.mode == InfluxMode::External {
         status.storage = None;
-        status.conditions.retain(|c| c.type_ != STORAGE_EXHAUSTED_SOON);
+        status
+            .conditions
+            .retain(|c| c.type_ != STORAGE_EXHAUSTED_SOON);
         return;
     }
     let Some(measurement) = measurement else {
@@ -141,7 +143,11 @@ fn storage_status(m: &Measurement) -> StorageStatus {
                 ),
             )
         }
-        Forecast::Full => (FULL, Some(at.clone()), format!("{held}: the volume is full")),
+        Forecast::Full => (
+            FULL,
+            Some(at.clone()),
+            format!("{held}: the volume is full"),
+        ),
     };
     StorageStatus {
         capacity: m.capacity.clone(),
@@ -160,8 +166,7 @@ fn storage_status(m: &Measurement) -> StorageStatus {
 /// size 5 % of the capacity away, or a fill date moved by a tenth of the time left (at least
 /// an hour). Rates and bytes per point alone never cause a write.
 fn meaningful_change(published: &StorageStatus, fresh: &StorageStatus) -> bool {
-    if published.forecast != fresh.forecast || published.capacity_bytes != fresh.capacity_bytes
-    {
+    if published.forecast != fresh.forecast || published.capacity_bytes != fresh.capacity_bytes {
         return true;
     }
     let capacity = fresh.capacity_bytes.max(1) as f64;
@@ -232,11 +237,7 @@ mod tests {
         }
     }
 
-    fn run(
-        previous: &IotMonitorStatus,
-        m: Option<&Measurement>,
-        now: i64,
-    ) -> IotMonitorStatus {
+    fn run(previous: &IotMonitorStatus, m: Option<&Measurement>, now: i64) -> IotMonitorStatus {
         let mut status = previous.clone();
         let model = validated("{}");
         set(
@@ -269,8 +270,15 @@ mod tests {
         assert_eq!(storage.forecast, "Fills");
         assert_eq!(storage.fill_date, Some(Time(at(1000 + 2 * 86_400))));
         let c = condition(&status);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "FillsWithin7Days"));
-        assert!(c.message.contains("shorten spec.influxdb.retention"), "{}", c.message);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "FillsWithin7Days")
+        );
+        assert!(
+            c.message.contains("shorten spec.influxdb.retention"),
+            "{}",
+            c.message
+        );
         assert!(c.message.contains("fills in 2d 0h"), "{}", c.message);
     }
 
@@ -371,8 +379,20 @@ mod tests {
             "{influxdb: {external: {url: 'http://influx:8086', credentialsSecret: creds}}}",
         );
         let previous = status.storage.clone();
-        set(&mut status, &model, previous.as_ref(), None, Some(1), &Time(at(0)));
+        set(
+            &mut status,
+            &model,
+            previous.as_ref(),
+            None,
+            Some(1),
+            &Time(at(0)),
+        );
         assert_eq!(status.storage, None);
-        assert!(status.conditions.iter().all(|c| c.type_ != STORAGE_EXHAUSTED_SOON));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != STORAGE_EXHAUSTED_SOON)
+        );
     }
 }

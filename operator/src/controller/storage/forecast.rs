@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn a_volume_filled_at_a_known_rate_fills_within_ten_percent_of_the_truth() {
         let capacity = 1024.0 * MIB;
-        let (pps, bpp) = (40.0, 3.2);
+        let (pps, bpp) = (40.0, 12.0);
         // Truth: simulate hour by hour, with 30 d retention in 1 d shard groups.
         let mut groups: Vec<(u64, f64)> = Vec::new(); // (group start hour, bytes)
         let mut hour = 0u64;

@@ -145,8 +145,7 @@ mod tests {
 
     #[test]
     fn a_class_without_expansion_says_so() {
-        let Grow::Cannot { reason, message } =
-            decide(&claim(64, 64), Expansion::NotAllowed, "1Gi")
+        let Grow::Cannot { reason, message } = decide(&claim(64, 64), Expansion::NotAllowed, "1Gi")
         else {
             panic!()
         };

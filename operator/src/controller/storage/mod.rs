@@ -14,6 +14,8 @@ mod grow;
 mod influx;
 pub(crate) mod quantity;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -192,7 +194,11 @@ pub(crate) async fn check(
     if !memo.due(&key, every) || !influx_ready(model, applied) {
         return None;
     }
-    match measure(client, influx, memo, metrics, model, internal, applied, &key).await {
+    match measure(
+        client, influx, memo, metrics, model, internal, applied, &key,
+    )
+    .await
+    {
         Ok(measurement) => Some(measurement),
         Err(error) => {
             memo.record(&key, None);
@@ -226,10 +232,13 @@ async fn measure(
     let ns = &model.namespace;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let claim_name = &model.names.influxdb_data;
-    let claim = claims.get(claim_name).await.map_err(|source| MeasureError::Read {
-        what: format!("claim {claim_name}"),
-        source,
-    })?;
+    let claim = claims
+        .get(claim_name)
+        .await
+        .map_err(|source| MeasureError::Read {
+            what: format!("claim {claim_name}"),
+            source,
+        })?;
     let capacity = claim
         .status
         .as_ref()
@@ -247,8 +256,8 @@ async fn measure(
     let previous = memo.previous(key);
     let streams = stats::measure(previous.as_ref(), &sample);
     memo.record(key, Some(sample.clone()));
-    let streams = streams
-        .ok_or_else(|| MeasureError::NotYet("InfluxDB".into(), "measurement window"))?;
+    let streams =
+        streams.ok_or_else(|| MeasureError::NotYet("InfluxDB".into(), "measurement window"))?;
     let plain: Vec<_> = streams.iter().map(|m| m.stream.clone()).collect();
     let forecast = forecast::forecast(capacity_bytes as f64, 0.0, &plain)?;
     let used_bytes: f64 = plain.iter().map(|s| s.used_bytes).sum();
@@ -275,9 +284,8 @@ async fn measure(
     if measurement.soon()
         && let Some(max_size) = &internal.auto_grow_max
     {
-        measurement.grow = Some(
-            auto_grow(client, metrics, memo, key, &claims, &claim, max_size).await?,
-        );
+        measurement.grow =
+            Some(auto_grow(client, metrics, memo, key, &claims, &claim, max_size).await?);
     }
     Ok(measurement)
 }
@@ -301,10 +309,13 @@ async fn admin_credentials(
     name: &str,
 ) -> Result<(String, String), MeasureError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get(name).await.map_err(|source| MeasureError::Read {
-        what: format!("Secret {name}"),
-        source,
-    })?;
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|source| MeasureError::Read {
+            what: format!("Secret {name}"),
+            source,
+        })?;
     let data = secret.data.unwrap_or_default();
     let value = |key: &'static str| {
         data.get(key)
@@ -383,7 +394,10 @@ async fn auto_grow(
                 Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
                     Ok(GrowOutcome::Cannot {
                         reason: "ResizeRefused",
-                        message: format!("the API server refused to grow claim {name}: {}", status.message),
+                        message: format!(
+                            "the API server refused to grow claim {name}: {}",
+                            status.message
+                        ),
                     })
                 }
                 Err(source) => Err(MeasureError::Grow {

@@ -341,9 +341,17 @@ mod tests {
     #[test]
     fn a_window_counts_new_shards_whole_and_dropped_ones_not_at_all() {
         let p = policy("dht", "autogen");
-        let before = sample(1000, 0, &[(1, shard(&p, 900, 500)), (2, shard(&p, 100, 100))]);
+        let before = sample(
+            1000,
+            0,
+            &[(1, shard(&p, 900, 500)), (2, shard(&p, 100, 100))],
+        );
         // Shard 1 dropped by retention, shard 2 wrote 300 more, shard 3 is new with 200.
-        let after = sample(1100, 0, &[(2, shard(&p, 400, 400)), (3, shard(&p, 200, 200))]);
+        let after = sample(
+            1100,
+            0,
+            &[(2, shard(&p, 400, 400)), (3, shard(&p, 200, 200))],
+        );
         let m = &measure(Some(&before), &after).unwrap()[0];
         assert_eq!(m.stream.points_per_second, 5.0);
         assert_eq!(m.stream.used_bytes, 600.0);
