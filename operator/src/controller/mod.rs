@@ -220,13 +220,16 @@ pub(crate) async fn reconcile_monitor(
     let measurement = match ctx.storage_every {
         Some(every) => {
             storage::check(
-                &ctx.client,
-                &ctx.influx,
-                &ctx.storage,
-                &ctx.metrics,
+                &storage::Tools {
+                    client: &ctx.client,
+                    influx: &ctx.influx,
+                    memo: &ctx.storage,
+                    metrics: &ctx.metrics,
+                },
                 every,
                 &model,
-                &applied,
+                &applied.stateful_sets,
+                &applied.services,
             )
             .await
         }

@@ -125,7 +125,7 @@ fn storage_status(m: &Measurement) -> StorageStatus {
             FITS,
             None,
             format!(
-                "{held}; {rate} its data settles at {}, which fits: retention drops old data before the volume fills",
+                "{held}; at {rate} its data settles at {}, which fits: retention drops old data before the volume fills",
                 mebibytes(*steady_bytes)
             ),
         ),
@@ -138,7 +138,7 @@ fn storage_status(m: &Measurement) -> StorageStatus {
                 FILLS,
                 date,
                 format!(
-                    "{held}; {rate} the volume fills in {} ({when})",
+                    "{held}; at {rate} the volume fills in {} ({when})",
                     human(*after)
                 ),
             )

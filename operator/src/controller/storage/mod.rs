@@ -22,7 +22,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -33,7 +34,6 @@ pub(crate) use self::grow::kept_size;
 use self::grow::{Claim, Expansion, Grow};
 pub(crate) use self::influx::InfluxClient;
 use self::stats::Sample;
-use super::apply::Applied;
 use super::desired::secrets::{KEY_INFLUX_ADMIN_PASSWORD, KEY_INFLUX_ADMIN_USERNAME};
 use super::validate::{InfluxMode, InternalInflux, ValidatedMonitor};
 use crate::constants::INFLUX_PORT;
@@ -176,29 +176,35 @@ pub(crate) fn key(model: &ValidatedMonitor) -> String {
     format!("{}/{}", model.namespace, model.names.instance)
 }
 
+#[derive(Clone, Copy)]
+/// What a measurement works with: the API client, InfluxDB's client, the memo and the
+/// metrics of the operator's writes.
+pub(crate) struct Tools<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) influx: &'a InfluxClient,
+    pub(crate) memo: &'a StorageMemo,
+    pub(crate) metrics: &'a Metrics,
+}
+
 /// Measures the monitor's storage if it is due (every `every`) and its InfluxDB is ready;
 /// `None` otherwise, or when the measurement failed (logged).
 pub(crate) async fn check(
-    client: &Client,
-    influx: &InfluxClient,
-    memo: &StorageMemo,
-    metrics: &Metrics,
+    tools: &Tools<'_>,
     every: Duration,
     model: &ValidatedMonitor,
-    applied: &Applied,
+    stateful_sets: &[StatefulSet],
+    services: &[Service],
 ) -> Option<Measurement> {
     let InfluxMode::Internal(internal) = &model.influx.mode else {
         return None;
     };
     let key = key(model);
-    if !memo.due(&key, every) || !influx_ready(model, applied) {
+    let memo = tools.memo;
+    if !memo.due(&key, every) || !influx_ready(model, stateful_sets) {
         return None;
     }
-    match measure(
-        client, influx, memo, metrics, model, internal, applied, &key,
-    )
-    .await
-    {
+    let host = influx_host(model, services);
+    match measure(tools, model, internal, &host, &key).await {
         Ok(measurement) => Some(measurement),
         Err(error) => {
             memo.record(&key, None);
@@ -208,9 +214,8 @@ pub(crate) async fn check(
     }
 }
 
-fn influx_ready(model: &ValidatedMonitor, applied: &Applied) -> bool {
-    applied
-        .stateful_sets
+fn influx_ready(model: &ValidatedMonitor, stateful_sets: &[StatefulSet]) -> bool {
+    stateful_sets
         .iter()
         .find(|s| s.metadata.name.as_deref() == Some(model.names.influxdb.as_str()))
         .and_then(|s| s.status.as_ref())
@@ -218,17 +223,19 @@ fn influx_ready(model: &ValidatedMonitor, applied: &Applied) -> bool {
         .is_some_and(|ready| ready > 0)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn measure(
-    client: &Client,
-    influx: &InfluxClient,
-    memo: &StorageMemo,
-    metrics: &Metrics,
+    tools: &Tools<'_>,
     model: &ValidatedMonitor,
     internal: &InternalInflux,
-    applied: &Applied,
+    host: &str,
     key: &str,
 ) -> Result<Measurement, MeasureError> {
+    let Tools {
+        client,
+        influx,
+        memo,
+        metrics,
+    } = *tools;
     let ns = &model.namespace;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let claim_name = &model.names.influxdb_data;
@@ -250,8 +257,7 @@ async fn measure(
         .ok_or_else(|| MeasureError::NotYet(format!("claim {claim_name}"), "capacity"))?;
 
     let (user, password) = admin_credentials(client, ns, &model.names.credentials).await?;
-    let host = influx_host(model, applied);
-    let body = influx.stats(&host, INFLUX_PORT, &user, &password).await?;
+    let body = influx.stats(host, INFLUX_PORT, &user, &password).await?;
     let sample = stats::parse(&body)?;
     let previous = memo.previous(key);
     let streams = stats::measure(previous.as_ref(), &sample);
@@ -260,8 +266,9 @@ async fn measure(
         streams.ok_or_else(|| MeasureError::NotYet("InfluxDB".into(), "measurement window"))?;
     let plain: Vec<_> = streams.iter().map(|m| m.stream.clone()).collect();
     let forecast = forecast::forecast(capacity_bytes as f64, 0.0, &plain)?;
-    let used_bytes: f64 = plain.iter().map(|s| s.used_bytes).sum();
-    let points_per_second: f64 = plain.iter().map(|s| s.points_per_second).sum();
+    // `+ 0.0`: the sum of no streams is -0.0, which would print as "-0.00".
+    let used_bytes: f64 = plain.iter().map(|s| s.used_bytes).sum::<f64>() + 0.0;
+    let points_per_second: f64 = plain.iter().map(|s| s.points_per_second).sum::<f64>() + 0.0;
     let written: f64 = plain
         .iter()
         .map(|s| s.points_per_second * s.bytes_per_point)
@@ -292,9 +299,8 @@ async fn measure(
 
 /// Where InfluxDB answers: its Service's cluster IP (reachable from a pod and from a node,
 /// without cluster DNS), else the Service's DNS name.
-fn influx_host(model: &ValidatedMonitor, applied: &Applied) -> String {
-    applied
-        .services
+fn influx_host(model: &ValidatedMonitor, services: &[Service]) -> String {
+    services
         .iter()
         .find(|s| s.metadata.name.as_deref() == Some(model.names.influxdb.as_str()))
         .and_then(|s| s.spec.as_ref())

@@ -69,6 +69,6 @@ mod tests {
     fn writes_whole_mebibytes_rounding_up() {
         assert_eq!(mebibytes(96 * MI), "96Mi");
         assert_eq!(mebibytes(96 * MI + 1), "97Mi");
-        assert_eq!(bytes(&mebibytes(12_345_678)).unwrap() >= 12_345_678, true);
+        assert!(bytes(&mebibytes(12_345_678)).unwrap() >= 12_345_678);
     }
 }
