@@ -67,6 +67,7 @@ impl Default for InfluxDbSpec {
 /// The InfluxDB data volume.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.autoGrow) || !isQuantity(self.size) || !isQuantity(self.autoGrow.maxSize) || quantity(self.autoGrow.maxSize).isGreaterThan(quantity(self.size))", "message": "influxdb.storage.autoGrow.maxSize must be larger than influxdb.storage.size"}]))]
 pub struct StorageSpec {
     /// Size of the volume, a quantity such as `1Gi`. It can grow later where the storage class
     /// allows expansion; it can never shrink.
@@ -80,6 +81,11 @@ pub struct StorageSpec {
     /// Delete the volume and the generated credentials with the IotMonitor. By default both are
     /// kept, so re-creating an IotMonitor of the same name finds its data again.
     pub delete_with_monitor: bool,
+    /// Grow the volume before it fills: when the storage forecast (`status.storage`) expects it
+    /// full within 7 days and the StorageClass has `allowVolumeExpansion: true`, the claim's
+    /// request is raised by half, up to `maxSize`. Unset: never grown by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_grow: Option<AutoGrowSpec>,
 }
 
 impl Default for StorageSpec {
@@ -88,8 +94,19 @@ impl Default for StorageSpec {
             size: "1Gi".into(),
             storage_class_name: None,
             delete_with_monitor: false,
+            auto_grow: None,
         }
     }
+}
+
+/// How far the operator may grow the data volume.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoGrowSpec {
+    /// The largest request the operator sets on the claim, a quantity such as `20Gi`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "influxdb.storage.autoGrow.maxSize must be a quantity such as 20Gi"}]))]
+    #[schemars(length(min = 1, max = 32))]
+    pub max_size: String,
 }
 
 /// InfluxDB's cardinality limits (its `max-series-per-database` and `max-values-per-tag`), set

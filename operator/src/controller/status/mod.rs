@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 mod autoscaling;
 mod patch;
+pub(crate) mod storage;
 
 pub(crate) use self::autoscaling::{AUTOSCALING, turned_bad};
 pub(crate) use self::patch::{StatusError, patch_status};
@@ -299,6 +300,8 @@ pub(crate) fn reconciled(
             coap_plaintext: endpoint("coap", coap_service, &model.namespace, "coap"),
         },
         devices: Some(i32::try_from(model.devices().count()).unwrap_or(i32::MAX)),
+        // Measured every few minutes, not on each reconcile: `storage::set` replaces it.
+        storage: previous.and_then(|p| p.storage.clone()),
     }
 }
 

@@ -110,6 +110,7 @@ pub fn validate(
             (None, ServiceType::NodePort | ServiceType::LoadBalancer) => CoapSources::Any,
         },
         api_server: None,
+        operator_namespace: None,
     });
 
     Ok(ValidatedMonitor {
@@ -336,6 +337,7 @@ fn resolve_influx(
                 storage_class_name: storage.storage_class_name.clone(),
                 delete_with_monitor: storage.delete_with_monitor,
                 retention,
+                auto_grow_max: storage.auto_grow.as_ref().map(|g| g.max_size.clone()),
                 limits: spec.influxdb.limits.clone(),
             };
             let url = format!("http://{}.{namespace}.svc:{INFLUX_PORT}", names.influxdb);

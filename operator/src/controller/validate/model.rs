@@ -97,6 +97,8 @@ pub struct InternalInflux {
     pub delete_with_monitor: bool,
     /// How long each database keeps raw points, and the downsampling tiers.
     pub retention: Retention,
+    /// `storage.autoGrow.maxSize`: how far the operator may grow the volume; `None`: it does not.
+    pub auto_grow_max: Option<String>,
     pub limits: InfluxLimitsSpec,
 }
 
@@ -318,6 +320,9 @@ pub struct Network {
     /// Where the API server answers, as the operator found it at start; `None` when it could
     /// not be read (then coap-server may reach any address on the usual API ports).
     pub api_server: Option<ApiServer>,
+    /// The namespace the operator's own pods run in: they read InfluxDB's statistics for the
+    /// storage forecast. `None`: unknown, and no policy names them.
+    pub operator_namespace: Option<String>,
 }
 
 /// Who may send CoAP besides the simulator.
@@ -346,6 +351,15 @@ impl ValidatedMonitor {
     pub fn with_api_server(mut self, api_server: Option<ApiServer>) -> Self {
         if let Some(network) = &mut self.network {
             network.api_server = api_server;
+        }
+        self
+    }
+
+    /// The model with the namespace the operator runs in (not part of the spec either).
+    #[must_use]
+    pub fn with_operator_namespace(mut self, namespace: Option<String>) -> Self {
+        if let Some(network) = &mut self.network {
+            network.operator_namespace = namespace;
         }
         self
     }

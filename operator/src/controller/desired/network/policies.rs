@@ -26,6 +26,9 @@ use crate::crd::CoapSource;
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The operator's own pods carry `app.kubernetes.io/name` with the chart's name.
+const OPERATOR_NAME: &str = "iot-operator";
+
 /// Ports the API server is usually reached on after its Service address is translated, for when
 /// the operator could not read its endpoints.
 const USUAL_API_PORTS: [i32; 2] = [443, 6443];
@@ -165,16 +168,18 @@ fn influx_clients_of(model: &ValidatedMonitor) -> Vec<Component> {
     clients
 }
 
-/// InfluxDB takes connections from Grafana, coap-server and the AQI ingestor of this monitor
-/// only. Its set-up script runs beside it and speaks to 127.0.0.1, which no policy sees.
+/// InfluxDB takes connections from Grafana, coap-server and the AQI ingestor of this monitor,
+/// and from the operator's pods, which read its statistics for the storage forecast. Its
+/// set-up script runs beside it and speaks to 127.0.0.1, which no policy sees.
 fn influx_ingress(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
     if model.influx.mode == InfluxMode::External {
         return None;
     }
-    let from = influx_clients_of(model)
+    let mut from: Vec<NetworkPolicyPeer> = influx_clients_of(model)
         .into_iter()
         .map(|c| own_pods(model, c))
         .collect();
+    from.extend(operator_peer(model));
     Some(policy(
         model,
         &model.names.influxdb,
@@ -183,6 +188,23 @@ fn influx_ingress(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
         vec![ingress(from, vec![port("TCP", INFLUX_PORT)])],
         Vec::new(),
     ))
+}
+
+/// The operator's pods (the chart's `app.kubernetes.io/name: iot-operator`) in the namespace
+/// it runs in, when known.
+fn operator_peer(model: &ValidatedMonitor) -> Option<NetworkPolicyPeer> {
+    let namespace = model.network.as_ref()?.operator_namespace.clone()?;
+    Some(NetworkPolicyPeer {
+        namespace_selector: Some(labels_selector(BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_owned(),
+            namespace,
+        )]))),
+        pod_selector: Some(labels_selector(BTreeMap::from([(
+            NAME.to_owned(),
+            OPERATOR_NAME.to_owned(),
+        )]))),
+        ..NetworkPolicyPeer::default()
+    })
 }
 
 /// The monitor's pods whose component name is one of `names`.
