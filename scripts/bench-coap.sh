@@ -70,8 +70,8 @@ failed=0
 runs=()
 for mode in $MODES; do
   runs+=("$mode:$BIN")
-  # An earlier build may have no DTLS side.
-  [ -n "${BENCH_BEFORE_BIN:-}" ] && [ "$mode" != dtls ] && runs+=("$mode:$(cd "$BENCH_BEFORE_BIN" && pwd):before")
+  # Mode dtls needs a "before" build with a DTLS side (any build since issue 20).
+  [ -n "${BENCH_BEFORE_BIN:-}" ] && runs+=("$mode:$(cd "$BENCH_BEFORE_BIN" && pwd):before")
 done
 n_run=0
 for run in "${runs[@]}"; do
@@ -85,7 +85,7 @@ for run in "${runs[@]}"; do
     # One device per window, named after the window's place, so each run's points are its own.
     key=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
     for w in warmup $WINDOWS; do
-      p=bench-$n_run-$mode-w$w; [ "$w" = warmup ] && p=warmup-$n_run
+      p=bench-$n_run-$mode${tag:+-$tag}-w$w; [ "$w" = warmup ] && p=warmup-$n_run
       printf '%s %s %s\n' "$p" "$p" "$key"
     done >"$RUN/devices-$n_run.txt"
     port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
