@@ -72,20 +72,31 @@ pub fn context(
     client: kube::Client,
     instance: Option<&str>,
 ) -> (Arc<Context>, Arc<Metrics>, Registry) {
+    context_with(client, instance, None, None)
+}
+
+/// [`context`] with discovery of the Prometheus operator's kinds and the storage forecast on
+/// at the given intervals. Both are off for most tests: the Prometheus operator's CRDs are
+/// cluster-wide, so only the test of that path turns discovery on
+/// (`Operator::start_with_prometheus`) and tests running beside it never see them appear; the
+/// storage forecast reads InfluxDB over HTTP, which the kwok nodes' pods do not answer, so only
+/// the test of the forecast turns it on (`Operator::start_with_storage`).
+fn context_with(
+    client: kube::Client,
+    instance: Option<&str>,
+    prometheus_every: Option<Duration>,
+    storage_every: Option<Duration>,
+) -> (Arc<Context>, Arc<Metrics>, Registry) {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let reporter = Reporter {
         controller: "iot-operator-e2e".into(),
         instance: instance.map(str::to_owned),
     };
-    // The Prometheus operator's CRDs are cluster-wide: only the test of that path turns
-    // discovery on (`Operator::start_with_prometheus`), so tests running beside it never see
-    // them appear. The storage forecast reads InfluxDB over HTTP, which the kwok nodes' pods do
-    // not answer: only the test of the forecast turns it on (`Operator::start_with_storage`).
     let ctx = Arc::new(
         Context::new(client, metrics.clone(), reporter)
-            .with_prometheus_discovery(None)
-            .with_storage_every(None),
+            .with_prometheus_discovery(prometheus_every)
+            .with_storage_every(storage_every),
     );
     (ctx, metrics, registry)
 }
@@ -106,30 +117,14 @@ impl Operator {
     /// [`Operator::start`] asking discovery every `every` whether the Prometheus operator's
     /// kinds exist.
     pub fn start_with_prometheus(client: kube::Client, namespace: &str, every: Duration) -> Self {
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        let reporter = Reporter {
-            controller: "iot-operator-e2e".into(),
-            instance: None,
-        };
-        let ctx = Context::new(client, metrics, reporter)
-            .with_prometheus_discovery(Some(every))
-            .with_storage_every(None);
-        Self::run(Arc::new(ctx), registry, namespace)
+        let (ctx, _, registry) = context_with(client, None, Some(every), None);
+        Self::run(ctx, registry, namespace)
     }
 
     /// [`Operator::start`] measuring each monitor's storage every `every`.
     pub fn start_with_storage(client: kube::Client, namespace: &str, every: Duration) -> Self {
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        let reporter = Reporter {
-            controller: "iot-operator-e2e".into(),
-            instance: None,
-        };
-        let ctx = Context::new(client, metrics, reporter)
-            .with_prometheus_discovery(None)
-            .with_storage_every(Some(every));
-        Self::run(Arc::new(ctx), registry, namespace)
+        let (ctx, _, registry) = context_with(client, None, None, Some(every));
+        Self::run(ctx, registry, namespace)
     }
 
     fn run(ctx: Arc<Context>, registry: Registry, namespace: &str) -> Self {
