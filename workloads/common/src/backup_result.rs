@@ -38,9 +38,11 @@ pub enum BackupResult {
     },
 }
 
-/// The most backup names a result lists: 60 names of 60 characters stay far below the 4096
-/// bytes of a termination message.
-pub const MAX_LISTED: usize = 60;
+/// The most kept backup names a result lists (the newest), and of deleted ones: with names of
+/// at most 64 characters (a monitor's name has at most 40) they stay below the 4096 bytes of a
+/// termination message.
+pub const MAX_LISTED: usize = 30;
+const MAX_DELETED_LISTED: usize = 10;
 
 /// Longest error or fix text kept in a result.
 const MAX_TEXT: usize = 1200;
@@ -53,7 +55,7 @@ impl BackupResult {
             Self::Stored { kept, deleted, .. } => {
                 let skip = kept.len().saturating_sub(MAX_LISTED);
                 kept.drain(..skip);
-                deleted.truncate(MAX_LISTED);
+                deleted.truncate(MAX_DELETED_LISTED);
             }
             Self::Fetched { .. } => {}
             Self::Failed { error, fix } => {
@@ -109,7 +111,7 @@ mod tests {
 
     #[test]
     fn the_line_fits_a_termination_message_whatever_it_carries() {
-        let many: Vec<String> = (0..500).map(|i| format!("{:0>60}", i)).collect();
+        let many: Vec<String> = (0..500).map(|i| format!("{:0>64}", i)).collect();
         let stored = BackupResult::Stored {
             name: "x".into(),
             size: 1,
