@@ -34,6 +34,27 @@ ensure_user() {
 ensure_user "$INFLUX_WRITER_USER" "$INFLUX_WRITER_PASSWORD"
 ensure_user "$INFLUX_READER_USER" "$INFLUX_READER_PASSWORD"
 
+# A restore (spec.influxdb.restoreFrom) makes the databases from the backup: until it has (its
+# marker database gone), none is created here, so nothing is written into them first and the
+# workloads are answered 5.03 meanwhile. A volume that already holds them goes on at once (the
+# restore refuses it).
+if [ -n "${INFLUX_RESTORE:-}" ]; then
+  trap 'exit 0' TERM INT
+  nl='
+'
+  while :; do
+    dbs="$nl$(cli -username "$INFLUX_ADMIN_USER" -password "$INFLUX_ADMIN_PASSWORD" -format csv -execute 'SHOW DATABASES')$nl"
+    waiting=""
+    case "$dbs" in *"${nl}databases,iot_restore_in_progress$nl"*) waiting="the restore is running" ;; esac
+    for db in $INFLUX_DATABASES; do
+      case "$dbs" in *"${nl}databases,$db$nl"*) ;; *) waiting="database $db is not restored yet" ;; esac
+    done
+    [ -z "$waiting" ] && break
+    echo "waiting for the restore of $INFLUX_RESTORE: $waiting"
+    sleep 2
+  done
+fi
+
 for db in $INFLUX_DATABASES; do
   admin "CREATE DATABASE \"$db\""
   admin "ALTER RETENTION POLICY \"autogen\" ON \"$db\" DURATION $INFLUX_RETENTION DEFAULT"

@@ -5,6 +5,7 @@
 
 mod alerting_schema;
 mod alerts;
+pub mod backup;
 mod invalid;
 mod model;
 
@@ -110,6 +111,8 @@ pub fn validate(
         api_server: None,
     });
 
+    let (backup, restore) =
+        backup::resolve(&spec.influxdb, &names, &namespace, refs, image_or_default);
     Ok(ValidatedMonitor {
         namespace,
         names,
@@ -124,6 +127,8 @@ pub fn validate(
         alerts,
         prometheus_operator: refs.prometheus_operator,
         network,
+        backup,
+        restore,
     })
 }
 

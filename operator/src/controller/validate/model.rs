@@ -34,6 +34,10 @@ pub struct Names {
     pub aqi_ingestor: String,
     /// The Prometheus path: the metrics Service and the ServiceMonitor.
     pub metrics: String,
+    /// The backup volume (PersistentVolumeClaim).
+    pub backups: String,
+    /// The backup CronJob.
+    pub backup: String,
 }
 
 impl Names {
@@ -55,6 +59,8 @@ impl Names {
             simulator: n("sensor-sim"),
             aqi_ingestor: n("aqi-ingestor"),
             metrics: n("metrics"),
+            backups: n("backups"),
+            backup: n("backup"),
         }
     }
 }
@@ -277,6 +283,55 @@ pub struct ValidatedMonitor {
     pub prometheus_operator: bool,
     /// `None` when `networkPolicy.enabled` is false: no NetworkPolicy is wanted.
     pub network: Option<Network>,
+    /// Scheduled backups (`influxdb.backup`).
+    pub backup: Option<Backup>,
+    /// The restore `influxdb.restoreFrom` asks for.
+    pub restore: Option<Restore>,
+}
+
+/// Where backups are kept, or why they cannot be (the S3 keys' Secret does not opt in).
+pub type Target = Result<BackupTarget, super::backup::Blocked>;
+
+/// Where backups are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// The backup volume, created by the operator.
+    Volume {
+        claim: String,
+        size: String,
+        storage_class_name: Option<String>,
+    },
+    /// An S3-compatible bucket; the keys come from a Secret that opts in and has both.
+    S3 {
+        endpoint: String,
+        bucket: String,
+        prefix: String,
+        region: String,
+        /// The access key id (as `username_key`) and the secret key (as `password_key`).
+        credentials: SecretCredentials,
+    },
+}
+
+/// Scheduled backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    pub schedule: String,
+    pub keep: i32,
+    /// The iot-backup image.
+    pub image: String,
+    pub target: Target,
+}
+
+/// A restore of a backup before the workloads write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// `latest` or a backup's name.
+    pub requested: String,
+    /// The restore Job's name (one per requested backup).
+    pub job: String,
+    /// The iot-backup image, which fetches the backup.
+    pub image: String,
+    pub target: Target,
 }
 
 /// What the NetworkPolicies allow beyond the stack's own paths.
