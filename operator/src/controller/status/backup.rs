@@ -290,3 +290,255 @@ pub(crate) fn warnings(
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::model;
+
+    const BACKUP: &str = "{influxdb: {backup: {schedule: '0 3 * * *'}}}";
+
+    fn at(s: &str) -> Time {
+        Time(s.parse().expect("time"))
+    }
+
+    fn run(
+        job: &str,
+        succeeded: bool,
+        time: &str,
+        container: &str,
+        code: i32,
+        message: &str,
+    ) -> Ended {
+        Ended {
+            job: job.into(),
+            succeeded,
+            time: at(time),
+            said: Some(Said {
+                container: container.into(),
+                exit_code: code,
+                message: message.into(),
+            }),
+        }
+    }
+
+    fn stored(name: &str) -> String {
+        BackupResult::Stored {
+            name: name.into(),
+            size: 4096,
+            time: "2027-01-01T03:00:01Z".into(),
+            deleted: vec![],
+            kept: vec![name.into()],
+        }
+        .to_line()
+    }
+
+    #[test]
+    fn a_stored_backup_fills_last_success_and_clears_backup_failing() {
+        let m = model(BACKUP);
+        let runs = Runs {
+            backup_success: Some(run(
+                "lab-backup-1",
+                true,
+                "2027-01-01T03:00:05Z",
+                "store",
+                0,
+                &stored("lab-20270101T030001Z.tar.gz"),
+            )),
+            ..Runs::default()
+        };
+        let status = backup_status(&m, &runs, None).expect("status");
+        let success = status.last_success.clone().expect("success");
+        assert_eq!(success.name, "lab-20270101T030001Z.tar.gz");
+        assert_eq!(success.size, 4096);
+        assert_eq!(success.time, "2027-01-01T03:00:01Z");
+        assert_eq!(status.available, ["lab-20270101T030001Z.tar.gz"]);
+        let verdict = backup_condition(&m, Some(&status)).expect("condition");
+        assert_eq!(
+            (verdict.status, verdict.reason.as_str()),
+            ("False", "BackupSucceeded")
+        );
+    }
+
+    #[test]
+    fn a_failed_run_after_the_last_success_sets_backup_failing_with_what_to_fix() {
+        let m = model(BACKUP);
+        let failed = BackupResult::Failed {
+            error: "cannot store the backup: NoSuchBucket".into(),
+            fix: Some("bucket nope does not exist at http://s3:8333: create it".into()),
+        }
+        .to_line();
+        let runs = Runs {
+            backup_success: Some(run(
+                "lab-backup-1",
+                true,
+                "2027-01-01T03:00:05Z",
+                "store",
+                0,
+                &stored("a"),
+            )),
+            backup_failure: Some(run(
+                "lab-backup-2",
+                false,
+                "2027-01-02T03:00:05Z",
+                "store",
+                1,
+                &failed,
+            )),
+            ..Runs::default()
+        };
+        let status = backup_status(&m, &runs, None).expect("status");
+        let verdict = backup_condition(&m, Some(&status)).expect("condition");
+        assert_eq!(
+            (verdict.status, verdict.reason.as_str()),
+            ("True", "BackupFailed")
+        );
+        assert!(
+            verdict
+                .message
+                .contains("NoSuchBucket; bucket nope does not exist"),
+            "{}",
+            verdict.message
+        );
+        // influxd's own words when the first step fails.
+        let runs = Runs {
+            backup_failure: Some(run(
+                "lab-backup-3",
+                false,
+                "2027-01-03T03:00:05Z",
+                "influxd-backup",
+                1,
+                "2027/01/03 backup: dial tcp 198.18.0.4:8088: connect: connection refused\n",
+            )),
+            ..Runs::default()
+        };
+        let status = backup_status(&m, &runs, Some(&status)).expect("status");
+        let failure = status.last_failure.expect("failure");
+        assert_eq!(failure.job, "lab-backup-3");
+        assert!(
+            failure
+                .message
+                .starts_with("influxd backup exited with 1: "),
+            "{}",
+            failure.message
+        );
+        assert_eq!(status.last_success.expect("kept").job, "lab-backup-1");
+    }
+
+    #[test]
+    fn a_run_already_recorded_keeps_its_words() {
+        let m = model(BACKUP);
+        let first = Runs {
+            backup_success: Some(run(
+                "lab-backup-1",
+                true,
+                "2027-01-01T03:00:05Z",
+                "store",
+                0,
+                &stored("a"),
+            )),
+            ..Runs::default()
+        };
+        let status = backup_status(&m, &first, None);
+        let again = Runs {
+            backup_success: Some(Ended {
+                said: None,
+                ..first.backup_success.clone().expect("run")
+            }),
+            ..Runs::default()
+        };
+        assert_eq!(backup_status(&m, &again, status.as_ref()), status);
+    }
+
+    #[test]
+    fn no_run_yet_is_unknown_and_no_backup_spec_is_no_condition() {
+        let m = model(BACKUP);
+        let verdict = backup_condition(&m, None).expect("condition");
+        assert_eq!(
+            (verdict.status, verdict.reason.as_str()),
+            ("Unknown", "NoBackupYet")
+        );
+        assert_eq!(backup_condition(&model("{}"), None), None);
+        assert_eq!(backup_status(&model("{}"), &Runs::default(), None), None);
+    }
+
+    #[test]
+    fn a_refused_restore_says_so_and_a_finished_one_how_many_points() {
+        let m = model("{influxdb: {restoreFrom: {backup: latest}}}");
+        let running = restore_status(&m, &Runs::default(), None).expect("status");
+        assert_eq!(running.phase, "Running");
+        assert!(running.message.contains("5.03"));
+        let refused = Runs {
+            restore: Some(run(
+                "x",
+                false,
+                "2027-01-01T00:00:00Z",
+                "restore",
+                3,
+                "refused: the volume already holds database dht, so nothing was restored",
+            )),
+            ..Runs::default()
+        };
+        let status = restore_status(&m, &refused, None).expect("status");
+        assert_eq!(status.phase, "Refused");
+        let verdict = restore_condition(Some(&status)).expect("condition");
+        assert_eq!(
+            (verdict.status, verdict.reason.as_str()),
+            ("True", "VolumeHasData")
+        );
+        assert!(verdict.message.contains("already holds database dht"));
+        let done = Runs {
+            restore: Some(run(
+                "x",
+                true,
+                "2027-01-01T00:00:00Z",
+                "restore",
+                0,
+                r#"{"result":"restored","name":"lab-20270101T000000Z.tar.gz","points":1200}"#,
+            )),
+            ..Runs::default()
+        };
+        let status = restore_status(&m, &done, None).expect("status");
+        assert_eq!(status.phase, "Restored");
+        assert_eq!(
+            status.backup.as_deref(),
+            Some("lab-20270101T000000Z.tar.gz")
+        );
+        assert_eq!(
+            status.message,
+            "restored lab-20270101T000000Z.tar.gz: 1200 points"
+        );
+    }
+
+    #[test]
+    fn each_failed_run_is_one_warning() {
+        let m = model(BACKUP);
+        let failing = |job: &str| {
+            let runs = Runs {
+                backup_failure: Some(run(job, false, "2027-01-02T03:00:05Z", "store", 1, "boom")),
+                ..Runs::default()
+            };
+            let backup = backup_status(&m, &runs, None);
+            let verdict = backup_condition(&m, backup.as_ref()).expect("condition");
+            IotMonitorStatus {
+                backup,
+                conditions: vec![Condition {
+                    type_: BACKUP_FAILING.into(),
+                    status: verdict.status.into(),
+                    reason: verdict.reason,
+                    message: verdict.message,
+                    observed_generation: None,
+                    last_transition_time: at("2027-01-02T03:00:05Z"),
+                }],
+                ..IotMonitorStatus::default()
+            }
+        };
+        let first = failing("lab-backup-1");
+        assert_eq!(warnings(None, &first).len(), 1);
+        assert!(
+            warnings(Some(&first), &first).is_empty(),
+            "the same run: no second Event"
+        );
+        assert_eq!(warnings(Some(&first), &failing("lab-backup-2")).len(), 1);
+    }
+}
