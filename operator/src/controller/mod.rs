@@ -168,7 +168,9 @@ pub(crate) async fn reconcile_monitor(
     )
     .await?;
     let model = match validate::validate(monitor, &refs) {
-        Ok(model) => model.with_api_server(ctx.api_server()),
+        Ok(model) => model
+            .with_api_server(ctx.api_server())
+            .with_restore_status(monitor.status.as_ref().and_then(|s| s.restore.as_ref())),
         Err(invalid) => {
             if let Some(secret) = invalid.withdrawn_secret() {
                 let deleted =

@@ -261,6 +261,12 @@ fn cron_job(model: &ValidatedMonitor, internal: &InternalInflux) -> Option<CronJ
     Some(CronJob {
         spec: CronJobSpec {
             schedule: backup.schedule.clone(),
+            // While a restore runs: a backup then would store a half-restored database.
+            suspend: model
+                .restore
+                .as_ref()
+                .is_some_and(|r| !r.finished)
+                .then_some(true),
             concurrency_policy: Some("Forbid".into()),
             // A run missed by more than this (the controller was down) waits for the next.
             starting_deadline_seconds: Some(300),

@@ -35,11 +35,13 @@ ensure_user "$INFLUX_WRITER_USER" "$INFLUX_WRITER_PASSWORD"
 ensure_user "$INFLUX_READER_USER" "$INFLUX_READER_PASSWORD"
 
 # A restore (spec.influxdb.restoreFrom) makes the databases from the backup: until it has (its
-# marker database gone), none is created here, so nothing is written into them first and the
-# workloads are answered 5.03 meanwhile. A volume that already holds them goes on at once (the
-# restore refuses it).
+# marker database gone), none is created here, so nothing is written into them first. The pod
+# is Ready meanwhile, so the restore reaches it and the workloads reach InfluxDB, which answers
+# their writes "database not found": coap-server answers 5.03 and the senders retry. A volume
+# that already holds the databases goes on at once (the restore refuses it).
 if [ -n "${INFLUX_RESTORE:-}" ]; then
   trap 'exit 0' TERM INT
+  touch "${SETUP_DONE_FILE:-/tmp/setup-done}"
   nl='
 '
   while :; do

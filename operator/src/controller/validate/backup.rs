@@ -49,6 +49,7 @@ pub(super) fn resolve(
         ),
         image,
         target,
+        finished: false,
     });
     (backup, restore)
 }

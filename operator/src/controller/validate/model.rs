@@ -332,6 +332,9 @@ pub struct Restore {
     /// The iot-backup image, which fetches the backup.
     pub image: String,
     pub target: Target,
+    /// The restore Job has ended (the status says so): scheduled backups may run again. Until
+    /// then they are suspended, so no backup of a half-restored database becomes the latest.
+    pub finished: bool,
 }
 
 /// What the NetworkPolicies allow beyond the stack's own paths.
@@ -371,6 +374,15 @@ impl ValidatedMonitor {
     pub fn with_api_server(mut self, api_server: Option<ApiServer>) -> Self {
         if let Some(network) = &mut self.network {
             network.api_server = api_server;
+        }
+        self
+    }
+
+    /// The model with what the status knows of the restore: whether its Job has ended.
+    #[must_use]
+    pub fn with_restore_status(mut self, status: Option<&crate::crd::RestoreStatus>) -> Self {
+        if let Some(restore) = &mut self.restore {
+            restore.finished = status.is_some_and(|s| s.job == restore.job && s.phase != "Running");
         }
         self
     }

@@ -303,3 +303,26 @@ fn backup_and_restore_pods_pass_the_restricted_standard() {
         }
     }
 }
+
+#[test]
+fn backups_are_suspended_until_the_restore_has_ended() {
+    let spec = "{influxdb: {backup: {schedule: '@hourly'}, restoreFrom: {backup: latest}}}";
+    let restoring = model(spec);
+    let cron = &build(&restoring).cron_jobs[0];
+    assert_eq!(cron.spec.suspend, Some(true));
+    let job = restoring.restore.clone().expect("restore").job;
+    let status = |phase: &str| crate::crd::RestoreStatus {
+        requested: "latest".into(),
+        phase: phase.into(),
+        backup: None,
+        message: String::new(),
+        job: job.clone(),
+    };
+    let running = model(spec).with_restore_status(Some(&status("Running")));
+    assert_eq!(build(&running).cron_jobs[0].spec.suspend, Some(true));
+    let done = model(spec).with_restore_status(Some(&status("Restored")));
+    assert_eq!(build(&done).cron_jobs[0].spec.suspend, None);
+    // Refused too: the volume holds data of its own, which is worth backing up.
+    let refused = model(spec).with_restore_status(Some(&status("Refused")));
+    assert_eq!(build(&refused).cron_jobs[0].spec.suspend, None);
+}
