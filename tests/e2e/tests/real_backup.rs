@@ -138,7 +138,7 @@ impl Influx {
 
     /// Waits until both measurements at `place` hold `want` readings (never more).
     async fn wait_counts(&self, place: &str, want: u64) -> Result<()> {
-        wait_for(
+        let got = wait_for(
             &format!("{want} readings of each measurement at {place}"),
             default_timeout(),
             || async {
@@ -157,14 +157,12 @@ impl Influx {
                 }
             },
         )
-        .await
-        .and_then(|got| {
-            ensure!(
-                got.iter().all(|&n| n == want),
-                "{place}: {got:?} readings, {want} sent"
-            );
-            Ok(())
-        })
+        .await?;
+        ensure!(
+            got.iter().all(|&n| n == want),
+            "{place}: {got:?} readings, {want} sent"
+        );
+        Ok(())
     }
 }
 

@@ -51,6 +51,13 @@ for db in $INFLUX_DATABASES; do
   fi
   # A temporary database left by an interrupted run is this restore's own: made again.
   q "DROP DATABASE \"${db}_restoring\"" >/dev/null
+  # A database backed up without a point has no shard file; influxd restore refuses to restore
+  # only its metadata ("DB metadata not changed"), and there is nothing to merge.
+  set -- "$RESTORE_DIR/data/$db"/*.tar.gz
+  if [ ! -e "$1" ]; then
+    echo "backup $name holds database $db without points" >&2
+    continue
+  fi
   influxd restore -portable -host "$INFLUX_HOST:$INFLUX_RPC_PORT" -db "$db" \
     -newdb "${db}_restoring" "$RESTORE_DIR/data/$db" >&2 \
     || fail "influxd restore of database $db from $name failed (its log has why)"
