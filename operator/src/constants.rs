@@ -62,6 +62,10 @@ pub const EXTERNAL_URL_ANNOTATION: &str = "iot.operator.dev/external-influxdb-ur
 /// its own, not the external InfluxDB one: agreeing that a credential goes to an InfluxDB is not
 /// agreeing that it goes to any mail server or webhook.
 pub const ALERTING_SECRET_LABEL: &str = "iot.operator.dev/allow-alerting";
+/// Optional annotation on the Secret of `spec.alerts.smtp.credentialsSecret`: the one
+/// `host:port` the mail login may be sent to. (A webhook's or Slack's URL is itself in its
+/// Secret, so its owner already chose where it goes.)
+pub const SMTP_HOST_ANNOTATION: &str = "iot.operator.dev/smtp-host";
 /// Label a Secret must carry, with the value [`OPT_IN_VALUE`], before
 /// `spec.influxdb.backup.destination.s3.credentialsSecret` may name it: the backup pods send its
 /// keys to the endpoint the spec names, so the same rule holds, with a label of its own.

@@ -80,6 +80,10 @@ struct RunArgs {
     /// Prometheus path off.
     #[arg(long, env = "PROMETHEUS_DISCOVERY_SECONDS", default_value_t = 60)]
     prometheus_discovery_seconds: u64,
+    /// Seconds between two measurements of each monitor's storage (InfluxDB's statistics, for
+    /// `status.storage` and autoGrow; docs/operator.md); 0 turns the forecast off.
+    #[arg(long, env = "STORAGE_MEASURE_SECONDS", default_value_t = 300)]
+    storage_measure_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -159,7 +163,14 @@ async fn run(args: RunArgs) -> Result<(), RunError> {
         .then(|| Duration::from_secs(args.prometheus_discovery_seconds));
     let ctx = Arc::new(
         Context::new(client.clone(), metrics.clone(), reporter)
-            .with_prometheus_discovery(discovery),
+            .with_prometheus_discovery(discovery)
+            .with_storage_every(
+                (args.storage_measure_seconds > 0)
+                    .then(|| Duration::from_secs(args.storage_measure_seconds)),
+            )
+            // The pod's namespace (POD_NAMESPACE, as for the Lease): the stacks' InfluxDB
+            // policies admit the operator's pods from there.
+            .with_operator_namespace(Some(args.lease_namespace.clone())),
     );
 
     let outcome = if args.leader_election {

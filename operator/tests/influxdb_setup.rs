@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use iot_operator::controller::desired::influxdb::SETUP_SCRIPT;
+use iot_operator::controller::desired::influxdb::{PLAN_KEY, SETUP_SCRIPT};
+use iot_operator::controller::desired::influxdb_plan;
 use iot_operator::controller::{desired, validate};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::bins::workspace_bin;
@@ -55,11 +56,28 @@ fn require_influx_cli() {
     );
 }
 
-/// Runs the script as the sidecar would and waits for its readiness file.
-fn run_setup(server: &InfluxServer, dir: &Path, writer_password: &str, retention: &str) -> Setup {
+/// The plan the operator renders for a monitor with this spec (the setup ConfigMap's `plan`).
+fn plan_for(spec: &str) -> String {
+    let mut monitor = IotMonitor::new("lab", serde_yaml::from_str(spec).expect("spec"));
+    monitor.metadata.namespace = Some(NAMESPACE.into());
+    monitor.metadata.uid = Some("uid".into());
+    let model = validate::validate(&monitor, &Default::default()).expect("valid spec");
+    let objects = desired::build(&model);
+    let setup = objects
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("lab-influxdb-setup"))
+        .expect("setup ConfigMap");
+    setup.data.as_ref().expect("data")[PLAN_KEY].clone()
+}
+
+/// Runs the script as the sidecar would, with the plan of `spec`, and waits for its readiness
+/// file. The plan stays at `dir/plan`: rewriting it is what a changed ConfigMap does.
+fn run_setup(server: &InfluxServer, dir: &Path, writer_password: &str, spec: &str) -> Setup {
     require_influx_cli();
     let script = dir.join("setup.sh");
     std::fs::write(&script, SETUP_SCRIPT).expect("write script");
+    std::fs::write(dir.join("plan"), plan_for(spec)).expect("write plan");
     let done = dir.join("done");
     let _ = std::fs::remove_file(&done);
     let child = Command::new("sh")
@@ -71,8 +89,8 @@ fn run_setup(server: &InfluxServer, dir: &Path, writer_password: &str, retention
         .env("INFLUX_WRITER_PASSWORD", writer_password)
         .env("INFLUX_READER_USER", "iot_reader")
         .env("INFLUX_READER_PASSWORD", "reader-pw")
-        .env("INFLUX_DATABASES", "dht aqi")
-        .env("INFLUX_RETENTION", retention)
+        .env("SETUP_PLAN", dir.join("plan"))
+        .env("SETUP_POLL_SECONDS", "1")
         .env("SETUP_DONE_FILE", &done)
         // Not the test's own stdout/stderr: a left-over child would keep the pipe open.
         .stdout(Stdio::null())
@@ -133,7 +151,12 @@ async fn setup_creates_users_databases_and_retention_and_is_idempotent() {
     let server = InfluxServer::start_with_auth(ADMIN.0, ADMIN.1).await;
     let dir = tempfile::tempdir().expect("tempdir");
 
-    let first = run_setup(&server, dir.path(), "writer-pw", "30d");
+    let first = run_setup(
+        &server,
+        dir.path(),
+        "writer-pw",
+        "{influxdb: {retention: 30d}}",
+    );
     drop(first);
     for db in ["dht", "aqi"] {
         influx_as(
@@ -183,7 +206,12 @@ async fn setup_creates_users_databases_and_retention_and_is_idempotent() {
     assert!(policies.contains("720h0m0s"), "30d retention: {policies}");
 
     // A restart after the Secret changed: the new password wins, the old one stops working.
-    let second = run_setup(&server, dir.path(), "new-writer-pw", "INF");
+    let second = run_setup(
+        &server,
+        dir.path(),
+        "new-writer-pw",
+        "{influxdb: {retention: INF}}",
+    );
     drop(second);
     influx_as(
         &server,
@@ -205,7 +233,14 @@ async fn setup_creates_users_databases_and_retention_and_is_idempotent() {
     );
     let policies =
         influx_as(&server, ADMIN.0, ADMIN.1, "dht", "SHOW RETENTION POLICIES").expect("admin");
-    assert!(policies.contains("autogen 0s"), "INF retention: {policies}");
+    let autogen = policies
+        .lines()
+        .find(|l| l.starts_with("autogen "))
+        .unwrap_or_default();
+    assert!(
+        autogen.split_whitespace().nth(1) == Some("0s"),
+        "INF retention: {policies}"
+    );
 }
 
 /// The namespace of the test's monitor, for the pod's own fields (the downward API).
@@ -270,7 +305,12 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
     let server = InfluxServer::start_with_auth(ADMIN.0, ADMIN.1).await;
     let dir = tempfile::tempdir().expect("tempdir");
     // INF: the AQI fixture is from 2019, and InfluxDB drops points older than the retention.
-    drop(run_setup(&server, dir.path(), "writer-pw", "INF"));
+    drop(run_setup(
+        &server,
+        dir.path(),
+        "writer-pw",
+        "{influxdb: {retention: INF}}",
+    ));
 
     let mut monitor = IotMonitor::new("lab", Default::default());
     monitor.metadata.namespace = Some(NAMESPACE.into());
@@ -363,4 +403,255 @@ async fn the_env_the_operator_builds_drives_the_real_workloads() {
         .expect("run aqi-ingestor");
     assert!(aqi.success(), "aqi-ingestor failed");
     assert!(server.count("aqi", "air_quality", "aqi").await > 0);
+}
+
+/// Polls `q` until `done(rows)` holds; the rows of the first series of the answer.
+async fn wait_rows(
+    server: &InfluxServer,
+    db: &str,
+    q: &str,
+    what: &str,
+    done: impl Fn(&[Vec<serde_json::Value>]) -> bool,
+) -> Vec<Vec<serde_json::Value>> {
+    // Bound generous enough for a shared machine: a 1-minute query runs once a minute.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let rows = server.rows(db, q).await;
+        if done(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "{what}: last answer {rows:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// (time in s, mean, min, max, count) of each row of `SELECT mean_F, min_F, max_F, count_F`.
+fn aggregates(rows: &[Vec<serde_json::Value>]) -> Vec<(i64, f64, f64, f64, u64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r[0].as_i64().expect("time") / 1_000_000_000,
+                r[1].as_f64().expect("mean"),
+                r[2].as_f64().expect("min"),
+                r[3].as_f64().expect("max"),
+                r[4].as_u64().expect("count"),
+            )
+        })
+        .collect()
+}
+
+const TIERS: &str = "{influxdb: {downsampling: [{every: 5m, keep: 2h}, {every: 1m, keep: 1h}]}}";
+
+#[tokio::test]
+async fn tiers_hold_known_means_mins_maxes_and_counts_for_old_and_new_data() {
+    let server = InfluxServer::start_with_auth(ADMIN.0, ADMIN.1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Readings stored before the tiers exist: two minutes of a 5-minute bucket that has ended.
+    let five = (now_seconds() / 300 - 2) * 300;
+    server.query("", "CREATE DATABASE dht").await;
+    server.query("", "CREATE DATABASE aqi").await;
+    let mut lines = Vec::new();
+    for i in 0..6 {
+        lines.push(format!(
+            "temperature,place=lab,sensor=s1 value={} {}",
+            10 + i,
+            five + 10 * i
+        ));
+        lines.push(format!(
+            "temperature,place=lab,sensor=s1 value={} {}",
+            20 + i,
+            five + 60 + 10 * i
+        ));
+    }
+    write(&server, "dht", &lines).await;
+    // AQI fields: an integer, and a string the numeric aggregates leave out.
+    write(
+        &server,
+        "aqi",
+        &[
+            format!("air_quality,location_id=7 aqi=40i,origin=\"upstream\" {five}"),
+            format!(
+                "air_quality,location_id=7 aqi=60i,origin=\"computed\" {}",
+                five + 120
+            ),
+        ],
+    )
+    .await;
+
+    let _setup = run_setup(&server, dir.path(), "writer-pw", TIERS);
+    let backfilled = |db: &'static str| {
+        let server = &server;
+        async move {
+            wait_rows(
+                server,
+                db,
+                "SELECT count(\"done\") FROM \"iot_meta\".\"downsampling_backfill\"",
+                "backfill marks",
+                |rows| rows.first().and_then(|r| r[1].as_u64()) == Some(2),
+            )
+            .await
+        }
+    };
+    backfilled("dht").await;
+    backfilled("aqi").await;
+
+    let select = |rp: &str, from: i64, to: i64| {
+        format!(
+            "SELECT mean_value, min_value, max_value, count_value FROM \"{rp}\".\"temperature\" WHERE time >= {from}s AND time < {to}s AND place = 'lab' AND sensor = 's1'"
+        )
+    };
+    let minutes = aggregates(&server.rows("dht", &select("ds_1m", five, five + 300)).await);
+    assert_eq!(
+        minutes,
+        [
+            (five, 12.5, 10.0, 15.0, 6),
+            (five + 60, 22.5, 20.0, 25.0, 6)
+        ]
+    );
+    let fives = aggregates(&server.rows("dht", &select("ds_5m", five, five + 300)).await);
+    assert_eq!(fives, [(five, 17.5, 10.0, 25.0, 12)]);
+    let aqi = server
+        .rows(
+            "aqi",
+            &format!("SELECT mean_aqi, min_aqi, max_aqi, count_aqi, count_origin FROM \"ds_5m\".\"air_quality\" WHERE time = {five}s"),
+        )
+        .await;
+    let numbers: Vec<Vec<f64>> = aqi
+        .iter()
+        .map(|r| r.iter().map(|v| v.as_f64().expect("number")).collect())
+        .collect();
+    assert_eq!(
+        numbers,
+        [vec![
+            (five * 1_000_000_000) as f64,
+            50.0,
+            40.0,
+            60.0,
+            2.0,
+            2.0
+        ]]
+    );
+
+    // New readings, after the backfill: only the continuous query can put them in the tier.
+    let now = now_seconds();
+    let minute = now / 60 * 60;
+    let fresh: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "temperature,place=lab,sensor=s2 value={} {}",
+                30 + 2 * i,
+                minute
+            )
+        })
+        .enumerate()
+        .map(|(i, line)| format!("{line}{i:09}"))
+        .collect();
+    server.write("dht", &fresh.join("\n")).await;
+    let q = format!(
+        "SELECT mean_value, min_value, max_value, count_value FROM \"ds_1m\".\"temperature\" WHERE time >= {minute}s AND sensor = 's2'"
+    );
+    let rows = wait_rows(
+        &server,
+        "dht",
+        &q,
+        "the 1m query's bucket of new readings",
+        |r| !r.is_empty(),
+    )
+    .await;
+    assert_eq!(aggregates(&rows), [(minute, 32.0, 30.0, 34.0, 3)]);
+
+    // InfluxDB holds the queries the operator renders, word for word (as it prints them).
+    let shown = server
+        .query("", "SHOW CONTINUOUS QUERIES")
+        .await
+        .to_string();
+    for (db, every) in [("dht", 300), ("aqi", 300), ("dht", 60), ("aqi", 60)] {
+        let tier = iot_operator::controller::validate::Tier {
+            every_seconds: every,
+            keep: "1h".into(),
+            keep_seconds: Some(3600),
+        };
+        let (name, _) = influxdb_plan::continuous_query(db, &tier);
+        let rp = tier.policy();
+        let minutes = every / 60;
+        let expected = format!(
+            "CREATE CONTINUOUS QUERY {name} ON {db} RESAMPLE FOR {}m BEGIN SELECT mean(*), min(*), max(*), count(*) INTO {db}.{rp}.:MEASUREMENT FROM {db}.autogen./.*/ GROUP BY time({minutes}m), * END",
+            2 * minutes
+        );
+        assert!(shown.contains(&expected), "{expected}\nnot in {shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_changed_tier_replaces_its_query_while_influxdb_runs() {
+    let server = InfluxServer::start_with_auth(ADMIN.0, ADMIN.1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _setup = run_setup(&server, dir.path(), "writer-pw", TIERS);
+    let names = |shown: &serde_json::Value| -> Vec<String> {
+        shown["results"][0]["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == "dht")
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|row| row[0].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = names(&server.query("", "SHOW CONTINUOUS QUERIES").await);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The ConfigMap changes (1m becomes 2m, 5m kept longer); the sidecar notices by itself.
+    std::fs::write(
+        dir.path().join("plan"),
+        plan_for("{influxdb: {downsampling: [{every: 5m, keep: 3h}, {every: 2m, keep: 1h}]}}"),
+    )
+    .expect("rewrite plan");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = names(&server.query("", "SHOW CONTINUOUS QUERIES").await);
+        if now.iter().any(|n| n.starts_with("ds_2m_"))
+            && !now.iter().any(|n| n.starts_with("ds_1m_"))
+        {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "queries still {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(after.len(), 2, "{after:?}");
+    let five: Vec<_> = before.iter().filter(|n| n.starts_with("ds_5m_")).collect();
+    assert!(
+        after.contains(five[0]),
+        "the unchanged 5m query stays: {after:?}"
+    );
+    let policies = server
+        .query("dht", "SHOW RETENTION POLICIES ON dht")
+        .await
+        .to_string();
+    assert!(
+        policies.contains("\"ds_5m\",\"3h0m0s\""),
+        "5m kept longer: {policies}"
+    );
+    // The removed tier's policy stays; its points expire by its own duration.
+    assert!(policies.contains("\"ds_1m\",\"1h0m0s\""), "{policies}");
+    assert!(policies.contains("\"ds_2m\",\"1h0m0s\""), "{policies}");
+    // The dashboards' table: a day reads raw points.
+    let rows = server
+        .rows(
+            "dht",
+            "SELECT \"rp\" FROM \"iot_meta\".\"dashboard_tier\" WHERE time <= 1700086400000ms - 1700000000000ms ORDER BY time DESC LIMIT 1",
+        )
+        .await;
+    assert_eq!(rows[0][1], "autogen");
+}
+
+async fn write(server: &InfluxServer, db: &str, lines: &[String]) {
+    let ns: Vec<String> = lines.iter().map(|l| format!("{l}000000000")).collect();
+    server.write(db, &ns.join("\n")).await;
 }

@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::apply::monitoring::MonitoringMemo;
 use super::known_state::KnownState;
+use super::storage::{InfluxClient, StorageMemo};
 use super::validate::ApiServer;
 use crate::metrics::Metrics;
 
@@ -22,6 +23,10 @@ pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often discovery is asked again whether the Prometheus operator's CRDs exist: they are
 /// installed rarely, and a minute's delay costs nothing.
 const PROMETHEUS_DISCOVERY: Duration = Duration::from_secs(60);
+
+/// How often a monitor's storage is measured by default: a forecast of days needs no more, and
+/// at a thousand monitors it is three small requests a second.
+const STORAGE_EVERY: Duration = Duration::from_secs(300);
 
 /// What every reconcile shares; one per operator process, built by `main` (or a test) and
 /// handed to [`run`](super::run).
@@ -46,6 +51,15 @@ pub struct Context {
     /// The API server's endpoints, read once when the controller starts (see
     /// [`api_server`](super::api_server)); unset or `None`: not known.
     api_server: OnceLock<Option<ApiServer>>,
+    /// How often each monitor's storage is measured; `None`: never.
+    pub(super) storage_every: Option<Duration>,
+    /// The last storage sample of each monitor, and what autoGrow asked for.
+    pub(super) storage: StorageMemo,
+    /// The HTTP client that reads InfluxDB's statistics.
+    pub(super) influx: InfluxClient,
+    /// The namespace the operator's pods run in (the stacks' NetworkPolicies admit them to
+    /// InfluxDB); `None`: not known.
+    pub(super) operator_namespace: Option<String>,
 }
 
 impl Context {
@@ -63,7 +77,23 @@ impl Context {
             monitoring_memo: MonitoringMemo::default(),
             prometheus_discovery: Some(PROMETHEUS_DISCOVERY),
             api_server: OnceLock::new(),
+            storage_every: Some(STORAGE_EVERY),
+            storage: StorageMemo::default(),
+            influx: InfluxClient::default(),
+            operator_namespace: None,
         }
+    }
+
+    /// Measures each monitor's storage every `every` (default 5 minutes), or never with `None`.
+    pub fn with_storage_every(mut self, every: Option<Duration>) -> Self {
+        self.storage_every = every;
+        self
+    }
+
+    /// The namespace the operator's pods run in, which each stack's InfluxDB policy admits.
+    pub fn with_operator_namespace(mut self, namespace: Option<String>) -> Self {
+        self.operator_namespace = namespace;
+        self
     }
 
     /// Asks discovery every `every` whether the Prometheus operator's kinds exist (default

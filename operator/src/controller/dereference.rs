@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::constants::{
     ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, BACKUP_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL,
-    EXTERNAL_URL_ANNOTATION, OPT_IN_VALUE,
+    EXTERNAL_URL_ANNOTATION, OPT_IN_VALUE, SMTP_HOST_ANNOTATION,
 };
 use crate::crd::IotMonitor;
 use crate::error::concise;
@@ -47,8 +47,9 @@ pub enum ReferencedSecret {
     OptedIn {
         /// The names of its keys.
         keys: BTreeSet<String>,
-        /// The one URL it may be sent to ([`EXTERNAL_URL_ANNOTATION`]), if its owner named one
-        /// (external InfluxDB credentials only).
+        /// The one destination it may be sent to, if its owner named one: the external
+        /// InfluxDB's URL ([`EXTERNAL_URL_ANNOTATION`]) or the mail server's `host:port`
+        /// ([`SMTP_HOST_ANNOTATION`]).
         url: Option<String>,
     },
 }
@@ -99,7 +100,8 @@ impl ReferencedSecret {
             SecretUse::ExternalInfluxdb => {
                 secret.annotations().get(EXTERNAL_URL_ANNOTATION).cloned()
             }
-            SecretUse::Alerting | SecretUse::Backup => None,
+            SecretUse::Alerting => secret.annotations().get(SMTP_HOST_ANNOTATION).cloned(),
+            SecretUse::Backup => None,
         };
         Self::OptedIn { keys, url }
     }
@@ -348,6 +350,24 @@ mod tests {
         );
         let found = format!("{:?}", ReferencedSecret::of(Some(&s), EXTERNAL));
         assert!(!found.contains("s3cret"), "no value is kept: {found}");
+    }
+
+    #[test]
+    fn an_alerting_secret_gives_the_mail_server_it_is_pinned_to_and_not_an_influxdb_url() {
+        let s = secret(
+            &[(ALERTING_SECRET_LABEL, "true")],
+            &[
+                (SMTP_HOST_ANNOTATION, "mx.example.org:587"),
+                (EXTERNAL_URL_ANNOTATION, "https://influx.example:8086"),
+            ],
+        );
+        assert_eq!(
+            ReferencedSecret::of(Some(&s), SecretUse::Alerting),
+            ReferencedSecret::OptedIn {
+                keys: BTreeSet::from(["password".into(), "username".into()]),
+                url: Some("mx.example.org:587".into()),
+            }
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod reconcile_tests;
 mod runs;
 mod scope;
 mod status;
+mod storage;
 pub mod validate;
 mod watches;
 mod withdraw;
@@ -170,6 +171,7 @@ pub(crate) async fn reconcile_monitor(
     let model = match validate::validate(monitor, &refs) {
         Ok(model) => model
             .with_api_server(ctx.api_server())
+            .with_operator_namespace(ctx.operator_namespace.clone())
             .with_restore_status(monitor.status.as_ref().and_then(|s| s.restore.as_ref())),
         Err(invalid) => {
             if let Some(secret) = invalid.withdrawn_secret() {
@@ -200,8 +202,9 @@ pub(crate) async fn reconcile_monitor(
         return Ok(Action::await_change());
     }
 
-    let desired = desired::build(&model);
     let cache = ctx.known.cache();
+    let model = keep_claim_size(model, &cache, ctx);
+    let desired = desired::build(&model);
     let memo = ctx.known.memo();
     let applier = Applier::new(ctx.client.clone(), &model, &ctx.metrics, memo, &cache);
     let mut applied = applier.apply_all(desired).await?;
@@ -219,8 +222,51 @@ pub(crate) async fn reconcile_monitor(
         diagnose::influxdb_trouble(&ctx.client, &model, &applied.stateful_sets, &now).await;
     applied.runs = runs::read(&ctx.client, &model, &applied.jobs, monitor.status.as_ref()).await;
 
-    let status = status::reconciled(&model, &applied, monitor.status.as_ref(), generation, now);
+    let measurement = match ctx.storage_every {
+        Some(every) => {
+            storage::check(
+                &storage::Tools {
+                    client: &ctx.client,
+                    influx: &ctx.influx,
+                    memo: &ctx.storage,
+                    metrics: &ctx.metrics,
+                },
+                every,
+                &model,
+                &applied.stateful_sets,
+                &applied.services,
+            )
+            .await
+        }
+        None => None,
+    };
+    let previous = monitor.status.as_ref();
+    let mut status = status::reconciled(&model, &applied, previous, generation, now.clone());
+    status::storage::set(
+        &mut status,
+        &model,
+        previous.and_then(|p| p.storage.as_ref()),
+        measurement.as_ref(),
+        generation,
+        &now,
+    );
     patch_status(&ctx.client, &ctx.metrics, monitor, &status).await?;
+    if let Some(storage::GrowOutcome::Grew { from, to }) =
+        measurement.as_ref().and_then(|m| m.grow.as_ref())
+    {
+        let note = format!(
+            "autoGrow: the volume is expected to fill within 7 days; claim {} asks for {to} (was {from})",
+            model.names.influxdb_data
+        );
+        events::publish(ctx, monitor, EventType::Normal, "VolumeGrown", note).await;
+    }
+    if let Some(soon) = status::storage::turned_true(
+        storage_condition(previous),
+        storage_condition(Some(&status)),
+    ) {
+        let (reason, note) = (soon.reason.clone(), soon.message.clone());
+        events::publish(ctx, monitor, EventType::Warning, &reason, note).await;
+    }
     if applied.writes > 0 {
         let mut note = format!("made {} change(s) to the stack", applied.writes);
         if !applied.deleted.is_empty() {
@@ -244,8 +290,37 @@ pub(crate) async fn reconcile_monitor(
     } else if now_autoscaling.is_some_and(|c| c.status != "True") {
         AUTOSCALING_RECHECK
     } else {
-        RESYNC
+        // The storage is measured from a reconcile: come back when the next one is due.
+        ctx.storage_every.map_or(RESYNC, |every| every.min(RESYNC))
     }))
+}
+
+/// The model whose data claim asks for what the claim already asks for when that is more than
+/// `storage.size` (grown by autoGrow, or by hand): a claim can never shrink.
+fn keep_claim_size(
+    mut model: validate::ValidatedMonitor,
+    cache: &known_state::ChildCache,
+    ctx: &Context,
+) -> validate::ValidatedMonitor {
+    let seen = cache
+        .seen::<PersistentVolumeClaim>(&model.namespace, &model.names.influxdb_data)
+        .into_object()
+        .and_then(|claim| claim.spec?.resources?.requests?.remove("storage"))
+        .map(|q| q.0);
+    let grown = ctx.storage.grown_to(&storage::key(&model));
+    if let validate::InfluxMode::Internal(internal) = &mut model.influx.mode {
+        for current in [seen, grown].into_iter().flatten() {
+            internal.storage_size = storage::kept_size(&internal.storage_size, Some(&current));
+        }
+    }
+    model
+}
+
+fn storage_condition(status: Option<&IotMonitorStatus>) -> Option<&Condition> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::storage::STORAGE_EXHAUSTED_SOON)
 }
 
 fn is_true(condition: Option<&Condition>) -> bool {

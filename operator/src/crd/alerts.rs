@@ -39,13 +39,13 @@ pub struct AlertsSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.matches('^[1-9][0-9]{0,4}(s|m|h)$')", "message": "alerts.aqiStaleAfter must be a whole number of seconds, minutes or hours, such as 90s, 10m or 2h"}]))]
     #[schemars(length(max = 8))]
     pub aqi_stale_after: String,
-    /// IngestFailing (Prometheus): the share of the CoAP server's requests refused or answered
+    /// IngestFailing: the share of what the CoAP servers received that was refused or answered
     /// 5.03, in percent over 5 minutes, above which it fires.
     #[schemars(range(min = 1, max = 100))]
     pub ingest_failure_percent: i32,
     /// Who is notified of every firing alert: each contact point gets all of them. Their URLs
-    /// come from Secrets; none in the spec. With network policies on, Grafana may reach webhook
-    /// and Slack contact points on port 443 only, and the SMTP server on its port.
+    /// come from Secrets; none in the spec. With network policies on, Grafana may reach webhooks
+    /// on their `port`, Slack on 443, and the SMTP server on its port.
     #[schemars(length(max = 16))]
     pub contact_points: Vec<ContactPointSpec>,
     /// The mail server Grafana sends email notifications through; email contact points need it.
@@ -122,6 +122,15 @@ pub struct WebhookSpec {
     /// The key of a Secret in the monitor's namespace holding the URL (it may carry a token);
     /// the Secret must carry the label `iot.operator.dev/allow-alerting: "true"`.
     pub url_secret: SecretKeyRef,
+    /// The TCP port of that URL. The operator never reads the URL, and with network policies
+    /// on Grafana may reach webhooks on this port only.
+    #[serde(default = "default_webhook_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn default_webhook_port() -> i32 {
+    443
 }
 
 /// A Slack contact point.
@@ -163,7 +172,8 @@ pub struct SmtpSpec {
     /// A Secret in the monitor's namespace with the server's user and password; none for a
     /// relay that needs no login. It is used only if it carries the label
     /// `iot.operator.dev/allow-alerting: "true"` (its owner's consent to Grafana sending the
-    /// login to `host`).
+    /// login to `host`); the annotation `iot.operator.dev/smtp-host` on it, if set, is the only
+    /// `host` it may be sent to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,

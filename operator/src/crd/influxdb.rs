@@ -3,14 +3,14 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::InfluxDbResources;
 use super::SchedulingSpec;
+use super::{DatabaseRetentionSpec, DownsamplingTier, InfluxDbResources};
 use crate::constants::DEFAULT_INFLUXDB_IMAGE;
 
 /// InfluxDB 1.x: deployed as a StatefulSet with HTTP authentication, or an external endpoint.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}, {"rule": "!has(self.external) || (!has(self.backup) && !has(self.restoreFrom))", "message": "influxdb.backup and influxdb.restoreFrom need the deployed InfluxDB: back up an external InfluxDB where it runs"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}, {"rule": "!has(self.external) || !has(self.downsampling) || size(self.downsampling) == 0", "message": "influxdb.downsampling needs the InfluxDB the operator deploys: it cannot set up tiers in an external one"}, {"rule": "!has(self.external) || (!has(self.backup) && !has(self.restoreFrom))", "message": "influxdb.backup and influxdb.restoreFrom need the deployed InfluxDB: back up an external InfluxDB where it runs"}]))]
 pub struct InfluxDbSpec {
     /// Container image of InfluxDB 1.x (ignored with `external`).
     #[schemars(length(min = 1, max = 256))]
@@ -26,6 +26,16 @@ pub struct InfluxDbSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == 'INF' || self.matches('^[1-9][0-9]{0,5}(h|d|w)$')", "message": "influxdb.retention must be INF or a whole number of hours, days or weeks, such as 30d"}]))]
     #[schemars(length(max = 16))]
     pub retention: String,
+    /// Raw retention per database, where it differs from `retention`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub database_retention: DatabaseRetentionSpec,
+    /// Downsampling tiers, finest first or in any order: each keeps the mean, min, max and count
+    /// of every field per series and interval, in both databases, for longer than the raw
+    /// points. Dashboards read the tier that suits their time range. None by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(t, self.exists_one(u, u.every == t.every))", "message": "influxdb.downsampling has two tiers with the same every; each interval is one tier"}]))]
+    pub downsampling: Vec<DownsamplingTier>,
     /// Database names, one per data set.
     pub databases: DatabasesSpec,
     /// How many series and tag values InfluxDB accepts before it refuses new ones: the bound on
@@ -52,6 +62,8 @@ impl Default for InfluxDbSpec {
             scheduling: SchedulingSpec::default(),
             storage: StorageSpec::default(),
             retention: "30d".into(),
+            database_retention: DatabaseRetentionSpec::default(),
+            downsampling: Vec::new(),
             databases: DatabasesSpec::default(),
             limits: InfluxLimitsSpec::default(),
             external: None,
@@ -64,6 +76,7 @@ impl Default for InfluxDbSpec {
 /// The InfluxDB data volume.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.autoGrow) || !isQuantity(self.size) || !isQuantity(self.autoGrow.maxSize) || quantity(self.autoGrow.maxSize).isGreaterThan(quantity(self.size))", "message": "influxdb.storage.autoGrow.maxSize must be larger than influxdb.storage.size"}]))]
 pub struct StorageSpec {
     /// Size of the volume, a quantity such as `1Gi`. It can grow later where the storage class
     /// allows expansion; it can never shrink.
@@ -77,6 +90,11 @@ pub struct StorageSpec {
     /// Delete the volume and the generated credentials with the IotMonitor. By default both are
     /// kept, so re-creating an IotMonitor of the same name finds its data again.
     pub delete_with_monitor: bool,
+    /// Grow the volume before it fills: when the storage forecast (`status.storage`) expects it
+    /// full within 7 days and the StorageClass has `allowVolumeExpansion: true`, the claim's
+    /// request is raised by half, up to `maxSize`. Unset: never grown by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_grow: Option<AutoGrowSpec>,
 }
 
 impl Default for StorageSpec {
@@ -85,8 +103,19 @@ impl Default for StorageSpec {
             size: "1Gi".into(),
             storage_class_name: None,
             delete_with_monitor: false,
+            auto_grow: None,
         }
     }
+}
+
+/// How far the operator may grow the data volume.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoGrowSpec {
+    /// The largest request the operator sets on the claim, a quantity such as `20Gi`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "isQuantity(self)", "message": "influxdb.storage.autoGrow.maxSize must be a quantity such as 20Gi"}]))]
+    #[schemars(length(min = 1, max = 32))]
+    pub max_size: String,
 }
 
 /// InfluxDB's cardinality limits (its `max-series-per-database` and `max-values-per-tag`), set
@@ -166,4 +195,8 @@ fn default_username_key() -> String {
 
 fn default_password_key() -> String {
     "password".into()
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }

@@ -1,6 +1,6 @@
 //! The observed state: conditions, replicas of each component, endpoints.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,10 @@ pub struct IotMonitorStatus {
     /// coap-server accepts over DTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<i32>,
+    /// The data volume and when it is expected to be full, from InfluxDB's own statistics
+    /// (absent with an external InfluxDB, and until the first measurement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
     /// The scheduled backups: the last success and the last failure (with `influxdb.backup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
@@ -88,6 +92,33 @@ pub struct RestoreStatus {
     pub message: String,
     /// The restore Job.
     pub job: String,
+}
+
+/// The storage forecast: the volume, what InfluxDB holds and writes, and when it fills.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// The volume's size as the claim reports it (`status.capacity`), such as `1Gi`.
+    pub capacity: String,
+    /// The volume's size in bytes.
+    pub capacity_bytes: i64,
+    /// Bytes of InfluxDB's shards (TSM files and write-ahead log), every database included.
+    pub used_bytes: i64,
+    /// Points written per second, every database included, between the last two measurements.
+    pub points_per_second: f64,
+    /// Bytes on disk per point written, over the shards written since InfluxDB started.
+    pub bytes_per_point: f64,
+    /// When the volume is expected to be full; absent when it is not expected to fill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill_date: Option<Time>,
+    /// `Fits` (retention drops data before the volume fills), `Fills` (see `fillDate`), or
+    /// `Full`.
+    pub forecast: String,
+    /// The forecast in words: what the data reaches at steady state, or when it fills.
+    pub message: String,
+    /// When these figures were measured. They are rewritten only when the forecast changes
+    /// meaningfully, so an idle stack's status stays unwritten.
+    pub measured_at: Time,
 }
 
 /// Replicas of each component.

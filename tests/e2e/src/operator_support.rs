@@ -80,9 +80,13 @@ pub fn context(
     };
     // The Prometheus operator's CRDs are cluster-wide: only the test of that path turns
     // discovery on (`Operator::start_with_prometheus`), so tests running beside it never see
-    // them appear.
-    let ctx =
-        Arc::new(Context::new(client, metrics.clone(), reporter).with_prometheus_discovery(None));
+    // them appear. The storage forecast reads InfluxDB over HTTP, which the kwok nodes' pods do
+    // not answer: only the test of the forecast turns it on (`Operator::start_with_storage`).
+    let ctx = Arc::new(
+        Context::new(client, metrics.clone(), reporter)
+            .with_prometheus_discovery(None)
+            .with_storage_every(None),
+    );
     (ctx, metrics, registry)
 }
 
@@ -108,7 +112,23 @@ impl Operator {
             controller: "iot-operator-e2e".into(),
             instance: None,
         };
-        let ctx = Context::new(client, metrics, reporter).with_prometheus_discovery(Some(every));
+        let ctx = Context::new(client, metrics, reporter)
+            .with_prometheus_discovery(Some(every))
+            .with_storage_every(None);
+        Self::run(Arc::new(ctx), registry, namespace)
+    }
+
+    /// [`Operator::start`] measuring each monitor's storage every `every`.
+    pub fn start_with_storage(client: kube::Client, namespace: &str, every: Duration) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let reporter = Reporter {
+            controller: "iot-operator-e2e".into(),
+            instance: None,
+        };
+        let ctx = Context::new(client, metrics, reporter)
+            .with_prometheus_discovery(None)
+            .with_storage_every(Some(every));
         Self::run(Arc::new(ctx), registry, namespace)
     }
 

@@ -5,12 +5,21 @@
 //! Grafana cannot run here, so the test evaluates a rule as Grafana does: it runs the rule's
 //! InfluxQL query (`A`) in the database of the datasource the rule names, reduces each series
 //! to its last value (`B`, the rule's reducer) and applies the rule's threshold (`C`); no series
-//! at all is the rule's `noDataState`.
+//! at all is the rule's `noDataState`. IngestFailing is evaluated on what a real coap-server
+//! reports of its own answers.
 
 // Test helpers may unwrap: a failure here is a test failure with its location.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::process::Command;
+
+use coap_lite::{MessageClass, ResponseType};
+use iot_testkit::bins::workspace_bin;
+use iot_testkit::coap::{RawClient, temperature_reading};
+use iot_testkit::ports::free_udp_addr;
+use iot_testkit::process::Service;
+use iot_testkit::wait;
 
 use iot_operator::controller::dereference::Dereferenced;
 use iot_operator::controller::desired::alerts::rules;
@@ -235,6 +244,20 @@ fn who(outcome: &Outcome) -> Vec<String> {
     w
 }
 
+/// A rule on a whole data set (no sensor or location) gives one instance: firing or quiet.
+fn assert_one_instance(outcome: &Outcome, fires: bool, db: &str) {
+    assert_eq!(
+        outcome.firing.len(),
+        usize::from(fires),
+        "{db}: {outcome:?}"
+    );
+    assert_eq!(
+        outcome.quiet.len(),
+        usize::from(!fires),
+        "{db}: {outcome:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_built_in_rule_fires_for_its_fixture_and_only_for_it() {
     let influx = InfluxServer::start().await;
@@ -323,16 +346,7 @@ async fn every_built_in_rule_fires_for_its_fixture_and_only_for_it() {
         let dbs = BTreeMap::from([("iot-aqi", db)]);
         let outcome = evaluate(&influx, stale, &dbs).await;
         report.push(format!("iot-aqi-ingestor-stale on {db}: {outcome:?}"));
-        assert_eq!(
-            outcome.firing.len(),
-            usize::from(fires),
-            "{db}: {outcome:?}"
-        );
-        assert_eq!(
-            outcome.quiet.len(),
-            usize::from(!fires),
-            "{db}: {outcome:?}"
-        );
+        assert_one_instance(&outcome, fires, db);
     }
 
     // SensorStuck's summary value (`E` from `D`) is the stuck reading.
@@ -363,4 +377,107 @@ async fn with_registered_devices_only_they_are_watched() {
     // `stranger` is as silent as silent-1 but no device: not watched.
     assert_eq!(who(&outcome), ["place=hall,sensor=silent-1"], "{outcome:?}");
     assert_eq!(outcome.quiet.len(), 4, "{outcome:?}");
+}
+
+/// coap-server on a free loopback port, writing to `db` and reporting its answers every second.
+async fn coap_server(influx: &InfluxServer, db: &str) -> (Service, std::net::SocketAddr) {
+    let mut coap = free_udp_addr();
+    let url = influx.url();
+    let service = Service::start("coap-server", "/readyz", |http| {
+        coap = free_udp_addr();
+        let mut c = Command::new(workspace_bin("coap-server"));
+        c.args([
+            "--bind",
+            &coap.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ])
+        .args(["--influx-url", &url, "--influx-db", db])
+        .args(["--answer-report-seconds", "1"]);
+        c
+    })
+    .await;
+    (service, coap)
+}
+
+/// The sums of coap-server's reports in `db`: datagrams, refused, unavailable.
+async fn reported(influx: &InfluxServer, db: &str) -> (i64, i64, i64) {
+    let rows = influx
+        .rows(
+            db,
+            r#"SELECT sum("datagrams"), sum("refused"), sum("unavailable") FROM "coap_server""#,
+        )
+        .await;
+    let n = |i: usize| rows.first().and_then(|r| r[i].as_i64()).unwrap_or(0);
+    (n(1), n(2), n(3))
+}
+
+#[tokio::test]
+async fn ingest_failing_fires_on_what_coap_server_reports() {
+    let influx = InfluxServer::start().await;
+    let doc = rules::document(&model("simulator: {enabled: false}"));
+    let ingest = rule(&doc, "iot-ingest-failing");
+    let mut report = Vec::new();
+    // (database, good readings, refused ones, fires): 1 in 50 refused is 2 %, 10 in 50 is
+    // 20 %; the default threshold is 5 %.
+    for (db, good, bad, fires) in [("ingest_ok", 49, 1, false), ("ingest_bad", 40, 10, true)] {
+        let (mut server, coap) = coap_server(&influx, db).await;
+        let client = RawClient::new(coap);
+        let mut stored = 0;
+        for mid in 0..good + bad {
+            // Not a number: refused with 4.00, nothing stored.
+            let value = if mid < bad { "warm" } else { "21.5" };
+            client.send(&temperature_reading(mid, &["place=lab"], value));
+            let answer = client.recv();
+            if answer.header.code == MessageClass::Response(ResponseType::Changed) {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, good, "{db}: every good reading stored");
+        let total = i64::from(good + bad);
+        let what = format!("coap-server's reports in {db} to count {total} datagrams");
+        let counts = wait::until(&what, wait::default_timeout(), || async {
+            match reported(&influx, db).await {
+                c if c.0 == total => Ok(c),
+                c => Err(format!("{c:?}")),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(counts, (total, i64::from(bad), 0), "{db}");
+
+        let outcome = evaluate(&influx, ingest, &BTreeMap::from([("iot-dht", db)])).await;
+        report.push(format!("iot-ingest-failing on {db}: {outcome:?}"));
+        assert_one_instance(&outcome, fires, db);
+        server.process.stop().await;
+    }
+    // Reports of a server that received nothing: 0 %, quiet (InfluxQL divides by zero as 0).
+    write(
+        &influx,
+        "ingest_idle",
+        &[format!(
+            "coap_server,pod=a datagrams=0i,refused=0i,unavailable=0i {}",
+            now() - 30
+        )],
+    )
+    .await;
+    let idle = evaluate(
+        &influx,
+        ingest,
+        &BTreeMap::from([("iot-dht", "ingest_idle")]),
+    )
+    .await;
+    assert!(idle.firing.is_empty(), "{idle:?}");
+    // No report at all (no coap-server): no data, which the rule leaves quiet.
+    influx
+        .query("ingest_none", "CREATE DATABASE ingest_none")
+        .await;
+    let none = evaluate(
+        &influx,
+        ingest,
+        &BTreeMap::from([("iot-dht", "ingest_none")]),
+    )
+    .await;
+    assert!(none.firing.is_empty(), "{none:?}");
+    println!("{}", report.join("\n"));
 }

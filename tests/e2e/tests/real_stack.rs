@@ -234,6 +234,7 @@ async fn the_whole_stack_runs_for_real_and_loses_nothing_in_faults() -> Result<(
         }
     }
     wait_ready(&monitors, "lab").await?;
+    coap_server_reports_its_answers(&influx).await?;
     report_container_memory(&cluster, ns.name()).await;
 
     run(cluster
@@ -650,16 +651,21 @@ async fn every_dashboard_query_has_data(influx: &Influx) -> Result<usize> {
     let dht = Macros {
         time_filter: "time >= now() - 30m".into(),
         interval: "10s",
-        vars: vec![],
+        range_ms: (0, 30 * 60 * 1000),
+        // Half an hour reads raw points, whatever the tiers.
+        vars: vec![("tier".into(), "autogen".into())],
     };
     let aqi_dashboard = dashboards::load("aqi.json");
     let mut runs = vec![(dashboards::load("dht.json"), dht)];
     for measure in ["P2", "P1", "aqi"] {
         let link = format!("?var-measure_name={measure}&var-location_id=.*");
+        let mut vars = link_variables(&aqi_dashboard, &link);
+        vars.push(("tier".into(), "autogen".into()));
         let macros = Macros {
             time_filter: "time >= '2019-04-15T00:00:00Z' AND time <= '2019-04-18T00:00:00Z'".into(),
             interval: "5m",
-            vars: link_variables(&aqi_dashboard, &link),
+            range_ms: (0, 3 * 86_400_000),
+            vars,
         };
         runs.push((aqi_dashboard.clone(), macros));
     }
@@ -680,6 +686,40 @@ async fn every_dashboard_query_has_data(influx: &Influx) -> Result<usize> {
 }
 
 /// Restart counts of every container of the namespace's pods, by pod/container.
+/// Every coap-server pod reports its answers to InfluxDB once a minute (what Grafana's
+/// IngestFailing reads), tagged with the pod's own name.
+async fn coap_server_reports_its_answers(influx: &Influx) -> Result<()> {
+    let datagrams = wait_for(
+        "coap-server's answer reports in InfluxDB",
+        default_timeout() * 2,
+        || async {
+            let q = r#"SELECT sum("datagrams") FROM "coap_server""#;
+            let answer = influx.query("dht", q).await.map_err(|e| e.to_string())?;
+            match answer["results"][0]["series"][0]["values"][0][1].as_u64() {
+                Some(n) if n > 0 => Ok(n),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+    let answer = influx
+        .query(
+            "dht",
+            r#"SHOW TAG VALUES FROM "coap_server" WITH KEY = "pod""#,
+        )
+        .await?;
+    let pods: Vec<&str> = answer["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[1].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        !pods.is_empty() && pods.iter().all(|p| p.starts_with("lab-coap-server-")),
+        "reports should carry the coap-server pods' names: {pods:?}"
+    );
+    eprintln!("coap-server reported {datagrams} datagrams from pods {pods:?}");
+    Ok(())
+}
+
 async fn restart_counts(cluster: &Cluster, ns: &str) -> Result<BTreeMap<String, i32>> {
     let pods = Api::<Pod>::namespaced(cluster.client(), ns)
         .list(&ListParams::default())

@@ -196,15 +196,21 @@ fn influxdb_image_serves_and_the_operators_setup_script_configures_it() {
     });
 
     let setup_bundle = a.unpack().unwrap();
-    let setup_dir = repo_root().join("operator/src/controller/desired");
-    let mut setup = Container::new(
-        &setup_bundle,
-        Some(&["/bin/sh", "/setup/influxdb-setup.sh"]),
+    // The setup ConfigMap's two keys, with a downsampling tier: its backfill runs the image's
+    // busybox tools (date, among them).
+    let setup_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("operator/src/controller/desired/influxdb-setup.sh"),
+        setup_dir.path().join("setup.sh"),
     )
-    .unwrap()
-    .host_network()
-    .tmpfs("/tmp")
-    .bind_ro(&setup_dir, "/setup");
+    .unwrap();
+    std::fs::write(setup_dir.path().join("plan"), setup_plan()).unwrap();
+    let setup_dir = setup_dir.path().to_owned();
+    let mut setup = Container::new(&setup_bundle, Some(&["/bin/sh", "/setup/setup.sh"]))
+        .unwrap()
+        .host_network()
+        .tmpfs("/tmp")
+        .bind_ro(&setup_dir, "/setup");
     for kv in [
         format!("INFLUX_PORT={port}"),
         "INFLUX_ADMIN_USER=admin".into(),
@@ -213,8 +219,7 @@ fn influxdb_image_serves_and_the_operators_setup_script_configures_it() {
         "INFLUX_WRITER_PASSWORD=writer-pw".into(),
         "INFLUX_READER_USER=reader".into(),
         "INFLUX_READER_PASSWORD=reader-pw".into(),
-        "INFLUX_DATABASES=iot aqi".into(),
-        "INFLUX_RETENTION=30d".into(),
+        "SETUP_PLAN=/setup/plan".into(),
     ] {
         setup = setup.env(&kv);
     }
@@ -232,9 +237,32 @@ fn influxdb_image_serves_and_the_operators_setup_script_configures_it() {
     );
     let dbs = http_get(port, "/query?u=reader&p=reader-pw&q=SHOW+DATABASES").unwrap();
     assert!(dbs.contains("\"iot\"") && dbs.contains("\"aqi\""), "{dbs}");
+    wait_for(T, "the tiers' backfill", || {
+        let out = setup.output().0;
+        out.contains("backfilled ds_5m on iot") && out.contains("backfilled ds_5m on aqi")
+    });
     // The script traps TERM and stops at once.
     setup.kill("TERM").unwrap();
     assert_eq!(setup.wait(T).unwrap().code, Some(0));
     influxd.kill("TERM").unwrap();
     influxd.wait(T).unwrap();
+}
+
+/// The plan the operator renders for databases `iot` and `aqi` with a 5-minute tier.
+fn setup_plan() -> String {
+    use iot_operator::controller::{desired, validate};
+    let spec =
+        "{influxdb: {databases: {dht: iot, aqi: aqi}, downsampling: [{every: 5m, keep: 1w}]}}";
+    let mut monitor =
+        iot_operator::crd::IotMonitor::new("lab", serde_yaml::from_str(spec).unwrap());
+    monitor.metadata.namespace = Some("iot".into());
+    monitor.metadata.uid = Some("uid".into());
+    let model = validate::validate(&monitor, &Default::default()).unwrap();
+    let objects = desired::build(&model);
+    let setup = objects
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("lab-influxdb-setup"))
+        .unwrap();
+    setup.data.as_ref().unwrap()[desired::influxdb::PLAN_KEY].clone()
 }

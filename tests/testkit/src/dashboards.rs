@@ -35,6 +35,9 @@ pub fn database_of(uid: &str) -> &'static str {
 pub struct Macros {
     pub time_filter: String,
     pub interval: &'static str,
+    /// The time range's ends in epoch milliseconds (`${__from}`, `${__to}`); the queries use
+    /// only their difference, so `(0, length)` stands for any range of that length.
+    pub range_ms: (i64, i64),
     pub vars: Vec<(String, String)>,
 }
 
@@ -42,13 +45,15 @@ impl Macros {
     pub fn expand(&self, q: &str) -> String {
         let mut q = q
             .replace("$timeFilter", &self.time_filter)
-            .replace("$__interval", self.interval);
+            .replace("$__interval", self.interval)
+            .replace("${__from}", &self.range_ms.0.to_string())
+            .replace("${__to}", &self.range_ms.1.to_string());
         for (name, value) in &self.vars {
             q = q.replace(&format!("${name}"), value);
         }
-        let unexpanded = q
-            .match_indices('$')
-            .any(|(i, _)| q[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'));
+        let unexpanded = q.match_indices('$').any(|(i, _)| {
+            q[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{')
+        });
         assert!(!unexpanded, "unexpanded macro in {q}");
         q
     }

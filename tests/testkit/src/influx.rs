@@ -213,6 +213,27 @@ impl InfluxServer {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// Writes line protocol (nanosecond timestamps) into `db`'s default retention policy.
+    pub async fn write(&self, db: &str, lines: &str) {
+        self.write_to(db, "", lines).await;
+    }
+
+    /// Writes line protocol into retention policy `rp` of `db` (`""`: the default one).
+    pub async fn write_to(&self, db: &str, rp: &str, lines: &str) {
+        let mut req = self
+            .http
+            .post(format!("{}/write", self.url()))
+            .query(&[("db", db), ("rp", rp)])
+            .body(lines.to_owned());
+        if let Some((u, p)) = &self.auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.expect("write to InfluxDB");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "write failed: {status} {text}");
+    }
+
     /// Runs InfluxQL (POST, so it may change state) and returns the parsed JSON answer.
     pub async fn query(&self, db: &str, q: &str) -> Value {
         let mut req = self.http.post(format!("{}/query", self.url())).query(&[

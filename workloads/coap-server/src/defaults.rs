@@ -18,3 +18,5 @@ pub const BATCH_IN_FLIGHT: u32 = 2;
 pub const BATCH_LINGER_MS: u64 = 0;
 pub const QUEUE_CAPACITY: usize = 50_000;
 pub const DRAIN_SECONDS: u64 = 20;
+/// Reports of the answers to InfluxDB: one point a minute per pod.
+pub const ANSWER_REPORT_SECONDS: u64 = 60;

@@ -16,6 +16,7 @@ pub mod devices;
 pub mod kube_devices;
 mod metrics;
 mod ratelimit;
+pub mod report;
 mod resource;
 mod secure;
 mod server;
@@ -235,6 +236,11 @@ impl Server {
     /// The address it takes DTLS on, if on.
     pub fn dtls_addr(&self) -> Option<SocketAddr> {
         self.dtls_addr
+    }
+
+    /// The running totals of what it received and how it answered, for [`report::report_answers`].
+    pub fn answer_counts(&self) -> report::AnswerCounts {
+        self.shared.answer_counts()
     }
 
     /// A handle that tells the server which tag values the database holds already.

@@ -167,6 +167,16 @@ struct Args {
     #[arg(long, env = "NEW_TAGS_PER_SOURCE", default_value_t = defaults::NEW_TAGS_PER_SOURCE)]
     new_tags_per_source: u32,
 
+    /// Seconds between the reports of this server's answers written to InfluxDB (measurement
+    /// `coap_server`: datagrams, refused, unavailable), which Grafana's IngestFailing alert
+    /// reads. 0 writes none.
+    #[arg(long, env = "ANSWER_REPORT_SECONDS", default_value_t = defaults::ANSWER_REPORT_SECONDS)]
+    answer_report_seconds: u64,
+
+    /// The `pod` tag of those reports (in a pod, its name).
+    #[arg(long, env = "HOSTNAME", default_value = "coap-server")]
+    pod_name: String,
+
     /// HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9090")]
     http_addr: SocketAddr,
@@ -275,6 +285,15 @@ async fn run(args: Args) -> Result<(), Error> {
     // Set once the queued readings are written, after the signal stopped the CoAP side.
     let stopped = Shutdown::new();
     let side_port = http::spawn(args.http_addr, registry, ready.clone(), stopped.wait()).await?;
+    let report = (args.answer_report_seconds > 0).then(|| {
+        tokio::spawn(coap_server::report::report_answers(
+            client.clone(),
+            server.answer_counts(),
+            args.pod_name.clone(),
+            Duration::from_secs(args.answer_report_seconds),
+            stopped.clone(),
+        ))
+    });
     let watcher = tokio::spawn(coap_server::watch_influx(
         client,
         args.create_database,
@@ -292,7 +311,7 @@ async fn run(args: Args) -> Result<(), Error> {
     );
 
     let drain = Duration::from_secs(args.drain_seconds);
-    server.run(iot_common::shutdown::signal(), drain).await;
+    let drained = server.run(iot_common::shutdown::signal(), drain).await;
     stopped.trigger();
     // Not awaited: a ping to a hung InfluxDB would hold the exit up to its timeout.
     watcher.abort();
@@ -300,10 +319,27 @@ async fn run(args: Args) -> Result<(), Error> {
     if let Some(follow) = follow {
         follow.abort();
     }
+    // The last report (the counts since the previous one) only where InfluxDB just took the
+    // queue: a hung InfluxDB must not hold the exit past the drain bound.
+    if let Some(report) = report {
+        if drained {
+            if tokio::time::timeout(LAST_REPORT_WITHIN, report)
+                .await
+                .is_err()
+            {
+                tracing::warn!("last answer report not written in time");
+            }
+        } else {
+            report.abort();
+        }
+    }
     side_port.join().await;
     tracing::info!("coap-server stopped");
     Ok(())
 }
+
+/// How long the last answer report may take at exit.
+const LAST_REPORT_WITHIN: Duration = Duration::from_secs(1);
 
 /// Every DTLS handshake makes and frees buffers of 17–22 KB (OpenSSL's record and handshake
 /// buffers) between long-lived sessions; from glibc's heap they fragment it, and a server that

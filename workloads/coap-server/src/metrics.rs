@@ -1,4 +1,5 @@
-//! The server's Prometheus metrics (the writer registers its own under `influx_`).
+//! The server's Prometheus metrics (the writer registers its own under `influx_`), and the
+//! totals of its answers that it also reports to InfluxDB ([`crate::report`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +14,7 @@ pub(crate) struct Reason {
 
 iot_common::metric_set! {
     #[derive(Clone)]
-    pub(crate) struct Metrics in "coap" {
+    pub(crate) struct Exported in "coap" {
         /// Datagrams received
         #[metric("datagrams_received")]
         pub(crate) received: Counter,
@@ -63,15 +64,47 @@ iot_common::metric_set! {
     }
 }
 
+/// The exported metrics, and the answer totals beside them: a labelled family cannot be summed
+/// from outside, so refusals and 5.03 answers are also counted once more, unlabelled.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    exported: Exported,
+    pub(crate) answers: AnswerCounts,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Exported;
+
+    fn deref(&self) -> &Exported {
+        &self.exported
+    }
+}
+
+/// Running totals of what the server received and how it answered; clones share them.
+#[derive(Clone, Debug, Default)]
+pub struct AnswerCounts {
+    /// The same counter as `coap_datagrams_received_total`.
+    pub(crate) datagrams: Counter,
+    /// Requests answered 4.xx (every reason of `coap_requests_rejected_total`).
+    pub(crate) refused: Counter,
+    /// Readings answered 5.03 (every reason of `coap_readings_unavailable_total`).
+    pub(crate) unavailable: Counter,
+}
+
 impl Metrics {
     pub(crate) fn new(registry: &mut Registry) -> Self {
-        let m = Metrics::default();
-        m.register_in(registry);
-        m
+        let exported = Exported::default();
+        exported.register_in(registry);
+        let answers = AnswerCounts {
+            datagrams: exported.received.clone(),
+            ..AnswerCounts::default()
+        };
+        Metrics { exported, answers }
     }
 
     pub(crate) fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&Reason { reason }).inc();
+        self.answers.refused.inc();
     }
 
     pub(crate) fn malformed(&self, reason: &'static str) {
@@ -92,5 +125,6 @@ impl Metrics {
 
     pub(crate) fn unavailable(&self, reason: &'static str) {
         self.unavailable.get_or_create(&Reason { reason }).inc();
+        self.answers.unavailable.inc();
     }
 }

@@ -123,6 +123,10 @@ impl Shared {
         })
     }
 
+    pub(crate) fn answer_counts(&self) -> crate::report::AnswerCounts {
+        self.metrics.answers.clone()
+    }
+
     fn dedup(&self) -> MutexGuard<'_, DedupCache> {
         lock(&self.dedup)
     }

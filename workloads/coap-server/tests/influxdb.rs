@@ -12,6 +12,7 @@ use coap_lite::{CoapOption, MessageType, Packet, RequestType, ResponseType};
 use common::CoapServer;
 use iot_testkit::coap::{RawClient, code, post, request, temperature_reading, text};
 use iot_testkit::influx::InfluxServer;
+use iot_testkit::wait;
 
 const TEMPERATURE: &str = "/sensors/dht/temperature";
 const HUMIDITY: &str = "/sensors/dht/humidity";
@@ -100,6 +101,75 @@ async fn while_influxdb_is_down_readings_get_5_03_with_max_age_and_readiness_dro
         ResponseType::Changed
     );
     assert_eq!(influx.count("dht", "temperature", "value").await, 1);
+}
+
+/// The sums of the server's answer reports (measurement `coap_server`): datagrams, refused,
+/// unavailable.
+async fn reported(influx: &InfluxServer) -> (i64, i64, i64) {
+    let q = r#"SELECT sum("datagrams"), sum("refused"), sum("unavailable") FROM "coap_server""#;
+    let rows = influx.rows("dht", q).await;
+    let n = |i: usize| rows.first().and_then(|r| r[i].as_i64()).unwrap_or(0);
+    (n(1), n(2), n(3))
+}
+
+#[tokio::test]
+async fn answers_are_reported_to_influxdb_and_an_outage_loses_no_count() {
+    let mut influx = InfluxServer::start().await;
+    let server = CoapServer::start(
+        &influx.url(),
+        &["--answer-report-seconds", "1", "--pod-name", "coap-a"],
+        "/readyz",
+    )
+    .await;
+    let c = RawClient::new(server.coap);
+    assert_eq!(
+        code(&c.exchange(&post(1, TEMPERATURE, "20.0"))),
+        ResponseType::Changed
+    );
+    assert_eq!(
+        code(&c.exchange(&post(2, TEMPERATURE, "warm"))),
+        ResponseType::BadRequest
+    );
+    let what = "the first two datagrams reported";
+    wait::until(what, wait::default_timeout(), || async {
+        match reported(&influx).await {
+            (2, 1, 0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+
+    // During the outage: a 5.03 and a refusal, whose reports fail; they join a later one.
+    influx.stop();
+    assert_eq!(
+        code(&c.exchange(&post(3, TEMPERATURE, "20.0"))),
+        ResponseType::ServiceUnavailable
+    );
+    assert_eq!(
+        code(&c.exchange(&post(4, TEMPERATURE, "warm"))),
+        ResponseType::BadRequest
+    );
+    // Long enough for at least one report to fail.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    influx.start_again().await;
+    let what = "the outage's datagrams reported once InfluxDB is back";
+    wait::until(what, wait::default_timeout(), || async {
+        match reported(&influx).await {
+            (4, 2, 1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    let pods = influx
+        .rows(
+            "dht",
+            r#"SHOW TAG VALUES FROM "coap_server" WITH KEY = "pod""#,
+        )
+        .await;
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0][1], "coap-a");
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ pub fn build(model: &ValidatedMonitor) -> CoapObjects {
     env_vars.extend(influx_writer_env(&model.influx, &model.influx.dht_db));
     if let InfluxMode::Internal(internal) = &model.influx.mode {
         // A `ts=` older than the retention is refused up front (4.00), not sent to be dropped.
-        env_vars.push(env("INFLUX_RETENTION", internal.retention.clone()));
+        env_vars.push(env("INFLUX_RETENTION", internal.retention.dht.clone()));
     }
     env_vars.push(env("DRAIN_SECONDS", DRAIN_SECONDS.to_string()));
     env_vars.push(env("RATE_LIMIT", coap.rate_limit_per_source.to_string()));

@@ -20,7 +20,7 @@ use super::template::PodTemplateBuilder;
 use super::workload::{Rollout, deployment};
 use crate::constants::{GRAFANA_PORT, GRAFANA_UID};
 use crate::controller::hash::content_hash;
-use crate::controller::validate::ValidatedMonitor;
+use crate::controller::validate::{InfluxMode, ValidatedMonitor};
 
 /// Dashboards shipped with the operator. Their datasource uids match `DHT_DATASOURCE_UID` and
 /// `AQI_DATASOURCE_UID`.
@@ -139,12 +139,42 @@ fn provisioning_config_map(model: &ValidatedMonitor) -> ConfigMap {
     }
 }
 
+/// The variable of the shipped dashboards that picks the retention policy for the time range,
+/// from the table the InfluxDB setup keeps (`influxdb_plan::tier_table`).
+const TIER_VARIABLE: &str = "tier";
+
+/// A shipped dashboard as this monitor serves it. With `tiers` (the operator's InfluxDB, whose
+/// setup keeps the tier table) as shipped; otherwise (an external InfluxDB) without the tier
+/// variable, its charts reading the database's default retention policy.
+pub(crate) fn dashboard(shipped: &str, tiers: bool) -> String {
+    if tiers {
+        return shipped.to_owned();
+    }
+    let Ok(mut d) = serde_json::from_str::<serde_json::Value>(shipped) else {
+        // The shipped files are JSON (a unit test parses them): unreachable.
+        return shipped.to_owned();
+    };
+    if let Some(vars) = d["templating"]["list"].as_array_mut() {
+        vars.retain(|v| v["name"] != TIER_VARIABLE);
+    }
+    let from = format!("\"${TIER_VARIABLE}\".");
+    for panel in d["panels"].as_array_mut().into_iter().flatten() {
+        for target in panel["targets"].as_array_mut().into_iter().flatten() {
+            if let Some(q) = target["query"].as_str() {
+                target["query"] = q.replace(&from, "").into();
+            }
+        }
+    }
+    serde_json::to_string_pretty(&d).unwrap_or_else(|_| shipped.to_owned())
+}
+
 fn dashboards_config_map(model: &ValidatedMonitor) -> ConfigMap {
+    let tiers = matches!(model.influx.mode, InfluxMode::Internal(_));
     ConfigMap {
         metadata: owned_meta(model, &model.names.grafana_dashboards, Component::Grafana),
         data: Some(BTreeMap::from([
-            ("dht.json".to_owned(), DHT_DASHBOARD.to_owned()),
-            ("aqi.json".to_owned(), AQI_DASHBOARD.to_owned()),
+            ("dht.json".to_owned(), dashboard(DHT_DASHBOARD, tiers)),
+            ("aqi.json".to_owned(), dashboard(AQI_DASHBOARD, tiers)),
         ])),
         ..ConfigMap::default()
     }

@@ -1,5 +1,5 @@
 //! InfluxDB 1.x: a one-replica StatefulSet with HTTP authentication, its data volume, Services
-//! and the setup sidecar that creates users, databases and the retention policy.
+//! and the setup sidecar that creates users, databases, retention and downsampling tiers.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::backup::{RESTORE_KEY, RESTORE_SCRIPT};
+use super::influxdb_plan;
 use super::labels::{Component, owned_meta, selector, unowned_meta};
 use super::pod::{
     container_security, env, env_from_secret, http_probe, resources, scratch, tcp_port,
@@ -26,6 +27,9 @@ use crate::controller::validate::{InternalInflux, ValidatedMonitor};
 /// The idempotent setup script run by the sidecar; tested against a real influxd.
 pub const SETUP_SCRIPT: &str = include_str!("influxdb-setup.sh");
 const SETUP_KEY: &str = "setup.sh";
+/// The sidecar's plan ([`influxdb_plan::plan`]). Not part of the pod's config hash: the sidecar
+/// re-reads the mounted file and applies a change while InfluxDB keeps running.
+pub const PLAN_KEY: &str = "plan";
 const SETUP_DONE: &str = "/tmp/setup-done";
 const DATA_DIR: &str = "/var/lib/influxdb";
 
@@ -43,7 +47,7 @@ pub fn build(model: &ValidatedMonitor) -> InfluxObjects {
     match &model.influx.mode {
         crate::controller::validate::InfluxMode::External => InfluxObjects::default(),
         crate::controller::validate::InfluxMode::Internal(internal) => InfluxObjects {
-            setup: Some(setup_config_map(model)),
+            setup: Some(setup_config_map(model, internal)),
             data: Some(data_claim(model, internal)),
             service: Some(service(model, false)),
             headless: Some(headless(model)),
@@ -52,8 +56,14 @@ pub fn build(model: &ValidatedMonitor) -> InfluxObjects {
     }
 }
 
-fn setup_config_map(model: &ValidatedMonitor) -> ConfigMap {
-    let mut data = BTreeMap::from([(SETUP_KEY.to_owned(), SETUP_SCRIPT.to_owned())]);
+fn setup_config_map(model: &ValidatedMonitor, internal: &InternalInflux) -> ConfigMap {
+    let mut data = BTreeMap::from([
+        (SETUP_KEY.to_owned(), SETUP_SCRIPT.to_owned()),
+        (
+            PLAN_KEY.to_owned(),
+            influxdb_plan::plan(&model.influx, &internal.retention),
+        ),
+    ]);
     if model.restore.is_some() {
         data.insert(RESTORE_KEY.to_owned(), RESTORE_SCRIPT.to_owned());
     }
@@ -209,11 +219,7 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
             secret,
             &influx.reader.password_key,
         ),
-        env(
-            "INFLUX_DATABASES",
-            format!("{} {}", influx.dht_db, influx.aqi_db),
-        ),
-        env("INFLUX_RETENTION", internal.retention.clone()),
+        env("SETUP_PLAN", format!("/setup/{PLAN_KEY}")),
         env("SETUP_DONE_FILE", SETUP_DONE),
     ];
     if let Some(restore) = &model.restore {

@@ -10,6 +10,7 @@ pub(crate) mod coap_server;
 pub(crate) mod devices;
 pub(crate) mod grafana;
 pub mod influxdb;
+pub mod influxdb_plan;
 pub(crate) mod labels;
 pub(crate) mod network;
 pub mod pod;

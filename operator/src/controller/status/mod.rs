@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 mod autoscaling;
 mod backup;
 mod patch;
+pub(crate) mod storage;
 
 pub(crate) use self::autoscaling::{AUTOSCALING, turned_bad};
 pub(crate) use self::backup::warnings as backup_warnings;
@@ -337,6 +338,8 @@ pub(crate) fn reconciled(
             coap_plaintext: endpoint("coap", coap_service, &model.namespace, "coap"),
         },
         devices: Some(i32::try_from(model.devices().count()).unwrap_or(i32::MAX)),
+        // Measured every few minutes, not on each reconcile: `storage::set` replaces it.
+        storage: previous.and_then(|p| p.storage.clone()),
     }
 }
 

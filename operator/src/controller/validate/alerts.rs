@@ -101,6 +101,7 @@ fn resolve_contact_point(
         },
         (None, Some(webhook), None) => ContactPointKind::Webhook {
             url: secret_key(&named_by, &webhook.url_secret, refs, namespace)?,
+            port: webhook.port,
         },
         (None, None, Some(slack)) => ContactPointKind::Slack {
             url: secret_key(&named_by, &slack.url_secret, refs, namespace)?,
@@ -132,6 +133,17 @@ fn resolve_smtp(
             };
             let user = secret_key("alerts.smtp", &key(&spec.user_key), refs, namespace)?;
             let password = secret_key("alerts.smtp", &key(&spec.password_key), refs, namespace)?;
+            if let Some(ReferencedSecret::OptedIn {
+                url: Some(allowed), ..
+            }) = refs.contact_point_secrets.get(secret)
+                && !allowed.trim().eq_ignore_ascii_case(&spec.host)
+            {
+                return Err(InvalidSpec::SmtpHostNotAllowed {
+                    secret: secret.clone(),
+                    allowed: allowed.trim().to_owned(),
+                    host: spec.host.clone(),
+                });
+            }
             Some((user, password))
         }
     };
@@ -363,6 +375,39 @@ mod tests {
         };
         let ok = resolve_in(&with_smtp, &refs).expect("resolved");
         assert!(ok.smtp.and_then(|s| s.login).is_some());
+    }
+
+    #[test]
+    fn an_smtp_login_goes_only_to_the_mail_server_its_secret_names() {
+        let with_smtp = |host: &str| {
+            spec(&format!(
+                "contactPoints: [{{name: m, email: {{addresses: [a@b.c]}}}}]\nsmtp: {{host: '{host}', fromAddress: a@b.c, credentialsSecret: mail}}"
+            ))
+        };
+        let refs = Dereferenced {
+            contact_point_secrets: BTreeMap::from([(
+                "mail".into(),
+                ReferencedSecret::OptedIn {
+                    keys: BTreeSet::from(["username".into(), "password".into()]),
+                    url: Some("MX.example.org:587".into()),
+                },
+            )]),
+            ..Dereferenced::default()
+        };
+        // Host names compare without case.
+        assert!(resolve_in(&with_smtp("mx.example.org:587"), &refs).is_ok());
+        for elsewhere in ["mx.example.org:25", "attacker.example:587"] {
+            let err = resolve_in(&with_smtp(elsewhere), &refs).expect_err("pinned elsewhere");
+            assert_eq!(err.category(), "CredentialsNotAllowed");
+            assert_eq!(err.withdrawn_secret(), Some("mail"));
+            let text = err.to_string();
+            assert!(
+                text.contains("only to the mail server MX.example.org:587")
+                    && text.contains(elsewhere)
+                    && text.contains("iot.operator.dev/smtp-host"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::MAX_REGISTRY_BYTES;
 use crate::constants::{
     ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION, MAX_NAME_LEN,
-    OPT_IN_VALUE,
+    OPT_IN_VALUE, SMTP_HOST_ANNOTATION,
 };
 
 /// Why a spec cannot be resolved; each message says what to change.
@@ -62,6 +62,34 @@ pub enum InvalidSpec {
     RegistryTooLarge { devices: usize, bytes: usize },
     #[error("influxdb.databases.dht and influxdb.databases.aqi must differ")]
     SameDatabases,
+    #[error(
+        "{field} is {value:?}: use INF, or whole hours, days or weeks up to 5200w (100 years), such as 30d"
+    )]
+    BadRetention { field: String, value: String },
+    #[error(
+        "influxdb.downsampling[].every {value:?}: use whole minutes, hours or days from 1m to 7d, such as 5m"
+    )]
+    BadTierInterval { value: String },
+    #[error(
+        "influxdb.downsampling has {first:?} and {second:?}, the same interval twice; keep one of them"
+    )]
+    DuplicateTierInterval { first: String, second: String },
+    #[error(
+        "influxdb.downsampling tier every: {every} keeps its points {keep}, less than one interval; raise keep"
+    )]
+    TierKeepsLessThanItsInterval { every: String, keep: String },
+    #[error(
+        "influxdb.downsampling tier every: {every} needs two intervals of raw points (its continuous query reads them), but database {database} keeps raw points {retention}; shorten every or lengthen the retention"
+    )]
+    TierLongerThanRawRetention {
+        every: String,
+        database: String,
+        retention: String,
+    },
+    #[error(
+        "influxdb.downsampling needs the InfluxDB the operator deploys: remove influxdb.external or the tiers"
+    )]
+    DownsamplingWithExternal,
     #[error("simulator.places needs at least one place, such as room1")]
     NoPlaces,
     #[error("simulator.places entry {place:?} contains a comma; use one list entry per place")]
@@ -119,6 +147,14 @@ pub enum InvalidSpec {
         secret: String,
         namespace: String,
     },
+    #[error(
+        "Secret {secret} may be sent only to the mail server {allowed} (its annotation {SMTP_HOST_ANNOTATION}), not to {host}; fix spec.alerts.smtp.host, or the annotation if the Secret's owner agrees"
+    )]
+    SmtpHostNotAllowed {
+        secret: String,
+        allowed: String,
+        host: String,
+    },
     #[error("Secret {secret} named by {named_by} has no key {key:?}")]
     ContactPointKeyMissing {
         named_by: String,
@@ -146,7 +182,8 @@ impl InvalidSpec {
         match self {
             Self::CredentialsSecretNotOptedIn { secret, .. }
             | Self::CredentialsUrlNotAllowed { secret, .. }
-            | Self::ContactPointSecretNotOptedIn { secret, .. } => Some(secret),
+            | Self::ContactPointSecretNotOptedIn { secret, .. }
+            | Self::SmtpHostNotAllowed { secret, .. } => Some(secret),
             _ => None,
         }
     }
@@ -162,7 +199,8 @@ impl InvalidSpec {
             // Not a spec error either: the Secret's owner decides.
             Self::CredentialsSecretNotOptedIn { .. }
             | Self::CredentialsUrlNotAllowed { .. }
-            | Self::ContactPointSecretNotOptedIn { .. } => "CredentialsNotAllowed",
+            | Self::ContactPointSecretNotOptedIn { .. }
+            | Self::SmtpHostNotAllowed { .. } => "CredentialsNotAllowed",
             Self::BadRuleFile { .. } => "InvalidAlertRules",
             _ => "InvalidSpec",
         }

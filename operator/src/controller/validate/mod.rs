@@ -8,6 +8,7 @@ mod alerts;
 pub mod backup;
 mod invalid;
 mod model;
+mod retention;
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,7 @@ use kube::Resource;
 pub use self::alerting_schema::{Allowed, EXPRESSION_UID, check_file, parse_duration};
 pub use self::invalid::InvalidSpec;
 pub use self::model::*;
+pub use self::retention::{interval_name, retention_seconds};
 use super::dereference::{Dereferenced, ReferencedSecret};
 
 use crate::constants::{
@@ -109,6 +111,7 @@ pub fn validate(
             (None, ServiceType::NodePort | ServiceType::LoadBalancer) => CoapSources::Any,
         },
         api_server: None,
+        operator_namespace: None,
     });
 
     let (backup, restore) =
@@ -311,6 +314,8 @@ fn resolve_influx(
     if db.dht == db.aqi {
         return Err(InvalidSpec::SameDatabases);
     }
+    // Checked with an external InfluxDB too: tiers there are refused, not ignored.
+    let retention = retention::resolve(&spec.influxdb)?;
     let generated = |role: &str| SecretCredentials {
         secret: names.credentials.clone(),
         username_key: format!("influxdb-{role}-username"),
@@ -336,7 +341,8 @@ fn resolve_influx(
                 storage_size: storage.size.clone(),
                 storage_class_name: storage.storage_class_name.clone(),
                 delete_with_monitor: storage.delete_with_monitor,
-                retention: spec.influxdb.retention.clone(),
+                retention,
+                auto_grow_max: storage.auto_grow.as_ref().map(|g| g.max_size.clone()),
                 limits: spec.influxdb.limits.clone(),
             };
             let url = format!("http://{}.{namespace}.svc:{INFLUX_PORT}", names.influxdb);

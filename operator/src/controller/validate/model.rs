@@ -101,8 +101,38 @@ pub struct InternalInflux {
     pub storage_size: String,
     pub storage_class_name: Option<String>,
     pub delete_with_monitor: bool,
-    pub retention: String,
+    /// How long each database keeps raw points, and the downsampling tiers.
+    pub retention: Retention,
+    /// `storage.autoGrow.maxSize`: how far the operator may grow the volume; `None`: it does not.
+    pub auto_grow_max: Option<String>,
     pub limits: InfluxLimitsSpec,
+}
+
+/// Raw retention per database (InfluxQL durations as the spec gave them, and in seconds;
+/// `None` is `INF`) and the downsampling tiers, finest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub dht: String,
+    pub dht_seconds: Option<u64>,
+    pub aqi: String,
+    pub aqi_seconds: Option<u64>,
+    pub tiers: Vec<Tier>,
+}
+
+/// One downsampling tier, in both databases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub every_seconds: u64,
+    /// `INF` or an InfluxQL duration, as the spec gave it.
+    pub keep: String,
+    pub keep_seconds: Option<u64>,
+}
+
+impl Tier {
+    /// The retention policy holding the tier: `ds_` and the interval's shortest name.
+    pub fn policy(&self) -> String {
+        format!("ds_{}", super::retention::interval_name(self.every_seconds))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +242,8 @@ pub enum ContactPointKind {
     },
     Webhook {
         url: SecretKeyRef,
+        /// The URL's TCP port, as the spec says (the URL itself is never read).
+        port: i32,
     },
     Slack {
         url: SecretKeyRef,
@@ -346,6 +378,9 @@ pub struct Network {
     /// Where the API server answers, as the operator found it at start; `None` when it could
     /// not be read (then coap-server may reach any address on the usual API ports).
     pub api_server: Option<ApiServer>,
+    /// The namespace the operator's own pods run in: they read InfluxDB's statistics for the
+    /// storage forecast. `None`: unknown, and no policy names them.
+    pub operator_namespace: Option<String>,
 }
 
 /// Who may send CoAP besides the simulator.
@@ -374,6 +409,15 @@ impl ValidatedMonitor {
     pub fn with_api_server(mut self, api_server: Option<ApiServer>) -> Self {
         if let Some(network) = &mut self.network {
             network.api_server = api_server;
+        }
+        self
+    }
+
+    /// The model with the namespace the operator runs in (not part of the spec either).
+    #[must_use]
+    pub fn with_operator_namespace(mut self, namespace: Option<String>) -> Self {
+        if let Some(network) = &mut self.network {
+            network.operator_namespace = namespace;
         }
         self
     }

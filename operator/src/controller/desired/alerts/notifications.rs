@@ -22,7 +22,7 @@ pub fn secret_refs(alerts: &Alerts) -> impl Iterator<Item = (String, &SecretKeyR
         .enumerate()
         .filter_map(|(i, c)| match &c.kind {
             ContactPointKind::Email { .. } => None,
-            ContactPointKind::Webhook { url } | ContactPointKind::Slack { url, .. } => {
+            ContactPointKind::Webhook { url, .. } | ContactPointKind::Slack { url, .. } => {
                 Some((url_var(i), url))
             }
         })

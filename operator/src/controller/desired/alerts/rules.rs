@@ -8,8 +8,9 @@
 //! …`) instead of Grafana's `$timeFilter`: Grafana expands `$NAME` in provisioned queries from
 //! its environment, and a query without macros is exactly what InfluxDB runs.
 //!
-//! IngestFailing has no rule here: the CoAP server's refusals and 5.03 answers are Prometheus
-//! counters, not InfluxDB points (see `crate::controller::desired::prometheus`).
+//! IngestFailing reads what coap-server reports of its own answers every minute (measurement
+//! `coap_server`), so Grafana alerts on refusals and 5.03 answers without Prometheus; the
+//! Prometheus path has the same rule on the same totals (`crate::controller::desired::prometheus`).
 
 use serde_json::{Value, json};
 
@@ -28,6 +29,8 @@ const AQI_LOOKBACK_SECONDS: u64 = 86_400;
 /// Registered devices are named in the queries up to this many; beyond it the regular
 /// expression would outgrow the ConfigMap, and every sensor seen is watched instead.
 pub const MAX_NAMED_DEVICES: usize = 500;
+/// IngestFailing's window, as the Prometheus rule's `rate(...[5m])`.
+const INGEST_WINDOW_SECONDS: u64 = 300;
 /// Half the DHT22's resolution (0.1): "at the edge" means within it of the bound.
 const EDGE: f64 = 0.05;
 
@@ -69,7 +72,10 @@ pub fn built_in(model: &ValidatedMonitor) -> Vec<(&'static str, Vec<BuiltIn>)> {
         sensors.push(stuck(alerts, measurement, unit, &filter));
         sensors.push(out_of_range(alerts, measurement, unit, (min, max), &filter));
     }
-    let mut groups = vec![("iot-sensors", sensors)];
+    let mut groups = vec![
+        ("iot-sensors", sensors),
+        ("iot-ingest", vec![ingest_failing(alerts)]),
+    ];
     if model.aqi.is_some() {
         groups.push((
             "iot-air-quality",
@@ -186,6 +192,35 @@ fn out_of_range(
         description: "A DHT22 at the edge of its range is usually broken or badly wired (a loose data line reads as extremes); check it; see docs/alerts.md#sensoroutofrange.",
         value_query: None,
         labels: sensor_labels("SensorOutOfRange", measurement),
+    }
+}
+
+fn ingest_failing(alerts: &Alerts) -> BuiltIn {
+    let window = INGEST_WINDOW_SECONDS;
+    // Every pod's reports of the window together; no datagram at all is 0 % (InfluxQL divides
+    // by zero as 0), and no report at all is no data: InfluxDB down shows as the rule's error.
+    let query = format!(
+        r#"SELECT (sum("refused") + sum("unavailable")) * 100 / sum("datagrams") AS "percent" FROM "coap_server" WHERE time > now() - {window}s"#
+    );
+    let threshold = alerts.ingest_failure_percent;
+    BuiltIn {
+        uid: "iot-ingest-failing".into(),
+        rule: "IngestFailing",
+        title: "IngestFailing".into(),
+        datasource: DHT_DATASOURCE_UID,
+        query,
+        lookback_seconds: window,
+        evaluator: ("gt", vec![f64::from(threshold)]),
+        no_data: "OK",
+        summary: format!(
+            "{{{{ $values.B.Value }}}} % of what the CoAP server received in the last 5 minutes was refused or answered 5.03 (threshold {threshold} %)"
+        ),
+        description: "5.03 means InfluxDB does not take writes; refusals are bad requests or anonymous senders past their allowance: see coap-server's coap_requests_rejected_total{reason} and coap_readings_unavailable_total{reason}, and docs/alerts.md#ingestfailing.",
+        value_query: None,
+        labels: vec![
+            ("rule", "IngestFailing".to_owned()),
+            ("severity", "warning".to_owned()),
+        ],
     }
 }
 

@@ -64,8 +64,8 @@ fn the_rules_file_follows_grafanas_schema_and_names_only_provisioned_datasources
     let uids = check_file(&doc, Allowed::RuleGroups, &ds).expect("valid rule file");
     assert_eq!(
         uids.len(),
-        8,
-        "three sensor rules per measurement, two AQI rules"
+        9,
+        "three sensor rules per measurement, IngestFailing, two AQI rules"
     );
     for rule in all_rules(&doc) {
         for query in rule["data"].as_array().expect("data") {
@@ -86,7 +86,8 @@ fn every_rule_names_its_sensor_or_location_and_value_in_its_summary() {
         let summary = rule["annotations"]["summary"].as_str().expect("summary");
         let names_subject = summary.contains("$labels.sensor")
             || summary.contains("$labels.location_id")
-            || rule["uid"] == "iot-aqi-ingestor-stale";
+            || ["iot-aqi-ingestor-stale", "iot-ingest-failing"]
+                .contains(&rule["uid"].as_str().unwrap_or(""));
         assert!(names_subject, "{summary}");
         assert!(summary.contains("$values."), "{summary}");
         assert!(rule["labels"]["rule"].is_string());
@@ -107,7 +108,7 @@ fn no_query_holds_a_dollar_sign_grafana_would_expand() {
 #[test]
 fn thresholds_come_from_the_spec() {
     let (_, doc) = rules_of(
-        "alerts: {silentAfter: 15m, stuckAfter: 2h, aqiBand: 8, aqiStaleAfter: 90m, temperature: {min: -10, max: 50}}",
+        "alerts: {silentAfter: 15m, stuckAfter: 2h, aqiBand: 8, aqiStaleAfter: 90m, ingestFailurePercent: 12, temperature: {min: -10, max: 50}}",
     );
     let rule = |uid: &str| {
         all_rules(&doc)
@@ -130,6 +131,7 @@ fn thresholds_come_from_the_spec() {
     assert!(query_of(&rule("iot-sensor-stuck-humidity"), "A").contains("now() - 7200s"));
     assert!(query_of(&rule("iot-aqi-ingestor-stale"), "A").contains("now() - 5400s"));
     assert_eq!(evaluator(&rule("iot-air-quality-high"))["params"][0], 7.5);
+    assert_eq!(evaluator(&rule("iot-ingest-failing"))["params"][0], 12.0);
     let range = evaluator(&rule("iot-sensor-out-of-range-temperature"));
     assert_eq!(range["type"], "outside_range");
     assert_eq!(range["params"], serde_json::json!([-9.95, 49.95]));
@@ -158,7 +160,7 @@ fn air_quality_rules_come_with_the_ingestor() {
         .iter()
         .map(|g| g["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(groups, ["iot-sensors"]);
+    assert_eq!(groups, ["iot-sensors", "iot-ingest"]);
 }
 
 #[test]

@@ -28,6 +28,9 @@ use crate::crd::CoapSource;
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The operator's own pods carry `app.kubernetes.io/name` with the chart's name.
+const OPERATOR_NAME: &str = "iot-operator";
+
 /// Ports the API server is usually reached on after its Service address is translated, for when
 /// the operator could not read its endpoints.
 const USUAL_API_PORTS: [i32; 2] = [443, 6443];
@@ -98,23 +101,27 @@ fn grafana(model: &ValidatedMonitor) -> NetworkPolicy {
     )
 }
 
-/// Where Grafana sends notifications: HTTPS (443) on any address for webhook and Slack contact
-/// points, whose URLs live in Secrets the operator never reads (443 is Slack's port and the
-/// usual one of a webhook); the SMTP server's port for email ones, on its address alone when
-/// `smtp.host` names an IP. None without contact points.
+/// Where Grafana sends notifications: for webhook and Slack contact points, whose URLs live in
+/// Secrets the operator never reads, any address on the webhooks' `port`s (443 by default) and
+/// 443 (Slack's); the SMTP server's port for email ones, on its address alone when `smtp.host`
+/// names an IP. None without contact points.
 fn contact_points_egress(model: &ValidatedMonitor) -> Vec<NetworkPolicyEgressRule> {
     let Some(alerts) = &model.alerts else {
         return Vec::new();
     };
     let mut rules = Vec::new();
-    let https = alerts.contact_points.iter().any(|c| {
-        matches!(
-            c.kind,
-            ContactPointKind::Webhook { .. } | ContactPointKind::Slack { .. }
-        )
-    });
-    if https {
-        rules.push(egress(Vec::new(), vec![port("TCP", CONTACT_POINT_PORT)]));
+    let web_ports: std::collections::BTreeSet<i32> = alerts
+        .contact_points
+        .iter()
+        .filter_map(|c| match c.kind {
+            ContactPointKind::Webhook { port, .. } => Some(port),
+            ContactPointKind::Slack { .. } => Some(SLACK_PORT),
+            ContactPointKind::Email { .. } => None,
+        })
+        .collect();
+    if !web_ports.is_empty() {
+        let ports = web_ports.into_iter().map(|p| port("TCP", p)).collect();
+        rules.push(egress(Vec::new(), ports));
     }
     let email = alerts
         .contact_points
@@ -131,8 +138,8 @@ fn contact_points_egress(model: &ValidatedMonitor) -> Vec<NetworkPolicyEgressRul
     rules
 }
 
-/// The port of webhook and Slack contact points (HTTPS).
-const CONTACT_POINT_PORT: i32 = 443;
+/// The port of Slack's incoming webhooks (HTTPS).
+const SLACK_PORT: i32 = 443;
 
 /// The SMTP port when `smtp.host` has none (the schema requires one; submission's port).
 const SMTP_PORT: i32 = 587;
@@ -164,16 +171,18 @@ fn influx_clients_of(model: &ValidatedMonitor) -> Vec<Component> {
     clients
 }
 
-/// InfluxDB takes connections from Grafana, coap-server and the AQI ingestor of this monitor
-/// only. Its set-up script runs beside it and speaks to 127.0.0.1, which no policy sees.
+/// InfluxDB takes connections from Grafana, coap-server and the AQI ingestor of this monitor,
+/// and from the operator's pods, which read its statistics for the storage forecast. Its
+/// set-up script runs beside it and speaks to 127.0.0.1, which no policy sees.
 fn influx_ingress(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
     if model.influx.mode == InfluxMode::External {
         return None;
     }
-    let from = influx_clients_of(model)
+    let mut from: Vec<NetworkPolicyPeer> = influx_clients_of(model)
         .into_iter()
         .map(|c| own_pods(model, c))
         .collect();
+    from.extend(operator_peer(model));
     let mut rules = vec![ingress(from, vec![port("TCP", INFLUX_PORT)])];
     // The RPC port has no authentication: the backup pods back up through it, the restore pod
     // restores through it (and creates the databases over HTTP); no one else reaches it.
@@ -197,6 +206,23 @@ fn influx_ingress(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
         rules,
         Vec::new(),
     ))
+}
+
+/// The operator's pods (the chart's `app.kubernetes.io/name: iot-operator`) in the namespace
+/// it runs in, when known.
+fn operator_peer(model: &ValidatedMonitor) -> Option<NetworkPolicyPeer> {
+    let namespace = model.network.as_ref()?.operator_namespace.clone()?;
+    Some(NetworkPolicyPeer {
+        namespace_selector: Some(labels_selector(BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_owned(),
+            namespace,
+        )]))),
+        pod_selector: Some(labels_selector(BTreeMap::from([(
+            NAME.to_owned(),
+            OPERATOR_NAME.to_owned(),
+        )]))),
+        ..NetworkPolicyPeer::default()
+    })
 }
 
 /// The backup and restore pods may reach InfluxDB (HTTP and RPC) and, with an S3 destination,

@@ -187,6 +187,25 @@ fn influxdb_takes_its_clients_only_and_only_on_its_port() {
 }
 
 #[test]
+fn the_operators_pods_may_read_influxdb_from_their_own_namespace_only() {
+    let with = build(&model("{}").with_operator_namespace(Some("iot-system".into())));
+    let influx = spec(named(&with, "lab-influxdb"));
+    let peers = influx["ingress"][0]["from"].as_array().expect("peers");
+    assert_eq!(peers.len(), 4);
+    assert_eq!(
+        peers[3],
+        json!({
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "iot-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "iot-operator"}},
+        })
+    );
+    assert_eq!(
+        influx["ingress"][0]["ports"],
+        json!([{"port": 8086, "protocol": "TCP"}])
+    );
+}
+
+#[test]
 fn the_clients_may_reach_influxdb_pods_or_the_external_port() {
     let all = policies("{}");
     let clients = spec(named(&all, "lab-influxdb-clients"));
@@ -384,6 +403,22 @@ fn grafana_reaches_webhook_and_slack_contact_points_on_https() {
     assert_eq!(
         grafana["ingress"],
         json!([{"ports": [{"port": 3000, "protocol": "TCP"}]}])
+    );
+}
+
+#[test]
+fn grafana_reaches_a_webhook_on_the_port_its_spec_names() {
+    let all = policies(
+        "{alerts: {contactPoints: [
+            {name: am, webhook: {urlSecret: {name: hooks, key: am}, port: 9093}},
+            {name: hook, webhook: {urlSecret: {name: hooks, key: ops}}},
+            {name: chat, slack: {urlSecret: {name: hooks, key: slack}}}]}}",
+    );
+    let grafana = spec(named(&all, "lab-grafana"));
+    // One rule, each port once.
+    assert_eq!(
+        grafana["egress"],
+        json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 9093, "protocol": "TCP"}]}])
     );
 }
 

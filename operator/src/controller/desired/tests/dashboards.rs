@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::controller::desired::grafana::{AQI_DASHBOARD, DHT_DASHBOARD};
+use crate::controller::desired::grafana::{AQI_DASHBOARD, DHT_DASHBOARD, dashboard};
 
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).expect("dashboard is JSON")
@@ -24,8 +24,9 @@ fn dht_dashboard_plots_each_place_over_time() {
     let qs = queries(&d);
     assert_eq!(qs.len(), 2);
     for (q, m) in qs.iter().zip(["temperature", "humidity"]) {
-        assert!(q.starts_with("SELECT mean(\"value\")"), "{q}");
-        assert!(q.contains(&format!("FROM \"{m}\"")), "{q}");
+        // The raw field, or its mean in a downsampling tier (`mean_value`).
+        assert!(q.starts_with("SELECT mean(/^(mean_)?value$/)"), "{q}");
+        assert!(q.contains(&format!("FROM \"$tier\".\"{m}\"")), "{q}");
         assert!(
             q.contains("GROUP BY time($__interval), \"place\" fill(previous)"),
             "{q}"
@@ -61,7 +62,7 @@ fn aqi_dashboard_has_the_seed_panels_and_variables() {
         .map(|v| v["name"].clone())
         .collect();
     // The reference's names, so that its links (?var-measure_name=P1&var-location_id=…) work.
-    assert_eq!(vars, ["measure_name", "location_id"]);
+    assert_eq!(vars, ["measure_name", "location_id", "tier"]);
     assert_eq!(d["panels"][3]["type"], "geomap");
 }
 
@@ -101,5 +102,31 @@ fn every_panel_uses_a_provisioned_datasource() {
             let uid = p["datasource"]["uid"].as_str().unwrap_or_default();
             assert!(["iot-dht", "iot-aqi"].contains(&uid), "{}", p["title"]);
         }
+    }
+}
+
+#[test]
+fn charts_read_the_tier_of_the_time_range_and_an_external_influxdb_its_default_policy() {
+    for text in [DHT_DASHBOARD, AQI_DASHBOARD] {
+        let d = parse(text);
+        let tier = d["templating"]["list"]
+            .as_array()
+            .expect("variables")
+            .iter()
+            .find(|v| v["name"] == "tier")
+            .expect("a tier variable");
+        // Grafana runs it again whenever the time range changes.
+        assert_eq!(tier["refresh"], 2);
+        let q = tier["query"].as_str().expect("query");
+        assert!(q.contains("${__to}ms - ${__from}ms"), "{q}");
+        let external = parse(&dashboard(text, false));
+        let vars = external["templating"]["list"]
+            .as_array()
+            .expect("variables");
+        assert!(vars.iter().all(|v| v["name"] != "tier"));
+        for q in queries(&external) {
+            assert!(!q.contains("$tier"), "{q}");
+        }
+        assert_eq!(dashboard(text, true), text);
     }
 }

@@ -411,11 +411,53 @@ fn influxdb_runs_with_auth_and_a_setup_sidecar() {
         Some("true")
     );
     let setup = &pod.containers[1];
-    assert_eq!(env_value(setup, "INFLUX_RETENTION").as_deref(), Some("12w"));
     assert_eq!(
-        env_value(setup, "INFLUX_DATABASES").as_deref(),
-        Some("dht aqi")
+        env_value(setup, "SETUP_PLAN").as_deref(),
+        Some("/setup/plan")
     );
+    let plan = setup_plan(&objects);
+    assert!(plan.contains("database\tdht\t12w\n"), "{plan}");
+    assert!(plan.contains("database\taqi\t12w\n"), "{plan}");
+}
+
+fn setup_plan(objects: &DesiredObjects) -> String {
+    let setup = objects
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("lab-influxdb-setup"))
+        .expect("setup ConfigMap");
+    setup.data.as_ref().expect("data")["plan"].clone()
+}
+
+#[test]
+fn tiers_and_per_database_retention_change_the_plan_but_not_the_pod() {
+    let plain = desired("{}");
+    let tiered = desired(
+        "{influxdb: {databaseRetention: {aqi: INF}, downsampling: [{every: 1h, keep: 104w}, {every: 5m, keep: 12w}]}}",
+    );
+    let plan = setup_plan(&tiered);
+    assert!(plan.contains("database\tdht\t30d\n"), "{plan}");
+    assert!(plan.contains("database\taqi\tINF\n"), "{plan}");
+    for db in ["dht", "aqi"] {
+        assert!(
+            plan.contains(&format!("policy\t{db}\tds_5m\t12w\n")),
+            "{plan}"
+        );
+        assert!(
+            plan.contains(&format!("policy\t{db}\tds_1h\t104w\n")),
+            "{plan}"
+        );
+        assert!(
+            plan.contains(&format!("INTO \"{db}\".\"ds_1h\".:MEASUREMENT")),
+            "{plan}"
+        );
+    }
+    // The sidecar re-reads the plan: a change must not restart InfluxDB.
+    assert_eq!(
+        plain.stateful_sets[0].spec.template,
+        tiered.stateful_sets[0].spec.template
+    );
+    assert_ne!(setup_plan(&plain), plan);
 }
 
 #[test]
