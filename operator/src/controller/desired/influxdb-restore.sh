@@ -19,7 +19,7 @@ q() {
   influx -host "$INFLUX_HOST" -port "$INFLUX_PORT" -username "$INFLUX_ADMIN_USER" \
     -password "$INFLUX_ADMIN_PASSWORD" -format csv -execute "$1"
 }
-say() { printf '%s\n' "$1" > /dev/termination-log; printf '%s\n' "$1" >&2; }
+say() { printf '%s\n' "$1" > "${TERMINATION_LOG:-/dev/termination-log}"; printf '%s\n' "$1" >&2; }
 fail() { say "$1"; exit "${2:-1}"; }
 databases() { dbs="$nl$(q 'SHOW DATABASES')$nl"; }
 has_db() { case "$dbs" in *"${nl}databases,$1$nl"*) return 0 ;; *) return 1 ;; esac; }

@@ -5,7 +5,7 @@ pub(crate) mod access;
 pub mod alerts;
 pub(crate) mod aqi_ingestor;
 pub(crate) mod autoscaling;
-pub(crate) mod backup;
+pub mod backup;
 pub(crate) mod coap_server;
 pub(crate) mod devices;
 pub(crate) mod grafana;
