@@ -59,7 +59,7 @@ pub(crate) fn finished(job: &Job) -> Option<(bool, Time)> {
                 .last_transition_time
                 .clone()
                 .or_else(|| status.completion_time.clone())
-                .unwrap_or_else(|| Time(jiff::Timestamp::UNIX_EPOCH));
+                .unwrap_or(Time(jiff::Timestamp::UNIX_EPOCH));
             (succeeded, time)
         })
     })

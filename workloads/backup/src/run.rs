@@ -40,7 +40,7 @@ async fn backups(opened: &Opened, monitor: &str) -> Result<Vec<(String, u64)>, B
                 .location
                 .prefix_match(&opened.prefix)
                 .is_some_and(|mut parts| parts.next().is_some() && parts.next().is_none());
-            (parent_is_prefix && names::is_backup_of(monitor, &name)).then(|| (name, meta.size))
+            (parent_is_prefix && names::is_backup_of(monitor, &name)).then_some((name, meta.size))
         })
         .collect();
     found.sort();

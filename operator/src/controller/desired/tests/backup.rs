@@ -272,9 +272,8 @@ fn a_restore_holds_the_databases_and_runs_a_job_named_after_the_backup() {
 
 #[test]
 fn backup_and_restore_pods_pass_the_restricted_standard() {
-    let objects = desired(&format!(
-        "{{influxdb: {{backup: {{schedule: '@hourly'}}, restoreFrom: {{backup: latest}}}}}}"
-    ));
+    let objects =
+        desired("{influxdb: {backup: {schedule: '@hourly'}, restoreFrom: {backup: latest}}}");
     let cron_pod = objects.cron_jobs[0]
         .spec
         .job_template
