@@ -13,10 +13,11 @@
 #   plain      influxd backup as is
 #   nice       under `nice -n 19 ionice -c 3` (lowest CPU and I/O priority)
 #   cpu-500m   in a cgroup limited to half a CPU, as a CronJob with `limits.cpu: 500m` (root, cgroup
-#              v1 cpu controller or v2; skipped otherwise)
+#              v1 cpu controller or v2; skipped otherwise); any cpu-<N>m works
+#   cpu-250m   the same with a quarter of a CPU
 #
 #   BENCH_POINTS (1000000; the recorded figures use 10000000)   BENCH_BASELINE_S (30)
-#   BENCH_BACKUP_S (30)   BENCH_VARIANTS ("plain nice cpu-500m")
+#   BENCH_BACKUP_S (30)   BENCH_VARIANTS ("plain nice cpu-500m cpu-250m")
 #   BENCH_DOC (docs/benchmarks.md; empty: do not write it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 POINTS=${BENCH_POINTS:-1000000}
 BASELINE=${BENCH_BASELINE_S:-30}
 REPEAT_S=${BENCH_BACKUP_S:-30}
-VARIANTS=${BENCH_VARIANTS:-plain nice cpu-500m}
+VARIANTS=${BENCH_VARIANTS:-plain nice cpu-500m cpu-250m}
 DOC=${BENCH_DOC-docs/benchmarks.md}
 PY=scripts/lib/backup-bench.py
 DB=dht
@@ -59,15 +60,16 @@ settle() {
   say "influxd still busy after 5 min; measuring anyway"
 }
 
-# make_cgroup: a new cgroup with 50 ms of CPU per 100 ms in $cgroup (cgroup v1's cpu controller or
-# v2's); fails when there is none this user may write.
+# make_cgroup MILLICORES: a new cgroup in $cgroup with that much CPU (as a container's limits.cpu:
+# MILLICORES × 100 µs per 100 ms), in cgroup v1's cpu controller or v2's; fails when there is none
+# this user may write.
 make_cgroup() {
-  local v1=/sys/fs/cgroup/cpu v2=/sys/fs/cgroup/unified
+  local v1=/sys/fs/cgroup/cpu v2=/sys/fs/cgroup/unified quota=$(($1 * 100))
   if [ -w "$v1" ]; then
     cgroup=$v1/iot-bench-backup-$$; mkdir -p "$cgroup"
-    echo 100000 >"$cgroup/cpu.cfs_period_us"; echo 50000 >"$cgroup/cpu.cfs_quota_us"
+    echo 100000 >"$cgroup/cpu.cfs_period_us"; echo "$quota" >"$cgroup/cpu.cfs_quota_us"
   elif [ -w "$v2/cgroup.subtree_control" ] && grep -qw cpu "$v2/cgroup.controllers"; then
-    cgroup=$v2/iot-bench-backup-$$; mkdir -p "$cgroup"; echo "50000 100000" >"$cgroup/cpu.max"
+    cgroup=$v2/iot-bench-backup-$$; mkdir -p "$cgroup"; echo "$quota 100000" >"$cgroup/cpu.max"
   else
     return 1
   fi
@@ -94,8 +96,9 @@ for variant in $VARIANTS; do
   case $variant in
   plain) ;;
   nice) backup=(nice -n 19 ionice -c 3 "${backup[@]}") ;;
-  cpu-500m)
-    make_cgroup || { say "skipped cpu-500m: no writable cgroup cpu controller (needs root)"; continue; }
+  cpu-*m)
+    millicores=${variant#cpu-}
+    make_cgroup "${millicores%m}" || { say "skipped $variant: no writable cgroup cpu controller (needs root)"; continue; }
     # shellcheck disable=SC2016 # $$ is the inner shell's: it moves itself, then becomes the backup
     backup=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cgroup" "${backup[@]}") ;;
   *) say "unknown variant $variant"; exit 1 ;;

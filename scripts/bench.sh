@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark; figures and commands are recorded in docs/benchmarks.md.
 # BENCH_ONLY="coap dtls aqi backup operator netpol" picks some of them (default: all; netpol needs root,
-# and backup's cpu-500m variant does).
+# and backup's cpu-limit variants do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only=" ${BENCH_ONLY:-coap dtls aqi backup operator netpol} "
