@@ -40,7 +40,7 @@ test: deps ## install what is missing, start InfluxDB and the control plane, run
 load-test: packages control-plane ## the reference scaling experiment on the real node (~30 min, not in make test); writes docs/autoscaling.md
 	scripts/load-test.sh
 
-bench: packages control-plane ## CoAP ingest, AQI processing and operator-at-scale benchmarks (figures go to docs/benchmarks.md)
+bench: packages control-plane ## CoAP ingest, AQI processing, backup/restore and operator-at-scale benchmarks (figures go to docs/benchmarks.md)
 	scripts/bench.sh
 
 run: packages ## InfluxDB, coap-server, sensor-sim and aqi-ingestor as local processes until Ctrl-C

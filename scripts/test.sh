@@ -26,6 +26,11 @@ step "images"
 export IOT_REQUIRE_IMAGES=1
 images/build.sh
 
+step "the tests' S3 server (SeaweedFS; built the first time, about 10 min, then cached)"
+# Built here rather than by the first test that starts one (testkit's s3.rs would), so the build
+# has a line of its own and does not run inside a test lane.
+tests/cluster/build.sh seaweedfs
+
 step "control plane up"
 export IOT_CLUSTER_DIR=${IOT_CLUSTER_DIR:-$PWD/.run/test-cluster}
 down() { tests/cluster/down.sh || true; }

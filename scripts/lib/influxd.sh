@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # start_influxd DIR: starts Debian's influxd with its data in DIR on a free loopback port and waits
-# until it answers. Sets INFLUX_PID and INFLUX_URL. stop_influxd stops exactly that process.
+# until it answers. Sets INFLUX_PID, INFLUX_URL and INFLUX_RPC (the port of `influxd backup` and
+# `influxd restore`, on 127.0.0.1). stop_influxd stops exactly that process.
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -15,6 +16,8 @@ start_influxd() {
   influxd -config "$dir/influxdb.conf" >"$dir/influxd.log" 2>&1 &
   INFLUX_PID=$!
   INFLUX_URL="http://127.0.0.1:$http"
+  # shellcheck disable=SC2034 # for the scripts that source this
+  INFLUX_RPC=$rpc
   for _ in $(seq 1 150); do
     curl -sf "$INFLUX_URL/ping" >/dev/null && return 0
     kill -0 "$INFLUX_PID" 2>/dev/null || break

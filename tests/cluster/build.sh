@@ -5,9 +5,13 @@
 #
 #   tests/cluster/build.sh            build everything that is missing
 #   tests/cluster/build.sh --print    print the cache's bin directory (for scripts)
+#   tests/cluster/build.sh seaweedfs  build only SeaweedFS's `weed`, the tests' S3 server
 #
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy,
-# kwok, helm, metrics-server, local-path-provisioner, CoreDNS and kube-router (versions in versions.env).
+# kwok, helm, metrics-server, local-path-provisioner, CoreDNS and kube-router (versions in
+# versions.env). SeaweedFS is built only when asked for (its first build takes about 10 minutes on
+# 2 cores, and only the tests with an S3 destination need it): by `make test`, and by testkit's
+# s3.rs when a test starts one.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=versions.env
@@ -79,6 +83,27 @@ build_kubernetes() {
   with_heartbeat kubernetes go build -trimpath -tags=selinux,notest -ldflags "$ld" -o "$BIN/" "${pkgs[@]}"
   log "kubernetes $v: $("$BIN/kube-apiserver" --version)"
 }
+
+# SeaweedFS's `weed`: the S3-compatible server the backup tests start (testkit's s3.rs). Its go.mod
+# has a replace line, so like etcd it is built in a wrapper module that repeats it. The module has no
+# release tags; the commit in the pseudo-version is stamped in, so `weed version` shows which one is
+# cached. A lock serializes test binaries that ask for it at once.
+build_seaweedfs() {
+  local v=$SEAWEEDFS_VERSION commit w
+  commit=${v##*-}; commit=${commit:0:8}
+  exec 9>"$BIN/.weed.lock"; flock 9
+  if have weed "$commit" version; then log "seaweedfs $commit: cached"; return; fi
+  w="$CACHE/src/seaweedfs-$v"; mkdir -p "$w"; cd "$w"
+  [ -f go.mod ] || go mod init local/seaweedfs-bin >/dev/null 2>&1
+  go mod edit "-require=github.com/seaweedfs/seaweedfs@$v" \
+    -replace=github.com/tyler-smith/go-bip39=github.com/cosmos/go-bip39@v1.0.0
+  log "seaweedfs $commit: compiling weed (the first time about 10 min on 2 cores, modules included)"
+  with_heartbeat seaweedfs go build -trimpath -o "$BIN/weed" \
+    -ldflags "-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=$commit" \
+    github.com/seaweedfs/seaweedfs/weed
+  log "seaweedfs: $("$BIN/weed" version | head -1)"
+}
+[ "${1:-}" = seaweedfs ] && { build_seaweedfs; exit 0; }
 
 build_etcd() {
   local v=$ETCD_VERSION w
@@ -190,4 +215,4 @@ build_promql_check() {
   log "promql-check: $BIN/promql-check"
 }
 build_promql_check
-log "all binaries in $BIN"
+log "all binaries in $BIN (SeaweedFS, the tests' S3 server: tests/cluster/build.sh seaweedfs)"

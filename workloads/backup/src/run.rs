@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use iot_common::backup_result::BackupResult;
 use jiff::Timestamp;
 use object_store::buffered::BufWriter;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tokio::io::AsyncWriteExt;
 
@@ -48,7 +49,7 @@ async fn backups(opened: &Opened, monitor: &str) -> Result<Vec<(String, u64)>, B
 }
 
 fn object(opened: &Opened, name: &str) -> Path {
-    opened.prefix.child(name)
+    opened.prefix.clone().join(name)
 }
 
 /// Packs `source` (InfluxDB's portable backup), stores it as `<monitor>-<time>.tar.gz`, and
