@@ -5,8 +5,8 @@ use std::path::{Path as FsPath, PathBuf};
 use futures::TryStreamExt;
 use iot_common::backup_result::BackupResult;
 use jiff::Timestamp;
-use object_store::buffered::BufWriter;
 use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::io::AsyncWriteExt;
 
@@ -78,17 +78,17 @@ pub async fn store(
         .await
         .map_err(local("cannot read the archive"))?;
     let mut upload = BufWriter::new(opened.store.clone(), object(&opened, &name));
-    let copied = async {
-        tokio::io::copy(&mut file, &mut upload).await?;
-        upload.shutdown().await
-    }
-    .await;
-    if let Err(e) = copied {
+    if let Err(e) = tokio::io::copy(&mut file, &mut upload).await {
         // Abort a multipart upload half done, so no part lingers; the original error is
         // the one to report.
         let _ = upload.abort().await;
         return Err(io_or_store(e, "store the backup"));
     }
+    // A failed completion cleans up after itself (and a second call would panic).
+    upload
+        .shutdown()
+        .await
+        .map_err(|e| io_or_store(e, "store the backup"))?;
     let _ = tokio::fs::remove_file(&packed).await;
     tracing::info!(name, destination = %destination.describe(), "stored");
 
