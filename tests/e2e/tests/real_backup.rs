@@ -365,3 +365,91 @@ async fn a_scheduled_backup_restores_every_reading_into_a_new_monitor() -> Resul
     influx.wait_counts("before", n).await?;
     stack.stop().await
 }
+
+/// A scheduled backup lands in a real S3 bucket (SeaweedFS on this machine, reached by the
+/// backup pod through its NetworkPolicy); the Secret of the keys must opt in first; a wrong
+/// secret key then fails the next run with `BackupFailing` saying what to fix.
+#[tokio::test]
+async fn backups_go_to_a_real_s3_bucket_and_a_wrong_key_says_what_to_fix() -> Result<()> {
+    let cluster = Cluster::connect().await?;
+    let node = RealNode::get(&cluster).await?;
+    let s3 = iot_testkit::s3::S3Server::start_for_pods(&node).await;
+    let influxdb = real_node::influxdb_spec(&format!(
+        "backup: {{schedule: '* * * * *', keep: 2, destination: {{s3: {{endpoint: '{}', bucket: {}, prefix: lab, credentialsSecret: s3-keys}}}}}}",
+        s3.endpoint_for_pods(),
+        s3.bucket
+    ))?;
+    let yaml = format!(
+        "apiVersion: iot.operator.dev/v1alpha1\nkind: IotMonitor\nmetadata: {{name: lab}}\nspec:\n  \
+         influxdb: {influxdb}\n  simulator: {{enabled: false}}\n  aqi: {{enabled: false}}\n  \
+         autoscaling: {{enabled: false}}\n"
+    );
+    let stack = Stack::start("backup-s3", &yaml).await?;
+    let backup_failing = |reason: &'static str| {
+        let monitors = stack.monitors.clone();
+        async move {
+            wait_for(
+                &format!("BackupFailing {reason}"),
+                Duration::from_secs(240),
+                || async {
+                    let m = monitors.get("lab").await.map_err(|e| e.to_string())?;
+                    match condition(&m, "BackupFailing") {
+                        Some((_, r, message)) if r == reason => Ok(message),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
+            .await
+        }
+    };
+
+    // No Secret, then one that does not opt in: no backup pod, and the condition says what to do.
+    let missing = backup_failing("MissingCredentials").await?;
+    ensure!(missing.contains("s3-keys"), "{missing}");
+    let secret = |secret_key: &str, labelled: bool| {
+        let labels = if labelled {
+            "\n  labels: {iot.operator.dev/allow-backup: \"true\"}"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s3-keys{labels}\nstringData: {{accessKeyId: {}, secretAccessKey: {secret_key}}}\n",
+            s3.access_key
+        )
+    };
+    cluster
+        .apply_yaml(Some(stack.ns.name()), &secret(&s3.secret_key, false))
+        .await?;
+    let not_allowed = backup_failing("CredentialsNotAllowed").await?;
+    ensure!(
+        not_allowed.contains("iot.operator.dev/allow-backup=true"),
+        "{not_allowed}"
+    );
+    cluster
+        .apply_yaml(Some(stack.ns.name()), &secret(&s3.secret_key, true))
+        .await?;
+    backup_failing("BackupSucceeded").await?;
+    let monitor = stack.monitors.get("lab").await?;
+    let success = monitor
+        .status
+        .and_then(|s| s.backup)
+        .and_then(|b| b.last_success)
+        .context("lastSuccess")?;
+    let keys: Vec<String> = s3.list("lab").await.into_iter().map(|o| o.key).collect();
+    ensure!(
+        keys.contains(&format!("lab/{}", success.name)),
+        "{} not in the bucket: {keys:?}",
+        success.name
+    );
+
+    // A wrong secret key: the next run fails, and says where to look.
+    cluster
+        .apply_yaml(Some(stack.ns.name()), &secret("not-the-secret-key", true))
+        .await?;
+    let failed = backup_failing("BackupFailed").await?;
+    ensure!(
+        failed.contains("check the access key and secret key in Secret s3-keys"),
+        "{failed}"
+    );
+    stack.stop().await
+}
