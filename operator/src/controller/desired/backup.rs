@@ -30,6 +30,10 @@ pub const RESTORE_KEY: &str = "restore.sh";
 const WORK_DIR: &str = "/work";
 const BACKUPS_DIR: &str = "/backups";
 
+/// The CPU limit of `influxd backup` (docs/benchmarks.md: 250m held the write path's p99 at
+/// 1.3–1.4× of its own on 2 shared cores; 500m reached 2.2× under load).
+pub const BACKUP_CPU_LIMIT: &str = "250m";
+
 /// Kept runs of the CronJob, each kind: enough to read why the last ones failed.
 const HISTORY: i32 = 3;
 
@@ -227,7 +231,13 @@ fn cron_job(model: &ValidatedMonitor, internal: &InternalInflux) -> Option<CronJ
             env("INFLUX_RPC", rpc_host(model)),
             env("BACKUP_SOURCE", data.clone()),
         ]),
-        resources: Some(resources(&small())),
+        // The influxd backup client gzips every shard it receives, competing with InfluxDB's
+        // writes for the CPU; a limit keeps the write path's p99 within 2× of its own
+        // (docs/benchmarks.md, "Backup and restore"), at the cost of a slower backup.
+        resources: Some(resources(&ResourcesSpec {
+            cpu_limit: Some(BACKUP_CPU_LIMIT.into()),
+            ..small()
+        })),
         security_context: Some(container_security()),
         volume_mounts: Some(vec![work_mount.clone()]),
         // influxd says why it failed in its log: the kubelet keeps the tail as the message.

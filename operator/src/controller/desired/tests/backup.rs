@@ -79,6 +79,12 @@ fn a_schedule_builds_a_forbid_cronjob_that_backs_up_through_the_rpc_port_to_a_ke
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     let init = &pod.init_containers.as_ref().expect("init")[0];
     assert_eq!(init.name, "influxd-backup");
+    let limits = init
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .expect("limits");
+    assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("250m"));
     assert!(
         init.command.as_ref().expect("command")[2].contains("influxd backup -portable"),
         "{:?}",
