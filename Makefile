@@ -68,7 +68,7 @@ KIND ?= kind
 KIND_CLUSTER ?= iot-operator
 KIND_CONTEXT := kind-$(KIND_CLUSTER)
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-KIND_IMAGES := iot-operator coap-server sensor-sim aqi-ingestor metrics-server
+KIND_IMAGES := iot-operator coap-server sensor-sim aqi-ingestor iot-backup metrics-server
 
 kind-up: ## kind cluster + images + metrics-server + operator (Helm) + examples/iotmonitor.yaml; prints the Grafana URL
 	@for t in docker $(KIND) helm kubectl; do command -v $$t >/dev/null || { echo "kind-up needs $$t on PATH" >&2; exit 1; }; done

@@ -43,7 +43,7 @@ echo "KUBECONFIG=$KUBECONFIG" >&2
 # build above made them, so this only imports).
 if [ "${IOT_REAL_NODE:-1}" != 0 ]; then
   step "images for the real node"
-  images/build.sh --load iot-operator coap-server sensor-sim aqi-ingestor influxdb
+  images/build.sh --load iot-operator coap-server sensor-sim aqi-ingestor influxdb iot-backup
 fi
 
 step "tests"

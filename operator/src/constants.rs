@@ -12,6 +12,12 @@ pub const IMAGE_REPOSITORY: &str = "ghcr.io/iot-operator";
 pub const COAP_SERVER_IMAGE: &str = "coap-server";
 pub const SENSOR_SIM_IMAGE: &str = "sensor-sim";
 pub const AQI_INGESTOR_IMAGE: &str = "aqi-ingestor";
+pub const BACKUP_IMAGE: &str = "iot-backup";
+
+/// InfluxDB's RPC port, which `influxd backup` and `influxd restore` speak to. It has no
+/// authentication: it is opened (bound beyond 127.0.0.1) only with backups or a restore, and
+/// the NetworkPolicy admits only the backup and restore pods.
+pub const INFLUX_RPC_PORT: i32 = 8088;
 
 /// Default images of the third-party components: supported releases with no known critical CVE
 /// when chosen (docs/images.md says which and why). InfluxDB 1.13 is the current 1.x line (1.8
@@ -60,7 +66,12 @@ pub const ALERTING_SECRET_LABEL: &str = "iot.operator.dev/allow-alerting";
 /// `host:port` the mail login may be sent to. (A webhook's or Slack's URL is itself in its
 /// Secret, so its owner already chose where it goes.)
 pub const SMTP_HOST_ANNOTATION: &str = "iot.operator.dev/smtp-host";
-/// The value of [`EXTERNAL_CREDENTIALS_LABEL`] and [`ALERTING_SECRET_LABEL`] that opts in.
+/// Label a Secret must carry, with the value [`OPT_IN_VALUE`], before
+/// `spec.influxdb.backup.destination.s3.credentialsSecret` may name it: the backup pods send its
+/// keys to the endpoint the spec names, so the same rule holds, with a label of its own.
+pub const BACKUP_SECRET_LABEL: &str = "iot.operator.dev/allow-backup";
+/// The value of [`EXTERNAL_CREDENTIALS_LABEL`], [`ALERTING_SECRET_LABEL`] and
+/// [`BACKUP_SECRET_LABEL`] that opts in.
 pub const OPT_IN_VALUE: &str = "true";
 
 /// The one field manager of every write the operator makes (children and status).

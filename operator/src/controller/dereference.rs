@@ -11,8 +11,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use crate::constants::{
-    ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, EXTERNAL_URL_ANNOTATION,
-    OPT_IN_VALUE, SMTP_HOST_ANNOTATION,
+    ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, BACKUP_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL,
+    EXTERNAL_URL_ANNOTATION, OPT_IN_VALUE, SMTP_HOST_ANNOTATION,
 };
 use crate::crd::IotMonitor;
 use crate::error::concise;
@@ -32,6 +32,8 @@ pub struct Dereferenced {
     /// The cluster serves the Prometheus operator's ServiceMonitor and PrometheusRule kinds
     /// (as last found by discovery: `prometheus_crds`).
     pub prometheus_operator: bool,
+    /// The Secret of the backups' S3 keys; `None` when the spec names none.
+    pub backup_credentials: Option<ReferencedSecret>,
 }
 
 /// A Secret the spec names.
@@ -61,6 +63,9 @@ pub enum SecretUse {
     /// A contact point's Secret or `spec.alerts.smtp.credentialsSecret`: sent by Grafana to a
     /// webhook, Slack or mail server.
     Alerting,
+    /// `spec.influxdb.backup.destination.s3.credentialsSecret`: sent by the backup and restore
+    /// pods to the S3 endpoint.
+    Backup,
 }
 
 impl SecretUse {
@@ -69,6 +74,7 @@ impl SecretUse {
         match self {
             Self::ExternalInfluxdb => EXTERNAL_CREDENTIALS_LABEL,
             Self::Alerting => ALERTING_SECRET_LABEL,
+            Self::Backup => BACKUP_SECRET_LABEL,
         }
     }
 }
@@ -90,11 +96,13 @@ impl ReferencedSecret {
             .collect();
         // stringData is write-only on the API server, but a client may hand such an object over.
         keys.extend(secret.string_data.iter().flat_map(|d| d.keys().cloned()));
-        let pin = match purpose {
-            SecretUse::ExternalInfluxdb => EXTERNAL_URL_ANNOTATION,
-            SecretUse::Alerting => SMTP_HOST_ANNOTATION,
+        let url = match purpose {
+            SecretUse::ExternalInfluxdb => {
+                secret.annotations().get(EXTERNAL_URL_ANNOTATION).cloned()
+            }
+            SecretUse::Alerting => secret.annotations().get(SMTP_HOST_ANNOTATION).cloned(),
+            SecretUse::Backup => None,
         };
-        let url = secret.annotations().get(pin).cloned();
         Self::OptedIn { keys, url }
     }
 }
@@ -155,12 +163,30 @@ pub async fn dereference(
         ),
         _ => BTreeMap::new(),
     };
+    let backup_credentials = match backup_secret_name(monitor) {
+        Some(name) => Some(read_secret(&api, name, SecretUse::Backup).await?),
+        None => None,
+    };
     Ok(Dereferenced {
         external_credentials,
         contact_point_secrets,
         alert_rule_config_maps,
         prometheus_operator,
+        backup_credentials,
     })
+}
+
+/// The Secret of the backups' S3 keys, if the spec names one (backups or a restore from S3).
+pub(crate) fn backup_secret_name(monitor: &IotMonitor) -> Option<&str> {
+    monitor
+        .spec
+        .influxdb
+        .backup
+        .as_ref()?
+        .destination
+        .s3
+        .as_ref()
+        .map(|s3| s3.credentials_secret.as_str())
 }
 
 /// The Secrets the contact points and the mail server name, each once.
@@ -210,8 +236,9 @@ async fn read_secret(
     Ok(ReferencedSecret::of(secret.as_ref(), purpose))
 }
 
-/// The monitors among `monitors` that name `secret` (as external credentials, or, with alerts
-/// on, for a contact point or the mail server): those a change of its opt-in must wake.
+/// The monitors among `monitors` that name `secret` (as external credentials, with alerts on
+/// for a contact point or the mail server, or for the backups' S3 keys): those a change of its
+/// opt-in must wake.
 pub fn monitors_naming<'a>(
     monitors: impl IntoIterator<Item = &'a IotMonitor>,
     secret: &Secret,
@@ -230,6 +257,7 @@ pub fn monitors_naming<'a>(
                 .is_some_and(|e| e.credentials_secret == name);
             external
                 || (m.spec.alerts.enabled && contact_point_secret_names(m).contains(name.as_str()))
+                || backup_secret_name(m) == Some(name.as_str())
         })
         .map(ObjectRef::from_obj)
         .collect()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -79,11 +80,24 @@ pub fn present(monitor: &IotMonitor) -> Dereferenced {
                 all
             },
         );
+    let backup_credentials = monitor
+        .spec
+        .influxdb
+        .backup
+        .as_ref()
+        .and_then(|b| b.destination.s3.as_ref())
+        .map(|s3| {
+            opted_in(BTreeSet::from([
+                s3.access_key_id_key.clone(),
+                s3.secret_access_key_key.clone(),
+            ]))
+        });
     Dereferenced {
         external_credentials,
         contact_point_secrets,
         alert_rule_config_maps: BTreeMap::new(),
         prometheus_operator: false,
+        backup_credentials,
     }
 }
 
@@ -109,6 +123,8 @@ pub fn cache_of<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ChildCache 
     list_into::<ServiceAccount>(&mut cache, &objects);
     list_into::<Role>(&mut cache, &objects);
     list_into::<RoleBinding>(&mut cache, &objects);
+    list_into::<CronJob>(&mut cache, &objects);
+    list_into::<Job>(&mut cache, &objects);
     cache
 }
 

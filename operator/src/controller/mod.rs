@@ -22,6 +22,7 @@ mod known_state;
 mod mock_api;
 #[cfg(test)]
 mod reconcile_tests;
+mod runs;
 mod scope;
 mod status;
 mod storage;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -57,7 +59,8 @@ use self::status::{AUTOSCALING, StatusError, patch_status, turned_bad};
 use self::validate::InvalidSpec;
 use self::watches::Watches;
 use crate::constants::{
-    ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL, OPT_IN_VALUE,
+    ALERT_RULES_LABEL, ALERTING_SECRET_LABEL, BACKUP_SECRET_LABEL, EXTERNAL_CREDENTIALS_LABEL,
+    OPT_IN_VALUE,
 };
 use crate::crd::{IotMonitor, IotMonitorStatus};
 
@@ -168,7 +171,8 @@ pub(crate) async fn reconcile_monitor(
     let model = match validate::validate(monitor, &refs) {
         Ok(model) => model
             .with_api_server(ctx.api_server())
-            .with_operator_namespace(ctx.operator_namespace.clone()),
+            .with_operator_namespace(ctx.operator_namespace.clone())
+            .with_restore_status(monitor.status.as_ref().and_then(|s| s.restore.as_ref())),
         Err(invalid) => {
             if let Some(secret) = invalid.withdrawn_secret() {
                 let deleted =
@@ -216,6 +220,7 @@ pub(crate) async fn reconcile_monitor(
     let now = now();
     applied.influxdb_trouble =
         diagnose::influxdb_trouble(&ctx.client, &model, &applied.stateful_sets, &now).await;
+    applied.runs = runs::read(&ctx.client, &model, &applied.jobs, monitor.status.as_ref()).await;
 
     let measurement = match ctx.storage_every {
         Some(every) => {
@@ -271,6 +276,9 @@ pub(crate) async fn reconcile_monitor(
     }
     for (reason, note) in events::device_key_events(&applied.device_keys) {
         events::publish(ctx, monitor, EventType::Normal, reason, note).await;
+    }
+    for (reason, note) in status::backup_warnings(monitor.status.as_ref(), &status) {
+        events::publish(ctx, monitor, EventType::Warning, &reason, note).await;
     }
     let now_autoscaling = autoscaling(Some(&status));
     if let Some(bad) = turned_bad(autoscaling(monitor.status.as_ref()), now_autoscaling) {
@@ -396,6 +404,8 @@ pub async fn run(
     let service_accounts = watches.watch(scope.api::<ServiceAccount>(client));
     let roles = watches.watch(scope.api::<Role>(client));
     let role_bindings = watches.watch(scope.api::<RoleBinding>(client));
+    let cron_jobs = watches.watch(scope.api::<CronJob>(client));
+    let jobs = watches.watch(scope.api::<Job>(client));
     ctx.known.set_cache(watches.into_cache());
 
     // The user's Secrets that opt in, as external credentials or for alerting: labelling one,
@@ -408,6 +418,7 @@ pub async fn run(
     };
     let external_secrets = opted_in(EXTERNAL_CREDENTIALS_LABEL);
     let alerting_secrets = opted_in(ALERTING_SECRET_LABEL);
+    let backup_secrets = opted_in(BACKUP_SECRET_LABEL);
 
     // The users' alert-rule ConfigMaps: not ours (no managed-by label), found by their own
     // label, whose value names the monitor they belong to. A change wakes that monitor.
@@ -447,6 +458,7 @@ pub async fn run(
 
     let naming = monitors.clone();
     let naming_alerting = monitors.clone();
+    let naming_backup = monitors.clone();
     Controller::for_stream(monitor_changes, monitors)
         .owns_stream(deployments)
         .owns_stream(stateful_sets)
@@ -457,6 +469,9 @@ pub async fn run(
         .owns_stream(service_accounts)
         .owns_stream(roles)
         .owns_stream(role_bindings)
+        .owns_stream(cron_jobs)
+        // The backup runs are the CronJob's (not the monitor's): found by the monitor's label.
+        .watches_stream(jobs, owner_by_label)
         // The credentials Secret and the claim may have no owner reference (they outlive the
         // monitor). Every change of the devices Secret wakes its monitor too: a key deleted
         // there is rotated.
@@ -468,6 +483,10 @@ pub async fn run(
         })
         .watches_stream(alerting_secrets, move |secret| {
             let monitors = naming_alerting.state();
+            dereference::monitors_naming(monitors.iter().map(|m| m.as_ref()), &secret)
+        })
+        .watches_stream(backup_secrets, move |secret| {
+            let monitors = naming_backup.state();
             dereference::monitors_naming(monitors.iter().map(|m| m.as_ref()), &secret)
         })
         .watches_stream(rule_map_changes, monitor_of_rule_map)

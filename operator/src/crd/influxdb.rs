@@ -10,7 +10,7 @@ use crate::constants::DEFAULT_INFLUXDB_IMAGE;
 /// InfluxDB 1.x: deployed as a StatefulSet with HTTP authentication, or an external endpoint.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}, {"rule": "!has(self.external) || !has(self.downsampling) || size(self.downsampling) == 0", "message": "influxdb.downsampling needs the InfluxDB the operator deploys: it cannot set up tiers in an external one"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.databases.dht != self.databases.aqi", "message": "influxdb.databases.dht and influxdb.databases.aqi must differ"}, {"rule": "!has(self.external) || !has(self.downsampling) || size(self.downsampling) == 0", "message": "influxdb.downsampling needs the InfluxDB the operator deploys: it cannot set up tiers in an external one"}, {"rule": "!has(self.external) || (!has(self.backup) && !has(self.restoreFrom))", "message": "influxdb.backup and influxdb.restoreFrom need the deployed InfluxDB: back up an external InfluxDB where it runs"}]))]
 pub struct InfluxDbSpec {
     /// Container image of InfluxDB 1.x (ignored with `external`).
     #[schemars(length(min = 1, max = 256))]
@@ -45,6 +45,13 @@ pub struct InfluxDbSpec {
     /// come from a Secret; the operator then creates no database or user there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalInfluxSpec>,
+    /// Scheduled backups (not with `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::BackupSpec>,
+    /// Restore a backup into a new, empty volume before the workloads write (not with
+    /// `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<super::RestoreSpec>,
 }
 
 impl Default for InfluxDbSpec {
@@ -60,6 +67,8 @@ impl Default for InfluxDbSpec {
             databases: DatabasesSpec::default(),
             limits: InfluxLimitsSpec::default(),
             external: None,
+            backup: None,
+            restore_from: None,
         }
     }
 }

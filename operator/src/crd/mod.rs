@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod alerts;
 mod autoscaling;
+mod backup;
 mod downsampling;
 mod influxdb;
 mod network;
@@ -23,6 +24,7 @@ mod workloads;
 
 pub use self::alerts::*;
 pub use self::autoscaling::*;
+pub use self::backup::*;
 pub use self::downsampling::*;
 pub use self::influxdb::*;
 pub use self::network::*;
@@ -52,6 +54,7 @@ pub use self::workloads::*;
     printcolumn(name = "CoAP", type_ = "string", json_path = ".status.endpoints.coap", description = "Where registered devices send CoAP readings over DTLS"),
     printcolumn(name = "Devices", type_ = "integer", json_path = ".status.devices", description = "Devices with a key (spec.coap.devices and the simulator's sensors)"),
     printcolumn(name = "Autoscaling", type_ = "string", json_path = ".status.conditions[?(@.type==\"Autoscaling\")].reason", description = "Why the autoscalers scale or not: the reason of the Autoscaling condition"),
+    printcolumn(name = "Backup", type_ = "date", json_path = ".status.backup.lastSuccess.time", description = "When the last backup succeeded"),
     printcolumn(name = "AQI", type_ = "string", json_path = ".status.components.aqiIngestor.summary", description = "Air-quality ingestor: ready/desired, or Disabled"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -28,6 +28,70 @@ pub struct IotMonitorStatus {
     /// (absent with an external InfluxDB, and until the first measurement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageStatus>,
+    /// The scheduled backups: the last success and the last failure (with `influxdb.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// The restore `influxdb.restoreFrom` asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// The scheduled backups.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The last backup that was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<BackupSuccess>,
+    /// The last run that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupFailure>,
+    /// The backups stored after the last success, oldest first (at most the newest 30).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub available: Vec<String>,
+}
+
+/// A backup that was stored.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSuccess {
+    /// When it was taken (RFC 3339).
+    pub time: String,
+    /// Its name: what `restoreFrom.backup` takes.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: i64,
+    /// The Job that made it.
+    pub job: String,
+}
+
+/// A backup run that failed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFailure {
+    /// When it ended (RFC 3339).
+    pub time: String,
+    /// What went wrong and what to fix.
+    pub message: String,
+    /// The Job that failed (its pod's log has the rest).
+    pub job: String,
+}
+
+/// The restore `influxdb.restoreFrom` asked for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// What `restoreFrom.backup` said (`latest` or a name).
+    pub requested: String,
+    /// `Running`, `Restored`, `Failed` or `Refused` (the volume already held the databases).
+    pub phase: String,
+    /// The backup restored, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// What happened, and what to do when it failed.
+    pub message: String,
+    /// The restore Job.
+    pub job: String,
 }
 
 /// The storage forecast: the volume, what InfluxDB holds and writes, and when it fills.

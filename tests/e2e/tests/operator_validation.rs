@@ -30,6 +30,22 @@ const INVALID: &[(&str, &str)] = &[
         "should be less than or equal to 65535",
     ),
     (
+        "{influxdb: {external: {url: 'http://i:8086', credentialsSecret: s}, backup: {schedule: '@daily'}}}",
+        "influxdb.backup and influxdb.restoreFrom need the deployed InfluxDB",
+    ),
+    (
+        "{influxdb: {backup: {schedule: 'every day'}}}",
+        "influxdb.backup.schedule must be cron syntax",
+    ),
+    (
+        "{influxdb: {backup: {schedule: '0 3 * * *', keep: 0}}}",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "{influxdb: {backup: {schedule: '@daily', destination: {volume: {size: 1Gi}, s3: {endpoint: 'http://s3:9000', bucket: b, credentialsSecret: s}}}}}",
+        "takes volume or s3, not both",
+    ),
+    (
         "{grafana: {nodePort: 30300}}",
         "nodePort needs serviceType NodePort or LoadBalancer",
     ),

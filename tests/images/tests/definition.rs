@@ -44,7 +44,13 @@ fn our_images_run_as_65532_without_a_shell_under_the_charts_names() {
     let ours: Vec<_> = def.docker_images().map(|i| i.name.as_str()).collect();
     assert_eq!(
         ours,
-        ["iot-operator", "coap-server", "sensor-sim", "aqi-ingestor"]
+        [
+            "iot-operator",
+            "coap-server",
+            "sensor-sim",
+            "aqi-ingestor",
+            "iot-backup"
+        ]
     );
     for image in def.docker_images() {
         let name = &image.name;
@@ -76,7 +82,8 @@ fn our_images_run_as_65532_without_a_shell_under_the_charts_names() {
 #[test]
 fn images_that_make_tls_calls_carry_ca_certificates() {
     let def = load_definition();
-    for name in ["iot-operator", "aqi-ingestor", "coap-server"] {
+    // iot-backup: to S3 endpoints over https.
+    for name in ["iot-operator", "aqi-ingestor", "coap-server", "iot-backup"] {
         let image = def.image(name).expect(name);
         assert!(
             image

@@ -13,6 +13,8 @@ use crate::ports::free_port;
 pub struct InfluxServer {
     dir: tempfile::TempDir,
     http_port: u16,
+    /// The RPC port (`influxd backup` and `restore`), new at every start.
+    rpc_port: u16,
     child: Option<Child>,
     auth: Option<(String, String)>,
     /// InfluxDB settings as environment variables (`INFLUXDB_DATA_MAX_VALUES_PER_TAG`, ...),
@@ -57,6 +59,7 @@ impl InfluxServer {
         let mut server = InfluxServer {
             dir,
             http_port: 0,
+            rpc_port: 0,
             child: None,
             auth,
             env: env
@@ -86,11 +89,12 @@ impl InfluxServer {
         server
     }
 
-    fn write_config(&self) {
+    fn write_config(&mut self) {
+        self.rpc_port = free_port();
         let d = self.dir.path();
         let conf = include_str!("../influxdb.conf")
             .replace("@DIR@", &d.display().to_string())
-            .replace("@RPC_PORT@", &free_port().to_string())
+            .replace("@RPC_PORT@", &self.rpc_port.to_string())
             .replace("@HTTP_PORT@", &self.http_port.to_string())
             .replace("@AUTH@", &self.auth.is_some().to_string());
         std::fs::write(d.join("influxdb.conf"), conf).expect("write influxdb.conf");
@@ -193,6 +197,11 @@ impl InfluxServer {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The RPC port `influxd backup -host` and `influxd restore -host` speak to (loopback).
+    pub fn rpc_port(&self) -> u16 {
+        self.rpc_port
     }
 
     pub fn port(&self) -> u16 {

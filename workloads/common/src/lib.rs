@@ -8,7 +8,8 @@
 //! [`batch`] (batching writer), [`retry`] (back-off) and [`verdict`] (what a write's result
 //! means for its points). With `load-progress`: the
 //! [`load_progress`] line that `sensor-sim load --json` prints and the operator reads. With
-//! `coap`: [`coap`] messages, read and written without a copy per option. With `dtls`: [`dtls`]
+//! `backup-result`: the [`backup_result`] line `iot-backup` leaves as its termination message and
+//! the operator reads. With `coap`: [`coap`] messages, read and written without a copy per option. With `dtls`: [`dtls`]
 //! sessions (DTLS 1.2, pre-shared keys, by OpenSSL) over those datagrams.
 
 pub mod http;
@@ -37,6 +38,9 @@ pub mod verdict;
 
 #[cfg(feature = "load-progress")]
 pub mod load_progress;
+
+#[cfg(feature = "backup-result")]
+pub mod backup_result;
 
 pub use shutdown::Shutdown;
 

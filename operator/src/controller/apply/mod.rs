@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +21,7 @@ use kube::{Api, Client, Resource};
 mod credentials;
 mod devices;
 mod error;
+mod jobs;
 pub(crate) mod monitoring;
 #[cfg(test)]
 mod tests;
@@ -51,6 +53,10 @@ pub(crate) struct Applied {
     pub(crate) influxdb_trouble: Option<ContainerTrouble>,
     /// Keys rotated and devices revoked by this reconcile.
     pub(crate) device_keys: KeyEvents,
+    /// Every Job of the monitor: the backup runs and the restore (pruned copies).
+    pub(crate) jobs: Vec<Job>,
+    /// What the finished backup and restore runs said (read after the apply: `runs`).
+    pub(crate) runs: super::runs::Runs,
 }
 
 /// Applies one monitor's desired objects, asking the known state what each needs.
@@ -121,6 +127,8 @@ impl<'a> Applier<'a> {
             service_accounts,
             roles,
             role_bindings,
+            cron_jobs,
+            jobs,
         } = desired;
 
         let (
@@ -148,9 +156,11 @@ impl<'a> Applier<'a> {
             },
         )?;
         config_map_names.extend(device_places);
-        let (live_stateful_sets, live_deployments) = futures::try_join!(
+        let (live_stateful_sets, live_deployments, cron_job_names, job_names) = futures::try_join!(
             self.apply_live(&stateful_sets),
-            self.apply_live(&deployments)
+            self.apply_live(&deployments),
+            self.apply_each(&cron_jobs),
+            self.create_absent(&jobs),
         )?;
         let live_autoscalers = self.apply_live(&autoscalers).await?;
 
@@ -161,6 +171,9 @@ impl<'a> Applier<'a> {
             .await?;
         self.delete_unwanted::<StatefulSet>(&names(&live_stateful_sets))
             .await?;
+        // The CronJob's runs are its own (not the monitor's): they go with it.
+        self.delete_unwanted::<CronJob>(&cron_job_names).await?;
+        self.delete_unwanted::<Job>(&job_names).await?;
         self.delete_unwanted::<NetworkPolicy>(&policy_names).await?;
         self.delete_unwanted::<Service>(&names(&live_services))
             .await?;
@@ -170,7 +183,9 @@ impl<'a> Applier<'a> {
         // Secret, the ServiceAccount, Role and RoleBinding are wanted as long as the monitor
         // exists, and go with it the same way.
 
+        let jobs = self.jobs().await?;
         Ok(Applied {
+            jobs,
             stateful_sets: live_stateful_sets,
             deployments: live_deployments,
             services: live_services,
@@ -178,6 +193,7 @@ impl<'a> Applier<'a> {
             writes: self.writes.into_inner(),
             deleted: self.deleted,
             influxdb_trouble: None,
+            runs: Default::default(),
             device_keys,
         })
     }

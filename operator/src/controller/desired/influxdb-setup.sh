@@ -172,6 +172,31 @@ ensure_user() {
 ensure_user "$INFLUX_WRITER_USER" "$INFLUX_WRITER_PASSWORD"
 ensure_user "$INFLUX_READER_USER" "$INFLUX_READER_PASSWORD"
 
+# A restore (spec.influxdb.restoreFrom) makes the databases from the backup: until it has (its
+# marker database gone), none is created here, so nothing is written into them first. The pod
+# is Ready meanwhile, so the restore reaches it and the workloads reach InfluxDB, which answers
+# their writes "database not found": coap-server answers 5.03 and the senders retry. A volume
+# that already holds the databases goes on at once (the restore refuses it).
+if [ -n "${INFLUX_RESTORE:-}" ]; then
+  touch "${SETUP_DONE_FILE:-/tmp/setup-done}"
+  trap 'exit 0' TERM INT
+  nl='
+'
+  while :; do
+    dbs="$nl$(cli -username "$INFLUX_ADMIN_USER" -password "$INFLUX_ADMIN_PASSWORD" -format csv -execute 'SHOW DATABASES')$nl"
+    waiting=""
+    case "$dbs" in *"${nl}databases,iot_restore_in_progress$nl"*) waiting="the restore is running" ;; esac
+    while IFS=$TAB read -r kind db _; do
+      [ "$kind" = database ] || continue
+      case "$dbs" in *"${nl}databases,$db$nl"*) ;; *) waiting="database $db is not restored yet" ;; esac
+    done <"$PLAN"
+    [ -z "$waiting" ] && break
+    echo "waiting for the restore of $INFLUX_RESTORE: $waiting"
+    sleep 2
+  done
+  trap - TERM INT
+fi
+
 # Each pass runs in a new shell: `set -e` holds there whatever this one is doing.
 applied=$(cat "$PLAN")
 sh "$0" plan

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::backup::{RESTORE_KEY, RESTORE_SCRIPT};
 use super::influxdb_plan;
 use super::labels::{Component, owned_meta, selector, unowned_meta};
 use super::pod::{
@@ -19,7 +20,7 @@ use super::pod::{
 };
 use super::secrets::{KEY_INFLUX_ADMIN_PASSWORD, KEY_INFLUX_ADMIN_USERNAME};
 use super::template::PodTemplateBuilder;
-use crate::constants::{INFLUX_PORT, INFLUX_UID};
+use crate::constants::{INFLUX_PORT, INFLUX_RPC_PORT, INFLUX_UID};
 use crate::controller::hash::content_hash;
 use crate::controller::validate::{InternalInflux, ValidatedMonitor};
 
@@ -49,24 +50,52 @@ pub fn build(model: &ValidatedMonitor) -> InfluxObjects {
             setup: Some(setup_config_map(model, internal)),
             data: Some(data_claim(model, internal)),
             service: Some(service(model, false)),
-            headless: Some(service(model, true)),
+            headless: Some(headless(model)),
             stateful_set: Some(stateful_set(model, internal)),
         },
     }
 }
 
 fn setup_config_map(model: &ValidatedMonitor, internal: &InternalInflux) -> ConfigMap {
+    let mut data = BTreeMap::from([
+        (SETUP_KEY.to_owned(), SETUP_SCRIPT.to_owned()),
+        (
+            PLAN_KEY.to_owned(),
+            influxdb_plan::plan(&model.influx, &internal.retention),
+        ),
+    ]);
+    if model.restore.is_some() {
+        data.insert(RESTORE_KEY.to_owned(), RESTORE_SCRIPT.to_owned());
+    }
     ConfigMap {
         metadata: owned_meta(model, &model.names.influxdb_setup, Component::Influxdb),
-        data: Some(BTreeMap::from([
-            (SETUP_KEY.to_owned(), SETUP_SCRIPT.to_owned()),
-            (
-                PLAN_KEY.to_owned(),
-                influxdb_plan::plan(&model.influx, &internal.retention),
-            ),
-        ])),
+        data: Some(data),
         ..ConfigMap::default()
     }
+}
+
+/// Backups or a restore speak to InfluxDB's RPC port, which then listens beyond 127.0.0.1.
+fn rpc_open(model: &ValidatedMonitor) -> bool {
+    model.backup.is_some() || model.restore.is_some()
+}
+
+/// The StatefulSet's headless Service; with backups or a restore it also names the RPC port
+/// and lists the pod while it is not Ready (a restore runs before it is).
+fn headless(model: &ValidatedMonitor) -> Service {
+    let mut service = service(model, true);
+    if rpc_open(model)
+        && let Some(spec) = &mut service.spec
+    {
+        spec.publish_not_ready_addresses = Some(true);
+        spec.ports.get_or_insert_with(Vec::new).push(ServicePort {
+            name: Some("rpc".into()),
+            port: INFLUX_RPC_PORT,
+            target_port: Some(IntOrString::Int(INFLUX_RPC_PORT)),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        });
+    }
+    service
 }
 
 /// A standalone claim rather than a volumeClaimTemplate: templates are immutable, so a
@@ -132,28 +161,33 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
         mount_path: DATA_DIR.into(),
         ..VolumeMount::default()
     };
+    let mut influxd_env = vec![
+        env("INFLUXDB_HTTP_AUTH_ENABLED", "true"),
+        env("INFLUXDB_REPORTING_DISABLED", "true"),
+        env("INFLUXDB_HTTP_BIND_ADDRESS", format!(":{INFLUX_PORT}")),
+        env("INFLUXDB_META_DIR", format!("{DATA_DIR}/meta")),
+        env("INFLUXDB_DATA_DIR", format!("{DATA_DIR}/data")),
+        env("INFLUXDB_DATA_WAL_DIR", format!("{DATA_DIR}/wal")),
+        env(
+            "INFLUXDB_DATA_MAX_SERIES_PER_DATABASE",
+            internal.limits.max_series_per_database.to_string(),
+        ),
+        env(
+            "INFLUXDB_DATA_MAX_VALUES_PER_TAG",
+            internal.limits.max_values_per_tag.to_string(),
+        ),
+    ];
+    if rpc_open(model) {
+        // Unauthenticated: only the backup and restore pods may reach it (NetworkPolicy).
+        influxd_env.push(env("INFLUXDB_BIND_ADDRESS", format!(":{INFLUX_RPC_PORT}")));
+    }
     let influxd = Container {
         name: "influxdb".into(),
         image: Some(internal.image.clone()),
         // Bypass the image's first-boot init: the sidecar below owns users and databases, on
         // every start rather than only on an empty volume.
         command: Some(vec!["influxd".into()]),
-        env: Some(vec![
-            env("INFLUXDB_HTTP_AUTH_ENABLED", "true"),
-            env("INFLUXDB_REPORTING_DISABLED", "true"),
-            env("INFLUXDB_HTTP_BIND_ADDRESS", format!(":{INFLUX_PORT}")),
-            env("INFLUXDB_META_DIR", format!("{DATA_DIR}/meta")),
-            env("INFLUXDB_DATA_DIR", format!("{DATA_DIR}/data")),
-            env("INFLUXDB_DATA_WAL_DIR", format!("{DATA_DIR}/wal")),
-            env(
-                "INFLUXDB_DATA_MAX_SERIES_PER_DATABASE",
-                internal.limits.max_series_per_database.to_string(),
-            ),
-            env(
-                "INFLUXDB_DATA_MAX_VALUES_PER_TAG",
-                internal.limits.max_values_per_tag.to_string(),
-            ),
-        ]),
+        env: Some(influxd_env),
         ports: Some(vec![tcp_port("http", INFLUX_PORT)]),
         resources: Some(resources(&internal.resources)),
         security_context: Some(container_security()),
@@ -169,29 +203,34 @@ fn stateful_set(model: &ValidatedMonitor, internal: &InternalInflux) -> Stateful
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
+    let mut setup_env = vec![
+        env("INFLUX_PORT", INFLUX_PORT.to_string()),
+        env_from_secret("INFLUX_ADMIN_USER", secret, KEY_INFLUX_ADMIN_USERNAME),
+        env_from_secret("INFLUX_ADMIN_PASSWORD", secret, KEY_INFLUX_ADMIN_PASSWORD),
+        env_from_secret("INFLUX_WRITER_USER", secret, &influx.writer.username_key),
+        env_from_secret(
+            "INFLUX_WRITER_PASSWORD",
+            secret,
+            &influx.writer.password_key,
+        ),
+        env_from_secret("INFLUX_READER_USER", secret, &influx.reader.username_key),
+        env_from_secret(
+            "INFLUX_READER_PASSWORD",
+            secret,
+            &influx.reader.password_key,
+        ),
+        env("SETUP_PLAN", format!("/setup/{PLAN_KEY}")),
+        env("SETUP_DONE_FILE", SETUP_DONE),
+    ];
+    if let Some(restore) = &model.restore {
+        // The set-up leaves the databases to the restore (influxdb-setup.sh).
+        setup_env.push(env("INFLUX_RESTORE", restore.requested.clone()));
+    }
     let setup = Container {
         name: "setup".into(),
         image: Some(internal.image.clone()),
         command: Some(vec!["/bin/sh".into(), format!("/setup/{SETUP_KEY}")]),
-        env: Some(vec![
-            env("INFLUX_PORT", INFLUX_PORT.to_string()),
-            env_from_secret("INFLUX_ADMIN_USER", secret, KEY_INFLUX_ADMIN_USERNAME),
-            env_from_secret("INFLUX_ADMIN_PASSWORD", secret, KEY_INFLUX_ADMIN_PASSWORD),
-            env_from_secret("INFLUX_WRITER_USER", secret, &influx.writer.username_key),
-            env_from_secret(
-                "INFLUX_WRITER_PASSWORD",
-                secret,
-                &influx.writer.password_key,
-            ),
-            env_from_secret("INFLUX_READER_USER", secret, &influx.reader.username_key),
-            env_from_secret(
-                "INFLUX_READER_PASSWORD",
-                secret,
-                &influx.reader.password_key,
-            ),
-            env("SETUP_PLAN", format!("/setup/{PLAN_KEY}")),
-            env("SETUP_DONE_FILE", SETUP_DONE),
-        ]),
+        env: Some(setup_env),
         resources: Some(resources(&crate::crd::ResourcesSpec {
             cpu_request: "10m".into(),
             memory_request: "16Mi".into(),

@@ -34,6 +34,10 @@ pub enum Component {
     Metrics,
     /// The NetworkPolicies that span several components.
     Network,
+    /// The backup volume, CronJob and its pods.
+    Backup,
+    /// The restore Job and its pod.
+    Restore,
 }
 
 impl Component {
@@ -48,6 +52,8 @@ impl Component {
             Self::AqiIngestor => "aqi-ingestor",
             Self::Metrics => "metrics",
             Self::Network => "network-policy",
+            Self::Backup => "backup",
+            Self::Restore => "restore",
         }
     }
 }

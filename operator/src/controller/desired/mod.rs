@@ -5,6 +5,7 @@ pub(crate) mod access;
 pub mod alerts;
 pub(crate) mod aqi_ingestor;
 pub(crate) mod autoscaling;
+pub mod backup;
 pub(crate) mod coap_server;
 pub(crate) mod devices;
 pub(crate) mod grafana;
@@ -24,6 +25,7 @@ mod tests;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -48,6 +50,10 @@ pub struct DesiredObjects {
     pub service_accounts: Vec<ServiceAccount>,
     pub roles: Vec<Role>,
     pub role_bindings: Vec<RoleBinding>,
+    /// The backup CronJob.
+    pub cron_jobs: Vec<CronJob>,
+    /// The restore Job: created once, never patched (its template cannot change).
+    pub jobs: Vec<Job>,
 }
 
 pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
@@ -73,12 +79,17 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
     // dynamic objects, applied apart (`apply::monitoring`).
     services.extend(prometheus::build(model).map(|m| m.metrics_service));
 
+    let backup = backup::build(model);
+    let mut persistent_volume_claims: Vec<PersistentVolumeClaim> =
+        influx.data.into_iter().collect();
+    persistent_volume_claims.extend(backup.volume);
+
     let access = access::build(model);
     DesiredObjects {
         credentials: secrets::build(model),
         devices: devices::build(model),
         config_maps,
-        persistent_volume_claims: influx.data.into_iter().collect(),
+        persistent_volume_claims,
         services,
         stateful_sets: influx.stateful_set.into_iter().collect(),
         deployments,
@@ -87,5 +98,7 @@ pub fn build(model: &ValidatedMonitor) -> DesiredObjects {
         service_accounts: vec![access.service_account],
         roles: vec![access.role],
         role_bindings: vec![access.role_binding],
+        cron_jobs: backup.cron_job.into_iter().collect(),
+        jobs: backup.restore_job.into_iter().collect(),
     }
 }

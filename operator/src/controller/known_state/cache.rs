@@ -8,6 +8,7 @@ use futures::FutureExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -84,6 +85,9 @@ pub(crate) struct ChildCache {
     pub(super) service_accounts: Option<Store<Packed<ServiceAccount>>>,
     pub(super) roles: Option<Store<Packed<Role>>>,
     pub(super) role_bindings: Option<Store<Packed<RoleBinding>>>,
+    pub(super) cron_jobs: Option<Store<Packed<CronJob>>>,
+    /// The restore Job and the backup CronJob's Jobs (they carry the monitor's labels).
+    pub(super) jobs: Option<Store<Packed<Job>>>,
 }
 
 /// What is known of one child in the cluster: what the cache shows, or what a read returned.

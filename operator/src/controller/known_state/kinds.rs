@@ -9,6 +9,7 @@ use std::hash::Hash;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
@@ -155,6 +156,54 @@ impl Cached for Secret {
                 .collect();
             *data = keys;
         }
+    }
+}
+
+impl Cached for CronJob {
+    cached!(cron_jobs);
+    const GENERATION_TRACKS_SPEC: bool = true;
+
+    /// Not its Job template, nor its status (the last schedule time changes with every run;
+    /// the runs are watched as Jobs).
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        self.spec.job_template = Default::default();
+        self.status = None;
+    }
+
+    fn fingerprint(&self) -> u64 {
+        hash_of(&meta_fingerprint(self))
+    }
+}
+
+impl Cached for Job {
+    cached!(jobs);
+    const GENERATION_TRACKS_SPEC: bool = true;
+
+    /// Not its pod template; of its status what the backup and restore status are made from.
+    fn prune(&mut self) {
+        self.metadata.managed_fields = None;
+        if let Some(spec) = &mut self.spec {
+            spec.template = PodTemplateSpec::default();
+        }
+        if let Some(status) = &mut self.status {
+            status.uncounted_terminated_pods = None;
+            status.ready = None;
+            status.terminating = None;
+        }
+    }
+
+    /// A run that starts, ends or fails again wakes its monitor; not a pod's readiness.
+    fn fingerprint(&self) -> u64 {
+        let status = self.status.as_ref();
+        let conditions: Vec<_> = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| (&c.type_, &c.status))
+            .collect();
+        let counts = status.map(|s| (s.active, s.succeeded, s.failed));
+        hash_of(&(meta_fingerprint(self), conditions, counts))
     }
 }
 

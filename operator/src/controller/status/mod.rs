@@ -7,10 +7,12 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 mod autoscaling;
+mod backup;
 mod patch;
 pub(crate) mod storage;
 
 pub(crate) use self::autoscaling::{AUTOSCALING, turned_bad};
+pub(crate) use self::backup::warnings as backup_warnings;
 pub(crate) use self::patch::{StatusError, patch_status};
 use super::apply::Applied;
 use super::validate::{InfluxMode, ValidatedMonitor};
@@ -279,7 +281,43 @@ pub(crate) fn reconciled(
         None => conditions.retain(|c| c.type_ != AUTOSCALING),
     }
 
+    let backup = backup::backup_status(
+        model,
+        &applied.runs,
+        previous.and_then(|p| p.backup.as_ref()),
+    );
+    let restore = backup::restore_status(
+        model,
+        &applied.runs,
+        previous.and_then(|p| p.restore.as_ref()),
+    );
+    for (type_, verdict) in [
+        (
+            backup::BACKUP_FAILING,
+            backup::backup_condition(model, backup.as_ref()),
+        ),
+        (
+            backup::RESTORE_FAILING,
+            backup::restore_condition(restore.as_ref()),
+        ),
+    ] {
+        match verdict {
+            Some(v) => put(
+                &mut conditions,
+                type_,
+                v.status,
+                &v.reason,
+                v.message,
+                generation,
+                &now,
+            ),
+            None => conditions.retain(|c| c.type_ != type_),
+        }
+    }
+
     IotMonitorStatus {
+        backup,
+        restore,
         observed_generation: generation,
         conditions,
         components: ComponentsStatus {

@@ -5,6 +5,7 @@
 
 mod alerting_schema;
 mod alerts;
+pub mod backup;
 mod invalid;
 mod model;
 mod retention;
@@ -113,6 +114,8 @@ pub fn validate(
         operator_namespace: None,
     });
 
+    let (backup, restore) =
+        backup::resolve(&spec.influxdb, &names, &namespace, refs, image_or_default);
     Ok(ValidatedMonitor {
         namespace,
         names,
@@ -127,6 +130,8 @@ pub fn validate(
         alerts,
         prometheus_operator: refs.prometheus_operator,
         network,
+        backup,
+        restore,
     })
 }
 

@@ -34,6 +34,10 @@ pub struct Names {
     pub aqi_ingestor: String,
     /// The Prometheus path: the metrics Service and the ServiceMonitor.
     pub metrics: String,
+    /// The backup volume (PersistentVolumeClaim).
+    pub backups: String,
+    /// The backup CronJob.
+    pub backup: String,
 }
 
 impl Names {
@@ -55,6 +59,8 @@ impl Names {
             simulator: n("sensor-sim"),
             aqi_ingestor: n("aqi-ingestor"),
             metrics: n("metrics"),
+            backups: n("backups"),
+            backup: n("backup"),
         }
     }
 }
@@ -309,6 +315,58 @@ pub struct ValidatedMonitor {
     pub prometheus_operator: bool,
     /// `None` when `networkPolicy.enabled` is false: no NetworkPolicy is wanted.
     pub network: Option<Network>,
+    /// Scheduled backups (`influxdb.backup`).
+    pub backup: Option<Backup>,
+    /// The restore `influxdb.restoreFrom` asks for.
+    pub restore: Option<Restore>,
+}
+
+/// Where backups are kept, or why they cannot be (the S3 keys' Secret does not opt in).
+pub type Target = Result<BackupTarget, super::backup::Blocked>;
+
+/// Where backups are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// The backup volume, created by the operator.
+    Volume {
+        claim: String,
+        size: String,
+        storage_class_name: Option<String>,
+    },
+    /// An S3-compatible bucket; the keys come from a Secret that opts in and has both.
+    S3 {
+        endpoint: String,
+        bucket: String,
+        prefix: String,
+        region: String,
+        /// The access key id (as `username_key`) and the secret key (as `password_key`).
+        credentials: SecretCredentials,
+    },
+}
+
+/// Scheduled backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    pub schedule: String,
+    pub keep: i32,
+    /// The iot-backup image.
+    pub image: String,
+    pub target: Target,
+}
+
+/// A restore of a backup before the workloads write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// `latest` or a backup's name.
+    pub requested: String,
+    /// The restore Job's name (one per requested backup).
+    pub job: String,
+    /// The iot-backup image, which fetches the backup.
+    pub image: String,
+    pub target: Target,
+    /// The restore Job has ended (the status says so): scheduled backups may run again. Until
+    /// then they are suspended, so no backup of a half-restored database becomes the latest.
+    pub finished: bool,
 }
 
 /// What the NetworkPolicies allow beyond the stack's own paths.
@@ -360,6 +418,15 @@ impl ValidatedMonitor {
     pub fn with_operator_namespace(mut self, namespace: Option<String>) -> Self {
         if let Some(network) = &mut self.network {
             network.operator_namespace = namespace;
+        }
+        self
+    }
+
+    /// The model with what the status knows of the restore: whether its Job has ended.
+    #[must_use]
+    pub fn with_restore_status(mut self, status: Option<&crate::crd::RestoreStatus>) -> Self {
+        if let Some(restore) = &mut self.restore {
+            restore.finished = status.is_some_and(|s| s.job == restore.job && s.phase != "Running");
         }
         self
     }

@@ -14,12 +14,14 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::constants::{COAP_PORT, COAPS_PORT, GRAFANA_PORT, INFLUX_PORT, WORKLOAD_HTTP_PORT};
+use crate::constants::{
+    COAP_PORT, COAPS_PORT, GRAFANA_PORT, INFLUX_PORT, INFLUX_RPC_PORT, WORKLOAD_HTTP_PORT,
+};
 use crate::controller::desired::labels::{
     Component, INSTANCE, MANAGED_BY, MANAGER, NAME, owned_meta, selector, stack_selector,
 };
 use crate::controller::validate::{
-    ApiServer, CoapSources, ContactPointKind, InfluxMode, Network, ValidatedMonitor,
+    ApiServer, BackupTarget, CoapSources, ContactPointKind, InfluxMode, Network, ValidatedMonitor,
 };
 use crate::crd::CoapSource;
 
@@ -45,6 +47,7 @@ pub fn build(model: &ValidatedMonitor) -> Vec<NetworkPolicy> {
     policies.extend(simulator(model));
     policies.extend(aqi_ingestor(model));
     policies.extend(metrics(model, network));
+    policies.extend(backup_pods(model));
     policies
 }
 
@@ -180,12 +183,27 @@ fn influx_ingress(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
         .map(|c| own_pods(model, c))
         .collect();
     from.extend(operator_peer(model));
+    let mut rules = vec![ingress(from, vec![port("TCP", INFLUX_PORT)])];
+    // The RPC port has no authentication: the backup pods back up through it, the restore pod
+    // restores through it (and creates the databases over HTTP); no one else reaches it.
+    if model.backup.is_some() {
+        rules.push(ingress(
+            vec![own_pods(model, Component::Backup)],
+            vec![port("TCP", INFLUX_RPC_PORT)],
+        ));
+    }
+    if model.restore.is_some() {
+        rules.push(ingress(
+            vec![own_pods(model, Component::Restore)],
+            vec![port("TCP", INFLUX_PORT), port("TCP", INFLUX_RPC_PORT)],
+        ));
+    }
     Some(policy(
         model,
         &model.names.influxdb,
         Component::Influxdb,
         component_selector(model, Component::Influxdb),
-        vec![ingress(from, vec![port("TCP", INFLUX_PORT)])],
+        rules,
         Vec::new(),
     ))
 }
@@ -205,6 +223,53 @@ fn operator_peer(model: &ValidatedMonitor) -> Option<NetworkPolicyPeer> {
         )]))),
         ..NetworkPolicyPeer::default()
     })
+}
+
+/// The backup and restore pods may reach InfluxDB (HTTP and RPC) and, with an S3 destination,
+/// its endpoint's port: that address alone when the endpoint names one, any address when it
+/// names a host. Nothing may reach them.
+fn backup_pods(model: &ValidatedMonitor) -> Option<NetworkPolicy> {
+    if model.backup.is_none() && model.restore.is_none() {
+        return None;
+    }
+    let pods = instance_pods_named(
+        model,
+        vec![
+            Component::Backup.as_str().to_owned(),
+            Component::Restore.as_str().to_owned(),
+        ],
+    );
+    let mut rules = vec![egress(
+        vec![own_pods(model, Component::Influxdb)],
+        vec![port("TCP", INFLUX_PORT), port("TCP", INFLUX_RPC_PORT)],
+    )];
+    let endpoints = model
+        .backup
+        .iter()
+        .map(|b| &b.target)
+        .chain(model.restore.iter().map(|r| &r.target))
+        .filter_map(|t| match t {
+            Ok(BackupTarget::S3 { endpoint, .. }) => Some(upstream(endpoint)),
+            _ => None,
+        });
+    for endpoint in endpoints {
+        let to = match endpoint.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![ip_block(&host_cidr(&ip.to_string()))],
+            Err(_) => Vec::new(),
+        };
+        let rule = egress(to, vec![port("TCP", endpoint.port)]);
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    Some(policy(
+        model,
+        "backup",
+        Component::Network,
+        pods,
+        Vec::new(),
+        rules,
+    ))
 }
 
 /// The monitor's pods whose component name is one of `names`.

@@ -578,6 +578,7 @@ fn grafana_sessions_stick_to_one_replica_and_coap_is_spread() {
     assert!(by_name("lab-coap-server")["spec"]["sessionAffinity"].is_null());
 }
 
+mod backup;
 mod dashboards;
 mod devices;
 mod scheduling;
