@@ -140,10 +140,31 @@ restored=$(influx_query "$INFLUX_URL" "$DB" "SELECT count(value) FROM temperatur
 say "  $restore_s s; $restored of $filled points back"
 [ "$restored" = "$filled" ] || { say "points lost in the restore"; exit 1; }
 
+# The operator's restore (influxdb-restore.sh): into a temporary database, then merged into the
+# real one with SELECT INTO, so readings written meanwhile are kept. Its time and influxd's peak
+# memory, on a fresh InfluxDB.
+say "the operator's restore: into ${DB}_restoring, then SELECT INTO $DB"
+stop_influxd
+start_influxd "$RUN/target-merge"
+t0=$(now)
+influxd restore -portable -host "127.0.0.1:$INFLUX_RPC" -db "$DB" -newdb "${DB}_restoring" "$RUN/backup-plain" \
+  >"$RUN/restore-merge.log" 2>&1 || { say "restore failed:"; tail -5 "$RUN/restore-merge.log" >&2; exit 1; }
+t1=$(now)
+influx_query "$INFLUX_URL" "" "CREATE DATABASE \"$DB\"" >/dev/null
+influx_query "$INFLUX_URL" "$DB" \
+  "SELECT * INTO \"$DB\".\"autogen\".:MEASUREMENT FROM \"${DB}_restoring\".\"autogen\"./.*/ GROUP BY *" >"$RUN/merge.json"
+t2=$(now)
+merge_restore_s=$(secs "$t0" "$t1"); merge_s=$(secs "$t1" "$t2")
+merge_peak_mb=$(awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$INFLUX_PID/status")
+merged=$(influx_query "$INFLUX_URL" "$DB" "SELECT count(value) FROM temperature, humidity WHERE place != 'live'" |
+  python3 -c 'import json,sys; print(sum(s["values"][0][1] for s in json.load(sys.stdin)["results"][0]["series"]))')
+say "  restore $merge_restore_s s, merge $merge_s s, influxd peak RSS $merge_peak_mb MB; $merged of $filled points"
+[ "$merged" = "$filled" ] || { say "points lost in the merge: $(head -c 300 "$RUN/merge.json")"; exit 1; }
+
 table=$(python3 - "$RUN/results" "$filled" "$fill_s" "$fill_rate" "$restore_s" "$BASELINE" \
-  "$(nproc)" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+  "$(nproc)" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)" "$merge_restore_s" "$merge_s" "$merge_peak_mb" <<'PY'
 import sys, datetime
-results, points, fill_s, rate, restore_s, base, cores, load0, load1 = sys.argv[1:10]
+results, points, fill_s, rate, restore_s, base, cores, load0, load1, mr, ms, mpeak = sys.argv[1:13]
 mib = lambda b: f"{int(b) / 2**20:,.1f} MiB"
 print(f"Measured {datetime.date.today()} on {cores} cores, `BENCH_POINTS={points} scripts/bench-backup.sh`: "
       f"{int(points):,} points written in {fill_s} s ({int(rate):,} points/s); write load 20 readings "
@@ -157,6 +178,9 @@ for line in open(results):
     print(f"| {v} | {t} s ({runs}) | {mib(size)} ({mib(targz)}) | {b50} / {b99} / {bmax} ms ({bn} writes) "
           f"| {d50} / {d99} / {dmax} ms ({dn} writes) | **{ratio}** |")
 print(f"\nRestore of the plain backup into an empty InfluxDB (`influxd restore -portable`): **{restore_s} s**, "
+      f"all {int(points):,} points counted back.")
+print(f"\nThe operator's restore (into a temporary database, then `SELECT * INTO` the real one): "
+      f"**{float(mr) + float(ms):.1f} s** ({mr} s restore, {ms} s merge), influxd's peak RSS {mpeak} MB, "
       f"all {int(points):,} points counted back.")
 PY
 )
