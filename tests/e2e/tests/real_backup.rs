@@ -7,6 +7,7 @@
 //! `RestoreFailing`, and nothing is overwritten. Needs the images in the real node's containerd
 //! (`images/build.sh --load coap-server influxdb iot-backup`).
 
+use iot_e2e::stack_influx::StackInflux;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
@@ -16,9 +17,8 @@ use iot_testkit::bins::workspace_bin;
 use iot_testkit::cluster::{Cluster, default_timeout, wait_for};
 use iot_testkit::process::{Process, Service};
 use iot_testkit::real_node::{self, RealNode};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service as KubeService};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
-use serde_json::Value;
 
 /// Plain CoAP's node port for this test's monitor (the host's sensors send to it).
 const NODE_PORT: i32 = 31784;
@@ -75,65 +75,20 @@ fn sensors(
     }
 }
 
-struct Influx {
-    url: String,
-    user: String,
-    password: String,
-    http: reqwest::Client,
-}
+/// The stack's InfluxDB as its admin.
+struct Influx(StackInflux);
 
 impl Influx {
     async fn connect(cluster: &Cluster, ns: &str) -> Result<Self> {
-        let ip = Api::<KubeService>::namespaced(cluster.client(), ns)
-            .get("lab-influxdb")
-            .await?
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .context("InfluxDB's Service has no ClusterIP")?;
-        let data = Api::<Secret>::namespaced(cluster.client(), ns)
-            .get("lab-credentials")
-            .await?
-            .data
-            .unwrap_or_default();
-        let key = |k: &str| -> Result<String> {
-            Ok(String::from_utf8(
-                data.get(k).with_context(|| format!("no {k}"))?.0.clone(),
-            )?)
-        };
-        Ok(Self {
-            url: format!("http://{ip}:8086"),
-            user: key("influxdb-admin-username")?,
-            password: key("influxdb-admin-password")?,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-        })
+        Ok(Self(
+            StackInflux::connect(cluster, ns, Duration::from_secs(5)).await?,
+        ))
     }
 
     /// Readings of `measurement` in `dht` at `place`.
     async fn count(&self, measurement: &str, place: &str) -> Result<u64> {
         let q = format!("SELECT count(value) FROM {measurement} WHERE place = '{place}'");
-        let answer: Value = self
-            .http
-            .get(format!("{}/query", self.url))
-            .query(&[
-                ("db", "dht"),
-                ("q", q.as_str()),
-                ("u", self.user.as_str()),
-                ("p", self.password.as_str()),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if let Some(error) = answer["results"][0]["error"].as_str() {
-            anyhow::bail!("InfluxDB: {error}");
-        }
-        Ok(answer["results"][0]["series"][0]["values"][0][1]
-            .as_u64()
-            .unwrap_or(0))
+        self.0.first_number("dht", &q).await
     }
 
     /// Waits until both measurements at `place` hold `want` readings (never more).

@@ -8,6 +8,7 @@
 //! Needs the images in the real node's containerd (`images/build.sh --load`, which `make test`
 //! runs) and a cluster with the policy engine (the default; not with IOT_NETWORK_POLICY=0).
 
+use iot_e2e::stack_influx::StackInflux;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -19,10 +20,9 @@ use iot_e2e::operator_support::{Operator, install_crd, wait_ready};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
 use iot_testkit::real_node::{self, BUSYBOX_IMAGE, RealNode};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
-use serde_json::Value;
 
 /// Attempts per path: enough that one lucky packet cannot pass for a rule.
 const ATTEMPTS: u32 = 5;
@@ -519,54 +519,16 @@ async fn cluster_ip(cluster: &Cluster, ns: &str, service: &str) -> Result<String
 }
 
 /// InfluxDB through its ClusterIP, from this machine (the node, which policies let through).
-struct Influx {
-    url: String,
-    user: String,
-    password: String,
-    http: reqwest::Client,
-}
+struct Influx(StackInflux);
 
 impl Influx {
     async fn connect(cluster: &Cluster, ns: &str) -> Result<Self> {
-        let ip = cluster_ip(cluster, ns, "lab-influxdb").await?;
-        let data = Api::<Secret>::namespaced(cluster.client(), ns)
-            .get("lab-credentials")
-            .await?
-            .data
-            .unwrap_or_default();
-        let key = |k: &str| -> Result<String> {
-            Ok(String::from_utf8(
-                data.get(k).with_context(|| format!("no {k}"))?.0.clone(),
-            )?)
-        };
-        Ok(Self {
-            url: format!("http://{ip}:8086"),
-            user: key("influxdb-admin-username")?,
-            password: key("influxdb-admin-password")?,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-        })
+        Ok(Self(
+            StackInflux::connect(cluster, ns, Duration::from_secs(5)).await?,
+        ))
     }
 
     async fn count(&self, db: &str, q: &str) -> Result<u64> {
-        let answer: Value = self
-            .http
-            .get(format!("{}/query", self.url))
-            .query(&[
-                ("db", db),
-                ("q", q),
-                ("u", self.user.as_str()),
-                ("p", self.password.as_str()),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(answer["results"][0]["series"][0]["values"][0][1]
-            .as_u64()
-            .unwrap_or(0))
+        self.0.first_number(db, q).await
     }
 }

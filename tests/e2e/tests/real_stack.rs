@@ -9,13 +9,14 @@
 //! runs) and libcoap's coap-client-openssl on this machine.
 
 use iot_e2e::operator_support;
+use iot_e2e::stack_influx::StackInflux;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::cluster::{Cluster, default_timeout, repo_dir, run, wait_for};
 use iot_testkit::dashboards::{self, Macros, database_of, has_values, link_variables, queries};
@@ -788,42 +789,13 @@ async fn report_container_memory(cluster: &Cluster, ns: &str) {
 
 /// The stack's InfluxDB, reached from this machine through its ClusterIP with the generated admin
 /// credentials.
-struct Influx {
-    url: String,
-    user: String,
-    password: String,
-    http: reqwest::Client,
-}
+struct Influx(StackInflux);
 
 impl Influx {
     async fn connect(cluster: &Cluster, ns: &str) -> Result<Self> {
-        let ip = Api::<Service>::namespaced(cluster.client(), ns)
-            .get("lab-influxdb")
-            .await?
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .context("InfluxDB's Service has no ClusterIP")?;
-        let secret = Api::<Secret>::namespaced(cluster.client(), ns)
-            .get("lab-credentials")
-            .await?;
-        let data = secret.data.unwrap_or_default();
-        let key = |k: &str| -> Result<String> {
-            Ok(String::from_utf8(
-                data.get(k)
-                    .with_context(|| format!("no {k} in the Secret"))?
-                    .0
-                    .clone(),
-            )?)
-        };
-        Ok(Self {
-            url: format!("http://{ip}:8086"),
-            user: key("influxdb-admin-username")?,
-            password: key("influxdb-admin-password")?,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?,
-        })
+        Ok(Self(
+            StackInflux::connect(cluster, ns, Duration::from_secs(5)).await?,
+        ))
     }
 
     /// `count(field)` of a measurement, optionally `WHERE` a condition; 0 when there is none.
@@ -842,25 +814,7 @@ impl Influx {
 
     /// One InfluxQL query as the admin; an error when InfluxDB reports one.
     async fn query(&self, db: &str, q: &str) -> Result<Value> {
-        let answer = self
-            .http
-            .get(format!("{}/query", self.url))
-            .query(&[
-                ("db", db),
-                ("q", q),
-                ("u", self.user.as_str()),
-                ("p", self.password.as_str()),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        let answer: Value = serde_json::from_str(&answer)?;
-        if let Some(error) = answer["results"][0]["error"].as_str() {
-            bail!("{q}: {error}");
-        }
-        Ok(answer)
+        self.0.query(db, q).await
     }
 
     /// Waits until more than `n` points match (InfluxDB may be restarting meanwhile).

@@ -8,7 +8,7 @@
 //! server took it (one step, 64Mi → 96Mi, and no second step while the resize is pending),
 //! not a larger filesystem. Needs the real node and the images (`make test`).
 
-use std::collections::BTreeMap;
+use iot_e2e::stack_influx::StackInflux;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -16,7 +16,7 @@ use iot_e2e::operator_support::{Operator, condition, setup};
 use iot_operator::crd::IotMonitor;
 use iot_testkit::cluster::wait_for;
 use iot_testkit::real_node::{self, RealNode};
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
@@ -206,52 +206,17 @@ async fn wait_storage(
 }
 
 /// InfluxDB through its Service's cluster IP, as its admin (this machine is the node).
-struct Influx {
-    url: String,
-    user: String,
-    password: String,
-    http: reqwest::Client,
-}
+struct Influx(StackInflux);
 
 impl Influx {
     async fn connect(cluster: &iot_testkit::cluster::Cluster, ns: &str) -> Result<Self> {
-        let ip = Api::<Service>::namespaced(cluster.client(), ns)
-            .get("lab-influxdb")
-            .await?
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .context("InfluxDB's Service has no ClusterIP")?;
-        let data: BTreeMap<_, _> = Api::<Secret>::namespaced(cluster.client(), ns)
-            .get("lab-credentials")
-            .await?
-            .data
-            .unwrap_or_default();
-        let key = |k: &str| -> Result<String> {
-            Ok(String::from_utf8(
-                data.get(k).context(k.to_owned())?.0.clone(),
-            )?)
-        };
-        Ok(Self {
-            url: format!("http://{ip}:8086"),
-            user: key("influxdb-admin-username")?,
-            password: key("influxdb-admin-password")?,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-        })
+        Ok(Self(
+            StackInflux::connect(cluster, ns, Duration::from_secs(30)).await?,
+        ))
     }
 
     async fn query(&self, q: &str) -> Result<serde_json::Value> {
-        let answer = self
-            .http
-            .post(format!("{}/query", self.url))
-            .basic_auth(&self.user, Some(&self.password))
-            .query(&[("q", q), ("db", "load")])
-            .send()
-            .await?;
-        ensure!(answer.status().is_success(), "{q}: {}", answer.status());
-        Ok(answer.json().await?)
+        self.0.query("load", q).await
     }
 
     /// Writes `n` points of 8 series, 1 µs apart from `first_ns`; returns how many.
@@ -267,14 +232,7 @@ impl Influx {
                 )
             })
             .collect();
-        let answer = self
-            .http
-            .post(format!("{}/write?db=load", self.url))
-            .basic_auth(&self.user, Some(&self.password))
-            .body(body)
-            .send()
-            .await?;
-        ensure!(answer.status().is_success(), "write: {}", answer.status());
+        self.0.write("load", body).await?;
         Ok(u64::try_from(n)?)
     }
 
