@@ -322,6 +322,18 @@ mod tests {
         }
     }
 
+    /// The run `lab-backup-1` that stored backup `name`.
+    fn stored_run(name: &str) -> Ended {
+        run(
+            "lab-backup-1",
+            true,
+            "2027-01-01T03:00:05Z",
+            "store",
+            0,
+            &stored(name),
+        )
+    }
+
     fn stored(name: &str) -> String {
         BackupResult::Stored {
             name: name.into(),
@@ -337,14 +349,7 @@ mod tests {
     fn a_stored_backup_fills_last_success_and_clears_backup_failing() {
         let m = model(BACKUP);
         let runs = Runs {
-            backup_success: Some(run(
-                "lab-backup-1",
-                true,
-                "2027-01-01T03:00:05Z",
-                "store",
-                0,
-                &stored("lab-20270101T030001Z.tar.gz"),
-            )),
+            backup_success: Some(stored_run("lab-20270101T030001Z.tar.gz")),
             ..Runs::default()
         };
         let status = backup_status(&m, &runs, None).expect("status");
@@ -369,14 +374,7 @@ mod tests {
         }
         .to_line();
         let runs = Runs {
-            backup_success: Some(run(
-                "lab-backup-1",
-                true,
-                "2027-01-01T03:00:05Z",
-                "store",
-                0,
-                &stored("a"),
-            )),
+            backup_success: Some(stored_run("a")),
             backup_failure: Some(run(
                 "lab-backup-2",
                 false,
@@ -429,14 +427,7 @@ mod tests {
     fn a_run_already_recorded_keeps_its_words() {
         let m = model(BACKUP);
         let first = Runs {
-            backup_success: Some(run(
-                "lab-backup-1",
-                true,
-                "2027-01-01T03:00:05Z",
-                "store",
-                0,
-                &stored("a"),
-            )),
+            backup_success: Some(stored_run("a")),
             ..Runs::default()
         };
         let status = backup_status(&m, &first, None);

@@ -23,6 +23,15 @@ fn env_of(spec: &PodSpec, container: &str, name: &str) -> Option<String> {
         .and_then(|c| env_value(c, name))
 }
 
+/// The InfluxDB StatefulSet's pod spec.
+fn influxd(objects: &DesiredObjects) -> PodSpec {
+    pod_specs(objects)
+        .into_iter()
+        .find(|(n, _)| n == "lab-influxdb")
+        .expect("influxdb")
+        .1
+}
+
 fn rpc_ports(policy: &NetworkPolicy) -> usize {
     policy
         .spec
@@ -48,12 +57,10 @@ fn without_backups_nothing_opens_the_rpc_port() {
         names(&objects.persistent_volume_claims),
         ["lab-influxdb-data"]
     );
-    let influxd = &pod_specs(&objects)[pod_specs(&objects)
-        .iter()
-        .position(|(n, _)| n == "lab-influxdb")
-        .expect("influxdb")]
-    .1;
-    assert_eq!(env_of(influxd, "influxdb", "INFLUXDB_BIND_ADDRESS"), None);
+    assert_eq!(
+        env_of(&influxd(&objects), "influxdb", "INFLUXDB_BIND_ADDRESS"),
+        None
+    );
     assert_eq!(
         rpc_ports(policy(&objects, "lab-influxdb").expect("policy")),
         0
@@ -120,11 +127,7 @@ fn a_schedule_builds_a_forbid_cronjob_that_backs_up_through_the_rpc_port_to_a_ke
         "backups outlive the monitor"
     );
 
-    let influxd = pod_specs(&objects)
-        .into_iter()
-        .find(|(n, _)| n == "lab-influxdb")
-        .expect("influxdb")
-        .1;
+    let influxd = influxd(&objects);
     assert_eq!(
         env_of(&influxd, "influxdb", "INFLUXDB_BIND_ADDRESS").as_deref(),
         Some(":8088")
@@ -257,11 +260,7 @@ fn a_restore_holds_the_databases_and_runs_a_job_named_after_the_backup() {
         .and_then(|c| c.data.clone())
         .expect("setup");
     assert!(setup.contains_key("restore.sh"));
-    let influxd = pod_specs(&objects)
-        .into_iter()
-        .find(|(n, _)| n == "lab-influxdb")
-        .expect("influxdb")
-        .1;
+    let influxd = influxd(&objects);
     assert_eq!(
         env_of(&influxd, "setup", "INFLUX_RESTORE").as_deref(),
         Some("latest")
