@@ -20,6 +20,10 @@ esac
 
 args=(); for b in $(release_binaries "$@"); do args+=(--bin "$b"); done
 cd "$REPO_ROOT"
+# Mbed TLS (coap-server's DTLS) is compiled from its sources: cmake builds it, and bindgen reads
+# its headers with libclang.
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake libclang-dev >/dev/null
 if [ "$arch" = "$(dpkg --print-architecture)" ]; then
   release=target/release
   cargo build --release --locked "${args[@]}"

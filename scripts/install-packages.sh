@@ -3,7 +3,9 @@
 # are missing: influxdb (InfluxDB 1.x server) and influxdb-client (the `influx` CLI the
 # operator's InfluxDB set-up script uses, tested against a real influxd), libcoap3-bin (libcoap's
 # coap-client-notls and coap-client-openssl, the independent CoAP and CoAP-over-DTLS peers of the
-# interoperability tests), libssl-dev and pkg-config (the DTLS side links the system's OpenSSL),
+# interoperability tests), libssl-dev and pkg-config (the DTLS clients link the system's OpenSSL),
+# cmake and libclang-dev (coap-server's DTLS, Mbed TLS, is compiled from the crate's sources and
+# its bindings generated with libclang),
 # openssl, curl, iproute2
 # (ss, ip), python3 and time (/usr/bin/time: CPU and peak RSS in the benchmarks); umoci, skopeo,
 # busybox-static, binutils and runc for `make images` (images/build.sh) and for running the images
@@ -19,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[packages] %s\n' "$*" >&2; }
 
-packages=(influxdb influxdb-client libcoap3-bin libssl-dev pkg-config openssl curl iproute2 python3 time
+packages=(influxdb influxdb-client libcoap3-bin libssl-dev pkg-config cmake libclang-dev openssl curl iproute2 python3 time
   umoci skopeo busybox-static binutils runc
   containerd containernetworking-plugins iptables socat util-linux ipset shellcheck)
 missing=()

@@ -65,7 +65,7 @@ struct Args {
     #[arg(long, env = "COAP_PLAINTEXT")]
     plaintext: Option<bool>,
 
-    /// Established DTLS sessions kept at most, about 35 KB each; when full, the session quiet the
+    /// Established DTLS sessions kept at most, about 6 KB each; when full, the session quiet the
     /// longest is dropped (its device handshakes again when it next sends).
     #[arg(long, env = "DTLS_MAX_SESSIONS", default_value_t = DtlsLimits::default().sessions)]
     dtls_max_sessions: usize,

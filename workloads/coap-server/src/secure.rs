@@ -1,27 +1,25 @@
 //! The DTLS side (`coaps://`, RFC 7252 §9): which peer has which session, and what each
-//! received datagram does to it.
+//! received datagram does to it. The DTLS itself is Mbed TLS's ([`mbed`]).
 //!
-//! Before a peer has answered a cookie, nothing about it is kept: OpenSSL's `DTLSv1_listen`
-//! answers its ClientHello with a HelloVerifyRequest carrying an HMAC of its address, no bigger
-//! than the ClientHello. Only a ClientHello that returns the cookie (so the address is real)
-//! makes a handshake, and handshakes are bounded in all, per address and in time; established
-//! sessions are bounded in all and per device, and expire when idle. A device removed from the
-//! registry, or given another key, loses its sessions at the next datagram after the change.
+//! Before a peer has answered a cookie, nothing about it is kept: one listening session answers
+//! every ClientHello without a valid cookie with a HelloVerifyRequest carrying an HMAC of its
+//! address, smaller than any ClientHello, and forgets it. Only a ClientHello that returns the
+//! cookie (so the address is real) makes a handshake, and handshakes are bounded in all, per
+//! address and in time; established sessions are bounded in all and per device, and expire
+//! when idle. A device removed from the registry, or given another key, loses its sessions at
+//! the next datagram after the change.
+
+mod mbed;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use iot_common::dtls::{self, Listen, Session};
 use iot_common::udp::Outbox;
-use openssl::error::ErrorStack;
-use openssl::ex_data::Index;
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::sign::Signer;
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslOptions};
 
+pub use self::mbed::SetupError;
+use self::mbed::{Hello, Server, Session, Step};
 use crate::devices::{Device, Devices};
 use crate::metrics::Metrics;
 
@@ -29,9 +27,8 @@ use crate::metrics::Metrics;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Established sessions, from all devices; when full, a new one replaces the one quiet the
-    /// longest. Each costs about 35–45 KB with OpenSSL 3.0 (docs/benchmarks.md), most of it a
-    /// handshake buffer OpenSSL keeps for DTLS retransmissions: 1,000 fit the pod's default
-    /// 128 MiB limit with room for the write queue.
+    /// longest. Each costs about 6 KB (docs/benchmarks.md): 10,000 take about 60 MB, inside
+    /// the pod's default 128 MiB limit with room for the write queue.
     pub sessions: usize,
     /// Sessions of one device: a device that takes a new address (NAT rebinding, a restart)
     /// replaces its oldest session beyond this.
@@ -50,7 +47,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            sessions: 1_000,
+            sessions: 10_000,
             sessions_per_device: 4,
             handshakes: 1_024,
             handshakes_per_ip: 16,
@@ -60,13 +57,12 @@ impl Default for Limits {
     }
 }
 
-/// A DTLS context or session could not be made: OpenSSL's own errors.
-#[derive(Debug, thiserror::Error)]
-#[error("DTLS set-up failed: {0}")]
-pub struct SetupError(#[from] ErrorStack);
-
 enum State {
-    Handshake { since: Instant },
+    /// Past the cookie exchange; the device is known once its key was looked up.
+    Handshake {
+        since: Instant,
+        device: Option<Arc<Device>>,
+    },
     Established(Arc<Device>),
 }
 
@@ -74,8 +70,6 @@ struct Peer {
     session: Session,
     state: State,
     last_seen: Instant,
-    /// Whether its record buffers were given back since it last received.
-    buffers_freed: bool,
 }
 
 /// What one received datagram yielded: CoAP messages from an established device.
@@ -86,9 +80,7 @@ pub(crate) struct Received {
 
 /// Every DTLS peer of the server.
 pub(crate) struct Sessions {
-    ctx: SslContext,
-    cookies: Arc<Cookies>,
-    /// The session `DTLSv1_listen` runs on; it becomes a peer's once a cookie is verified.
+    /// The session that answers ClientHellos; it becomes a peer's once a cookie is verified.
     listener: Session,
     peers: HashMap<SocketAddr, Peer>,
     handshakes: usize,
@@ -100,104 +92,13 @@ pub(crate) struct Sessions {
     last_sweep: Instant,
     metrics: Metrics,
     buf: Vec<u8>,
-}
-
-/// The device whose key a session's handshake used, set by the PSK callback.
-fn device_index() -> Index<Ssl, Arc<Device>> {
-    static INDEX: OnceLock<Index<Ssl, Arc<Device>>> = OnceLock::new();
-    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("an SSL ex_data index"))
-}
-
-/// Stateless cookies: an HMAC-SHA256 of the peer's address and the current minute, under a
-/// key made at start-up. A cookie of this or the previous minute is taken.
-struct Cookies {
-    key: PKey<Private>,
-    /// The peer whose ClientHello `DTLSv1_listen` is reading now (set just before, under the
-    /// sessions' lock, so one at a time).
-    peer: std::sync::Mutex<SocketAddr>,
-}
-
-const COOKIE_LEN: usize = 16;
-
-impl Cookies {
-    fn new() -> Result<Cookies, ErrorStack> {
-        let mut secret = [0u8; 32];
-        openssl::rand::rand_bytes(&mut secret)?;
-        Ok(Cookies {
-            key: PKey::hmac(&secret)?,
-            peer: std::sync::Mutex::new(SocketAddr::from(([0, 0, 0, 0], 0))),
-        })
-    }
-
-    fn set_peer(&self, peer: SocketAddr) {
-        *self.peer.lock().unwrap_or_else(|p| p.into_inner()) = peer;
-    }
-
-    fn peer(&self) -> SocketAddr {
-        *self.peer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn minute() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 60)
-    }
-
-    fn cookie(&self, peer: SocketAddr, minute: u64) -> Result<[u8; COOKIE_LEN], ErrorStack> {
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
-        signer.update(&minute.to_be_bytes())?;
-        match peer.ip() {
-            IpAddr::V4(ip) => signer.update(&ip.octets())?,
-            IpAddr::V6(ip) => signer.update(&ip.octets())?,
-        }
-        signer.update(&peer.port().to_be_bytes())?;
-        let mac = signer.sign_to_vec()?;
-        let mut cookie = [0u8; COOKIE_LEN];
-        cookie.copy_from_slice(&mac[..COOKIE_LEN]);
-        Ok(cookie)
-    }
-
-    fn verify(&self, peer: SocketAddr, got: &[u8]) -> bool {
-        let now = Self::minute();
-        [now, now.saturating_sub(1)].iter().any(|&m| {
-            self.cookie(peer, m)
-                .is_ok_and(|c| got.len() == COOKIE_LEN && openssl::memcmp::eq(&c, got))
-        })
-    }
-}
-
-/// The server's DTLS context: PSK from `devices`, stateless `cookies`, no renegotiation.
-fn context(devices: Devices, cookies: Arc<Cookies>) -> Result<SslContext, ErrorStack> {
-    let mut ctx = dtls::context_builder()?;
-    ctx.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::COOKIE_EXCHANGE);
-    ctx.set_psk_server_callback(move |ssl, identity, psk| {
-        let registry = devices.current();
-        // An unknown identity gets no key: OpenSSL ends the handshake with an alert.
-        let Some(device) = identity.and_then(|id| registry.get(id)) else {
-            return Ok(0);
-        };
-        let key = device.key();
-        if key.len() > psk.len() {
-            return Ok(0);
-        }
-        psk[..key.len()].copy_from_slice(key);
-        ssl.set_ex_data(device_index(), device.clone());
-        Ok(key.len())
-    });
-    let issuer = cookies.clone();
-    ctx.set_cookie_generate_cb(move |_, buf| {
-        let cookie = issuer.cookie(issuer.peer(), Cookies::minute())?;
-        let n = cookie.len().min(buf.len());
-        buf[..n].copy_from_slice(&cookie[..n]);
-        Ok(n)
-    });
-    ctx.set_cookie_verify_cb(move |_, got| cookies.verify(cookies.peer(), got));
-    Ok(ctx.build())
+    /// Last: every session above refers to it.
+    server: Server,
 }
 
 /// A datagram that starts a new association: a ClientHello in a record of epoch 0 (RFC 6347
 /// §4.2.8: a client that lost its session, e.g. after a restart on the same port). Only the
-/// record header's type and epoch and the handshake message's type are looked at; OpenSSL reads
+/// record header's type and epoch and the handshake message's type are looked at; Mbed TLS reads
 /// the rest.
 fn starts_association(datagram: &[u8]) -> bool {
     const HANDSHAKE: u8 = 22;
@@ -214,13 +115,9 @@ impl Sessions {
         limits: Limits,
         metrics: Metrics,
     ) -> Result<Sessions, SetupError> {
-        let cookies = Arc::new(Cookies::new()?);
-        let ctx = context(devices.clone(), cookies.clone())?;
-        let listener = dtls::session(&ctx)?;
+        let server = Server::new(devices.clone())?;
         Ok(Sessions {
-            ctx,
-            cookies,
-            listener,
+            listener: server.session(),
             peers: HashMap::new(),
             handshakes: 0,
             handshakes_by_ip: HashMap::new(),
@@ -231,6 +128,7 @@ impl Sessions {
             last_sweep: Instant::now(),
             metrics,
             buf: vec![0; 2048],
+            server,
         })
     }
 
@@ -260,17 +158,18 @@ impl Sessions {
             return None;
         };
         p.last_seen = now;
-        p.buffers_freed = false;
-        p.session.get_mut().feed(datagram);
-        match &p.state {
-            State::Handshake { .. } => {
-                let result = p.session.do_handshake();
+        match &mut p.state {
+            State::Handshake { device, .. } => {
+                let (step, identified) = self.server.handshake(&mut p.session, datagram);
+                if identified.is_some() {
+                    *device = identified;
+                }
                 send_all(&mut p.session, peer, out);
-                match result {
-                    Ok(()) => self.established(peer),
-                    Err(e) if e.code() == ErrorCode::WANT_READ => {}
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "DTLS handshake failed");
+                match step {
+                    Step::Done => self.established(peer),
+                    Step::More => {}
+                    Step::Failed(error) => {
+                        tracing::debug!(%peer, %error, "DTLS handshake failed");
                         self.metrics.handshake("failed");
                         self.remove(peer);
                     }
@@ -279,24 +178,15 @@ impl Sessions {
             }
             State::Established(device) => {
                 let device = device.clone();
-                let mut messages = Vec::new();
-                let closed = loop {
-                    match p.session.ssl_read(&mut self.buf) {
-                        Ok(0) => break false,
-                        Ok(n) => messages.push(self.buf[..n].to_vec()),
-                        Err(e) if e.code() == ErrorCode::WANT_READ => break false,
-                        Err(e) if e.code() == ErrorCode::ZERO_RETURN => break true,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "DTLS session ended");
-                            break true;
-                        }
-                    }
-                };
+                let records = p.session.read(datagram, &mut self.buf);
                 send_all(&mut p.session, peer, out);
-                if closed {
+                if records.closed {
                     self.remove(peer);
                 }
-                (!messages.is_empty()).then_some(Received { device, messages })
+                (!records.messages.is_empty()).then_some(Received {
+                    device,
+                    messages: records.messages,
+                })
             }
         }
     }
@@ -307,54 +197,54 @@ impl Sessions {
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };
-        if !matches!(p.state, State::Established(_)) || p.session.ssl_write(message).is_err() {
+        if !matches!(p.state, State::Established(_)) || !p.session.write(message) {
             return false;
         }
-        p.buffers_freed = false;
         send_all(&mut p.session, peer, out);
         true
     }
 
     fn listen(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant, out: &mut Outbox) {
-        self.cookies.set_peer(peer);
-        self.listener.get_mut().feed(datagram);
-        let verified = dtls::listen(&mut self.listener);
-        send_all(&mut self.listener, peer, out);
-        match verified {
-            Ok(Listen::NotYet) => {
-                self.metrics.dtls_hello_verify.inc();
-            }
-            Ok(Listen::Verified) => {
+        let hello = self.server.hello(&mut self.listener, peer, datagram);
+        let written = self.listener.take_outgoing();
+        match hello {
+            Hello::Verified => {
                 self.remove(peer);
-                self.start_handshake(peer, now, out);
+                self.start_handshake(peer, written, now, out);
             }
-            Err(e) => {
-                // Not a ClientHello (a record of a session this server does not have, or
-                // garbage): dropped. The listener clears itself at its next use.
-                tracing::trace!(%peer, error = %e, "datagram without a session dropped");
-                self.metrics.malformed("dtls_no_session");
+            Hello::Verify | Hello::Dropped => {
+                if hello == Hello::Verify {
+                    self.metrics.dtls_hello_verify.inc();
+                } else {
+                    tracing::trace!(%peer, "datagram without a session dropped");
+                    self.metrics.malformed("dtls_no_session");
+                }
+                // The address is unverified: nothing larger than what it sent goes back (a
+                // HelloVerifyRequest always is smaller; this keeps it so for anything else).
+                for answer in written.into_iter().filter(|a| a.len() <= datagram.len()) {
+                    out.push(peer, answer);
+                }
             }
         }
     }
 
-    fn start_handshake(&mut self, peer: SocketAddr, now: Instant, out: &mut Outbox) {
+    fn start_handshake(
+        &mut self,
+        peer: SocketAddr,
+        written: Vec<Vec<u8>>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
         let per_ip = self.handshakes_by_ip.get(&peer.ip()).copied().unwrap_or(0);
+        // The listener's handshake becomes the peer's; a fresh listener takes its place.
+        let session = std::mem::replace(&mut self.listener, self.server.session());
         if self.handshakes >= self.limits.handshakes || per_ip >= self.limits.handshakes_per_ip {
-            // The peer tries again after its timer; meanwhile the listener goes on.
+            // Its ServerHello is not sent: the peer tries again after its timer.
             self.metrics.handshake("over_limit");
-            self.renew_listener();
             return;
         }
-        let Some(mut session) = self.renew_listener() else {
-            return;
-        };
-        let result = session.accept();
-        send_all(&mut session, peer, out);
-        if let Err(e) = &result
-            && e.code() != ErrorCode::WANT_READ
-        {
-            self.metrics.handshake("failed");
-            return;
+        for answer in written {
+            out.push(peer, answer);
         }
         self.handshakes += 1;
         *self.handshakes_by_ip.entry(peer.ip()).or_default() += 1;
@@ -362,35 +252,29 @@ impl Sessions {
             peer,
             Peer {
                 session,
-                state: State::Handshake { since: now },
+                state: State::Handshake {
+                    since: now,
+                    device: None,
+                },
                 last_seen: now,
-                buffers_freed: false,
             },
         );
-        if result.is_ok() {
-            self.established(peer);
-        }
-    }
-
-    /// Swaps in a fresh listener; the old one, when its handshake was verified, is returned.
-    fn renew_listener(&mut self) -> Option<Session> {
-        match dtls::session(&self.ctx) {
-            Ok(fresh) => Some(std::mem::replace(&mut self.listener, fresh)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make a DTLS session");
-                None
-            }
-        }
     }
 
     fn established(&mut self, peer: SocketAddr) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let Some(device) = p.session.ssl().ex_data(device_index()).cloned() else {
+        let State::Handshake {
+            device: Some(device),
+            ..
+        } = &p.state
+        else {
+            // A finished handshake always looked its key up; without a device it cannot stay.
             self.remove(peer);
             return;
         };
+        let device = device.clone();
         p.state = State::Established(device.clone());
         self.forget_handshake(peer.ip());
         self.metrics.handshake("ok");
@@ -465,21 +349,13 @@ impl Sessions {
         self.generation = generation;
         let registry = self.devices.current();
         let limits = self.limits;
-        for p in self.peers.values_mut() {
-            // A session quiet for a second gives back its record buffers (most of its memory);
-            // a busy one keeps them rather than making them again for every datagram.
-            if matches!(p.state, State::Established(_))
-                && !p.buffers_freed
-                && now.duration_since(p.last_seen) >= Duration::from_secs(1)
-            {
-                p.buffers_freed = dtls::free_buffers(p.session.ssl());
-            }
-        }
         let stale: Vec<SocketAddr> = self
             .peers
             .iter()
             .filter(|(_, p)| match &p.state {
-                State::Handshake { since } => now.duration_since(*since) > limits.handshake_timeout,
+                State::Handshake { since, .. } => {
+                    now.duration_since(*since) > limits.handshake_timeout
+                }
                 State::Established(device) => {
                     now.duration_since(p.last_seen) > limits.session_idle
                         || (changed && !registry.still_has(device))
@@ -496,9 +372,9 @@ impl Sessions {
     }
 }
 
-/// Moves what OpenSSL wrote for `peer` into `out`.
+/// Moves what Mbed TLS wrote for `peer` into `out`.
 fn send_all(session: &mut Session, peer: SocketAddr, out: &mut Outbox) {
-    for datagram in session.get_mut().take_outgoing() {
+    for datagram in session.take_outgoing() {
         out.push(peer, datagram);
     }
 }

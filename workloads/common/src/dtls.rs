@@ -122,7 +122,6 @@ unsafe extern "C" {
     fn DTLSv1_listen(ssl: *mut openssl_sys::SSL, client: *mut c_void) -> c_int;
     fn BIO_ADDR_new() -> *mut c_void;
     fn BIO_ADDR_free(addr: *mut c_void);
-    fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> c_int;
 }
 const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
 const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
@@ -150,15 +149,6 @@ pub fn listen(session: &mut Session) -> Result<Listen, ErrorStack> {
         0 => Ok(Listen::NotYet),
         _ => Err(errors),
     }
-}
-
-/// Frees `ssl`'s record buffers (about 35 KB: a read and a write buffer sized for the largest
-/// record) if they hold nothing; OpenSSL makes them again at the next record. An idle session
-/// then costs a few KB. `SSL_MODE_RELEASE_BUFFERS` does this by itself for TLS, not for DTLS.
-/// False when they were in use and kept.
-pub fn free_buffers(ssl: &SslRef) -> bool {
-    // SAFETY: the SSL is valid; OpenSSL frees only buffers with no pending data.
-    unsafe { SSL_free_buffers(ssl.as_ptr()) == 1 }
 }
 
 /// When the handshake's retransmission timer of `ssl` fires next, if it runs.
