@@ -6,8 +6,9 @@
 //!   hold:  dtls_handshakes hold --server ADDR --devices-file F --sessions N
 //!
 //! `rate` prints `handshakes=… failed=… seconds=… per_second=…`. `hold` establishes one session
-//! per device of the file (as a fleet holds them), prints `held=…`, and keeps them open until
-//! it is killed.
+//! per device of the file (as a fleet holds them), sends a CoAP ping over each (a device sends
+//! right after its handshake, and the server frees the handshake's state at the first record
+//! after it), prints `held=…`, and keeps them open until it is killed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use clap::{Parser, Subcommand};
 use iot_testkit::dtls::DtlsClient;
 
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(5);
+/// An empty confirmable message (RFC 7252 §4.3): the server answers it with a reset.
+const COAP_PING: [u8; 4] = [0x40, 0x00, 0x00, 0x01];
 
 #[derive(Parser)]
 #[command(about = "DTLS-PSK handshakes against a CoAP server, for scripts/bench-dtls.sh")]
@@ -48,6 +51,9 @@ enum Mode {
         devices_file: String,
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
+        /// Send nothing after the handshakes (the server then keeps each handshake's state).
+        #[arg(long)]
+        no_ping: bool,
     },
 }
 
@@ -69,7 +75,8 @@ fn main() {
         Mode::Hold {
             devices_file,
             sessions,
-        } => hold(args.server, &devices_file, sessions),
+            no_ping,
+        } => hold(args.server, &devices_file, sessions, !no_ping),
     }
 }
 
@@ -108,7 +115,7 @@ fn rate(server: SocketAddr, identity: &str, key: &[u8], seconds: Duration, threa
     );
 }
 
-fn hold(server: SocketAddr, devices_file: &str, sessions: usize) {
+fn hold(server: SocketAddr, devices_file: &str, sessions: usize, ping: bool) {
     let text = std::fs::read_to_string(devices_file).expect("read the devices file");
     let devices: Vec<(String, String)> = text
         .lines()
@@ -123,7 +130,12 @@ fn hold(server: SocketAddr, devices_file: &str, sessions: usize) {
     let mut failed = 0;
     for (name, key) in &devices {
         match DtlsClient::connect(server, name, key.as_bytes(), HANDSHAKE_WITHIN) {
-            Ok(c) => held.push(c),
+            Ok(mut c) => {
+                if ping {
+                    c.send(&COAP_PING);
+                }
+                held.push(c);
+            }
             Err(_) => failed += 1,
         }
     }
