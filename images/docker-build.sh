@@ -21,9 +21,15 @@ esac
 args=(); for b in $(release_binaries "$@"); do args+=(--bin "$b"); done
 cd "$REPO_ROOT"
 # Mbed TLS (coap-server's DTLS) is compiled from its sources: cmake builds it, and bindgen reads
-# its headers with libclang.
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake libclang-dev >/dev/null
+# its headers with libclang. Installed only where missing.
+missing=()
+for p in cmake libclang-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 if [ "$arch" = "$(dpkg --print-architecture)" ]; then
   release=target/release
   cargo build --release --locked "${args[@]}"

@@ -53,6 +53,9 @@ unsafe extern "C" fn psk_callback(
     identity: *const c_uchar,
     identity_len: usize,
 ) -> c_int {
+    if lookup.is_null() || identity.is_null() || identity_len == 0 {
+        return -1;
+    }
     // SAFETY: `lookup` is the `PskLookup` that `Server::new` registered and keeps alive;
     // `identity` points at `identity_len` bytes of the ClientKeyExchange being parsed.
     let (lookup, identity) = unsafe {
