@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-/// Longest key taken, in bytes (OpenSSL's PSK buffer holds more; real keys are 16–64).
+/// Longest key taken, in bytes (Mbed TLS is built to take keys this long; real keys are 16–64).
 pub const MAX_KEY_LEN: usize = 64;
 /// Shortest key taken: 16 bytes, 128 bits if they are random bytes, fewer if printable.
 pub const MIN_KEY_LEN: usize = 16;

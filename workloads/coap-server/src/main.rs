@@ -341,10 +341,10 @@ async fn run(args: Args) -> Result<(), Error> {
 /// How long the last answer report may take at exit.
 const LAST_REPORT_WITHIN: Duration = Duration::from_secs(1);
 
-/// Every DTLS handshake makes and frees buffers of 17–22 KB (OpenSSL's record and handshake
-/// buffers) between long-lived sessions; from glibc's heap they fragment it, and a server that
-/// had cycled 10,000 devices through 2,000 sessions held 150 MB instead of 106. Allocated with
-/// mmap from 16 KB up, they go back to the system when freed (docs/benchmarks.md, DTLS).
+/// Large, short-lived buffers between long-lived ones fragment glibc's heap: with OpenSSL's
+/// 17–22 KB DTLS buffers, a server that had cycled 10,000 devices through 2,000 sessions held
+/// 150 MB instead of 106. Allocated with mmap from 16 KB up, such buffers go back to the system
+/// when freed. Mbed TLS's sessions now stay under 16 KB; write batches can pass it.
 fn return_large_buffers_to_the_system() {
     // SAFETY: mallopt only sets a malloc parameter; called before any other thread exists.
     let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 16 * 1024) };
