@@ -92,7 +92,6 @@ pub(crate) struct Sessions {
     last_sweep: Instant,
     metrics: Metrics,
     buf: Vec<u8>,
-    /// Last: every session above refers to it.
     server: Server,
 }
 

@@ -1,14 +1,16 @@
 //! DTLS 1.2 with pre-shared keys (RFC 7252 §9.1.3.1), by OpenSSL, over the batched UDP sockets
-//! of [`crate::udp`].
+//! of [`crate::udp`]: the clients' side (sensor-sim, the tests' devices). coap-server's side is
+//! Mbed TLS (its `secure::mbed`), so the two libraries are tested against each other.
 //!
 //! OpenSSL does the records, the handshake and the cryptography; this module only carries its
 //! datagrams. A session is an [`openssl::ssl::SslStream`] over a [`DatagramIo`], which hands
 //! OpenSSL one received datagram at a time and collects what it writes as whole datagrams, so
 //! the caller sends them in its own batches (`sendmmsg`) instead of one system call each.
 //!
-//! Three calls that the `openssl` crate does not wrap are declared here ([`listen`],
-//! [`handle_timeout`]): the stateless cookie exchange of `DTLSv1_listen` and the handshake's
-//! retransmission timer. They are OpenSSL's own functions; nothing of DTLS is written here.
+//! OpenSSL calls that the `openssl` crate does not wrap are declared here: the stateless cookie
+//! exchange of `DTLSv1_listen` ([`listen`], for the OpenSSL servers of the clients' tests) and
+//! the handshake's retransmission timer ([`timeout`], [`handle_timeout`]). They are OpenSSL's
+//! own functions; nothing of DTLS is written here.
 
 use std::ffi::{c_int, c_long, c_void};
 use std::io::{self, Read, Write};

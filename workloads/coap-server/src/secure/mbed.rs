@@ -29,8 +29,8 @@ pub struct SetupError(#[from] mbedtls::Error);
 /// The server side's configuration, shared by every session.
 pub(crate) struct Server {
     config: Arc<Config>,
-    /// Read by Mbed TLS through a raw pointer in `config` (the PSK callback): it lives as long
-    /// as the configuration, which every session holds.
+    /// Read by Mbed TLS through a raw pointer in `config` (the PSK callback); every session
+    /// holds it too, so it outlives every context that may call the callback.
     psk: Arc<PskLookup>,
 }
 
@@ -100,8 +100,9 @@ impl Server {
             devices,
             identified: Mutex::new(None),
         });
-        // SAFETY: the callback reads `psk` through this pointer; `Server` keeps the `Arc`, and
-        // drops it only after the configuration (field order) and so after every session.
+        // SAFETY: the callback reads `psk` through this pointer, only while a session's context
+        // handshakes; `Server` and each `Session` hold the `Arc`, and a session drops its
+        // context before its `Arc` (field order).
         unsafe {
             mbedtls_sys::ssl_conf_psk_cb(
                 (&mut config).into(),
@@ -120,7 +121,10 @@ impl Server {
         let mut ctx = Context::new(self.config.clone());
         // Mbed TLS needs a timer for DTLS: it times its handshake retransmissions with it.
         ctx.set_timer_callback(Box::new(Timer::new()));
-        Session { ctx }
+        Session {
+            ctx,
+            _psk: self.psk.clone(),
+        }
     }
 
     /// Gives `datagram` from `peer` to `session`, which answers a ClientHello without a valid
@@ -206,6 +210,8 @@ pub(crate) struct Records {
 /// One DTLS session of the server.
 pub(crate) struct Session {
     ctx: Context<Datagrams>,
+    /// What the context's PSK callback reads; dropped after the context.
+    _psk: Arc<PskLookup>,
 }
 
 // SAFETY: see `Server`; a session is used under the sessions' lock, by one thread at a time.
